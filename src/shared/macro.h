@@ -4,6 +4,7 @@
 /* Our own small toolbox: cleanup attributes, ownership transfer and allocation helpers.
  * Everything here is header-only and free of any knowledge of the daemon. */
 
+#include <assert.h>
 #include <errno.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -29,6 +30,20 @@
 #define MIN(a, b) ((a) < (b) ? (a) : (b))
 #define MAX(a, b) ((a) > (b) ? (a) : (b))
 #define CLAMP(x, lo, hi) ((x) < (lo) ? (lo) : ((x) > (hi) ? (hi) : (x)))
+
+/* True when x equals one of the listed values. */
+#define IN_SET(x, first, ...)                                                   \
+        ({                                                                      \
+                const typeof(x) _x_ = (x);                                      \
+                const typeof(x) _set_[] = { first, __VA_ARGS__ };               \
+                bool _found_ = false;                                           \
+                for (size_t _i_ = 0; _i_ < ELEMENTSOF(_set_); _i_++)            \
+                        if (_set_[_i_] == _x_) {                                \
+                                _found_ = true;                                 \
+                                break;                                          \
+                        }                                                       \
+                _found_;                                                        \
+        })
 
 /* Zeroed allocation of n objects of type t; never asks calloc() for zero bytes. */
 #define new0(t, n) ((t *) calloc((n) > 0 ? (size_t) (n) : 1, sizeof(t)))
@@ -135,3 +150,6 @@ static inline void *mfree(void *p) {
 static inline int negative_errno(void) {
         return errno > 0 ? -errno : -EIO;
 }
+
+#define PTR_TO_UINT64(p) ((uint64_t) (uintptr_t) (p))
+#define UINT64_TO_PTR(u) ((void *) (uintptr_t) (u))
