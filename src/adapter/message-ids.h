@@ -1,0 +1,14 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+/* MESSAGE_ID= values of the journal entries an operator acts on; each has an entry in the catalog
+ * (man/kkt-adapter.catalog). Never change a published id: tools and alerts match on them. */
+
+#define MESSAGE_ID_STARTED      "55f78f4a987a4ce49299121c18098547"
+#define MESSAGE_ID_STOPPING     "1fbc056ae4a949bb8f8063779674ccb4"
+#define MESSAGE_ID_RELOADED     "0e9d3b6454694ee6bff6bd2d8cb438a5"
+#define MESSAGE_ID_RELOAD_FAILED "3f8fad31b4b64a6ab29874b19175e6b1"
+#define MESSAGE_ID_ONLINE       "6802adaf9cac4b49bd10a268e5c8db4c"
+#define MESSAGE_ID_OFFLINE      "1cd66e3b8d9e4bd8997c844817358962"
+#define MESSAGE_ID_BUFFER_FULL  "0ef033905c0440208a05197536062e5c"
+#define MESSAGE_ID_DEAD_LETTERED "e4e7c41abe5f4070896f478162d415a2"

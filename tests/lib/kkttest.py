@@ -1,0 +1,235 @@
+# SPDX-License-Identifier: MIT
+"""Starts the real kkt-adapterd the way systemd would, for the integration tests.
+
+The daemon gets its HTTP listener as fd 3 (LISTEN_FDS/LISTEN_PID/LISTEN_FDNAMES), a NOTIFY_SOCKET that the
+test reads, optionally WATCHDOG_USEC, a temporary state directory and a configuration file. Python's
+standard library only, so it runs on a bare Debian machine.
+"""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import http.client
+
+DAEMON = os.environ.get("KKT_ADAPTERD", "kkt-adapterd")
+FAKE_UPSTREAM = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "fake-upstream.py")
+
+
+class TestFailure(Exception):
+    pass
+
+
+def check(cond, message):
+    if not cond:
+        raise TestFailure(message)
+
+
+def wait_until(predicate, timeout, what, interval=0.02):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise TestFailure(f"timed out after {timeout}s waiting for {what}")
+
+
+class Daemon:
+    """One kkt-adapterd process with its sockets, state directory and log."""
+
+    def __init__(self, config="", env=None, watchdog_usec=None, args=(), socket_activation=True, name="kkt"):
+        self.tmp = tempfile.mkdtemp(prefix=f"{name}-")
+        self.state_dir = os.path.join(self.tmp, "state")
+        os.mkdir(self.state_dir)
+        self.config_path = os.path.join(self.tmp, "kkt-adapter.conf")
+        self.write_config(config)
+        self.log_path = os.path.join(self.tmp, "daemon.log")
+        self.extra_env = dict(env or {})
+        self.watchdog_usec = watchdog_usec
+        self.args = list(args)
+        self.socket_activation = socket_activation
+        self.proc = None
+        self.messages = []  # (monotonic seconds, {"KEY": "value"})
+        self.notify_path = os.path.join(self.tmp, "notify")
+        self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.notify.bind(self.notify_path)
+        self.notify.settimeout(0.1)
+        self.lock = threading.Lock()
+        self.closing = False
+        # Messages are stamped when they arrive, not when a test looks, so watchdog gaps can be measured.
+        self.reader = threading.Thread(target=self._read_loop, daemon=True)
+        self.reader.start()
+        self.listener = None
+        self.port = None
+
+    # configuration -----------------------------------------------------------------------------------------
+    def write_config(self, text):
+        with open(self.config_path, "w") as f:
+            f.write(text)
+
+    # process -----------------------------------------------------------------------------------------------
+    def start(self, wait_ready=True, timeout=20):
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "NOTIFY_SOCKET": self.notify_path,
+            "STATE_DIRECTORY": self.state_dir,
+            "LANG": "C.UTF-8",
+        }
+        for k in ("ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS", "MALLOC_PERTURB_"):
+            if k in os.environ:
+                env[k] = os.environ[k]
+        if self.watchdog_usec:
+            env["WATCHDOG_USEC"] = str(self.watchdog_usec)
+        env.update(self.extra_env)
+
+        pass_fds = ()
+        preexec = None
+        if self.socket_activation:
+            if self.listener is None:
+                self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                self.listener.bind(("127.0.0.1", 0))
+                self.listener.listen(128)
+                self.port = self.listener.getsockname()[1]
+            env["LISTEN_FDS"] = "1"
+            env["LISTEN_FDNAMES"] = "http"
+            lfd = self.listener.fileno()
+
+            def preexec():
+                os.dup2(lfd, 3)
+                os.set_inheritable(3, True)
+
+            pass_fds = (3,)
+
+        # LISTEN_PID must be the daemon's own pid: let the shell put in its $$ and exec into the daemon.
+        cmd = ["/bin/sh", "-c", 'if [ -n "$LISTEN_FDS" ]; then export LISTEN_PID=$$; fi; exec "$0" "$@"',
+               DAEMON, f"--config={self.config_path}"] + self.args
+        self.log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log,
+                                     pass_fds=pass_fds, preexec_fn=preexec)
+        if wait_ready:
+            self.wait_message("READY", "1", timeout=timeout)
+        return self
+
+    def _read_loop(self):
+        while not self.closing:
+            try:
+                data = self.notify.recv(4096)
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            msg = {}
+            for line in data.decode().splitlines():
+                k, _, v = line.partition("=")
+                msg[k] = v
+            with self.lock:
+                self.messages.append((time.monotonic(), msg))
+
+    def read_notify(self):
+        """Kept for readability at call sites: messages are collected by the reader thread."""
+        with self.lock:
+            return list(self.messages)
+
+    def wait_message(self, key, value=None, timeout=20, after=0):
+        """Waits for a notify message with KEY (=value); returns (time, message). Looks at messages from index
+        `after` on."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for i, (t, m) in enumerate(self.read_notify()):
+                if i < after:
+                    continue
+                if key in m and (value is None or m[key] == value):
+                    return i, t, m
+            if self.proc.poll() is not None:
+                raise TestFailure(f"daemon exited with {self.proc.returncode} before {key}={value}; log:\n"
+                                  + self.log_text())
+            if time.monotonic() > deadline:
+                raise TestFailure(f"no {key}={value} within {timeout}s; got {self.messages}; log:\n"
+                                  + self.log_text())
+            time.sleep(0.01)
+
+    def log_text(self):
+        try:
+            with open(self.log_path, "rb") as f:
+                return f.read().decode(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def signal(self, sig):
+        self.proc.send_signal(sig)
+
+    def stop(self, timeout=20):
+        """SIGTERM and wait; returns the exit code."""
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else None
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise TestFailure("daemon did not stop within %ss after SIGTERM; log:\n%s" % (timeout, self.log_text()))
+
+    def kill(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def cleanup(self):
+        self.kill()
+        if self.listener:
+            self.listener.close()
+        self.closing = True
+        self.reader.join()
+        self.notify.close()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is not None:
+            sys.stderr.write("---- daemon log ----\n" + self.log_text() + "\n--------------------\n")
+        self.cleanup()
+
+    # HTTP --------------------------------------------------------------------------------------------------
+    def request(self, method, path, body=None, headers=None, timeout=30):
+        """Returns (status, headers dict, parsed JSON or raw text)."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        try:
+            if isinstance(body, (dict, list)):
+                body = json.dumps(body)
+            h = {"Content-Type": "application/json"} if body is not None else {}
+            h.update(headers or {})
+            conn.request(method, path, body=body, headers=h)
+            r = conn.getresponse()
+            data = r.read()
+            hdrs = {k.lower(): v for k, v in r.getheaders()}
+            try:
+                payload = json.loads(data) if data else None
+            except ValueError:
+                payload = data.decode(errors="replace")
+            return r.status, hdrs, payload
+        finally:
+            conn.close()
+
+
+def run_tests(tests):
+    """Runs named test functions; prints each name; exits 1 on the first failure."""
+    for t in tests:
+        sys.stderr.write(f"== {t.__name__}\n")
+        sys.stderr.flush()
+        try:
+            t()
+        except TestFailure as e:
+            sys.stderr.write(f"FAIL {t.__name__}: {e}\n")
+            sys.exit(1)
+    sys.exit(0)
