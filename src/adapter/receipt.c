@@ -1,0 +1,937 @@
+/* SPDX-License-Identifier: MIT */
+/* Receipt intake: the body is parsed strictly, every field is checked and converted to exact integers, and
+ * a canonical text is derived that the store keeps, the OFD receives and idempotency compares. */
+
+#include <assert.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <openssl/evp.h>
+#include <stdarg.h>
+
+#include "json-util.h"
+#include "money.h"
+#include "receipt.h"
+
+typedef struct NameValue {
+        const char *name;
+        int value;
+} NameValue;
+
+static const NameValue receipt_type_table[] = {
+        { "sale", RECEIPT_TYPE_SALE },
+        { "refund", RECEIPT_TYPE_REFUND },
+        { "correction", RECEIPT_TYPE_CORRECTION },
+};
+
+static const NameValue payment_type_table[] = {
+        { "cash", PAYMENT_TYPE_CASH },
+        { "card", PAYMENT_TYPE_CARD },
+        { "other", PAYMENT_TYPE_OTHER },
+};
+
+static const NameValue payment_method_table[] = {
+        { "full_prepayment", PAYMENT_METHOD_FULL_PREPAYMENT },
+        { "prepayment", PAYMENT_METHOD_PREPAYMENT },
+        { "advance", PAYMENT_METHOD_ADVANCE },
+        { "full_payment", PAYMENT_METHOD_FULL_PAYMENT },
+        { "partial_payment", PAYMENT_METHOD_PARTIAL_PAYMENT },
+        { "credit", PAYMENT_METHOD_CREDIT },
+        { "credit_payment", PAYMENT_METHOD_CREDIT_PAYMENT },
+};
+
+/* FFD 1.2, tag 1212. Names follow the ones the Russian online-cash-register APIs use where they have one. */
+static const NameValue payment_object_table[] = {
+        { "commodity", PAYMENT_OBJECT_COMMODITY },
+        { "excise", PAYMENT_OBJECT_EXCISE },
+        { "job", PAYMENT_OBJECT_JOB },
+        { "service", PAYMENT_OBJECT_SERVICE },
+        { "gambling_bet", 5 },
+        { "gambling_prize", 6 },
+        { "lottery", 7 },
+        { "lottery_prize", 8 },
+        { "intellectual_activity", 9 },
+        { "payment", PAYMENT_OBJECT_PAYMENT },
+        { "agent_commission", PAYMENT_OBJECT_AGENT_COMMISSION },
+        { "composite", PAYMENT_OBJECT_COMPOSITE },
+        { "another", PAYMENT_OBJECT_ANOTHER },
+        { "property_right", 14 },
+        { "non-operating_gain", 15 },
+        { "insurance_premium", 16 },
+        { "sales_tax", 17 },
+        { "resort_fee", 18 },
+        { "deposit", 19 },
+        { "expense", 20 },
+        { "pension_insurance_ip", 21 },
+        { "pension_insurance", 22 },
+        { "medical_insurance_ip", 23 },
+        { "medical_insurance", 24 },
+        { "social_insurance", 25 },
+        { "casino_payment", 26 },
+        { "cash_withdrawal", 27 },
+        { "excise_unmarked", 30 },
+        { "excise_marked", 31 },
+        { "commodity_unmarked", 32 },
+        { "commodity_marked", 33 },
+};
+
+/* FFD 1.2, tag 2108. */
+static const NameValue measure_table[] = {
+        { "piece", MEASURE_PIECE },
+        { "gram", MEASURE_GRAM },
+        { "kilogram", MEASURE_KILOGRAM },
+        { "ton", 12 },
+        { "centimeter", 20 },
+        { "decimeter", 21 },
+        { "meter", MEASURE_METER },
+        { "square_centimeter", 30 },
+        { "square_decimeter", 31 },
+        { "square_meter", 32 },
+        { "milliliter", 40 },
+        { "liter", MEASURE_LITER },
+        { "cubic_meter", 42 },
+        { "kilowatt_hour", 50 },
+        { "gigacalorie", 51 },
+        { "day", 70 },
+        { "hour", 71 },
+        { "minute", 72 },
+        { "second", 73 },
+        { "kilobyte", 80 },
+        { "megabyte", 81 },
+        { "gigabyte", 82 },
+        { "terabyte", 83 },
+        { "other", MEASURE_OTHER },
+};
+
+static const NameValue taxation_table[] = {
+        { "osn", TAXATION_OSN },
+        { "usn_income", TAXATION_USN_INCOME },
+        { "usn_income_outcome", TAXATION_USN_INCOME_OUTCOME },
+        { "esn", TAXATION_ESN },
+        { "patent", TAXATION_PATENT },
+};
+
+static const char *table_to_string(const NameValue *table, size_t n, int value) {
+        for (size_t i = 0; i < n; i++)
+                if (table[i].value == value)
+                        return table[i].name;
+        return NULL;
+}
+
+static int table_from_string(const NameValue *table, size_t n, const char *s) {
+        if (!s)
+                return -EINVAL;
+        for (size_t i = 0; i < n; i++)
+                if (streq(table[i].name, s))
+                        return table[i].value;
+        return -EINVAL;
+}
+
+#define DEFINE_STRING_TABLE(prefix, type, table)                                        \
+        const char *prefix##_to_string(type v) {                                        \
+                return table_to_string(table, ELEMENTSOF(table), (int) v);              \
+        }                                                                               \
+        type prefix##_from_string(const char *s) {                                      \
+                return (type) table_from_string(table, ELEMENTSOF(table), s);           \
+        }
+
+DEFINE_STRING_TABLE(receipt_type, ReceiptType, receipt_type_table)
+DEFINE_STRING_TABLE(payment_type, PaymentType, payment_type_table)
+DEFINE_STRING_TABLE(payment_method, PaymentMethod, payment_method_table)
+DEFINE_STRING_TABLE(payment_object, PaymentObject, payment_object_table)
+DEFINE_STRING_TABLE(measure, Measure, measure_table)
+DEFINE_STRING_TABLE(taxation, Taxation, taxation_table)
+
+Receipt *receipt_free(Receipt *r) {
+        if (!r)
+                return NULL;
+
+        for (size_t i = 0; i < r->n_items; i++) {
+                free(r->items[i].name);
+                free(r->items[i].mark_code);
+        }
+        free(r->items);
+        free(r->payments);
+        free(r->pos_id);
+        free(r->customer_email);
+        free(r->customer_phone);
+        return mfree(r);
+}
+
+/* Strict UTF-8: no overlong forms, no surrogates, nothing above U+10FFFF. json-c's own check lets the
+ * first two through. */
+static bool utf8_is_valid(const char *s, size_t n) {
+        const uint8_t *p = (const uint8_t *) s, *e = p + n;
+
+        while (p < e) {
+                uint32_t cp, min;
+                size_t len;
+
+                if (*p < 0x80) {
+                        p++;
+                        continue;
+                }
+                if ((*p & 0xe0) == 0xc0) {
+                        len = 2;
+                        cp = *p & 0x1f;
+                        min = 0x80;
+                } else if ((*p & 0xf0) == 0xe0) {
+                        len = 3;
+                        cp = *p & 0x0f;
+                        min = 0x800;
+                } else if ((*p & 0xf8) == 0xf0) {
+                        len = 4;
+                        cp = *p & 0x07;
+                        min = 0x10000;
+                } else
+                        return false;
+
+                if ((size_t) (e - p) < len)
+                        return false;
+                for (size_t i = 1; i < len; i++) {
+                        if ((p[i] & 0xc0) != 0x80)
+                                return false;
+                        cp = cp << 6 | (p[i] & 0x3f);
+                }
+                if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+                        return false;
+                p += len;
+        }
+        return true;
+}
+
+/* For valid UTF-8 only: counts the bytes that start a character. */
+static size_t utf8_n_chars(const char *s) {
+        size_t n = 0;
+
+        for (; *s; s++)
+                if (((uint8_t) *s & 0xc0) != 0x80)
+                        n++;
+        return n;
+}
+
+
+static int fail(char **detail, int r, const char *format, ...) _printf_(3, 4);
+static int fail(char **detail, int r, const char *format, ...) {
+        va_list ap;
+        char *s;
+        int k;
+
+        va_start(ap, format);
+        k = vasprintf(&s, format, ap);
+        va_end(ap);
+        if (k < 0)
+                return -ENOMEM;
+
+        free(*detail);
+        *detail = s;
+        return r;
+}
+
+/* Quotes at most 40 bytes of the value, never cutting a character in half: the message must stay short
+ * whatever the client sent. */
+static int fail_unknown(char **detail, const char *path, const char *value) {
+        size_t l = strlen(value), n = MIN(l, 40U);
+
+        while (n > 0 && n < l && ((uint8_t) value[n] & 0xc0) == 0x80)
+                n--;
+        return fail(detail, -EINVAL, "%s: unknown value '%.*s%s'", path, (int) n, value, n < l ? "..." : "");
+}
+
+/* Absent and JSON null mean the same, "not given", as they did to the prototype's optional fields. */
+static json_object *field_get(json_object *o, const char *key) {
+        json_object *v = NULL;
+
+        (void) json_object_object_get_ex(o, key, &v);
+        return v;
+}
+
+typedef enum StringFlags {
+        STRING_NO_CONTROL = 1 << 0, /* identifiers that end up in logs and journal fields */
+} StringFlags;
+
+/* A non-empty string of at most max characters; *ret points into v. The whole body was checked to be
+ * valid UTF-8 already, and json-c turns even a lone surrogate escape into U+FFFD. */
+static int parse_string(json_object *v, const char *path, size_t max, StringFlags flags, const char **ret,
+                        char **detail) {
+        const char *s;
+        size_t n;
+
+        if (!v)
+                return fail(detail, -EINVAL, "%s: missing", path);
+        if (!json_object_is_type(v, json_type_string))
+                return fail(detail, -EINVAL, "%s: must be a string", path);
+
+        s = json_object_get_string(v);
+        if ((size_t) json_object_get_string_len(v) != strlen(s))
+                return fail(detail, -EINVAL, "%s: contains a NUL character", path);
+        if (flags & STRING_NO_CONTROL)
+                for (const char *p = s; *p; p++)
+                        if ((uint8_t) *p < 0x20 || *p == 0x7f)
+                                return fail(detail, -EINVAL, "%s: contains a control character", path);
+
+        n = utf8_n_chars(s);
+        if (n == 0)
+                return fail(detail, -EINVAL, "%s: must not be empty", path);
+        if (n > max)
+                return fail(detail, -EINVAL, "%s: longer than %zu characters", path, max);
+
+        *ret = s;
+        return 0;
+}
+
+static int parse_string_dup(json_object *v, const char *path, size_t max, StringFlags flags, char **ret,
+                            char **detail) {
+        const char *s;
+        char *c;
+        int r;
+
+        r = parse_string(v, path, max, flags, &s, detail);
+        if (r < 0)
+                return r;
+
+        c = strdup(s);
+        if (!c)
+                return -ENOMEM;
+        *ret = c;
+        return 0;
+}
+
+/* An enumeration by name; def is used when the field is absent (def < 0: the field is required). */
+static int parse_enum(json_object *v, const char *path, const NameValue *table, size_t n, int def,
+                      int *ret, char **detail) {
+        const char *s;
+        int r, value;
+
+        if (!v && def >= 0) {
+                *ret = def;
+                return 0;
+        }
+
+        r = parse_string(v, path, SIZE_MAX, 0, &s, detail);
+        if (r < 0)
+                return r;
+
+        value = table_from_string(table, n, s);
+        if (value < 0)
+                return fail_unknown(detail, path, s);
+        *ret = value;
+        return 0;
+}
+
+static int parse_decimal(json_object *v, const char *path, unsigned scale, int64_t *ret, char **detail) {
+        int r;
+
+        if (!v)
+                return fail(detail, -EINVAL, "%s: missing", path);
+
+        r = money_from_json(v, scale, ret);
+        switch (r) {
+        case 0:
+                return 0;
+        case -EMEDIUMTYPE:
+                return fail(detail, -EINVAL, "%s: must be a number", path);
+        case -EINVAL:
+                return fail(detail, -EINVAL, "%s: not a plain decimal number", path);
+        case -EDOM:
+                if (scale == 0)
+                        return fail(detail, -EINVAL, "%s: must be a whole number", path);
+                return fail(detail, -EINVAL, "%s: more than %u decimal places", path, scale);
+        case -ERANGE:
+                return fail(detail, -EINVAL, "%s: out of range", path);
+        default:
+                return r;
+        }
+}
+
+/* price * quantity in kopecks, rounded half up: quantity is in thousandths. */
+static int line_amount(int64_t price, int64_t quantity, int64_t *ret) {
+        int64_t p;
+
+        assert(price >= 0 && quantity >= 0);
+
+        if (__builtin_mul_overflow(price, quantity, &p))
+                return -ERANGE;
+        *ret = p / 1000 + (p % 1000 >= 500);
+        return 0;
+}
+
+static int parse_vat(json_object *item, const char *prefix, const VatCode **ret, char **detail) {
+        json_object *v_rate = field_get(item, "vat_rate"), *v_name = field_get(item, "vat");
+        const VatCode *by_rate = NULL, *by_name = NULL;
+        char path[64];
+        int r;
+
+        if (!v_rate && !v_name)
+                return fail(detail, -EINVAL, "%s.vat_rate: missing (or give vat)", prefix);
+
+        if (v_rate) {
+                int64_t rate;
+
+                snprintf(path, sizeof path, "%s.vat_rate", prefix);
+                r = parse_decimal(v_rate, path, 0, &rate, detail);
+                if (r < 0)
+                        return r;
+                if (rate >= 0 && rate <= INT_MAX)
+                        by_rate = vat_from_rate((int) rate);
+                if (!by_rate)
+                        return fail(detail, -EINVAL, "%s: unsupported rate %" PRIi64, path, rate);
+        }
+
+        if (v_name) {
+                const char *s;
+
+                snprintf(path, sizeof path, "%s.vat", prefix);
+                r = parse_string(v_name, path, SIZE_MAX, 0, &s, detail);
+                if (r < 0)
+                        return r;
+                by_name = vat_from_name(s);
+                if (!by_name)
+                        return fail_unknown(detail, path, s);
+        }
+
+        if (by_rate && by_name && by_rate != by_name)
+                return fail(detail, -EINVAL, "%s.vat: '%s' does not match vat_rate %i", prefix,
+                            by_name->name, by_rate->percent);
+
+        *ret = by_name ?: by_rate;
+        return 0;
+}
+
+static int parse_item(json_object *o, size_t index, ReceiptItem *item, char **detail) {
+        char prefix[32], path[64];
+        int64_t expected;
+        int r, value;
+
+        snprintf(prefix, sizeof prefix, "items[%zu]", index);
+        if (!json_object_is_type(o, json_type_object))
+                return fail(detail, -EINVAL, "%s: must be an object", prefix);
+
+#define PATH(key) (snprintf(path, sizeof path, "%s.%s", prefix, key), path)
+
+        r = parse_string_dup(field_get(o, "name"), PATH("name"), RECEIPT_ITEM_NAME_MAX, 0, &item->name,
+                             detail);
+        if (r < 0)
+                return r;
+
+        r = parse_decimal(field_get(o, "price"), PATH("price"), MONEY_SCALE_KOPECKS, &item->price, detail);
+        if (r < 0)
+                return r;
+        if (item->price < 0)
+                return fail(detail, -EINVAL, "%s: must not be negative", path);
+
+        r = parse_decimal(field_get(o, "quantity"), PATH("quantity"), MONEY_SCALE_QUANTITY, &item->quantity,
+                          detail);
+        if (r < 0)
+                return r;
+        if (item->quantity <= 0)
+                return fail(detail, -EINVAL, "%s: must be greater than zero", path);
+
+        r = parse_decimal(field_get(o, "total"), PATH("total"), MONEY_SCALE_KOPECKS, &item->total, detail);
+        if (r < 0)
+                return r;
+        if (item->total < 0)
+                return fail(detail, -EINVAL, "%s: must not be negative", path);
+
+        if (line_amount(item->price, item->quantity, &expected) < 0)
+                return fail(detail, -EINVAL, "%s: price * quantity out of range", prefix);
+        /* The prototype's tolerance: POS software rounds lines its own way, by at most one kopeck. */
+        if (item->total > expected + 1 || item->total < expected - 1)
+                return fail(detail, -EINVAL, "%s.total: %s does not match price * quantity = %s", prefix,
+                            MONEY_FORMAT(item->total, MONEY_SCALE_KOPECKS),
+                            MONEY_FORMAT(expected, MONEY_SCALE_KOPECKS));
+
+        r = parse_vat(o, prefix, &item->vat, detail);
+        if (r < 0)
+                return r;
+
+        r = parse_enum(field_get(o, "payment_method"), PATH("payment_method"), payment_method_table,
+                       ELEMENTSOF(payment_method_table), PAYMENT_METHOD_FULL_PAYMENT, &value, detail);
+        if (r < 0)
+                return r;
+        item->payment_method = value;
+
+        r = parse_enum(field_get(o, "payment_object"), PATH("payment_object"), payment_object_table,
+                       ELEMENTSOF(payment_object_table), PAYMENT_OBJECT_COMMODITY, &value, detail);
+        if (r < 0)
+                return r;
+        item->payment_object = value;
+
+        r = parse_enum(field_get(o, "measure"), PATH("measure"), measure_table, ELEMENTSOF(measure_table),
+                       MEASURE_PIECE, &value, detail);
+        if (r < 0)
+                return r;
+        item->measure = value;
+
+        if (field_get(o, "mark_code")) {
+                r = parse_string_dup(field_get(o, "mark_code"), PATH("mark_code"), RECEIPT_MARK_CODE_MAX, 0,
+                                     &item->mark_code, detail);
+                if (r < 0)
+                        return r;
+        }
+
+#undef PATH
+        return 0;
+}
+
+static int parse_payment(json_object *o, size_t index, ReceiptPayment *payment, char **detail) {
+        char path[64];
+        int r, value;
+
+        snprintf(path, sizeof path, "payments[%zu]", index);
+        if (!json_object_is_type(o, json_type_object))
+                return fail(detail, -EINVAL, "%s: must be an object", path);
+
+        snprintf(path, sizeof path, "payments[%zu].type", index);
+        r = parse_enum(field_get(o, "type"), path, payment_type_table, ELEMENTSOF(payment_type_table), -1,
+                       &value, detail);
+        if (r < 0)
+                return r;
+        payment->type = value;
+
+        snprintf(path, sizeof path, "payments[%zu].amount", index);
+        r = parse_decimal(field_get(o, "amount"), path, MONEY_SCALE_KOPECKS, &payment->amount, detail);
+        if (r < 0)
+                return r;
+        if (payment->amount <= 0)
+                return fail(detail, -EINVAL, "%s: must be greater than zero", path);
+
+        return 0;
+}
+
+/* Shape only: one '@' with something on both sides, a dot inside the domain, no spaces or controls. */
+static bool email_is_plausible(const char *s) {
+        const char *at = strchr(s, '@'), *dot;
+
+        if (!at || at == s || strchr(at + 1, '@'))
+                return false;
+        dot = strrchr(at + 1, '.');
+        if (!dot || dot == at + 1 || dot[1] == '\0')
+                return false;
+        for (const char *p = s; *p; p++)
+                if ((uint8_t) *p <= ' ' || *p == 0x7f)
+                        return false;
+        return true;
+}
+
+/* E.164 as tag 1008 wants it: '+' and 10..15 digits, nothing else. */
+static bool phone_is_plausible(const char *s) {
+        size_t n = 0;
+
+        if (*s != '+')
+                return false;
+        for (s++; *s; s++, n++)
+                if (*s < '0' || *s > '9')
+                        return false;
+        return n >= 10 && n <= 15;
+}
+
+static int parse_customer(json_object *o, Receipt *r, char **detail) {
+        json_object *email, *phone;
+        int k;
+
+        if (!json_object_is_type(o, json_type_object))
+                return fail(detail, -EINVAL, "customer: must be an object");
+
+        email = field_get(o, "email");
+        phone = field_get(o, "phone");
+        if (!email && !phone)
+                return fail(detail, -EINVAL, "customer: needs an email or a phone");
+
+        if (email) {
+                k = parse_string_dup(email, "customer.email", RECEIPT_CUSTOMER_MAX, 0, &r->customer_email,
+                                     detail);
+                if (k < 0)
+                        return k;
+                if (!email_is_plausible(r->customer_email))
+                        return fail(detail, -EINVAL, "customer.email: not an e-mail address");
+        }
+
+        if (phone) {
+                k = parse_string_dup(phone, "customer.phone", RECEIPT_CUSTOMER_MAX, 0, &r->customer_phone,
+                                     detail);
+                if (k < 0)
+                        return k;
+                if (!phone_is_plausible(r->customer_phone))
+                        return fail(detail, -EINVAL, "customer.phone: not a phone number like +79991234567");
+        }
+
+        return 0;
+}
+
+/* What json-c lets through even in strict mode although JSON forbids it: raw control characters inside
+ * strings (a NUL would also end json-c's view of the text early) and single-quoted strings. Returns the
+ * offending byte's offset and what it is, or -1. */
+static ssize_t find_non_json(const char *body, size_t size, const char **ret_what) {
+        bool in_string = false;
+
+        for (size_t i = 0; i < size; i++) {
+                char c = body[i];
+
+                if ((uint8_t) c < 0x20 && (in_string || (c != '\t' && c != '\n' && c != '\r'))) {
+                        *ret_what = "control character";
+                        return (ssize_t) i;
+                }
+                if (in_string) {
+                        if (c == '\\')
+                                i++; /* an escaped character cannot end the string; json-c checks it */
+                        else if (c == '"')
+                                in_string = false;
+                } else if (c == '"') {
+                        in_string = true;
+                } else if (c == '\'') {
+                        *ret_what = "single quote";
+                        return (ssize_t) i;
+                }
+        }
+        return -1;
+}
+
+static int parse_json_body(const char *body, size_t size, json_object **ret, char **detail) {
+        _cleanup_(json_tokener_freep) json_tokener *tok = NULL;
+        _cleanup_(json_object_putp) json_object *o = NULL;
+        enum json_tokener_error e;
+        const char *what;
+        ssize_t bad;
+
+        if (size == 0)
+                return fail(detail, -EBADMSG, "body: empty");
+        if (size > INT_MAX)
+                return fail(detail, -EBADMSG, "body: too large");
+        if (!utf8_is_valid(body, size))
+                return fail(detail, -EBADMSG, "body: not valid UTF-8");
+        bad = find_non_json(body, size, &what);
+        if (bad >= 0)
+                return fail(detail, -EBADMSG, "body: not valid JSON (%s at offset %zi)", what, bad);
+
+        tok = json_tokener_new();
+        if (!tok)
+                return -ENOMEM;
+        json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
+
+        o = json_tokener_parse_ex(tok, body, (int) size);
+        e = json_tokener_get_error(tok);
+        if (e == json_tokener_continue) {
+                /* A bare top-level scalar ("null", "42") ends only with one more byte; an object does not
+                 * need that. */
+                o = json_tokener_parse_ex(tok, "", 1);
+                if (json_tokener_get_error(tok) != json_tokener_success)
+                        return fail(detail, -EBADMSG, "body: not valid JSON (truncated)");
+                return fail(detail, -EBADMSG, "body: not a JSON object");
+        }
+        if (!o || e != json_tokener_success)
+                return fail(detail, -EBADMSG, "body: not valid JSON (%s at offset %zu)",
+                            json_tokener_error_desc(e), json_tokener_get_parse_end(tok));
+        /* Strict mode refuses trailing characters itself; this backs up find_non_json() in case json-c
+         * ever stops at a byte it does not report. */
+        if (json_tokener_get_parse_end(tok) != size)
+                return fail(detail, -EBADMSG, "body: not valid JSON (trailing data at offset %zu)",
+                            json_tokener_get_parse_end(tok));
+        if (!json_object_is_type(o, json_type_object))
+                return fail(detail, -EBADMSG, "body: not a JSON object");
+
+        *ret = TAKE_PTR(o);
+        return 0;
+}
+
+static int receipt_validate(json_object *o, const ReceiptLimits *limits, Receipt *r, char **detail) {
+        json_object *v;
+        int k, value;
+        int64_t paid = 0;
+
+        k = parse_string_dup(field_get(o, "pos_id"), "pos_id", RECEIPT_POS_ID_MAX, STRING_NO_CONTROL,
+                             &r->pos_id, detail);
+        if (k < 0)
+                return k;
+
+        k = parse_enum(field_get(o, "type"), "type", receipt_type_table, ELEMENTSOF(receipt_type_table), -1,
+                       &value, detail);
+        if (k < 0)
+                return k;
+        r->type = value;
+
+        k = parse_enum(field_get(o, "taxation"), "taxation", taxation_table, ELEMENTSOF(taxation_table),
+                       TAXATION_OSN, &value, detail);
+        if (k < 0)
+                return k;
+        r->taxation = value;
+
+        v = field_get(o, "items");
+        if (!v)
+                return fail(detail, -EINVAL, "items: missing");
+        if (!json_object_is_type(v, json_type_array))
+                return fail(detail, -EINVAL, "items: must be an array");
+        if (json_object_array_length(v) == 0)
+                return fail(detail, -EINVAL, "items: must not be empty");
+        if (json_object_array_length(v) > limits->max_items)
+                return fail(detail, -EINVAL, "items: more than %zu items", limits->max_items);
+
+        r->items = new0(ReceiptItem, json_object_array_length(v));
+        if (!r->items)
+                return -ENOMEM;
+        for (size_t i = 0; i < json_object_array_length(v); i++) {
+                ReceiptItem *item = r->items + i;
+
+                /* Counted before parsing, so that receipt_free() releases a half-filled item. */
+                r->n_items++;
+                k = parse_item(json_object_array_get_idx(v, i), i, item, detail);
+                if (k < 0)
+                        return k;
+                if (__builtin_add_overflow(r->total, item->total, &r->total))
+                        return fail(detail, -EINVAL, "items: sum of totals out of range");
+        }
+
+        v = field_get(o, "payments");
+        if (!v)
+                return fail(detail, -EINVAL, "payments: missing");
+        if (!json_object_is_type(v, json_type_array))
+                return fail(detail, -EINVAL, "payments: must be an array");
+        if (json_object_array_length(v) == 0)
+                return fail(detail, -EINVAL, "payments: must not be empty");
+        if (json_object_array_length(v) > limits->max_payments)
+                return fail(detail, -EINVAL, "payments: more than %zu payments", limits->max_payments);
+
+        r->payments = new0(ReceiptPayment, json_object_array_length(v));
+        if (!r->payments)
+                return -ENOMEM;
+        for (size_t i = 0; i < json_object_array_length(v); i++) {
+                ReceiptPayment *payment = r->payments + i;
+
+                r->n_payments++;
+                k = parse_payment(json_object_array_get_idx(v, i), i, payment, detail);
+                if (k < 0)
+                        return k;
+                if (__builtin_add_overflow(paid, payment->amount, &paid))
+                        return fail(detail, -EINVAL, "payments: sum out of range");
+        }
+
+        /* Both sums are >= 0, so the difference cannot overflow. */
+        if (paid - r->total > 1 || r->total - paid > 1)
+                return fail(detail, -EINVAL, "payments: sum %s does not match the items' total %s",
+                            MONEY_FORMAT(paid, MONEY_SCALE_KOPECKS),
+                            MONEY_FORMAT(r->total, MONEY_SCALE_KOPECKS));
+
+        v = field_get(o, "customer");
+        if (v) {
+                k = parse_customer(v, r, detail);
+                if (k < 0)
+                        return k;
+        }
+
+        return 0;
+}
+
+static const ReceiptLimits receipt_limits_default = RECEIPT_LIMITS_DEFAULT;
+
+int receipt_parse(const char *body, size_t size, const ReceiptLimits *limits, Receipt **ret,
+                  char **ret_detail) {
+        _cleanup_(json_object_putp) json_object *o = NULL;
+        _cleanup_(receipt_freep) Receipt *r = NULL;
+        _cleanup_free_ char *detail = NULL;
+        int k;
+
+        assert(body || size == 0);
+        assert(ret);
+
+        if (!limits)
+                limits = &receipt_limits_default;
+        assert(limits->max_items > 0 && limits->max_payments > 0);
+
+        k = parse_json_body(body, size, &o, &detail);
+        if (k >= 0) {
+                r = new0(Receipt, 1);
+                if (!r)
+                        k = -ENOMEM;
+                else
+                        k = receipt_validate(o, limits, r, &detail);
+        }
+
+        if (k < 0) {
+                /* A message is only promised for the two validation errors. */
+                if (ret_detail)
+                        *ret_detail = k == -EBADMSG || k == -EINVAL ? TAKE_PTR(detail) : NULL;
+                return k;
+        }
+
+        if (ret_detail)
+                *ret_detail = NULL;
+        *ret = TAKE_PTR(r);
+        return 0;
+}
+
+static int json_add(json_object *o, const char *key, json_object *v) {
+        if (!v)
+                return -ENOMEM;
+        if (json_object_object_add(o, key, v) < 0) {
+                json_object_put(v);
+                return -ENOMEM;
+        }
+        return 0;
+}
+
+static int json_add_string(json_object *o, const char *key, const char *s) {
+        return json_add(o, key, json_object_new_string(s));
+}
+
+static int json_add_int(json_object *o, const char *key, int64_t i) {
+        return json_add(o, key, json_object_new_int64(i));
+}
+
+static int json_add_decimal(json_object *o, const char *key, int64_t v, unsigned scale) {
+        return json_add_string(o, key, MONEY_FORMAT(v, scale));
+}
+
+static int item_to_json(const ReceiptItem *item, json_object **ret) {
+        _cleanup_(json_object_putp) json_object *o = NULL;
+        int r;
+
+        o = json_object_new_object();
+        if (!o)
+                return -ENOMEM;
+
+        if ((r = json_add_string(o, "name", item->name)) < 0 ||
+            (r = json_add_decimal(o, "price", item->price, MONEY_SCALE_KOPECKS)) < 0 ||
+            (r = json_add_decimal(o, "quantity", item->quantity, MONEY_SCALE_QUANTITY)) < 0 ||
+            (r = json_add_decimal(o, "total", item->total, MONEY_SCALE_KOPECKS)) < 0 ||
+            (r = json_add_string(o, "vat", item->vat->name)) < 0 ||
+            (r = json_add_int(o, "vat_tag1199", item->vat->tag1199)) < 0 ||
+            (r = json_add_string(o, "payment_method", payment_method_to_string(item->payment_method))) < 0 ||
+            (r = json_add_int(o, "payment_method_tag1214", item->payment_method)) < 0 ||
+            (r = json_add_string(o, "payment_object", payment_object_to_string(item->payment_object))) < 0 ||
+            (r = json_add_int(o, "payment_object_tag1212", item->payment_object)) < 0 ||
+            (r = json_add_string(o, "measure", measure_to_string(item->measure))) < 0 ||
+            (r = json_add_int(o, "measure_tag2108", item->measure)) < 0)
+                return r;
+        if (item->mark_code) {
+                r = json_add_string(o, "mark_code", item->mark_code);
+                if (r < 0)
+                        return r;
+        }
+
+        *ret = TAKE_PTR(o);
+        return 0;
+}
+
+static int payment_to_json(const ReceiptPayment *payment, json_object **ret) {
+        _cleanup_(json_object_putp) json_object *o = NULL;
+        int r;
+
+        o = json_object_new_object();
+        if (!o)
+                return -ENOMEM;
+
+        if ((r = json_add_string(o, "type", payment_type_to_string(payment->type))) < 0 ||
+            (r = json_add_decimal(o, "amount", payment->amount, MONEY_SCALE_KOPECKS)) < 0 ||
+            (r = json_add_int(o, "amount_tag", payment->type)) < 0)
+                return r;
+
+        *ret = TAKE_PTR(o);
+        return 0;
+}
+
+int receipt_to_json(const Receipt *r, json_object **ret) {
+        _cleanup_(json_object_putp) json_object *o = NULL, *items = NULL, *payments = NULL;
+        int k;
+
+        assert(r);
+        assert(ret);
+
+        o = json_object_new_object();
+        items = json_object_new_array();
+        payments = json_object_new_array();
+        if (!o || !items || !payments)
+                return -ENOMEM;
+
+        for (size_t i = 0; i < r->n_items; i++) {
+                json_object *item = NULL;
+
+                k = item_to_json(r->items + i, &item);
+                if (k < 0)
+                        return k;
+                if (json_object_array_add(items, item) < 0) {
+                        json_object_put(item);
+                        return -ENOMEM;
+                }
+        }
+
+        for (size_t i = 0; i < r->n_payments; i++) {
+                json_object *payment = NULL;
+
+                k = payment_to_json(r->payments + i, &payment);
+                if (k < 0)
+                        return k;
+                if (json_object_array_add(payments, payment) < 0) {
+                        json_object_put(payment);
+                        return -ENOMEM;
+                }
+        }
+
+        if ((k = json_add_string(o, "pos_id", r->pos_id)) < 0 ||
+            (k = json_add_string(o, "type", receipt_type_to_string(r->type))) < 0 ||
+            (k = json_add_string(o, "taxation", taxation_to_string(r->taxation))) < 0 ||
+            (k = json_add_int(o, "taxation_tag1055", r->taxation)) < 0 ||
+            (k = json_add(o, "items", TAKE_PTR(items))) < 0 ||
+            (k = json_add(o, "payments", TAKE_PTR(payments))) < 0 ||
+            (k = json_add_decimal(o, "total", r->total, MONEY_SCALE_KOPECKS)) < 0)
+                return k;
+
+        if (r->customer_email || r->customer_phone) {
+                _cleanup_(json_object_putp) json_object *customer = json_object_new_object();
+
+                if (!customer)
+                        return -ENOMEM;
+                if (r->customer_email && (k = json_add_string(customer, "email", r->customer_email)) < 0)
+                        return k;
+                if (r->customer_phone && (k = json_add_string(customer, "phone", r->customer_phone)) < 0)
+                        return k;
+                k = json_add(o, "customer", TAKE_PTR(customer));
+                if (k < 0)
+                        return k;
+        }
+
+        *ret = TAKE_PTR(o);
+        return 0;
+}
+
+int receipt_canonical(const Receipt *r, char **ret) {
+        _cleanup_(json_object_putp) json_object *o = NULL;
+        const char *s;
+        char *c;
+        int k;
+
+        assert(r);
+        assert(ret);
+
+        k = receipt_to_json(r, &o);
+        if (k < 0)
+                return k;
+
+        /* json-c keeps insertion order, writes no spaces in PLAIN mode and leaves non-ASCII as it is; '/'
+         * stays unescaped so that the text does not depend on an escaping choice. */
+        s = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
+        if (!s)
+                return -ENOMEM;
+        c = strdup(s);
+        if (!c)
+                return -ENOMEM;
+
+        *ret = c;
+        return 0;
+}
+
+int receipt_fingerprint(const char *canonical, char ret[static 65]) {
+        static const char hex[] = "0123456789abcdef";
+        unsigned char md[EVP_MAX_MD_SIZE];
+        unsigned n = 0;
+
+        assert(canonical);
+
+        if (EVP_Digest(canonical, strlen(canonical), md, &n, EVP_sha256(), NULL) != 1 || n != 32)
+                return -EIO;
+
+        for (unsigned i = 0; i < n; i++) {
+                ret[2 * i] = hex[md[i] >> 4];
+                ret[2 * i + 1] = hex[md[i] & 0xf];
+        }
+        ret[64] = '\0';
+        return 0;
+}

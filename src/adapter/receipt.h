@@ -1,0 +1,149 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+/* A receipt as the POS sends it: strict parsing and validation into exact integers, the FFD enumerations
+ * as tables, and the canonical JSON text (and its SHA-256) that the store keeps and the OFD receives. */
+
+#include <json-c/json.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "macro.h"
+#include "vat.h"
+
+/* Enumerations whose values are the FFD values: the canonical receipt carries both name and number. */
+
+typedef enum ReceiptType {
+        RECEIPT_TYPE_SALE,
+        RECEIPT_TYPE_REFUND,
+        RECEIPT_TYPE_CORRECTION,
+        _RECEIPT_TYPE_MAX,
+        _RECEIPT_TYPE_INVALID = -EINVAL,
+} ReceiptType;
+
+typedef enum PaymentType {
+        PAYMENT_TYPE_CASH = 1031,       /* FFD tag the amount is reported in: cash */
+        PAYMENT_TYPE_CARD = 1081,       /* electronic */
+        PAYMENT_TYPE_OTHER = 1217,      /* other consideration */
+        _PAYMENT_TYPE_INVALID = -EINVAL,
+} PaymentType;
+
+typedef enum PaymentMethod { /* FFD tag 1214 */
+        PAYMENT_METHOD_FULL_PREPAYMENT = 1,
+        PAYMENT_METHOD_PREPAYMENT = 2,
+        PAYMENT_METHOD_ADVANCE = 3,
+        PAYMENT_METHOD_FULL_PAYMENT = 4,
+        PAYMENT_METHOD_PARTIAL_PAYMENT = 5,
+        PAYMENT_METHOD_CREDIT = 6,
+        PAYMENT_METHOD_CREDIT_PAYMENT = 7,
+        _PAYMENT_METHOD_INVALID = -EINVAL,
+} PaymentMethod;
+
+typedef enum PaymentObject { /* FFD tag 1212; the full list is the table in receipt.c */
+        PAYMENT_OBJECT_COMMODITY = 1,
+        PAYMENT_OBJECT_EXCISE = 2,
+        PAYMENT_OBJECT_JOB = 3,
+        PAYMENT_OBJECT_SERVICE = 4,
+        PAYMENT_OBJECT_PAYMENT = 10,
+        PAYMENT_OBJECT_AGENT_COMMISSION = 11,
+        PAYMENT_OBJECT_COMPOSITE = 12,
+        PAYMENT_OBJECT_ANOTHER = 13,
+        _PAYMENT_OBJECT_INVALID = -EINVAL,
+} PaymentObject;
+
+typedef enum Measure { /* FFD tag 2108; the full list is the table in receipt.c */
+        MEASURE_PIECE = 0,
+        MEASURE_GRAM = 10,
+        MEASURE_KILOGRAM = 11,
+        MEASURE_METER = 22,
+        MEASURE_LITER = 41,
+        MEASURE_OTHER = 255,
+        _MEASURE_INVALID = -EINVAL,
+} Measure;
+
+typedef enum Taxation { /* FFD tag 1055, a bit each */
+        TAXATION_OSN = 1,
+        TAXATION_USN_INCOME = 2,
+        TAXATION_USN_INCOME_OUTCOME = 4,
+        TAXATION_ESN = 16,
+        TAXATION_PATENT = 32,
+        _TAXATION_INVALID = -EINVAL,
+} Taxation;
+
+/* to_string: NULL for a value not in the table; from_string: the value, or -EINVAL. */
+const char *receipt_type_to_string(ReceiptType t);
+ReceiptType receipt_type_from_string(const char *s);
+const char *payment_type_to_string(PaymentType t);
+PaymentType payment_type_from_string(const char *s);
+const char *payment_method_to_string(PaymentMethod m);
+PaymentMethod payment_method_from_string(const char *s);
+const char *payment_object_to_string(PaymentObject o);
+PaymentObject payment_object_from_string(const char *s);
+const char *measure_to_string(Measure m);
+Measure measure_from_string(const char *s);
+const char *taxation_to_string(Taxation t);
+Taxation taxation_from_string(const char *s);
+
+#define RECEIPT_POS_ID_MAX 64U          /* characters */
+#define RECEIPT_ITEM_NAME_MAX 255U      /* characters */
+#define RECEIPT_MARK_CODE_MAX 256U      /* characters; marking codes are ASCII with GS (0x1d) separators */
+#define RECEIPT_CUSTOMER_MAX 64U        /* email or phone: tag 1008 holds at most 64 characters */
+
+/* Both must be > 0. */
+typedef struct ReceiptLimits {
+        size_t max_items;
+        size_t max_payments;
+} ReceiptLimits;
+
+/* An initializer: ReceiptLimits l = RECEIPT_LIMITS_DEFAULT; also what receipt_parse() uses for NULL. */
+#define RECEIPT_LIMITS_DEFAULT { .max_items = 1000, .max_payments = 16 }
+
+typedef struct ReceiptItem {
+        char *name;
+        int64_t price;                  /* kopecks */
+        int64_t quantity;               /* thousandths */
+        int64_t total;                  /* kopecks */
+        const VatCode *vat;
+        PaymentMethod payment_method;
+        PaymentObject payment_object;
+        Measure measure;
+        char *mark_code;                /* NULL when absent */
+} ReceiptItem;
+
+typedef struct ReceiptPayment {
+        PaymentType type;
+        int64_t amount;                 /* kopecks */
+} ReceiptPayment;
+
+typedef struct Receipt {
+        char *pos_id;
+        ReceiptType type;
+        Taxation taxation;
+        ReceiptItem *items;
+        size_t n_items;
+        ReceiptPayment *payments;
+        size_t n_payments;
+        int64_t total;                  /* sum of the item totals, kopecks */
+        char *customer_email;           /* NULL when absent */
+        char *customer_phone;           /* NULL when absent */
+} Receipt;
+
+Receipt *receipt_free(Receipt *r);
+DEFINE_TRIVIAL_CLEANUP_FUNC(Receipt *, receipt_free);
+
+/* Parses and validates a request body (size bytes, need not be NUL-terminated). limits NULL: the defaults.
+ * Returns 0 and *ret; -EBADMSG when the body is not valid UTF-8, not JSON, or not a JSON object (HTTP 400);
+ * -EINVAL when a field fails validation (HTTP 422); -ENOMEM. On -EBADMSG/-EINVAL *ret_detail (may be NULL)
+ * gets a malloc'ed message that starts with the field's path, e.g. "items[2].price: more than 2 decimal
+ * places" (indexes count from 0); otherwise it is set to NULL. */
+int receipt_parse(const char *body, size_t size, const ReceiptLimits *limits, Receipt **ret,
+                  char **ret_detail);
+
+/* The canonical form: fixed key order, amounts as decimal strings ("1500.00"), quantities "1.000", enums
+ * by name plus their FFD value, defaults filled in, absent optional fields left out. Equivalent bodies give
+ * byte-identical text, and the text is itself a valid body that parses back to the same receipt. */
+int receipt_to_json(const Receipt *r, json_object **ret);
+int receipt_canonical(const Receipt *r, char **ret);
+
+/* Lower-case hex SHA-256 of the canonical text; -EIO if libcrypto fails. */
+int receipt_fingerprint(const char *canonical, char ret[static 65]);

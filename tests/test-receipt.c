@@ -1,0 +1,792 @@
+/* SPDX-License-Identifier: MIT */
+/* Receipt validation: one failing case per rule (return code and the field named in the detail), the
+ * tolerance boundaries, the limits, the canonical text and its fingerprint. */
+
+#include <errno.h>
+#include <json-c/json_pointer.h>
+#include <stdarg.h>
+
+#include "json-util.h"
+#include "money.h"
+#include "receipt.h"
+#include "tests.h"
+
+static const char base[] =
+        "{\"pos_id\":\"POS-1\",\"type\":\"sale\","
+        "\"items\":[{\"name\":\"Frame\",\"price\":1500.00,\"quantity\":1,\"total\":1500.00,"
+        "\"vat_rate\":20}],"
+        "\"payments\":[{\"type\":\"cash\",\"amount\":1500.00}]}";
+
+/* Marks a JSON pointer for removal in edit(). */
+static const char DELETE[] = "<delete>";
+
+/* Returns body with each (JSON pointer, JSON value text) pair applied, the list ending with NULL. Values
+ * are parsed by json-c's tokener, so numbers keep the text given here. */
+_sentinel_ static char *edit(const char *body, ...) {
+        _cleanup_(json_object_putp) json_object *o = json_tokener_parse(body);
+        const char *pointer;
+        va_list ap;
+
+        ASSERT_NOT_NULL(o);
+
+        va_start(ap, body);
+        while ((pointer = va_arg(ap, const char *))) {
+                const char *value = va_arg(ap, const char *);
+
+                if (value == DELETE) {
+                        _cleanup_free_ char *parent_pointer = strdup(pointer);
+                        char *slash = strrchr(parent_pointer, '/');
+                        json_object *parent = NULL;
+
+                        ASSERT_NOT_NULL(slash);
+                        *slash = '\0';
+                        ASSERT_OK(json_pointer_get(o, parent_pointer, &parent));
+                        if (json_object_is_type(parent, json_type_array))
+                                ASSERT_OK(json_object_array_del_idx(parent, strtoul(slash + 1, NULL, 10),
+                                                                    1));
+                        else
+                                json_object_object_del(parent, slash + 1);
+                } else {
+                        _cleanup_free_ char *wrapped = NULL;
+                        json_object *a, *v;
+
+                        ASSERT_TRUE(asprintf(&wrapped, "[%s]", value) >= 0);
+                        a = json_tokener_parse(wrapped);
+                        ASSERT_NOT_NULL(a);
+                        v = json_object_get(json_object_array_get_idx(a, 0));
+                        json_object_put(a);
+                        ASSERT_OK(json_pointer_set(&o, pointer, v));
+                }
+        }
+        va_end(ap);
+
+        return strdup(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
+}
+
+/* The base receipt with (JSON pointer, value) pairs applied. */
+#define WITH(...) edit(base, __VA_ARGS__, NULL)
+
+/* A JSON string literal holding n copies of s. */
+static char *json_repeat(const char *s, size_t n) {
+        size_t l = strlen(s);
+        char *j = malloc(n * l + 3), *p = j;
+
+        ASSERT_NOT_NULL(j);
+        *p++ = '"';
+        for (size_t i = 0; i < n; i++, p += l)
+                memcpy(p, s, l);
+        *p++ = '"';
+        *p = '\0';
+        return j;
+}
+
+static Receipt *parse_ok_limits(const char *body, const ReceiptLimits *limits) {
+        char *detail = (char *) "untouched";
+        Receipt *r = NULL;
+        int k;
+
+        k = receipt_parse(body, strlen(body), limits, &r, &detail);
+        if (k < 0)
+                fprintf(stderr, "   unexpected %s: %s\n   body: %s\n", strerror(-k), strna(detail), body);
+        ASSERT_OK(k);
+        ASSERT_NOT_NULL(r);
+        ASSERT_NULL(detail);
+        return r;
+}
+
+static Receipt *parse_ok(const char *body) {
+        return parse_ok_limits(body, NULL);
+}
+
+/* Takes ownership of body, so that ACCEPT(WITH(...)) leaks nothing. */
+static Receipt *parse_ok_free(char *body) {
+        _cleanup_free_ char *b = body;
+
+        return parse_ok(b);
+}
+#define ACCEPT(body) parse_ok_free(body)
+
+static void expect_fail_limits(const char *body, size_t size, const ReceiptLimits *limits, int err,
+                               const char *expected) {
+        _cleanup_free_ char *detail = NULL;
+        Receipt *r = NULL;
+        int k;
+
+        k = receipt_parse(body, size, limits, &r, &detail);
+        fprintf(stderr, "   -> %s: %s\n", k < 0 ? strerror(-k) : "accepted", strna(detail));
+        ASSERT_ERROR(k, err);
+        ASSERT_NULL(r);
+        ASSERT_STREQ(detail, expected);
+}
+
+/* Takes ownership of body, like ACCEPT(). */
+static void expect_fail(char *body, int err, const char *expected) {
+        _cleanup_free_ char *b = body;
+
+        expect_fail_limits(b, strlen(b), NULL, err, expected);
+}
+#define REJECT(body, message) expect_fail(body, EINVAL, message)
+#define REJECT_BODY(text, message) expect_fail(strdup(text), EBADMSG, message)
+
+static char *canonical_of(const char *body) {
+        _cleanup_(receipt_freep) Receipt *r = parse_ok(body);
+        char *c = NULL;
+
+        ASSERT_OK(receipt_canonical(r, &c));
+        return c;
+}
+
+static void test_valid_receipt_fields_and_defaults(void) {
+        _cleanup_(receipt_freep) Receipt *r = parse_ok(base);
+
+        ASSERT_STREQ(r->pos_id, "POS-1");
+        ASSERT_EQ(r->type, RECEIPT_TYPE_SALE);
+        ASSERT_EQ(r->taxation, TAXATION_OSN);
+        ASSERT_EQ(r->n_items, 1);
+        ASSERT_STREQ(r->items[0].name, "Frame");
+        ASSERT_EQ(r->items[0].price, 150000);
+        ASSERT_EQ(r->items[0].quantity, 1000);
+        ASSERT_EQ(r->items[0].total, 150000);
+        ASSERT_TRUE(r->items[0].vat == vat_from_name("vat20"));
+        ASSERT_EQ(r->items[0].payment_method, PAYMENT_METHOD_FULL_PAYMENT);
+        ASSERT_EQ(r->items[0].payment_object, PAYMENT_OBJECT_COMMODITY);
+        ASSERT_EQ(r->items[0].measure, MEASURE_PIECE);
+        ASSERT_NULL(r->items[0].mark_code);
+        ASSERT_EQ(r->n_payments, 1);
+        ASSERT_EQ(r->payments[0].type, PAYMENT_TYPE_CASH);
+        ASSERT_EQ(r->payments[0].amount, 150000);
+        ASSERT_EQ(r->total, 150000);
+        ASSERT_NULL(r->customer_email);
+        ASSERT_NULL(r->customer_phone);
+}
+
+static void test_detail_may_be_null(void) {
+        _cleanup_(receipt_freep) Receipt *r = NULL;
+
+        ASSERT_OK(receipt_parse(base, strlen(base), NULL, &r, NULL));
+        ASSERT_ERROR(receipt_parse("{", 1, NULL, &r, NULL), EBADMSG);
+        ASSERT_ERROR(receipt_parse("{}", 2, NULL, &r, NULL), EINVAL);
+}
+
+static void test_body_need_not_be_nul_terminated(void) {
+        _cleanup_(receipt_freep) Receipt *r = NULL;
+        _cleanup_free_ char *copy = malloc(strlen(base));
+
+        ASSERT_NOT_NULL(copy);
+        memcpy(copy, base, strlen(base)); /* no NUL: ASan catches a read past the end */
+        ASSERT_OK(receipt_parse(copy, strlen(base), NULL, &r, NULL));
+        ASSERT_STREQ(r->pos_id, "POS-1");
+}
+
+static void test_full_receipt_with_ffd_attributes(void) {
+        static const char body[] =
+                "{\"pos_id\":\"POS-7\",\"type\":\"refund\",\"taxation\":\"usn_income\","
+                "\"items\":["
+                "{\"name\":\"Линза\",\"price\":\"99.90\",\"quantity\":2.5,\"total\":249.75,"
+                " \"vat\":\"vat122\",\"payment_method\":\"advance\",\"payment_object\":\"service\","
+                " \"measure\":\"kilogram\",\"mark_code\":\"010460\\u001d91EE\"},"
+                "{\"name\":\"Case\",\"price\":0,\"quantity\":1,\"total\":0,\"vat\":\"none\"}],"
+                "\"payments\":[{\"type\":\"card\",\"amount\":200},"
+                "{\"type\":\"other\",\"amount\":\"49.75\"}],"
+                "\"customer\":{\"email\":\"a.b@example.ru\",\"phone\":\"+79991234567\"},"
+                "\"comment\":\"ignored\"}";
+        _cleanup_(receipt_freep) Receipt *r = parse_ok(body);
+
+        ASSERT_EQ(r->type, RECEIPT_TYPE_REFUND);
+        ASSERT_EQ(r->taxation, TAXATION_USN_INCOME);
+        ASSERT_EQ(r->n_items, 2);
+        ASSERT_STREQ(r->items[0].name, "Линза");
+        ASSERT_EQ(r->items[0].price, 9990);
+        ASSERT_EQ(r->items[0].quantity, 2500);
+        ASSERT_EQ(r->items[0].total, 24975);
+        ASSERT_TRUE(r->items[0].vat == vat_from_name("vat122"));
+        ASSERT_EQ(r->items[0].payment_method, 3);
+        ASSERT_EQ(r->items[0].payment_object, 4);
+        ASSERT_EQ(r->items[0].measure, 11);
+        ASSERT_STREQ(r->items[0].mark_code, "010460\x1d"
+                                            "91EE");
+        ASSERT_EQ(r->items[1].price, 0);
+        ASSERT_EQ(r->items[1].total, 0);
+        ASSERT_TRUE(r->items[1].vat == vat_from_name("none"));
+        ASSERT_EQ(r->n_payments, 2);
+        ASSERT_EQ(r->payments[0].type, PAYMENT_TYPE_CARD);
+        ASSERT_EQ(r->payments[0].amount, 20000);
+        ASSERT_EQ(r->payments[1].type, PAYMENT_TYPE_OTHER);
+        ASSERT_EQ(r->payments[1].amount, 4975);
+        ASSERT_EQ(r->total, 24975);
+        ASSERT_STREQ(r->customer_email, "a.b@example.ru");
+        ASSERT_STREQ(r->customer_phone, "+79991234567");
+}
+
+static void test_canonical_text(void) {
+        _cleanup_free_ char *c = canonical_of(base);
+
+        ASSERT_STREQ(c,
+                     "{\"pos_id\":\"POS-1\",\"type\":\"sale\",\"taxation\":\"osn\",\"taxation_tag1055\":1,"
+                     "\"items\":[{\"name\":\"Frame\",\"price\":\"1500.00\",\"quantity\":\"1.000\","
+                     "\"total\":\"1500.00\",\"vat\":\"vat20\",\"vat_tag1199\":1,"
+                     "\"payment_method\":\"full_payment\",\"payment_method_tag1214\":4,"
+                     "\"payment_object\":\"commodity\",\"payment_object_tag1212\":1,"
+                     "\"measure\":\"piece\",\"measure_tag2108\":0}],"
+                     "\"payments\":[{\"type\":\"cash\",\"amount\":\"1500.00\",\"amount_tag\":1031}],"
+                     "\"total\":\"1500.00\"}");
+}
+
+static void test_canonical_text_with_optional_fields(void) {
+        _cleanup_free_ char *body = WITH("/items/0/mark_code", "\"0104/60\\u001d\"",
+                                         "/items/0/name", "\"Оправа \\\"Люкс\\\"\"",
+                                         "/customer", "{\"phone\":\"+79991234567\",\"email\":\"x@y.ru\"}");
+        _cleanup_free_ char *c = canonical_of(body);
+
+        /* Fixed key order whatever the body's; '/' unescaped, controls as \u00XX, UTF-8 as it is. */
+        ASSERT_STREQ(c,
+                     "{\"pos_id\":\"POS-1\",\"type\":\"sale\",\"taxation\":\"osn\",\"taxation_tag1055\":1,"
+                     "\"items\":[{\"name\":\"Оправа \\\"Люкс\\\"\",\"price\":\"1500.00\","
+                     "\"quantity\":\"1.000\",\"total\":\"1500.00\",\"vat\":\"vat20\",\"vat_tag1199\":1,"
+                     "\"payment_method\":\"full_payment\",\"payment_method_tag1214\":4,"
+                     "\"payment_object\":\"commodity\",\"payment_object_tag1212\":1,"
+                     "\"measure\":\"piece\",\"measure_tag2108\":0,\"mark_code\":\"0104/60\\u001d\"}],"
+                     "\"payments\":[{\"type\":\"cash\",\"amount\":\"1500.00\",\"amount_tag\":1031}],"
+                     "\"total\":\"1500.00\","
+                     "\"customer\":{\"email\":\"x@y.ru\",\"phone\":\"+79991234567\"}}");
+}
+
+static void test_canonical_text_parses_back_to_itself(void) {
+        _cleanup_free_ char *body = WITH("/items/0/mark_code", "\"01046\\u001d91\"",
+                                         "/items/0/measure", "\"liter\"",
+                                         "/items/0/quantity", "0.5",
+                                         "/items/0/total", "750",
+                                         "/payments/0/amount", "750",
+                                         "/customer", "{\"email\":\"x@y.ru\"}",
+                                         "/taxation", "\"patent\"");
+        _cleanup_free_ char *c1 = canonical_of(body);
+        _cleanup_free_ char *c2 = canonical_of(c1);
+
+        ASSERT_STREQ(c1, c2);
+}
+
+static void test_receipt_to_json_carries_ffd_values(void) {
+        _cleanup_free_ char *body = WITH("/taxation", "\"usn_income_outcome\"", "/items/0/vat_rate", "22");
+        _cleanup_(receipt_freep) Receipt *r = parse_ok(body);
+        _cleanup_(json_object_putp) json_object *o = NULL;
+        json_object *v;
+
+        ASSERT_OK(receipt_to_json(r, &o));
+        ASSERT_OK(json_pointer_get(o, "/taxation_tag1055", &v));
+        ASSERT_EQ(json_object_get_int(v), 4);
+        ASSERT_OK(json_pointer_get(o, "/items/0/vat", &v));
+        ASSERT_STREQ(json_object_get_string(v), "vat22");
+        ASSERT_OK(json_pointer_get(o, "/items/0/vat_tag1199", &v));
+        ASSERT_EQ(json_object_get_int(v), 11);
+}
+
+static void test_canonical_equal_for_equivalent_bodies(void) {
+        static const char *const equivalent[] = {
+                /* whitespace and key order */
+                "{ \"type\" : \"sale\",\n\t\"payments\": [ {\"amount\": 1500.00, \"type\": \"cash\"} ],\r\n"
+                "  \"items\": [ {\"vat_rate\": 20, \"total\": 1500.00, \"quantity\": 1, \"price\": 1500.00,"
+                "  \"name\": \"Frame\"} ], \"pos_id\": \"POS-1\" }  ",
+                /* 1500 vs 1500.0 vs "1500.00", 1 vs 1.000 vs "1", 20 vs "20" */
+                "{\"pos_id\":\"POS-1\",\"type\":\"sale\",\"items\":[{\"name\":\"Frame\",\"price\":1500,"
+                "\"quantity\":1.000,\"total\":\"1500.00\",\"vat_rate\":20}],"
+                "\"payments\":[{\"type\":\"cash\",\"amount\":1500.0}]}",
+                "{\"pos_id\":\"POS-1\",\"type\":\"sale\",\"items\":[{\"name\":\"Frame\",\"price\":\"1500\","
+                "\"quantity\":\"1\",\"total\":1500,\"vat_rate\":\"20\"}],"
+                "\"payments\":[{\"type\":\"cash\",\"amount\":\"1500.00\"}]}",
+                /* vat by name */
+                "{\"pos_id\":\"POS-1\",\"type\":\"sale\",\"items\":[{\"name\":\"Frame\",\"price\":1500.00,"
+                "\"quantity\":1,\"total\":1500.00,\"vat\":\"vat20\"}],"
+                "\"payments\":[{\"type\":\"cash\",\"amount\":1500.00}]}",
+                /* vat both ways, defaults spelled out, nulls for absent fields, extra keys */
+                "{\"pos_id\":\"POS-1\",\"type\":\"sale\",\"taxation\":\"osn\",\"items\":[{"
+                "\"name\":\"Frame\",\"price\":1500.00,\"quantity\":1,\"total\":1500.00,\"vat_rate\":20,"
+                "\"vat\":\"vat20\",\"payment_method\":\"full_payment\",\"payment_object\":\"commodity\","
+                "\"measure\":\"piece\",\"mark_code\":null,\"discount\":5}],"
+                "\"payments\":[{\"type\":\"cash\",\"amount\":1500.00,\"note\":\"x\"}],\"customer\":null,"
+                "\"cashier\":{\"name\":\"Ivan\"}}",
+        };
+        _cleanup_free_ char *expected = canonical_of(base);
+
+        for (size_t i = 0; i < ELEMENTSOF(equivalent); i++) {
+                _cleanup_free_ char *c = canonical_of(equivalent[i]);
+
+                fprintf(stderr, "   variant %zu\n", i);
+                ASSERT_STREQ(c, expected);
+        }
+}
+
+static void test_fingerprint(void) {
+        _cleanup_free_ char *one_kopeck_more = WITH("/items/0/price", "1500.01", "/items/0/total", "1500.01",
+                                                    "/payments/0/amount", "1500.01");
+        _cleanup_free_ char *reordered = WITH("/pos_id", DELETE, "/pos_id", "\"POS-1\"");
+        _cleanup_free_ char *c1 = canonical_of(base), *c2 = canonical_of(one_kopeck_more),
+                            *c3 = canonical_of(reordered);
+        char f1[65], f2[65], f3[65], known[65];
+
+        ASSERT_OK(receipt_fingerprint(c1, f1));
+        ASSERT_OK(receipt_fingerprint(c2, f2));
+        ASSERT_OK(receipt_fingerprint(c3, f3));
+        ASSERT_EQ(strlen(f1), 64);
+        ASSERT_TRUE(strcmp(f1, f2) != 0);
+        ASSERT_STREQ(f1, f3);
+
+        /* FIPS 180-2's example: it is SHA-256 and it is lower-case hex. */
+        ASSERT_OK(receipt_fingerprint("abc", known));
+        ASSERT_STREQ(known, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+}
+
+static void test_body_not_json(void) {
+        static const char nul_inside[] = "{\"pos_id\":\"POS-1\"}\0{}";
+
+        expect_fail_limits("", 0, NULL, EBADMSG, "body: empty");
+        REJECT_BODY("hello", "body: not valid JSON (unexpected character at offset 0)");
+        REJECT_BODY("{\"pos_id\":", "body: not valid JSON (truncated)");
+        REJECT_BODY("{", "body: not valid JSON (truncated)");
+        REJECT_BODY("[1", "body: not valid JSON (truncated)");
+        REJECT_BODY("{\"a\":1,}", "body: not valid JSON (unexpected character at offset 7)");
+        REJECT_BODY("{\"a\":1} x", "body: not valid JSON (unexpected character at offset 8)");
+        REJECT_BODY("{\"a\":1}{\"b\":2}", "body: not valid JSON (unexpected character at offset 7)");
+        expect_fail_limits(nul_inside, sizeof nul_inside - 1, NULL, EBADMSG,
+                           "body: not valid JSON (control character at offset 18)");
+}
+
+static void test_body_nesting_is_bounded(void) {
+        char deep[200] = "{\"x\":";
+        size_t l = strlen(deep);
+
+        /* json-c's default depth limit of 32 keeps a hostile body from recursing without end. */
+        for (size_t i = 0; i < 40; i++)
+                deep[l++] = '[';
+        for (size_t i = 0; i < 40; i++)
+                deep[l++] = ']';
+        deep[l++] = '}';
+        expect_fail_limits(deep, l, NULL, EBADMSG, "body: not valid JSON (nesting too deep at offset 36)");
+}
+
+static void test_body_with_what_json_c_lets_through(void) {
+        _cleanup_(receipt_freep) Receipt *r = NULL;
+
+        /* Raw control characters in strings, and single quotes: json-c takes both even when strict. */
+        REJECT_BODY("{\"pos_id\":\"a\x01z\"}", "body: not valid JSON (control character at offset 12)");
+        REJECT_BODY("{\"pos_id\":\"a\tz\"}", "body: not valid JSON (control character at offset 12)");
+        REJECT_BODY("{'pos_id':\"POS-1\"}", "body: not valid JSON (single quote at offset 1)");
+        /* ...but a quote inside a string, an escaped one, and whitespace between tokens are fine. */
+        r = ACCEPT(WITH("/items/0/name", "\"O'Neil \\\"Frame\\\"\""));
+        ASSERT_STREQ(r->items[0].name, "O'Neil \"Frame\"");
+}
+
+static void test_body_not_an_object(void) {
+        REJECT_BODY("[]", "body: not a JSON object");
+        REJECT_BODY("\"sale\"", "body: not a JSON object");
+        REJECT_BODY("null", "body: not a JSON object");
+        REJECT_BODY("1500", "body: not a JSON object");
+        REJECT_BODY(" true ", "body: not a JSON object");
+}
+
+static void test_body_not_utf8(void) {
+        REJECT_BODY("{\"pos_id\":\"\xff\"}", "body: not valid UTF-8");
+        REJECT_BODY("{\"pos_id\":\"\xd0\"}", "body: not valid UTF-8");                 /* cut short */
+        REJECT_BODY("{\"pos_id\":\"\xc0\x80\"}", "body: not valid UTF-8");             /* overlong NUL */
+        REJECT_BODY("{\"pos_id\":\"\xed\xa0\x80\"}", "body: not valid UTF-8");         /* surrogate */
+        REJECT_BODY("{\"pos_id\":\"\xf4\x90\x80\x80\"}", "body: not valid UTF-8");     /* above U+10FFFF */
+        REJECT_BODY("{\"x\":\"\xe2\x82\"}", "body: not valid UTF-8");                  /* unknown key too */
+}
+
+static void test_pos_id(void) {
+        _cleanup_free_ char *max = json_repeat("p", RECEIPT_POS_ID_MAX),
+                            *over = json_repeat("p", RECEIPT_POS_ID_MAX + 1),
+                            *cyrillic = json_repeat("ж", RECEIPT_POS_ID_MAX);
+        _cleanup_(receipt_freep) Receipt *r1 = NULL, *r2 = NULL;
+
+        REJECT(WITH("/pos_id", DELETE), "pos_id: missing");
+        REJECT(WITH("/pos_id", "null"), "pos_id: missing");
+        REJECT(WITH("/pos_id", "\"\""), "pos_id: must not be empty");
+        REJECT(WITH("/pos_id", "1"), "pos_id: must be a string");
+        REJECT(WITH("/pos_id", "\"POS\\u0000-1\""), "pos_id: contains a NUL character");
+        REJECT(WITH("/pos_id", "\"POS\\n1\""), "pos_id: contains a control character");
+        REJECT(WITH("/pos_id", over), "pos_id: longer than 64 characters");
+
+        /* 64 characters pass; Cyrillic letters count once although they take two bytes each. */
+        r1 = ACCEPT(WITH("/pos_id", max));
+        ASSERT_EQ(strlen(r1->pos_id), 64);
+        r2 = ACCEPT(WITH("/pos_id", cyrillic));
+        ASSERT_EQ(strlen(r2->pos_id), 128);
+}
+
+static void test_type(void) {
+        _cleanup_free_ char *long_value = json_repeat("ы", 100);
+        _cleanup_(receipt_freep) Receipt *r1 = NULL, *r2 = NULL;
+
+        REJECT(WITH("/type", DELETE), "type: missing");
+        REJECT(WITH("/type", "\"gift\""), "type: unknown value 'gift'");
+        REJECT(WITH("/type", "\"Sale\""), "type: unknown value 'Sale'");
+        REJECT(WITH("/type", "2"), "type: must be a string");
+        /* A long value is quoted in part, never cutting a character in half. */
+        REJECT(WITH("/type", long_value), "type: unknown value 'ыыыыыыыыыыыыыыыыыыыы...'");
+
+        r1 = ACCEPT(WITH("/type", "\"refund\""));
+        ASSERT_EQ(r1->type, RECEIPT_TYPE_REFUND);
+        r2 = ACCEPT(WITH("/type", "\"correction\""));
+        ASSERT_EQ(r2->type, RECEIPT_TYPE_CORRECTION);
+}
+
+static void test_taxation(void) {
+        static const struct {
+                const char *json;
+                Taxation value;
+        } known[] = {
+                { "\"osn\"", 1 },  { "\"usn_income\"", 2 }, { "\"usn_income_outcome\"", 4 },
+                { "\"esn\"", 16 }, { "\"patent\"", 32 },    { "null", 1 },
+        };
+
+        for (size_t i = 0; i < ELEMENTSOF(known); i++) {
+                _cleanup_(receipt_freep) Receipt *r = ACCEPT(WITH("/taxation", known[i].json));
+
+                ASSERT_EQ(r->taxation, known[i].value);
+        }
+        REJECT(WITH("/taxation", "\"envd\""), "taxation: unknown value 'envd'");
+        REJECT(WITH("/taxation", "1"), "taxation: must be a string");
+}
+
+static void test_items_shape(void) {
+        REJECT(WITH("/items", DELETE), "items: missing");
+        REJECT(WITH("/items", "{}"), "items: must be an array");
+        REJECT(WITH("/items", "[]"), "items: must not be empty");
+        REJECT(WITH("/items/-", "\"Frame\""), "items[1]: must be an object");
+}
+
+static void test_items_limit_boundary(void) {
+        static const char item[] = "{\"name\":\"x\",\"price\":1,\"quantity\":1,\"total\":1,\"vat_rate\":0}";
+        const ReceiptLimits limits = { .max_items = 3, .max_payments = 1 };
+        _cleanup_free_ char *three = WITH("/items", "[]", "/items/-", item, "/items/-", item,
+                                          "/items/-", item, "/payments/0/amount", "3");
+        _cleanup_free_ char *four = edit(three, "/items/-", item, "/payments/0/amount", "4", NULL);
+        _cleanup_(receipt_freep) Receipt *r = parse_ok_limits(three, &limits);
+
+        ASSERT_EQ(r->n_items, 3);
+        ASSERT_EQ(r->total, 300);
+        expect_fail_limits(four, strlen(four), &limits, EINVAL, "items: more than 3 items");
+}
+
+static void test_item_name(void) {
+        _cleanup_free_ char *max = json_repeat("ё", RECEIPT_ITEM_NAME_MAX),
+                            *over = json_repeat("a", RECEIPT_ITEM_NAME_MAX + 1);
+        _cleanup_(receipt_freep) Receipt *r = NULL;
+
+        REJECT(WITH("/items/0/name", DELETE), "items[0].name: missing");
+        REJECT(WITH("/items/0/name", "\"\""), "items[0].name: must not be empty");
+        REJECT(WITH("/items/0/name", "42"), "items[0].name: must be a string");
+        REJECT(WITH("/items/0/name", over), "items[0].name: longer than 255 characters");
+        REJECT(WITH("/items/0/name", "\"Fr\\u0000ame\""), "items[0].name: contains a NUL character");
+
+        /* 255 two-byte characters: 510 bytes, still within the limit. */
+        r = ACCEPT(WITH("/items/0/name", max));
+        ASSERT_EQ(strlen(r->items[0].name), 2 * RECEIPT_ITEM_NAME_MAX);
+}
+
+static void test_item_price(void) {
+        static const char good[] = "{\"name\":\"a\",\"price\":1,\"quantity\":1,\"total\":1,\"vat_rate\":0}";
+        static const char zero[] = "{\"name\":\"Box\",\"price\":0,\"quantity\":1,\"total\":0,"
+                                   "\"vat\":\"none\"}";
+        _cleanup_(receipt_freep) Receipt *r = NULL;
+
+        REJECT(WITH("/items/0/price", DELETE), "items[0].price: missing");
+        REJECT(WITH("/items/0/price", "1500.005"), "items[0].price: more than 2 decimal places");
+        REJECT(WITH("/items/0/price", "-1500.00"), "items[0].price: must not be negative");
+        REJECT(WITH("/items/0/price", "1.5e3"), "items[0].price: not a plain decimal number");
+        REJECT(WITH("/items/0/price", "\"1 500\""), "items[0].price: not a plain decimal number");
+        REJECT(WITH("/items/0/price", "true"), "items[0].price: must be a number");
+        REJECT(WITH("/items/0/price", "92233720368547758.08"), "items[0].price: out of range");
+
+        /* The path names the right item. */
+        REJECT(WITH("/items/-", good, "/items/-", "{\"name\":\"b\",\"price\":0.001}"),
+               "items[2].price: more than 2 decimal places");
+
+        /* Zero-priced lines are allowed. */
+        r = ACCEPT(WITH("/items/-", zero));
+        ASSERT_EQ(r->n_items, 2);
+        ASSERT_EQ(r->items[1].price, 0);
+}
+
+static void test_item_quantity(void) {
+        _cleanup_(receipt_freep) Receipt *r = NULL;
+
+        REJECT(WITH("/items/0/quantity", DELETE), "items[0].quantity: missing");
+        REJECT(WITH("/items/0/quantity", "0"), "items[0].quantity: must be greater than zero");
+        REJECT(WITH("/items/0/quantity", "-1"), "items[0].quantity: must be greater than zero");
+        REJECT(WITH("/items/0/quantity", "1.0005"), "items[0].quantity: more than 3 decimal places");
+
+        r = ACCEPT(WITH("/items/0/quantity", "0.001", "/items/0/price", "1500000",
+                        "/items/0/total", "1500"));
+        ASSERT_EQ(r->items[0].quantity, 1);
+}
+
+static void test_item_total(void) {
+        REJECT(WITH("/items/0/total", DELETE), "items[0].total: missing");
+        REJECT(WITH("/items/0/total", "-0.01", "/items/0/price", "0"),
+               "items[0].total: must not be negative");
+        REJECT(WITH("/items/0/total", "1500.001"), "items[0].total: more than 2 decimal places");
+}
+
+/* 10.00 x 0.333 = 3.33 exactly; the line total and the payment are set to `total`. */
+static char *with_line_total(const char *total) {
+        return WITH("/items/0/price", "10.00", "/items/0/quantity", "0.333", "/items/0/total", total,
+                    "/payments/0/amount", total);
+}
+
+static void test_item_total_tolerance_is_one_kopeck_each_way(void) {
+        static const char *const accepted[] = { "3.32", "3.33", "3.34" };
+
+        for (size_t i = 0; i < ELEMENTSOF(accepted); i++) {
+                _cleanup_(receipt_freep) Receipt *r = ACCEPT(with_line_total(accepted[i]));
+
+                ASSERT_EQ(r->total, r->payments[0].amount);
+        }
+        REJECT(with_line_total("3.31"), "items[0].total: 3.31 does not match price * quantity = 3.33");
+        REJECT(with_line_total("3.35"), "items[0].total: 3.35 does not match price * quantity = 3.33");
+}
+
+static void test_item_line_amount_rounds_half_up(void) {
+        _cleanup_(receipt_freep) Receipt *r = NULL;
+
+        /* 0.01 x 1.500 = 1.5 kopecks -> 2. Truncating gives 1, which would accept 0.00 and refuse 0.03. */
+        r = ACCEPT(WITH("/items/0/price", "0.01", "/items/0/quantity", "1.5", "/items/0/total", "0.03",
+                        "/payments/0/amount", "0.03"));
+        ASSERT_EQ(r->items[0].total, 3);
+        REJECT(WITH("/items/0/price", "0.01", "/items/0/quantity", "1.5", "/items/0/total", "0",
+                    "/payments/0/amount", "0.01"),
+               "items[0].total: 0.00 does not match price * quantity = 0.02");
+        /* 0.01 x 1.499 = 1.499 kopecks -> 1. */
+        REJECT(WITH("/items/0/price", "0.01", "/items/0/quantity", "1.499", "/items/0/total", "0.03",
+                    "/payments/0/amount", "0.03"),
+               "items[0].total: 0.03 does not match price * quantity = 0.01");
+}
+
+static void test_item_amount_overflow(void) {
+        REJECT(WITH("/items/0/price", "92233720368547758.07", "/items/0/quantity", "2"),
+               "items[0]: price * quantity out of range");
+        /* Kopecks times thousandths: the product overflows long before the price does. */
+        REJECT(WITH("/items/0/price", "92233720368547.76", "/items/0/total", "92233720368547.76"),
+               "items[0]: price * quantity out of range");
+}
+
+static void test_items_sum_overflow(void) {
+        /* price * quantity caps a line at INT64_MAX / 1000 kopecks, so it takes more than 1000 lines. */
+        static const char item[] = "{\"name\":\"b\",\"price\":92233720368547.75,\"quantity\":1,"
+                                   "\"total\":92233720368547.75,\"vat_rate\":0}";
+        const ReceiptLimits limits = { .max_items = 2000, .max_payments = 1 };
+        _cleanup_(json_object_putp) json_object *o = json_tokener_parse(base),
+                                                *items = json_object_new_array();
+        const char *body;
+
+        ASSERT_NOT_NULL(o);
+        ASSERT_NOT_NULL(items);
+        for (size_t i = 0; i < 1001; i++)
+                ASSERT_OK(json_object_array_add(items, json_tokener_parse(item)));
+        ASSERT_OK(json_object_object_add(o, "items", TAKE_PTR(items)));
+        body = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN);
+
+        expect_fail_limits(body, strlen(body), &limits, EINVAL, "items: sum of totals out of range");
+}
+
+static void test_item_vat(void) {
+        _cleanup_(receipt_freep) Receipt *r1 = NULL, *r2 = NULL, *r3 = NULL, *r4 = NULL;
+
+        REJECT(WITH("/items/0/vat_rate", DELETE), "items[0].vat_rate: missing (or give vat)");
+        REJECT(WITH("/items/0/vat_rate", "15"), "items[0].vat_rate: unsupported rate 15");
+        REJECT(WITH("/items/0/vat_rate", "-20"), "items[0].vat_rate: unsupported rate -20");
+        REJECT(WITH("/items/0/vat_rate", "20.5"), "items[0].vat_rate: must be a whole number");
+        REJECT(WITH("/items/0/vat_rate", "\"twenty\""), "items[0].vat_rate: not a plain decimal number");
+        REJECT(WITH("/items/0/vat_rate", DELETE, "/items/0/vat", "\"vat15\""),
+               "items[0].vat: unknown value 'vat15'");
+        REJECT(WITH("/items/0/vat_rate", DELETE, "/items/0/vat", "20"), "items[0].vat: must be a string");
+        REJECT(WITH("/items/0/vat", "\"vat10\""), "items[0].vat: 'vat10' does not match vat_rate 20");
+        REJECT(WITH("/items/0/vat", "\"vat120\""), "items[0].vat: 'vat120' does not match vat_rate 20");
+
+        r1 = ACCEPT(WITH("/items/0/vat_rate", "22"));
+        ASSERT_TRUE(r1->items[0].vat == vat_from_name("vat22"));
+        r2 = ACCEPT(WITH("/items/0/vat_rate", DELETE, "/items/0/vat", "\"vat122\""));
+        ASSERT_TRUE(r2->items[0].vat == vat_from_name("vat122"));
+        r3 = ACCEPT(WITH("/items/0/vat", "\"vat20\""));
+        ASSERT_TRUE(r3->items[0].vat == vat_from_name("vat20"));
+        r4 = ACCEPT(WITH("/items/0/vat_rate", "0"));
+        ASSERT_TRUE(r4->items[0].vat == vat_from_name("vat0"));
+}
+
+static void test_item_enum_attributes(void) {
+        _cleanup_(receipt_freep) Receipt *r = NULL;
+
+        REJECT(WITH("/items/0/payment_method", "\"barter\""),
+               "items[0].payment_method: unknown value 'barter'");
+        REJECT(WITH("/items/0/payment_object", "\"ship\""), "items[0].payment_object: unknown value 'ship'");
+        REJECT(WITH("/items/0/measure", "\"parsec\""), "items[0].measure: unknown value 'parsec'");
+        REJECT(WITH("/items/0/measure", "11"), "items[0].measure: must be a string");
+
+        r = ACCEPT(WITH("/items/0/payment_method", "\"credit_payment\"",
+                        "/items/0/payment_object", "\"agent_commission\"",
+                        "/items/0/measure", "\"milliliter\""));
+        ASSERT_EQ(r->items[0].payment_method, 7);
+        ASSERT_EQ(r->items[0].payment_object, 11);
+        ASSERT_EQ(r->items[0].measure, 40);
+}
+
+static void test_item_mark_code(void) {
+        _cleanup_free_ char *max = json_repeat("0", RECEIPT_MARK_CODE_MAX),
+                            *over = json_repeat("0", RECEIPT_MARK_CODE_MAX + 1);
+        _cleanup_(receipt_freep) Receipt *r1 = NULL, *r2 = NULL;
+
+        REJECT(WITH("/items/0/mark_code", "\"\""), "items[0].mark_code: must not be empty");
+        REJECT(WITH("/items/0/mark_code", over), "items[0].mark_code: longer than 256 characters");
+        REJECT(WITH("/items/0/mark_code", "[]"), "items[0].mark_code: must be a string");
+        REJECT(WITH("/items/0/mark_code", "\"01\\u0000\""), "items[0].mark_code: contains a NUL character");
+
+        /* The GS separator of GS1 DataMatrix codes is a control character that must pass. */
+        r1 = ACCEPT(WITH("/items/0/mark_code", "\"0104600000000000215abc\\u001d93dGVz\""));
+        ASSERT_STREQ(r1->items[0].mark_code, "0104600000000000215abc\x1d"
+                                             "93dGVz");
+        r2 = ACCEPT(WITH("/items/0/mark_code", max));
+        ASSERT_EQ(strlen(r2->items[0].mark_code), RECEIPT_MARK_CODE_MAX);
+}
+
+static void test_payments_shape(void) {
+        REJECT(WITH("/payments", DELETE), "payments: missing");
+        REJECT(WITH("/payments", "{}"), "payments: must be an array");
+        REJECT(WITH("/payments", "[]"), "payments: must not be empty");
+        REJECT(WITH("/payments/0", "1500"), "payments[0]: must be an object");
+        REJECT(WITH("/payments/0/type", DELETE), "payments[0].type: missing");
+        REJECT(WITH("/payments/0/type", "\"crypto\""), "payments[0].type: unknown value 'crypto'");
+        REJECT(WITH("/payments/0/amount", DELETE), "payments[0].amount: missing");
+        REJECT(WITH("/payments/0/amount", "0"), "payments[0].amount: must be greater than zero");
+        REJECT(WITH("/payments/0/amount", "-1500"), "payments[0].amount: must be greater than zero");
+        REJECT(WITH("/payments/0/amount", "1500.001"), "payments[0].amount: more than 2 decimal places");
+        REJECT(WITH("/payments/-", "{\"type\":\"card\",\"amount\":\"x\"}"),
+               "payments[1].amount: not a plain decimal number");
+}
+
+static void test_payments_limit_boundary(void) {
+        static const char half[] = "{\"type\":\"card\",\"amount\":750}";
+        const ReceiptLimits limits = { .max_items = 10, .max_payments = 2 };
+        _cleanup_free_ char *two = WITH("/payments", "[]", "/payments/-", half, "/payments/-", half);
+        /* The count is checked before the amounts are summed. */
+        _cleanup_free_ char *three = edit(two, "/payments/-", half, NULL);
+        _cleanup_(receipt_freep) Receipt *r = parse_ok_limits(two, &limits);
+
+        ASSERT_EQ(r->n_payments, 2);
+        expect_fail_limits(three, strlen(three), &limits, EINVAL, "payments: more than 2 payments");
+}
+
+static void test_payments_sum_tolerance_is_one_kopeck_each_way(void) {
+        static const char *const accepted[] = { "1499.99", "1500.00", "1500.01" };
+
+        for (size_t i = 0; i < ELEMENTSOF(accepted); i++) {
+                _cleanup_(receipt_freep) Receipt *r = ACCEPT(WITH("/payments/0/amount", accepted[i]));
+
+                ASSERT_EQ(r->total, 150000);
+        }
+        REJECT(WITH("/payments/0/amount", "1499.98"),
+               "payments: sum 1499.98 does not match the items' total 1500.00");
+        REJECT(WITH("/payments/0/amount", "1500.02"),
+               "payments: sum 1500.02 does not match the items' total 1500.00");
+        /* Split payments are summed. */
+        REJECT(WITH("/payments/0/amount", "1000", "/payments/-", "{\"type\":\"card\",\"amount\":499.98}"),
+               "payments: sum 1499.98 does not match the items' total 1500.00");
+        REJECT(WITH("/payments/0/amount", "92233720368547758",
+                    "/payments/-", "{\"type\":\"card\",\"amount\":92233720368547758}"),
+               "payments: sum out of range");
+}
+
+static void test_customer(void) {
+        static const char *const bad_emails[] = {
+                "\"foo\"", "\"@b.ru\"",     "\"a@\"",      "\"a@b\"",        "\"a@b.\"",
+                "\"a@.ru\"", "\"a b@c.ru\"", "\"a@b@c.ru\"", "\"a@b.ru\\t\"",
+        };
+        static const char *const bad_phones[] = {
+                "\"89991234567\"",        "\"+7999123\"", "\"+7 999 123-45-67\"",
+                "\"+7999123456789012\"", "\"+\"",        "\"+7999123456a\"",
+        };
+        _cleanup_(receipt_freep) Receipt *r1 = NULL, *r2 = NULL, *r3 = NULL;
+
+        REJECT(WITH("/customer", "\"a@b.ru\""), "customer: must be an object");
+        REJECT(WITH("/customer", "{}"), "customer: needs an email or a phone");
+        REJECT(WITH("/customer", "{\"email\":null,\"phone\":null}"), "customer: needs an email or a phone");
+        REJECT(WITH("/customer", "{\"email\":5}"), "customer.email: must be a string");
+        for (size_t i = 0; i < ELEMENTSOF(bad_emails); i++)
+                REJECT(WITH("/customer", "{}", "/customer/email", bad_emails[i]),
+                       "customer.email: not an e-mail address");
+        for (size_t i = 0; i < ELEMENTSOF(bad_phones); i++)
+                REJECT(WITH("/customer", "{}", "/customer/phone", bad_phones[i]),
+                       "customer.phone: not a phone number like +79991234567");
+
+        r1 = ACCEPT(WITH("/customer", "{\"email\":\"ivan@example.com\"}"));
+        ASSERT_STREQ(r1->customer_email, "ivan@example.com");
+        ASSERT_NULL(r1->customer_phone);
+        r2 = ACCEPT(WITH("/customer", "{\"phone\":\"+79991234567\"}"));
+        ASSERT_STREQ(r2->customer_phone, "+79991234567");
+        ASSERT_NULL(r2->customer_email);
+        r3 = ACCEPT(WITH("/customer", "null"));
+        ASSERT_NULL(r3->customer_email);
+}
+
+static void test_enum_string_tables(void) {
+        ASSERT_STREQ(receipt_type_to_string(RECEIPT_TYPE_SALE), "sale");
+        ASSERT_STREQ(receipt_type_to_string(RECEIPT_TYPE_CORRECTION), "correction");
+        ASSERT_NULL(receipt_type_to_string(_RECEIPT_TYPE_MAX));
+        ASSERT_EQ(receipt_type_from_string("refund"), RECEIPT_TYPE_REFUND);
+        ASSERT_EQ(receipt_type_from_string("gift"), -EINVAL);
+        ASSERT_EQ(receipt_type_from_string(NULL), -EINVAL);
+
+        ASSERT_STREQ(payment_type_to_string(PAYMENT_TYPE_CARD), "card");
+        ASSERT_EQ(payment_type_from_string("other"), 1217);
+        ASSERT_STREQ(payment_method_to_string(4), "full_payment");
+        ASSERT_EQ(payment_method_from_string("full_prepayment"), 1);
+        ASSERT_STREQ(payment_object_to_string(13), "another");
+        ASSERT_EQ(payment_object_from_string("composite"), 12);
+        ASSERT_EQ(payment_object_from_string("commodity_marked"), 33);
+        ASSERT_NULL(payment_object_to_string(28));
+        ASSERT_STREQ(measure_to_string(0), "piece");
+        ASSERT_EQ(measure_from_string("ton"), 12);
+        ASSERT_EQ(measure_from_string("other"), 255);
+        ASSERT_STREQ(taxation_to_string(32), "patent");
+        ASSERT_EQ(taxation_from_string("esn"), 16);
+        ASSERT_EQ(taxation_from_string("envd"), -EINVAL);
+}
+
+int main(void) {
+        TEST_RUN(test_valid_receipt_fields_and_defaults);
+        TEST_RUN(test_detail_may_be_null);
+        TEST_RUN(test_body_need_not_be_nul_terminated);
+        TEST_RUN(test_full_receipt_with_ffd_attributes);
+        TEST_RUN(test_canonical_text);
+        TEST_RUN(test_canonical_text_with_optional_fields);
+        TEST_RUN(test_canonical_text_parses_back_to_itself);
+        TEST_RUN(test_receipt_to_json_carries_ffd_values);
+        TEST_RUN(test_canonical_equal_for_equivalent_bodies);
+        TEST_RUN(test_fingerprint);
+        TEST_RUN(test_body_not_json);
+        TEST_RUN(test_body_nesting_is_bounded);
+        TEST_RUN(test_body_with_what_json_c_lets_through);
+        TEST_RUN(test_body_not_an_object);
+        TEST_RUN(test_body_not_utf8);
+        TEST_RUN(test_pos_id);
+        TEST_RUN(test_type);
+        TEST_RUN(test_taxation);
+        TEST_RUN(test_items_shape);
+        TEST_RUN(test_items_limit_boundary);
+        TEST_RUN(test_item_name);
+        TEST_RUN(test_item_price);
+        TEST_RUN(test_item_quantity);
+        TEST_RUN(test_item_total);
+        TEST_RUN(test_item_total_tolerance_is_one_kopeck_each_way);
+        TEST_RUN(test_item_line_amount_rounds_half_up);
+        TEST_RUN(test_item_amount_overflow);
+        TEST_RUN(test_items_sum_overflow);
+        TEST_RUN(test_item_vat);
+        TEST_RUN(test_item_enum_attributes);
+        TEST_RUN(test_item_mark_code);
+        TEST_RUN(test_payments_shape);
+        TEST_RUN(test_payments_limit_boundary);
+        TEST_RUN(test_payments_sum_tolerance_is_one_kopeck_each_way);
+        TEST_RUN(test_customer);
+        TEST_RUN(test_enum_string_tables);
+        return 0;
+}
