@@ -1,0 +1,70 @@
+/* SPDX-License-Identifier: MIT */
+/* Owns the heartbeat hysteresis: a few lost beats do not flip an online desk to offline, and one lucky
+ * beat does not flip an offline desk back. */
+
+#include <assert.h>
+#include <limits.h>
+
+#include "heartbeat-state.h"
+
+static const char *const heartbeat_state_table[_HEARTBEAT_STATE_MAX] = {
+        [HEARTBEAT_UNKNOWN] = "unknown",
+        [HEARTBEAT_ONLINE] = "online",
+        [HEARTBEAT_OFFLINE] = "offline",
+};
+
+void heartbeat_machine_init(HeartbeatMachine *m, unsigned online_threshold, unsigned offline_threshold) {
+        assert(m);
+        assert(online_threshold > 0);
+        assert(offline_threshold > 0);
+
+        *m = (HeartbeatMachine) {
+                .state = HEARTBEAT_UNKNOWN,
+                .online_threshold = online_threshold,
+                .offline_threshold = offline_threshold,
+        };
+}
+
+static unsigned counter_inc(unsigned c) {
+        /* Saturate: a desk that stays online for years must not wrap around to a short streak. */
+        return c < UINT_MAX ? c + 1 : c;
+}
+
+bool heartbeat_machine_record(HeartbeatMachine *m, bool success) {
+        HeartbeatState old;
+
+        assert(m);
+        assert(m->online_threshold > 0);
+        assert(m->offline_threshold > 0);
+
+        old = m->state;
+
+        if (success) {
+                m->consecutive_failures = 0;
+                m->consecutive_successes = counter_inc(m->consecutive_successes);
+                if (m->consecutive_successes >= m->online_threshold)
+                        m->state = HEARTBEAT_ONLINE;
+        } else {
+                m->consecutive_successes = 0;
+                m->consecutive_failures = counter_inc(m->consecutive_failures);
+                if (m->consecutive_failures >= m->offline_threshold)
+                        m->state = HEARTBEAT_OFFLINE;
+        }
+
+        return m->state != old;
+}
+
+const char *heartbeat_state_to_string(HeartbeatState s) {
+        if (s < 0 || s >= _HEARTBEAT_STATE_MAX)
+                return NULL;
+        return heartbeat_state_table[s];
+}
+
+HeartbeatState heartbeat_state_from_string(const char *s) {
+        if (!s)
+                return _HEARTBEAT_STATE_INVALID;
+        for (HeartbeatState i = 0; i < _HEARTBEAT_STATE_MAX; i++)
+                if (streq(s, heartbeat_state_table[i]))
+                        return i;
+        return _HEARTBEAT_STATE_INVALID;
+}
