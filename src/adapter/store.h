@@ -1,0 +1,189 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+/* The durable receipt buffer: buffer.db (SQLite, WAL), its schema and migrations, a writer thread that
+ * commits queued jobs in groups and a reader thread for queries. The sd-event loop never touches the
+ * disk: it queues jobs, and their callbacks run on the loop once the worker is done (for writes: once
+ * the COMMIT holding the job returned). */
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sqlite3.h>
+#include <systemd/sd-event.h>
+
+#include "macro.h"
+#include "time-util.h"
+
+#define STORE_CAPACITY_DEFAULT 200U
+
+typedef struct Store Store;
+
+/* A worker's connection, handed to the functions of store_write()/store_read(); valid only during the
+ * call, on that worker's thread. */
+typedef struct StoreConn StoreConn;
+
+typedef enum StoreSynchronous {
+        STORE_SYNCHRONOUS_FULL, /* the default: a commit is on disk when it returns */
+        STORE_SYNCHRONOUS_OFF,  /* benchmarks only */
+        _STORE_SYNCHRONOUS_MAX,
+} StoreSynchronous;
+
+typedef struct StoreOptions {
+        unsigned capacity;             /* max pending receipts; 0 = STORE_CAPACITY_DEFAULT */
+        StoreSynchronous synchronous;
+        usec_t busy_timeout;           /* 0 = 5 s */
+} StoreOptions;
+
+typedef enum StoreStatus {
+        STORE_STATUS_PENDING,
+        STORE_STATUS_SYNCED,
+        STORE_STATUS_FAILED,
+        STORE_STATUS_DLQ,
+        _STORE_STATUS_MAX,
+        _STORE_STATUS_INVALID = -EINVAL,
+} StoreStatus;
+
+typedef enum StorePrintStatus {
+        STORE_PRINT_UNPRINTED,
+        STORE_PRINT_PRINTED,
+        STORE_PRINT_FAILED,
+        _STORE_PRINT_MAX,
+        _STORE_PRINT_INVALID = -EINVAL,
+} StorePrintStatus;
+
+const char *store_status_to_string(StoreStatus s);
+StoreStatus store_status_from_string(const char *s);
+const char *store_print_status_to_string(StorePrintStatus s);
+StorePrintStatus store_print_status_from_string(const char *s);
+
+/* What the loop hands in; the store copies it, so it need not outlive the call. */
+typedef struct StoreReceiptNew {
+        const char *idempotency_key;
+        const char *request_hash;  /* sha256 hex of the canonical request */
+        const char *pos_id;
+        const char *type;          /* receipt_type: "sale", "refund", ... */
+        int64_t total_kopecks;
+        const char *receipt_data;  /* canonical JSON text */
+} StoreReceiptNew;
+
+/* One row of receipts. Timestamps are ISO 8601 UTC text; NULL when not set. */
+typedef struct StoreReceipt {
+        char *id;
+        char *pos_id;
+        char *receipt_type;
+        int64_t total_kopecks;     /* 0 for rows the prototype wrote (it kept the total only in the JSON) */
+        char *receipt_data;
+        StoreStatus status;
+        StorePrintStatus print_status;
+        uint64_t hlc;
+        char *created_at;
+        char *updated_at;
+        char *printed_at;
+        char *synced_at;
+        char *next_retry_at;
+        unsigned attempts;
+        char *last_error;
+        char *fiscal_doc;          /* JSON */
+        char *ofd_response;        /* JSON */
+} StoreReceipt;
+
+void store_receipt_done(StoreReceipt *r);
+
+typedef enum StoreSubmitOutcome {
+        STORE_SUBMIT_CREATED,      /* inserted and committed */
+        STORE_SUBMIT_REPLAY,       /* key known with the same request hash: the existing receipt */
+        STORE_SUBMIT_KEY_MISMATCH, /* key known with another request hash: nothing inserted */
+        STORE_SUBMIT_FULL,         /* capacity pending receipts already: nothing inserted */
+        _STORE_SUBMIT_OUTCOME_MAX,
+} StoreSubmitOutcome;
+
+const char *store_submit_outcome_to_string(StoreSubmitOutcome o);
+
+typedef struct StoreCounters {
+        uint64_t total;
+        uint64_t pending;
+        uint64_t synced;
+        uint64_t failed;
+        uint64_t dlq;
+        uint64_t capacity;
+} StoreCounters;
+
+typedef struct StoreStats {
+        uint64_t n_transactions;           /* group transactions committed */
+        uint64_t n_jobs;                   /* jobs in them */
+        uint64_t max_jobs_per_transaction;
+        uint64_t n_failed_transactions;    /* groups whose COMMIT (or BEGIN) failed */
+} StoreStats;
+
+/* error < 0: nothing was stored (-ENOSPC: disk full); otherwise `outcome` says what happened and `receipt`
+ * is the new or the existing receipt (NULL for KEY_MISMATCH and FULL), valid during the call only. */
+typedef void (*StoreSubmitCallback)(Store *s, int error, StoreSubmitOutcome outcome,
+                                    const StoreReceipt *receipt, void *userdata);
+/* error -ENOENT: no such receipt. */
+typedef void (*StoreGetCallback)(Store *s, int error, const StoreReceipt *receipt, void *userdata);
+/* result: what the job function returned (>= 0), or a negative errno (the job's, or its COMMIT's). */
+typedef void (*StoreDoneCallback)(Store *s, int result, void *userdata);
+typedef void (*StoreIdleCallback)(Store *s, void *userdata);
+
+/* Runs on a worker thread: touch nothing but job_data and the connection. On the writer, a negative return
+ * rolls back what the function did (its own savepoint) without affecting the other jobs of the group. */
+typedef int (*StoreJobFunc)(StoreConn *c, void *job_data);
+
+/* Opens (creating if needed), checks (PRAGMA quick_check) and migrates the database, loads the counters
+ * and the HLC and starts the two worker threads. Blocks: call it before the loop runs. -EBADMSG: corrupt
+ * or not a database; -EPROTO: written by a newer version; -EROFS: read-only; -ENOENT, -EACCES, -EISDIR...:
+ * from opening the file; -ENOSPC: no room to migrate. */
+int store_open(Store **ret, sd_event *event, const char *path, const StoreOptions *opts);
+
+/* Finishes every queued job, delivering the callbacks, then joins the threads and closes the database
+ * (blocks until then: wait for store_is_idle() first for a prompt exit). Callbacks that run from here get
+ * -ESHUTDOWN for new jobs. Not to be called from a store callback. */
+Store *store_free(Store *s);
+DEFINE_TRIVIAL_CLEANUP_FUNC(Store *, store_free);
+
+/* No job queued, running or waiting for its callback. */
+bool store_is_idle(Store *s);
+/* Called on the loop when the store becomes idle; NULL to unset. */
+void store_set_idle_callback(Store *s, StoreIdleCallback cb, void *userdata);
+
+int store_submit_receipt(Store *s, const StoreReceiptNew *r, StoreSubmitCallback cb, void *userdata);
+int store_get_receipt(Store *s, const char *id, StoreGetCallback cb, void *userdata);
+
+/* A generic job on the writer, inside the group transaction, in its own savepoint; cb (may be NULL) runs
+ * after the COMMIT. job_data belongs to the caller, who must keep it alive until cb. */
+int store_write(Store *s, StoreJobFunc fn, void *job_data, StoreDoneCallback cb, void *userdata);
+/* The same on the read-only connection, in a read transaction of its own (one consistent snapshot). */
+int store_read(Store *s, StoreJobFunc fn, void *job_data, StoreDoneCallback cb, void *userdata);
+
+/* print_status unprinted/print_failed -> printed, with the fiscal document (JSON) and the time it was
+ * printed. -ENOENT unknown id; -EALREADY already printed (a fiscal document is never overwritten). */
+int store_mark_printed(Store *s, const char *id, const char *fiscal_doc, usec_t printed_at,
+                       StoreDoneCallback cb, void *userdata);
+/* status pending/failed -> synced, with the OFD's response (JSON, may be NULL). -ENOENT unknown id;
+ * -EALREADY already synced; -EPERM not printed yet (nothing reaches the OFD without fiscal attributes);
+ * -ESTALE in the DLQ. */
+int store_mark_synced(Store *s, const char *id, const char *ofd_response, StoreDoneCallback cb,
+                      void *userdata);
+
+/* Kept on the loop thread from the commits' results; reading them touches no disk. */
+const StoreCounters *store_get_counters(Store *s);
+const StoreStats *store_get_stats(Store *s);
+const char *store_get_path(Store *s);
+
+/* For job functions. */
+sqlite3 *store_conn_get_db(StoreConn *c);
+/* A statement for `sql` (one statement), prepared once per connection and cached, keyed by the text:
+ * reset, bindings cleared. It is reset again after the job, so a SELECT left half-read holds no snapshot. */
+int store_conn_prepare(StoreConn *c, const char *sql, sqlite3_stmt **ret);
+/* Steps a statement that returns no rows; negative errno on failure. */
+int store_conn_step_done(StoreConn *c, sqlite3_stmt *stmt);
+/* Adds a buffer_events row (writer only); details (JSON) may be NULL. */
+int store_conn_log_event(StoreConn *c, const char *receipt_id, const char *event, const char *details);
+/* The receipt with this id; -ENOENT when there is none. Free with store_receipt_done(). */
+int store_conn_get_receipt(StoreConn *c, const char *id, StoreReceipt *ret);
+
+/* For listings: SELECT STORE_RECEIPT_COLUMNS FROM receipts ..., then store_receipt_from_row() per row. */
+#define STORE_RECEIPT_COLUMNS                                                                           \
+        "id, pos_id, receipt_type, total_kopecks, receipt_data, status, print_status, hlc, created_at, " \
+        "updated_at, printed_at, synced_at, next_retry_at, attempts, last_error, fiscal_doc, ofd_response"
+int store_receipt_from_row(sqlite3_stmt *stmt, StoreReceipt *ret);

@@ -1,0 +1,1165 @@
+/* SPDX-License-Identifier: MIT */
+/* The store against real files in a temporary directory and a real sd-event loop: migrations, durability
+ * before the callback, idempotency, capacity, group commit, failures, reopening, corrupt files. */
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <semaphore.h>
+#include <sqlite3.h>
+#include <sys/stat.h>
+#include <systemd/sd-event.h>
+
+#include "hlc.h"
+#include "log.h"
+#include "store-schema.h"
+#include "store.h"
+#include "tests.h"
+#include "time-util.h"
+
+/* ---- scaffolding: a temporary directory, a loop, a second connection ---- */
+
+typedef struct Env {
+        char dir[PATH_MAX / 2];
+        char path[PATH_MAX];
+        sd_event *event;
+} Env;
+
+static void env_setup(Env *e) {
+        const char *tmp = getenv("TMPDIR") ?: "/tmp";
+
+        *e = (Env) {};
+        snprintf(e->dir, sizeof e->dir, "%s/test-store-XXXXXX", tmp);
+        ASSERT_NOT_NULL(mkdtemp(e->dir));
+        snprintf(e->path, sizeof e->path, "%s/buffer.db", e->dir);
+        ASSERT_OK(sd_event_new(&e->event));
+}
+
+static void env_teardown(Env *e) {
+        DIR *d = opendir(e->dir);
+        struct dirent *de;
+
+        ASSERT_NOT_NULL(d);
+        while ((de = readdir(d)))
+                if (!streq(de->d_name, ".") && !streq(de->d_name, ".."))
+                        ASSERT_OK(unlinkat(dirfd(d), de->d_name, 0));
+        closedir(d);
+        ASSERT_OK(rmdir(e->dir));
+        e->event = sd_event_unref(e->event);
+}
+
+static void run_until_idle(Env *e, Store *s) {
+        usec_t deadline = now(CLOCK_MONOTONIC) + 60 * USEC_PER_SEC;
+
+        while (!store_is_idle(s)) {
+                ASSERT_TRUE(now(CLOCK_MONOTONIC) < deadline);
+                ASSERT_OK(sd_event_run(e->event, USEC_PER_SEC));
+        }
+}
+
+static sqlite3 *db_open(const char *path) {
+        sqlite3 *db = NULL;
+
+        ASSERT_EQ(sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL), SQLITE_OK);
+        sqlite3_busy_timeout(db, 5000);
+        return db;
+}
+
+static void db_exec(const char *path, const char *sql) {
+        sqlite3 *db = db_open(path);
+        char *error = NULL;
+
+        if (sqlite3_exec(db, sql, NULL, NULL, &error) != SQLITE_OK) {
+                fprintf(stderr, "SQL failed: %s\n%s\n", error, sql);
+                exit(EXIT_FAILURE);
+        }
+        sqlite3_close(db);
+}
+
+/* The first column of the first row as an integer, read through a connection of its own. */
+static int64_t db_int(const char *path, const char *sql) {
+        sqlite3 *db = db_open(path);
+        sqlite3_stmt *stmt = NULL;
+        int64_t v;
+
+        ASSERT_EQ(sqlite3_prepare_v2(db, sql, -1, &stmt, NULL), SQLITE_OK);
+        ASSERT_EQ(sqlite3_step(stmt), SQLITE_ROW);
+        v = sqlite3_column_int64(stmt, 0);
+        sqlite3_finalize(stmt);
+        sqlite3_close(db);
+        return v;
+}
+
+static char *db_text(const char *path, const char *sql) {
+        sqlite3 *db = db_open(path);
+        sqlite3_stmt *stmt = NULL;
+        char *v = NULL;
+
+        ASSERT_EQ(sqlite3_prepare_v2(db, sql, -1, &stmt, NULL), SQLITE_OK);
+        if (sqlite3_step(stmt) == SQLITE_ROW && sqlite3_column_text(stmt, 0))
+                v = strdup((const char *) sqlite3_column_text(stmt, 0));
+        sqlite3_finalize(stmt);
+        sqlite3_close(db);
+        return v;
+}
+
+static void assert_db_text(const char *path, const char *sql, const char *expected) {
+        _cleanup_free_ char *v = db_text(path, sql);
+        ASSERT_STREQ(v, expected);
+}
+
+static void assert_db_healthy(const char *path) {
+        assert_db_text(path, "PRAGMA integrity_check", "ok");
+        ASSERT_EQ(db_int(path, "SELECT COUNT(*) FROM pragma_foreign_key_check"), 0);
+}
+
+static Store *store_open_ok(Env *e, unsigned capacity) {
+        StoreOptions opts = { .capacity = capacity };
+        Store *s = NULL;
+
+        ASSERT_OK(store_open(&s, e->event, e->path, &opts));
+        ASSERT_NOT_NULL(s);
+        return s;
+}
+
+/* ---- callbacks that record what they were told ---- */
+
+typedef struct Submitted {
+        bool done;
+        int error;
+        StoreSubmitOutcome outcome;
+        bool have_receipt;
+        char id[64];
+        uint64_t hlc;
+        StoreStatus status;
+        StorePrintStatus print_status;
+        char created_at[64];
+        /* When set, the callback counts this receipt's rows through a connection of its own. */
+        const char *check_path;
+        int64_t rows_at_callback;
+} Submitted;
+
+static void on_submit(Store *s, int error, StoreSubmitOutcome outcome, const StoreReceipt *r,
+                      void *userdata) {
+        Submitted *x = userdata;
+
+        ASSERT_FALSE(x->done);
+        x->done = true;
+        x->error = error;
+        x->outcome = outcome;
+        x->have_receipt = r != NULL;
+        if (r) {
+                snprintf(x->id, sizeof x->id, "%s", r->id);
+                snprintf(x->created_at, sizeof x->created_at, "%s", strempty(r->created_at));
+                x->hlc = r->hlc;
+                x->status = r->status;
+                x->print_status = r->print_status;
+        }
+        if (x->check_path && r) {
+                char sql[256];
+                snprintf(sql, sizeof sql,
+                         "SELECT COUNT(*) FROM receipts r JOIN idempotency_keys k ON k.receipt_id = r.id "
+                         "JOIN buffer_events e ON e.receipt_id = r.id AND e.event = 'received' "
+                         "WHERE r.id = '%s' AND r.status = 'pending'",
+                         r->id);
+                x->rows_at_callback = db_int(x->check_path, sql);
+        }
+}
+
+typedef struct Done {
+        bool done;
+        int result;
+} Done;
+
+static void on_done(Store *s, int result, void *userdata) {
+        Done *d = userdata;
+
+        ASSERT_FALSE(d->done);
+        d->done = true;
+        d->result = result;
+}
+
+typedef struct Got {
+        bool done;
+        int error;
+        StoreReceipt r;
+} Got;
+
+static char *strdup_null(const char *s) {
+        return s ? strdup(s) : NULL;
+}
+
+static void on_get(Store *s, int error, const StoreReceipt *r, void *userdata) {
+        Got *g = userdata;
+
+        ASSERT_FALSE(g->done);
+        g->done = true;
+        g->error = error;
+        ASSERT_TRUE((error >= 0) == (r != NULL));
+        if (!r)
+                return;
+        g->r = *r;
+        g->r.id = strdup_null(r->id);
+        g->r.pos_id = strdup_null(r->pos_id);
+        g->r.receipt_type = strdup_null(r->receipt_type);
+        g->r.receipt_data = strdup_null(r->receipt_data);
+        g->r.created_at = strdup_null(r->created_at);
+        g->r.updated_at = strdup_null(r->updated_at);
+        g->r.printed_at = strdup_null(r->printed_at);
+        g->r.synced_at = strdup_null(r->synced_at);
+        g->r.next_retry_at = strdup_null(r->next_retry_at);
+        g->r.last_error = strdup_null(r->last_error);
+        g->r.fiscal_doc = strdup_null(r->fiscal_doc);
+        g->r.ofd_response = strdup_null(r->ofd_response);
+}
+
+static StoreReceiptNew receipt_new(const char *key, const char *hash) {
+        return (StoreReceiptNew) {
+                .idempotency_key = key,
+                .request_hash = hash,
+                .pos_id = "pos-7",
+                .type = "sale",
+                .total_kopecks = 12345,
+                .receipt_data = "{\"items\":[{\"name\":\"Lens\",\"price\":\"123.45\"}]}",
+        };
+}
+
+static void submit_ok(Env *e, Store *s, const char *key, const char *hash, Submitted *ret) {
+        StoreReceiptNew r = receipt_new(key, hash);
+
+        *ret = (Submitted) {};
+        ASSERT_OK(store_submit_receipt(s, &r, on_submit, ret));
+        run_until_idle(e, s);
+        ASSERT_TRUE(ret->done);
+        ASSERT_OK(ret->error);
+}
+
+static void get_receipt(Env *e, Store *s, const char *id, Got *ret) {
+        *ret = (Got) {};
+        ASSERT_OK(store_get_receipt(s, id, on_get, ret));
+        run_until_idle(e, s);
+        ASSERT_TRUE(ret->done);
+}
+
+static int mark_printed_sync(Env *e, Store *s, const char *id, const char *doc) {
+        Done d = {};
+
+        ASSERT_OK(store_mark_printed(s, id, doc, now(CLOCK_REALTIME), on_done, &d));
+        run_until_idle(e, s);
+        ASSERT_TRUE(d.done);
+        return d.result;
+}
+
+static int mark_synced_sync(Env *e, Store *s, const char *id, const char *response) {
+        Done d = {};
+
+        ASSERT_OK(store_mark_synced(s, id, response, on_done, &d));
+        run_until_idle(e, s);
+        ASSERT_TRUE(d.done);
+        return d.result;
+}
+
+static int64_t count_receipts(const char *path) {
+        return db_int(path, "SELECT COUNT(*) FROM receipts");
+}
+
+/* ---- job functions run on the worker threads ---- */
+
+static int job_wait_gate(StoreConn *c, void *data) {
+        /* Holds the writer, so everything queued meanwhile lands in the next group. */
+        while (sem_wait(data) < 0)
+                ASSERT_EQ(errno, EINTR);
+        return 0;
+}
+
+static int job_insert_then_fail(StoreConn *c, void *data) {
+        ASSERT_EQ(sqlite3_exec(store_conn_get_db(c),
+                               "INSERT INTO config (key, value) VALUES ('failing-job', 'was here')", NULL,
+                               NULL, NULL),
+                  SQLITE_OK);
+        return -EINVAL;
+}
+
+static int job_orphan_key_at_commit(StoreConn *c, void *data) {
+        /* Deferred, the foreign key is only checked by COMMIT: the whole group's COMMIT fails. */
+        ASSERT_EQ(sqlite3_exec(store_conn_get_db(c),
+                               "PRAGMA defer_foreign_keys = ON; "
+                               "INSERT INTO idempotency_keys (key, request_hash, receipt_id, created_at) "
+                               "VALUES ('orphan', 'h', 'no-such-receipt', 'now')",
+                               NULL, NULL, NULL),
+                  SQLITE_OK);
+        return 0;
+}
+
+static int job_rollback_everything(StoreConn *c, void *data) {
+        /* What SQLite does by itself on some I/O errors: the whole transaction is gone, not just the job. */
+        ASSERT_EQ(sqlite3_exec(store_conn_get_db(c), "ROLLBACK", NULL, NULL, NULL), SQLITE_OK);
+        return -ENOSPC;
+}
+
+static int job_set_max_pages(StoreConn *c, void *data) {
+        const int64_t *extra = data;
+        sqlite3_stmt *stmt;
+        char sql[64];
+        int64_t pages;
+
+        ASSERT_OK(store_conn_prepare(c, "PRAGMA page_count", &stmt));
+        ASSERT_EQ(sqlite3_step(stmt), SQLITE_ROW);
+        pages = sqlite3_column_int64(stmt, 0);
+        snprintf(sql, sizeof sql, "PRAGMA max_page_count = %" PRIi64,
+                 *extra < 0 ? INT64_C(1073741823) : pages);
+        ASSERT_EQ(sqlite3_exec(store_conn_get_db(c), sql, NULL, NULL, NULL), SQLITE_OK);
+        return 0;
+}
+
+static int job_count_pending(StoreConn *c, void *data) {
+        sqlite3_stmt *stmt;
+
+        ASSERT_OK(store_conn_prepare(c, "SELECT COUNT(*) FROM receipts WHERE status = ?", &stmt));
+        ASSERT_EQ(sqlite3_bind_text(stmt, 1, data, -1, SQLITE_STATIC), SQLITE_OK);
+        ASSERT_EQ(sqlite3_step(stmt), SQLITE_ROW);
+        return sqlite3_column_int(stmt, 0); /* left unreset on purpose: the store resets it after the job */
+}
+
+static int job_write_to_reader(StoreConn *c, void *data) {
+        sqlite3_stmt *stmt;
+        int r;
+
+        r = store_conn_prepare(c, "INSERT INTO config (key, value) VALUES ('reader', 'wrote')", &stmt);
+        if (r < 0)
+                return r;
+        return store_conn_step_done(c, stmt);
+}
+
+/* ---- the prototype's file ---- */
+
+/* How the prototype laid out buffer.db (version 1), with its own quirks: AUTOINCREMENT everywhere,
+ * defaults from CURRENT_TIMESTAMP, no CHECKs. */
+static const char prototype_schema[] =
+        "CREATE TABLE receipts (id TEXT PRIMARY KEY, pos_id TEXT, receipt_data TEXT, "
+        "        status TEXT DEFAULT 'pending', created_at TEXT DEFAULT CURRENT_TIMESTAMP, updated_at TEXT, "
+        "        synced_at TEXT, retry_count INTEGER DEFAULT 0, last_error TEXT, next_retry_at TEXT, "
+        "        hlc_timestamp TEXT);"
+        "CREATE INDEX idx_receipts_status ON receipts (status);"
+        "CREATE TABLE dlq (id INTEGER PRIMARY KEY AUTOINCREMENT, receipt_id TEXT, reason TEXT, "
+        "        moved_at TEXT, resolved INTEGER DEFAULT 0, resolved_at TEXT, resolved_by TEXT, "
+        "        resolution_note TEXT);"
+        "CREATE TABLE buffer_events (id INTEGER PRIMARY KEY AUTOINCREMENT, receipt_id TEXT, event TEXT, "
+        "        details TEXT, created_at TEXT DEFAULT CURRENT_TIMESTAMP);"
+        "CREATE TABLE config (key TEXT PRIMARY KEY, value TEXT);"
+        "CREATE VIEW v_buffer_status AS SELECT "
+        "        (SELECT COUNT(*) FROM receipts WHERE status = 'pending') AS pending, "
+        "        (SELECT COUNT(*) FROM receipts WHERE status = 'synced') AS synced, "
+        "        (SELECT COUNT(*) FROM receipts WHERE status = 'failed') AS failed, "
+        "        (SELECT COUNT(*) FROM receipts WHERE status = 'dlq') AS dlq, "
+        "        (SELECT COUNT(*) FROM dlq WHERE resolved = 0) AS dlq_size;"
+        "PRAGMA user_version = 1;";
+
+static const char prototype_rows[] =
+        "INSERT INTO receipts (id, pos_id, receipt_data, status, created_at, updated_at, retry_count, "
+        "        last_error, hlc_timestamp) VALUES "
+        "('legacy-b', 'pos-1', '{\"n\":2}', 'pending', '2026-11-28T10:00:00.250000', NULL, 3, 'timeout', "
+        "        'x'),"
+        "('legacy-a', 'pos-1', '{\"n\":1}', 'pending', '2026-11-28 09:00:00', NULL, 0, NULL, 'y'),"
+        "('legacy-c', 'pos-2', '{\"n\":3}', 'synced', '2026-11-28T10:00:00.250', '2026-11-28T10:01:00', 1, "
+        "        NULL, 'z'),"
+        "('legacy-d', 'pos-2', '{\"n\":4}', 'dlq', '2026-11-28T11:00:00', NULL, 20, 'HTTP 400', 'w');"
+        "INSERT INTO dlq (receipt_id, reason, moved_at) "
+        "        VALUES ('legacy-d', 'HTTP 400', '2026-11-28T11:05:00');"
+        "INSERT INTO buffer_events (receipt_id, event, details) VALUES ('legacy-a', 'received', NULL);"
+        "INSERT INTO config (key, value) VALUES ('prototype', 'yes');";
+
+/* ---- tests ---- */
+
+static void test_open_empty_file_creates_schema_version_2_in_wal_mode(void) {
+        Env e;
+        Store *s;
+        int fd;
+
+        env_setup(&e);
+        fd = open(e.path, O_CREAT | O_WRONLY | O_CLOEXEC, 0600); /* an empty file, as touch leaves it */
+        ASSERT_OK(fd);
+        close(fd);
+
+        s = store_open_ok(&e, 0);
+        ASSERT_STREQ(store_get_path(s), e.path);
+        ASSERT_EQ_U(store_get_counters(s)->total, 0);
+        ASSERT_EQ_U(store_get_counters(s)->capacity, STORE_CAPACITY_DEFAULT);
+        store_free(s);
+
+        ASSERT_EQ(db_int(e.path, "PRAGMA user_version"), STORE_SCHEMA_VERSION);
+        assert_db_text(e.path, "PRAGMA journal_mode", "wal");
+        ASSERT_EQ(db_int(e.path,
+                         "SELECT COUNT(*) FROM sqlite_schema WHERE name IN ('receipts', 'dlq', "
+                         "'buffer_events', 'config', 'v_buffer_status', 'idempotency_keys', "
+                         "'receipt_counts', 'idx_receipts_status_hlc')"),
+                  8);
+        ASSERT_EQ(db_int(e.path,
+                         "SELECT COUNT(*) FROM pragma_table_info('receipts') WHERE name IN ('hlc', "
+                         "'total_kopecks', 'receipt_type', 'print_status', 'fiscal_doc', 'printed_at', "
+                         "'ofd_response', 'attempts', 'hlc_timestamp', 'retry_count')"),
+                  10);
+        ASSERT_EQ(db_int(e.path, "SELECT total + pending + dlq_size FROM v_buffer_status"), 0);
+        assert_db_healthy(e.path);
+
+        /* Opening again does not migrate again. */
+        s = store_open_ok(&e, 0);
+        store_free(s);
+        ASSERT_EQ(db_int(e.path, "PRAGMA user_version"), STORE_SCHEMA_VERSION);
+        env_teardown(&e);
+}
+
+static void test_open_prototype_v1_file_migrates_keeping_rows(void) {
+        Env e;
+        Store *s;
+        Submitted x;
+        Got g;
+
+        env_setup(&e);
+        db_exec(e.path, prototype_schema);
+        db_exec(e.path, prototype_rows);
+
+        s = store_open_ok(&e, 0);
+        ASSERT_EQ_U(store_get_counters(s)->total, 4);
+        ASSERT_EQ_U(store_get_counters(s)->pending, 2);
+        ASSERT_EQ_U(store_get_counters(s)->synced, 1);
+        ASSERT_EQ_U(store_get_counters(s)->dlq, 1);
+
+        /* The prototype's rows read like ours. */
+        get_receipt(&e, s, "legacy-b", &g);
+        ASSERT_OK(g.error);
+        ASSERT_STREQ(g.r.receipt_data, "{\"n\":2}");
+        ASSERT_EQ(g.r.status, STORE_STATUS_PENDING);
+        ASSERT_EQ(g.r.print_status, STORE_PRINT_UNPRINTED);
+        ASSERT_EQ(g.r.attempts, 3);
+        ASSERT_STREQ(g.r.last_error, "timeout");
+        ASSERT_EQ_U(hlc_physical_ms(g.r.hlc), UINT64_C(1795860000250)); /* 2026-11-28T10:00:00.250Z */
+        store_receipt_done(&g.r);
+
+        /* New receipts sort after every old one. */
+        submit_ok(&e, s, "k-after-migration", "h", &x);
+        ASSERT_EQ(x.outcome, STORE_SUBMIT_CREATED);
+        ASSERT_TRUE(x.hlc >
+                    (uint64_t) db_int(e.path, "SELECT MAX(hlc) FROM receipts WHERE id LIKE 'legacy-%'"));
+        ASSERT_EQ_U(store_get_counters(s)->pending, 3);
+        store_free(s);
+
+        ASSERT_EQ(db_int(e.path, "PRAGMA user_version"), 2);
+        ASSERT_EQ(count_receipts(e.path), 5);
+        assert_db_text(e.path, "SELECT receipt_data FROM receipts WHERE id = 'legacy-d'", "{\"n\":4}");
+        assert_db_text(e.path, "SELECT hlc_timestamp FROM receipts WHERE id = 'legacy-c'", "z");
+        ASSERT_EQ(db_int(e.path, "SELECT COUNT(*) FROM receipts WHERE hlc IS NULL"), 0);
+        /* Stamps follow created_at, ties in insertion order. */
+        assert_db_text(e.path,
+                       "SELECT group_concat(id, ' ') FROM (SELECT id FROM receipts WHERE id LIKE 'legacy-%' "
+                       "ORDER BY hlc)",
+                       "legacy-a legacy-b legacy-c legacy-d");
+        ASSERT_EQ(db_int(e.path, "SELECT hlc FROM receipts WHERE id = 'legacy-c'") -
+                          db_int(e.path, "SELECT hlc FROM receipts WHERE id = 'legacy-b'"),
+                  1);
+        ASSERT_EQ(db_int(e.path, "SELECT COUNT(*) FROM dlq WHERE receipt_id = 'legacy-d'"), 1);
+        ASSERT_EQ(db_int(e.path, "SELECT COUNT(*) FROM buffer_events WHERE receipt_id = 'legacy-a'"), 1);
+        assert_db_text(e.path, "SELECT value FROM config WHERE key = 'prototype'", "yes");
+        ASSERT_EQ(db_int(e.path,
+                         "SELECT pending * 1000 + synced * 100 + dlq * 10 + dlq_size FROM v_buffer_status"),
+                  3111);
+        assert_db_healthy(e.path);
+        env_teardown(&e);
+}
+
+static void test_open_prototype_file_without_user_version_migrates(void) {
+        Env e;
+        Store *s;
+
+        env_setup(&e);
+        db_exec(e.path, prototype_schema);
+        db_exec(e.path, "PRAGMA user_version = 0");
+        db_exec(e.path, prototype_rows);
+
+        s = store_open_ok(&e, 0);
+        ASSERT_EQ_U(store_get_counters(s)->total, 4);
+        store_free(s);
+        ASSERT_EQ(db_int(e.path, "PRAGMA user_version"), 2);
+        ASSERT_EQ(count_receipts(e.path), 4);
+        env_teardown(&e);
+}
+
+static void test_submit_calls_back_after_commit_with_rows_on_disk(void) {
+        StoreReceiptNew r = receipt_new("key-1", "hash-1");
+        Submitted x = {};
+        Env e;
+        Store *s;
+
+        env_setup(&e);
+        s = store_open_ok(&e, 0);
+
+        x.check_path = e.path;
+        ASSERT_OK(store_submit_receipt(s, &r, on_submit, &x));
+        ASSERT_FALSE(x.done); /* never synchronously */
+        ASSERT_FALSE(store_is_idle(s));
+        run_until_idle(&e, s);
+
+        ASSERT_TRUE(x.done);
+        ASSERT_OK(x.error);
+        ASSERT_EQ(x.outcome, STORE_SUBMIT_CREATED);
+        ASSERT_EQ(x.rows_at_callback, 1); /* visible to another connection: committed */
+        ASSERT_EQ(x.status, STORE_STATUS_PENDING);
+        ASSERT_EQ(x.print_status, STORE_PRINT_UNPRINTED);
+        ASSERT_TRUE(x.hlc > 0);
+        char sql[512];
+
+        /* A version 4 UUID, 8-4-4-4-12. */
+        ASSERT_EQ(strlen(x.id), 36);
+        ASSERT_TRUE(x.id[8] == '-' && x.id[13] == '-' && x.id[18] == '-' && x.id[23] == '-');
+        ASSERT_TRUE(x.id[14] == '4');
+        ASSERT_TRUE(strchr("89ab", x.id[19]) != NULL);
+        /* ISO 8601 UTC. */
+        ASSERT_EQ(strlen(x.created_at), 24);
+        ASSERT_TRUE(x.created_at[10] == 'T' && x.created_at[23] == 'Z');
+
+        ASSERT_EQ_U(store_get_counters(s)->pending, 1);
+        ASSERT_EQ_U(store_get_counters(s)->total, 1);
+        store_free(s);
+
+        snprintf(sql, sizeof sql,
+                 "SELECT total_kopecks = 12345 AND receipt_type = 'sale' AND pos_id = 'pos-7' "
+                 "AND attempts = 0 AND created_at = '%s' AND hlc = %" PRIu64 " "
+                 "FROM receipts WHERE id = '%s'",
+                 x.created_at, x.hlc, x.id);
+        ASSERT_EQ(db_int(e.path, sql), 1);
+        snprintf(sql, sizeof sql, "SELECT hlc_timestamp FROM receipts WHERE id = '%s'", x.id);
+        char hlc_text[HLC_FORMAT_MAX];
+        assert_db_text(e.path, sql, hlc_format(hlc_text, sizeof hlc_text, x.hlc));
+        assert_db_text(e.path, "SELECT request_hash FROM idempotency_keys WHERE key = 'key-1'", "hash-1");
+        assert_db_text(e.path, "SELECT json_extract(details, '$.idempotency_key') FROM buffer_events",
+                       "key-1");
+        ASSERT_EQ(db_int(e.path, "SELECT CAST(value AS INTEGER) FROM config WHERE key = 'hlc_last'"),
+                  (int64_t) x.hlc);
+        assert_db_healthy(e.path);
+        env_teardown(&e);
+}
+
+static void test_replay_with_same_key_and_hash_returns_existing_receipt(void) {
+        Submitted first, again;
+        Env e;
+        Store *s;
+
+        env_setup(&e);
+        s = store_open_ok(&e, 0);
+
+        submit_ok(&e, s, "key-r", "hash-r", &first);
+        ASSERT_EQ(first.outcome, STORE_SUBMIT_CREATED);
+        ASSERT_OK(mark_printed_sync(&e, s, first.id, "{\"fd\":1}"));
+
+        submit_ok(&e, s, "key-r", "hash-r", &again);
+        ASSERT_EQ(again.outcome, STORE_SUBMIT_REPLAY);
+        ASSERT_TRUE(again.have_receipt);
+        ASSERT_STREQ(again.id, first.id);
+        ASSERT_EQ_U(again.hlc, first.hlc);
+        ASSERT_STREQ(again.created_at, first.created_at);
+        ASSERT_EQ(again.print_status, STORE_PRINT_PRINTED); /* the receipt as it is now */
+
+        ASSERT_EQ(count_receipts(e.path), 1);
+        ASSERT_EQ(db_int(e.path, "SELECT COUNT(*) FROM buffer_events WHERE event = 'received'"), 1);
+        ASSERT_EQ_U(store_get_counters(s)->total, 1);
+        store_free(s);
+        env_teardown(&e);
+}
+
+static void test_same_key_twice_in_one_group_inserts_once(void) {
+        StoreReceiptNew r = receipt_new("key-twice", "hash");
+        Submitted a = {}, b = {};
+        Env e;
+        Store *s;
+
+        env_setup(&e);
+        s = store_open_ok(&e, 0);
+        ASSERT_OK(store_submit_receipt(s, &r, on_submit, &a));
+        ASSERT_OK(store_submit_receipt(s, &r, on_submit, &b));
+        run_until_idle(&e, s);
+
+        ASSERT_OK(a.error);
+        ASSERT_OK(b.error);
+        ASSERT_EQ(a.outcome, STORE_SUBMIT_CREATED);
+        ASSERT_EQ(b.outcome, STORE_SUBMIT_REPLAY);
+        ASSERT_STREQ(a.id, b.id);
+        ASSERT_EQ(count_receipts(e.path), 1);
+        store_free(s);
+        env_teardown(&e);
+}
+
+static void test_same_key_with_other_hash_is_key_mismatch(void) {
+        Submitted first, other;
+        Env e;
+        Store *s;
+
+        env_setup(&e);
+        s = store_open_ok(&e, 0);
+        submit_ok(&e, s, "key-m", "hash-1", &first);
+        submit_ok(&e, s, "key-m", "hash-2", &other);
+
+        ASSERT_EQ(other.outcome, STORE_SUBMIT_KEY_MISMATCH);
+        ASSERT_FALSE(other.have_receipt);
+        ASSERT_EQ(count_receipts(e.path), 1);
+        assert_db_text(e.path, "SELECT request_hash FROM idempotency_keys WHERE key = 'key-m'", "hash-1");
+        ASSERT_EQ_U(store_get_counters(s)->pending, 1);
+        store_free(s);
+        env_teardown(&e);
+}
+
+static void test_capacity_reached_is_full_and_inserts_nothing(void) {
+        Submitted x[3], full, replay, after;
+        char key[32];
+        Env e;
+        Store *s;
+
+        env_setup(&e);
+        s = store_open_ok(&e, 3);
+        ASSERT_EQ_U(store_get_counters(s)->capacity, 3);
+        for (unsigned i = 0; i < 3; i++) {
+                snprintf(key, sizeof key, "cap-%u", i);
+                submit_ok(&e, s, key, "h", &x[i]);
+                ASSERT_EQ(x[i].outcome, STORE_SUBMIT_CREATED);
+        }
+
+        submit_ok(&e, s, "cap-3", "h", &full);
+        ASSERT_EQ(full.outcome, STORE_SUBMIT_FULL);
+        ASSERT_FALSE(full.have_receipt);
+        ASSERT_EQ(count_receipts(e.path), 3);
+        ASSERT_EQ(db_int(e.path, "SELECT COUNT(*) FROM idempotency_keys WHERE key = 'cap-3'"), 0);
+        ASSERT_EQ(db_int(e.path, "SELECT COUNT(*) FROM buffer_events"), 3);
+
+        /* A replay is answered even when full: it adds nothing. */
+        submit_ok(&e, s, "cap-1", "h", &replay);
+        ASSERT_EQ(replay.outcome, STORE_SUBMIT_REPLAY);
+        ASSERT_STREQ(replay.id, x[1].id);
+
+        /* Once one leaves the pending state there is room again. */
+        ASSERT_OK(mark_printed_sync(&e, s, x[0].id, "{}"));
+        ASSERT_OK(mark_synced_sync(&e, s, x[0].id, NULL));
+        submit_ok(&e, s, "cap-3", "h", &after);
+        ASSERT_EQ(after.outcome, STORE_SUBMIT_CREATED);
+        ASSERT_EQ_U(store_get_counters(s)->pending, 3);
+        ASSERT_EQ_U(store_get_counters(s)->total, 4);
+        store_free(s);
+        assert_db_healthy(e.path);
+        env_teardown(&e);
+}
+
+#define N_GROUP 100
+
+static void test_group_commit_puts_concurrent_submits_in_one_transaction(void) {
+        Submitted x[N_GROUP] = {};
+        Done gate_done = {}, failing = {};
+        char keys[N_GROUP][32];
+        sem_t gate;
+        Env e;
+        Store *s;
+
+        env_setup(&e);
+        s = store_open_ok(&e, 1000);
+        ASSERT_OK(sem_init(&gate, 0, 0));
+
+        ASSERT_OK(store_write(s, job_wait_gate, &gate, on_done, &gate_done));
+        for (unsigned i = 0; i < N_GROUP; i++) {
+                StoreReceiptNew r;
+
+                snprintf(keys[i], sizeof keys[i], "group-%u", i);
+                r = receipt_new(keys[i], "h");
+                ASSERT_OK(store_submit_receipt(s, &r, on_submit, &x[i]));
+                if (i == N_GROUP / 2)
+                        ASSERT_OK(store_write(s, job_insert_then_fail, NULL, on_done, &failing));
+        }
+        ASSERT_OK(sem_post(&gate));
+        run_until_idle(&e, s);
+
+        ASSERT_OK(gate_done.result);
+        ASSERT_ERROR(failing.result, EINVAL);
+        for (unsigned i = 0; i < N_GROUP; i++) {
+                ASSERT_TRUE(x[i].done);
+                ASSERT_OK(x[i].error);
+                ASSERT_EQ(x[i].outcome, STORE_SUBMIT_CREATED);
+                /* Stamped in the order they were queued. */
+                if (i > 0)
+                        ASSERT_TRUE(x[i].hlc > x[i - 1].hlc);
+        }
+
+        /* The gate's group (which may have caught some or all of the submits when the writer woke late) and
+         * at most one more for the rest: 102 jobs in one or two transactions. */
+        const StoreStats *st = store_get_stats(s);
+        ASSERT_TRUE(st->n_transactions >= 1 && st->n_transactions <= 2);
+        ASSERT_EQ_U(st->n_jobs, N_GROUP + 2);
+        ASSERT_TRUE(st->max_jobs_per_transaction >= (N_GROUP + 2) / 2);
+        ASSERT_EQ_U(st->n_failed_transactions, 0);
+
+        /* The failing job's own write was rolled back; everything else stayed. */
+        ASSERT_EQ(db_int(e.path, "SELECT COUNT(*) FROM config WHERE key = 'failing-job'"), 0);
+        ASSERT_EQ(count_receipts(e.path), N_GROUP);
+        ASSERT_EQ_U(store_get_counters(s)->pending, N_GROUP);
+        store_free(s);
+        sem_destroy(&gate);
+        assert_db_healthy(e.path);
+        env_teardown(&e);
+}
+
+static void test_failed_commit_fails_every_job_of_the_group(void) {
+        Submitted a = {}, b = {}, later;
+        Done gate_done = {}, orphan = {};
+        StoreReceiptNew ra = receipt_new("commit-a", "h"), rb = receipt_new("commit-b", "h");
+        sem_t gate;
+        Env e;
+        Store *s;
+
+        env_setup(&e);
+        s = store_open_ok(&e, 0);
+        ASSERT_OK(sem_init(&gate, 0, 0));
+
+        ASSERT_OK(store_write(s, job_wait_gate, &gate, on_done, &gate_done));
+        ASSERT_OK(store_submit_receipt(s, &ra, on_submit, &a));
+        ASSERT_OK(store_write(s, job_orphan_key_at_commit, NULL, on_done, &orphan));
+        ASSERT_OK(store_submit_receipt(s, &rb, on_submit, &b));
+        ASSERT_OK(sem_post(&gate));
+        run_until_idle(&e, s);
+
+        /* Nothing of that group was acknowledged. */
+        ASSERT_TRUE(a.done && b.done && orphan.done);
+        ASSERT_TRUE(a.error < 0);
+        ASSERT_TRUE(b.error < 0);
+        ASSERT_TRUE(orphan.result < 0);
+        ASSERT_FALSE(a.have_receipt);
+        ASSERT_EQ_U(store_get_stats(s)->n_failed_transactions, 1);
+        ASSERT_EQ(count_receipts(e.path), 0);
+        ASSERT_EQ(db_int(e.path, "SELECT COUNT(*) FROM idempotency_keys"), 0);
+        ASSERT_EQ_U(store_get_counters(s)->pending, 0);
+
+        /* The writer rolled back and carries on. */
+        submit_ok(&e, s, "commit-a", "h", &later);
+        ASSERT_EQ(later.outcome, STORE_SUBMIT_CREATED);
+        ASSERT_EQ(count_receipts(e.path), 1);
+        store_free(s);
+        sem_destroy(&gate);
+        assert_db_healthy(e.path);
+        env_teardown(&e);
+}
+
+static void test_job_error_that_ends_the_transaction_fails_the_whole_group(void) {
+        Submitted a = {}, b = {}, later;
+        Done gate_done = {}, breaker = {};
+        StoreReceiptNew ra = receipt_new("gone-a", "h"), rb = receipt_new("gone-b", "h");
+        sem_t gate;
+        Env e;
+        Store *s;
+
+        env_setup(&e);
+        s = store_open_ok(&e, 0);
+        ASSERT_OK(sem_init(&gate, 0, 0));
+
+        ASSERT_OK(store_write(s, job_wait_gate, &gate, on_done, &gate_done));
+        ASSERT_OK(store_submit_receipt(s, &ra, on_submit, &a));
+        ASSERT_OK(store_write(s, job_rollback_everything, NULL, on_done, &breaker));
+        ASSERT_OK(store_submit_receipt(s, &rb, on_submit, &b));
+        ASSERT_OK(sem_post(&gate));
+        run_until_idle(&e, s);
+
+        /* Every job of the group reports the error that took the transaction down. */
+        ASSERT_ERROR(breaker.result, ENOSPC);
+        ASSERT_ERROR(a.error, ENOSPC);
+        ASSERT_ERROR(b.error, ENOSPC);
+        ASSERT_EQ(count_receipts(e.path), 0);
+        ASSERT_EQ_U(store_get_counters(s)->pending, 0);
+
+        submit_ok(&e, s, "gone-a", "h", &later);
+        ASSERT_EQ(later.outcome, STORE_SUBMIT_CREATED);
+        store_free(s);
+        sem_destroy(&gate);
+        assert_db_healthy(e.path);
+        env_teardown(&e);
+}
+
+static void test_disk_full_fails_submit_with_enospc_and_stores_nothing(void) {
+        static char big[256 * 1024];
+        int64_t limit = 0, unlimited = -1;
+        Submitted x = {}, later;
+        Done d = {};
+        StoreReceiptNew r = receipt_new("big", "h");
+        Env e;
+        Store *s;
+
+        env_setup(&e);
+        s = store_open_ok(&e, 0);
+
+        /* The file may not grow any more, as on a full disk. */
+        ASSERT_OK(store_write(s, job_set_max_pages, &limit, on_done, &d));
+        run_until_idle(&e, s);
+        ASSERT_OK(d.result);
+
+        memset(big, 'x', sizeof big - 1);
+        r.receipt_data = big;
+        ASSERT_OK(store_submit_receipt(s, &r, on_submit, &x));
+        run_until_idle(&e, s);
+        ASSERT_ERROR(x.error, ENOSPC);
+        ASSERT_FALSE(x.have_receipt);
+        ASSERT_EQ(count_receipts(e.path), 0);
+        ASSERT_EQ_U(store_get_counters(s)->pending, 0);
+
+        d = (Done) {};
+        ASSERT_OK(store_write(s, job_set_max_pages, &unlimited, on_done, &d));
+        run_until_idle(&e, s);
+        submit_ok(&e, s, "big", "h", &later);
+        ASSERT_EQ(later.outcome, STORE_SUBMIT_CREATED);
+        store_free(s);
+        assert_db_healthy(e.path);
+        env_teardown(&e);
+}
+
+static void test_reopen_keeps_receipts_counters_and_hlc_monotonic(void) {
+        Submitted x[10], next;
+        StoreCounters counters;
+        char key[32];
+        Env e;
+        Store *s;
+        Got g;
+
+        env_setup(&e);
+        s = store_open_ok(&e, 0);
+        for (unsigned i = 0; i < 10; i++) {
+                snprintf(key, sizeof key, "reopen-%u", i);
+                submit_ok(&e, s, key, "h", &x[i]);
+        }
+        ASSERT_OK(mark_printed_sync(&e, s, x[0].id, "{}"));
+        ASSERT_OK(mark_synced_sync(&e, s, x[0].id, "{}"));
+        counters = *store_get_counters(s);
+        ASSERT_EQ_U(counters.pending, 9);
+        ASSERT_EQ_U(counters.synced, 1);
+        ASSERT_EQ_U(counters.total, 10);
+        store_free(s);
+
+        s = store_open_ok(&e, 0);
+        ASSERT_EQ(memcmp(store_get_counters(s), &counters, sizeof counters), 0);
+        for (unsigned i = 0; i < 10; i++) {
+                get_receipt(&e, s, x[i].id, &g);
+                ASSERT_OK(g.error);
+                ASSERT_EQ_U(g.r.hlc, x[i].hlc);
+                store_receipt_done(&g.r);
+        }
+        submit_ok(&e, s, "reopen-new", "h", &next);
+        ASSERT_TRUE(next.hlc > x[9].hlc);
+        submit_ok(&e, s, "reopen-0", "h", &next);
+        ASSERT_EQ(next.outcome, STORE_SUBMIT_REPLAY); /* keys survive a restart */
+        store_free(s);
+        assert_db_healthy(e.path);
+        env_teardown(&e);
+}
+
+static void test_reopen_after_clock_stepped_back_stamps_above_persisted_hlc(void) {
+        Submitted x;
+        uint64_t future = hlc_make(now(CLOCK_REALTIME) / USEC_PER_MSEC + 3600 * 1000, 7);
+        char sql[128];
+        Env e;
+        Store *s;
+
+        env_setup(&e);
+        s = store_open_ok(&e, 0);
+        store_free(s);
+
+        /* As if the last run stamped with a clock an hour ahead of today's. */
+        snprintf(sql, sizeof sql, "UPDATE config SET value = '%" PRIu64 "' WHERE key = 'hlc_last'", future);
+        db_exec(e.path, sql);
+
+        s = store_open_ok(&e, 0);
+        submit_ok(&e, s, "after-step", "h", &x);
+        ASSERT_EQ_U(x.hlc, future + 1);
+        store_free(s);
+
+        /* Without the config row, the stamps on disk are enough. */
+        snprintf(sql, sizeof sql, "UPDATE receipts SET hlc = %" PRIu64 "; DELETE FROM config;",
+                 future + 100);
+        db_exec(e.path, sql);
+        s = store_open_ok(&e, 0);
+        submit_ok(&e, s, "after-step-2", "h", &x);
+        ASSERT_EQ_U(x.hlc, future + 101);
+        store_free(s);
+        env_teardown(&e);
+}
+
+static void test_corrupt_file_fails_with_ebadmsg(void) {
+        char garbage[16384];
+        Env e;
+        Store *s = NULL;
+        Submitted x;
+        int fd;
+
+        env_setup(&e);
+
+        /* Not a database at all. */
+        for (size_t i = 0; i < sizeof garbage; i++)
+                garbage[i] = (char) (i * 7919 % 251);
+        fd = open(e.path, O_CREAT | O_WRONLY | O_TRUNC | O_CLOEXEC, 0600);
+        ASSERT_OK(fd);
+        ASSERT_EQ(write(fd, garbage, sizeof garbage), (ssize_t) sizeof garbage);
+        close(fd);
+        ASSERT_ERROR(store_open(&s, e.event, e.path, NULL), EBADMSG);
+        ASSERT_NULL(s);
+        ASSERT_OK(unlink(e.path));
+
+        /* A database whose pages after the header were overwritten. */
+        s = store_open_ok(&e, 0);
+        for (unsigned i = 0; i < 20; i++) {
+                char key[16];
+                snprintf(key, sizeof key, "c-%u", i);
+                submit_ok(&e, s, key, "h", &x);
+        }
+        s = store_free(s);
+        fd = open(e.path, O_WRONLY | O_CLOEXEC);
+        ASSERT_OK(fd);
+        ASSERT_EQ(pwrite(fd, garbage, sizeof garbage, 4096), (ssize_t) sizeof garbage);
+        close(fd);
+        ASSERT_ERROR(store_open(&s, e.event, e.path, NULL), EBADMSG);
+        ASSERT_NULL(s);
+        env_teardown(&e);
+}
+
+static void test_newer_schema_version_fails_with_eproto(void) {
+        Env e;
+        Store *s = NULL;
+
+        env_setup(&e);
+        db_exec(e.path, "CREATE TABLE future (x); PRAGMA user_version = 3;");
+        ASSERT_ERROR(store_open(&s, e.event, e.path, NULL), EPROTO);
+        ASSERT_NULL(s);
+        /* Left as it was. */
+        ASSERT_EQ(db_int(e.path, "PRAGMA user_version"), 3);
+        assert_db_text(e.path, "PRAGMA journal_mode", "delete");
+        env_teardown(&e);
+}
+
+static void test_unopenable_path_fails_with_errno(void) {
+        char path[PATH_MAX + 32];
+        Env e;
+        Store *s = NULL;
+
+        env_setup(&e);
+        snprintf(path, sizeof path, "%s/no-such-dir/buffer.db", e.dir);
+        ASSERT_ERROR(store_open(&s, e.event, path, NULL), ENOENT);
+        ASSERT_NULL(s);
+
+        /* A directory where the file should be. */
+        ASSERT_OK(mkdir(e.path, 0700));
+        ASSERT_ERROR(store_open(&s, e.event, e.path, NULL), EISDIR);
+        ASSERT_NULL(s);
+        ASSERT_OK(rmdir(e.path));
+        env_teardown(&e);
+}
+
+static void test_get_receipt_unknown_is_enoent_and_known_returns_all_fields(void) {
+        Submitted x;
+        Env e;
+        Store *s;
+        Got g;
+
+        env_setup(&e);
+        s = store_open_ok(&e, 0);
+
+        get_receipt(&e, s, "00000000-0000-4000-8000-000000000000", &g);
+        ASSERT_ERROR(g.error, ENOENT);
+
+        submit_ok(&e, s, "get-1", "h", &x);
+        get_receipt(&e, s, x.id, &g);
+        ASSERT_OK(g.error);
+        ASSERT_STREQ(g.r.id, x.id);
+        ASSERT_STREQ(g.r.pos_id, "pos-7");
+        ASSERT_STREQ(g.r.receipt_type, "sale");
+        ASSERT_EQ(g.r.total_kopecks, 12345);
+        ASSERT_STREQ(g.r.receipt_data, receipt_new("", "").receipt_data);
+        ASSERT_EQ(g.r.status, STORE_STATUS_PENDING);
+        ASSERT_EQ(g.r.print_status, STORE_PRINT_UNPRINTED);
+        ASSERT_EQ_U(g.r.hlc, x.hlc);
+        ASSERT_STREQ(g.r.created_at, x.created_at);
+        ASSERT_STREQ(g.r.updated_at, x.created_at);
+        ASSERT_NULL(g.r.printed_at);
+        ASSERT_NULL(g.r.synced_at);
+        ASSERT_NULL(g.r.fiscal_doc);
+        ASSERT_NULL(g.r.last_error);
+        ASSERT_EQ(g.r.attempts, 0);
+        store_receipt_done(&g.r);
+        store_free(s);
+        env_teardown(&e);
+}
+
+static void test_mark_printed_then_synced_moves_states_and_counters(void) {
+        usec_t printed_at = UINT64_C(1795922246123) * USEC_PER_MSEC;
+        Submitted x;
+        Done d = {};
+        Env e;
+        Store *s;
+        Got g;
+
+        env_setup(&e);
+        s = store_open_ok(&e, 0);
+        submit_ok(&e, s, "mark-1", "h", &x);
+
+        ASSERT_ERROR(mark_printed_sync(&e, s, "unknown", "{}"), ENOENT);
+        ASSERT_ERROR(mark_synced_sync(&e, s, "unknown", NULL), ENOENT);
+        /* Never to the OFD without fiscal attributes. */
+        ASSERT_ERROR(mark_synced_sync(&e, s, x.id, NULL), EPERM);
+
+        ASSERT_OK(store_mark_printed(s, x.id, "{\"fd\":42}", printed_at, on_done, &d));
+        run_until_idle(&e, s);
+        ASSERT_OK(d.result);
+        /* A fiscal document is never overwritten. */
+        ASSERT_ERROR(mark_printed_sync(&e, s, x.id, "{\"fd\":43}"), EALREADY);
+        ASSERT_EQ_U(store_get_counters(s)->pending, 1);
+
+        ASSERT_OK(mark_synced_sync(&e, s, x.id, "{\"ofd\":\"ok\"}"));
+        ASSERT_EQ_U(store_get_counters(s)->pending, 0);
+        ASSERT_EQ_U(store_get_counters(s)->synced, 1);
+        ASSERT_ERROR(mark_synced_sync(&e, s, x.id, NULL), EALREADY);
+
+        get_receipt(&e, s, x.id, &g);
+        ASSERT_OK(g.error);
+        ASSERT_EQ(g.r.status, STORE_STATUS_SYNCED);
+        ASSERT_EQ(g.r.print_status, STORE_PRINT_PRINTED);
+        ASSERT_STREQ(g.r.fiscal_doc, "{\"fd\":42}");
+        ASSERT_STREQ(g.r.printed_at, "2026-11-29T03:17:26.123Z");
+        ASSERT_STREQ(g.r.ofd_response, "{\"ofd\":\"ok\"}");
+        ASSERT_NOT_NULL(g.r.synced_at);
+        store_receipt_done(&g.r);
+        store_free(s);
+
+        ASSERT_EQ(db_int(e.path, "SELECT COUNT(*) FROM buffer_events WHERE event IN ('printed', 'synced')"),
+                  2);
+        db_exec(e.path, "UPDATE receipts SET status = 'dlq'");
+        s = store_open_ok(&e, 0);
+        ASSERT_EQ_U(store_get_counters(s)->dlq, 1);
+        ASSERT_EQ_U(store_get_counters(s)->synced, 0);
+        ASSERT_ERROR(mark_synced_sync(&e, s, x.id, NULL), ESTALE);
+        store_free(s);
+        env_teardown(&e);
+}
+
+static void test_store_read_runs_on_the_reader_and_cannot_write(void) {
+        Submitted x;
+        Done d = {}, w = {};
+        Env e;
+        Store *s;
+
+        env_setup(&e);
+        s = store_open_ok(&e, 0);
+        submit_ok(&e, s, "read-1", "h", &x);
+        submit_ok(&e, s, "read-2", "h", &x);
+
+        ASSERT_OK(store_read(s, job_count_pending, (void *) "pending", on_done, &d));
+        ASSERT_OK(store_read(s, job_write_to_reader, NULL, on_done, &w));
+        run_until_idle(&e, s);
+        ASSERT_EQ(d.result, 2);
+        ASSERT_ERROR(w.result, EROFS);
+
+        /* The same function, on the writer, in a group transaction. */
+        d = (Done) {};
+        ASSERT_OK(store_write(s, job_count_pending, (void *) "pending", on_done, &d));
+        run_until_idle(&e, s);
+        ASSERT_EQ(d.result, 2);
+        store_free(s);
+        env_teardown(&e);
+}
+
+static void test_free_finishes_queued_jobs_and_runs_their_callbacks(void) {
+        Submitted x[20] = {};
+        char keys[20][16];
+        Env e;
+        Store *s;
+
+        env_setup(&e);
+        s = store_open_ok(&e, 0);
+        for (unsigned i = 0; i < 20; i++) {
+                StoreReceiptNew r;
+                snprintf(keys[i], sizeof keys[i], "free-%u", i);
+                r = receipt_new(keys[i], "h");
+                ASSERT_OK(store_submit_receipt(s, &r, on_submit, &x[i]));
+        }
+        store_free(s);
+
+        for (unsigned i = 0; i < 20; i++) {
+                ASSERT_TRUE(x[i].done);
+                ASSERT_OK(x[i].error);
+                ASSERT_EQ(x[i].outcome, STORE_SUBMIT_CREATED);
+        }
+        ASSERT_EQ(count_receipts(e.path), 20);
+
+        s = store_open_ok(&e, 0);
+        ASSERT_EQ_U(store_get_counters(s)->pending, 20);
+        store_free(s);
+        assert_db_healthy(e.path);
+        env_teardown(&e);
+}
+
+static unsigned idle_calls;
+
+static void on_idle(Store *s, void *userdata) {
+        ASSERT_TRUE(store_is_idle(s));
+        idle_calls++;
+}
+
+static void test_idle_callback_runs_when_the_last_job_completes(void) {
+        StoreReceiptNew r1 = receipt_new("idle-1", "h"), r2 = receipt_new("idle-2", "h");
+        Submitted a = {}, b = {};
+        Got g = {};
+        Env e;
+        Store *s;
+
+        env_setup(&e);
+        s = store_open_ok(&e, 0);
+        ASSERT_TRUE(store_is_idle(s));
+        store_set_idle_callback(s, on_idle, NULL);
+
+        ASSERT_OK(store_submit_receipt(s, &r1, on_submit, &a));
+        ASSERT_OK(store_submit_receipt(s, &r2, on_submit, &b));
+        ASSERT_OK(store_get_receipt(s, "nothing", on_get, &g));
+        ASSERT_FALSE(store_is_idle(s));
+        run_until_idle(&e, s);
+        ASSERT_TRUE(a.done && b.done && g.done);
+        ASSERT_EQ(idle_calls, 1);
+        store_free(s);
+        env_teardown(&e);
+}
+
+static void test_status_names_round_trip(void) {
+        for (StoreStatus i = 0; i < _STORE_STATUS_MAX; i++)
+                ASSERT_EQ(store_status_from_string(store_status_to_string(i)), i);
+        for (StorePrintStatus i = 0; i < _STORE_PRINT_MAX; i++)
+                ASSERT_EQ(store_print_status_from_string(store_print_status_to_string(i)), i);
+        ASSERT_STREQ(store_print_status_to_string(STORE_PRINT_FAILED), "print_failed");
+        ASSERT_EQ(store_status_from_string("bogus"), _STORE_STATUS_INVALID);
+        ASSERT_NULL(store_status_to_string(_STORE_STATUS_MAX));
+        ASSERT_STREQ(store_submit_outcome_to_string(STORE_SUBMIT_KEY_MISMATCH), "key-mismatch");
+}
+
+int main(void) {
+        if (getenv("TEST_DEBUG"))
+                log_set_max_level(LOG_DEBUG);
+
+        TEST_RUN(test_status_names_round_trip);
+        TEST_RUN(test_open_empty_file_creates_schema_version_2_in_wal_mode);
+        TEST_RUN(test_open_prototype_v1_file_migrates_keeping_rows);
+        TEST_RUN(test_open_prototype_file_without_user_version_migrates);
+        TEST_RUN(test_submit_calls_back_after_commit_with_rows_on_disk);
+        TEST_RUN(test_replay_with_same_key_and_hash_returns_existing_receipt);
+        TEST_RUN(test_same_key_twice_in_one_group_inserts_once);
+        TEST_RUN(test_same_key_with_other_hash_is_key_mismatch);
+        TEST_RUN(test_capacity_reached_is_full_and_inserts_nothing);
+        TEST_RUN(test_group_commit_puts_concurrent_submits_in_one_transaction);
+        TEST_RUN(test_failed_commit_fails_every_job_of_the_group);
+        TEST_RUN(test_job_error_that_ends_the_transaction_fails_the_whole_group);
+        TEST_RUN(test_disk_full_fails_submit_with_enospc_and_stores_nothing);
+        TEST_RUN(test_reopen_keeps_receipts_counters_and_hlc_monotonic);
+        TEST_RUN(test_reopen_after_clock_stepped_back_stamps_above_persisted_hlc);
+        TEST_RUN(test_corrupt_file_fails_with_ebadmsg);
+        TEST_RUN(test_newer_schema_version_fails_with_eproto);
+        TEST_RUN(test_unopenable_path_fails_with_errno);
+        TEST_RUN(test_get_receipt_unknown_is_enoent_and_known_returns_all_fields);
+        TEST_RUN(test_mark_printed_then_synced_moves_states_and_counters);
+        TEST_RUN(test_store_read_runs_on_the_reader_and_cannot_write);
+        TEST_RUN(test_free_finishes_queued_jobs_and_runs_their_callbacks);
+        TEST_RUN(test_idle_callback_runs_when_the_last_job_completes);
+        return 0;
+}
