@@ -1,0 +1,732 @@
+/* SPDX-License-Identifier: MIT */
+/* Owns libmicrohttpd inside sd-event: one MHD daemon per listening socket in external-epoll mode, its epoll
+ * fd as an io source and MHD_get_timeout() as a relative timer; request bodies, limits, routing, and
+ * answers given while the handler runs or later from a suspended connection. */
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <microhttpd.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <sys/socket.h>
+#include <systemd/sd-daemon.h>
+
+#include "http.h"
+#include "json-util.h"
+#include "log.h"
+
+#define HTTP_MAX_ARGS 4
+/* MHD's own hard limit on connections sits above ours, so that the ones over our limit still get a 503
+ * with a JSON body instead of a closed socket. */
+#define HTTP_CONNECTION_HEADROOM 64U
+
+typedef struct HttpListener {
+        HttpServer *server;
+        struct MHD_Daemon *daemon;
+        int fd;
+        sd_event_source *io_source;
+        sd_event_source *timer_source;
+} HttpListener;
+
+struct HttpServer {
+        sd_event *event;
+        HttpServerOptions options;
+        const HttpRoute *routes;
+        void *userdata;
+
+        HttpListener *listeners;
+        size_t n_listeners;
+
+        unsigned in_flight;
+        HttpServerStats stats;
+        char *description;
+        RateLimit log_ratelimit;
+};
+
+struct HttpRequest {
+        HttpServer *server;
+        HttpListener *listener;
+        struct MHD_Connection *connection; /* NULL once MHD has finished with the connection */
+        HttpMethod method;
+        char *path;
+
+        char *body;
+        size_t body_size;
+        bool body_too_large;
+
+        char *args[HTTP_MAX_ARGS];
+        unsigned n_args;
+
+        bool dispatched;
+        bool suspended;
+        bool answered;
+        bool queued;
+        unsigned status;
+        struct MHD_Response *response;
+};
+
+static HttpRequest *http_request_free(HttpRequest *req) {
+        if (!req)
+                return NULL;
+        if (req->response)
+                MHD_destroy_response(req->response);
+        for (unsigned i = 0; i < req->n_args; i++)
+                free(req->args[i]);
+        free(req->body);
+        free(req->path);
+        return mfree(req);
+}
+
+/* The request is done for us: answered and handed to MHD, or its connection is gone. */
+static void http_request_finish(HttpRequest *req) {
+        HttpServer *s = req->server;
+
+        assert(s->in_flight > 0);
+        s->in_flight--;
+        http_request_free(req);
+}
+
+HttpMethod http_request_method(HttpRequest *req) {
+        return req->method;
+}
+
+const char *http_request_path(HttpRequest *req) {
+        return req->path;
+}
+
+const char *http_request_arg(HttpRequest *req, unsigned n) {
+        return n < req->n_args ? req->args[n] : NULL;
+}
+
+const char *http_request_header(HttpRequest *req, const char *name) {
+        if (!req->connection)
+                return NULL;
+        return MHD_lookup_connection_value(req->connection, MHD_HEADER_KIND, name);
+}
+
+const char *http_request_query(HttpRequest *req, const char *name) {
+        if (!req->connection)
+                return NULL;
+        return MHD_lookup_connection_value(req->connection, MHD_GET_ARGUMENT_KIND, name);
+}
+
+const char *http_request_body(HttpRequest *req, size_t *ret_size) {
+        if (ret_size)
+                *ret_size = req->body_size;
+        return req->body ?: "";
+}
+
+bool http_request_is_answered(HttpRequest *req) {
+        return req->answered;
+}
+
+static int http_request_ensure_response(HttpRequest *req) {
+        if (!req->response) {
+                req->response = MHD_create_response_from_buffer(0, (void *) "", MHD_RESPMEM_PERSISTENT);
+                if (!req->response)
+                        return -ENOMEM;
+        }
+        return 0;
+}
+
+int http_request_add_header(HttpRequest *req, const char *name, const char *value) {
+        int r;
+
+        assert(!req->answered);
+        /* Headers given before the body: keep them on a placeholder response and copy them over. */
+        r = http_request_ensure_response(req);
+        if (r < 0)
+                return r;
+        return MHD_add_response_header(req->response, name, value) == MHD_YES ? 0 : -ENOMEM;
+}
+
+static enum MHD_Result http_request_copy_headers(void *cls, enum MHD_ValueKind kind, const char *key,
+                                                 const char *value) {
+        struct MHD_Response *to = cls;
+
+        (void) MHD_add_response_header(to, key, value);
+        return MHD_YES;
+}
+
+static void http_server_count_status(HttpServer *s, unsigned status) {
+        if (status < 300)
+                s->stats.responses_2xx++;
+        else if (status < 500)
+                s->stats.responses_4xx++;
+        else
+                s->stats.responses_5xx++;
+}
+
+static void http_listener_run_soon(HttpListener *l) {
+        int r;
+
+        r = sd_event_source_set_time_relative(l->timer_source, 0);
+        if (r >= 0)
+                r = sd_event_source_set_enabled(l->timer_source, SD_EVENT_ONESHOT);
+        if (r < 0)
+                log_warning_errno(r, "Failed to schedule the HTTP server: %m");
+}
+
+/* Hands the prepared answer to MHD: during the handler directly, else by resuming the connection, whose
+ * next access-handler call queues it. */
+static int http_request_deliver(HttpRequest *req) {
+        if (!req->connection) {
+                /* The client went away while we worked; nobody listens for the answer any more. */
+                http_request_finish(req);
+                return 0;
+        }
+        if (req->suspended) {
+                req->suspended = false;
+                MHD_resume_connection(req->connection);
+                /* In external polling mode MHD only notices a resumed connection in its next MHD_run(). */
+                http_listener_run_soon(req->listener);
+        }
+        return 0;
+}
+
+int http_request_reply_text(HttpRequest *req, unsigned status, const char *content_type, const char *text) {
+        struct MHD_Response *response;
+        size_t l = text ? strlen(text) : 0;
+
+        assert(!req->answered);
+
+        response = MHD_create_response_from_buffer(l, (void *) (text ?: ""), MHD_RESPMEM_MUST_COPY);
+        if (!response)
+                return -ENOMEM;
+        if (content_type && l > 0)
+                (void) MHD_add_response_header(response, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
+        if (req->response) {
+                (void) MHD_get_response_headers(req->response, http_request_copy_headers, response);
+                MHD_destroy_response(req->response);
+        }
+        req->response = response;
+        req->status = status;
+        req->answered = true;
+        http_server_count_status(req->server, status);
+        return http_request_deliver(req);
+}
+
+int http_request_reply_json(HttpRequest *req, unsigned status, json_object *body) {
+        _cleanup_(json_object_putp) json_object *b = body;
+
+        return http_request_reply_text(
+                req, status, "application/json",
+                b ? json_object_to_json_string_ext(b, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE) : NULL);
+}
+
+int http_request_reply_error(HttpRequest *req, unsigned status, const char *format, ...) {
+        _cleanup_free_ char *detail = NULL;
+        json_object *o;
+        va_list ap;
+
+        va_start(ap, format);
+        if (vasprintf(&detail, format, ap) < 0)
+                detail = NULL;
+        va_end(ap);
+
+        o = json_object_new_object();
+        if (!o)
+                return -ENOMEM;
+        json_object_object_add(o, "detail", json_object_new_string(detail ?: "error"));
+        return http_request_reply_json(req, status, o);
+}
+
+static HttpMethod http_method_from_string(const char *m) {
+        if (streq(m, MHD_HTTP_METHOD_GET) || streq(m, MHD_HTTP_METHOD_HEAD))
+                return HTTP_GET;
+        if (streq(m, MHD_HTTP_METHOD_POST))
+                return HTTP_POST;
+        if (streq(m, MHD_HTTP_METHOD_PUT))
+                return HTTP_PUT;
+        if (streq(m, MHD_HTTP_METHOD_DELETE))
+                return HTTP_DELETE;
+        return 0;
+}
+
+static const char *http_method_to_string(HttpMethod m) {
+        switch (m) {
+        case HTTP_GET:
+                return "GET, HEAD";
+        case HTTP_POST:
+                return "POST";
+        case HTTP_PUT:
+                return "PUT";
+        case HTTP_DELETE:
+                return "DELETE";
+        }
+        return NULL;
+}
+
+/* Matches `path` against `pattern`, where '*' is exactly one non-empty segment; stores the segments in
+ * req->args when `req` is given. */
+static bool http_route_match(const char *pattern, const char *path, HttpRequest *req) {
+        const char *p = pattern, *u = path;
+        unsigned n = 0;
+
+        while (*p && *u) {
+                if (*p == '*') {
+                        size_t l = strcspn(u, "/");
+                        if (l == 0 || n >= HTTP_MAX_ARGS)
+                                return false;
+                        if (req) {
+                                req->args[n] = strndup(u, l);
+                                if (!req->args[n])
+                                        return false;
+                                req->n_args = n + 1;
+                        }
+                        n++;
+                        u += l;
+                        p++;
+                        continue;
+                }
+                if (*p != *u)
+                        return false;
+                p++;
+                u++;
+        }
+        /* A trailing slash is the same resource. */
+        if (*u == '/' && u[1] == 0)
+                u++;
+        return *p == 0 && *u == 0;
+}
+
+static void http_server_dispatch(HttpServer *s, HttpRequest *req) {
+        unsigned allowed = 0;
+        int r;
+
+        for (const HttpRoute *route = s->routes; route && route->pattern; route++) {
+                if (!http_route_match(route->pattern, req->path, NULL))
+                        continue;
+                if (route->method != req->method) {
+                        allowed |= route->method;
+                        continue;
+                }
+                if (!http_route_match(route->pattern, req->path, req)) {
+                        (void) http_request_reply_error(req, 500, "Out of memory");
+                        return;
+                }
+                r = route->handler(req, s->userdata);
+                if (r < 0 && !req->answered) {
+                        if (ratelimit_below(&s->log_ratelimit, NULL))
+                                log_warning_errno(r, "Handler for %s failed: %m", req->path);
+                        (void) http_request_reply_error(req, 500, "Internal error: %s", strerror(-r));
+                }
+                return;
+        }
+
+        if (allowed == 0) {
+                (void) http_request_reply_error(req, 404, "Not found: %s", req->path);
+                return;
+        }
+
+        char allow[64] = "";
+        for (unsigned bit = HTTP_GET; bit <= HTTP_DELETE; bit <<= 1)
+                if (allowed & bit) {
+                        if (allow[0])
+                                strcat(allow, ", ");
+                        strcat(allow, http_method_to_string(bit));
+                }
+        (void) http_request_add_header(req, MHD_HTTP_HEADER_ALLOW, allow);
+        (void) http_request_reply_error(req, 405, "Method not allowed; allowed: %s", allow);
+}
+
+static enum MHD_Result http_request_queue(HttpRequest *req) {
+        req->queued = true;
+        return MHD_queue_response(req->connection, req->status, req->response);
+}
+
+static enum MHD_Result http_on_access(void *cls, struct MHD_Connection *connection, const char *url,
+                                      const char *method, const char *version, const char *upload_data,
+                                      size_t *upload_data_size, void **con_cls) {
+        HttpListener *l = cls;
+        HttpServer *s = l->server;
+        HttpRequest *req = *con_cls;
+
+        if (!req) {
+                const char *cl;
+
+                req = new0(HttpRequest, 1);
+                if (!req)
+                        return MHD_NO;
+                req->server = s;
+                req->listener = l;
+                req->connection = connection;
+                req->method = http_method_from_string(method);
+                req->path = strdup(url);
+                if (!req->path) {
+                        free(req);
+                        return MHD_NO;
+                }
+                *con_cls = req;
+                s->in_flight++;
+                s->stats.requests++;
+
+                if (s->stats.connections > s->options.max_connections) {
+                        (void) http_request_add_header(req, MHD_HTTP_HEADER_CONNECTION, "close");
+                        (void) http_request_add_header(req, MHD_HTTP_HEADER_RETRY_AFTER, "1");
+                        (void) http_request_reply_error(req, 503, "Too many connections (limit %u)",
+                                                        s->options.max_connections);
+                        return http_request_queue(req);
+                }
+                if (req->method == 0) {
+                        (void) http_request_add_header(req, MHD_HTTP_HEADER_ALLOW, "GET, HEAD, POST");
+                        (void) http_request_reply_error(req, 405, "Method %s not allowed", method);
+                        return http_request_queue(req);
+                }
+
+                /* Refuse an announced oversized body before reading any of it. */
+                cl = MHD_lookup_connection_value(connection, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+                if (cl) {
+                        char *end;
+                        unsigned long long v;
+
+                        errno = 0;
+                        v = strtoull(cl, &end, 10);
+                        if (errno == 0 && *end == 0 && v > s->options.max_body_size) {
+                                (void) http_request_add_header(req, MHD_HTTP_HEADER_CONNECTION, "close");
+                                (void) http_request_reply_error(req, 413, "Body too large: %llu bytes, limit %" PRIu64,
+                                                                v, s->options.max_body_size);
+                                return http_request_queue(req);
+                        }
+                }
+                return MHD_YES;
+        }
+
+        if (req->answered && !req->queued)
+                return http_request_queue(req);
+
+        if (*upload_data_size > 0) {
+                size_t n = *upload_data_size;
+
+                *upload_data_size = 0;
+                if (req->body_too_large || req->body_size + n > s->options.max_body_size) {
+                        /* A chunked body that grew past the limit: answer now, read no further. */
+                        req->body_too_large = true;
+                        (void) http_request_add_header(req, MHD_HTTP_HEADER_CONNECTION, "close");
+                        (void) http_request_reply_error(req, 413, "Body too large: limit %" PRIu64 " bytes",
+                                                        s->options.max_body_size);
+                        return http_request_queue(req);
+                }
+                char *b = realloc(req->body, req->body_size + n + 1);
+                if (!b)
+                        return MHD_NO;
+                memcpy(b + req->body_size, upload_data, n);
+                req->body = b;
+                req->body_size += n;
+                req->body[req->body_size] = 0;
+                return MHD_YES;
+        }
+
+        if (!req->dispatched) {
+                req->dispatched = true;
+                http_server_dispatch(s, req);
+        }
+        if (req->answered)
+                return http_request_queue(req);
+
+        /* The handler keeps the request: park the connection until the answer is ready. */
+        req->suspended = true;
+        MHD_suspend_connection(connection);
+        return MHD_YES;
+}
+
+static void http_on_completed(void *cls, struct MHD_Connection *connection, void **con_cls,
+                              enum MHD_RequestTerminationCode toe) {
+        HttpRequest *req = *con_cls;
+
+        if (!req)
+                return;
+        *con_cls = NULL;
+        req->connection = NULL;
+        if (req->dispatched && !req->answered)
+                return; /* still being worked on: freed when the answer comes */
+        http_request_finish(req);
+}
+
+static void http_on_connection(void *cls, struct MHD_Connection *connection, void **socket_context,
+                               enum MHD_ConnectionNotificationCode toe) {
+        HttpListener *l = cls;
+
+        if (toe == MHD_CONNECTION_NOTIFY_STARTED)
+                l->server->stats.connections++;
+        else if (l->server->stats.connections > 0)
+                l->server->stats.connections--;
+}
+
+static void http_on_mhd_log(void *cls, const char *format, va_list ap) {
+        HttpServer *s = cls;
+        char buf[512];
+
+        if (!ratelimit_below(&s->log_ratelimit, NULL))
+                return;
+        vsnprintf(buf, sizeof buf, format, ap);
+        buf[strcspn(buf, "\n")] = 0;
+        log_debug("HTTP: %s", buf);
+}
+
+static void http_listener_arm_timer(HttpListener *l) {
+        MHD_UNSIGNED_LONG_LONG ms;
+        int r;
+
+        if (MHD_get_timeout(l->daemon, &ms) != MHD_YES) {
+                (void) sd_event_source_set_enabled(l->timer_source, SD_EVENT_OFF);
+                return;
+        }
+        /* MHD says how long from now, so the timer is relative too. */
+        r = sd_event_source_set_time_relative(l->timer_source, (usec_t) ms * USEC_PER_MSEC);
+        if (r >= 0)
+                r = sd_event_source_set_enabled(l->timer_source, SD_EVENT_ONESHOT);
+        if (r < 0)
+                log_warning_errno(r, "Failed to arm the HTTP timer: %m");
+}
+
+static int http_listener_run(HttpListener *l) {
+        if (MHD_run(l->daemon) != MHD_YES)
+                log_debug("MHD_run() reported a failure.");
+        http_listener_arm_timer(l);
+        return 0;
+}
+
+static int http_on_io(sd_event_source *source, int fd, uint32_t revents, void *userdata) {
+        return http_listener_run(userdata);
+}
+
+static int http_on_timer(sd_event_source *source, uint64_t usec, void *userdata) {
+        return http_listener_run(userdata);
+}
+
+static int http_listener_start(HttpServer *s, HttpListener *l, int fd) {
+        const union MHD_DaemonInfo *info;
+        unsigned timeout_sec;
+        int r;
+
+        l->server = s;
+        l->fd = fd;
+
+        timeout_sec = (unsigned) ((s->options.connection_timeout + USEC_PER_SEC - 1) / USEC_PER_SEC);
+        l->daemon = MHD_start_daemon(
+                MHD_USE_EPOLL | MHD_USE_ITC | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG | MHD_USE_TURBO, 0,
+                NULL, NULL, http_on_access, l,
+                MHD_OPTION_EXTERNAL_LOGGER, http_on_mhd_log, s, /* first, so that no message escapes it */
+                MHD_OPTION_LISTEN_SOCKET, fd,
+                MHD_OPTION_CONNECTION_LIMIT, s->options.max_connections + HTTP_CONNECTION_HEADROOM,
+                MHD_OPTION_CONNECTION_TIMEOUT, timeout_sec,
+                MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t) s->options.max_header_size,
+                MHD_OPTION_NOTIFY_COMPLETED, http_on_completed, l,
+                MHD_OPTION_NOTIFY_CONNECTION, http_on_connection, l,
+                MHD_OPTION_END);
+        if (!l->daemon)
+                return -EIO;
+
+        info = MHD_get_daemon_info(l->daemon, MHD_DAEMON_INFO_EPOLL_FD);
+        if (!info)
+                return -EIO;
+
+        r = sd_event_add_io(s->event, &l->io_source, info->epoll_fd, EPOLLIN, http_on_io, l);
+        if (r < 0)
+                return r;
+        (void) sd_event_source_set_description(l->io_source, "http-epoll");
+
+        r = sd_event_add_time_relative(s->event, &l->timer_source, CLOCK_MONOTONIC, 0, 0, http_on_timer, l);
+        if (r < 0)
+                return r;
+        (void) sd_event_source_set_description(l->timer_source, "http-timer");
+        http_listener_arm_timer(l);
+        return 0;
+}
+
+static void http_listener_done(HttpListener *l) {
+        l->io_source = sd_event_source_disable_unref(l->io_source);
+        l->timer_source = sd_event_source_disable_unref(l->timer_source);
+        if (l->daemon) {
+                MHD_stop_daemon(l->daemon);
+                l->daemon = NULL;
+        }
+        l->fd = safe_close(l->fd);
+}
+
+static int http_bind(const char *listen_address, int *ret_fd) {
+        _cleanup_free_ char *host = NULL;
+        _cleanup_close_ int fd = -1;
+        struct addrinfo hints = {
+                .ai_family = AF_UNSPEC,
+                .ai_socktype = SOCK_STREAM,
+                .ai_flags = AI_PASSIVE | AI_NUMERICSERV,
+        };
+        struct addrinfo *res = NULL;
+        const char *colon = strrchr(listen_address, ':');
+        int r;
+
+        if (!colon)
+                return -EINVAL;
+        if (listen_address[0] == '[')
+                host = strndup(listen_address + 1, (size_t) (colon - listen_address - 2));
+        else
+                host = strndup(listen_address, (size_t) (colon - listen_address));
+        if (!host)
+                return -ENOMEM;
+
+        r = getaddrinfo(host, colon + 1, &hints, &res);
+        if (r != 0)
+                return r == EAI_SYSTEM ? -errno : -EADDRNOTAVAIL;
+
+        fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        if (fd < 0) {
+                r = -errno;
+                freeaddrinfo(res);
+                return r;
+        }
+        (void) setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &(int) { 1 }, sizeof(int));
+        if (res->ai_family == AF_INET6)
+                (void) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &(int) { 1 }, sizeof(int));
+        if (bind(fd, res->ai_addr, res->ai_addrlen) < 0 || listen(fd, SOMAXCONN) < 0) {
+                r = -errno;
+                freeaddrinfo(res);
+                return r;
+        }
+        freeaddrinfo(res);
+        *ret_fd = TAKE_FD(fd);
+        return 0;
+}
+
+static int http_describe_fd(int fd, char **ret) {
+        struct sockaddr_storage ss;
+        socklen_t l = sizeof ss;
+        char host[INET6_ADDRSTRLEN];
+
+        if (getsockname(fd, (struct sockaddr *) &ss, &l) < 0)
+                return -errno;
+        if (ss.ss_family == AF_INET) {
+                struct sockaddr_in *in = (struct sockaddr_in *) &ss;
+                inet_ntop(AF_INET, &in->sin_addr, host, sizeof host);
+                return asprintf(ret, "%s:%u", host, ntohs(in->sin_port)) < 0 ? -ENOMEM : 0;
+        }
+        if (ss.ss_family == AF_INET6) {
+                struct sockaddr_in6 *in6 = (struct sockaddr_in6 *) &ss;
+                inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof host);
+                return asprintf(ret, "[%s]:%u", host, ntohs(in6->sin6_port)) < 0 ? -ENOMEM : 0;
+        }
+        return asprintf(ret, "fd %i", fd) < 0 ? -ENOMEM : 0;
+}
+
+static int http_server_add_listener(HttpServer *s, int fd) {
+        _cleanup_free_ char *d = NULL;
+        HttpListener *l;
+        int r;
+
+        l = reallocarray(s->listeners, s->n_listeners + 1, sizeof(HttpListener));
+        if (!l)
+                return -ENOMEM;
+        s->listeners = l;
+        l = &s->listeners[s->n_listeners];
+        *l = (HttpListener) { .fd = -1 };
+        s->n_listeners++;
+
+        r = http_listener_start(s, l, fd);
+        if (r < 0)
+                return r;
+
+        if (http_describe_fd(fd, &d) >= 0) {
+                char *joined;
+                if (asprintf(&joined, "%s%s%s", strempty(s->description), s->description ? ", " : "", d) >= 0) {
+                        free(s->description);
+                        s->description = joined;
+                }
+        }
+        return 0;
+}
+
+int http_server_new(HttpServer **ret, sd_event *event, const HttpServerOptions *options, const HttpRoute *routes,
+                    void *userdata) {
+        _cleanup_(http_server_freep) HttpServer *s = NULL;
+        char **names = NULL;
+        int n, r = 0;
+
+        s = new0(HttpServer, 1);
+        if (!s)
+                return -ENOMEM;
+        s->event = sd_event_ref(event);
+        s->options = *options;
+        s->options.listen = NULL;
+        s->routes = routes;
+        s->userdata = userdata;
+        s->log_ratelimit = RATELIMIT_INIT(10 * USEC_PER_SEC, 20);
+
+        n = sd_listen_fds_with_names(true, &names);
+        if (n < 0)
+                return log_error_errno(n, "Failed to read the sockets passed by systemd: %m");
+        for (int i = 0; i < n; i++) {
+                int fd = SD_LISTEN_FDS_START + i;
+
+                if (sd_is_socket(fd, AF_UNSPEC, SOCK_STREAM, 1) <= 0) {
+                        log_warning("Ignoring passed fd %i (%s): not a listening stream socket.", fd,
+                                    names ? names[i] : "unnamed");
+                        safe_close(fd);
+                        continue;
+                }
+                (void) fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+                r = http_server_add_listener(s, fd);
+                if (r < 0) {
+                        for (int j = i + 1; j < n; j++)
+                                safe_close(SD_LISTEN_FDS_START + j);
+                        break;
+                }
+        }
+        if (names) {
+                for (int i = 0; i < n; i++)
+                        free(names[i]);
+                free(names);
+        }
+        if (n > 0 && r < 0)
+                return log_error_errno(r, "Failed to serve HTTP on the passed socket: %m");
+
+        if (s->n_listeners == 0) {
+                int fd = -1;
+
+                r = http_bind(options->listen, &fd);
+                if (r < 0)
+                        return log_error_errno(r, "Failed to listen on %s: %m", options->listen);
+                r = http_server_add_listener(s, fd);
+                if (r < 0)
+                        return log_error_errno(r, "Failed to serve HTTP on %s: %m", options->listen);
+        }
+
+        *ret = TAKE_PTR(s);
+        return 0;
+}
+
+HttpServer *http_server_free(HttpServer *s) {
+        if (!s)
+                return NULL;
+        for (size_t i = 0; i < s->n_listeners; i++)
+                http_listener_done(&s->listeners[i]);
+        free(s->listeners);
+        free(s->description);
+        sd_event_unref(s->event);
+        return mfree(s);
+}
+
+void http_server_stop_accepting(HttpServer *s) {
+        for (size_t i = 0; i < s->n_listeners; i++) {
+                HttpListener *l = &s->listeners[i];
+
+                if (!l->daemon || l->fd < 0)
+                        continue;
+                /* MHD stops listening and hands the socket back; connections already open go on. */
+                if (MHD_quiesce_daemon(l->daemon) >= 0)
+                        l->fd = safe_close(l->fd);
+        }
+}
+
+unsigned http_server_requests_in_flight(HttpServer *s) {
+        return s->in_flight;
+}
+
+const HttpServerStats *http_server_get_stats(HttpServer *s) {
+        return &s->stats;
+}
+
+const char *http_server_describe(HttpServer *s) {
+        return strna(s->description);
+}
