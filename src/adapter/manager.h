@@ -7,7 +7,10 @@
 #include <systemd/sd-event.h>
 
 #include "conf.h"
+#include "http.h"
+#include "intake.h"
 #include "macro.h"
+#include "store.h"
 
 typedef struct Manager {
         sd_event *event;
@@ -16,6 +19,10 @@ typedef struct Manager {
         char *config_path; /* NULL: the default file */
         char *bus_override; /* --bus=, wins over [Bus] Address= */
         int log_level_override; /* --log-level=, -1 when not given */
+
+        Store *store;
+        Intake *intake;
+        HttpServer *http;
 
         sd_event_source *sigterm_source;
         sd_event_source *sigint_source;
@@ -52,3 +59,21 @@ void manager_begin_stop(Manager *m);
 
 /* Sends STATUS= with the one-line summary of the current state. */
 void manager_update_status(Manager *m);
+
+typedef enum ManagerHealth {
+        MANAGER_HEALTHY,
+        MANAGER_DEGRADED,   /* working, but an operator should look */
+        MANAGER_UNHEALTHY,  /* cannot take receipts */
+} ManagerHealth;
+
+/* The health of every component; *ret_json is the body of GET /v1/health. */
+int manager_health(Manager *m, ManagerHealth *ret, json_object **ret_json);
+
+/* Prometheus text exposition of the counters. */
+int manager_metrics(Manager *m, char **ret);
+
+/* "online", "offline" or "unknown" (no heartbeat yet). */
+const char *manager_network_status(Manager *m);
+
+/* The OFD circuit breaker's state, or NULL while there is no sync module. */
+const char *manager_circuit_state(Manager *m);

@@ -1,0 +1,142 @@
+/* SPDX-License-Identifier: MIT */
+/* Owns the mapping of HTTP paths to the Manager's modules and the JSON each answers with. */
+
+#include <sys/statvfs.h>
+
+#include "http-api.h"
+#include "intake.h"
+#include "json-util.h"
+#include "log.h"
+#include "manager.h"
+
+static json_object *json_string_or_null(const char *s) {
+        return s ? json_object_new_string(s) : NULL;
+}
+
+static int api_root(HttpRequest *req, void *userdata) {
+        json_object *o = json_object_new_object();
+
+        if (!o)
+                return -ENOMEM;
+        json_object_object_add(o, "name", json_object_new_string(PACKAGE_NAME));
+        json_object_object_add(o, "version", json_object_new_string(PACKAGE_VERSION));
+        return http_request_reply_json(req, 200, o);
+}
+
+static void api_on_intake(const IntakeReply *reply, void *userdata) {
+        HttpRequest *req = userdata;
+        json_object *o = NULL;
+        int r;
+
+        if (reply->error != INTAKE_OK) {
+                if (reply->error == INTAKE_BUFFER_FULL || reply->error == INTAKE_UNAVAILABLE)
+                        (void) http_request_add_header(req, "Retry-After", "30");
+                (void) http_request_reply_error(req, intake_error_to_http_status(reply->error), "%s",
+                                                reply->detail);
+                return;
+        }
+
+        r = intake_reply_to_json(reply, &o);
+        if (r < 0) {
+                (void) http_request_reply_error(req, 500, "Failed to render the answer: %s", strerror(-r));
+                return;
+        }
+        if (reply->replayed)
+                (void) http_request_add_header(req, "Idempotent-Replayed", "true");
+        (void) http_request_reply_json(req, 200, o);
+}
+
+static int api_post_receipt(HttpRequest *req, void *userdata) {
+        Manager *m = userdata;
+        const char *body;
+        size_t size;
+
+        body = http_request_body(req, &size);
+        return intake_submit(m->intake, http_request_header(req, "Idempotency-Key"), body, size, api_on_intake,
+                             req);
+}
+
+static void api_on_receipt(Store *s, int error, const StoreReceipt *receipt, void *userdata) {
+        HttpRequest *req = userdata;
+        json_object *o = NULL;
+        int r;
+
+        if (error == -ENOENT) {
+                (void) http_request_reply_error(req, 404, "Receipt %s not found", http_request_arg(req, 0));
+                return;
+        }
+        if (error < 0) {
+                (void) http_request_reply_error(req, 503, "Receipt buffer unavailable: %s", strerror(-error));
+                return;
+        }
+        r = intake_receipt_to_json(receipt, &o);
+        if (r < 0) {
+                (void) http_request_reply_error(req, 500, "Failed to render receipt: %s", strerror(-r));
+                return;
+        }
+        (void) http_request_reply_json(req, 200, o);
+}
+
+static int api_get_receipt(HttpRequest *req, void *userdata) {
+        Manager *m = userdata;
+
+        return store_get_receipt(m->store, http_request_arg(req, 0), api_on_receipt, req);
+}
+
+static int api_buffer_status(HttpRequest *req, void *userdata) {
+        Manager *m = userdata;
+        const StoreCounters *c = store_get_counters(m->store);
+        double percent = c->capacity > 0 ? 100.0 * (double) c->pending / (double) c->capacity : 0;
+        json_object *o = json_object_new_object();
+
+        if (!o)
+                return -ENOMEM;
+        /* The prototype's keys, then the ones the ERP side reads. */
+        json_object_object_add(o, "total_capacity", json_object_new_uint64(c->capacity));
+        json_object_object_add(o, "current_queued", json_object_new_uint64(c->pending));
+        json_object_object_add(o, "percent_full", json_object_new_double(percent));
+        json_object_object_add(o, "network_status", json_object_new_string(manager_network_status(m)));
+        json_object_object_add(o, "total_receipts", json_object_new_uint64(c->total));
+        json_object_object_add(o, "pending", json_object_new_uint64(c->pending));
+        json_object_object_add(o, "synced", json_object_new_uint64(c->synced));
+        json_object_object_add(o, "failed", json_object_new_uint64(c->failed));
+        json_object_object_add(o, "dlq_size", json_object_new_uint64(c->dlq));
+        json_object_object_add(o, "buffer_percent", json_object_new_double(percent));
+        json_object_object_add(o, "buffer_count", json_object_new_uint64(c->pending));
+        json_object_object_add(o, "cb_state", json_string_or_null(manager_circuit_state(m)));
+        return http_request_reply_json(req, 200, o);
+}
+
+static int api_health(HttpRequest *req, void *userdata) {
+        Manager *m = userdata;
+        json_object *o = NULL;
+        ManagerHealth h;
+        int r;
+
+        r = manager_health(m, &h, &o);
+        if (r < 0)
+                return r;
+        return http_request_reply_json(req, h == MANAGER_UNHEALTHY ? 503 : 200, o);
+}
+
+static int api_metrics(HttpRequest *req, void *userdata) {
+        Manager *m = userdata;
+        _cleanup_free_ char *text = NULL;
+        int r;
+
+        r = manager_metrics(m, &text);
+        if (r < 0)
+                return r;
+        return http_request_reply_text(req, 200, "text/plain; version=0.0.4; charset=utf-8", text);
+}
+
+const HttpRoute http_api_routes[] = {
+        { HTTP_GET, "/", api_root },
+        { HTTP_POST, "/v1/kkt/receipt", api_post_receipt },
+        { HTTP_GET, "/v1/kkt/receipt/*", api_get_receipt },
+        { HTTP_GET, "/v1/kkt/buffer/status", api_buffer_status },
+        { HTTP_GET, "/v1/health", api_health },
+        { HTTP_GET, "/health", api_health },
+        { HTTP_GET, "/metrics", api_metrics },
+        {},
+};

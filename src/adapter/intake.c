@@ -1,0 +1,364 @@
+/* SPDX-License-Identifier: MIT */
+/* Owns the path of a receipt from the request to the durable store: the key checks, validation, the set of
+ * keys in flight (409), and the mapping of store outcomes to answers. */
+
+#include <search.h>
+
+#include "intake.h"
+#include "json-util.h"
+#include "log.h"
+#include "message-ids.h"
+
+#define IDEMPOTENCY_KEY_MAX 255U
+
+struct Intake {
+        Store *store;
+        ReceiptLimits limits;
+        void *keys_in_flight; /* tsearch() tree of char* */
+        unsigned n_in_flight;
+        bool shutting_down;
+        IntakeStats stats;
+        RateLimit full_ratelimit;
+};
+
+typedef struct IntakeJob {
+        Intake *intake;
+        char *key;
+        IntakeCallback cb;
+        void *userdata;
+} IntakeJob;
+
+static int key_compare(const void *a, const void *b) {
+        return strcmp(a, b);
+}
+
+int intake_new(Intake **ret, Store *store, const ReceiptLimits *limits) {
+        Intake *in;
+
+        in = new0(Intake, 1);
+        if (!in)
+                return -ENOMEM;
+        in->store = store;
+        in->limits = *limits;
+        in->full_ratelimit = RATELIMIT_INIT(60 * USEC_PER_SEC, 1);
+        *ret = in;
+        return 0;
+}
+
+static void free_key(void *p) {
+        free(p);
+}
+
+Intake *intake_free(Intake *in) {
+        if (!in)
+                return NULL;
+        tdestroy(in->keys_in_flight, free_key);
+        return mfree(in);
+}
+
+void intake_shutdown(Intake *in) {
+        in->shutting_down = true;
+}
+
+unsigned intake_in_flight(Intake *in) {
+        return in->n_in_flight;
+}
+
+const IntakeStats *intake_get_stats(Intake *in) {
+        return &in->stats;
+}
+
+void intake_set_limits(Intake *in, const ReceiptLimits *limits) {
+        in->limits = *limits;
+}
+
+unsigned intake_error_to_http_status(IntakeError e) {
+        static const unsigned table[_INTAKE_ERROR_MAX] = {
+                [INTAKE_OK] = 200,          [INTAKE_BAD_REQUEST] = 400, [INTAKE_INVALID] = 422,
+                [INTAKE_KEY_MISMATCH] = 422, [INTAKE_CONFLICT] = 409,    [INTAKE_BUFFER_FULL] = 503,
+                [INTAKE_DISK_FULL] = 507,   [INTAKE_UNAVAILABLE] = 503,
+        };
+        return e < _INTAKE_ERROR_MAX ? table[e] : 500;
+}
+
+const char *intake_error_to_bus_error(IntakeError e) {
+        static const char *const table[_INTAKE_ERROR_MAX] = {
+                [INTAKE_OK] = NULL,
+                [INTAKE_BAD_REQUEST] = "InvalidArgument",
+                [INTAKE_INVALID] = "InvalidReceipt",
+                [INTAKE_KEY_MISMATCH] = "KeyMismatch",
+                [INTAKE_CONFLICT] = "Conflict",
+                [INTAKE_BUFFER_FULL] = "BufferFull",
+                [INTAKE_DISK_FULL] = "DiskFull",
+                [INTAKE_UNAVAILABLE] = "Unavailable",
+        };
+        return e < _INTAKE_ERROR_MAX ? table[e] : "Failed";
+}
+
+const char *intake_receipt_status(const StoreReceipt *r) {
+        if (r->status == STORE_STATUS_SYNCED)
+                return "synced";
+        if (r->status == STORE_STATUS_DLQ)
+                return "dead_letter";
+        if (r->print_status == STORE_PRINT_PRINTED)
+                return "printed";
+        if (r->print_status == STORE_PRINT_FAILED)
+                return "print_failed";
+        return "buffered";
+}
+
+int intake_reply_to_json(const IntakeReply *reply, json_object **ret) {
+        _cleanup_(json_object_putp) json_object *o = NULL, *fiscal = NULL;
+        const StoreReceipt *r = reply->receipt;
+        const char *status, *message;
+
+        assert(reply->error == INTAKE_OK && r);
+
+        if (r->fiscal_doc) {
+                fiscal = json_tokener_parse(r->fiscal_doc);
+                if (!fiscal)
+                        return -EBADMSG;
+        }
+        status = intake_receipt_status(r);
+        if (reply->replayed)
+                message = "Receipt already accepted under this Idempotency-Key";
+        else if (streq(status, "printed"))
+                message = "Receipt printed and stored";
+        else
+                message = "Receipt stored durably; it will be printed and sent to the OFD";
+
+        o = json_object_new_object();
+        if (!o)
+                return -ENOMEM;
+        if (json_object_object_add(o, "status", json_object_new_string(status)) < 0 ||
+            json_object_object_add(o, "receipt_id", json_object_new_string(r->id)) < 0 ||
+            json_object_object_add(o, "fiscal_doc", TAKE_PTR(fiscal)) < 0 ||
+            json_object_object_add(o, "message", json_object_new_string(message)) < 0)
+                return -ENOMEM;
+        *ret = TAKE_PTR(o);
+        return 0;
+}
+
+#define JSON_ADD(o, k, v)                                                                               \
+        do {                                                                                            \
+                if (json_object_object_add((o), (k), (v)) < 0)                                          \
+                        return -ENOMEM;                                                                 \
+        } while (0)
+
+static json_object *json_string_or_null(const char *s) {
+        return s ? json_object_new_string(s) : NULL;
+}
+
+int intake_receipt_to_json(const StoreReceipt *r, json_object **ret) {
+        _cleanup_(json_object_putp) json_object *o = NULL;
+        json_object *doc = NULL, *fiscal = NULL, *ofd = NULL;
+
+        o = json_object_new_object();
+        if (!o)
+                return -ENOMEM;
+        if (r->receipt_data && !(doc = json_tokener_parse(r->receipt_data)))
+                return -EBADMSG;
+        JSON_ADD(o, "receipt_id", json_object_new_string(r->id));
+        JSON_ADD(o, "status", json_object_new_string(intake_receipt_status(r)));
+        JSON_ADD(o, "buffer_status", json_object_new_string(store_status_to_string(r->status)));
+        JSON_ADD(o, "print_status", json_object_new_string(store_print_status_to_string(r->print_status)));
+        JSON_ADD(o, "pos_id", json_string_or_null(r->pos_id));
+        JSON_ADD(o, "type", json_string_or_null(r->receipt_type));
+        JSON_ADD(o, "hlc", json_object_new_uint64(r->hlc));
+        JSON_ADD(o, "created_at", json_string_or_null(r->created_at));
+        JSON_ADD(o, "updated_at", json_string_or_null(r->updated_at));
+        JSON_ADD(o, "printed_at", json_string_or_null(r->printed_at));
+        JSON_ADD(o, "synced_at", json_string_or_null(r->synced_at));
+        JSON_ADD(o, "next_retry_at", json_string_or_null(r->next_retry_at));
+        JSON_ADD(o, "attempts", json_object_new_int64(r->attempts));
+        JSON_ADD(o, "last_error", json_string_or_null(r->last_error));
+        if (r->fiscal_doc && !(fiscal = json_tokener_parse(r->fiscal_doc))) {
+                json_object_put(doc);
+                return -EBADMSG;
+        }
+        JSON_ADD(o, "fiscal_doc", fiscal);
+        if (r->ofd_response && !(ofd = json_tokener_parse(r->ofd_response)))
+                ofd = json_object_new_string(r->ofd_response);
+        JSON_ADD(o, "ofd_response", ofd);
+        JSON_ADD(o, "receipt", doc);
+        *ret = TAKE_PTR(o);
+        return 0;
+}
+
+static void intake_answer(IntakeCallback cb, void *userdata, IntakeError error, const char *detail) {
+        cb(&(IntakeReply) { .error = error, .detail = detail }, userdata);
+}
+
+static void intake_job_free(IntakeJob *job) {
+        Intake *in = job->intake;
+        void *node;
+
+        node = tfind(job->key, &in->keys_in_flight, key_compare);
+        if (node) {
+                char *stored = *(char **) node;
+                tdelete(job->key, &in->keys_in_flight, key_compare);
+                free(stored);
+        }
+        assert(in->n_in_flight > 0);
+        in->n_in_flight--;
+        free(job->key);
+        free(job);
+}
+
+static void intake_on_stored(Store *s, int error, StoreSubmitOutcome outcome, const StoreReceipt *receipt,
+                             void *userdata) {
+        IntakeJob *job = userdata;
+        Intake *in = job->intake;
+        const StoreCounters *c;
+        char detail[160];
+
+        in->stats.last_error = error < 0 ? error : 0;
+        if (error == -ENOSPC) {
+                in->stats.failed++;
+                log_struct_errno(LOG_ERR, error, MESSAGE_ID_BUFFER_FULL, NULL,
+                                 "Disk full: a receipt could not be stored: %m");
+                intake_answer(job->cb, job->userdata, INTAKE_DISK_FULL,
+                              "Insufficient storage: the receipt buffer's disk is full");
+        } else if (error < 0) {
+                in->stats.failed++;
+                log_error_errno(error, "Failed to store a receipt: %m");
+                snprintf(detail, sizeof detail, "Receipt buffer unavailable: %s", strerror(-error));
+                intake_answer(job->cb, job->userdata, INTAKE_UNAVAILABLE, detail);
+        } else
+                switch (outcome) {
+                case STORE_SUBMIT_CREATED:
+                case STORE_SUBMIT_REPLAY:
+                        if (outcome == STORE_SUBMIT_CREATED)
+                                in->stats.accepted++;
+                        else
+                                in->stats.replayed++;
+                        job->cb(&(IntakeReply) { .error = INTAKE_OK,
+                                                 .replayed = outcome == STORE_SUBMIT_REPLAY,
+                                                 .receipt = receipt },
+                                job->userdata);
+                        break;
+                case STORE_SUBMIT_KEY_MISMATCH:
+                        in->stats.rejected_invalid++;
+                        intake_answer(job->cb, job->userdata, INTAKE_KEY_MISMATCH,
+                                      "Idempotency-Key was already used with a different request body");
+                        break;
+                case STORE_SUBMIT_FULL:
+                        in->stats.rejected_full++;
+                        c = store_get_counters(s);
+                        if (ratelimit_below(&in->full_ratelimit, NULL))
+                                log_struct(LOG_WARNING, MESSAGE_ID_BUFFER_FULL, NULL,
+                                           "Receipt buffer full (%" PRIu64 " pending, capacity %" PRIu64
+                                           "): refusing new receipts until some are sent.",
+                                           c->pending, c->capacity);
+                        snprintf(detail, sizeof detail,
+                                 "Receipt buffer full: %" PRIu64 " receipts pending, capacity %" PRIu64, c->pending,
+                                 c->capacity);
+                        intake_answer(job->cb, job->userdata, INTAKE_BUFFER_FULL, detail);
+                        break;
+                default:
+                        assert(false);
+                }
+
+        intake_job_free(job);
+}
+
+static bool idempotency_key_valid(const char *key) {
+        size_t l = strlen(key);
+
+        if (l == 0 || l > IDEMPOTENCY_KEY_MAX)
+                return false;
+        for (const char *p = key; *p; p++)
+                if (*p < 0x21 || *p > 0x7e) /* visible ASCII, as a header value and a log field can carry */
+                        return false;
+        return true;
+}
+
+int intake_submit(Intake *in, const char *idempotency_key, const char *body, size_t size, IntakeCallback cb,
+                  void *userdata) {
+        _cleanup_(receipt_freep) Receipt *receipt = NULL;
+        _cleanup_free_ char *detail = NULL, *canonical = NULL, *key_copy = NULL;
+        char fingerprint[65];
+        IntakeJob *job;
+        void *node;
+        int r;
+
+        if (in->shutting_down) {
+                intake_answer(cb, userdata, INTAKE_UNAVAILABLE, "Shutting down; retry shortly");
+                return 0;
+        }
+        if (isempty(idempotency_key)) {
+                in->stats.rejected_invalid++;
+                intake_answer(cb, userdata, INTAKE_BAD_REQUEST, "Idempotency-Key header is required");
+                return 0;
+        }
+        if (!idempotency_key_valid(idempotency_key)) {
+                in->stats.rejected_invalid++;
+                intake_answer(cb, userdata, INTAKE_BAD_REQUEST,
+                              "Idempotency-Key must be 1..255 visible ASCII characters");
+                return 0;
+        }
+
+        r = receipt_parse(body, size, &in->limits, &receipt, &detail);
+        if (r == -EBADMSG || r == -EINVAL) {
+                in->stats.rejected_invalid++;
+                intake_answer(cb, userdata, r == -EBADMSG ? INTAKE_BAD_REQUEST : INTAKE_INVALID,
+                              detail ?: "Invalid receipt");
+                return 0;
+        }
+        if (r < 0)
+                return r;
+
+        r = receipt_canonical(receipt, &canonical);
+        if (r < 0)
+                return r;
+        r = receipt_fingerprint(canonical, fingerprint);
+        if (r < 0)
+                return r;
+
+        /* The same key while its first request is still being stored (or printed): 409, as the draft says. */
+        if (tfind(idempotency_key, &in->keys_in_flight, key_compare)) {
+                in->stats.rejected_conflict++;
+                intake_answer(cb, userdata, INTAKE_CONFLICT,
+                              "A request with this Idempotency-Key is still being processed; retry shortly");
+                return 0;
+        }
+
+        key_copy = strdup(idempotency_key);
+        job = new0(IntakeJob, 1);
+        if (!key_copy || !job) {
+                free(job);
+                return -ENOMEM;
+        }
+        job->key = strdup(idempotency_key);
+        if (!job->key) {
+                free(job);
+                return -ENOMEM;
+        }
+        node = tsearch(key_copy, &in->keys_in_flight, key_compare);
+        if (!node) {
+                free(job->key);
+                free(job);
+                return -ENOMEM;
+        }
+        TAKE_PTR(key_copy);
+        job->intake = in;
+        job->cb = cb;
+        job->userdata = userdata;
+        in->n_in_flight++;
+
+        r = store_submit_receipt(in->store,
+                                 &(StoreReceiptNew) {
+                                         .idempotency_key = idempotency_key,
+                                         .request_hash = fingerprint,
+                                         .pos_id = receipt->pos_id,
+                                         .type = receipt_type_to_string(receipt->type),
+                                         .total_kopecks = receipt->total,
+                                         .receipt_data = canonical,
+                                 },
+                                 intake_on_stored, job);
+        if (r < 0) {
+                intake_job_free(job);
+                return r;
+        }
+        return 0;
+}

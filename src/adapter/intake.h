@@ -1,0 +1,66 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+/* One receipt submission, whichever door it came through (HTTP or D-Bus): the Idempotency-Key, validation,
+ * the keys in flight, the durable store, and one answer that each door renders in its own terms. */
+
+#include <json-c/json.h>
+
+#include "macro.h"
+#include "receipt.h"
+#include "store.h"
+
+typedef struct Intake Intake;
+
+typedef enum IntakeError {
+        INTAKE_OK,
+        INTAKE_BAD_REQUEST,   /* 400: no or bad Idempotency-Key, body not JSON */
+        INTAKE_INVALID,       /* 422: validation failed */
+        INTAKE_KEY_MISMATCH,  /* 422: key reused with another body */
+        INTAKE_CONFLICT,      /* 409: the same key is still in flight */
+        INTAKE_BUFFER_FULL,   /* 503 + Retry-After */
+        INTAKE_DISK_FULL,     /* 507 */
+        INTAKE_UNAVAILABLE,   /* 503: shutting down, store failing */
+        _INTAKE_ERROR_MAX,
+} IntakeError;
+
+typedef struct IntakeReply {
+        IntakeError error;
+        const char *detail;            /* for errors */
+        bool replayed;                 /* the stored answer to an earlier request with this key */
+        const StoreReceipt *receipt;   /* on success */
+} IntakeReply;
+
+/* Called exactly once per submission, possibly before intake_submit() returns. */
+typedef void (*IntakeCallback)(const IntakeReply *reply, void *userdata);
+
+typedef struct IntakeStats {
+        uint64_t accepted, replayed, rejected_invalid, rejected_conflict, rejected_full, failed;
+        int last_error; /* of the last store commit: 0 after a success */
+} IntakeStats;
+
+int intake_new(Intake **ret, Store *store, const ReceiptLimits *limits);
+Intake *intake_free(Intake *in);
+DEFINE_TRIVIAL_CLEANUP_FUNC(Intake *, intake_free);
+
+int intake_submit(Intake *in, const char *idempotency_key, const char *body, size_t size, IntakeCallback cb,
+                  void *userdata);
+
+/* After this, every submission is answered INTAKE_UNAVAILABLE. */
+void intake_shutdown(Intake *in);
+unsigned intake_in_flight(Intake *in);
+const IntakeStats *intake_get_stats(Intake *in);
+void intake_set_limits(Intake *in, const ReceiptLimits *limits);
+
+unsigned intake_error_to_http_status(IntakeError e);
+/* "InvalidReceipt", "Conflict", ... appended to org.opticserp.KktAdapter1.Error. */
+const char *intake_error_to_bus_error(IntakeError e);
+
+/* The prototype's answer: {status, receipt_id, fiscal_doc, message}. */
+int intake_reply_to_json(const IntakeReply *reply, json_object **ret);
+
+/* A stored receipt as GET /v1/kkt/receipt/{id} and GetReceipt() show it. */
+int intake_receipt_to_json(const StoreReceipt *r, json_object **ret);
+
+/* Client-visible status of a stored receipt: "buffered", "printed", "print_failed", "synced", "dead_letter". */
+const char *intake_receipt_status(const StoreReceipt *r);
