@@ -18,7 +18,8 @@ Upstream routes:
 Control routes:
   POST /_control/mode       {"target": "ofd"|"erp", "mode": M, "count": N, "retry_after": S, "delay": S,
                              "status": CODE}
-  GET  /_control/state      everything received, per target (see Target.snapshot)
+  GET  /_control/state      everything received, per target (see Target.snapshot); "in_flight" and
+                            "max_in_flight" count requests not answered yet, to check for overlap
   POST /_control/reset      forget everything, both targets back to "accept"
 Modes:
   accept      the default
@@ -74,6 +75,8 @@ class Target:
         self.hung = 0              # requests never answered (hang)
         self.statuses = {}         # status code -> how many answers
         self.connections = set()   # serials of the connections that carried a request for this target
+        self.in_flight = 0         # requests received and not yet answered (or given up on)
+        self.max_in_flight = 0     # the most there ever were at once
         self.last_authorization = None
         self.last_content_type = None
         self.paths = []
@@ -115,6 +118,8 @@ class Target:
             "hung": self.hung,
             "statuses": {str(k): v for k, v in sorted(self.statuses.items())},
             "connections": len(self.connections),
+            "in_flight": self.in_flight,
+            "max_in_flight": self.max_in_flight,
             "last_authorization": self.last_authorization,
             "last_content_type": self.last_content_type,
             "paths": list(self.paths),
@@ -263,6 +268,16 @@ class Handler(http.server.BaseHTTPRequestHandler):
         # Re-read under the lock: a reset may have replaced the Target objects meanwhile.
         with STATE.lock:
             t = STATE.targets[t.name]
+            t.in_flight += 1
+            t.max_in_flight = max(t.max_in_flight, t.in_flight)
+        try:
+            self.upstream_answer(t, body)
+        finally:
+            with STATE.lock:
+                t.in_flight -= 1
+
+    def upstream_answer(self, t, body):
+        with STATE.lock:
             t.requests += 1
             t.connections.add(self.connection_id)
             t.paths.append(self.path)

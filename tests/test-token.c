@@ -1,0 +1,185 @@
+/* SPDX-License-Identifier: MIT */
+/* Pins down where tokens come from (credential before file), what is stripped, and which files are
+ * refused: shared with everyone, not regular, empty, too big, or with control characters inside. */
+
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE 1 /* asprintf */
+#endif
+
+#include <fcntl.h>
+#include <ftw.h>
+#include <stdio.h>
+#include <sys/stat.h>
+
+#include "tests.h"
+#include "token.h"
+
+static char *tmpdir;
+
+static char *path_in(const char *dir, const char *name) {
+        char *p = NULL;
+
+        ASSERT_TRUE(asprintf(&p, "%s/%s", dir, name) > 0);
+        return p;
+}
+
+static char *write_file(const char *dir, const char *name, const void *data, size_t size, mode_t mode) {
+        char *p = path_in(dir, name);
+        int fd;
+
+        (void) unlink(p);
+        fd = open(p, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        ASSERT_TRUE(fd >= 0);
+        ASSERT_EQ(write(fd, data, size), (ssize_t) size);
+        ASSERT_OK(fchmod(fd, mode));
+        close(fd);
+        return p;
+}
+
+static char *write_token(const char *name, const char *content, mode_t mode) {
+        return write_file(tmpdir, name, content, strlen(content), mode);
+}
+
+static void test_file_token_with_trailing_newline_stripped(void) {
+        _cleanup_free_ char *p = write_token("a", "abc.DEF-123\n", 0600),
+                            *q = write_token("b", "xyz \r\n\n", 0640);
+        _cleanup_(token_freep) char *t = NULL, *u = NULL;
+
+        ASSERT_OK(read_token(p, NULL, &t));
+        ASSERT_STREQ(t, "abc.DEF-123");
+        ASSERT_OK(read_token(q, NULL, &u));
+        ASSERT_STREQ(u, "xyz");
+}
+
+static void test_nothing_configured_is_no_token(void) {
+        char *t = (char *) "sentinel";
+
+        ASSERT_OK(unsetenv("CREDENTIALS_DIRECTORY"));
+        ASSERT_OK(read_token(NULL, "heartbeat-token", &t));
+        ASSERT_NULL(t);
+        t = (char *) "sentinel";
+        ASSERT_OK(read_token(NULL, NULL, &t));
+        ASSERT_NULL(t);
+}
+
+static void test_configured_but_missing_file_is_an_error(void) {
+        _cleanup_free_ char *p = path_in(tmpdir, "does-not-exist");
+        char *t = NULL;
+
+        ASSERT_ERROR(read_token(p, NULL, &t), ENOENT);
+        ASSERT_NULL(t);
+}
+
+static void test_credential_wins_over_file(void) {
+        _cleanup_free_ char *creds = path_in(tmpdir, "creds"), *file = write_token("f", "from-file\n", 0600),
+                            *cred = NULL;
+        _cleanup_(token_freep) char *t = NULL, *u = NULL, *v = NULL;
+
+        ASSERT_OK(mkdir(creds, 0700));
+        cred = write_file(creds, "heartbeat-token", "from-credential", strlen("from-credential"), 0400);
+        ASSERT_OK(setenv("CREDENTIALS_DIRECTORY", creds, 1));
+
+        ASSERT_OK(read_token(file, "heartbeat-token", &t));
+        ASSERT_STREQ(t, "from-credential");
+        /* Also without a file configured. */
+        ASSERT_OK(read_token(NULL, "heartbeat-token", &u));
+        ASSERT_STREQ(u, "from-credential");
+        /* A credential that was not passed falls back to the file. */
+        ASSERT_OK(read_token(file, "ofd-token", &v));
+        ASSERT_STREQ(v, "from-file");
+        /* The unit's SetCredential= fallback for a missing file is a lone newline: that means "not
+         * passed", and the file is used; without a file there is no token. */
+        (void) unlink(cred);
+        free(cred);
+        cred = write_file(creds, "heartbeat-token", "\n", 1, 0400);
+        token_free(v);
+        ASSERT_OK(read_token(file, "heartbeat-token", &v));
+        ASSERT_STREQ(v, "from-file");
+        token_free(u);
+        u = (char *) "sentinel";
+        ASSERT_OK(read_token(NULL, "heartbeat-token", &u));
+        ASSERT_NULL(u);
+        /* A name that would leave the directory is a programming or configuration error. */
+        ASSERT_ERROR(read_token(file, "../f", &v), EINVAL);
+
+        ASSERT_OK(unsetenv("CREDENTIALS_DIRECTORY"));
+        (void) unlink(cred);
+        (void) rmdir(creds);
+}
+
+static void test_file_shared_with_others_is_refused(void) {
+        _cleanup_free_ char *r = write_token("world-readable", "t", 0644),
+                            *w = write_token("world-writable", "t", 0602);
+        char *t = NULL;
+
+        ASSERT_ERROR(read_token(r, NULL, &t), EPERM);
+        ASSERT_ERROR(read_token(w, NULL, &t), EPERM);
+        ASSERT_NULL(t);
+}
+
+static void test_bad_contents_are_refused(void) {
+        static const char nul[] = { 'a', 0, 'b' };
+        _cleanup_free_ char *empty = write_token("empty", "", 0600),
+                            *blank = write_token("blank", " \n\n", 0600),
+                            *inner = write_token("inner", "abc\ndef\n", 0600),
+                            *ctrl = write_token("ctrl", "abc\x01" "def", 0600),
+                            *zero = write_file(tmpdir, "nul", nul, sizeof nul, 0600), *big = NULL;
+        _cleanup_free_ char *huge = malloc(TOKEN_SIZE_MAX + 2);
+        _cleanup_(token_freep) char *ok = NULL;
+        char *t = NULL;
+
+        ASSERT_ERROR(read_token(empty, NULL, &t), ENODATA);
+        ASSERT_ERROR(read_token(blank, NULL, &t), ENODATA);
+        ASSERT_ERROR(read_token(inner, NULL, &t), EBADMSG);
+        ASSERT_ERROR(read_token(ctrl, NULL, &t), EBADMSG);
+        ASSERT_ERROR(read_token(zero, NULL, &t), EBADMSG);
+
+        ASSERT_NOT_NULL(huge);
+        memset(huge, 'x', TOKEN_SIZE_MAX + 1);
+        big = write_file(tmpdir, "big", huge, TOKEN_SIZE_MAX + 1, 0600);
+        ASSERT_ERROR(read_token(big, NULL, &t), EFBIG);
+        free(big);
+        big = write_file(tmpdir, "max", huge, TOKEN_SIZE_MAX, 0600);
+        ASSERT_OK(read_token(big, NULL, &ok));
+        ASSERT_EQ(strlen(ok), TOKEN_SIZE_MAX);
+        ASSERT_NULL(t);
+}
+
+static void test_not_a_regular_file_is_refused(void) {
+        _cleanup_free_ char *fifo = path_in(tmpdir, "fifo");
+        char *t = NULL;
+
+        ASSERT_ERROR(read_token(tmpdir, NULL, &t), EBADF);
+        /* A FIFO must not block the start waiting for a writer. */
+        ASSERT_OK(mkfifo(fifo, 0600));
+        ASSERT_ERROR(read_token(fifo, NULL, &t), EBADF);
+        ASSERT_NULL(t);
+}
+
+static void test_token_free_accepts_null(void) {
+        ASSERT_NULL(token_free(NULL));
+        ASSERT_NULL(token_free(strdup("secret")));
+}
+
+static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
+        return remove(path);
+}
+
+int main(void) {
+        char template[] = "/tmp/test-token-XXXXXX";
+
+        tmpdir = mkdtemp(template);
+        ASSERT_NOT_NULL(tmpdir);
+
+        TEST_RUN(test_file_token_with_trailing_newline_stripped);
+        TEST_RUN(test_nothing_configured_is_no_token);
+        TEST_RUN(test_configured_but_missing_file_is_an_error);
+        TEST_RUN(test_credential_wins_over_file);
+        TEST_RUN(test_file_shared_with_others_is_refused);
+        TEST_RUN(test_bad_contents_are_refused);
+        TEST_RUN(test_not_a_regular_file_is_refused);
+        TEST_RUN(test_token_free_accepts_null);
+
+        ASSERT_OK(nftw(tmpdir, remove_entry, 16, FTW_DEPTH | FTW_PHYS));
+        return 0;
+}
