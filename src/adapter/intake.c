@@ -18,6 +18,8 @@ struct Intake {
         unsigned n_in_flight;
         bool shutting_down;
         IntakeStats stats;
+        IntakeStoredCallback stored_cb;
+        void *stored_userdata;
         RateLimit full_ratelimit;
 };
 
@@ -54,6 +56,11 @@ Intake *intake_free(Intake *in) {
                 return NULL;
         tdestroy(in->keys_in_flight, free_key);
         return mfree(in);
+}
+
+void intake_set_stored_callback(Intake *in, IntakeStoredCallback cb, void *userdata) {
+        in->stored_cb = cb;
+        in->stored_userdata = userdata;
 }
 
 void intake_shutdown(Intake *in) {
@@ -228,9 +235,11 @@ static void intake_on_stored(Store *s, int error, StoreSubmitOutcome outcome, co
                 switch (outcome) {
                 case STORE_SUBMIT_CREATED:
                 case STORE_SUBMIT_REPLAY:
-                        if (outcome == STORE_SUBMIT_CREATED)
+                        if (outcome == STORE_SUBMIT_CREATED) {
                                 in->stats.accepted++;
-                        else
+                                if (in->stored_cb)
+                                        in->stored_cb(receipt, in->stored_userdata);
+                        } else
                                 in->stats.replayed++;
                         job->cb(&(IntakeReply) { .error = INTAKE_OK,
                                                  .replayed = outcome == STORE_SUBMIT_REPLAY,

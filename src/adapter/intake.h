@@ -46,6 +46,10 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(Intake *, intake_free);
 int intake_submit(Intake *in, const char *idempotency_key, const char *body, size_t size, IntakeCallback cb,
                   void *userdata);
 
+/* Told about every receipt newly made durable (not replays), before its submitter is answered. */
+typedef void (*IntakeStoredCallback)(const StoreReceipt *receipt, void *userdata);
+void intake_set_stored_callback(Intake *in, IntakeStoredCallback cb, void *userdata);
+
 /* After this, every submission is answered INTAKE_UNAVAILABLE. */
 void intake_shutdown(Intake *in);
 unsigned intake_in_flight(Intake *in);

@@ -10,7 +10,9 @@
 #include "http-api.h"
 #include "json-util.h"
 #include "log.h"
+#include "manager-bus.h"
 #include "manager.h"
+#include "token.h"
 #include "message-ids.h"
 #include "time-util.h"
 
@@ -18,12 +20,271 @@ static void manager_apply_log_level(Manager *m) {
         log_set_max_level(m->log_level_override >= 0 ? m->log_level_override : m->config->log_level);
 }
 
+/* Makes the adapter id derived from the machine id specific to us, so it reveals nothing else. */
+#define KKT_APP_ID SD_ID128_MAKE(6f, 2c, 8e, 1a, 4b, 5d, 47, 9e, 8a, 31, c0, 7d, 52, e9, 14, b8)
+
+#define BUS_RECONNECT_MIN (1 * USEC_PER_SEC)
+#define BUS_RECONNECT_MAX (30 * USEC_PER_SEC)
+#define COUNTERS_COALESCE (200 * USEC_PER_MSEC)
+
 const char *manager_network_status(Manager *m) {
-        return "unknown";
+        return heartbeat_state_to_string(m->heartbeat ? heartbeat_get_state(m->heartbeat) : HEARTBEAT_UNKNOWN);
 }
 
 const char *manager_circuit_state(Manager *m) {
         return NULL;
+}
+
+static int manager_setup_adapter_id(Manager *m) {
+        char buf[SD_ID128_STRING_MAX];
+        sd_id128_t id;
+        int r;
+
+        if (m->config->adapter_id)
+                return free_and_strdup(&m->adapter_id, m->config->adapter_id);
+
+        r = sd_id128_get_machine_app_specific(KKT_APP_ID, &id);
+        if (r < 0)
+                return log_error_errno(r, "Cannot derive the adapter id from the machine id (%m); "
+                                       "set [Adapter] Id= in the configuration.");
+        return asprintf(&m->adapter_id, "kkt-%s", sd_id128_to_string(id, buf)) < 0 ? log_oom() : 0;
+}
+
+/* Reads a bearer token: the systemd credential first, then the configured file. */
+static int manager_read_token(const char *path, const char *credential, char **ret) {
+        int r;
+
+        r = read_token(path, credential, ret);
+        if (r < 0)
+                return log_error_errno(r, "Failed to read the %s (credential or %s): %m", credential, strna(path));
+        return 0;
+}
+
+static int manager_heartbeat_options(Manager *m, HeartbeatOptions *o, char **token) {
+        int r;
+
+        r = manager_read_token(m->config->heartbeat_token_file, "heartbeat-token", token);
+        if (r < 0)
+                return r;
+        *o = (HeartbeatOptions) {
+                .url = m->config->heartbeat_url,
+                .interval = m->config->heartbeat_interval,
+                .timeout = m->config->heartbeat_timeout,
+                .online_threshold = m->config->heartbeat_online_threshold,
+                .offline_threshold = m->config->heartbeat_offline_threshold,
+                .adapter_id = m->adapter_id,
+                .token = *token,
+        };
+        return 0;
+}
+
+static int manager_heartbeat_payload(Heartbeat *h, json_object **ret_buffer, const char **ret_circuit_breaker,
+                                     void *userdata) {
+        Manager *m = userdata;
+        const StoreCounters *c = store_get_counters(m->store);
+        json_object *b = json_object_new_object();
+
+        if (!b)
+                return -ENOMEM;
+        json_object_object_add(b, "pending", json_object_new_uint64(c->pending));
+        json_object_object_add(b, "capacity", json_object_new_uint64(c->capacity));
+        json_object_object_add(b, "percent_full",
+                               json_object_new_double(c->capacity ? 100.0 * (double) c->pending / (double) c->capacity : 0));
+        json_object_object_add(b, "synced", json_object_new_uint64(c->synced));
+        json_object_object_add(b, "failed", json_object_new_uint64(c->failed));
+        json_object_object_add(b, "dlq_size", json_object_new_uint64(c->dlq));
+        *ret_buffer = b;
+        *ret_circuit_breaker = manager_circuit_state(m);
+        return 0;
+}
+
+static void manager_on_heartbeat(Heartbeat *h, HeartbeatChange what, void *userdata) {
+        Manager *m = userdata;
+        int r;
+
+        if (m->bus && m->bus_name_acquired) {
+                if (what & HEARTBEAT_CHANGE_STATE)
+                        r = sd_bus_emit_properties_changed(m->bus, KKT_BUS_PATH, KKT_BUS_INTERFACE, "State",
+                                                           "LastHeartbeatUSec", "LastHeartbeatResult",
+                                                           "ConsecutiveSuccesses", "ConsecutiveFailures", NULL);
+                else
+                        r = sd_bus_emit_properties_changed(m->bus, KKT_BUS_PATH, KKT_BUS_INTERFACE,
+                                                           "LastHeartbeatUSec", "LastHeartbeatResult",
+                                                           "ConsecutiveSuccesses", "ConsecutiveFailures", NULL);
+                if (r < 0)
+                        log_debug_errno(r, "Failed to emit PropertiesChanged: %m");
+        }
+        if (what & HEARTBEAT_CHANGE_STATE)
+                manager_update_status(m);
+}
+
+static int manager_on_counters_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+        Manager *m = userdata;
+        const StoreCounters *c = store_get_counters(m->store);
+        const char *changed[6];
+        size_t n = 0;
+        int r;
+
+        if (c->pending != m->counters_published.pending)
+                changed[n++] = "Pending";
+        if (c->synced != m->counters_published.synced)
+                changed[n++] = "Synced";
+        if (c->failed != m->counters_published.failed)
+                changed[n++] = "Failed";
+        if (c->dlq != m->counters_published.dlq)
+                changed[n++] = "DeadLettered";
+        if (c->capacity != m->counters_published.capacity)
+                changed[n++] = "Capacity";
+        changed[n] = NULL;
+        m->counters_published = *c;
+
+        manager_update_status(m);
+        if (n == 0 || !m->bus || !m->bus_name_acquired)
+                return 0;
+        r = sd_bus_emit_properties_changed_strv(m->bus, KKT_BUS_PATH, KKT_BUS_INTERFACE, (char **) changed);
+        if (r < 0)
+                log_debug_errno(r, "Failed to emit PropertiesChanged: %m");
+        return 0;
+}
+
+void manager_counters_changed(Manager *m) {
+        int r;
+
+        /* A burst of receipts becomes one PropertiesChanged (and one STATUS=) per interval, not one each. */
+        if (!m->counters_source) {
+                r = sd_event_add_time_relative(m->event, &m->counters_source, CLOCK_MONOTONIC, COUNTERS_COALESCE, 0,
+                                               manager_on_counters_timer, m);
+                if (r < 0) {
+                        log_warning_errno(r, "Failed to schedule the counters update: %m");
+                        return;
+                }
+                (void) sd_event_source_set_description(m->counters_source, "manager-counters");
+                (void) sd_event_source_set_enabled(m->counters_source, SD_EVENT_ONESHOT);
+                return;
+        }
+        r = sd_event_source_get_enabled(m->counters_source, NULL);
+        if (r > 0)
+                return; /* already armed: this change rides along */
+        (void) sd_event_source_set_time_relative(m->counters_source, COUNTERS_COALESCE);
+        (void) sd_event_source_set_enabled(m->counters_source, SD_EVENT_ONESHOT);
+}
+
+static void manager_on_receipt_stored(const StoreReceipt *receipt, void *userdata) {
+        Manager *m = userdata;
+        int r;
+
+        if (m->bus && m->bus_name_acquired) {
+                r = sd_bus_emit_signal(m->bus, KKT_BUS_PATH, KKT_BUS_INTERFACE, "ReceiptStateChanged", "ss",
+                                       receipt->id, intake_receipt_status(receipt));
+                if (r < 0)
+                        log_debug_errno(r, "Failed to emit ReceiptStateChanged: %m");
+        }
+        manager_counters_changed(m);
+}
+
+static const char *manager_bus_address(Manager *m) {
+        return m->bus_override ?: m->config->bus_address;
+}
+
+static void manager_bus_schedule_reconnect(Manager *m);
+
+static int manager_on_bus_disconnected(sd_bus_message *message, void *userdata, sd_bus_error *error) {
+        Manager *m = userdata;
+
+        log_warning("Lost the connection to the bus; receipts are still taken over HTTP. Reconnecting.");
+        m->bus_name_acquired = false;
+        m->bus = sd_bus_flush_close_unref(m->bus);
+        manager_bus_schedule_reconnect(m);
+        return 0;
+}
+
+static int manager_on_name_acquired(sd_bus_message *reply, void *userdata, sd_bus_error *ret_error) {
+        Manager *m = userdata;
+        const sd_bus_error *e = sd_bus_message_get_error(reply);
+
+        if (e) {
+                log_error("Failed to acquire the bus name %s: %s", KKT_BUS_NAME, e->message ?: e->name);
+                return 0;
+        }
+        m->bus_name_acquired = true;
+        m->bus_reconnect_delay = 0;
+        log_info("Acquired bus name %s on %s.", KKT_BUS_NAME, manager_bus_address(m));
+        return 0;
+}
+
+static int manager_connect_bus(Manager *m) {
+        _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
+        const char *address = manager_bus_address(m);
+        int r;
+
+        if (streq(address, "none"))
+                return 0;
+
+        if (streq(address, "system"))
+                r = sd_bus_open_system_with_description(&bus, "kkt-adapter");
+        else if (streq(address, "user"))
+                r = sd_bus_open_user_with_description(&bus, "kkt-adapter");
+        else {
+                r = sd_bus_new(&bus);
+                if (r >= 0)
+                        r = sd_bus_set_address(bus, address);
+                if (r >= 0)
+                        r = sd_bus_set_bus_client(bus, true);
+                if (r >= 0)
+                        r = sd_bus_start(bus);
+        }
+        if (r < 0)
+                return r;
+
+        r = sd_bus_attach_event(bus, m->event, SD_EVENT_PRIORITY_NORMAL);
+        if (r < 0)
+                return r;
+        r = sd_bus_add_object_vtable(bus, NULL, KKT_BUS_PATH, KKT_BUS_INTERFACE, manager_vtable, m);
+        if (r < 0)
+                return r;
+        r = sd_bus_match_signal_async(bus, NULL, "org.freedesktop.DBus.Local", "/org/freedesktop/DBus/Local",
+                                      "org.freedesktop.DBus.Local", "Disconnected", manager_on_bus_disconnected,
+                                      NULL, m);
+        if (r < 0)
+                return r;
+        r = sd_bus_request_name_async(bus, NULL, KKT_BUS_NAME, 0, manager_on_name_acquired, m);
+        if (r < 0)
+                return r;
+
+        m->bus = TAKE_PTR(bus);
+        return 0;
+}
+
+static int manager_on_bus_reconnect(sd_event_source *s, uint64_t usec, void *userdata) {
+        Manager *m = userdata;
+        int r;
+
+        r = manager_connect_bus(m);
+        if (r < 0) {
+                log_debug_errno(r, "Reconnecting to the bus failed: %m");
+                manager_bus_schedule_reconnect(m);
+        }
+        return 0;
+}
+
+static void manager_bus_schedule_reconnect(Manager *m) {
+        int r;
+
+        if (m->stopping)
+                return;
+        m->bus_reconnect_delay = m->bus_reconnect_delay == 0 ? BUS_RECONNECT_MIN
+                                                             : MIN(m->bus_reconnect_delay * 2, BUS_RECONNECT_MAX);
+        if (!m->bus_reconnect_source) {
+                r = sd_event_add_time_relative(m->event, &m->bus_reconnect_source, CLOCK_MONOTONIC,
+                                               m->bus_reconnect_delay, 0, manager_on_bus_reconnect, m);
+                if (r < 0) {
+                        log_error_errno(r, "Failed to schedule the bus reconnection: %m");
+                        return;
+                }
+                (void) sd_event_source_set_description(m->bus_reconnect_source, "manager-bus-reconnect");
+        } else
+                (void) sd_event_source_set_time_relative(m->bus_reconnect_source, m->bus_reconnect_delay);
+        (void) sd_event_source_set_enabled(m->bus_reconnect_source, SD_EVENT_ONESHOT);
 }
 
 void manager_update_status(Manager *m) {
@@ -67,6 +328,8 @@ void manager_begin_stop(Manager *m) {
         m->stopping = true;
 
         (void) sd_notify(false, "STOPPING=1");
+        if (m->heartbeat)
+                heartbeat_stop(m->heartbeat);
         if (m->http)
                 http_server_stop_accepting(m->http);
         if (m->intake)
@@ -112,10 +375,27 @@ int manager_reload(Manager *m) {
                 return r;
         }
 
+        if (!streq(c->http_listen, m->config->http_listen) || !streq(c->buffer_path, m->config->buffer_path) ||
+            c->buffer_capacity != m->config->buffer_capacity || !streq(c->bus_address, m->config->bus_address))
+                log_notice("Changes to [HTTP] Listen=, [Buffer] Path=/Capacity= and [Bus] Address= take effect "
+                           "after a restart.");
+
         config_free(m->config);
         m->config = TAKE_PTR(c);
         m->n_reloads++;
         manager_apply_log_level(m);
+        intake_set_limits(m->intake, &(ReceiptLimits) { .max_items = m->config->buffer_max_items,
+                                                        .max_payments = 100 });
+        if (m->heartbeat) {
+                _cleanup_(token_freep) char *token = NULL;
+                HeartbeatOptions o;
+
+                r = manager_heartbeat_options(m, &o, &token);
+                if (r >= 0)
+                        r = heartbeat_set_options(m->heartbeat, &o);
+                if (r < 0)
+                        log_warning_errno(r, "Failed to apply the new heartbeat settings, keeping the old: %m");
+        }
 
         log_struct(LOG_INFO, MESSAGE_ID_RELOADED, NULL, "Configuration reloaded from %s.",
                    m->config_path ?: CONFIG_MAIN_FILE);
@@ -212,6 +492,11 @@ Manager *manager_free(Manager *m) {
         sd_event_source_disable_unref(m->sighup_source);
         sd_event_source_disable_unref(m->exit_check_source);
         sd_event_source_disable_unref(m->stall_source);
+        sd_event_source_disable_unref(m->bus_reconnect_source);
+        sd_event_source_disable_unref(m->counters_source);
+        sd_bus_flush_close_unref(m->bus);
+        heartbeat_free(m->heartbeat);
+        curl_glue_free(m->glue);
 
         /* The store first: it delivers the callbacks of queued jobs, which answer through intake and HTTP. */
         store_free(m->store);
@@ -222,6 +507,7 @@ Manager *manager_free(Manager *m) {
         config_free(m->config);
         free(m->config_path);
         free(m->bus_override);
+        free(m->adapter_id);
         return mfree(m);
 }
 
@@ -273,10 +559,16 @@ int manager_start(Manager *m) {
         if (r < 0)
                 return log_error_errno(r, "Failed to open the receipt buffer %s: %m", m->config->buffer_path);
 
+        r = manager_setup_adapter_id(m);
+        if (r < 0)
+                return r;
+
         r = intake_new(&m->intake, m->store,
                        &(ReceiptLimits) { .max_items = m->config->buffer_max_items, .max_payments = 100 });
         if (r < 0)
                 return log_error_errno(r, "Failed to set up intake: %m");
+        intake_set_stored_callback(m->intake, manager_on_receipt_stored, m);
+        m->counters_published = *store_get_counters(m->store);
 
         r = http_server_new(&m->http, m->event,
                             &(HttpServerOptions) {
@@ -290,6 +582,33 @@ int manager_start(Manager *m) {
         if (r < 0)
                 return r;
         log_info("Serving HTTP on %s, buffer %s.", http_server_describe(m->http), store_get_path(m->store));
+
+        r = curl_glue_new(&m->glue, m->event);
+        if (r < 0)
+                return log_error_errno(r, "Failed to set up the HTTP client: %m");
+        {
+                _cleanup_(token_freep) char *token = NULL;
+                HeartbeatOptions o;
+
+                r = manager_heartbeat_options(m, &o, &token);
+                if (r < 0)
+                        return r;
+                r = heartbeat_new(&m->heartbeat, m->event, m->glue, &o, manager_heartbeat_payload,
+                                  manager_on_heartbeat, m);
+                if (r < 0)
+                        return log_error_errno(r, "Failed to set up the heartbeat: %m");
+                r = heartbeat_start(m->heartbeat);
+                if (r < 0)
+                        return log_error_errno(r, "Failed to start the heartbeat: %m");
+        }
+
+        /* The bus is a second door, not a precondition: without it receipts still come over HTTP. */
+        r = manager_connect_bus(m);
+        if (r < 0) {
+                log_warning_errno(r, "Failed to connect to the bus %s, will retry: %m", manager_bus_address(m));
+                m->bus = sd_bus_flush_close_unref(m->bus);
+                manager_bus_schedule_reconnect(m);
+        }
 
         log_struct(LOG_INFO, MESSAGE_ID_STARTED, NULL, "kkt-adapter %s started.", PACKAGE_VERSION);
         (void) sd_notify(false, "READY=1");

@@ -4,9 +4,12 @@
 /* The Manager owns the sd-event loop, the configuration and every module of the daemon; it handles the
  * service's life cycle towards systemd: start-up, READY/STATUS, reload on SIGHUP, graceful stop. */
 
+#include <systemd/sd-bus.h>
 #include <systemd/sd-event.h>
 
 #include "conf.h"
+#include "curl-glue.h"
+#include "heartbeat.h"
 #include "http.h"
 #include "intake.h"
 #include "macro.h"
@@ -20,9 +23,20 @@ typedef struct Manager {
         char *bus_override; /* --bus=, wins over [Bus] Address= */
         int log_level_override; /* --log-level=, -1 when not given */
 
+        char *adapter_id;
+
         Store *store;
         Intake *intake;
         HttpServer *http;
+        CurlGlue *glue;
+        Heartbeat *heartbeat;
+
+        sd_bus *bus;
+        sd_event_source *bus_reconnect_source;
+        usec_t bus_reconnect_delay;
+        bool bus_name_acquired;
+        sd_event_source *counters_source; /* coalesces PropertiesChanged of the counters */
+        StoreCounters counters_published;
 
         sd_event_source *sigterm_source;
         sd_event_source *sigint_source;
@@ -74,6 +88,9 @@ int manager_metrics(Manager *m, char **ret);
 
 /* "online", "offline" or "unknown" (no heartbeat yet). */
 const char *manager_network_status(Manager *m);
+
+/* Tells bus clients that receipt counters changed; coalesced into one signal per 200 ms. */
+void manager_counters_changed(Manager *m);
 
 /* The OFD circuit breaker's state, or NULL while there is no sync module. */
 const char *manager_circuit_state(Manager *m);

@@ -1,0 +1,279 @@
+/* SPDX-License-Identifier: MIT */
+/* Owns what org.opticserp.KktAdapter1 looks like on the bus: properties read from the Manager's modules,
+ * methods that call into them, and who may call what (checked here again, behind the bus policy). */
+
+#include <grp.h>
+
+#include "intake.h"
+#include "log.h"
+#include "manager-bus.h"
+#include "manager.h"
+
+typedef enum Privilege {
+        PRIVILEGE_POS,   /* submit and read receipts: group kkt-pos */
+        PRIVILEGE_ADMIN, /* everything: group kkt-admin */
+} Privilege;
+
+static bool gid_in_group(gid_t gid, const char *group) {
+        struct group *g = getgrnam(group);
+
+        return g && g->gr_gid == gid;
+}
+
+/* Defence in depth: the bus policy already filtered, but a misconfigured bus must not open the door. */
+static int manager_check_caller(sd_bus_message *message, Privilege p, sd_bus_error *error) {
+        _cleanup_(sd_bus_creds_unrefp) sd_bus_creds *creds = NULL;
+        const gid_t *gids = NULL;
+        uid_t uid;
+        gid_t gid;
+        int n, r;
+
+        r = sd_bus_query_sender_creds(message, SD_BUS_CREDS_EUID | SD_BUS_CREDS_UID | SD_BUS_CREDS_GID |
+                                                       SD_BUS_CREDS_SUPPLEMENTARY_GIDS | SD_BUS_CREDS_AUGMENT,
+                                      &creds);
+        if (r < 0)
+                return r;
+        r = sd_bus_creds_get_euid(creds, &uid);
+        if (r < 0)
+                r = sd_bus_creds_get_uid(creds, &uid);
+        if (r < 0)
+                return sd_bus_error_set(error, SD_BUS_ERROR_ACCESS_DENIED, "Caller's identity is unknown");
+        if (uid == 0 || uid == geteuid())
+                return 0;
+
+        if (sd_bus_creds_get_gid(creds, &gid) >= 0 &&
+            ((p == PRIVILEGE_POS && gid_in_group(gid, "kkt-pos")) || gid_in_group(gid, "kkt-admin")))
+                return 0;
+        n = sd_bus_creds_get_supplementary_gids(creds, &gids);
+        for (int i = 0; i < n; i++)
+                if ((p == PRIVILEGE_POS && gid_in_group(gids[i], "kkt-pos")) || gid_in_group(gids[i], "kkt-admin"))
+                        return 0;
+
+        return sd_bus_error_setf(error, SD_BUS_ERROR_ACCESS_DENIED, "Only root and members of %s may do this",
+                                 p == PRIVILEGE_POS ? "kkt-pos or kkt-admin" : "kkt-admin");
+}
+
+static int property_get_state(sd_bus *bus, const char *path, const char *interface, const char *property,
+                              sd_bus_message *reply, void *userdata, sd_bus_error *error) {
+        return sd_bus_message_append(reply, "s", manager_network_status(userdata));
+}
+
+static int property_get_last_heartbeat(sd_bus *bus, const char *path, const char *interface,
+                                       const char *property, sd_bus_message *reply, void *userdata,
+                                       sd_bus_error *error) {
+        Manager *m = userdata;
+
+        return sd_bus_message_append(reply, "t", m->heartbeat ? heartbeat_get_last_beat(m->heartbeat) : 0);
+}
+
+static int property_get_last_result(sd_bus *bus, const char *path, const char *interface, const char *property,
+                                    sd_bus_message *reply, void *userdata, sd_bus_error *error) {
+        Manager *m = userdata;
+
+        return sd_bus_message_append(reply, "s",
+                                     m->heartbeat ? strempty(heartbeat_get_last_result(m->heartbeat)) : "");
+}
+
+static int property_get_consecutive(sd_bus *bus, const char *path, const char *interface, const char *property,
+                                    sd_bus_message *reply, void *userdata, sd_bus_error *error) {
+        Manager *m = userdata;
+        unsigned v = 0;
+
+        if (m->heartbeat)
+                v = streq(property, "ConsecutiveSuccesses") ? heartbeat_get_consecutive_successes(m->heartbeat)
+                                                            : heartbeat_get_consecutive_failures(m->heartbeat);
+        return sd_bus_message_append(reply, "u", (uint32_t) v);
+}
+
+static int property_get_counter(sd_bus *bus, const char *path, const char *interface, const char *property,
+                                sd_bus_message *reply, void *userdata, sd_bus_error *error) {
+        Manager *m = userdata;
+        const StoreCounters *c = store_get_counters(m->store);
+        uint64_t v;
+
+        if (streq(property, "Pending"))
+                v = c->pending;
+        else if (streq(property, "Synced"))
+                v = c->synced;
+        else if (streq(property, "Failed"))
+                v = c->failed;
+        else if (streq(property, "DeadLettered"))
+                v = c->dlq;
+        else
+                v = c->capacity;
+        return sd_bus_message_append(reply, "t", v);
+}
+
+static int property_get_circuit_state(sd_bus *bus, const char *path, const char *interface,
+                                      const char *property, sd_bus_message *reply, void *userdata,
+                                      sd_bus_error *error) {
+        return sd_bus_message_append(reply, "s", manager_circuit_state(userdata) ?: "unknown");
+}
+
+static int property_get_zero_usec(sd_bus *bus, const char *path, const char *interface, const char *property,
+                                  sd_bus_message *reply, void *userdata, sd_bus_error *error) {
+        /* Modules that have not landed yet: nothing happened, so the time is 0 ("never"). */
+        return sd_bus_message_append(reply, "t", UINT64_C(0));
+}
+
+static int property_get_zero_u(sd_bus *bus, const char *path, const char *interface, const char *property,
+                               sd_bus_message *reply, void *userdata, sd_bus_error *error) {
+        return sd_bus_message_append(reply, "u", UINT32_C(0));
+}
+
+static int property_get_device_state(sd_bus *bus, const char *path, const char *interface,
+                                     const char *property, sd_bus_message *reply, void *userdata,
+                                     sd_bus_error *error) {
+        return sd_bus_message_append(reply, "s", "unknown");
+}
+
+static int property_get_adapter_id(sd_bus *bus, const char *path, const char *interface, const char *property,
+                                   sd_bus_message *reply, void *userdata, sd_bus_error *error) {
+        Manager *m = userdata;
+
+        return sd_bus_message_append(reply, "s", m->adapter_id);
+}
+
+static int property_get_version(sd_bus *bus, const char *path, const char *interface, const char *property,
+                                sd_bus_message *reply, void *userdata, sd_bus_error *error) {
+        return sd_bus_message_append(reply, "s", PACKAGE_VERSION);
+}
+
+static void method_submit_on_intake(const IntakeReply *reply, void *userdata) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *message = userdata;
+        char error_name[128];
+        int r;
+
+        if (reply->error != INTAKE_OK) {
+                snprintf(error_name, sizeof error_name, KKT_BUS_ERROR("%s"), intake_error_to_bus_error(reply->error));
+                r = sd_bus_reply_method_errorf(message, error_name, "%s", reply->detail);
+        } else
+                r = sd_bus_reply_method_return(message, "sss", reply->receipt->id,
+                                               intake_receipt_status(reply->receipt),
+                                               strempty(reply->receipt->fiscal_doc));
+        if (r < 0)
+                log_debug_errno(r, "Failed to answer SubmitReceipt(): %m");
+}
+
+static int method_submit_receipt(sd_bus_message *message, void *userdata, sd_bus_error *error) {
+        Manager *m = userdata;
+        const char *key, *json;
+        int r;
+
+        r = manager_check_caller(message, PRIVILEGE_POS, error);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_read(message, "ss", &key, &json);
+        if (r < 0)
+                return r;
+
+        /* The answer comes once the receipt is durable; the message is kept until then. */
+        sd_bus_message_ref(message);
+        r = intake_submit(m->intake, key, json, strlen(json), method_submit_on_intake, message);
+        if (r < 0) {
+                sd_bus_message_unref(message);
+                return r;
+        }
+        return 1;
+}
+
+static void method_get_on_receipt(Store *s, int error, const StoreReceipt *receipt, void *userdata) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *message = userdata;
+        json_object *o = NULL;
+        int r;
+
+        if (error == -ENOENT)
+                r = sd_bus_reply_method_errorf(message, KKT_BUS_ERROR("NotFound"), "No receipt with this id");
+        else if (error < 0)
+                r = sd_bus_reply_method_errorf(message, KKT_BUS_ERROR("Unavailable"),
+                                               "Receipt buffer unavailable: %s", strerror(-error));
+        else if ((r = intake_receipt_to_json(receipt, &o)) < 0)
+                r = sd_bus_reply_method_errnof(message, r, "Failed to render the receipt: %m");
+        else {
+                r = sd_bus_reply_method_return(message, "s",
+                                               json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN |
+                                                                                         JSON_C_TO_STRING_NOSLASHESCAPE));
+                json_object_put(o);
+        }
+        if (r < 0)
+                log_debug_errno(r, "Failed to answer GetReceipt(): %m");
+}
+
+static int method_get_receipt(sd_bus_message *message, void *userdata, sd_bus_error *error) {
+        Manager *m = userdata;
+        const char *id;
+        int r;
+
+        r = manager_check_caller(message, PRIVILEGE_POS, error);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_read(message, "s", &id);
+        if (r < 0)
+                return r;
+        if (isempty(id))
+                return sd_bus_error_set(error, KKT_BUS_ERROR("InvalidArgument"), "Receipt id must not be empty");
+
+        sd_bus_message_ref(message);
+        r = store_get_receipt(m->store, id, method_get_on_receipt, message);
+        if (r < 0) {
+                sd_bus_message_unref(message);
+                return r;
+        }
+        return 1;
+}
+
+static int method_not_supported(sd_bus_message *message, void *userdata, sd_bus_error *error) {
+        int r;
+
+        r = manager_check_caller(message, PRIVILEGE_ADMIN, error);
+        if (r < 0)
+                return r;
+        /* Honest until the OFD sync exists: nothing would be done, so say so instead of pretending. */
+        return sd_bus_error_setf(error, KKT_BUS_ERROR("NotSupported"),
+                                 "%s() needs the OFD sync, which this version does not have yet",
+                                 sd_bus_message_get_member(message));
+}
+
+const sd_bus_vtable manager_vtable[] = {
+        SD_BUS_VTABLE_START(0),
+
+        SD_BUS_PROPERTY("State", "s", property_get_state, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("LastHeartbeatUSec", "t", property_get_last_heartbeat, 0,
+                        SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("LastHeartbeatResult", "s", property_get_last_result, 0,
+                        SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("ConsecutiveSuccesses", "u", property_get_consecutive, 0,
+                        SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("ConsecutiveFailures", "u", property_get_consecutive, 0,
+                        SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("Pending", "t", property_get_counter, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("Synced", "t", property_get_counter, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("Failed", "t", property_get_counter, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("DeadLettered", "t", property_get_counter, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("Capacity", "t", property_get_counter, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("CircuitState", "s", property_get_circuit_state, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("LastSyncUSec", "t", property_get_zero_usec, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("AdapterId", "s", property_get_adapter_id, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("Version", "s", property_get_version, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("DeviceState", "s", property_get_device_state, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("ShiftNumber", "u", property_get_zero_u, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("ShiftOpenUSec", "t", property_get_zero_usec, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("LastFiscalDocument", "u", property_get_zero_u, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+
+        SD_BUS_METHOD_WITH_NAMES("SubmitReceipt", "ss", SD_BUS_PARAM(idempotency_key) SD_BUS_PARAM(receipt_json),
+                                 "sss", SD_BUS_PARAM(receipt_id) SD_BUS_PARAM(status) SD_BUS_PARAM(fiscal_json),
+                                 method_submit_receipt, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_NAMES("GetReceipt", "s", SD_BUS_PARAM(id), "s", SD_BUS_PARAM(json), method_get_receipt,
+                                 SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD("SyncNow", NULL, NULL, method_not_supported, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_NAMES("RetryDeadLetter", "s", SD_BUS_PARAM(id), NULL, , method_not_supported,
+                                 SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_NAMES("ResolveDeadLetter", "ss", SD_BUS_PARAM(id) SD_BUS_PARAM(note), NULL, ,
+                                 method_not_supported, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD("ResetCircuitBreaker", NULL, NULL, method_not_supported, SD_BUS_VTABLE_UNPRIVILEGED),
+
+        SD_BUS_SIGNAL_WITH_NAMES("ReceiptStateChanged", "ss", SD_BUS_PARAM(id) SD_BUS_PARAM(status), 0),
+        SD_BUS_SIGNAL_WITH_NAMES("DeadLettered", "ss", SD_BUS_PARAM(id) SD_BUS_PARAM(reason), 0),
+
+        SD_BUS_VTABLE_END,
+};
