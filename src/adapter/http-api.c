@@ -107,6 +107,17 @@ static int api_buffer_status(HttpRequest *req, void *userdata) {
         return http_request_reply_json(req, 200, o);
 }
 
+static int api_heartbeat_status(HttpRequest *req, void *userdata) {
+        Manager *m = userdata;
+        json_object *o = NULL;
+        int r;
+
+        r = heartbeat_to_json(m->heartbeat, &o);
+        if (r < 0)
+                return r;
+        return http_request_reply_json(req, 200, o);
+}
+
 static int api_health(HttpRequest *req, void *userdata) {
         Manager *m = userdata;
         json_object *o = NULL;
@@ -135,6 +146,7 @@ const HttpRoute http_api_routes[] = {
         { HTTP_POST, "/v1/kkt/receipt", api_post_receipt },
         { HTTP_GET, "/v1/kkt/receipt/*", api_get_receipt },
         { HTTP_GET, "/v1/kkt/buffer/status", api_buffer_status },
+        { HTTP_GET, "/v1/kkt/heartbeat/status", api_heartbeat_status },
         { HTTP_GET, "/v1/health", api_health },
         { HTTP_GET, "/health", api_health },
         { HTTP_GET, "/metrics", api_metrics },
