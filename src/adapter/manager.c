@@ -26,6 +26,9 @@ static void manager_apply_log_level(Manager *m) {
 #define BUS_RECONNECT_MIN (1 * USEC_PER_SEC)
 #define BUS_RECONNECT_MAX (30 * USEC_PER_SEC)
 #define COUNTERS_COALESCE (200 * USEC_PER_MSEC)
+/* In-flight work gets this long after SIGTERM; the unit's TimeoutStopSec= is longer, so we exit on our own
+ * terms (queued commits still complete in store_free()) rather than being killed. */
+#define STOP_DEADLINE (20 * USEC_PER_SEC)
 
 const char *manager_network_status(Manager *m) {
         return heartbeat_state_to_string(m->heartbeat ? heartbeat_get_state(m->heartbeat) : HEARTBEAT_UNKNOWN);
@@ -312,6 +315,14 @@ static bool manager_is_idle(Manager *m) {
         return true;
 }
 
+static int manager_on_stop_deadline(sd_event_source *s, uint64_t usec, void *userdata) {
+        Manager *m = userdata;
+
+        log_warning("In-flight work did not finish within %" PRIu64 " s of the stop request; exiting anyway.",
+                    STOP_DEADLINE / USEC_PER_SEC);
+        return sd_event_exit(m->event, EXIT_FAILURE);
+}
+
 static int manager_on_exit_check(sd_event_source *s, void *userdata) {
         Manager *m = userdata;
 
@@ -346,6 +357,13 @@ void manager_begin_stop(Manager *m) {
                 return;
         }
         (void) sd_event_source_set_description(m->exit_check_source, "manager-exit-check");
+
+        r = sd_event_add_time_relative(m->event, &m->stop_deadline_source, CLOCK_MONOTONIC, STOP_DEADLINE, 0,
+                                       manager_on_stop_deadline, m);
+        if (r < 0)
+                log_warning_errno(r, "Failed to arm the stop deadline: %m");
+        else
+                (void) sd_event_source_set_description(m->stop_deadline_source, "manager-stop-deadline");
 
         /* A post source only runs after later events; when nothing is in flight there may be none. */
         (void) manager_on_exit_check(m->exit_check_source, m);
@@ -491,6 +509,7 @@ Manager *manager_free(Manager *m) {
         sd_event_source_disable_unref(m->sigint_source);
         sd_event_source_disable_unref(m->sighup_source);
         sd_event_source_disable_unref(m->exit_check_source);
+        sd_event_source_disable_unref(m->stop_deadline_source);
         sd_event_source_disable_unref(m->stall_source);
         sd_event_source_disable_unref(m->bus_reconnect_source);
         sd_event_source_disable_unref(m->counters_source);
@@ -699,6 +718,26 @@ int manager_health(Manager *m, ManagerHealth *ret, json_object **ret_json) {
                 h = MANAGER_HEALTHY;
         snprintf(detail, sizeof detail, "%" PRIu64 " of %" PRIu64 " pending", c->pending, c->capacity);
         r = health_add(components, "buffer", h, detail, &overall);
+        if (r < 0)
+                return r;
+
+        /* The ERP heartbeat: offline means receipts wait in the buffer, which is what it is for. */
+        switch (m->heartbeat ? heartbeat_get_state(m->heartbeat) : HEARTBEAT_UNKNOWN) {
+        case HEARTBEAT_ONLINE:
+                h = MANAGER_HEALTHY;
+                snprintf(detail, sizeof detail, "online");
+                break;
+        case HEARTBEAT_OFFLINE:
+                h = MANAGER_DEGRADED;
+                snprintf(detail, sizeof detail, "offline: %s; receipts are buffered",
+                         strempty(heartbeat_get_last_result(m->heartbeat)));
+                break;
+        default:
+                h = MANAGER_HEALTHY;
+                snprintf(detail, sizeof detail, "no verdict yet");
+                break;
+        }
+        r = health_add(components, "heartbeat", h, detail, &overall);
         if (r < 0)
                 return r;
 

@@ -42,6 +42,7 @@ typedef struct Manager {
         sd_event_source *sigint_source;
         sd_event_source *sighup_source;
         sd_event_source *exit_check_source;
+        sd_event_source *stop_deadline_source;
         sd_event_source *stall_source;
 
         bool stopping;

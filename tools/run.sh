@@ -1,0 +1,99 @@
+#!/bin/bash
+# SPDX-License-Identifier: MIT
+# Runs kkt-adapterd for real on the embedded defaults, the way its units would: the HTTP socket is bound by
+# systemd-socket-activate on 127.0.0.1 and passed in, the daemon owns its name on a private D-Bus, keeps
+# its state in .run/state, and talks to local stand-ins for the OFD and the ERP. Ctrl-C stops everything.
+set -euo pipefail
+
+top=$(cd "$(dirname "$0")/.." && pwd)
+cd "$top"
+
+port=${KKT_PORT:-8000}
+upstream_port=${KKT_UPSTREAM_PORT:-9000}
+run="$top/.run"
+
+"$top/tools/install-deps.sh"
+if [ ! -f build/build.ninja ]; then
+        meson setup build >/dev/null
+fi
+meson compile -C build >/dev/null
+
+mkdir -p "$run/state"
+bus_address="unix:path=$run/bus"
+rm -f "$run/bus"
+
+cat >"$run/kkt-adapter.conf" <<CONF
+# Written by tools/run.sh: the defaults, with the OFD and the ERP pointed at the local stand-in.
+[OFD]
+URL=http://127.0.0.1:$upstream_port
+
+[Heartbeat]
+URL=http://127.0.0.1:$upstream_port/api/v1/kkt/heartbeat
+# Shorter than the 30 s default, so the state goes online within seconds.
+Interval=5s
+CONF
+
+pids=()
+cleanup() {
+        trap - EXIT INT TERM
+        for pid in "${pids[@]}"; do
+                kill "$pid" 2>/dev/null || true
+        done
+        wait 2>/dev/null || true
+}
+trap cleanup EXIT INT TERM
+
+dbus-daemon --session --address="$bus_address" --nofork --nopidfile &
+pids+=($!)
+
+# The stand-in exits when its stdin closes, i.e. when this script goes away.
+coproc UPSTREAM { exec /usr/bin/python3 "$top/tests/fake-upstream.py" --port "$upstream_port" 2>"$run/upstream.log"; }
+pids+=("$UPSTREAM_PID")
+
+for _ in $(seq 50); do
+        [ -S "$run/bus" ] && break
+        sleep 0.1
+done
+
+systemd-socket-activate -l "127.0.0.1:$port" --fdname=http \
+        -E STATE_DIRECTORY="$run/state" -E PATH="$PATH" \
+        "$top/build/src/adapter/kkt-adapterd" --config="$run/kkt-adapter.conf" --bus="$bus_address" &
+daemon=$!
+pids+=($daemon)
+
+for _ in $(seq 100); do
+        curl -sf "http://127.0.0.1:$port/" >/dev/null && break
+        sleep 0.1
+done
+
+kktctl="$top/build/src/kktctl/kktctl"
+cat <<BANNER
+
+kkt-adapterd is running (pid $daemon): HTTP on 127.0.0.1:$port, D-Bus $bus_address,
+state in $run/state, OFD and ERP stand-in on 127.0.0.1:$upstream_port.
+
+Post a receipt:
+  curl -s -X POST http://127.0.0.1:$port/v1/kkt/receipt -H 'Idempotency-Key: demo-1' \\
+       -H 'Content-Type: application/json' -d '{"pos_id":"POS-1","type":"sale",
+       "items":[{"name":"Frame","price":1500.00,"quantity":1,"total":1500.00,"vat_rate":20}],
+       "payments":[{"type":"card","amount":1500.00}]}'
+Look around:
+  curl -s http://127.0.0.1:$port/v1/kkt/buffer/status
+  curl -s http://127.0.0.1:$port/v1/kkt/heartbeat/status
+  curl -s http://127.0.0.1:$port/v1/health
+  curl -s http://127.0.0.1:$port/metrics
+  busctl --address=$bus_address introspect org.opticserp.KktAdapter1 /org/opticserp/KktAdapter1
+  busctl --address=$bus_address get-property org.opticserp.KktAdapter1 /org/opticserp/KktAdapter1 \\
+         org.opticserp.KktAdapter1 State
+BANNER
+if [ -x "$kktctl" ]; then
+        cat <<BANNER
+  $kktctl --address=$bus_address status
+  $kktctl --address=$bus_address monitor
+BANNER
+fi
+echo
+echo "Logs follow; Ctrl-C stops the daemon and the stand-ins."
+echo
+
+wait "$daemon"
