@@ -80,7 +80,21 @@ def test_stop_during_reload_burst_is_clean():
         check(d.proc.wait(timeout=20) == 0, "exit code is not 0")
 
 
+def test_second_daemon_on_the_same_buffer_refuses_to_start():
+    with Daemon(BASE) as first:
+        first.start()
+        with Daemon(BASE, env={"STATE_DIRECTORY": first.state_dir}) as second:
+            second.start(wait_ready=False)
+            rc = second.proc.wait(timeout=20)
+            check(rc != 0, "a second daemon started on a buffer that is in use")
+            check("Another kkt-adapterd already uses" in second.log_text(), second.log_text())
+            check(not any(m.get("READY") == "1" for _, m in second.read_notify()), "the second one sent READY=1")
+        check(first.proc.poll() is None, "the first daemon died")
+        check(first.stop() == 0, "exit code of the first is not 0")
+
+
 run_tests([
+    test_second_daemon_on_the_same_buffer_refuses_to_start,
     test_ready_and_status_are_sent,
     test_sigterm_sends_stopping_and_exits_zero,
     test_sigint_stops_gracefully_too,

@@ -2,7 +2,9 @@
 /* Owns the life cycle of the daemon: the loop and its signal sources, the configuration and its reload,
  * the modules in start-up and stop order, and what systemd is told (READY, RELOADING, STOPPING, STATUS). */
 
+#include <fcntl.h>
 #include <libgen.h>
+#include <sys/file.h>
 #include <signal.h>
 #include <sys/statvfs.h>
 #include <systemd/sd-daemon.h>
@@ -36,6 +38,31 @@ const char *manager_network_status(Manager *m) {
 
 const char *manager_circuit_state(Manager *m) {
         return NULL;
+}
+
+/* One daemon per buffer: two would both sync (and print) the same receipts. The lock lives as long as the
+ * process, so a crash releases it. */
+static int manager_lock_state_directory(Manager *m) {
+        _cleanup_free_ char *copy = NULL;
+        _cleanup_close_ int fd = -1;
+        const char *dir;
+
+        copy = strdup(m->config->buffer_path);
+        if (!copy)
+                return log_oom();
+        dir = dirname(copy);
+        fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (fd < 0)
+                return log_error_errno(errno, "Failed to open the buffer's directory %s: %m", dir);
+        if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+                if (errno == EWOULDBLOCK)
+                        return log_error_errno(EBUSY, "Another kkt-adapterd already uses %s (its directory is "
+                                               "locked); refusing to start a second one on the same buffer.",
+                                               dir);
+                return log_error_errno(errno, "Failed to lock %s: %m", dir);
+        }
+        m->state_lock_fd = TAKE_FD(fd);
+        return 0;
 }
 
 static int manager_setup_adapter_id(Manager *m) {
@@ -481,6 +508,7 @@ int manager_new(Manager **ret, const ManagerOptions *options, char **ret_error) 
         m = new0(Manager, 1);
         if (!m)
                 return -ENOMEM;
+        m->state_lock_fd = -1;
         m->log_level_override = options->log_level_override;
 
         if (options->config_path && !(m->config_path = strdup(options->config_path)))
@@ -527,6 +555,7 @@ Manager *manager_free(Manager *m) {
         free(m->config_path);
         free(m->bus_override);
         free(m->adapter_id);
+        safe_close(m->state_lock_fd);
         return mfree(m);
 }
 
@@ -567,6 +596,10 @@ int manager_start(Manager *m) {
         if (r < 0)
                 return r;
 #endif
+
+        r = manager_lock_state_directory(m);
+        if (r < 0)
+                return r;
 
         /* Opening the buffer blocks (migrations, integrity check), but the loop is not running yet. */
         r = store_open(&m->store, m->event, m->config->buffer_path,

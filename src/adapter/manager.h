@@ -24,6 +24,7 @@ typedef struct Manager {
         int log_level_override; /* --log-level=, -1 when not given */
 
         char *adapter_id;
+        int state_lock_fd;
 
         Store *store;
         Intake *intake;
