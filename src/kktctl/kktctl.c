@@ -1,0 +1,591 @@
+/* SPDX-License-Identifier: MIT */
+/* kktctl: the command line, the bus connection and the verbs of kktctl(1). Each verb is one call into
+ * org.opticserp.KktAdapter1 whose answer becomes output on stdout and whose failure an exit status. */
+
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <systemd/sd-id128.h>
+
+#include "bus-json.h"
+#include "cli.h"
+#include "json-util.h"
+#include "manager-bus.h"
+#include "message-ids.h"
+#include "monitor.h"
+#include "status.h"
+
+/* Far above any receipt, below the system bus's message limit: a guard against `kktctl submit /dev/zero`. */
+#define SUBMIT_MAX_SIZE (16U * 1024U * 1024U)
+
+#define JSON_PLAIN (JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE)
+#define JSON_PRETTY (JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_SPACED | JSON_C_TO_STRING_NOSLASHESCAPE)
+
+#define NEEDS_POS "membership of the group kkt-pos or kkt-admin, or root"
+#define NEEDS_ADMIN "membership of the group kkt-admin, or root"
+
+typedef enum BusKind {
+        BUS_KIND_SYSTEM,
+        BUS_KIND_USER,
+        BUS_KIND_ADDRESS,
+} BusKind;
+
+static BusKind arg_bus_kind = BUS_KIND_SYSTEM;
+static const char *arg_bus_address = NULL; /* --bus=ADDRESS */
+static const char *arg_address = NULL;     /* --address=, which wins over any --bus= */
+static bool arg_json = false;
+static const char *arg_key = NULL;
+
+typedef struct Verb {
+        const char *name;
+        int min_args; /* after the verb's name */
+        int max_args;
+        ExitStatus (*run)(sd_bus *bus, char **args);
+} Verb;
+
+static void help(void) {
+        printf("%s [OPTIONS...] COMMAND ...\n\n"
+               "Query and control the kkt-adapterd fiscal receipt gateway.\n\n"
+               "Commands:\n"
+               "  status                  Show the state, counters, breaker and register (default)\n"
+               "  submit [--key=KEY] FILE|-\n"
+               "                          Submit the receipt in FILE (- for standard input)\n"
+               "  show ID                 Show one receipt\n"
+               "  sync                    Start sending pending receipts to the OFD now\n"
+               "  dlq list                List the dead-lettered receipts\n"
+               "  dlq retry ID            Put a dead-lettered receipt back to pending\n"
+               "  dlq resolve ID NOTE     Mark a dead letter as handled outside the adapter\n"
+               "  monitor                 Follow property changes and receipt signals until interrupted\n\n"
+               "Options:\n"
+               "  -h --help               Show this help\n"
+               "     --version            Show the version\n"
+               "     --json               Print JSON instead of text\n"
+               "     --bus=BUS            system (default), user, or a D-Bus address\n"
+               "     --address=ADDRESS    Connect to the bus at this D-Bus address\n"
+               "     --key=KEY            With submit: the idempotency key (default: a new random one)\n"
+               "\nSee the kktctl(1) manual page for the output and the exit statuses.\n",
+               program_invocation_short_name);
+}
+
+/* Returns 1 to go on, 0 to exit successfully, -EINVAL on a usage error (already reported). */
+static int parse_argv(int argc, char *argv[]) {
+        enum {
+                ARG_VERSION = 0x100,
+                ARG_JSON,
+                ARG_BUS,
+                ARG_ADDRESS,
+                ARG_KEY,
+        };
+        static const struct option options[] = {
+                { "help", no_argument, NULL, 'h' },
+                { "version", no_argument, NULL, ARG_VERSION },
+                { "json", no_argument, NULL, ARG_JSON },
+                { "bus", required_argument, NULL, ARG_BUS },
+                { "address", required_argument, NULL, ARG_ADDRESS },
+                { "key", required_argument, NULL, ARG_KEY },
+                {},
+        };
+        int c;
+
+        /* Our own messages, so they start with "kktctl:" like every other. */
+        opterr = 0;
+        while ((c = getopt_long(argc, argv, ":h", options, NULL)) >= 0)
+                switch (c) {
+                case 'h':
+                        help();
+                        return 0;
+                case ARG_VERSION:
+                        printf("kktctl (%s) %s\n", PACKAGE_NAME, PACKAGE_VERSION);
+                        return 0;
+                case ARG_JSON:
+                        arg_json = true;
+                        break;
+                case ARG_BUS:
+                        if (streq(optarg, "system"))
+                                arg_bus_kind = BUS_KIND_SYSTEM;
+                        else if (streq(optarg, "user"))
+                                arg_bus_kind = BUS_KIND_USER;
+                        else if (strchr(optarg, ':')) {
+                                /* As the daemon's --bus= takes it, so one value serves both. */
+                                arg_bus_kind = BUS_KIND_ADDRESS;
+                                arg_bus_address = optarg;
+                        } else {
+                                cli_error(0, "--bus= needs system, user or a D-Bus address, not '%s'.",
+                                          optarg);
+                                return -EINVAL;
+                        }
+                        break;
+                case ARG_ADDRESS:
+                        if (isempty(optarg)) {
+                                cli_error(0, "--address= needs a D-Bus address.");
+                                return -EINVAL;
+                        }
+                        arg_address = optarg;
+                        break;
+                case ARG_KEY:
+                        if (isempty(optarg)) {
+                                cli_error(0, "--key= needs a non-empty idempotency key.");
+                                return -EINVAL;
+                        }
+                        arg_key = optarg;
+                        break;
+                case ':':
+                        cli_error(0, "Option '%s' needs an argument; see --help.", argv[optind - 1]);
+                        return -EINVAL;
+                case '?':
+                        if (optopt > 0 && optopt < 0x100)
+                                cli_error(0, "Unknown option '-%c'; see --help.", optopt);
+                        else
+                                cli_error(0, "Unknown option '%s'; see --help.", argv[optind - 1]);
+                        return -EINVAL;
+                default:
+                        assert(!"unhandled option");
+                }
+
+        if (arg_address)
+                arg_bus_kind = BUS_KIND_ADDRESS;
+        else if (arg_bus_kind == BUS_KIND_ADDRESS)
+                arg_address = arg_bus_address;
+        return 1;
+}
+
+static int bus_connect(sd_bus **ret) {
+        _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
+        int r;
+
+        switch (arg_bus_kind) {
+        case BUS_KIND_SYSTEM:
+                return sd_bus_open_system_with_description(ret, "kktctl");
+        case BUS_KIND_USER:
+                return sd_bus_open_user_with_description(ret, "kktctl");
+        case BUS_KIND_ADDRESS:
+                r = sd_bus_new(&bus);
+                if (r < 0)
+                        return r;
+                r = sd_bus_set_address(bus, arg_address);
+                if (r < 0)
+                        return r;
+                r = sd_bus_set_bus_client(bus, true);
+                if (r < 0)
+                        return r;
+                (void) sd_bus_set_description(bus, "kktctl");
+                r = sd_bus_start(bus);
+                if (r < 0)
+                        return r;
+                *ret = TAKE_PTR(bus);
+                return 0;
+        }
+        assert(!"unknown bus kind");
+        return -EINVAL;
+}
+
+static const char *bus_name(void) {
+        switch (arg_bus_kind) {
+        case BUS_KIND_SYSTEM:
+                return "the system bus";
+        case BUS_KIND_USER:
+                return "the user bus";
+        default:
+                return arg_address;
+        }
+}
+
+static int print_json(json_object *o, bool pretty) {
+        int flags = pretty ? JSON_PRETTY : JSON_PLAIN;
+        const char *s = json_object_to_json_string_ext(o, flags);
+
+        if (!s)
+                return -ENOMEM;
+        puts(s);
+        return 0;
+}
+
+static ExitStatus verb_status(sd_bus *bus, char **args) {
+        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+        _cleanup_(json_object_putp) json_object *properties = NULL;
+        int r;
+
+        r = status_fetch(bus, &error, &properties);
+        if (r < 0)
+                return cli_report_bus_error("read the state of kkt-adapterd", NULL, &error, r);
+
+        if (arg_json) {
+                r = print_json(properties, false);
+                if (r < 0) {
+                        cli_error(r, "Failed to format the state: %m");
+                        return EXIT_STATUS_FAILED;
+                }
+        } else
+                status_print(properties, stdout);
+        return EXIT_STATUS_OK;
+}
+
+/* Reads all of path ("-": stdin) into a NUL-terminated buffer; -EFBIG beyond SUBMIT_MAX_SIZE. */
+static int read_input(const char *path, char **ret, size_t *ret_size) {
+        _cleanup_fclose_ FILE *opened = NULL;
+        _cleanup_free_ char *buf = NULL;
+        size_t size = 0, allocated = 0;
+        FILE *f;
+
+        if (streq(path, "-"))
+                f = stdin;
+        else {
+                opened = fopen(path, "re");
+                if (!opened)
+                        return negative_errno();
+                f = opened;
+        }
+
+        for (;;) {
+                size_t n;
+
+                if (allocated - size < 4096) {
+                        size_t a = MAX(allocated * 2, (size_t) 64 * 1024);
+                        char *p = realloc(buf, a + 1);
+
+                        if (!p)
+                                return -ENOMEM;
+                        buf = p;
+                        allocated = a;
+                }
+                n = fread(buf + size, 1, allocated - size, f);
+                size += n;
+                if (size > SUBMIT_MAX_SIZE)
+                        return -EFBIG;
+                if (n == 0) {
+                        if (ferror(f))
+                                return errno > 0 ? -errno : -EIO;
+                        break;
+                }
+        }
+
+        buf[size] = '\0';
+        *ret = TAKE_PTR(buf);
+        *ret_size = size;
+        return 0;
+}
+
+/* A fiscal document as JSON: the object the daemon sent, or null while the receipt is not printed. */
+static json_object *fiscal_doc_to_json(const char *fiscal_json) {
+        json_object *o;
+
+        if (isempty(fiscal_json) || streq(fiscal_json, "null"))
+                return NULL;
+        o = json_tokener_parse(fiscal_json);
+        /* Not JSON would be the daemon's bug; keep what it said rather than lose it. */
+        return o ?: json_object_new_string(fiscal_json);
+}
+
+static ExitStatus verb_submit(sd_bus *bus, char **args) {
+        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *call = NULL, *reply = NULL;
+        _cleanup_(json_object_putp) json_object *fiscal = NULL;
+        _cleanup_free_ char *body = NULL;
+        char generated[SD_ID128_UUID_STRING_MAX];
+        const char *path = args[0], *key = arg_key, *id, *status, *fiscal_json;
+        size_t size;
+        int r;
+
+        r = read_input(path, &body, &size);
+        if (r == -EFBIG) {
+                cli_error(0, "Failed to read %s: larger than %u bytes, not a receipt.",
+                          streq(path, "-") ? "standard input" : path, SUBMIT_MAX_SIZE);
+                return EXIT_STATUS_USAGE;
+        }
+        if (r < 0) {
+                cli_error(r, "Failed to read %s: %m", streq(path, "-") ? "standard input" : path);
+                return EXIT_STATUS_USAGE;
+        }
+        if (memchr(body, 0, size)) {
+                cli_error(0, "Receipt refused: %s contains a NUL byte, it is not JSON text.",
+                          streq(path, "-") ? "standard input" : path);
+                return EXIT_STATUS_REFUSED;
+        }
+
+        if (!key) {
+                sd_id128_t k;
+
+                r = sd_id128_randomize(&k);
+                if (r < 0) {
+                        cli_error(r, "Failed to generate an idempotency key: %m");
+                        return EXIT_STATUS_FAILED;
+                }
+                key = sd_id128_to_uuid_string(k, generated);
+                /* Before the call: if its outcome is unclear, the key is what makes a retry safe. */
+                fprintf(stderr, "Idempotency-Key: %s\n", key);
+        }
+
+        r = sd_bus_message_new_method_call(bus, &call, KKT_BUS_NAME, KKT_BUS_PATH, KKT_BUS_INTERFACE,
+                                           "SubmitReceipt");
+        if (r < 0) {
+                cli_error(r, "Failed to build the SubmitReceipt() call: %m");
+                return EXIT_STATUS_FAILED;
+        }
+        /* D-Bus strings are UTF-8: sd-bus refuses anything else (-EINVAL) before it is sent. */
+        r = sd_bus_message_append(call, "s", key);
+        if (r == -EINVAL) {
+                cli_error(0, "--key= must be valid UTF-8 text.");
+                return EXIT_STATUS_USAGE;
+        }
+        if (r >= 0)
+                r = sd_bus_message_append(call, "s", body);
+        if (r == -EINVAL) {
+                cli_error(0, "Receipt refused: %s is not valid UTF-8 text.",
+                          streq(path, "-") ? "standard input" : path);
+                return EXIT_STATUS_REFUSED;
+        }
+        if (r < 0) {
+                cli_error(r, "Failed to build the SubmitReceipt() call: %m");
+                return EXIT_STATUS_FAILED;
+        }
+
+        r = sd_bus_call(bus, call, 0, &error, &reply);
+        if (r < 0)
+                return cli_report_bus_error("submit the receipt", NEEDS_POS, &error, r);
+        r = sd_bus_message_read(reply, "sss", &id, &status, &fiscal_json);
+        if (r < 0) {
+                cli_error(r, "Failed to read the answer to SubmitReceipt(): %m");
+                return EXIT_STATUS_FAILED;
+        }
+        fiscal = fiscal_doc_to_json(fiscal_json);
+
+        if (arg_json) {
+                _cleanup_(json_object_putp) json_object *o = json_object_new_object();
+
+                if (!o || json_object_object_add(o, "receipt_id", json_object_new_string(id)) < 0 ||
+                    json_object_object_add(o, "status", json_object_new_string(status)) < 0 ||
+                    json_object_object_add(o, "idempotency_key", json_object_new_string(key)) < 0 ||
+                    json_object_object_add(o, "fiscal_doc", json_object_get(fiscal)) < 0 ||
+                    print_json(o, false) < 0) {
+                        cli_error(ENOMEM, "Failed to format the answer: %m");
+                        return EXIT_STATUS_FAILED;
+                }
+                return EXIT_STATUS_OK;
+        }
+
+        printf("     Receipt ID: %s\n"
+               "         Status: %s\n"
+               "Idempotency-Key: %s\n",
+               id, status, key);
+        if (fiscal)
+                printf("Fiscal document: %s\n",
+                       json_object_to_json_string_ext(fiscal, JSON_PLAIN));
+        return EXIT_STATUS_OK;
+}
+
+static ExitStatus verb_show(sd_bus *bus, char **args) {
+        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        _cleanup_(json_object_putp) json_object *o = NULL;
+        const char *json;
+        int r;
+
+        if (isempty(args[0])) {
+                cli_error(0, "show needs a receipt id, not an empty string.");
+                return EXIT_STATUS_USAGE;
+        }
+
+        r = sd_bus_call_method(bus, KKT_BUS_NAME, KKT_BUS_PATH, KKT_BUS_INTERFACE, "GetReceipt", &error,
+                               &reply, "s", args[0]);
+        if (r < 0)
+                return cli_report_bus_error("show the receipt", NEEDS_POS, &error, r);
+        r = sd_bus_message_read(reply, "s", &json);
+        if (r < 0) {
+                cli_error(r, "Failed to read the answer to GetReceipt(): %m");
+                return EXIT_STATUS_FAILED;
+        }
+        o = json_tokener_parse(json);
+        if (!o) {
+                cli_error(0, "Failed to show the receipt: kkt-adapterd's answer is not JSON.");
+                return EXIT_STATUS_FAILED;
+        }
+        if (arg_json) {
+                /* Verbatim: re-encoding could change how the daemon wrote a number. */
+                puts(json);
+                return EXIT_STATUS_OK;
+        }
+        if (print_json(o, true) < 0) {
+                cli_error(ENOMEM, "Failed to format the receipt: %m");
+                return EXIT_STATUS_FAILED;
+        }
+        return EXIT_STATUS_OK;
+}
+
+/* The methods without an answer: success prints nothing, like systemctl start. */
+static ExitStatus call_admin_method(sd_bus *bus, const char *action, const char *method, const char *types,
+                                    ...) {
+        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *call = NULL, *reply = NULL;
+        va_list ap;
+        int r;
+
+        r = sd_bus_message_new_method_call(bus, &call, KKT_BUS_NAME, KKT_BUS_PATH, KKT_BUS_INTERFACE,
+                                           method);
+        if (r >= 0 && types) {
+                va_start(ap, types);
+                r = sd_bus_message_appendv(call, types, ap);
+                va_end(ap);
+        }
+        if (r == -EINVAL) {
+                cli_error(0, "Failed to %s: the arguments are not valid UTF-8 text.", action);
+                return EXIT_STATUS_USAGE;
+        }
+        if (r < 0) {
+                cli_error(r, "Failed to build the %s() call: %m", method);
+                return EXIT_STATUS_FAILED;
+        }
+        r = sd_bus_call(bus, call, 0, &error, &reply);
+        if (r < 0)
+                return cli_report_bus_error(action, NEEDS_ADMIN, &error, r);
+        return EXIT_STATUS_OK;
+}
+
+static ExitStatus verb_sync(sd_bus *bus, char **args) {
+        return call_admin_method(bus, "start a sync", "SyncNow", NULL);
+}
+
+static ExitStatus dlq_list(sd_bus *bus) {
+        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+        uint64_t n;
+        int r;
+
+        /* org.opticserp.KktAdapter1 has no method that lists dead letters: say so, with what is known. */
+        r = sd_bus_get_property_trivial(bus, KKT_BUS_NAME, KKT_BUS_PATH, KKT_BUS_INTERFACE, "DeadLettered",
+                                        &error, SD_BUS_TYPE_UINT64, &n);
+        if (r < 0)
+                return cli_report_bus_error("list the dead letters", NULL, &error, r);
+        cli_error(0,
+                  "Failed to list the dead letters: not supported by this kkt-adapterd, its D-Bus API "
+                  "has no method for it. %" PRIu64 " receipt%s dead-lettered; "
+                  "'journalctl MESSAGE_ID=%s' shows which and why.",
+                  n, n == 1 ? " is" : "s are", MESSAGE_ID_DEAD_LETTERED);
+        return EXIT_STATUS_NOT_SUPPORTED;
+}
+
+static ExitStatus verb_dlq(sd_bus *bus, char **args) {
+        const char *what = args[0];
+
+        if (streq(what, "list") && !args[1])
+                return dlq_list(bus);
+        if (streq(what, "retry") && args[1] && !args[2]) {
+                if (isempty(args[1])) {
+                        cli_error(0, "dlq retry needs a receipt id, not an empty string.");
+                        return EXIT_STATUS_USAGE;
+                }
+                return call_admin_method(bus, "retry the dead letter", "RetryDeadLetter", "s", args[1]);
+        }
+        if (streq(what, "resolve") && args[1] && args[2]) {
+                if (isempty(args[1]) || isempty(args[2])) {
+                        cli_error(0, "dlq resolve needs a receipt id and a note saying how it was handled.");
+                        return EXIT_STATUS_USAGE;
+                }
+                return call_admin_method(bus, "resolve the dead letter", "ResolveDeadLetter", "ss", args[1],
+                                         args[2]);
+        }
+
+        if (!streq(what, "list") && !streq(what, "retry") && !streq(what, "resolve"))
+                cli_error(0, "Unknown dlq command '%s': use list, retry ID or resolve ID NOTE.", what);
+        else
+                cli_error(0, "Wrong number of arguments: use dlq list, retry ID or resolve ID NOTE.");
+        return EXIT_STATUS_USAGE;
+}
+
+static ExitStatus verb_monitor(sd_bus *bus, char **args) {
+        _cleanup_(monitor_freep) Monitor *m = NULL;
+        int r;
+
+        r = monitor_new(&m, bus, arg_json, stdout);
+        if (r < 0)
+                return cli_report_bus_error("follow kkt-adapterd", NULL, NULL, r);
+
+        /* On stderr, so the data stays clean; a script waits for this line to know nothing is missed. */
+        fprintf(stderr, "Following kkt-adapterd on %s%s; press Ctrl-C to stop.\n", bus_name(),
+                monitor_daemon_running(m) ? "" : " (not running yet, waiting for it)");
+
+        r = monitor_run(m);
+        if (r == -ECONNRESET) {
+                cli_error(0, "Lost the connection to %s.", bus_name());
+                return EXIT_STATUS_NOT_RUNNING;
+        }
+        if (r < 0) {
+                cli_error(r, "Failed to follow kkt-adapterd: %m");
+                return EXIT_STATUS_FAILED;
+        }
+        return EXIT_STATUS_OK;
+}
+
+static const Verb verbs[] = {
+        { "status", 0, 0, verb_status },
+        { "submit", 1, 1, verb_submit },
+        { "show", 1, 1, verb_show },
+        { "sync", 0, 0, verb_sync },
+        { "dlq", 1, 3, verb_dlq },
+        { "monitor", 0, 0, verb_monitor },
+};
+
+static const Verb *verb_find(const char *name) {
+        for (size_t i = 0; i < ELEMENTSOF(verbs); i++)
+                if (streq(verbs[i].name, name))
+                        return &verbs[i];
+        return NULL;
+}
+
+static ExitStatus run(int argc, char *argv[]) {
+        _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
+        static char *no_args[] = { NULL };
+        const Verb *verb;
+        char **args;
+        int n, r;
+
+        r = parse_argv(argc, argv);
+        if (r <= 0)
+                return r < 0 ? EXIT_STATUS_USAGE : EXIT_STATUS_OK;
+
+        if (optind < argc) {
+                verb = verb_find(argv[optind]);
+                if (!verb) {
+                        cli_error(0, "Unknown command '%s'; see --help.", argv[optind]);
+                        return EXIT_STATUS_USAGE;
+                }
+                args = argv + optind + 1;
+                n = argc - optind - 1;
+        } else {
+                verb = verb_find("status");
+                args = no_args;
+                n = 0;
+        }
+        if (n < verb->min_args || n > verb->max_args) {
+                cli_error(0, "%s %s; see --help.", verb->name,
+                          n < verb->min_args ? "needs more arguments" : "takes fewer arguments");
+                return EXIT_STATUS_USAGE;
+        }
+        if (arg_key && !streq(verb->name, "submit")) {
+                cli_error(0, "--key= goes with submit only.");
+                return EXIT_STATUS_USAGE;
+        }
+
+        r = bus_connect(&bus);
+        if (r == -EINVAL && arg_bus_kind == BUS_KIND_ADDRESS) {
+                cli_error(0, "Failed to connect to '%s': not a valid D-Bus address.", arg_address);
+                return EXIT_STATUS_USAGE;
+        }
+        if (r < 0) {
+                cli_error(r, "Failed to connect to %s: %m; kkt-adapterd is not running or cannot be reached "
+                          "there.", bus_name());
+                return EXIT_STATUS_NOT_RUNNING;
+        }
+
+        return verb->run(bus, args);
+}
+
+int main(int argc, char *argv[]) {
+        ExitStatus status = run(argc, argv);
+
+        /* Output that did not arrive is a failure a script must see (a full disk, a closed pipe). */
+        if (fflush(stdout) != 0 || ferror(stdout)) {
+                cli_error(errno, "Failed to write the output: %m");
+                if (status == EXIT_STATUS_OK)
+                        status = EXIT_STATUS_FAILED;
+        }
+        return status;
+}

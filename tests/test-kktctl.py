@@ -1,0 +1,566 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: MIT
+"""kktctl against the real kkt-adapterd on a private bus: every command's output, its --json form and the
+exit statuses kktctl(1) promises to scripts.
+
+A session-type dbus-daemon (its policy allows everything) listens on a socket in a temporary directory;
+kkt-adapterd is started on it with --bus=ADDRESS, socket-activated as systemd would, its heartbeat pointed at
+a closed loopback port. kktctl ($KKTCTL) talks to it with --address=. Python's standard library only.
+Exit 77 (skipped) when dbus-daemon is missing.
+"""
+
+import json
+import os
+import re
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import xml.etree.ElementTree as ET
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
+from kkttest import Daemon, TestFailure, check, wait_until  # noqa: E402
+
+KKTCTL = os.environ.get("KKTCTL", "kktctl")
+HERE = os.path.dirname(os.path.abspath(__file__))
+INTERFACE_XML = os.environ.get("KKT_DBUS_INTERFACE",
+                               os.path.join(HERE, "..", "dbus", "org.opticserp.KktAdapter1.xml"))
+CAPACITY = 37
+
+# The exit statuses of kktctl(1).
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_ACCESS, EXIT_NOT_RUNNING, EXIT_REFUSED, EXIT_RETRY, \
+    EXIT_NOT_SUPPORTED = range(9)
+
+RECEIPT = {
+    "pos_id": "pos-kktctl",
+    "type": "sale",
+    "items": [{"name": "Lens 1.6 AR", "price": 1234.50, "quantity": 2, "total": 2469.00, "vat": "vat20"}],
+    "payments": [{"type": "card", "amount": 2469.00}],
+}
+
+tmp = None
+bus = None        # the dbus-daemon process
+address = None    # its address
+daemon = None     # the kkt-adapterd Daemon
+
+
+def closed_port():
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+# A session-like bus whose mandatory policy refuses what kkt-pos and kkt-admin may do, even to root.
+DENYING_BUS_CONFIG = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>session</type>
+  <listen>unix:path={path}</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow send_destination="*" eavesdrop="true"/>
+    <allow eavesdrop="true"/>
+    <allow own="*"/>
+  </policy>
+  <policy context="mandatory">
+    <deny send_destination="org.opticserp.KktAdapter1" send_interface="org.opticserp.KktAdapter1"
+          send_member="SubmitReceipt"/>
+    <deny send_destination="org.opticserp.KktAdapter1" send_interface="org.opticserp.KktAdapter1"
+          send_member="SyncNow"/>
+  </policy>
+</busconfig>
+"""
+
+
+def start_bus(path, config=None):
+    if config:
+        config_path = path + ".conf"
+        with open(config_path, "w") as f:
+            f.write(config.format(path=path))
+        how = [f"--config-file={config_path}"]
+    else:
+        how = ["--session", f"--address=unix:path={path}"]
+    proc = subprocess.Popen(["dbus-daemon", *how, "--nofork", "--print-address"],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    ready, _, _ = select.select([proc.stdout], [], [], 20)
+    check(ready, "dbus-daemon did not print its address within 20s")
+    line = proc.stdout.readline().strip()
+    check(line.startswith("unix:"), f"dbus-daemon printed {line!r}")
+    return proc, f"unix:path={path}"
+
+
+def kktctl(*args, stdin=None, addr=None, timeout=60):
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8"}
+    for k in ("ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS"):
+        if k in os.environ:
+            env[k] = os.environ[k]
+    cmd = [KKTCTL] + ([f"--address={addr or address}"] if addr is not False else []) + list(args)
+    return subprocess.run(cmd, input=stdin, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def expect(r, status, what):
+    check(r.returncode == status,
+          f"{what}: exit {r.returncode}, expected {status}; stdout {r.stdout!r}, stderr {r.stderr!r}")
+
+
+def expect_message(r, *needles):
+    """Errors are one line on stderr starting with 'kktctl:'; nothing is printed on stdout."""
+    lines = [l for l in r.stderr.splitlines() if not l.startswith("Idempotency-Key: ")]
+    check(len(lines) == 1 and lines[0].startswith("kktctl: "), f"not one 'kktctl:' line: {r.stderr!r}")
+    for n in needles:
+        check(n.lower() in lines[0].lower(), f"{n!r} not in {lines[0]!r}")
+    check(r.stdout == "", f"an error printed data on stdout: {r.stdout!r}")
+
+
+def interface_properties():
+    root = ET.parse(INTERFACE_XML).getroot()
+    iface = root.find("interface[@name='org.opticserp.KktAdapter1']")
+    return [(p.get("name"), p.get("type")) for p in iface.findall("property")]
+
+
+def receipt_file(receipt=None, name="receipt.json"):
+    path = os.path.join(tmp, name)
+    with open(path, "w") as f:
+        json.dump(receipt or RECEIPT, f)
+    return path
+
+
+def submitted(r):
+    """The 'Label: value' lines of a text-mode submit."""
+    fields = {}
+    for line in r.stdout.splitlines():
+        k, _, v = line.partition(":")
+        fields[k.strip()] = v.strip()
+    return fields
+
+
+# status ----------------------------------------------------------------------------------------------------
+
+def test_status_is_the_default_command_and_shows_every_field():
+    for args in ((), ("status",)):
+        r = kktctl(*args)
+        expect(r, EXIT_OK, f"kktctl {' '.join(args)}")
+        check(r.stderr == "", f"status wrote to stderr: {r.stderr!r}")
+        labels = [l.split(":", 1)[0] for l in r.stdout.splitlines()]
+        for label in ("State", "Last heartbeat", "Consecutive", "Receipts", "Circuit breaker", "Last sync",
+                      "Register", "Shift", "Last fiscal document", "Adapter ID", "Version"):
+            check(label in [x.strip() for x in labels], f"status lacks {label!r}:\n{r.stdout}")
+        # Aligned like timedatectl: every colon in the same column.
+        check(len({len(x) for x in labels}) == 1, f"labels are not aligned:\n{r.stdout}")
+        check(re.search(r"^\s*Version: \d+\.\d+\.\d+$", r.stdout, re.M), f"no version:\n{r.stdout}")
+        counters = rf"^\s*Receipts: \d+ pending of {CAPACITY}, \d+ synced, \d+ failed, \d+ dead-lettered$"
+        check(re.search(counters, r.stdout, re.M), f"no counters with capacity {CAPACITY}:\n{r.stdout}")
+
+
+def test_status_json_has_every_property_of_the_interface():
+    r = kktctl("--json", "status")
+    expect(r, EXIT_OK, "kktctl --json status")
+    check(len(r.stdout.strip().splitlines()) == 1, f"not one JSON line: {r.stdout!r}")
+    o = json.loads(r.stdout)
+    for name, sig in interface_properties():
+        check(name in o, f"--json status lacks {name}")
+        if sig in "yqnuixt":
+            check(isinstance(o[name], int), f"{name} is {o[name]!r}, not a JSON number")
+        elif sig == "s":
+            check(isinstance(o[name], str), f"{name} is {o[name]!r}, not a JSON string")
+    check(o["Capacity"] == CAPACITY, f"Capacity {o['Capacity']} != [Buffer] Capacity={CAPACITY}")
+    check(o["State"] in ("unknown", "online", "offline"), f"State {o['State']!r}")
+
+
+def test_status_text_and_json_agree():
+    # The heartbeat fails against the closed port, so the streak and the result are not trivial values.
+    wait_until(lambda: json.loads(kktctl("--json").stdout)["ConsecutiveFailures"] >= 1, 20,
+               "a failed heartbeat")
+    o = json.loads(kktctl("--json", "status").stdout)
+    text = kktctl("status").stdout
+    check(re.search(rf"^\s*State: {o['State']}$", text, re.M), f"State differs:\n{text}\n{o}")
+    check(re.search(rf"^\s*Adapter ID: {re.escape(o['AdapterId'])}$", text, re.M),
+          f"AdapterId differs:\n{text}")
+    check(re.search(r"^\s*Last heartbeat: \d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z \(.+\)$", text, re.M),
+          f"the last heartbeat has no time and result:\n{text}")
+    check(re.search(rf"^\s*Consecutive: \d+ succeeded, [1-9]\d* failed$", text, re.M),
+          f"the failed heartbeats are not counted:\n{text}")
+
+
+# submit ----------------------------------------------------------------------------------------------------
+
+def test_submit_file_with_a_generated_key():
+    r = kktctl("submit", receipt_file())
+    expect(r, EXIT_OK, "submit FILE")
+    uuid = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+    m = re.search(rf"^Idempotency-Key: ({uuid})$", r.stderr, re.M)
+    check(m, f"no generated Idempotency-Key on stderr: {r.stderr!r}")
+    f = submitted(r)
+    check(f.get("Receipt ID"), f"no receipt id: {r.stdout!r}")
+    check(f.get("Status") in ("printed", "buffered"), f"status: {r.stdout!r}")
+    check(f.get("Idempotency-Key") == m.group(1), f"stdout's key differs from stderr's: {r.stdout!r}")
+
+    # Two submissions without --key are two receipts.
+    r2 = kktctl("submit", receipt_file())
+    expect(r2, EXIT_OK, "second submit")
+    check(submitted(r2)["Receipt ID"] != f["Receipt ID"], "two generated keys gave the same receipt")
+
+
+def test_submit_stdin_with_a_key_replays_the_same_receipt():
+    body = json.dumps(RECEIPT)
+    r = kktctl("--json", "submit", "--key=kktctl-replay-1", "-", stdin=body)
+    expect(r, EXIT_OK, "submit - --key")
+    check("Idempotency-Key" not in r.stderr, f"a given key was printed again: {r.stderr!r}")
+    first = json.loads(r.stdout)
+    check(set(first) == {"receipt_id", "status", "idempotency_key", "fiscal_doc"}, f"keys: {sorted(first)}")
+    check(first["idempotency_key"] == "kktctl-replay-1", f"key {first['idempotency_key']!r}")
+    check(first["status"] in ("printed", "buffered"), f"status {first['status']!r}")
+    check(first["fiscal_doc"] is None or isinstance(first["fiscal_doc"], dict),
+          f"fiscal_doc is {first['fiscal_doc']!r}")
+    if first["status"] == "printed":
+        check(isinstance(first["fiscal_doc"], dict), "printed without a fiscal document")
+
+    # The same key and body from a file: the first answer again, not a second receipt.
+    r = kktctl("--json", "submit", "--key=kktctl-replay-1", receipt_file())
+    expect(r, EXIT_OK, "replay")
+    again = json.loads(r.stdout)
+    check(again["receipt_id"] == first["receipt_id"],
+          f"replay gave {again['receipt_id']} != {first['receipt_id']}")
+
+    # The same key with another receipt is refused for good.
+    other = dict(RECEIPT, pos_id="pos-other")
+    r = kktctl("submit", "--key=kktctl-replay-1", "-", stdin=json.dumps(other))
+    expect(r, EXIT_REFUSED, "key reused for another receipt")
+    expect_message(r, "refused")
+
+
+def test_submit_invalid_receipt_is_refused():
+    r = kktctl("submit", "--key=kktctl-invalid-1", "-", stdin=json.dumps({"pos_id": "pos-1"}))
+    expect(r, EXIT_REFUSED, "invalid receipt")
+    expect_message(r, "submit")
+
+    r = kktctl("submit", "--key=kktctl-invalid-2", "-", stdin="this is not json")
+    expect(r, EXIT_REFUSED, "malformed body")
+    expect_message(r, "json")
+
+    r = subprocess.run([KKTCTL, f"--address={address}", "submit", "-"], input=b"\xff\xfe{}",
+                       capture_output=True, timeout=60)
+    check(r.returncode == EXIT_REFUSED, f"invalid UTF-8: exit {r.returncode}, {r.stderr!r}")
+    check(b"UTF-8" in r.stderr, f"invalid UTF-8: {r.stderr!r}")
+
+
+def test_submit_unreadable_file_is_a_usage_error():
+    r = kktctl("submit", os.path.join(tmp, "does-not-exist.json"))
+    expect(r, EXIT_USAGE, "missing FILE")
+    expect_message(r, "does-not-exist.json", "No such file")
+    r = kktctl("submit", tmp)
+    expect(r, EXIT_USAGE, "a directory as FILE")
+    expect_message(r, "Is a directory")
+
+
+# show ------------------------------------------------------------------------------------------------------
+
+def test_show_prints_the_receipt_pretty_and_compact():
+    r = kktctl("--json", "submit", "--key=kktctl-show-1", receipt_file())
+    expect(r, EXIT_OK, "submit")
+    rid = json.loads(r.stdout)["receipt_id"]
+
+    r = kktctl("show", rid)
+    expect(r, EXIT_OK, "show ID")
+    check(len(r.stdout.splitlines()) > 5, f"show is not pretty-printed: {r.stdout!r}")
+    pretty = json.loads(r.stdout)
+    check(pretty["receipt_id"] == rid, f"show {rid} gave {pretty.get('receipt_id')}")
+    check(pretty["receipt"]["pos_id"] == RECEIPT["pos_id"], f"the receipt body is missing: {pretty}")
+    for key in ("status", "print_status", "created_at", "attempts", "last_error", "fiscal_doc"):
+        check(key in pretty, f"show lacks {key}")
+
+    r = kktctl("--json", "show", rid)
+    expect(r, EXIT_OK, "--json show ID")
+    check(len(r.stdout.strip().splitlines()) == 1, f"--json show is not one line: {r.stdout!r}")
+    check(json.loads(r.stdout)["receipt_id"] == rid, "--json show gave another receipt")
+
+
+def test_show_unknown_id_is_not_found():
+    r = kktctl("show", "01900000-0000-7000-8000-000000000000")
+    expect(r, EXIT_NOT_FOUND, "show unknown")
+    expect_message(r, "show the receipt")
+
+
+# sync and dlq ----------------------------------------------------------------------------------------------
+
+def test_sync_is_started_or_reported_as_not_supported():
+    r = kktctl("sync")
+    check(r.returncode in (EXIT_OK, EXIT_NOT_SUPPORTED), f"sync: exit {r.returncode}: {r.stderr!r}")
+    if r.returncode == EXIT_NOT_SUPPORTED:
+        expect_message(r, "not supported")
+    else:
+        check(r.stdout == "" and r.stderr == "", f"sync printed something: {r.stdout!r} {r.stderr!r}")
+
+
+def test_dlq_list_reports_not_supported_with_the_count():
+    r = kktctl("dlq", "list")
+    expect(r, EXIT_NOT_SUPPORTED, "dlq list")
+    expect_message(r, "not supported", "dead-lettered", "MESSAGE_ID=")
+    count = json.loads(kktctl("--json").stdout)["DeadLettered"]
+    check(re.search(rf"\b{count} receipts? (is|are) dead-lettered", r.stderr),
+          f"no count {count}: {r.stderr!r}")
+
+
+def test_dlq_retry_and_resolve_of_an_unknown_id():
+    for args in (("retry", "01900000-0000-7000-8000-000000000001"),
+                 ("resolve", "01900000-0000-7000-8000-000000000001", "entered by hand")):
+        r = kktctl("dlq", *args)
+        # NotFound once the daemon has the dead-letter queue, NotSupported before.
+        check(r.returncode in (EXIT_NOT_FOUND, EXIT_NOT_SUPPORTED), f"dlq {args[0]}: exit {r.returncode}")
+        expect_message(r, "dead letter")
+
+
+def test_usage_errors():
+    for args, needle in ((("frobnicate",), "Unknown command"),
+                         (("--frobnicate",), "Unknown option"),
+                         (("status", "extra"), "fewer arguments"),
+                         (("show",), "more arguments"),
+                         (("dlq",), "more arguments"),
+                         (("dlq", "frob"), "Unknown dlq command"),
+                         (("dlq", "retry"), "number of arguments"),
+                         (("dlq", "resolve", "some-id", ""), "note"),
+                         (("--key=k", "status"), "--key="),
+                         (("--bus=nonsense",), "--bus="),
+                         (("submit",), "more arguments")):
+        r = kktctl(*args)
+        expect(r, EXIT_USAGE, f"kktctl {' '.join(args)}")
+        expect_message(r, needle)
+
+
+def test_help_and_version():
+    r = kktctl("--help", addr=False)
+    expect(r, EXIT_OK, "--help")
+    for word in ("status", "submit", "show", "sync", "dlq list", "dlq retry", "dlq resolve", "monitor",
+                 "--json", "--bus=", "--address=", "--key="):
+        check(word in r.stdout, f"--help does not mention {word}")
+    r = kktctl("--version", addr=False)
+    expect(r, EXIT_OK, "--version")
+    check(re.match(r"kktctl \(kkt-adapter\) \d+\.\d+\.\d+\n$", r.stdout), f"--version: {r.stdout!r}")
+
+
+# monitor ---------------------------------------------------------------------------------------------------
+
+class Monitor:
+    """kktctl monitor in the background; lines() reads what it printed so far."""
+
+    def __init__(self, *args, addr=None):
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8"}
+        for k in ("ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS"):
+            if k in os.environ:
+                env[k] = os.environ[k]
+        self.proc = subprocess.Popen([KKTCTL, f"--address={addr or address}", *args, "monitor"],
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        self.out = b""
+        self.err = b""
+        # The "Following ..." line comes once the matches are installed: nothing after it is missed.
+        wait_until(lambda: self._read() or b"Following" in self.err, 20, "monitor to start")
+
+    def _read(self):
+        for stream in (self.proc.stdout, self.proc.stderr):
+            if stream.closed:  # after stop()
+                continue
+            ready, _, _ = select.select([stream], [], [], 0)
+            if ready:
+                data = os.read(stream.fileno(), 65536)
+                if stream is self.proc.stdout:
+                    self.out += data
+                else:
+                    self.err += data
+        return False
+
+    def lines(self):
+        self._read()
+        return self.out.decode().splitlines()
+
+    def wait_line(self, predicate, what, timeout=20):
+        def found():
+            for line in self.lines():
+                if predicate(line):
+                    return line
+            return None
+        return wait_until(found, timeout, what)
+
+    def stop(self, sig=signal.SIGINT):
+        self.proc.send_signal(sig)
+        out, err = self.proc.communicate(timeout=20)
+        self.out += out
+        self.err += err
+        return self.proc.returncode
+
+
+def test_monitor_prints_receipt_state_changes_and_exits_0_on_sigint():
+    mon = Monitor()
+    try:
+        r = kktctl("--json", "submit", "--key=kktctl-monitor-1", receipt_file())
+        expect(r, EXIT_OK, "submit while monitoring")
+        rid = json.loads(r.stdout)["receipt_id"]
+        line = mon.wait_line(lambda l: "ReceiptStateChanged" in l and rid in l, "ReceiptStateChanged")
+        check(re.match(rf"^\d{{4}}-\d\d-\d\dT\S+Z ReceiptStateChanged id={rid} status=\w+$", line),
+              f"unexpected line {line!r}")
+        mon.wait_line(lambda l: " PropertiesChanged " in l and "Pending=" in l,
+                      "Pending in PropertiesChanged")
+    finally:
+        status = mon.stop(signal.SIGINT)
+    check(status == EXIT_OK, f"monitor exit {status} on SIGINT; stderr {mon.err!r}")
+
+
+def test_monitor_json_is_one_object_per_line_and_exits_0_on_sigterm():
+    mon = Monitor("--json")
+    try:
+        r = kktctl("--json", "submit", "--key=kktctl-monitor-2", receipt_file())
+        expect(r, EXIT_OK, "submit while monitoring")
+        rid = json.loads(r.stdout)["receipt_id"]
+        mon.wait_line(lambda l: rid in l, "the receipt's event")
+        mon.wait_line(lambda l: '"PropertiesChanged"' in l and '"Pending"' in l,
+                      "Pending in PropertiesChanged")
+    finally:
+        status = mon.stop(signal.SIGTERM)
+    check(status == EXIT_OK, f"monitor exit {status} on SIGTERM; stderr {mon.err!r}")
+    events = [json.loads(l) for l in mon.lines()]
+    for e in events:
+        check(isinstance(e.get("time_usec"), int) and isinstance(e.get("event"), str), f"event {e}")
+    mine = [e for e in events if e.get("id") == rid]
+    check(mine and mine[0] == dict(mine[0], event="ReceiptStateChanged") and mine[0]["status"],
+          f"no ReceiptStateChanged for {rid}: {events}")
+    changed = [e for e in events if e["event"] == "PropertiesChanged"]
+    check(any(isinstance(e["properties"].get("Pending"), int) for e in changed),
+          f"no Pending number: {changed}")
+
+
+# not running -----------------------------------------------------------------------------------------------
+
+def test_nobody_owns_the_name_means_not_running():
+    global daemon
+    mon = Monitor()
+    try:
+        daemon.stop()
+        mon.wait_line(lambda l: l.endswith(" DaemonStopped"), "DaemonStopped")
+        for args in (("status",), ("--json", "status"), ("show", "x"), ("sync",), ("dlq", "list"),
+                     ("submit", receipt_file())):
+            r = kktctl(*args)
+            expect(r, EXIT_NOT_RUNNING, f"kktctl {' '.join(args)} without the daemon")
+            expect_message(r, "not running")
+
+        # The monitor goes on following and sees the daemon come back.
+        daemon.start()
+        mon.wait_line(lambda l: l.endswith(" DaemonStarted"), "DaemonStarted")
+        expect(kktctl("status"), EXIT_OK, "status after the restart")
+    finally:
+        status = mon.stop()
+    check(status == EXIT_OK, f"monitor exit {status}; stderr {mon.err!r}")
+
+
+def test_a_bus_that_does_not_exist_means_not_running():
+    missing = f"unix:path={os.path.join(tmp, 'no-such-bus')}"
+    for args in (("status",), ("monitor",), ("submit", receipt_file())):
+        r = kktctl(*args, addr=missing)
+        expect(r, EXIT_NOT_RUNNING, f"kktctl {' '.join(args)} on a missing bus")
+        expect_message(r, "not running", "no-such-bus")
+
+
+def test_access_denied_by_the_bus_names_the_group():
+    proc, addr = start_bus(os.path.join(tmp, "denying-bus"), DENYING_BUS_CONFIG)
+    try:
+        with Daemon(daemon_config(), args=[f"--bus={addr}"], name="kktctl-denied") as d:
+            d.start()
+            wait_until(lambda: kktctl("status", addr=addr).returncode == EXIT_OK, 20, "the daemon on the bus")
+            r = kktctl("submit", "--key=kktctl-denied-1", receipt_file(), addr=addr)
+            expect(r, EXIT_ACCESS, "submit refused by the bus policy")
+            expect_message(r, "permission denied", "kkt-pos")
+            r = kktctl("sync", addr=addr)
+            expect(r, EXIT_ACCESS, "sync refused by the bus policy")
+            expect_message(r, "permission denied", "kkt-admin")
+            check("kkt-pos" not in r.stderr, f"sync names the wrong group: {r.stderr!r}")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+def test_monitor_exits_5_when_the_bus_goes_away():
+    second_path = os.path.join(tmp, "bus2")
+    proc, addr2 = start_bus(second_path)
+    try:
+        mon = Monitor(addr=addr2)
+        check(b"not running yet" in mon.err, f"monitor did not say the daemon is not running: {mon.err!r}")
+        proc.terminate()
+        proc.wait(timeout=20)
+        mon.proc.wait(timeout=20)
+        mon.stop()
+        check(mon.proc.returncode == EXIT_NOT_RUNNING, f"monitor exit {mon.proc.returncode}, {mon.err!r}")
+        check(b"Lost the connection" in mon.err, f"no message: {mon.err!r}")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+TESTS = [
+    test_status_is_the_default_command_and_shows_every_field,
+    test_status_json_has_every_property_of_the_interface,
+    test_status_text_and_json_agree,
+    test_submit_file_with_a_generated_key,
+    test_submit_stdin_with_a_key_replays_the_same_receipt,
+    test_submit_invalid_receipt_is_refused,
+    test_submit_unreadable_file_is_a_usage_error,
+    test_show_prints_the_receipt_pretty_and_compact,
+    test_show_unknown_id_is_not_found,
+    test_sync_is_started_or_reported_as_not_supported,
+    test_dlq_list_reports_not_supported_with_the_count,
+    test_dlq_retry_and_resolve_of_an_unknown_id,
+    test_usage_errors,
+    test_help_and_version,
+    test_monitor_prints_receipt_state_changes_and_exits_0_on_sigint,
+    test_monitor_json_is_one_object_per_line_and_exits_0_on_sigterm,
+    test_nobody_owns_the_name_means_not_running,
+    test_a_bus_that_does_not_exist_means_not_running,
+    test_access_denied_by_the_bus_names_the_group,
+    test_monitor_exits_5_when_the_bus_goes_away,
+]
+
+
+def daemon_config():
+    return (f"[Heartbeat]\nURL=http://127.0.0.1:{closed_port()}/api/v1/kkt/heartbeat\nInterval=1s\n"
+            f"[Buffer]\nCapacity={CAPACITY}\n")
+
+
+def main():
+    global tmp, bus, address, daemon
+    if not shutil.which("dbus-daemon"):
+        sys.stderr.write("dbus-daemon not found, skipping\n")
+        sys.exit(77)
+    tmp = tempfile.mkdtemp(prefix="kktctl-")
+    failed = None
+    try:
+        bus, address = start_bus(os.path.join(tmp, "bus"))
+        daemon = Daemon(daemon_config(), args=[f"--bus={address}"], name="kktctl")
+        try:
+            daemon.start()
+            # READY=1 may come before the name is owned; wait until the bus knows it.
+            wait_until(lambda: kktctl("status").returncode == EXIT_OK, 20, "the daemon on the bus")
+            for t in TESTS:
+                sys.stderr.write(f"== {t.__name__}\n")
+                sys.stderr.flush()
+                try:
+                    t()
+                except TestFailure as e:
+                    failed = f"FAIL {t.__name__}: {e}"
+                    break
+            if failed:
+                sys.stderr.write(failed + "\n---- daemon log ----\n" + daemon.log_text() + "\n")
+        finally:
+            daemon.cleanup()
+    finally:
+        if bus and bus.poll() is None:
+            bus.terminate()
+            bus.wait(timeout=20)
+        shutil.rmtree(tmp, ignore_errors=True)
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()
