@@ -118,6 +118,42 @@ static int api_heartbeat_status(HttpRequest *req, void *userdata) {
         return http_request_reply_json(req, 200, o);
 }
 
+static int api_device_status(HttpRequest *req, void *userdata) {
+        Manager *m = userdata;
+        json_object *o = NULL;
+        int r;
+
+        r = device_state_to_json(m->device, &o);
+        if (r < 0)
+                return r;
+        return http_request_reply_json(req, 200, o);
+}
+
+#if ENABLE_DEBUG_HOOKS
+/* Test builds only: {"fault": "paper_out", "count": 0} makes the register fail until cleared with
+ * {"fault": "none"}. */
+static int api_debug_device_fault(HttpRequest *req, void *userdata) {
+        _cleanup_(json_object_putp) json_object *o = NULL;
+        Manager *m = userdata;
+        json_object *f, *c;
+        DeviceFault fault;
+        int r;
+
+        o = json_tokener_parse(http_request_body(req, NULL));
+        if (!o || !json_object_object_get_ex(o, "fault", &f) || !json_object_is_type(f, json_type_string))
+                return http_request_reply_error(req, 400, "Expected {\"fault\": NAME, \"count\": N}");
+        fault = device_fault_from_string(json_object_get_string(f));
+        if ((int) fault < 0)
+                return http_request_reply_error(req, 422, "fault: unknown value");
+        c = json_object_object_get(o, "count");
+        r = device_debug_inject_fault(m->device, fault, c ? (unsigned) json_object_get_int(c) : 0);
+        if (r < 0)
+                return http_request_reply_error(req, 422, "Cannot inject %s: %s", json_object_get_string(f),
+                                                strerror(-r));
+        return http_request_reply_json(req, 200, json_object_get(o));
+}
+#endif
+
 static int api_health(HttpRequest *req, void *userdata) {
         Manager *m = userdata;
         json_object *o = NULL;
@@ -147,6 +183,10 @@ const HttpRoute http_api_routes[] = {
         { HTTP_GET, "/v1/kkt/receipt/*", api_get_receipt },
         { HTTP_GET, "/v1/kkt/buffer/status", api_buffer_status },
         { HTTP_GET, "/v1/kkt/heartbeat/status", api_heartbeat_status },
+        { HTTP_GET, "/v1/kkt/device/status", api_device_status },
+#if ENABLE_DEBUG_HOOKS
+        { HTTP_POST, "/v1/kkt/debug/device/fault", api_debug_device_fault },
+#endif
         { HTTP_GET, "/v1/health", api_health },
         { HTTP_GET, "/health", api_health },
         { HTTP_GET, "/metrics", api_metrics },

@@ -21,6 +21,11 @@ struct Intake {
         IntakeStoredCallback stored_cb;
         void *stored_userdata;
         RateLimit full_ratelimit;
+
+        Printer *printer;          /* NULL: answer once durable, without printing */
+        sd_event *event;
+        usec_t response_timeout;   /* how long an answer waits for the print */
+        struct IntakeJob *printing; /* jobs whose answer waits for the register */
 };
 
 typedef struct IntakeJob {
@@ -28,7 +33,13 @@ typedef struct IntakeJob {
         char *key;
         IntakeCallback cb;
         void *userdata;
+
+        struct IntakeJob *prev, *next; /* in Intake.printing */
+        char *receipt_id;
+        sd_event_source *timeout_source;
 } IntakeJob;
+
+static void intake_job_free(IntakeJob *job);
 
 static int key_compare(const void *a, const void *b) {
         return strcmp(a, b);
@@ -54,8 +65,17 @@ static void free_key(void *p) {
 Intake *intake_free(Intake *in) {
         if (!in)
                 return NULL;
+        /* Jobs still waiting for a print: their clients are gone with us. */
+        while (in->printing)
+                intake_job_free(in->printing);
         tdestroy(in->keys_in_flight, free_key);
         return mfree(in);
+}
+
+void intake_set_printer(Intake *in, Printer *printer, sd_event *event, usec_t response_timeout) {
+        in->printer = printer;
+        in->event = event;
+        in->response_timeout = response_timeout;
 }
 
 void intake_set_stored_callback(Intake *in, IntakeStoredCallback cb, void *userdata) {
@@ -116,6 +136,7 @@ const char *intake_receipt_status(const StoreReceipt *r) {
 
 int intake_reply_to_json(const IntakeReply *reply, json_object **ret) {
         _cleanup_(json_object_putp) json_object *o = NULL, *fiscal = NULL;
+        _cleanup_free_ char *failed = NULL;
         const StoreReceipt *r = reply->receipt;
         const char *status, *message;
 
@@ -130,8 +151,13 @@ int intake_reply_to_json(const IntakeReply *reply, json_object **ret) {
         if (reply->replayed)
                 message = "Receipt already accepted under this Idempotency-Key";
         else if (streq(status, "printed"))
-                message = "Receipt printed and stored";
-        else
+                message = "Receipt printed and stored; it will be sent to the OFD";
+        else if (streq(status, "print_failed")) {
+                if (asprintf(&failed, "Printing failed (%s); the receipt is stored and will be printed when the "
+                             "register is ready", strna(reply->detail)) < 0)
+                        return -ENOMEM;
+                message = failed;
+        } else
                 message = "Receipt stored durably; it will be printed and sent to the OFD";
 
         o = json_object_new_object();
@@ -200,6 +226,18 @@ static void intake_job_free(IntakeJob *job) {
         Intake *in = job->intake;
         void *node;
 
+        if (job->receipt_id) {
+                /* It was waiting for the register: unlink it. */
+                if (job->prev)
+                        job->prev->next = job->next;
+                else
+                        in->printing = job->next;
+                if (job->next)
+                        job->next->prev = job->prev;
+                free(job->receipt_id);
+        }
+        sd_event_source_disable_unref(job->timeout_source);
+
         node = tfind(job->key, &in->keys_in_flight, key_compare);
         if (node) {
                 char *stored = *(char **) node;
@@ -210,6 +248,69 @@ static void intake_job_free(IntakeJob *job) {
         in->n_in_flight--;
         free(job->key);
         free(job);
+}
+
+/* The answer for a receipt that is durable and whose print is over (error 0) or still going on. */
+static void intake_answer_printed(IntakeJob *job, int error, const char *fiscal_json, const char *reason) {
+        StoreReceipt r = {
+                .id = job->receipt_id,
+                .status = STORE_STATUS_PENDING,
+                .print_status = error == 0 ? STORE_PRINT_PRINTED : reason ? STORE_PRINT_FAILED : STORE_PRINT_UNPRINTED,
+                .fiscal_doc = (char *) fiscal_json,
+        };
+
+        job->cb(&(IntakeReply) { .error = INTAKE_OK, .receipt = &r, .detail = reason }, job->userdata);
+}
+
+static void intake_on_printed(Printer *p, const char *receipt_id, int error, const char *fiscal_json,
+                              const char *reason, void *userdata) {
+        IntakeJob *job = userdata;
+
+        intake_answer_printed(job, error, fiscal_json, reason);
+        intake_job_free(job);
+}
+
+static int intake_on_print_timeout(sd_event_source *s, uint64_t usec, void *userdata) {
+        IntakeJob *job = userdata;
+
+        /* The receipt is durable; the register is slow. Answer now, printing goes on. */
+        printer_forget_waiter(job->intake->printer, job->receipt_id);
+        intake_answer_printed(job, -ETIMEDOUT, NULL, NULL);
+        intake_job_free(job);
+        return 0;
+}
+
+static int intake_wait_for_print(Intake *in, IntakeJob *job, const StoreReceipt *receipt) {
+        int r;
+
+        job->receipt_id = strdup(receipt->id);
+        if (!job->receipt_id)
+                return -ENOMEM;
+        job->next = in->printing;
+        if (in->printing)
+                in->printing->prev = job;
+        in->printing = job;
+
+        r = printer_enqueue(in->printer, receipt->id, receipt->receipt_data,
+                            in->response_timeout > 0 ? intake_on_printed : NULL, job);
+        if (r >= 0 && in->response_timeout > 0)
+                r = sd_event_add_time_relative(in->event, &job->timeout_source, CLOCK_MONOTONIC,
+                                               in->response_timeout, 0, intake_on_print_timeout, job);
+        if (r < 0 || in->response_timeout == 0) {
+                if (r < 0)
+                        log_warning_errno(r, "Failed to wait for the print of %s, answering now: %m", receipt->id);
+                printer_forget_waiter(in->printer, receipt->id);
+                /* Unlink again: the caller answers and frees the job as for a store-only intake. */
+                in->printing = job->next;
+                if (job->next)
+                        job->next->prev = NULL;
+                job->next = NULL;
+                job->timeout_source = sd_event_source_disable_unref(job->timeout_source);
+                job->receipt_id = mfree(job->receipt_id);
+                return -EAGAIN;
+        }
+        (void) sd_event_source_set_description(job->timeout_source, "intake-print-wait");
+        return 0;
 }
 
 static void intake_on_stored(Store *s, int error, StoreSubmitOutcome outcome, const StoreReceipt *receipt,
@@ -239,6 +340,8 @@ static void intake_on_stored(Store *s, int error, StoreSubmitOutcome outcome, co
                                 in->stats.accepted++;
                                 if (in->stored_cb)
                                         in->stored_cb(receipt, in->stored_userdata);
+                                if (in->printer && intake_wait_for_print(in, job, receipt) >= 0)
+                                        return; /* answered once printed, or when the wait is over */
                         } else
                                 in->stats.replayed++;
                         job->cb(&(IntakeReply) { .error = INTAKE_OK,

@@ -7,6 +7,7 @@
 #include <json-c/json.h>
 
 #include "macro.h"
+#include "printer.h"
 #include "receipt.h"
 #include "store.h"
 
@@ -26,7 +27,7 @@ typedef enum IntakeError {
 
 typedef struct IntakeReply {
         IntakeError error;
-        const char *detail;            /* for errors */
+        const char *detail;            /* for errors; on success, why printing failed */
         bool replayed;                 /* the stored answer to an earlier request with this key */
         const StoreReceipt *receipt;   /* on success */
 } IntakeReply;
@@ -45,6 +46,10 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(Intake *, intake_free);
 
 int intake_submit(Intake *in, const char *idempotency_key, const char *body, size_t size, IntakeCallback cb,
                   void *userdata);
+
+/* With a printer, a new receipt is answered once printed ("printed" with the fiscal document, or
+ * "print_failed"), or after response_timeout as "buffered" while printing goes on. */
+void intake_set_printer(Intake *in, Printer *printer, sd_event *event, usec_t response_timeout);
 
 /* Told about every receipt newly made durable (not replays), before its submitter is answered. */
 typedef void (*IntakeStoredCallback)(const StoreReceipt *receipt, void *userdata);

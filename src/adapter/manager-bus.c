@@ -116,15 +116,33 @@ static int property_get_zero_usec(sd_bus *bus, const char *path, const char *int
         return sd_bus_message_append(reply, "t", UINT64_C(0));
 }
 
-static int property_get_zero_u(sd_bus *bus, const char *path, const char *interface, const char *property,
-                               sd_bus_message *reply, void *userdata, sd_bus_error *error) {
-        return sd_bus_message_append(reply, "u", UINT32_C(0));
-}
-
 static int property_get_device_state(sd_bus *bus, const char *path, const char *interface,
                                      const char *property, sd_bus_message *reply, void *userdata,
                                      sd_bus_error *error) {
-        return sd_bus_message_append(reply, "s", "unknown");
+        Manager *m = userdata;
+
+        return sd_bus_message_append(reply, "s",
+                                     device_state_to_string(m->device ? device_get_state(m->device)
+                                                                      : DEVICE_STATE_UNKNOWN));
+}
+
+static int property_get_device_number(sd_bus *bus, const char *path, const char *interface,
+                                      const char *property, sd_bus_message *reply, void *userdata,
+                                      sd_bus_error *error) {
+        Manager *m = userdata;
+        uint32_t v = 0;
+
+        if (m->device)
+                v = streq(property, "ShiftNumber") ? device_get_shift_number(m->device)
+                                                   : device_get_last_fiscal_document(m->device);
+        return sd_bus_message_append(reply, "u", v);
+}
+
+static int property_get_shift_open(sd_bus *bus, const char *path, const char *interface, const char *property,
+                                   sd_bus_message *reply, void *userdata, sd_bus_error *error) {
+        Manager *m = userdata;
+
+        return sd_bus_message_append(reply, "t", m->device ? device_get_shift_open_usec(m->device) : 0);
 }
 
 static int property_get_adapter_id(sd_bus *bus, const char *path, const char *interface, const char *property,
@@ -148,9 +166,10 @@ static void method_submit_on_intake(const IntakeReply *reply, void *userdata) {
                 snprintf(error_name, sizeof error_name, KKT_BUS_ERROR("%s"), intake_error_to_bus_error(reply->error));
                 r = sd_bus_reply_method_errorf(message, error_name, "%s", reply->detail);
         } else
+                /* fiscal_json is JSON in every case, so a client can parse it without looking at status. */
                 r = sd_bus_reply_method_return(message, "sss", reply->receipt->id,
                                                intake_receipt_status(reply->receipt),
-                                               strempty(reply->receipt->fiscal_doc));
+                                               reply->receipt->fiscal_doc ?: "null");
         if (r < 0)
                 log_debug_errno(r, "Failed to answer SubmitReceipt(): %m");
 }
@@ -256,9 +275,10 @@ const sd_bus_vtable manager_vtable[] = {
         SD_BUS_PROPERTY("AdapterId", "s", property_get_adapter_id, 0, SD_BUS_VTABLE_PROPERTY_CONST),
         SD_BUS_PROPERTY("Version", "s", property_get_version, 0, SD_BUS_VTABLE_PROPERTY_CONST),
         SD_BUS_PROPERTY("DeviceState", "s", property_get_device_state, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
-        SD_BUS_PROPERTY("ShiftNumber", "u", property_get_zero_u, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
-        SD_BUS_PROPERTY("ShiftOpenUSec", "t", property_get_zero_usec, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
-        SD_BUS_PROPERTY("LastFiscalDocument", "u", property_get_zero_u, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("ShiftNumber", "u", property_get_device_number, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("ShiftOpenUSec", "t", property_get_shift_open, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("LastFiscalDocument", "u", property_get_device_number, 0,
+                        SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
 
         SD_BUS_METHOD_WITH_NAMES("SubmitReceipt", "ss", SD_BUS_PARAM(idempotency_key) SD_BUS_PARAM(receipt_json),
                                  "sss", SD_BUS_PARAM(receipt_id) SD_BUS_PARAM(status) SD_BUS_PARAM(fiscal_json),

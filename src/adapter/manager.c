@@ -212,6 +212,67 @@ static void manager_on_receipt_stored(const StoreReceipt *receipt, void *userdat
         manager_counters_changed(m);
 }
 
+static void manager_on_print_event(Printer *p, const char *receipt_id, const char *status, const char *reason,
+                                   void *userdata) {
+        Manager *m = userdata;
+        int r;
+
+        if (m->bus && m->bus_name_acquired) {
+                r = sd_bus_emit_signal(m->bus, KKT_BUS_PATH, KKT_BUS_INTERFACE, "ReceiptStateChanged", "ss",
+                                       receipt_id, status);
+                if (r < 0)
+                        log_debug_errno(r, "Failed to emit ReceiptStateChanged: %m");
+        }
+}
+
+static void manager_on_device_change(Device *d, void *userdata) {
+        Manager *m = userdata;
+        int r;
+
+        if (!m->bus || !m->bus_name_acquired)
+                return;
+        r = sd_bus_emit_properties_changed(m->bus, KKT_BUS_PATH, KKT_BUS_INTERFACE, "DeviceState", "ShiftNumber",
+                                           "ShiftOpenUSec", "LastFiscalDocument", NULL);
+        if (r < 0)
+                log_debug_errno(r, "Failed to emit PropertiesChanged: %m");
+}
+
+static int manager_setup_device(Manager *m) {
+        _cleanup_free_ char *copy = NULL, *emulator_path = NULL;
+        int r;
+
+        copy = strdup(m->config->buffer_path);
+        if (!copy || asprintf(&emulator_path, "%s/emulator-fn.db", dirname(copy)) < 0)
+                return log_oom();
+
+        r = device_new(&m->device, m->event,
+                       &(DeviceOptions) {
+                               .driver = m->config->device_driver,
+                               .timeout = m->config->device_timeout,
+                               .serial = m->config->device_serial,
+                               .fn_number = m->config->device_fn_number,
+                               .registration_number = m->config->device_registration_number,
+                               .inn = m->config->device_inn,
+                               .emulator_path = emulator_path,
+                               .print_latency_min = m->config->device_print_latency_min,
+                               .print_latency_max = m->config->device_print_latency_max,
+                       });
+        if (r < 0)
+                return log_error_errno(r, "Failed to set up the fiscal register (%s): %m", m->config->device_driver);
+        device_set_change_callback(m->device, manager_on_device_change, m);
+
+        r = printer_new(&m->printer, m->event, m->store, m->device);
+        if (r < 0)
+                return log_oom();
+        printer_set_event_callback(m->printer, manager_on_print_event, m);
+        intake_set_printer(m->intake, m->printer, m->event, m->config->device_response_timeout);
+
+        r = printer_start(m->printer);
+        if (r < 0)
+                return log_error_errno(r, "Failed to look for receipts waiting for the register: %m");
+        return 0;
+}
+
 static const char *manager_bus_address(Manager *m) {
         return m->bus_override ?: m->config->bus_address;
 }
@@ -332,7 +393,9 @@ void manager_update_status(Manager *m) {
 }
 
 static bool manager_is_idle(Manager *m) {
-        /* Work in flight: requests not yet answered, receipts not yet committed. */
+        /* Work in flight: requests not yet answered, receipts not yet committed, a document at the register. */
+        if (m->printer && !printer_is_idle(m->printer))
+                return false;
         if (m->http && http_server_requests_in_flight(m->http) > 0)
                 return false;
         if (m->intake && intake_in_flight(m->intake) > 0)
@@ -368,6 +431,8 @@ void manager_begin_stop(Manager *m) {
         (void) sd_notify(false, "STOPPING=1");
         if (m->heartbeat)
                 heartbeat_stop(m->heartbeat);
+        if (m->printer)
+                printer_stop(m->printer);
         if (m->http)
                 http_server_stop_accepting(m->http);
         if (m->intake)
@@ -545,9 +610,12 @@ Manager *manager_free(Manager *m) {
         heartbeat_free(m->heartbeat);
         curl_glue_free(m->glue);
 
-        /* The store first: it delivers the callbacks of queued jobs, which answer through intake and HTTP. */
+        /* The store first: it delivers the callbacks of queued jobs, which answer through intake (and may
+         * queue a print, which a stopped printer does not start) and HTTP. */
         store_free(m->store);
         intake_free(m->intake);
+        printer_free(m->printer);
+        device_free(m->device);
         http_server_free(m->http);
         sd_event_unref(m->event);
 
@@ -620,6 +688,10 @@ int manager_start(Manager *m) {
         if (r < 0)
                 return log_error_errno(r, "Failed to set up intake: %m");
         intake_set_stored_callback(m->intake, manager_on_receipt_stored, m);
+
+        r = manager_setup_device(m);
+        if (r < 0)
+                return r;
         m->counters_published = *store_get_counters(m->store);
 
         r = http_server_new(&m->http, m->event,
@@ -753,6 +825,22 @@ int manager_health(Manager *m, ManagerHealth *ret, json_object **ret_json) {
         r = health_add(components, "buffer", h, detail, &overall);
         if (r < 0)
                 return r;
+
+        /* The fiscal register: a fault stops printing, receipts still become durable. */
+        if (m->device) {
+                DeviceState ds = device_get_state(m->device);
+
+                h = ds == DEVICE_STATE_READY || ds == DEVICE_STATE_PRINTING ? MANAGER_HEALTHY : MANAGER_DEGRADED;
+                if (ds == DEVICE_STATE_FAULT)
+                        snprintf(detail, sizeof detail, "fault: %s; receipts are buffered and printed later",
+                                 device_fault_to_text(device_get_fault(m->device)));
+                else
+                        snprintf(detail, sizeof detail, "%s (%s)", device_state_to_string(ds),
+                                 device_get_driver_name(m->device));
+                r = health_add(components, "device", h, detail, &overall);
+                if (r < 0)
+                        return r;
+        }
 
         /* The ERP heartbeat: offline means receipts wait in the buffer, which is what it is for. */
         switch (m->heartbeat ? heartbeat_get_state(m->heartbeat) : HEARTBEAT_UNKNOWN) {

@@ -9,7 +9,9 @@
 
 #include "conf.h"
 #include "curl-glue.h"
+#include "device.h"
 #include "heartbeat.h"
+#include "printer.h"
 #include "http.h"
 #include "intake.h"
 #include "macro.h"
@@ -31,6 +33,8 @@ typedef struct Manager {
         HttpServer *http;
         CurlGlue *glue;
         Heartbeat *heartbeat;
+        Device *device;
+        Printer *printer;
 
         sd_bus *bus;
         sd_event_source *bus_reconnect_source;
