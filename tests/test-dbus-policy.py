@@ -29,11 +29,14 @@ import re
 import select
 import shutil
 import socket
-import struct
 import subprocess
 import sys
 import tempfile
 import threading
+
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
+import dbusclient  # noqa: E402
 
 # The files under test: the arguments POLICY ACTIVATION-FILE INTERFACE-XML (meson passes its files() objects),
 # else $KKT_DBUS_POLICY, $KKT_DBUS_SERVICE, $KKT_DBUS_INTERFACE, else the dbus/ directory of this tree.
@@ -88,232 +91,18 @@ def skip(why):
     sys.exit(77)
 
 
-# ---- the D-Bus wire protocol, as much as the stand-in needs -------------------------------------------
-
-METHOD_CALL, METHOD_RETURN, ERROR, SIGNAL = 1, 2, 3, 4
-NO_REPLY_EXPECTED = 0x1
-(F_PATH, F_INTERFACE, F_MEMBER, F_ERROR_NAME, F_REPLY_SERIAL, F_DESTINATION, F_SENDER,
- F_SIGNATURE) = range(1, 9)
-FIELD_TYPES = {F_PATH: "o", F_INTERFACE: "s", F_MEMBER: "s", F_ERROR_NAME: "s", F_REPLY_SERIAL: "u",
-               F_DESTINATION: "s", F_SENDER: "s", F_SIGNATURE: "g"}
-
-
-class Writer:
-    def __init__(self):
-        self.b = bytearray()
-
-    def align(self, n):
-        self.b += b"\0" * (-len(self.b) % n)
-
-    def byte(self, v):
-        self.b += bytes([v])
-
-    def u32(self, v):
-        self.align(4)
-        self.b += struct.pack("<I", v)
-
-    def string(self, s):
-        data = s.encode()
-        self.u32(len(data))
-        self.b += data + b"\0"
-
-    def signature(self, s):
-        self.byte(len(s))
-        self.b += s.encode() + b"\0"
-
-    def value(self, sig, v):
-        if sig in ("s", "o"):
-            self.string(v)
-        elif sig == "g":
-            self.signature(v)
-        elif sig == "u":
-            self.u32(v)
-        elif sig == "v":
-            inner, val = v
-            self.signature(inner)
-            self.value(inner, val)
-        elif sig == "a{sv}":
-            if v:
-                raise ValueError("only the empty a{sv} is needed")
-            self.u32(0)
-            self.align(8)
-        else:
-            raise ValueError(sig)
-
-
-def marshal(msg_type, serial, fields, body_sig="", body=(), flags=0):
-    """fields: {code: value}; body: values matching body_sig's complete types, given as a list."""
-    bw = Writer()
-    for sig, v in zip(split_signature(body_sig), body):
-        bw.value(sig, v)
-    if body_sig:
-        fields = {**fields, F_SIGNATURE: body_sig}
-
-    h = Writer()
-    h.b += b"l" + bytes([msg_type, flags, 1])
-    h.u32(len(bw.b))
-    h.u32(serial)
-    h.u32(0)  # fields array length, patched below
-    h.align(8)
-    start = len(h.b)
-    for code, v in fields.items():
-        h.align(8)
-        h.byte(code)
-        h.signature(FIELD_TYPES[code])
-        h.value(FIELD_TYPES[code], v)
-    struct.pack_into("<I", h.b, 12, len(h.b) - start)
-    h.align(8)
-    return bytes(h.b + bw.b)
-
-
-def split_signature(sig):
-    out, i = [], 0
-    while i < len(sig):
-        j = i
-        depth = 0
-        while True:
-            c = sig[j]
-            if c in "({":
-                depth += 1
-            elif c in ")}":
-                depth -= 1
-            j += 1
-            if c != "a" and depth == 0:
-                break
-        out.append(sig[i:j])
-        i = j
-    return out
-
-
-class Reader:
-    def __init__(self, data, pos=0):
-        self.d, self.p = data, pos
-
-    def align(self, n):
-        self.p += -self.p % n
-
-    def byte(self):
-        self.p += 1
-        return self.d[self.p - 1]
-
-    def u32(self):
-        self.align(4)
-        self.p += 4
-        return struct.unpack_from("<I", self.d, self.p - 4)[0]
-
-    def string(self):
-        n = self.u32()
-        s = self.d[self.p:self.p + n].decode()
-        self.p += n + 1
-        return s
-
-    def signature(self):
-        n = self.byte()
-        s = self.d[self.p:self.p + n].decode()
-        self.p += n + 1
-        return s
-
-    def value(self, sig):
-        if sig in ("s", "o"):
-            return self.string()
-        if sig == "g":
-            return self.signature()
-        if sig == "u":
-            return self.u32()
-        raise ValueError(f"cannot read {sig}")
-
-
-class Connection:
-    """A blocking D-Bus client connection over a unix socket: EXTERNAL auth, Hello, calls, messages."""
-
-    def __init__(self, path):
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(10)
-        self.sock.connect(path)
-        self.buf = b""
-        self.serial = 0
-        self.sock.sendall(b"\0AUTH EXTERNAL " + str(os.geteuid()).encode().hex().encode() + b"\r\n")
-        line = self._line()
-        if not line.startswith(b"OK "):
-            raise TestFailure(f"stand-in: authentication failed: {line!r}")
-        self.sock.sendall(b"BEGIN\r\n")
-        self.unique_name = self.call("org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus",
-                                     "Hello")[0]
-
-    def _line(self):
-        while b"\r\n" not in self.buf:
-            chunk = self.sock.recv(4096)
-            if not chunk:
-                raise TestFailure("stand-in: bus closed the connection during authentication")
-            self.buf += chunk
-        line, _, self.buf = self.buf.partition(b"\r\n")
-        return line
-
-    def _read(self, n):
-        while len(self.buf) < n:
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                return None
-            self.buf += chunk
-        data, self.buf = self.buf[:n], self.buf[n:]
-        return data
-
-    def receive(self):
-        """Returns (type, flags, serial, fields, body_sig, body_bytes) or None at EOF."""
-        head = self._read(16)
-        if head is None:
-            return None
-        if head[0:1] != b"l":
-            raise TestFailure("stand-in: big-endian messages are not handled")
-        msg_type, flags = head[1], head[2]
-        body_len, serial, fields_len = struct.unpack_from("<III", head, 4)
-        rest = self._read(fields_len + (-(16 + fields_len) % 8) + body_len)
-        if rest is None:
-            return None
-        data = head + rest
-        r = Reader(data, 16)
-        fields = {}
-        while r.p < 16 + fields_len:
-            r.align(8)
-            code = r.byte()
-            sig = r.signature()
-            fields[code] = r.value(sig)
-        body = data[len(data) - body_len:]
-        return msg_type, flags, serial, fields, fields.get(F_SIGNATURE, ""), body
-
-    def send(self, data):
-        self.sock.sendall(data)
-
-    def next_serial(self):
-        self.serial += 1
-        return self.serial
-
-    def call(self, dest, path, iface, member, sig="", args=()):
-        serial = self.next_serial()
-        self.send(marshal(METHOD_CALL, serial, {F_PATH: path, F_INTERFACE: iface, F_MEMBER: member,
-                                                F_DESTINATION: dest}, sig, list(args)))
-        while True:
-            m = self.receive()
-            if m is None:
-                raise TestFailure(f"stand-in: connection closed waiting for {member}")
-            msg_type, _, _, fields, body_sig, body = m
-            if fields.get(F_REPLY_SERIAL) != serial:
-                continue
-            r = Reader(body)
-            values = [r.value(s) for s in split_signature(body_sig)] if body_sig in ("s", "u", "su") else []
-            if msg_type == ERROR:
-                raise TestFailure(f"stand-in: {member} failed: {fields.get(F_ERROR_NAME)} {values}")
-            return values
-
+# ---- the stand-in service -------------------------------------------------------------------------------
 
 class StandIn:
     """Owns the name as root and answers every method call, so that what the bus lets through is seen."""
 
     def __init__(self, socket_path):
-        self.conn = Connection(socket_path)
-        reply = self.conn.call("org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus",
-                               "RequestName", "su", (NAME, 4))  # DO_NOT_QUEUE
-        if reply != [1]:
+        try:
+            self.conn = dbusclient.Connection(socket_path)
+            reply = self.conn.request_name(NAME, 4)  # DO_NOT_QUEUE
+        except (dbusclient.DBusError, dbusclient.ConnectionClosed) as e:
+            raise TestFailure(f"stand-in: cannot own {NAME}: {e}")
+        if reply != 1:
             raise TestFailure(f"stand-in: RequestName answered {reply}, not 1 (primary owner)")
         with open(INTERFACE_XML) as f:
             self.xml = f.read()
@@ -334,25 +123,24 @@ class StandIn:
         return "s", [f"reached {iface}.{member}"]
 
     def serve(self):
-        self.conn.sock.settimeout(None)
         while True:
             try:
                 m = self.conn.receive()
-            except OSError:
+            except (OSError, dbusclient.ConnectionClosed):
                 return
             if m is None:
                 return
-            msg_type, flags, serial, fields, _, _ = m
-            if msg_type != METHOD_CALL:
+            if m.type != dbusclient.METHOD_CALL:
                 continue
-            iface, member = fields.get(F_INTERFACE), fields.get(F_MEMBER)
             with self.lock:
-                self.received.append((iface, member))
-            if flags & NO_REPLY_EXPECTED:
+                self.received.append((m.interface, m.member))
+            if m.flags & dbusclient.NO_REPLY_EXPECTED:
                 continue
-            sig, body = self.answer(iface, member)
-            self.conn.send(marshal(METHOD_RETURN, self.conn.next_serial(),
-                                   {F_REPLY_SERIAL: serial, F_DESTINATION: fields[F_SENDER]}, sig, body))
+            sig, body = self.answer(m.interface, m.member)
+            try:
+                self.conn.reply(m, sig, body)
+            except OSError:
+                return
 
     def take_received(self):
         with self.lock:
