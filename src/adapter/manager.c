@@ -289,17 +289,43 @@ static int manager_on_bus_disconnected(sd_bus_message *message, void *userdata, 
         return 0;
 }
 
-static int manager_on_name_acquired(sd_bus_message *reply, void *userdata, sd_bus_error *ret_error) {
+static void manager_bus_name_owned(Manager *m) {
+        if (m->bus_name_acquired)
+                return;
+        m->bus_name_acquired = true;
+        m->bus_reconnect_delay = 0;
+        log_info("Acquired bus name %s on %s.", KKT_BUS_NAME, manager_bus_address(m));
+}
+
+static int manager_on_name_acquired_signal(sd_bus_message *message, void *userdata, sd_bus_error *ret_error) {
+        Manager *m = userdata;
+        const char *name;
+
+        if (sd_bus_message_read(message, "s", &name) >= 0 && streq(name, KKT_BUS_NAME))
+                manager_bus_name_owned(m);
+        return 0;
+}
+
+static int manager_on_request_name(sd_bus_message *reply, void *userdata, sd_bus_error *ret_error) {
         Manager *m = userdata;
         const sd_bus_error *e = sd_bus_message_get_error(reply);
+        uint32_t result;
+        int r;
 
         if (e) {
                 log_error("Failed to acquire the bus name %s: %s", KKT_BUS_NAME, e->message ?: e->name);
                 return 0;
         }
-        m->bus_name_acquired = true;
-        m->bus_reconnect_delay = 0;
-        log_info("Acquired bus name %s on %s.", KKT_BUS_NAME, manager_bus_address(m));
+        r = sd_bus_message_read(reply, "u", &result);
+        if (r < 0) {
+                log_error_errno(r, "Failed to parse the answer to RequestName(): %m");
+                return 0;
+        }
+        if (result == 1 || result == 4) /* primary owner, or already were */
+                manager_bus_name_owned(m);
+        else /* queued behind another owner: NameAcquired tells us when it is ours */
+                log_warning("Bus name %s is owned by another process; waiting in the queue for it.",
+                            KKT_BUS_NAME);
         return 0;
 }
 
@@ -338,7 +364,15 @@ static int manager_connect_bus(Manager *m) {
                                       NULL, m);
         if (r < 0)
                 return r;
-        r = sd_bus_request_name_async(bus, NULL, KKT_BUS_NAME, 0, manager_on_name_acquired, m);
+        r = sd_bus_match_signal_async(bus, NULL, "org.freedesktop.DBus", "/org/freedesktop/DBus",
+                                      "org.freedesktop.DBus", "NameAcquired", manager_on_name_acquired_signal,
+                                      NULL, m);
+        if (r < 0)
+                return r;
+        /* Not through sd_bus_request_name_async(): its callback does not tell "queued" from "owned". */
+        r = sd_bus_call_method_async(bus, NULL, "org.freedesktop.DBus", "/org/freedesktop/DBus",
+                                     "org.freedesktop.DBus", "RequestName", manager_on_request_name, m, "su",
+                                     KKT_BUS_NAME, UINT32_C(0));
         if (r < 0)
                 return r;
 
