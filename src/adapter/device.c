@@ -13,6 +13,7 @@
 #include "device.h"
 #include "json-util.h"
 #include "log.h"
+#include "message-ids.h"
 #include "money.h"
 
 typedef enum OpType {
@@ -461,7 +462,7 @@ static void device_set_condition(Device *d, DeviceState condition, DeviceFault f
                 }
                 /* Logged on the change only, so a retried print does not repeat it. Without a receipt the
                  * NULL key ends the field list early. */
-                log_struct(LOG_WARNING, NULL,
+                log_struct(LOG_WARNING, MESSAGE_ID_DEVICE_FAULT,
                            LOG_FIELDS({ "DEVICE_FAULT", device_fault_to_string(fault) },
                                       { receipt_id ? "RECEIPT_ID" : NULL, receipt_id }),
                            "Fiscal register %s: %s%s%s.", d->driver->name, strna(d->last_fault_text),
