@@ -20,6 +20,9 @@
 /* MHD's own hard limit on connections sits above ours, so that the ones over our limit still get a 503
  * with a JSON body instead of a closed socket. */
 #define HTTP_CONNECTION_HEADROOM 64U
+/* MHD takes no answer while a body is being received, so a body without Content-Length that outgrows the
+ * limit is read to its end and dropped, then answered 413; past this much more, the connection is closed. */
+#define HTTP_DISCARD_MAX (1024U * 1024U)
 
 typedef struct HttpListener {
         HttpServer *server;
@@ -27,6 +30,7 @@ typedef struct HttpListener {
         int fd;
         sd_event_source *io_source;
         sd_event_source *timer_source;
+        sd_event_source *defer_source; /* MHD_run() in the next loop iteration */
 } HttpListener;
 
 struct HttpServer {
@@ -39,6 +43,8 @@ struct HttpServer {
         size_t n_listeners;
 
         unsigned in_flight;
+        HttpRequest *suspended; /* requests whose connection is parked until they are answered */
+        bool closing;           /* being freed: MHD is run directly, the loop may be over */
         HttpServerStats stats;
         char *description;
         RateLimit log_ratelimit;
@@ -54,17 +60,35 @@ struct HttpRequest {
         char *body;
         size_t body_size;
         bool body_too_large;
+        uint64_t discarded;
 
         char *args[HTTP_MAX_ARGS];
         unsigned n_args;
 
         bool dispatched;
         bool suspended;
+        HttpRequest *suspended_prev, *suspended_next;
         bool answered;
         bool queued;
         unsigned status;
         struct MHD_Response *response;
 };
+
+/* Takes a request off the server's list of parked ones. */
+static void http_request_unpark(HttpRequest *req) {
+        HttpServer *s = req->server;
+
+        if (!req->suspended)
+                return;
+        req->suspended = false;
+        if (req->suspended_prev)
+                req->suspended_prev->suspended_next = req->suspended_next;
+        else
+                s->suspended = req->suspended_next;
+        if (req->suspended_next)
+                req->suspended_next->suspended_prev = req->suspended_prev;
+        req->suspended_prev = req->suspended_next = NULL;
+}
 
 static HttpRequest *http_request_free(HttpRequest *req) {
         if (!req)
@@ -84,6 +108,7 @@ static void http_request_finish(HttpRequest *req) {
 
         assert(s->in_flight > 0);
         s->in_flight--;
+        http_request_unpark(req);
         http_request_free(req);
 }
 
@@ -161,9 +186,11 @@ static void http_server_count_status(HttpServer *s, unsigned status) {
 static void http_listener_run_soon(HttpListener *l) {
         int r;
 
-        r = sd_event_source_set_time_relative(l->timer_source, 0);
-        if (r >= 0)
-                r = sd_event_source_set_enabled(l->timer_source, SD_EVENT_ONESHOT);
+        if (l->server->closing)
+                return;
+        /* A defer source, not the timer: no timerfd to program, and answers given in one loop iteration
+         * share one MHD_run(). */
+        r = sd_event_source_set_enabled(l->defer_source, SD_EVENT_ONESHOT);
         if (r < 0)
                 log_warning_errno(r, "Failed to schedule the HTTP server: %m");
 }
@@ -177,7 +204,7 @@ static int http_request_deliver(HttpRequest *req) {
                 return 0;
         }
         if (req->suspended) {
-                req->suspended = false;
+                http_request_unpark(req);
                 MHD_resume_connection(req->connection);
                 /* In external polling mode MHD only notices a resumed connection in its next MHD_run(). */
                 http_listener_run_soon(req->listener);
@@ -401,12 +428,19 @@ static enum MHD_Result http_on_access(void *cls, struct MHD_Connection *connecti
 
                 *upload_data_size = 0;
                 if (req->body_too_large || req->body_size + n > s->options.max_body_size) {
-                        /* A chunked body that grew past the limit: answer now, read no further. */
-                        req->body_too_large = true;
-                        (void) http_request_add_header(req, MHD_HTTP_HEADER_CONNECTION, "close");
-                        (void) http_request_reply_error(req, 413, "Body too large: limit %" PRIu64 " bytes",
-                                                        s->options.max_body_size);
-                        return http_request_queue(req);
+                        /* A chunked body that grew past the limit. MHD_queue_response() refuses an answer
+                         * until the body ended (and failing here would reset the connection without any),
+                         * so keep nothing more, drop the rest and answer 413 at its end. */
+                        if (!req->body_too_large) {
+                                req->body_too_large = true;
+                                req->discarded = req->body_size;
+                                req->body = mfree(req->body);
+                                req->body_size = 0;
+                        }
+                        req->discarded += n;
+                        if (req->discarded > s->options.max_body_size + HTTP_DISCARD_MAX)
+                                return MHD_NO;
+                        return MHD_YES;
                 }
                 char *b = realloc(req->body, req->body_size + n + 1);
                 if (!b)
@@ -418,6 +452,17 @@ static enum MHD_Result http_on_access(void *cls, struct MHD_Connection *connecti
                 return MHD_YES;
         }
 
+        if (req->body_too_large) {
+                (void) http_request_add_header(req, MHD_HTTP_HEADER_CONNECTION, "close");
+                (void) http_request_reply_error(req, 413,
+                                                "Body too large: %" PRIu64 " bytes, limit %" PRIu64,
+                                                req->discarded, s->options.max_body_size);
+                return http_request_queue(req);
+        }
+
+        if (req->dispatched && !req->answered)
+                /* Resumed without an answer: given up on at shutdown. */
+                return MHD_NO;
         if (!req->dispatched) {
                 req->dispatched = true;
                 http_server_dispatch(s, req);
@@ -427,6 +472,10 @@ static enum MHD_Result http_on_access(void *cls, struct MHD_Connection *connecti
 
         /* The handler keeps the request: park the connection until the answer is ready. */
         req->suspended = true;
+        req->suspended_next = s->suspended;
+        if (s->suspended)
+                s->suspended->suspended_prev = req;
+        s->suspended = req;
         MHD_suspend_connection(connection);
         return MHD_YES;
 }
@@ -473,6 +522,12 @@ static void http_listener_arm_timer(HttpListener *l) {
                 (void) sd_event_source_set_enabled(l->timer_source, SD_EVENT_OFF);
                 return;
         }
+        if (ms == 0) {
+                /* Work already pending (a connection with data MHD has not processed yet): the timer's
+                 * coarse accuracy would let it wait up to 250 ms. */
+                http_listener_run_soon(l);
+                return;
+        }
         /* MHD says how long from now, so the timer is relative too. */
         r = sd_event_source_set_time_relative(l->timer_source, (usec_t) ms * USEC_PER_MSEC);
         if (r >= 0)
@@ -493,6 +548,10 @@ static int http_on_io(sd_event_source *source, int fd, uint32_t revents, void *u
 }
 
 static int http_on_timer(sd_event_source *source, uint64_t usec, void *userdata) {
+        return http_listener_run(userdata);
+}
+
+static int http_on_defer(sd_event_source *source, void *userdata) {
         return http_listener_run(userdata);
 }
 
@@ -528,10 +587,19 @@ static int http_listener_start(HttpServer *s, HttpListener *l, int fd) {
                 return r;
         (void) sd_event_source_set_description(l->io_source, "http-epoll");
 
+        /* Only MHD's own timeouts (idle connections, in seconds) use the timer: the default accuracy
+         * (250 ms) lets sd-event keep the timerfd as it is while every MHD_run() moves the deadline a
+         * little. Work due now goes through the defer source instead. */
         r = sd_event_add_time_relative(s->event, &l->timer_source, CLOCK_MONOTONIC, 0, 0, http_on_timer, l);
         if (r < 0)
                 return r;
         (void) sd_event_source_set_description(l->timer_source, "http-timer");
+
+        r = sd_event_add_defer(s->event, &l->defer_source, http_on_defer, l);
+        if (r < 0)
+                return r;
+        (void) sd_event_source_set_enabled(l->defer_source, SD_EVENT_OFF);
+        (void) sd_event_source_set_description(l->defer_source, "http-run-soon");
         http_listener_arm_timer(l);
         return 0;
 }
@@ -539,6 +607,7 @@ static int http_listener_start(HttpServer *s, HttpListener *l, int fd) {
 static void http_listener_done(HttpListener *l) {
         l->io_source = sd_event_source_disable_unref(l->io_source);
         l->timer_source = sd_event_source_disable_unref(l->timer_source);
+        l->defer_source = sd_event_source_disable_unref(l->defer_source);
         if (l->daemon) {
                 MHD_stop_daemon(l->daemon);
                 l->daemon = NULL;
@@ -699,6 +768,26 @@ int http_server_new(HttpServer **ret, sd_event *event, const HttpServerOptions *
 HttpServer *http_server_free(HttpServer *s) {
         if (!s)
                 return NULL;
+
+        /* MHD_stop_daemon() aborts the process while a connection is still suspended. Whoever kept these
+         * requests is gone by now (the server is freed last), so answer them here, which resumes their
+         * connections, and let MHD take them off its suspended list before it stops. */
+        s->closing = true;
+        if (s->suspended) {
+                while (s->suspended) {
+                        HttpRequest *req = s->suspended;
+
+                        if (http_request_reply_error(req, 503, "Shutting down; retry shortly") < 0) {
+                                /* No memory for an answer: resumed without one, MHD drops the connection. */
+                                http_request_unpark(req);
+                                MHD_resume_connection(req->connection);
+                        }
+                }
+                for (size_t i = 0; i < s->n_listeners; i++)
+                        if (s->listeners[i].daemon)
+                                (void) MHD_run(s->listeners[i].daemon);
+        }
+
         for (size_t i = 0; i < s->n_listeners; i++)
                 http_listener_done(&s->listeners[i]);
         free(s->listeners);

@@ -11,6 +11,7 @@ import os
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -68,6 +69,7 @@ class Daemon:
         self.reader.start()
         self.listener = None
         self.port = None
+        self.start_index = 0  # messages before the last start() belong to an earlier run
 
     # configuration -----------------------------------------------------------------------------------------
     def write_config(self, text):
@@ -76,6 +78,9 @@ class Daemon:
 
     # process -----------------------------------------------------------------------------------------------
     def start(self, wait_ready=True, timeout=20):
+        """Starts the daemon (again, on the same state directory and listener, after a stop or a kill)."""
+        with self.lock:
+            self.start_index = len(self.messages)
         env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "NOTIFY_SOCKET": self.notify_path,
@@ -111,11 +116,13 @@ class Daemon:
         # LISTEN_PID must be the daemon's own pid: let the shell put in its $$ and exec into the daemon.
         cmd = ["/bin/sh", "-c", 'if [ -n "$LISTEN_FDS" ]; then export LISTEN_PID=$$; fi; exec "$0" "$@"',
                DAEMON, f"--config={self.config_path}"] + self.args
+        if getattr(self, "log", None):
+            self.log.close()
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log,
                                      pass_fds=pass_fds, preexec_fn=preexec)
         if wait_ready:
-            self.wait_message("READY", "1", timeout=timeout)
+            self.wait_message("READY", "1", timeout=timeout, after=self.start_index)
         return self
 
     def _read_loop(self):
@@ -178,6 +185,13 @@ class Daemon:
             self.proc.wait()
             raise TestFailure("daemon did not stop within %ss after SIGTERM; log:\n%s" % (timeout, self.log_text()))
 
+    def stop_clean(self, timeout=20):
+        """SIGTERM; fails unless the daemon exits 0 with no sanitizer report in its log."""
+        rc = self.stop(timeout=timeout)
+        check(rc == 0, f"exit code {rc} after SIGTERM; log:\n" + self.log_text())
+        log = self.log_text()
+        check("Sanitizer" not in log and "runtime error:" not in log, "sanitizer report in the log:\n" + log)
+
     def kill(self):
         if self.proc and self.proc.poll() is None:
             self.proc.kill()
@@ -185,6 +199,8 @@ class Daemon:
 
     def cleanup(self):
         self.kill()
+        if getattr(self, "log", None):
+            self.log.close()
         if self.listener:
             self.listener.close()
         self.closing = True
@@ -196,9 +212,11 @@ class Daemon:
         return self
 
     def __exit__(self, exc_type, exc, tb):
-        if exc_type is not None:
-            sys.stderr.write("---- daemon log ----\n" + self.log_text() + "\n--------------------\n")
-        self.cleanup()
+        try:
+            if exc_type is not None:
+                sys.stderr.write("---- daemon log ----\n" + self.log_text() + "\n--------------------\n")
+        finally:
+            self.cleanup()  # even when stderr is gone (a closed pipe): never leave a daemon behind
 
     # HTTP --------------------------------------------------------------------------------------------------
     def request(self, method, path, body=None, headers=None, timeout=30):
@@ -207,6 +225,8 @@ class Daemon:
         try:
             if isinstance(body, (dict, list)):
                 body = json.dumps(body)
+            if isinstance(body, str):
+                body = body.encode()  # JSON is UTF-8; http.client would send a str as Latin-1
             h = {"Content-Type": "application/json"} if body is not None else {}
             h.update(headers or {})
             conn.request(method, path, body=body, headers=h)
@@ -220,6 +240,91 @@ class Daemon:
             return r.status, hdrs, payload
         finally:
             conn.close()
+
+
+    def connect(self, timeout=10):
+        """A raw TCP connection to the daemon's listener."""
+        return socket.create_connection(("127.0.0.1", self.port), timeout=timeout)
+
+    @property
+    def db_path(self):
+        return os.path.join(self.state_dir, "buffer.db")
+
+    def db(self):
+        """A read-only connection to buffer.db, as the other tools that read it open it."""
+        return sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True, timeout=10, isolation_level=None)
+
+    def metrics(self):
+        """GET /metrics as {"name{labels}": number}."""
+        status, _, text = self.request("GET", "/metrics")
+        check(status == 200, f"/metrics answered {status}")
+        return parse_metrics(text)
+
+    def post_receipt(self, body, key, timeout=30):
+        """POST /v1/kkt/receipt with an Idempotency-Key (None: without one)."""
+        headers = {} if key is None else {"Idempotency-Key": key}
+        return self.request("POST", "/v1/kkt/receipt", body, headers, timeout=timeout)
+
+
+def closed_port():
+    """A loopback port nobody listens on: calls to it fail at once with a refused connection."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def parse_metrics(text):
+    values = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        name, _, value = line.rpartition(" ")
+        values[name] = float(value)
+    return values
+
+
+def sample_receipt(pos_id="POS-1", price="1500.00", name="Lens"):
+    """A valid receipt: one item, paid by card. Amounts are JSON numbers written as given."""
+    return ('{"pos_id": "%s", "type": "sale", "items": [{"name": "%s", "price": %s, "quantity": 1, '
+            '"total": %s, "vat_rate": 20}], "payments": [{"type": "card", "amount": %s}]}'
+            % (pos_id, name, price, price, price))
+
+
+def read_response(sock, timeout=10):
+    """Reads one HTTP/1.1 response from a raw socket, and nothing of the next one (pipelined answers stay
+    in the socket): (status, headers dict, body bytes); None when the server closed or reset the connection
+    before a complete status line and headers."""
+    deadline = time.monotonic() + timeout
+
+    def recv(n):
+        sock.settimeout(max(0.01, deadline - time.monotonic()))
+        try:
+            return sock.recv(n)
+        except (ConnectionResetError, BrokenPipeError):
+            return b""
+
+    head = b""
+    while not head.endswith(b"\r\n\r\n"):
+        c = recv(1)
+        if not c:
+            return None
+        head += c
+    lines = head[:-4].decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    headers = {}
+    for line in lines[1:]:
+        k, _, v = line.partition(":")
+        headers[k.strip().lower()] = v.strip()
+    length = int(headers.get("content-length", "0"))
+    body = b""
+    while len(body) < length:
+        chunk = recv(length - len(body))
+        if not chunk:
+            break
+        body += chunk
+    return status, headers, body
 
 
 def run_tests(tests):
