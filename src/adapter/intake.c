@@ -21,6 +21,7 @@ struct Intake {
         IntakeStoredCallback stored_cb;
         void *stored_userdata;
         RateLimit full_ratelimit;
+        RateLimit error_ratelimit; /* a failing disk fails every receipt: one line each would flood */
 
         Printer *printer;          /* NULL: answer once durable, without printing */
         sd_event *event;
@@ -54,6 +55,7 @@ int intake_new(Intake **ret, Store *store, const ReceiptLimits *limits) {
         in->store = store;
         in->limits = *limits;
         in->full_ratelimit = RATELIMIT_INIT(60 * USEC_PER_SEC, 1);
+        in->error_ratelimit = RATELIMIT_INIT(10 * USEC_PER_SEC, 5);
         *ret = in;
         return 0;
 }
@@ -283,6 +285,15 @@ static int intake_on_print_timeout(sd_event_source *s, uint64_t usec, void *user
 static int intake_wait_for_print(Intake *in, IntakeJob *job, const StoreReceipt *receipt) {
         int r;
 
+        if (in->response_timeout == 0) {
+                /* Nobody waits for the print: queue it and answer now, without registering a waiter only
+                 * to look it up again in the print queue to forget it. */
+                r = printer_enqueue(in->printer, receipt->id, receipt->receipt_data, NULL, NULL);
+                if (r < 0)
+                        log_warning_errno(r, "Failed to queue %s for printing: %m", receipt->id);
+                return -EAGAIN;
+        }
+
         job->receipt_id = strdup(receipt->id);
         if (!job->receipt_id)
                 return -ENOMEM;
@@ -293,9 +304,11 @@ static int intake_wait_for_print(Intake *in, IntakeJob *job, const StoreReceipt 
 
         r = printer_enqueue(in->printer, receipt->id, receipt->receipt_data,
                             in->response_timeout > 0 ? intake_on_printed : NULL, job);
+        /* 1 ms accuracy: the default (0 = 250 ms) would let the client wait past the promised bound. */
         if (r >= 0 && in->response_timeout > 0)
                 r = sd_event_add_time_relative(in->event, &job->timeout_source, CLOCK_MONOTONIC,
-                                               in->response_timeout, 0, intake_on_print_timeout, job);
+                                               in->response_timeout, USEC_PER_MSEC, intake_on_print_timeout,
+                                               job);
         if (r < 0 || in->response_timeout == 0) {
                 if (r < 0)
                         log_warning_errno(r, "Failed to wait for the print of %s, answering now: %m", receipt->id);
@@ -323,13 +336,15 @@ static void intake_on_stored(Store *s, int error, StoreSubmitOutcome outcome, co
         in->stats.last_error = error < 0 ? error : 0;
         if (error == -ENOSPC) {
                 in->stats.failed++;
-                log_struct_errno(LOG_ERR, error, MESSAGE_ID_BUFFER_FULL, NULL,
-                                 "Disk full: a receipt could not be stored: %m");
+                if (ratelimit_below(&in->error_ratelimit, NULL))
+                        log_struct_errno(LOG_ERR, error, MESSAGE_ID_BUFFER_FULL, NULL,
+                                         "Disk full: a receipt could not be stored: %m");
                 intake_answer(job->cb, job->userdata, INTAKE_DISK_FULL,
                               "Insufficient storage: the receipt buffer's disk is full");
         } else if (error < 0) {
                 in->stats.failed++;
-                log_error_errno(error, "Failed to store a receipt: %m");
+                if (ratelimit_below(&in->error_ratelimit, NULL))
+                        log_error_errno(error, "Failed to store a receipt: %m");
                 snprintf(detail, sizeof detail, "Receipt buffer unavailable: %s", strerror(-error));
                 intake_answer(job->cb, job->userdata, INTAKE_UNAVAILABLE, detail);
         } else
