@@ -641,15 +641,19 @@ Manager *manager_free(Manager *m) {
         sd_event_source_disable_unref(m->bus_reconnect_source);
         sd_event_source_disable_unref(m->counters_source);
         sd_bus_flush_close_unref(m->bus);
+
+        /* Teardown in dependency order. A stopped printer starts no document, whatever calls it below. */
+        if (m->printer)
+                printer_stop(m->printer);
         heartbeat_free(m->heartbeat);
         curl_glue_free(m->glue);
-
-        /* The store first: it delivers the callbacks of queued jobs, which answer through intake (and may
-         * queue a print, which a stopped printer does not start) and HTTP. */
+        /* The register first: the callbacks it still owes go to the printer, the store, intake and HTTP. */
+        device_free(m->device);
+        /* Then the store: it delivers the callbacks of queued jobs, which answer through the printer,
+         * intake and HTTP. */
         store_free(m->store);
         intake_free(m->intake);
         printer_free(m->printer);
-        device_free(m->device);
         http_server_free(m->http);
         sd_event_unref(m->event);
 
