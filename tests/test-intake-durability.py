@@ -215,8 +215,9 @@ def test_kill9_under_load_loses_no_acknowledged_receipt():
 
 def test_stop_deadline_answers_a_waiting_request_and_keeps_its_receipt():
     """A receipt whose answer waits for a register slower than the stop deadline (20 s): the daemon gives up
-    waiting, answers 503 instead of leaving the connection parked (libmicrohttpd aborts the process when it
-    is stopped with a suspended connection), exits non-zero, and the receipt, durable before the stop, is
+    waiting, answers (503, or 200 when the register's document was stored during the teardown) instead of
+    leaving the connection parked (libmicrohttpd aborts the process when it is stopped with a suspended
+    connection), exits non-zero, and the receipt, durable before the stop, is
     there after a restart for the client's retry."""
     slow = BASE + "[Device]\nResponseTimeout=60s\nTimeout=5min\nPrintLatencyMin=40s\nPrintLatencyMax=40s\n"
     with Daemon(slow) as d:
@@ -251,7 +252,11 @@ def test_stop_deadline_answers_a_waiting_request_and_keeps_its_receipt():
               f"crash report in the log:\n{log}")
         check(result, "the waiting client got no answer")
         status, _, p = result[0]
-        check(status == 503 and isinstance(p, dict) and p.get("detail"), f"waiting client answered {status}: {p}")
+        # Either the register's document made it into the buffer during the teardown (the truth is then
+        # "printed"), or the client hears 503 and retries with its key: never silence, never a lie.
+        check((status == 503 and isinstance(p, dict) and p.get("detail")) or
+              (status == 200 and isinstance(p, dict) and p.get("receipt_id") == row[0]),
+              f"waiting client answered {status}: {p}")
 
         d.start()
         rid, _ = post_ok(d, sample_receipt("POS-slow"), "slow-1")

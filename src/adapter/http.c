@@ -186,7 +186,8 @@ static void http_server_count_status(HttpServer *s, unsigned status) {
 static void http_listener_run_soon(HttpListener *l) {
         int r;
 
-        if (l->server->closing)
+        /* After the loop finished, http_server_free() gives MHD its last run. */
+        if (l->server->closing || sd_event_get_state(l->server->event) == SD_EVENT_FINISHED)
                 return;
         /* A defer source, not the timer: no timerfd to program, and answers given in one loop iteration
          * share one MHD_run(). */
@@ -773,7 +774,7 @@ HttpServer *http_server_free(HttpServer *s) {
          * requests is gone by now (the server is freed last), so answer them here, which resumes their
          * connections, and let MHD take them off its suspended list before it stops. */
         s->closing = true;
-        if (s->suspended) {
+        {
                 while (s->suspended) {
                         HttpRequest *req = s->suspended;
 
@@ -783,10 +784,13 @@ HttpServer *http_server_free(HttpServer *s) {
                                 MHD_resume_connection(req->connection);
                         }
                 }
-                for (size_t i = 0; i < s->n_listeners; i++)
-                        if (s->listeners[i].daemon)
-                                (void) MHD_run(s->listeners[i].daemon);
         }
+        /* The loop is over: give answers that were given during the teardown (or above) one last run, so
+         * MHD takes resumed connections off its suspended list and writes what it can. */
+        for (size_t i = 0; i < s->n_listeners; i++)
+                if (s->listeners[i].daemon)
+                        for (unsigned k = 0; k < 2; k++)
+                                (void) MHD_run(s->listeners[i].daemon);
 
         for (size_t i = 0; i < s->n_listeners; i++)
                 http_listener_done(&s->listeners[i]);
