@@ -31,6 +31,11 @@ struct Printer {
         PrintJob *head, *tail;
         PrintJob *current;     /* at the register or being stored */
         bool stopping;
+        /* After a start, nothing is printed until the register said what it made last: the daemon may have
+         * died between the register making a document and the store keeping it. */
+        bool loading;          /* the unprinted receipts are being read from the store */
+        bool recovering;       /* the register's last document is to be matched against them */
+        bool querying;         /* that question is at the register */
         usec_t retry_delay;
         sd_event_source *retry_source;
 
@@ -103,17 +108,8 @@ static int printer_on_retry(sd_event_source *s, uint64_t usec, void *userdata) {
         return 0;
 }
 
-/* Puts the current job back at the head and tries again later: a register that failed (paper out) fails
- * the same way for the next receipt, and printing out of order would only confuse the shift. */
-static void printer_retry_later(Printer *p) {
-        PrintJob *j = TAKE_PTR(p->current);
+static void printer_schedule_retry(Printer *p) {
         int r;
-
-        j->next = p->head;
-        p->head = j;
-        if (!p->tail)
-                p->tail = j;
-        p->stats.queued++;
 
         p->retry_delay = p->retry_delay == 0 ? PRINT_RETRY_MIN : MIN(p->retry_delay * 2, PRINT_RETRY_MAX);
         if (!p->retry_source) {
@@ -127,6 +123,19 @@ static void printer_retry_later(Printer *p) {
         } else
                 (void) sd_event_source_set_time_relative(p->retry_source, p->retry_delay);
         (void) sd_event_source_set_enabled(p->retry_source, SD_EVENT_ONESHOT);
+}
+
+/* Puts the current job back at the head and tries again later: a register that failed (paper out) fails
+ * the same way for the next receipt, and printing out of order would only confuse the shift. */
+static void printer_retry_later(Printer *p) {
+        PrintJob *j = TAKE_PTR(p->current);
+
+        j->next = p->head;
+        p->head = j;
+        if (!p->tail)
+                p->tail = j;
+        p->stats.queued++;
+        printer_schedule_retry(p);
 }
 
 typedef struct MarkFailedJob {
@@ -269,14 +278,15 @@ static void printer_on_last_document(Device *d, int error, DeviceFault fault, co
         int r;
 
         assert(j);
-        if (error < 0) {
+        /* -ENOENT without a fault: the register has made no document at all, so not ours either. */
+        if (error < 0 && !(error == -ENOENT && fault == DEVICE_FAULT_NONE)) {
                 /* Without knowing what the register did, printing again could make a second document. */
                 log_warning("Cannot ask the register for its last document (%s); retrying before printing %s.",
                             device_fault_to_text(fault), j->receipt_id);
                 printer_retry_later(p);
                 return;
         }
-        if (doc && streq(doc->receipt_id, j->receipt_id)) {
+        if (error >= 0 && doc && streq(doc->receipt_id, j->receipt_id)) {
                 log_info("Receipt %s was printed before the register's answer was lost: FD %" PRIu32 ".",
                          j->receipt_id, doc->fiscal_document_number);
                 p->stats.matched_after_unknown++;
@@ -298,14 +308,57 @@ static void printer_on_last_document(Device *d, int error, DeviceFault fault, co
         }
 }
 
+static void printer_on_recovered(Device *d, int error, DeviceFault fault, const DeviceDocument *doc,
+                                 void *userdata) {
+        Printer *p = userdata;
+        PrintJob *j;
+        int r;
+
+        p->querying = false;
+        if (error < 0 && !(error == -ENOENT && fault == DEVICE_FAULT_NONE)) {
+                if (ratelimit_below(&p->log_ratelimit, NULL))
+                        log_warning("Cannot ask the register for its last document (%s); printing waits, "
+                                    "since a receipt may have been printed just before the restart.",
+                                    device_fault_to_text(fault));
+                printer_schedule_retry(p);
+                return;
+        }
+
+        p->recovering = false;
+        p->retry_delay = 0;
+        j = error >= 0 && doc ? printer_find(p, doc->receipt_id) : NULL;
+        if (j && !j->fiscal_json) {
+                r = printer_keep_document(j, doc);
+                if (r < 0)
+                        /* Its turn asks the register again instead of printing it. */
+                        j->unknown_outcome = true;
+                else {
+                        log_info("Receipt %s was printed before the restart, but its fiscal document was "
+                                 "not stored: FD %" PRIu32 ".", j->receipt_id, doc->fiscal_document_number);
+                        p->stats.matched_after_unknown++;
+                }
+        }
+        printer_next(p);
+}
+
 static void printer_next(Printer *p) {
         PrintJob *j;
         int r;
 
-        if (p->current || p->stopping)
+        if (p->current || p->stopping || p->loading || p->querying)
                 return;
         if (p->retry_source && sd_event_source_get_enabled(p->retry_source, NULL) > 0)
                 return; /* waiting before the next attempt */
+        if (p->recovering) {
+                r = device_last_document(p->device, printer_on_recovered, p);
+                if (r < 0) {
+                        log_error_errno(r, "Failed to ask the register for its last document: %m");
+                        printer_schedule_retry(p);
+                        return;
+                }
+                p->querying = true;
+                return;
+        }
         j = printer_pop(p);
         if (!j)
                 return;
@@ -332,12 +385,9 @@ static void printer_on_late(Device *d, const char *receipt_id, int error, Device
                          doc->fiscal_document_number);
 }
 
-int printer_enqueue(Printer *p, const char *receipt_id, const char *canonical_json, PrinterWaiterCallback cb,
-                    void *userdata) {
+static int print_job_new(PrintJob **ret, const char *receipt_id, const char *canonical_json) {
         PrintJob *j;
 
-        if (printer_find(p, receipt_id))
-                return -EEXIST;
         j = new0(PrintJob, 1);
         if (!j)
                 return -ENOMEM;
@@ -347,6 +397,20 @@ int printer_enqueue(Printer *p, const char *receipt_id, const char *canonical_js
                 print_job_free(j);
                 return -ENOMEM;
         }
+        *ret = j;
+        return 0;
+}
+
+int printer_enqueue(Printer *p, const char *receipt_id, const char *canonical_json, PrinterWaiterCallback cb,
+                    void *userdata) {
+        PrintJob *j;
+        int r;
+
+        if (printer_find(p, receipt_id))
+                return -EEXIST;
+        r = print_job_new(&j, receipt_id, canonical_json);
+        if (r < 0)
+                return r;
         j->waiter = cb;
         j->waiter_userdata = userdata;
         printer_push(p, j);
@@ -406,20 +470,44 @@ typedef struct LoadContext {
 static void load_context_done(Store *s, int result, void *userdata) {
         LoadContext *ctx = userdata;
         Printer *p = ctx->printer;
+        PrintJob *loaded = NULL, *last = NULL;
+        unsigned n = 0;
 
         if (result < 0)
                 log_error_errno(result, "Failed to read the receipts waiting for the register: %m");
         else if (ctx->job.n > 0)
                 log_info("%zu buffered receipt(s) are not printed yet; printing them now.", ctx->job.n);
         for (size_t i = 0; i < ctx->job.n; i++) {
-                if (result >= 0 && ctx->job.ids[i] && ctx->job.docs[i] && !printer_find(p, ctx->job.ids[i]))
-                        (void) printer_enqueue(p, ctx->job.ids[i], ctx->job.docs[i], NULL, NULL);
+                PrintJob *j;
+
+                /* In HLC order, ahead of receipts that arrived while they were being read (newer ones). */
+                if (result >= 0 && ctx->job.ids[i] && ctx->job.docs[i] &&
+                    !printer_find(p, ctx->job.ids[i]) &&
+                    print_job_new(&j, ctx->job.ids[i], ctx->job.docs[i]) >= 0) {
+                        if (last)
+                                last->next = j;
+                        else
+                                loaded = j;
+                        last = j;
+                        n++;
+                }
                 free(ctx->job.ids[i]);
                 free(ctx->job.docs[i]);
         }
         free(ctx->job.ids);
         free(ctx->job.docs);
         free(ctx);
+
+        if (loaded) {
+                last->next = p->head;
+                if (!p->head)
+                        p->tail = last;
+                p->head = loaded;
+                p->stats.queued += n;
+                p->recovering = true;
+        }
+        p->loading = false;
+        printer_next(p);
 }
 
 int printer_start(Printer *p) {
@@ -430,8 +518,10 @@ int printer_start(Printer *p) {
         if (!ctx)
                 return -ENOMEM;
         ctx->printer = p;
+        p->loading = true;
         r = store_read(p->store, load_run, &ctx->job, load_context_done, ctx);
         if (r < 0) {
+                p->loading = false;
                 free(ctx);
                 return r;
         }
@@ -478,7 +568,7 @@ void printer_stop(Printer *p) {
 }
 
 bool printer_is_idle(Printer *p) {
-        return !p->current;
+        return !p->current && !p->querying;
 }
 
 const PrinterStats *printer_get_stats(Printer *p) {
