@@ -110,10 +110,11 @@ static int property_get_circuit_state(sd_bus *bus, const char *path, const char 
         return sd_bus_message_append(reply, "s", manager_circuit_state(userdata) ?: "unknown");
 }
 
-static int property_get_zero_usec(sd_bus *bus, const char *path, const char *interface, const char *property,
+static int property_get_last_sync(sd_bus *bus, const char *path, const char *interface, const char *property,
                                   sd_bus_message *reply, void *userdata, sd_bus_error *error) {
-        /* Modules that have not landed yet: nothing happened, so the time is 0 ("never"). */
-        return sd_bus_message_append(reply, "t", UINT64_C(0));
+        Manager *m = userdata;
+
+        return sd_bus_message_append(reply, "t", m->sync ? sync_get_last_sync_usec(m->sync) : 0);
 }
 
 static int property_get_device_state(sd_bus *bus, const char *path, const char *interface,
@@ -241,16 +242,138 @@ static int method_get_receipt(sd_bus_message *message, void *userdata, sd_bus_er
         return 1;
 }
 
-static int method_not_supported(sd_bus_message *message, void *userdata, sd_bus_error *error) {
+static int method_sync_now(sd_bus_message *message, void *userdata, sd_bus_error *error) {
+        Manager *m = userdata;
+        SyncTriggerResult t;
         int r;
 
         r = manager_check_caller(message, PRIVILEGE_ADMIN, error);
         if (r < 0)
                 return r;
-        /* Honest until the OFD sync exists: nothing would be done, so say so instead of pretending. */
-        return sd_bus_error_setf(error, KKT_BUS_ERROR("NotSupported"),
-                                 "%s() needs the OFD sync, which this version does not have yet",
-                                 sd_bus_message_get_member(message));
+        r = sync_trigger(m->sync, &t);
+        if (r == -ESHUTDOWN)
+                return sd_bus_error_set(error, KKT_BUS_ERROR("Unavailable"), "The sync worker is stopping");
+        if (r < 0)
+                return r;
+        if (t == SYNC_TRIGGER_CIRCUIT_OPEN)
+                return sd_bus_error_set(error, KKT_BUS_ERROR("Unavailable"),
+                                        "The OFD circuit breaker is open; ResetCircuitBreaker() to retry now");
+        /* Started or joined a running pass: it runs after this answer, never inside the call. */
+        return sd_bus_reply_method_return(message, NULL);
+}
+
+/* Who did it, for the dead-letter queue's resolved_by: the caller's uid, without an NSS lookup. */
+static void caller_name(sd_bus_message *message, char *buf, size_t l) {
+        _cleanup_(sd_bus_creds_unrefp) sd_bus_creds *creds = NULL;
+        uid_t uid;
+
+        if (sd_bus_query_sender_creds(message, SD_BUS_CREDS_EUID | SD_BUS_CREDS_UID | SD_BUS_CREDS_AUGMENT,
+                                      &creds) >= 0 &&
+            (sd_bus_creds_get_euid(creds, &uid) >= 0 || sd_bus_creds_get_uid(creds, &uid) >= 0))
+                snprintf(buf, l, "dbus:uid=%u", (unsigned) uid);
+        else
+                snprintf(buf, l, "dbus");
+}
+
+static void method_on_dlq_change(Sync *s, int error, void *userdata) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *message = userdata;
+        int r;
+
+        if (error == -ENOENT)
+                r = sd_bus_reply_method_errorf(message, KKT_BUS_ERROR("NotFound"), "No receipt with this id");
+        else if (error == -EALREADY)
+                r = sd_bus_reply_method_errorf(message, KKT_BUS_ERROR("Conflict"),
+                                               "The receipt has no open dead letter");
+        else if (error < 0)
+                r = sd_bus_reply_method_errorf(message, KKT_BUS_ERROR("Unavailable"),
+                                               "Receipt buffer unavailable: %s", strerror(-error));
+        else
+                r = sd_bus_reply_method_return(message, NULL);
+        if (r < 0)
+                log_debug_errno(r, "Failed to answer %s(): %m", sd_bus_message_get_member(message));
+}
+
+static int method_dead_letter(sd_bus_message *message, void *userdata, sd_bus_error *error) {
+        Manager *m = userdata;
+        const char *id, *note = NULL;
+        char who[64];
+        bool resolve = streq(sd_bus_message_get_member(message), "ResolveDeadLetter");
+        int r;
+
+        r = manager_check_caller(message, PRIVILEGE_ADMIN, error);
+        if (r < 0)
+                return r;
+        r = resolve ? sd_bus_message_read(message, "ss", &id, &note) : sd_bus_message_read(message, "s", &id);
+        if (r < 0)
+                return r;
+        if (isempty(id))
+                return sd_bus_error_set(error, KKT_BUS_ERROR("InvalidArgument"), "Receipt id must not be empty");
+        if (resolve && isempty(note))
+                return sd_bus_error_set(error, KKT_BUS_ERROR("InvalidArgument"),
+                                        "A note saying how the receipt was resolved is required");
+        caller_name(message, who, sizeof who);
+
+        sd_bus_message_ref(message);
+        r = resolve ? sync_dlq_resolve(m->sync, id, note, who, method_on_dlq_change, message)
+                    : sync_dlq_retry(m->sync, id, who, method_on_dlq_change, message);
+        if (r < 0) {
+                sd_bus_message_unref(message);
+                return r;
+        }
+        return 1;
+}
+
+static void method_on_dlq_list(Sync *s, int error, const SyncDeadLetter *entries, size_t n_entries,
+                               void *userdata) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *message = userdata;
+        json_object *a = NULL;
+        int r;
+
+        if (error < 0)
+                r = sd_bus_reply_method_errorf(message, KKT_BUS_ERROR("Unavailable"),
+                                               "Receipt buffer unavailable: %s", strerror(-error));
+        else if ((r = sync_dead_letters_to_json(entries, n_entries, &a)) < 0)
+                r = sd_bus_reply_method_errnof(message, r, "Failed to render the dead letters: %m");
+        else {
+                r = sd_bus_reply_method_return(message, "s",
+                                               json_object_to_json_string_ext(a, JSON_C_TO_STRING_PLAIN |
+                                                                                         JSON_C_TO_STRING_NOSLASHESCAPE));
+                json_object_put(a);
+        }
+        if (r < 0)
+                log_debug_errno(r, "Failed to answer ListDeadLetters(): %m");
+}
+
+static int method_list_dead_letters(sd_bus_message *message, void *userdata, sd_bus_error *error) {
+        Manager *m = userdata;
+        int all, r;
+
+        r = manager_check_caller(message, PRIVILEGE_ADMIN, error);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_read(message, "b", &all);
+        if (r < 0)
+                return r;
+        sd_bus_message_ref(message);
+        r = sync_dlq_list(m->sync, 0, !all, method_on_dlq_list, message);
+        if (r < 0) {
+                sd_bus_message_unref(message);
+                return r;
+        }
+        return 1;
+}
+
+static int method_reset_breaker(sd_bus_message *message, void *userdata, sd_bus_error *error) {
+        Manager *m = userdata;
+        int r;
+
+        r = manager_check_caller(message, PRIVILEGE_ADMIN, error);
+        if (r < 0)
+                return r;
+        r = sync_reset_breaker(m->sync);
+        if (r < 0)
+                return r;
+        return sd_bus_reply_method_return(message, NULL);
 }
 
 const sd_bus_vtable manager_vtable[] = {
@@ -271,7 +394,7 @@ const sd_bus_vtable manager_vtable[] = {
         SD_BUS_PROPERTY("DeadLettered", "t", property_get_counter, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("Capacity", "t", property_get_counter, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("CircuitState", "s", property_get_circuit_state, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
-        SD_BUS_PROPERTY("LastSyncUSec", "t", property_get_zero_usec, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("LastSyncUSec", "t", property_get_last_sync, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("AdapterId", "s", property_get_adapter_id, 0, SD_BUS_VTABLE_PROPERTY_CONST),
         SD_BUS_PROPERTY("Version", "s", property_get_version, 0, SD_BUS_VTABLE_PROPERTY_CONST),
         SD_BUS_PROPERTY("DeviceState", "s", property_get_device_state, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
@@ -285,12 +408,14 @@ const sd_bus_vtable manager_vtable[] = {
                                  method_submit_receipt, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_NAMES("GetReceipt", "s", SD_BUS_PARAM(id), "s", SD_BUS_PARAM(json), method_get_receipt,
                                  SD_BUS_VTABLE_UNPRIVILEGED),
-        SD_BUS_METHOD("SyncNow", NULL, NULL, method_not_supported, SD_BUS_VTABLE_UNPRIVILEGED),
-        SD_BUS_METHOD_WITH_NAMES("RetryDeadLetter", "s", SD_BUS_PARAM(id), NULL, , method_not_supported,
+        SD_BUS_METHOD("SyncNow", NULL, NULL, method_sync_now, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_NAMES("RetryDeadLetter", "s", SD_BUS_PARAM(id), NULL, , method_dead_letter,
                                  SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_NAMES("ResolveDeadLetter", "ss", SD_BUS_PARAM(id) SD_BUS_PARAM(note), NULL, ,
-                                 method_not_supported, SD_BUS_VTABLE_UNPRIVILEGED),
-        SD_BUS_METHOD("ResetCircuitBreaker", NULL, NULL, method_not_supported, SD_BUS_VTABLE_UNPRIVILEGED),
+                                 method_dead_letter, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD("ResetCircuitBreaker", NULL, NULL, method_reset_breaker, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_NAMES("ListDeadLetters", "b", SD_BUS_PARAM(all), "s", SD_BUS_PARAM(json),
+                                 method_list_dead_letters, SD_BUS_VTABLE_UNPRIVILEGED),
 
         SD_BUS_SIGNAL_WITH_NAMES("ReceiptStateChanged", "ss", SD_BUS_PARAM(id) SD_BUS_PARAM(status), 0),
         SD_BUS_SIGNAL_WITH_NAMES("DeadLettered", "ss", SD_BUS_PARAM(id) SD_BUS_PARAM(reason), 0),

@@ -37,7 +37,7 @@ const char *manager_network_status(Manager *m) {
 }
 
 const char *manager_circuit_state(Manager *m) {
-        return NULL;
+        return m->sync ? breaker_state_to_string(sync_get_breaker_state(m->sync)) : NULL;
 }
 
 /* One daemon per buffer: two would both sync (and print) the same receipts. The lock lives as long as the
@@ -215,7 +215,12 @@ static void manager_on_receipt_stored(const StoreReceipt *receipt, void *userdat
 static void manager_on_print_event(Printer *p, const char *receipt_id, const char *status, const char *reason,
                                    void *userdata) {
         Manager *m = userdata;
+        SyncTriggerResult t;
         int r;
+
+        /* A printed receipt goes to the OFD now rather than at the next interval; triggers coalesce. */
+        if (m->sync && streq(status, "printed"))
+                (void) sync_trigger(m->sync, &t);
 
         if (m->bus && m->bus_name_acquired) {
                 r = sd_bus_emit_signal(m->bus, KKT_BUS_PATH, KKT_BUS_INTERFACE, "ReceiptStateChanged", "ss",
@@ -270,6 +275,120 @@ static int manager_setup_device(Manager *m) {
         r = printer_start(m->printer);
         if (r < 0)
                 return log_error_errno(r, "Failed to look for receipts waiting for the register: %m");
+        return 0;
+}
+
+static int manager_sync_options(Manager *m, SyncOptions *o, char **token) {
+        int r;
+
+        r = manager_read_token(m->config->ofd_token_file, "ofd-token", token);
+        if (r < 0)
+                return r;
+        *o = SYNC_OPTIONS_DEFAULT;
+        o->url = m->config->ofd_url;
+        o->timeout = m->config->ofd_timeout;
+        o->token = *token;
+        o->interval = m->config->sync_interval;
+        o->batch_size = m->config->sync_batch_size;
+        o->max_in_flight = MIN(m->config->sync_max_in_flight, SYNC_MAX_IN_FLIGHT_MAX);
+        o->initial_backoff = m->config->sync_initial_backoff;
+        o->max_backoff = m->config->sync_max_backoff;
+        o->max_attempts = m->config->sync_max_attempts;
+        o->breaker.failure_threshold = m->config->sync_failure_threshold;
+        o->breaker.open_timeout = m->config->sync_open_timeout;
+        o->breaker.close_after = m->config->sync_close_after;
+        o->synced_retention = m->config->buffer_synced_retention;
+        o->dead_letter_retention = m->config->buffer_dead_letter_retention;
+        return 0;
+}
+
+static const char *manager_status_name(StoreStatus s) {
+        switch (s) {
+        case STORE_STATUS_SYNCED:
+                return "synced";
+        case STORE_STATUS_DLQ:
+                return "dead_letter";
+        default:
+                return "printed"; /* back from the DLQ: only printed receipts are ever sent */
+        }
+}
+
+static void manager_on_sync_receipt(Sync *s, const char *id, StoreStatus status, void *userdata) {
+        Manager *m = userdata;
+        int r;
+
+        if (!m->bus || !m->bus_name_acquired)
+                return;
+        r = sd_bus_emit_signal(m->bus, KKT_BUS_PATH, KKT_BUS_INTERFACE, "ReceiptStateChanged", "ss", id,
+                               manager_status_name(status));
+        if (r < 0)
+                log_debug_errno(r, "Failed to emit ReceiptStateChanged: %m");
+}
+
+static void manager_on_dead_lettered(Sync *s, const char *id, const char *reason, void *userdata) {
+        Manager *m = userdata;
+        int r;
+
+        if (!m->bus || !m->bus_name_acquired)
+                return;
+        r = sd_bus_emit_signal(m->bus, KKT_BUS_PATH, KKT_BUS_INTERFACE, "DeadLettered", "ss", id, strempty(reason));
+        if (r < 0)
+                log_debug_errno(r, "Failed to emit DeadLettered: %m");
+}
+
+static void manager_on_breaker(Sync *s, BreakerState state, void *userdata) {
+        Manager *m = userdata;
+        int r;
+
+        manager_update_status(m);
+        if (!m->bus || !m->bus_name_acquired)
+                return;
+        r = sd_bus_emit_properties_changed(m->bus, KKT_BUS_PATH, KKT_BUS_INTERFACE, "CircuitState", NULL);
+        if (r < 0)
+                log_debug_errno(r, "Failed to emit PropertiesChanged: %m");
+}
+
+static void manager_on_sync_counters(Sync *s, void *userdata) {
+        manager_counters_changed(userdata);
+}
+
+static void manager_on_pass_finished(Sync *s, const SyncPassStats *stats, void *userdata) {
+        Manager *m = userdata;
+        usec_t last = sync_get_last_sync_usec(s);
+        int r;
+
+        if (last == m->last_sync_published)
+                return;
+        m->last_sync_published = last;
+        if (!m->bus || !m->bus_name_acquired)
+                return;
+        r = sd_bus_emit_properties_changed(m->bus, KKT_BUS_PATH, KKT_BUS_INTERFACE, "LastSyncUSec", NULL);
+        if (r < 0)
+                log_debug_errno(r, "Failed to emit PropertiesChanged: %m");
+}
+
+static int manager_setup_sync(Manager *m) {
+        _cleanup_(token_freep) char *token = NULL;
+        SyncOptions o;
+        int r;
+
+        r = manager_sync_options(m, &o, &token);
+        if (r < 0)
+                return r;
+        r = sync_new(&m->sync, m->event, m->store, m->glue, &o,
+                     (SyncCallbacks) {
+                             .receipt_changed = manager_on_sync_receipt,
+                             .dead_lettered = manager_on_dead_lettered,
+                             .breaker_changed = manager_on_breaker,
+                             .counters_changed = manager_on_sync_counters,
+                             .pass_finished = manager_on_pass_finished,
+                     },
+                     m);
+        if (r < 0)
+                return log_error_errno(r, "Failed to set up the OFD sync: %m");
+        r = sync_start(m->sync);
+        if (r < 0)
+                return log_error_errno(r, "Failed to start the OFD sync: %m");
         return 0;
 }
 
@@ -427,6 +546,8 @@ void manager_update_status(Manager *m) {
 }
 
 static bool manager_is_idle(Manager *m) {
+        if (m->sync && !sync_is_idle(m->sync))
+                return false;
         /* Work in flight: requests not yet answered, receipts not yet committed, a document at the register. */
         if (m->printer && !printer_is_idle(m->printer))
                 return false;
@@ -467,6 +588,8 @@ void manager_begin_stop(Manager *m) {
                 heartbeat_stop(m->heartbeat);
         if (m->printer)
                 printer_stop(m->printer);
+        if (m->sync)
+                sync_stop(m->sync);
         if (m->http)
                 http_server_stop_accepting(m->http);
         if (m->intake)
@@ -530,6 +653,16 @@ int manager_reload(Manager *m) {
         manager_apply_log_level(m);
         intake_set_limits(m->intake, &(ReceiptLimits) { .max_items = m->config->buffer_max_items,
                                                         .max_payments = 100 });
+        if (m->sync) {
+                _cleanup_(token_freep) char *token = NULL;
+                SyncOptions so;
+
+                r = manager_sync_options(m, &so, &token);
+                if (r >= 0)
+                        r = sync_set_options(m->sync, &so);
+                if (r < 0)
+                        log_warning_errno(r, "Failed to apply the new sync settings, keeping the old: %m");
+        }
         if (m->heartbeat) {
                 _cleanup_(token_freep) char *token = NULL;
                 HeartbeatOptions o;
@@ -645,6 +778,8 @@ Manager *manager_free(Manager *m) {
         /* Teardown in dependency order. A stopped printer starts no document, whatever calls it below. */
         if (m->printer)
                 printer_stop(m->printer);
+        /* It detaches its queued store jobs and cancels its requests: nothing calls back into it after. */
+        sync_free(m->sync);
         heartbeat_free(m->heartbeat);
         curl_glue_free(m->glue);
         /* The register first: the callbacks it still owes go to the printer, the store, intake and HTTP. */
@@ -764,6 +899,10 @@ int manager_start(Manager *m) {
                         return log_error_errno(r, "Failed to start the heartbeat: %m");
         }
 
+        r = manager_setup_sync(m);
+        if (r < 0)
+                return r;
+
         /* The bus is a second door, not a precondition: without it receipts still come over HTTP. */
         r = manager_connect_bus(m);
         if (r < 0) {
@@ -880,6 +1019,17 @@ int manager_health(Manager *m, ManagerHealth *ret, json_object **ret_json) {
                         return r;
         }
 
+        /* The OFD leg: an open breaker means receipts wait; they are safe, but someone should look. */
+        if (m->sync) {
+                BreakerState bs = sync_get_breaker_state(m->sync);
+
+                h = bs == BREAKER_CLOSED ? MANAGER_HEALTHY : MANAGER_DEGRADED;
+                snprintf(detail, sizeof detail, "circuit breaker %s", breaker_state_to_string(bs));
+                r = health_add(components, "ofd", h, detail, &overall);
+                if (r < 0)
+                        return r;
+        }
+
         /* The ERP heartbeat: offline means receipts wait in the buffer, which is what it is for. */
         switch (m->heartbeat ? heartbeat_get_state(m->heartbeat) : HEARTBEAT_UNKNOWN) {
         case HEARTBEAT_ONLINE:
@@ -957,6 +1107,35 @@ int manager_metrics(Manager *m, char **ret) {
                    "kkt_http_responses_total{class=\"5xx\"} %" PRIu64 "\n",
                 hs->responses_2xx, hs->responses_4xx, hs->responses_5xx);
         METRIC("kkt_http_connections", "gauge", "Open HTTP connections.", "kkt_http_connections %u", hs->connections);
+        if (m->sync) {
+                const SyncMetrics *sm = sync_get_metrics(m->sync);
+                BreakerState bs = sync_get_breaker_state(m->sync);
+
+                METRIC("kkt_receipts_synced_total", "counter", "Receipts the OFD confirmed.",
+                       "kkt_receipts_synced_total %" PRIu64, sm->synced);
+                METRIC("kkt_sync_requests_total", "counter", "Requests sent to the OFD.",
+                       "kkt_sync_requests_total %" PRIu64, sm->sent);
+                METRIC("kkt_sync_failed_attempts_total", "counter", "Failed attempts counted against receipts.",
+                       "kkt_sync_failed_attempts_total %" PRIu64, sm->failed_attempts);
+                METRIC("kkt_receipts_dead_lettered_total", "counter", "Receipts moved to the dead-letter queue.",
+                       "kkt_receipts_dead_lettered_total %" PRIu64, sm->dead_lettered);
+                fprintf(f, "# HELP kkt_circuit_breaker_state The OFD circuit breaker: 1 for the current state.\n"
+                           "# TYPE kkt_circuit_breaker_state gauge\n"
+                           "kkt_circuit_breaker_state{state=\"closed\"} %d\n"
+                           "kkt_circuit_breaker_state{state=\"open\"} %d\n"
+                           "kkt_circuit_breaker_state{state=\"half_open\"} %d\n",
+                        bs == BREAKER_CLOSED, bs == BREAKER_OPEN, bs == BREAKER_HALF_OPEN);
+                fprintf(f, "# HELP kkt_sync_duration_seconds Duration of sync passes that sent something.\n"
+                           "# TYPE kkt_sync_duration_seconds histogram\n");
+                for (size_t i = 0; i < SYNC_DURATION_BUCKETS; i++)
+                        fprintf(f, "kkt_sync_duration_seconds_bucket{le=\"%g\"} %" PRIu64 "\n",
+                                (double) sync_duration_bounds[i] / USEC_PER_SEC, sm->pass_duration.le[i]);
+                fprintf(f, "kkt_sync_duration_seconds_bucket{le=\"+Inf\"} %" PRIu64 "\n"
+                           "kkt_sync_duration_seconds_sum %g\n"
+                           "kkt_sync_duration_seconds_count %" PRIu64 "\n",
+                        sm->pass_duration.count, (double) sm->pass_duration.sum / USEC_PER_SEC,
+                        sm->pass_duration.count);
+        }
 #undef METRIC
 
         if (fclose(f) != 0)

@@ -12,6 +12,7 @@
 #include "device.h"
 #include "heartbeat.h"
 #include "printer.h"
+#include "sync.h"
 #include "http.h"
 #include "intake.h"
 #include "macro.h"
@@ -35,6 +36,8 @@ typedef struct Manager {
         Heartbeat *heartbeat;
         Device *device;
         Printer *printer;
+        Sync *sync;
+        usec_t last_sync_published;
 
         sd_bus *bus;
         sd_event_source *bus_reconnect_source;
