@@ -444,22 +444,55 @@ static ExitStatus verb_sync(sd_bus *bus, char **args) {
         return call_admin_method(bus, "start a sync", "SyncNow", NULL);
 }
 
+static const char *json_field(json_object *o, const char *key) {
+        json_object *v;
+
+        if (!json_object_object_get_ex(o, key, &v) || json_object_is_type(v, json_type_null))
+                return "-";
+        return json_object_get_string(v);
+}
+
 static ExitStatus dlq_list(sd_bus *bus) {
         _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
-        uint64_t n;
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        _cleanup_(json_object_putp) json_object *a = NULL;
+        const char *json;
+        size_t n;
         int r;
 
-        /* org.opticserp.KktAdapter1 has no method that lists dead letters: say so, with what is known. */
-        r = sd_bus_get_property_trivial(bus, KKT_BUS_NAME, KKT_BUS_PATH, KKT_BUS_INTERFACE, "DeadLettered",
-                                        &error, SD_BUS_TYPE_UINT64, &n);
+        r = sd_bus_call_method(bus, KKT_BUS_NAME, KKT_BUS_PATH, KKT_BUS_INTERFACE, "ListDeadLetters", &error,
+                               &reply, "b", 1);
         if (r < 0)
-                return cli_report_bus_error("list the dead letters", NULL, &error, r);
-        cli_error(0,
-                  "Failed to list the dead letters: not supported by this kkt-adapterd, its D-Bus API "
-                  "has no method for it. %" PRIu64 " receipt%s dead-lettered; "
-                  "'journalctl MESSAGE_ID=%s' shows which and why.",
-                  n, n == 1 ? " is" : "s are", MESSAGE_ID_DEAD_LETTERED);
-        return EXIT_STATUS_NOT_SUPPORTED;
+                return cli_report_bus_error("list the dead letters", NEEDS_ADMIN, &error, r);
+        r = sd_bus_message_read(reply, "s", &json);
+        if (r < 0) {
+                cli_error(r, "Failed to read the answer to ListDeadLetters(): %m");
+                return EXIT_STATUS_FAILED;
+        }
+        a = json_tokener_parse(json);
+        if (!a || !json_object_is_type(a, json_type_array)) {
+                cli_error(0, "Failed to list the dead letters: kkt-adapterd's answer is not a JSON array.");
+                return EXIT_STATUS_FAILED;
+        }
+        if (arg_json) {
+                puts(json);
+                return EXIT_STATUS_OK;
+        }
+
+        n = json_object_array_length(a);
+        if (n == 0) {
+                puts("No dead letters.");
+                return EXIT_STATUS_OK;
+        }
+        printf("%-36s %-24s %-8s %s\n", "RECEIPT", "MOVED", "STATE", "REASON");
+        for (size_t i = 0; i < n; i++) {
+                json_object *d = json_object_array_get_idx(a, i), *v;
+                bool resolved = json_object_object_get_ex(d, "resolved", &v) && json_object_get_boolean(v);
+
+                printf("%-36s %-24s %-8s %s\n", json_field(d, "receipt_id"), json_field(d, "moved_at"),
+                       resolved ? "resolved" : "open", json_field(d, "reason"));
+        }
+        return EXIT_STATUS_OK;
 }
 
 static ExitStatus verb_dlq(sd_bus *bus, char **args) {
