@@ -93,7 +93,7 @@ static const ConfigItem config_items[] = {
 
         { "Sync", "Interval", CONFIG_TIMESPAN, C(sync_interval), "10s", 100 * USEC_PER_MSEC, USEC_PER_DAY, NULL },
         { "Sync", "BatchSize", CONFIG_UNSIGNED, C(sync_batch_size), "50", 1, 10000, NULL },
-        { "Sync", "MaxInFlight", CONFIG_UNSIGNED, C(sync_max_in_flight), "8", 1, 256, NULL },
+        { "Sync", "MaxInFlight", CONFIG_UNSIGNED, C(sync_max_in_flight), "6", 1, 6, NULL },
         { "Sync", "InitialBackoff", CONFIG_TIMESPAN, C(sync_initial_backoff), "5s", 10 * USEC_PER_MSEC,
           USEC_PER_DAY, NULL },
         { "Sync", "MaxBackoff", CONFIG_TIMESPAN, C(sync_max_backoff), "300s", 10 * USEC_PER_MSEC, USEC_PER_DAY,
