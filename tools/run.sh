@@ -31,6 +31,10 @@ URL=http://127.0.0.1:$upstream_port
 URL=http://127.0.0.1:$upstream_port/api/v1/kkt/heartbeat
 # Shorter than the 30 s default, so the state goes online within seconds.
 Interval=5s
+
+[Sync]
+# Shorter than the 10 s default, so a receipt reaches the OFD stand-in within seconds.
+Interval=2s
 CONF
 
 pids=()
@@ -51,7 +55,7 @@ coproc UPSTREAM { exec /usr/bin/python3 "$top/tests/fake-upstream.py" --port "$u
 pids+=("$UPSTREAM_PID")
 
 for _ in $(seq 50); do
-        [ -S "$run/bus" ] && break
+        [ -S "$run/bus" ] && curl -sf "http://127.0.0.1:$upstream_port/_control/state" >/dev/null && break
         sleep 0.1
 done
 
@@ -77,8 +81,13 @@ Post a receipt:
        -H 'Content-Type: application/json' -d '{"pos_id":"POS-1","type":"sale",
        "items":[{"name":"Frame","price":1500.00,"quantity":1,"total":1500.00,"vat_rate":20}],
        "payments":[{"type":"card","amount":1500.00}]}'
+It answers "printed" with the fiscal document from the emulated register; within seconds the receipt is
+synced to the OFD stand-in (status "synced"):
+  curl -s http://127.0.0.1:$port/v1/kkt/receipt/RECEIPT_ID
 Look around:
   curl -s http://127.0.0.1:$port/v1/kkt/buffer/status
+  curl -s http://127.0.0.1:$port/v1/kkt/worker/status
+  curl -s http://127.0.0.1:$port/v1/kkt/device/status
   curl -s http://127.0.0.1:$port/v1/kkt/heartbeat/status
   curl -s http://127.0.0.1:$port/v1/health
   curl -s http://127.0.0.1:$port/metrics
@@ -90,6 +99,7 @@ if [ -x "$kktctl" ]; then
         cat <<BANNER
   $kktctl --address=$bus_address status
   $kktctl --address=$bus_address monitor
+  $kktctl --address=$bus_address submit - < receipt.json
 BANNER
 fi
 echo
