@@ -21,159 +21,11 @@
 #include "heartbeat.h"
 #include "json-util.h"
 #include "log.h"
+#include "fake-upstream-client.h"
 #include "tests.h"
 
 #define ADAPTER_ID "kkt-test-0001"
 
-/* ---- the fake upstream ---- */
-
-static pid_t fake_pid = -1;
-static int fake_stdin = -1;
-static unsigned fake_port;
-
-static const char *fake_script(void) {
-        static char path[PATH_MAX];
-        const char *e = getenv("KKT_FAKE_UPSTREAM"), *slash;
-
-        if (e)
-                return e;
-        /* Next to this source file; __FILE__ is relative to where the compiler ran, so this fallback
-         * only works from there. meson sets $KKT_FAKE_UPSTREAM. */
-        slash = strrchr(__FILE__, '/');
-        if (slash)
-                ASSERT_TRUE(snprintf(path, sizeof path, "%.*s/fake-upstream.py", (int) (slash - __FILE__),
-                                     __FILE__) < (int) sizeof path);
-        else
-                snprintf(path, sizeof path, "fake-upstream.py");
-        return path;
-}
-
-static void fake_start(void) {
-        int in[2], out[2];
-        char buf[128];
-        size_t n = 0;
-
-        if (access("/usr/bin/python3", X_OK) < 0) {
-                fprintf(stderr, "/usr/bin/python3 is missing, skipping.\n");
-                exit(EXIT_TEST_SKIP);
-        }
-        ASSERT_TRUE(access(fake_script(), R_OK) == 0);
-
-        ASSERT_OK(pipe2(in, O_CLOEXEC));
-        ASSERT_OK(pipe2(out, O_CLOEXEC));
-        fake_pid = fork();
-        ASSERT_TRUE(fake_pid >= 0);
-        if (fake_pid == 0) {
-                if (dup2(in[0], STDIN_FILENO) < 0 || dup2(out[1], STDOUT_FILENO) < 0)
-                        _exit(127);
-                execl("/usr/bin/python3", "python3", fake_script(), "--port", "0", (char *) NULL);
-                _exit(127);
-        }
-        close(in[0]);
-        close(out[1]);
-        fake_stdin = in[1];
-
-        /* The server prints "PORT=<n>\n" once it listens, and nothing else. */
-        while (n < sizeof buf - 1 && !memchr(buf, '\n', n)) {
-                ssize_t k = read(out[0], buf + n, sizeof buf - 1 - n);
-
-                ASSERT_TRUE(k > 0);
-                n += (size_t) k;
-        }
-        buf[n] = 0;
-        close(out[0]);
-        ASSERT_EQ(sscanf(buf, "PORT=%u", &fake_port), 1);
-        ASSERT_TRUE(fake_port > 0 && fake_port < 65536);
-}
-
-static void fake_stop(void) {
-        int status;
-
-        /* EOF on its stdin makes it exit. */
-        fake_stdin = safe_close(fake_stdin);
-        for (unsigned i = 0; i < 500; i++) {
-                pid_t p = waitpid(fake_pid, &status, WNOHANG);
-
-                ASSERT_TRUE(p >= 0);
-                if (p == fake_pid) {
-                        fake_pid = -1;
-                        return;
-                }
-                usleep(10 * 1000);
-        }
-        (void) kill(fake_pid, SIGKILL);
-        (void) waitpid(fake_pid, &status, 0);
-        fake_pid = -1;
-}
-
-static size_t on_control_body(char *data, size_t size, size_t nmemb, void *userdata) {
-        FILE *f = userdata;
-
-        return fwrite(data, size, nmemb, f);
-}
-
-/* A blocking request to the control API: this is the test talking to its fixture, outside the loop. */
-static json_object *control(const char *method, const char *path, const char *body) {
-        _cleanup_free_ char *url = NULL, *response = NULL;
-        size_t response_size = 0;
-        struct curl_slist *headers = NULL;
-        json_object *o;
-        long status = 0;
-        CURL *c;
-        FILE *f;
-
-        ASSERT_TRUE(asprintf(&url, "http://127.0.0.1:%u%s", fake_port, path) > 0);
-        f = open_memstream(&response, &response_size);
-        ASSERT_NOT_NULL(f);
-        c = curl_easy_init();
-        ASSERT_NOT_NULL(c);
-        headers = curl_slist_append(NULL, "Content-Type: application/json");
-        ASSERT_NOT_NULL(headers);
-        ASSERT_EQ(curl_easy_setopt(c, CURLOPT_URL, url), CURLE_OK);
-        ASSERT_EQ(curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method), CURLE_OK);
-        ASSERT_EQ(curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 5000L), CURLE_OK);
-        ASSERT_EQ(curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L), CURLE_OK);
-        ASSERT_EQ(curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers), CURLE_OK);
-        if (body)
-                ASSERT_EQ(curl_easy_setopt(c, CURLOPT_POSTFIELDS, body), CURLE_OK);
-        ASSERT_EQ(curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_control_body), CURLE_OK);
-        ASSERT_EQ(curl_easy_setopt(c, CURLOPT_WRITEDATA, f), CURLE_OK);
-        ASSERT_EQ(curl_easy_perform(c), CURLE_OK);
-        ASSERT_EQ(curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status), CURLE_OK);
-        ASSERT_EQ(status, 200);
-        curl_easy_cleanup(c);
-        curl_slist_free_all(headers);
-        ASSERT_EQ(fclose(f), 0);
-
-        o = json_tokener_parse(response);
-        ASSERT_NOT_NULL(o);
-        return o;
-}
-
-static void erp_mode(const char *json) {
-        json_object_put(control("POST", "/_control/mode", json));
-}
-
-static void fake_reset(void) {
-        json_object_put(control("POST", "/_control/reset", NULL));
-}
-
-/* The "erp" part of the fake's state; the caller puts the returned root. */
-static json_object *erp_state(json_object **ret_root) {
-        json_object *root = control("GET", "/_control/state", NULL), *erp;
-
-        ASSERT_TRUE(json_object_object_get_ex(root, "erp", &erp));
-        *ret_root = root;
-        return erp;
-}
-
-static int64_t erp_int(const char *key) {
-        _cleanup_(json_object_putp) json_object *root = NULL;
-        json_object *erp = erp_state(&root), *v;
-
-        ASSERT_TRUE(json_object_object_get_ex(erp, key, &v));
-        return json_object_get_int64(v);
-}
 
 /* ---- a heartbeat on a loop ---- */
 
@@ -421,7 +273,7 @@ static void test_state_goes_online_then_offline_then_online_again(void) {
         ASSERT_EQ(c.beats[1].what, HEARTBEAT_CHANGE_BEAT | HEARTBEAT_CHANGE_STATE);
         ASSERT_EQ(c.beats[1].successes, 2);
 
-        erp_mode("{\"target\": \"erp\", \"mode\": \"fail\"}");
+        fake_mode("{\"target\": \"erp\", \"mode\": \"fail\"}");
         state_wanted = HEARTBEAT_OFFLINE;
         run_until(&c, have_state, 5 * USEC_PER_SEC);
         ASSERT_EQ(c.n_beats, 5);
@@ -435,7 +287,7 @@ static void test_state_goes_online_then_offline_then_online_again(void) {
         ASSERT_EQ(c.beats[4].what, HEARTBEAT_CHANGE_BEAT | HEARTBEAT_CHANGE_STATE);
         ASSERT_EQ(c.beats[4].failures, 3);
 
-        erp_mode("{\"target\": \"erp\", \"mode\": \"accept\"}");
+        fake_mode("{\"target\": \"erp\", \"mode\": \"accept\"}");
         state_wanted = HEARTBEAT_ONLINE;
         run_until(&c, have_state, 5 * USEC_PER_SEC);
         ASSERT_EQ(c.n_beats, 7);
@@ -445,7 +297,7 @@ static void test_state_goes_online_then_offline_then_online_again(void) {
         ASSERT_EQ(c.beats[6].what, HEARTBEAT_CHANGE_BEAT | HEARTBEAT_CHANGE_STATE);
 
         ASSERT_EQ(heartbeat_get_beats(c.h), 7);
-        ASSERT_EQ(erp_int("requests"), 7);
+        ASSERT_EQ(fake_int("erp", "requests"), 7);
         ASSERT_EQ(heartbeat_get_skipped(c.h), 0);
         ctx_done(&c);
 }
@@ -463,7 +315,7 @@ static void test_payload_and_token_arrive_at_erp(void) {
         run_beats(&c, 1, 5 * USEC_PER_SEC);
         ASSERT_STREQ(c.beats[0].result, "ok");
 
-        erp = erp_state(&root);
+        erp = fake_state("erp", &root);
         ASSERT_TRUE(json_object_object_get_ex(erp, "bodies", &bodies));
         ASSERT_EQ(json_object_array_length(bodies), 1);
         body = json_object_array_get_idx(bodies, 0);
@@ -502,7 +354,7 @@ static void test_without_token_no_authorization_header(void) {
         ASSERT_OK(heartbeat_start(c.h));
         run_beats(&c, 1, 5 * USEC_PER_SEC);
 
-        erp = erp_state(&root);
+        erp = fake_state("erp", &root);
         ASSERT_EQ(json_object_get_int64(json_object_object_get(erp, "requests")), 1);
         ASSERT_TRUE(json_object_object_get_ex(erp, "last_authorization", &v));
         ASSERT_NULL(v);
@@ -514,7 +366,7 @@ static void test_status_other_than_200_is_failure(void) {
         Ctx c;
 
         fake_reset();
-        erp_mode("{\"target\": \"erp\", \"mode\": \"status\", \"status\": 202}");
+        fake_mode("{\"target\": \"erp\", \"mode\": \"status\", \"status\": 202}");
         ctx_init(&c, url, 100 * USEC_PER_MSEC, USEC_PER_SEC, NULL);
         ASSERT_OK(heartbeat_start(c.h));
         run_beats(&c, 3, 5 * USEC_PER_SEC);
@@ -572,7 +424,7 @@ static void test_hanging_erp_times_out_without_delaying_the_loop_or_overlapping(
         Ctx c;
 
         fake_reset();
-        erp_mode("{\"target\": \"erp\", \"mode\": \"hang\"}");
+        fake_mode("{\"target\": \"erp\", \"mode\": \"hang\"}");
         /* Timeout > Interval: ticks come while a beat hangs. Beats start at 0, 600, 1200, 1800 ms. */
         ctx_init(&c, url, 200 * USEC_PER_MSEC, 450 * USEC_PER_MSEC, NULL);
         ASSERT_OK(sd_event_add_time_relative(c.event, &tick, CLOCK_MONOTONIC, 50 * USEC_PER_MSEC, 1, on_tick,
@@ -594,8 +446,8 @@ static void test_hanging_erp_times_out_without_delaying_the_loop_or_overlapping(
         ASSERT_TRUE(t.max_gap < 150 * USEC_PER_MSEC);
 
         /* The ERP never had two heartbeats at once. */
-        ASSERT_EQ(erp_int("max_in_flight"), 1);
-        ASSERT_TRUE(erp_int("hung") >= 3);
+        ASSERT_EQ(fake_int("erp", "max_in_flight"), 1);
+        ASSERT_TRUE(fake_int("erp", "hung") >= 3);
         ctx_done(&c);
 }
 
@@ -605,7 +457,7 @@ static void test_interval_is_measured_from_the_start_of_each_beat(void) {
         Ctx c;
 
         fake_reset();
-        erp_mode("{\"target\": \"erp\", \"mode\": \"slow\", \"delay\": 0.15}");
+        fake_mode("{\"target\": \"erp\", \"mode\": \"slow\", \"delay\": 0.15}");
         ctx_init(&c, url, 250 * USEC_PER_MSEC, 2 * USEC_PER_SEC, NULL);
         ASSERT_OK(heartbeat_start(c.h));
         run_beats(&c, 5, 5 * USEC_PER_SEC);
@@ -641,13 +493,13 @@ static void test_failures_logged_once_per_kind_and_token_never(void) {
         ASSERT_TRUE(saved >= 0);
         ASSERT_TRUE(dup2(memfd, STDERR_FILENO) >= 0);
 
-        erp_mode("{\"target\": \"erp\", \"mode\": \"fail\"}");
+        fake_mode("{\"target\": \"erp\", \"mode\": \"fail\"}");
         ctx_init(&c, url, 100 * USEC_PER_MSEC, USEC_PER_SEC, "s3cret-t0ken");
         ASSERT_OK(heartbeat_start(c.h));
         run_beats(&c, 5, 5 * USEC_PER_SEC);
-        erp_mode("{\"target\": \"erp\", \"mode\": \"status\", \"status\": 503}");
+        fake_mode("{\"target\": \"erp\", \"mode\": \"status\", \"status\": 503}");
         run_beats(&c, 8, 5 * USEC_PER_SEC);
-        erp_mode("{\"target\": \"erp\", \"mode\": \"accept\"}");
+        fake_mode("{\"target\": \"erp\", \"mode\": \"accept\"}");
         run_beats(&c, 11, 5 * USEC_PER_SEC);
         ctx_done(&c);
 
@@ -695,7 +547,7 @@ static void test_reload_applies_from_the_next_beat(void) {
         ASSERT_TRUE(c.beats[1].when - c.beats[0].when >= 600 * USEC_PER_MSEC);
         ASSERT_EQ(c.beats[1].what, HEARTBEAT_CHANGE_BEAT | HEARTBEAT_CHANGE_STATE);
         ASSERT_EQ(heartbeat_get_state(c.h), HEARTBEAT_ONLINE);
-        erp_state(&root);
+        fake_state("erp", &root);
         ASSERT_TRUE(json_object_object_get_ex(json_object_object_get(root, "erp"), "paths", &paths));
         ASSERT_EQ(json_object_array_length(paths), 2);
         ASSERT_STREQ(json_object_get_string(json_object_array_get_idx(paths, 0)), "/hb-a");
@@ -707,7 +559,7 @@ static void test_reload_applies_from_the_next_beat(void) {
 }
 
 static bool erp_has_one_request(Ctx *c) {
-        return erp_int("requests") == 1;
+        return fake_int("erp", "requests") == 1;
 }
 
 static bool beating(Ctx *c) {
@@ -715,7 +567,7 @@ static bool beating(Ctx *c) {
 }
 
 static bool erp_connection_closed(Ctx *c) {
-        return erp_int("in_flight") == 0;
+        return fake_int("erp", "in_flight") == 0;
 }
 
 static void test_stop_and_free_cancel_the_beat_in_flight(void) {
@@ -723,7 +575,7 @@ static void test_stop_and_free_cancel_the_beat_in_flight(void) {
         Ctx c;
 
         fake_reset();
-        erp_mode("{\"target\": \"erp\", \"mode\": \"hang\"}");
+        fake_mode("{\"target\": \"erp\", \"mode\": \"hang\"}");
         ctx_init(&c, url, 100 * USEC_PER_MSEC, 5 * USEC_PER_SEC, NULL);
         ASSERT_OK(heartbeat_start(c.h));
         run_until(&c, erp_has_one_request, 5 * USEC_PER_SEC);
@@ -736,7 +588,7 @@ static void test_stop_and_free_cancel_the_beat_in_flight(void) {
         run_until(&c, erp_connection_closed, 3 * USEC_PER_SEC);
         run_for(&c, 300 * USEC_PER_MSEC);
         ASSERT_EQ(c.n_beats, 0);
-        ASSERT_EQ(erp_int("requests"), 1);
+        ASSERT_EQ(fake_int("erp", "requests"), 1);
 
         /* Started again: the first beat goes out at once; freed while it hangs. */
         ASSERT_OK(heartbeat_start(c.h));

@@ -20,158 +20,13 @@
 #include "log.h"
 #include "store.h"
 #include "sync.h"
+#include "fake-upstream-client.h"
 #include "tests.h"
 
 #define MSEC USEC_PER_MSEC
 #define TOKEN "test-token"
 #define OLD "2020-01-01T00:00:00.000Z"
 
-/* ---- the fake OFD ---- */
-
-static pid_t fake_pid = -1;
-static int fake_stdin = -1;
-static unsigned fake_port;
-
-static const char *fake_script(void) {
-        static char path[PATH_MAX];
-        const char *e = getenv("KKT_FAKE_UPSTREAM"), *slash;
-
-        if (e)
-                return e;
-        /* Next to this source file, as the compiler saw it: meson sets $KKT_FAKE_UPSTREAM. */
-        slash = strrchr(__FILE__, '/');
-        if (slash)
-                ASSERT_TRUE(snprintf(path, sizeof path, "%.*s/fake-upstream.py", (int) (slash - __FILE__),
-                                     __FILE__) < (int) sizeof path);
-        else
-                snprintf(path, sizeof path, "fake-upstream.py");
-        return path;
-}
-
-static void fake_start(void) {
-        int in[2], out[2];
-        char buf[128];
-        size_t n = 0;
-
-        if (access("/usr/bin/python3", X_OK) < 0) {
-                fprintf(stderr, "/usr/bin/python3 is missing, skipping.\n");
-                exit(EXIT_TEST_SKIP);
-        }
-        ASSERT_TRUE(access(fake_script(), R_OK) == 0);
-
-        ASSERT_OK(pipe2(in, O_CLOEXEC));
-        ASSERT_OK(pipe2(out, O_CLOEXEC));
-        fake_pid = fork();
-        ASSERT_TRUE(fake_pid >= 0);
-        if (fake_pid == 0) {
-                if (dup2(in[0], STDIN_FILENO) < 0 || dup2(out[1], STDOUT_FILENO) < 0)
-                        _exit(127);
-                execl("/usr/bin/python3", "python3", fake_script(), "--port", "0", (char *) NULL);
-                _exit(127);
-        }
-        close(in[0]);
-        close(out[1]);
-        fake_stdin = in[1];
-
-        /* "PORT=<n>\n" once it listens. */
-        while (n < sizeof buf - 1 && !memchr(buf, '\n', n)) {
-                ssize_t k = read(out[0], buf + n, sizeof buf - 1 - n);
-
-                ASSERT_TRUE(k > 0);
-                n += (size_t) k;
-        }
-        buf[n] = 0;
-        close(out[0]);
-        ASSERT_EQ(sscanf(buf, "PORT=%u", &fake_port), 1);
-        ASSERT_TRUE(fake_port > 0 && fake_port < 65536);
-}
-
-static void fake_stop(void) {
-        int status;
-
-        /* EOF on its stdin makes it exit. */
-        fake_stdin = safe_close(fake_stdin);
-        for (unsigned i = 0; i < 500; i++) {
-                pid_t p = waitpid(fake_pid, &status, WNOHANG);
-
-                ASSERT_TRUE(p >= 0);
-                if (p == fake_pid) {
-                        fake_pid = -1;
-                        return;
-                }
-                usleep(10 * 1000);
-        }
-        (void) kill(fake_pid, SIGKILL);
-        (void) waitpid(fake_pid, &status, 0);
-        fake_pid = -1;
-}
-
-static size_t on_control_body(char *data, size_t size, size_t nmemb, void *userdata) {
-        return fwrite(data, size, nmemb, userdata);
-}
-
-/* A blocking request to the control API: the test talking to its fixture while the loop stands still. */
-static json_object *control(const char *method, const char *path, const char *body) {
-        _cleanup_free_ char *url = NULL, *response = NULL;
-        size_t response_size = 0;
-        struct curl_slist *headers = NULL;
-        json_object *o;
-        long status = 0;
-        CURL *c;
-        FILE *f;
-
-        ASSERT_TRUE(asprintf(&url, "http://127.0.0.1:%u%s", fake_port, path) > 0);
-        f = open_memstream(&response, &response_size);
-        ASSERT_NOT_NULL(f);
-        c = curl_easy_init();
-        ASSERT_NOT_NULL(c);
-        headers = curl_slist_append(NULL, "Content-Type: application/json");
-        ASSERT_NOT_NULL(headers);
-        ASSERT_EQ(curl_easy_setopt(c, CURLOPT_URL, url), CURLE_OK);
-        ASSERT_EQ(curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method), CURLE_OK);
-        ASSERT_EQ(curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 5000L), CURLE_OK);
-        ASSERT_EQ(curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L), CURLE_OK);
-        ASSERT_EQ(curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers), CURLE_OK);
-        if (body)
-                ASSERT_EQ(curl_easy_setopt(c, CURLOPT_POSTFIELDS, body), CURLE_OK);
-        ASSERT_EQ(curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_control_body), CURLE_OK);
-        ASSERT_EQ(curl_easy_setopt(c, CURLOPT_WRITEDATA, f), CURLE_OK);
-        ASSERT_EQ(curl_easy_perform(c), CURLE_OK);
-        ASSERT_EQ(curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status), CURLE_OK);
-        ASSERT_EQ(status, 200);
-        curl_easy_cleanup(c);
-        curl_slist_free_all(headers);
-        ASSERT_EQ(fclose(f), 0);
-
-        o = json_tokener_parse(response);
-        ASSERT_NOT_NULL(o);
-        return o;
-}
-
-static void ofd_mode(const char *json) {
-        json_object_put(control("POST", "/_control/mode", json));
-}
-
-static void fake_reset(void) {
-        json_object_put(control("POST", "/_control/reset", NULL));
-}
-
-/* The "ofd" part of the fake's state; the caller puts *ret_root. */
-static json_object *ofd_state(json_object **ret_root) {
-        json_object *root = control("GET", "/_control/state", NULL), *ofd;
-
-        ASSERT_TRUE(json_object_object_get_ex(root, "ofd", &ofd));
-        *ret_root = root;
-        return ofd;
-}
-
-static int64_t ofd_int(const char *key) {
-        _cleanup_(json_object_putp) json_object *root = NULL;
-        json_object *v;
-
-        ASSERT_TRUE(json_object_object_get_ex(ofd_state(&root), key, &v));
-        return json_object_get_int64(v);
-}
 
 /* How often the fake stored (not: saw) this Idempotency-Key. */
 static unsigned ofd_key_count(const char *id) {
@@ -179,7 +34,7 @@ static unsigned ofd_key_count(const char *id) {
         json_object *keys;
         unsigned n = 0;
 
-        ASSERT_TRUE(json_object_object_get_ex(ofd_state(&root), "keys", &keys));
+        ASSERT_TRUE(json_object_object_get_ex(fake_state("ofd", &root), "keys", &keys));
         for (size_t i = 0; i < json_object_array_length(keys); i++)
                 if (streq(json_object_get_string(json_object_array_get_idx(keys, i)), id))
                         n++;
@@ -649,7 +504,7 @@ static void test_pending_receipts_sync_once_each_in_hlc_order(void) {
         ASSERT_TRUE(e.n_counters >= 1);
 
         /* The OFD stored each key once, in HLC order, one request at a time. */
-        ofd = ofd_state(&root);
+        ofd = fake_state("ofd", &root);
         ASSERT_TRUE(json_object_object_get_ex(ofd, "keys", &keys));
         ASSERT_EQ(json_object_array_length(keys), 50);
         for (unsigned i = 0; i < 50; i++)
@@ -721,7 +576,7 @@ static void test_pending_receipts_sync_once_each_in_hlc_order(void) {
         trigger_expect(&e, SYNC_TRIGGER_STARTED);
         run_passes(&e, 1, 5 * USEC_PER_SEC);
         ASSERT_EQ(e.last_pass.result, SYNC_PASS_NOTHING);
-        ASSERT_EQ(ofd_int("requests"), 50);
+        ASSERT_EQ(fake_int("ofd", "requests"), 50);
         assert_db_healthy(&e);
         env_teardown(&e);
 }
@@ -736,16 +591,16 @@ static void test_sends_overlap_up_to_max_in_flight_and_no_more(void) {
         o.max_in_flight = 50; /* clamped to the glue's connections per host */
         env_start(&e, &o);
         make_receipts(&e, r, 24, true);
-        ofd_mode("{\"target\": \"ofd\", \"mode\": \"slow\", \"delay\": 0.15}");
+        fake_mode("{\"target\": \"ofd\", \"mode\": \"slow\", \"delay\": 0.15}");
         trigger_expect(&e, SYNC_TRIGGER_STARTED);
         run_passes(&e, 1, 20 * USEC_PER_SEC);
 
         ASSERT_EQ(e.last_pass.synced, 24);
-        max = ofd_int("max_in_flight");
+        max = fake_int("ofd", "max_in_flight");
         ASSERT_TRUE(max >= 2);
         ASSERT_TRUE(max <= (int64_t) SYNC_MAX_IN_FLIGHT_MAX);
-        ASSERT_EQ(ofd_int("count"), 24);
-        ASSERT_EQ(ofd_int("duplicates"), 0);
+        ASSERT_EQ(fake_int("ofd", "count"), 24);
+        ASSERT_EQ(fake_int("ofd", "duplicates"), 0);
         env_teardown(&e);
 }
 
@@ -769,7 +624,7 @@ static void test_unprinted_receipts_are_never_sent(void) {
         run_passes(&e, 1, 5 * USEC_PER_SEC);
 
         ASSERT_EQ(e.last_pass.selected, 2);
-        ASSERT_EQ(ofd_int("requests"), 2);
+        ASSERT_EQ(fake_int("ofd", "requests"), 2);
         for (unsigned i = 0; i < 3; i++) {
                 assert_status(&e, r->ids[i], "pending");
                 ASSERT_EQ(ofd_key_count(r->ids[i]), 0);
@@ -784,7 +639,7 @@ static void test_unprinted_receipts_are_never_sent(void) {
         ASSERT_EQ(e.last_pass.synced, 1);
         assert_status(&e, r->ids[1], "synced");
         assert_status(&e, r->ids[0], "pending");
-        ASSERT_EQ(ofd_int("requests"), 3);
+        ASSERT_EQ(fake_int("ofd", "requests"), 3);
         env_teardown(&e);
 }
 
@@ -800,7 +655,7 @@ static void test_failures_are_retried_with_backoff_then_synced(void) {
         o.initial_backoff = 200 * MSEC;
         env_start(&e, &o);
         make_receipts(&e, r, 1, true);
-        ofd_mode("{\"target\": \"ofd\", \"mode\": \"fail_next\", \"count\": 3}");
+        fake_mode("{\"target\": \"ofd\", \"mode\": \"fail_next\", \"count\": 3}");
 
         start = now(CLOCK_MONOTONIC);
         trigger_expect(&e, SYNC_TRIGGER_STARTED);
@@ -822,12 +677,12 @@ static void test_failures_are_retried_with_backoff_then_synced(void) {
         trigger_expect(&e, SYNC_TRIGGER_STARTED);
         run_passes(&e, 1, 5 * USEC_PER_SEC);
         ASSERT_EQ(e.last_pass.result, SYNC_PASS_NOTHING);
-        ASSERT_EQ(ofd_int("requests"), 1);
+        ASSERT_EQ(fake_int("ofd", "requests"), 1);
 
         /* The retries come by themselves, 100, 200 and 200 ms apart (no jitter in this test, 400 ms cap). */
         run_until_synced(&e, 1, 5 * USEC_PER_SEC);
         ASSERT_TRUE(now(CLOCK_MONOTONIC) - start >= 500 * MSEC);
-        ASSERT_EQ(ofd_int("requests"), 4);
+        ASSERT_EQ(fake_int("ofd", "requests"), 4);
         ASSERT_EQ(ofd_key_count(r->ids[0]), 1);
         assert_status(&e, r->ids[0], "synced");
         ASSERT_EQ(attempts_of(&e, r->ids[0]), 3);
@@ -853,13 +708,13 @@ static void test_rejected_receipt_is_dead_lettered_and_retried_from_the_dlq(void
         env_setup(&e);
         env_start(&e, &o);
         make_receipts(&e, r, 1, true);
-        ofd_mode("{\"target\": \"ofd\", \"mode\": \"status\", \"status\": 422}");
+        fake_mode("{\"target\": \"ofd\", \"mode\": \"status\", \"status\": 422}");
         trigger_expect(&e, SYNC_TRIGGER_STARTED);
         run_passes(&e, 1, 5 * USEC_PER_SEC);
 
         /* At once: one request, no retry. */
         ASSERT_EQ(e.last_pass.dead_lettered, 1);
-        ASSERT_EQ(ofd_int("requests"), 1);
+        ASSERT_EQ(fake_int("ofd", "requests"), 1);
         assert_status(&e, r->ids[0], "dlq");
         ASSERT_EQ(attempts_of(&e, r->ids[0]), 1);
         ASSERT_EQ(e.n_dead, 1);
@@ -886,7 +741,7 @@ static void test_rejected_receipt_is_dead_lettered_and_retried_from_the_dlq(void
         ASSERT_FALSE(e.dlq_resolved[0]);
 
         /* Fixed at the OFD, retried by an admin: pending again, then synced by the pass that follows. */
-        ofd_mode("{\"target\": \"ofd\", \"mode\": \"accept\"}");
+        fake_mode("{\"target\": \"ofd\", \"mode\": \"accept\"}");
         ASSERT_OK(dlq_retry(&e, r->ids[0]));
         ASSERT_EQ(e.n_changed[STORE_STATUS_PENDING], 1);
         run_until_synced(&e, 1, 5 * USEC_PER_SEC);
@@ -920,7 +775,7 @@ static void test_resolved_dead_letter_keeps_its_receipt_in_the_dlq(void) {
         env_setup(&e);
         env_start(&e, &o);
         make_receipts(&e, r, 2, true);
-        ofd_mode("{\"target\": \"ofd\", \"mode\": \"status\", \"status\": 400}");
+        fake_mode("{\"target\": \"ofd\", \"mode\": \"status\", \"status\": 400}");
         trigger_expect(&e, SYNC_TRIGGER_STARTED);
         run_passes(&e, 1, 5 * USEC_PER_SEC);
         ASSERT_EQ(e.last_pass.dead_lettered, 2);
@@ -964,7 +819,7 @@ static void test_rate_limit_retry_after_is_honoured(void) {
         o.max_in_flight = 1;
         env_start(&e, &o);
         make_receipts(&e, r, 2, true);
-        ofd_mode("{\"target\": \"ofd\", \"mode\": \"ratelimit\", \"retry_after\": 1}");
+        fake_mode("{\"target\": \"ofd\", \"mode\": \"ratelimit\", \"retry_after\": 1}");
         trigger_expect(&e, SYNC_TRIGGER_STARTED);
         run_passes(&e, 1, 5 * USEC_PER_SEC);
         limited = now(CLOCK_MONOTONIC);
@@ -972,7 +827,7 @@ static void test_rate_limit_retry_after_is_honoured(void) {
         /* The first got 429 and waits a second, not a backoff; the second was not sent at all. */
         ASSERT_EQ(e.last_pass.sent, 1);
         ASSERT_EQ(e.last_pass.retried, 1);
-        ASSERT_EQ(ofd_int("requests"), 1);
+        ASSERT_EQ(fake_int("ofd", "requests"), 1);
         due = retry_in_ms(&e, r->ids[0]);
         ASSERT_TRUE(due > 700 && due <= 1000);
         ASSERT_EQ(attempts_of(&e, r->ids[0]), 1);
@@ -984,16 +839,16 @@ static void test_rate_limit_retry_after_is_honoured(void) {
         ASSERT_NOT_NULL(v2);
 
         /* While the OFD's hold lasts, nothing goes out, not even on demand. */
-        ofd_mode("{\"target\": \"ofd\", \"mode\": \"accept\"}");
+        fake_mode("{\"target\": \"ofd\", \"mode\": \"accept\"}");
         trigger_expect(&e, SYNC_TRIGGER_STARTED);
         run_passes(&e, 1, 5 * USEC_PER_SEC);
         ASSERT_EQ(e.last_pass.result, SYNC_PASS_HELD);
         run_for(&e, 500 * MSEC);
-        ASSERT_EQ(ofd_int("requests"), 1);
+        ASSERT_EQ(fake_int("ofd", "requests"), 1);
 
         run_until_synced(&e, 2, 5 * USEC_PER_SEC);
         ASSERT_TRUE(now(CLOCK_MONOTONIC) - limited >= 900 * MSEC);
-        ASSERT_EQ(ofd_int("requests"), 3);
+        ASSERT_EQ(fake_int("ofd", "requests"), 3);
         env_teardown(&e);
 }
 
@@ -1014,7 +869,7 @@ static void test_retry_after_as_http_date_is_honoured(void) {
         snprintf(mode, sizeof mode,
                  "{\"target\": \"ofd\", \"mode\": \"status\", \"status\": 503, \"retry_after\": \"%s\"}",
                  date);
-        ofd_mode(mode);
+        fake_mode(mode);
         trigger_expect(&e, SYNC_TRIGGER_STARTED);
         run_passes(&e, 1, 5 * USEC_PER_SEC);
 
@@ -1036,11 +891,11 @@ static void test_persistent_failure_dead_letters_after_max_attempts(void) {
         o.breaker.failure_threshold = 10;
         env_start(&e, &o);
         make_receipts(&e, r, 1, true);
-        ofd_mode("{\"target\": \"ofd\", \"mode\": \"fail\"}");
+        fake_mode("{\"target\": \"ofd\", \"mode\": \"fail\"}");
         trigger_expect(&e, SYNC_TRIGGER_STARTED);
         run_until(&e, dead_lettered_one, 5 * USEC_PER_SEC);
 
-        ASSERT_EQ(ofd_int("requests"), 3);
+        ASSERT_EQ(fake_int("ofd", "requests"), 3);
         assert_status(&e, r->ids[0], "dlq");
         ASSERT_EQ(attempts_of(&e, r->ids[0]), 3);
         ASSERT_STREQ(e.last_dead_reason, "gave up after 3 attempts, last: HTTP 500: injected failure");
@@ -1050,7 +905,7 @@ static void test_persistent_failure_dead_letters_after_max_attempts(void) {
 
         /* Nothing more is sent for it. */
         run_for(&e, 300 * MSEC);
-        ASSERT_EQ(ofd_int("requests"), 3);
+        ASSERT_EQ(fake_int("ofd", "requests"), 3);
         env_teardown(&e);
 }
 
@@ -1077,7 +932,7 @@ static void test_breaker_opens_stops_sending_and_closes_after_trials(void) {
         o.max_backoff = 40 * MSEC;
         env_start(&e, &o);
         make_receipts(&e, r, 8, true);
-        ofd_mode("{\"target\": \"ofd\", \"mode\": \"fail\"}");
+        fake_mode("{\"target\": \"ofd\", \"mode\": \"fail\"}");
 
         trigger_expect(&e, SYNC_TRIGGER_STARTED);
         run_passes(&e, 1, 5 * USEC_PER_SEC);
@@ -1088,35 +943,35 @@ static void test_breaker_opens_stops_sending_and_closes_after_trials(void) {
         ASSERT_EQ(sync_get_breaker_state(e.sync), BREAKER_OPEN);
         ASSERT_EQ(e.n_breaker_changes, 1);
         ASSERT_EQ(e.breaker_changes[0], BREAKER_OPEN);
-        ASSERT_EQ(ofd_int("requests"), 3);
+        ASSERT_EQ(fake_int("ofd", "requests"), 3);
         for (unsigned i = 3; i < 8; i++)
                 ASSERT_EQ(attempts_of(&e, r->ids[i]), 0);
 
         /* Open: no pass on demand, nothing sent however long it lasts. */
         trigger_expect(&e, SYNC_TRIGGER_CIRCUIT_OPEN);
         run_for(&e, 150 * MSEC);
-        ASSERT_EQ(ofd_int("requests"), 3);
+        ASSERT_EQ(fake_int("ofd", "requests"), 3);
 
         /* Half-open after the timeout: one trial, it fails, open again. */
         run_until_breaker_changes(&e, 3, 5 * USEC_PER_SEC);
         ASSERT_EQ(e.breaker_changes[1], BREAKER_HALF_OPEN);
         ASSERT_TRUE(e.breaker_change_times[1] - e.breaker_change_times[0] >= 300 * MSEC);
         ASSERT_EQ(e.breaker_changes[2], BREAKER_OPEN);
-        ASSERT_EQ(ofd_int("requests"), 4);
+        ASSERT_EQ(fake_int("ofd", "requests"), 4);
         ASSERT_EQ(sync_get_breaker(e.sync)->n_opened, 2);
 
         /* The OFD is back: half-open, two successful trials close it, then everything goes. */
-        ofd_mode("{\"target\": \"ofd\", \"mode\": \"accept\"}");
+        fake_mode("{\"target\": \"ofd\", \"mode\": \"accept\"}");
         run_until_breaker_changes(&e, 5, 5 * USEC_PER_SEC);
         ASSERT_EQ(e.breaker_changes[3], BREAKER_HALF_OPEN);
         ASSERT_TRUE(e.breaker_change_times[3] - e.breaker_change_times[2] >= 300 * MSEC);
         ASSERT_EQ(e.breaker_changes[4], BREAKER_CLOSED);
-        ASSERT_EQ(ofd_int("requests"), 6);
+        ASSERT_EQ(fake_int("ofd", "requests"), 6);
 
         run_until_synced(&e, 8, 5 * USEC_PER_SEC);
         ASSERT_EQ(count_status(&e, "synced"), 8);
-        ASSERT_EQ(ofd_int("count"), 8);
-        ASSERT_EQ(ofd_int("duplicates"), 0);
+        ASSERT_EQ(fake_int("ofd", "count"), 8);
+        ASSERT_EQ(fake_int("ofd", "duplicates"), 0);
         ASSERT_EQ(sync_get_breaker(e.sync)->n_closed, 1);
         ASSERT_TRUE(sync_get_breaker(e.sync)->n_rejected >= 1);
         env_teardown(&e);
@@ -1132,13 +987,13 @@ static void test_reset_breaker_closes_it_and_starts_a_pass(void) {
         o.breaker.open_timeout = USEC_PER_HOUR;
         env_start(&e, &o);
         make_receipts(&e, r, 2, true);
-        ofd_mode("{\"target\": \"ofd\", \"mode\": \"fail_next\", \"count\": 1}");
+        fake_mode("{\"target\": \"ofd\", \"mode\": \"fail_next\", \"count\": 1}");
         o.max_in_flight = 1;
         ASSERT_OK(sync_set_options(e.sync, &o));
         trigger_expect(&e, SYNC_TRIGGER_STARTED);
         run_passes(&e, 1, 5 * USEC_PER_SEC);
         ASSERT_EQ(sync_get_breaker_state(e.sync), BREAKER_OPEN);
-        ASSERT_EQ(ofd_int("requests"), 1);
+        ASSERT_EQ(fake_int("ofd", "requests"), 1);
 
         /* The breaker_changed callback comes from inside the call, and a pass follows. */
         ASSERT_EQ(sync_reset_breaker(e.sync), 1);
@@ -1184,7 +1039,7 @@ static void test_hang_times_out_as_unknown_outcome_without_blocking_the_loop(voi
         o.timeout = 500 * MSEC;
         env_start(&e, &o);
         make_receipts(&e, r, 1, true);
-        ofd_mode("{\"target\": \"ofd\", \"mode\": \"hang\"}");
+        fake_mode("{\"target\": \"ofd\", \"mode\": \"hang\"}");
         ASSERT_OK(sd_event_add_time_relative(e.event, &t.source, CLOCK_MONOTONIC, 20 * MSEC, MSEC, on_tick,
                                              &t));
 
@@ -1202,7 +1057,7 @@ static void test_hang_times_out_as_unknown_outcome_without_blocking_the_loop(voi
         ASSERT_TRUE(t.ticks >= 15);
         ASSERT_TRUE(t.max_gap < 200 * MSEC);
 
-        ofd_mode("{\"target\": \"ofd\", \"mode\": \"accept\"}");
+        fake_mode("{\"target\": \"ofd\", \"mode\": \"accept\"}");
         run_until_synced(&e, 1, 5 * USEC_PER_SEC);
         ASSERT_EQ(ofd_key_count(r->ids[0]), 1);
         t.source = sd_event_source_disable_unref(t.source);
@@ -1217,7 +1072,7 @@ static void test_dropped_answer_is_resent_with_the_same_key_and_synced_once(void
         env_setup(&e);
         env_start(&e, &o);
         make_receipts(&e, r, 1, true);
-        ofd_mode("{\"target\": \"ofd\", \"mode\": \"drop\"}");
+        fake_mode("{\"target\": \"ofd\", \"mode\": \"drop\"}");
         trigger_expect(&e, SYNC_TRIGGER_STARTED);
         run_passes(&e, 1, 5 * USEC_PER_SEC);
 
@@ -1225,16 +1080,16 @@ static void test_dropped_answer_is_resent_with_the_same_key_and_synced_once(void
         ASSERT_EQ(e.last_pass.unknown, 1);
         assert_status(&e, r->ids[0], "pending");
         ASSERT_EQ(ofd_key_count(r->ids[0]), 1);
-        ASSERT_TRUE(ofd_int("dropped") >= 1);
+        ASSERT_TRUE(fake_int("ofd", "dropped") >= 1);
 
-        ofd_mode("{\"target\": \"ofd\", \"mode\": \"accept\"}");
+        fake_mode("{\"target\": \"ofd\", \"mode\": \"accept\"}");
         run_until_synced(&e, 1, 5 * USEC_PER_SEC);
         assert_status(&e, r->ids[0], "synced");
         ASSERT_EQ(e.last_pass.duplicates, 1);
         ASSERT_EQ_U(sync_get_metrics(e.sync)->duplicates, 1);
         /* Stored once at the OFD; the resend carried the same key and was recognized. */
         ASSERT_EQ(ofd_key_count(r->ids[0]), 1);
-        ASSERT_TRUE(ofd_int("duplicates") >= 1);
+        ASSERT_TRUE(fake_int("ofd", "duplicates") >= 1);
         {
                 _cleanup_free_ char *resp = db_text(&e, "SELECT ofd_response FROM receipts WHERE id = ?",
                                                     r->ids[0]);
@@ -1252,7 +1107,7 @@ static void test_concurrent_triggers_coalesce_into_one_pass(void) {
         env_setup(&e);
         env_start(&e, &o);
         make_receipts(&e, r, 20, true);
-        ofd_mode("{\"target\": \"ofd\", \"mode\": \"slow\", \"delay\": 0.05}");
+        fake_mode("{\"target\": \"ofd\", \"mode\": \"slow\", \"delay\": 0.05}");
         passes = e.n_passes;
 
         trigger_expect(&e, SYNC_TRIGGER_STARTED);
@@ -1266,9 +1121,9 @@ static void test_concurrent_triggers_coalesce_into_one_pass(void) {
         run_until_synced(&e, 20, 10 * USEC_PER_SEC);
         run_until(&e, not_syncing, 5 * USEC_PER_SEC);
         ASSERT_EQ(e.n_passes, passes + 1);
-        ASSERT_EQ(ofd_int("requests"), 20);
-        ASSERT_EQ(ofd_int("count"), 20);
-        ASSERT_EQ(ofd_int("duplicates"), 0);
+        ASSERT_EQ(fake_int("ofd", "requests"), 20);
+        ASSERT_EQ(fake_int("ofd", "count"), 20);
+        ASSERT_EQ(fake_int("ofd", "duplicates"), 0);
         env_teardown(&e);
 }
 
@@ -1282,7 +1137,7 @@ static void test_stop_lets_the_request_finish_and_keeps_the_receipt(void) {
         o.timeout = 300 * MSEC;
         env_start(&e, &o);
         make_receipts(&e, r, 3, true);
-        ofd_mode("{\"target\": \"ofd\", \"mode\": \"hang\"}");
+        fake_mode("{\"target\": \"ofd\", \"mode\": \"hang\"}");
         o.max_in_flight = 1;
         ASSERT_OK(sync_set_options(e.sync, &o));
         trigger_expect(&e, SYNC_TRIGGER_STARTED);
@@ -1295,7 +1150,7 @@ static void test_stop_lets_the_request_finish_and_keeps_the_receipt(void) {
         run_until(&e, idle_reported, 5 * USEC_PER_SEC);
 
         /* The one in flight ended (as an unknown outcome) and was recorded; the rest were never started. */
-        ASSERT_EQ(ofd_int("requests"), 1);
+        ASSERT_EQ(fake_int("ofd", "requests"), 1);
         for (unsigned i = 0; i < 3; i++)
                 assert_status(&e, r->ids[i], "pending");
         ASSERT_EQ(attempts_of(&e, r->ids[0]), 1);
@@ -1303,14 +1158,14 @@ static void test_stop_lets_the_request_finish_and_keeps_the_receipt(void) {
         ASSERT_EQ(e.last_pass.sent, 1);
 
         /* Started again, it goes on. */
-        ofd_mode("{\"target\": \"ofd\", \"mode\": \"accept\"}");
+        fake_mode("{\"target\": \"ofd\", \"mode\": \"accept\"}");
         ASSERT_OK(sync_start(e.sync));
         run_until_synced(&e, 3, 5 * USEC_PER_SEC);
         env_teardown(&e);
 }
 
 static bool ofd_has_request_open(Env *e) {
-        return ofd_int("in_flight") > 0;
+        return fake_int("ofd", "in_flight") > 0;
 }
 
 static void test_restart_in_the_middle_of_a_send_loses_nothing_and_stores_nothing_twice(void) {
@@ -1322,7 +1177,7 @@ static void test_restart_in_the_middle_of_a_send_loses_nothing_and_stores_nothin
         env_start(&e, &o);
         make_receipts(&e, r, 1, true);
         /* The OFD stores it at once and answers later: it has it when we go away. */
-        ofd_mode("{\"target\": \"ofd\", \"mode\": \"slow\", \"delay\": 1}");
+        fake_mode("{\"target\": \"ofd\", \"mode\": \"slow\", \"delay\": 1}");
         trigger_expect(&e, SYNC_TRIGGER_STARTED);
         run_until(&e, ofd_has_request_open, 5 * USEC_PER_SEC);
         ASSERT_EQ(sync_get_in_flight(e.sync), 1);
@@ -1334,7 +1189,7 @@ static void test_restart_in_the_middle_of_a_send_loses_nothing_and_stores_nothin
         ASSERT_EQ(ofd_key_count(r->ids[0]), 1);
 
         /* A new worker (the restart) sends it again with the same key: recognized, synced, stored once. */
-        ofd_mode("{\"target\": \"ofd\", \"mode\": \"accept\"}");
+        fake_mode("{\"target\": \"ofd\", \"mode\": \"accept\"}");
         env_start(&e, &o);
         ASSERT_EQ(e.last_pass.synced, 1);
         ASSERT_EQ(e.last_pass.duplicates, 1);
@@ -1358,13 +1213,13 @@ static void test_flapping_ofd_opens_and_closes_the_breaker_and_everything_arrive
         env_start(&e, &o);
         make_receipts(&e, r, 20, true);
         /* Three accepted, three failed, and so on. */
-        ofd_mode("{\"target\": \"ofd\", \"mode\": \"flap\", \"count\": 3}");
+        fake_mode("{\"target\": \"ofd\", \"mode\": \"flap\", \"count\": 3}");
         trigger_expect(&e, SYNC_TRIGGER_STARTED);
         run_until_synced(&e, 20, 15 * USEC_PER_SEC);
 
         ASSERT_EQ(count_status(&e, "synced"), 20);
-        ASSERT_EQ(ofd_int("count"), 20);
-        ASSERT_EQ(ofd_int("duplicates"), 0);
+        ASSERT_EQ(fake_int("ofd", "count"), 20);
+        ASSERT_EQ(fake_int("ofd", "duplicates"), 0);
         ASSERT_TRUE(sync_get_breaker(e.sync)->n_opened >= 2);
         ASSERT_TRUE(sync_get_breaker(e.sync)->n_closed >= 1);
         env_teardown(&e);
@@ -1421,7 +1276,7 @@ static void test_unusable_stored_data_is_dead_lettered_without_sending(void) {
 
         ASSERT_EQ(e.last_pass.dead_lettered, 1);
         ASSERT_EQ(e.last_pass.synced, 1);
-        ASSERT_EQ(ofd_int("requests"), 1);
+        ASSERT_EQ(fake_int("ofd", "requests"), 1);
         ASSERT_EQ(ofd_key_count(r->ids[0]), 0);
         assert_status(&e, r->ids[0], "dlq");
         ASSERT_STREQ(e.last_dead_reason, "the stored receipt or fiscal document is not a JSON object");
@@ -1457,14 +1312,14 @@ static void test_retention_prunes_old_synced_and_resolved_and_keeps_the_rest(voi
 
         /* r0, r1: dead letters, r0's resolved long ago, r1's open. */
         make_receipts(&e, r, 2, true);
-        ofd_mode("{\"target\": \"ofd\", \"mode\": \"status\", \"status\": 422}");
+        fake_mode("{\"target\": \"ofd\", \"mode\": \"status\", \"status\": 422}");
         trigger_expect(&e, SYNC_TRIGGER_STARTED);
         run_passes(&e, 1, 5 * USEC_PER_SEC);
         ASSERT_EQ(e.last_pass.dead_lettered, 2);
         ASSERT_OK(dlq_resolve(&e, r->ids[0], "done"));
 
         /* r2, r3: synced long ago; r4: synced now; r5: pending (never printed) and old. */
-        ofd_mode("{\"target\": \"ofd\", \"mode\": \"accept\"}");
+        fake_mode("{\"target\": \"ofd\", \"mode\": \"accept\"}");
         make_receipts(&e, r, 3, true);
         make_receipts(&e, r, 1, false);
         trigger_expect(&e, SYNC_TRIGGER_STARTED);
@@ -1549,10 +1404,10 @@ static void test_retention_prunes_resolved_rows_of_retried_receipts(void) {
         o.synced_retention = USEC_INFINITY; /* keep the receipt: only its old dead letter goes */
         env_start(&e, &o);
         make_receipts(&e, r, 1, true);
-        ofd_mode("{\"target\": \"ofd\", \"mode\": \"status\", \"status\": 422}");
+        fake_mode("{\"target\": \"ofd\", \"mode\": \"status\", \"status\": 422}");
         trigger_expect(&e, SYNC_TRIGGER_STARTED);
         run_passes(&e, 1, 5 * USEC_PER_SEC);
-        ofd_mode("{\"target\": \"ofd\", \"mode\": \"accept\"}");
+        fake_mode("{\"target\": \"ofd\", \"mode\": \"accept\"}");
         ASSERT_OK(dlq_retry(&e, r->ids[0]));
         run_until_synced(&e, 1, 5 * USEC_PER_SEC);
         db_exec(&e, "UPDATE dlq SET moved_at = '" OLD "', resolved_at = '" OLD "'; "
@@ -1589,7 +1444,7 @@ static void test_reload_applies_to_the_next_request_and_reschedules(void) {
         make_receipts(&e, r, 1, true);
         trigger_expect(&e, SYNC_TRIGGER_STARTED);
         run_until_synced(&e, 2, 5 * USEC_PER_SEC);
-        ofd = ofd_state(&root);
+        ofd = fake_state("ofd", &root);
         ASSERT_TRUE(json_object_object_get_ex(ofd, "last_authorization", &v));
         ASSERT_STREQ(json_object_get_string(v), "Bearer second-token");
         ASSERT_TRUE(json_object_object_get_ex(ofd, "paths", &v));
@@ -1601,7 +1456,7 @@ static void test_reload_applies_to_the_next_request_and_reschedules(void) {
         trigger_expect(&e, SYNC_TRIGGER_STARTED);
         run_until_synced(&e, 3, 5 * USEC_PER_SEC);
         json_object_put(TAKE_PTR(root));
-        ofd = ofd_state(&root);
+        ofd = fake_state("ofd", &root);
         ASSERT_TRUE(json_object_object_get_ex(ofd, "last_authorization", &v));
         ASSERT_NULL(v);
 
@@ -1614,7 +1469,7 @@ static void test_reload_applies_to_the_next_request_and_reschedules(void) {
         run_until_synced(&e, 4, 5 * USEC_PER_SEC);
         run_passes(&e, 3, 5 * USEC_PER_SEC);
         ASSERT_TRUE(now(CLOCK_MONOTONIC) - reloaded >= 200 * MSEC);
-        ASSERT_EQ(ofd_int("count"), 4);
+        ASSERT_EQ(fake_int("ofd", "count"), 4);
         env_teardown(&e);
 }
 
