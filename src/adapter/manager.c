@@ -773,23 +773,24 @@ Manager *manager_free(Manager *m) {
         sd_event_source_disable_unref(m->stall_source);
         sd_event_source_disable_unref(m->bus_reconnect_source);
         sd_event_source_disable_unref(m->counters_source);
-        sd_bus_flush_close_unref(m->bus);
+        m->bus = sd_bus_flush_close_unref(m->bus);
 
-        /* Teardown in dependency order. A stopped printer starts no document, whatever calls it below. */
+        /* Teardown in dependency order; each pointer is cleared as it goes, because the callbacks that still
+         * run below look at what is left. A stopped printer starts no document, whatever calls it below. */
         if (m->printer)
                 printer_stop(m->printer);
         /* It detaches its queued store jobs and cancels its requests: nothing calls back into it after. */
-        sync_free(m->sync);
-        heartbeat_free(m->heartbeat);
-        curl_glue_free(m->glue);
+        m->sync = sync_free(m->sync);
+        m->heartbeat = heartbeat_free(m->heartbeat);
+        m->glue = curl_glue_free(m->glue);
         /* The register first: the callbacks it still owes go to the printer, the store, intake and HTTP. */
-        device_free(m->device);
+        m->device = device_free(m->device);
         /* Then the store: it delivers the callbacks of queued jobs, which answer through the printer,
          * intake and HTTP. */
-        store_free(m->store);
-        intake_free(m->intake);
-        printer_free(m->printer);
-        http_server_free(m->http);
+        m->store = store_free(m->store);
+        m->intake = intake_free(m->intake);
+        m->printer = printer_free(m->printer);
+        m->http = http_server_free(m->http);
         sd_event_unref(m->event);
 
         config_free(m->config);
