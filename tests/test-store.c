@@ -369,7 +369,272 @@ static const char prototype_rows[] =
         "INSERT INTO buffer_events (receipt_id, event, details) VALUES ('legacy-a', 'received', NULL);"
         "INSERT INTO config (key, value) VALUES ('prototype', 'yes');";
 
+/* ---- receipt ids ---- */
+
+/* 8-4-4-4-12 lower-case hex, version 7, RFC 9562 variant, and the first 48 bits are `ms`. */
+static void assert_uuid_v7(const char *id, uint64_t ms) {
+        char hex[13];
+
+        ASSERT_EQ(strlen(id), 36);
+        for (unsigned i = 0; i < 36; i++)
+                if (IN_SET(i, 8, 13, 18, 23))
+                        ASSERT_TRUE(id[i] == '-');
+                else
+                        ASSERT_TRUE(strchr("0123456789abcdef", id[i]) != NULL);
+        ASSERT_TRUE(id[14] == '7');
+        ASSERT_TRUE(strchr("89ab", id[19]) != NULL);
+        memcpy(hex, id, 8);
+        memcpy(hex + 8, id + 9, 4);
+        hex[12] = 0;
+        ASSERT_EQ_U(strtoull(hex, NULL, 16), ms);
+}
+
 /* ---- tests ---- */
+
+static void test_receipt_id_is_uuid_v7_with_the_time_first_and_the_random_bits_kept(void) {
+        static const uint8_t zeros[10] = {}, ones[10] = { 0xff, 0xff, 0xff, 0xff, 0xff,
+                                                           0xff, 0xff, 0xff, 0xff, 0xff };
+        static const uint8_t mixed[10] = { 0x12, 0x34, 0x56, 0x78, 0x9a, 0xbc, 0xde, 0xf0, 0x11, 0x22 };
+        char id[STORE_RECEIPT_ID_MAX], later[STORE_RECEIPT_ID_MAX];
+        uint64_t ms = UINT64_C(1795910400123); /* 2026-11-29T00:00:00.123Z */
+
+        ASSERT_TRUE(store_receipt_id_new_at(ms, zeros, id) == id);
+        ASSERT_STREQ(id, "01a22499-f87b-7000-8000-000000000000");
+        assert_uuid_v7(id, ms);
+        /* Only the 4 version and 2 variant bits are forced: 74 of the 80 random bits stay. */
+        ASSERT_STREQ(store_receipt_id_new_at(ms, ones, id), "01a22499-f87b-7fff-bfff-ffffffffffff");
+        ASSERT_STREQ(store_receipt_id_new_at(ms, mixed, id), "01a22499-f87b-7234-9678-9abcdef01122");
+
+        /* One millisecond later sorts after, whatever the random bits. */
+        store_receipt_id_new_at(ms, ones, id);
+        store_receipt_id_new_at(ms + 1, zeros, later);
+        ASSERT_TRUE(strcmp(id, later) < 0);
+        assert_uuid_v7(later, ms + 1);
+        /* Times past 48 bits wrap instead of spilling into the version. */
+        assert_uuid_v7(store_receipt_id_new_at((UINT64_C(1) << 48) + 5, zeros, id), 5);
+}
+
+static void test_submitted_ids_are_v7_and_sort_by_creation_time_across_milliseconds(void) {
+        Submitted x[8];
+        char key[16];
+        Env e;
+        Store *s;
+
+        env_setup(&e);
+        s = store_open_ok(&e, 0);
+        for (unsigned i = 0; i < ELEMENTSOF(x); i++) {
+                snprintf(key, sizeof key, "order-%u", i);
+                submit_ok(&e, s, key, "h", &x[i]);
+                assert_uuid_v7(x[i].id, hlc_physical_ms(x[i].hlc));
+                if (i > 0) {
+                        ASSERT_TRUE(hlc_physical_ms(x[i].hlc) > hlc_physical_ms(x[i - 1].hlc));
+                        ASSERT_TRUE(strcmp(x[i - 1].id, x[i].id) < 0);
+                }
+                usleep(2 * USEC_PER_MSEC); /* the next one in another millisecond */
+        }
+        store_free(s);
+
+        /* The database agrees: by id is by creation. */
+        ASSERT_EQ(db_int(e.path,
+                         "SELECT COUNT(*) FROM (SELECT id, LAG(hlc) OVER (ORDER BY id) AS prev, hlc "
+                         "FROM receipts) WHERE prev >= hlc"),
+                  0);
+        env_teardown(&e);
+}
+
+#define N_BATCH 150
+
+static void test_jobs_queued_in_one_loop_iteration_commit_in_one_transaction_with_unique_ids(void) {
+        Submitted x[N_BATCH] = {};
+        char keys[N_BATCH][16];
+        Env e;
+        Store *s;
+
+        env_setup(&e);
+        s = store_open_ok(&e, 1000);
+        /* Queued within one loop iteration, as a burst of requests parsed one after the other, each taking
+         * a while: a writer woken by the first would commit it alone. More than one batch of random bytes
+         * for the ids, too. */
+        for (unsigned i = 0; i < N_BATCH; i++) {
+                StoreReceiptNew r;
+
+                snprintf(keys[i], sizeof keys[i], "burst-%u", i);
+                r = receipt_new(keys[i], "h");
+                ASSERT_OK(store_submit_receipt(s, &r, on_submit, &x[i]));
+                usleep(100);
+        }
+        run_until_idle(&e, s);
+
+        for (unsigned i = 0; i < N_BATCH; i++) {
+                ASSERT_OK(x[i].error);
+                ASSERT_EQ(x[i].outcome, STORE_SUBMIT_CREATED);
+                assert_uuid_v7(x[i].id, hlc_physical_ms(x[i].hlc));
+        }
+        /* The writer was woken once for all of them, not for the first alone. */
+        ASSERT_EQ_U(store_get_stats(s)->n_transactions, 1);
+        ASSERT_EQ_U(store_get_stats(s)->max_jobs_per_transaction, N_BATCH);
+        store_free(s);
+        ASSERT_EQ(db_int(e.path, "SELECT COUNT(DISTINCT id) FROM receipts"), N_BATCH);
+        assert_db_healthy(e.path);
+        env_teardown(&e);
+}
+
+static int job_read_synchronous(StoreConn *c, void *data) {
+        sqlite3_stmt *stmt;
+
+        ASSERT_OK(store_conn_prepare(c, "PRAGMA synchronous", &stmt));
+        ASSERT_EQ(sqlite3_step(stmt), SQLITE_ROW);
+        return sqlite3_column_int(stmt, 0);
+}
+
+static int64_t writer_synchronous(Env *e, Store *s) {
+        Done d = {};
+
+        ASSERT_OK(store_write(s, job_read_synchronous, NULL, on_done, &d));
+        run_until_idle(e, s);
+        ASSERT_TRUE(d.done);
+        return d.result;
+}
+
+static void test_debug_synchronous_env_overrides_the_option(void) {
+        Store *s = NULL;
+        Env e;
+
+        if (!ENABLE_DEBUG_HOOKS) {
+                fprintf(stderr, "(skipped: built without debug hooks)\n");
+                return;
+        }
+        env_setup(&e);
+        s = store_open_ok(&e, 0);
+        ASSERT_EQ(writer_synchronous(&e, s), 2); /* FULL */
+        store_free(s);
+
+        ASSERT_OK(setenv("KKT_ADAPTER_DEBUG_SYNCHRONOUS", "off", 1));
+        s = store_open_ok(&e, 0);
+        ASSERT_EQ(writer_synchronous(&e, s), 0);
+        store_free(s);
+
+        ASSERT_OK(setenv("KKT_ADAPTER_DEBUG_SYNCHRONOUS", "sometimes", 1));
+        s = NULL;
+        ASSERT_ERROR(store_open(&s, e.event, e.path, NULL), EINVAL);
+        ASSERT_NULL(s);
+        ASSERT_OK(unsetenv("KKT_ADAPTER_DEBUG_SYNCHRONOUS"));
+        env_teardown(&e);
+}
+
+static void test_debug_max_pages_env_fills_the_disk_keeping_what_was_acknowledged(void) {
+        static char big[8 * 1024];
+        char acked[200][64], key[32], value[32], sql[128];
+        unsigned n_acked = 0, i;
+        int64_t pages;
+        Submitted x;
+        Store *s = NULL;
+        Env e;
+
+        if (!ENABLE_DEBUG_HOOKS) {
+                fprintf(stderr, "(skipped: built without debug hooks)\n");
+                return;
+        }
+        env_setup(&e);
+        store_free(store_open_ok(&e, 0));
+        pages = db_int(e.path, "PRAGMA page_count");
+
+        /* Room for a few receipts of 8 KiB, then the "disk" is full. */
+        snprintf(value, sizeof value, "%" PRIi64, pages + 12);
+        ASSERT_OK(setenv("KKT_ADAPTER_DEBUG_MAX_PAGES", value, 1));
+        s = store_open_ok(&e, 0);
+        memset(big, 'x', sizeof big - 1);
+        for (i = 0; i < ELEMENTSOF(acked); i++) {
+                StoreReceiptNew r;
+
+                snprintf(key, sizeof key, "fill-%u", i);
+                r = receipt_new(key, "h");
+                r.receipt_data = big;
+                x = (Submitted) {};
+                ASSERT_OK(store_submit_receipt(s, &r, on_submit, &x));
+                run_until_idle(&e, s);
+                ASSERT_TRUE(x.done);
+                if (x.error < 0)
+                        break;
+                ASSERT_EQ(x.outcome, STORE_SUBMIT_CREATED);
+                snprintf(acked[n_acked++], sizeof acked[0], "%s", x.id);
+        }
+        ASSERT_TRUE(i < ELEMENTSOF(acked)); /* it did fill up */
+        ASSERT_ERROR(x.error, ENOSPC);
+        ASSERT_FALSE(x.have_receipt);
+        ASSERT_TRUE(n_acked >= 1);
+        ASSERT_EQ_U(store_get_counters(s)->pending, n_acked);
+        store_free(s);
+
+        /* Everything acknowledged is there, and nothing else. */
+        ASSERT_EQ(count_receipts(e.path), n_acked);
+        for (i = 0; i < n_acked; i++) {
+                snprintf(sql, sizeof sql, "SELECT COUNT(*) FROM receipts WHERE id = '%.63s'", acked[i]);
+                ASSERT_EQ(db_int(e.path, sql), 1);
+        }
+        assert_db_healthy(e.path);
+
+        /* A malformed limit is refused rather than ignored. */
+        ASSERT_OK(setenv("KKT_ADAPTER_DEBUG_MAX_PAGES", "lots", 1));
+        s = NULL;
+        ASSERT_ERROR(store_open(&s, e.event, e.path, NULL), EINVAL);
+        ASSERT_NULL(s);
+
+        /* Without the limit, the same store takes receipts again. */
+        ASSERT_OK(unsetenv("KKT_ADAPTER_DEBUG_MAX_PAGES"));
+        s = store_open_ok(&e, 0);
+        submit_ok(&e, s, "after-the-limit", "h", &x);
+        ASSERT_EQ(x.outcome, STORE_SUBMIT_CREATED);
+        ASSERT_EQ_U(store_get_counters(s)->pending, n_acked + 1);
+        store_free(s);
+        assert_db_healthy(e.path);
+        env_teardown(&e);
+}
+
+static off_t file_size(const char *path) {
+        struct stat st;
+
+        return stat(path, &st) < 0 ? -1 : st.st_size;
+}
+
+static void test_wal_is_checkpointed_behind_the_writer_and_stays_bounded(void) {
+        StoreOptions opts = { .capacity = 100000, .checkpoint_pages = 32 };
+        char wal[PATH_MAX + 8], key[32];
+        off_t db_size, wal_max = 0;
+        usec_t deadline;
+        Submitted x;
+        Store *s = NULL;
+        Env e;
+
+        env_setup(&e);
+        snprintf(wal, sizeof wal, "%s-wal", e.path);
+        ASSERT_OK(store_open(&s, e.event, e.path, &opts));
+        db_size = file_size(e.path);
+        ASSERT_TRUE(db_size > 0);
+
+        /* One receipt per commit, each a dozen pages: many times the 32-page threshold. */
+        for (unsigned i = 0; i < 300; i++) {
+                snprintf(key, sizeof key, "ckpt-%u", i);
+                submit_ok(&e, s, key, "h", &x);
+                wal_max = MAX(wal_max, file_size(wal));
+        }
+
+        /* While the store is open, its pages reached the database file, and the WAL never held much more
+         * than the hard limit (2 x 32 pages) plus one commit. */
+        deadline = now(CLOCK_MONOTONIC) + 10 * USEC_PER_SEC;
+        while (file_size(e.path) <= db_size) {
+                ASSERT_TRUE(now(CLOCK_MONOTONIC) < deadline);
+                usleep(10 * USEC_PER_MSEC);
+        }
+        ASSERT_TRUE(wal_max > 0);
+        ASSERT_TRUE(wal_max <= (off_t) (2 * 32 + 64) * (4096 + 24) + 32);
+        ASSERT_EQ(count_receipts(e.path), 300);
+
+        store_free(s);
+        ASSERT_TRUE(access(wal, F_OK) < 0); /* the last connection checkpointed and removed it */
+        assert_db_healthy(e.path);
+        env_teardown(&e);
+}
 
 static void test_open_empty_file_creates_schema_version_2_in_wal_mode(void) {
         Env e;
@@ -508,11 +773,8 @@ static void test_submit_calls_back_after_commit_with_rows_on_disk(void) {
         ASSERT_TRUE(x.hlc > 0);
         char sql[512];
 
-        /* A version 4 UUID, 8-4-4-4-12. */
-        ASSERT_EQ(strlen(x.id), 36);
-        ASSERT_TRUE(x.id[8] == '-' && x.id[13] == '-' && x.id[18] == '-' && x.id[23] == '-');
-        ASSERT_TRUE(x.id[14] == '4');
-        ASSERT_TRUE(strchr("89ab", x.id[19]) != NULL);
+        /* A version 7 UUID, 8-4-4-4-12, whose time is the HLC stamp's. */
+        assert_uuid_v7(x.id, hlc_physical_ms(x.hlc));
         /* ISO 8601 UTC. */
         ASSERT_EQ(strlen(x.created_at), 24);
         ASSERT_TRUE(x.created_at[10] == 'T' && x.created_at[23] == 'Z');
@@ -1139,6 +1401,7 @@ int main(void) {
                 log_set_max_level(LOG_DEBUG);
 
         TEST_RUN(test_status_names_round_trip);
+        TEST_RUN(test_receipt_id_is_uuid_v7_with_the_time_first_and_the_random_bits_kept);
         TEST_RUN(test_open_empty_file_creates_schema_version_2_in_wal_mode);
         TEST_RUN(test_open_prototype_v1_file_migrates_keeping_rows);
         TEST_RUN(test_open_prototype_file_without_user_version_migrates);
@@ -1161,5 +1424,10 @@ int main(void) {
         TEST_RUN(test_store_read_runs_on_the_reader_and_cannot_write);
         TEST_RUN(test_free_finishes_queued_jobs_and_runs_their_callbacks);
         TEST_RUN(test_idle_callback_runs_when_the_last_job_completes);
+        TEST_RUN(test_submitted_ids_are_v7_and_sort_by_creation_time_across_milliseconds);
+        TEST_RUN(test_jobs_queued_in_one_loop_iteration_commit_in_one_transaction_with_unique_ids);
+        TEST_RUN(test_wal_is_checkpointed_behind_the_writer_and_stays_bounded);
+        TEST_RUN(test_debug_synchronous_env_overrides_the_option);
+        TEST_RUN(test_debug_max_pages_env_fills_the_disk_keeping_what_was_acknowledged);
         return 0;
 }

@@ -9,6 +9,7 @@
 #include <stdarg.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/random.h>
 #include <systemd/sd-id128.h>
 
 #include "hlc.h"
@@ -18,6 +19,12 @@
 #include "store.h"
 
 #define BUSY_TIMEOUT_DEFAULT (5 * USEC_PER_SEC)
+#define CHECKPOINT_PAGES_DEFAULT 4096U
+/* WAL size, in multiples of the checkpoint threshold, at which the writer stops leaving the checkpoints to
+ * the checkpointer and catches up itself, so the WAL stays bounded even when commits never pause. */
+#define CHECKPOINT_HARD_FACTOR 2U
+/* Random bytes fetched per getrandom() call: 10 per receipt id, so one call serves 64 receipts. */
+#define RANDOM_POOL_SIZE 640
 
 typedef enum JobType {
         JOB_SUBMIT,
@@ -61,6 +68,7 @@ struct Job {
 };
 
 typedef struct CachedStmt {
+        const char *sql_ptr; /* callers pass string literals: compared first, before the text */
         char *sql;
         sqlite3_stmt *stmt;
 } CachedStmt;
@@ -91,6 +99,12 @@ typedef struct Worker {
         pthread_mutex_t lock;
         pthread_cond_t cond;
 
+        /* Loop only: jobs queued during this loop iteration, handed to the thread together by a defer
+         * source, so that the thread wakes once per iteration (and the writer starts a group with all
+         * of them) instead of once per job. */
+        Job *handoff_head, *handoff_tail;
+        sd_event_source *handoff_source;
+
         /* Under lock: jobs waiting for the thread, jobs waiting for the loop, and what the last commits
          * left behind for the loop's copy. */
         Job *queue_head, *queue_tail;
@@ -104,6 +118,25 @@ typedef struct Worker {
         sd_event_source *event_source;
 } Worker;
 
+/* Copies the WAL back into the database file on a connection and thread of its own, so that neither the
+ * copying nor (with synchronous=FULL) the database file's fsync holds up the writer's commits. */
+typedef struct Checkpointer {
+        Store *store;
+        sqlite3 *db;
+        pthread_t thread;
+        bool thread_started;
+        bool lock_initialized;
+        pthread_mutex_t lock;
+        pthread_cond_t cond;
+        /* Under lock. */
+        bool requested;
+        bool quit;
+        unsigned request_epoch; /* the WAL's (see Store.wal_epoch) when the round was asked for */
+        bool round_done;        /* a round ended since the last request, having copied... */
+        int backfilled;         /* ...this many frames of the WAL of... */
+        unsigned done_epoch;    /* ...this epoch */
+} Checkpointer;
+
 struct Store {
         sd_event *event;
         char *path;
@@ -111,10 +144,16 @@ struct Store {
 
         Worker writer;
         Worker reader;
+        Checkpointer checkpointer;
 
         /* Writer thread only, once the threads run. */
         Hlc hlc;
         uint64_t hlc_persisted;
+        uint8_t random_pool[RANDOM_POOL_SIZE];
+        size_t random_used;
+        int wal_frames;              /* in the WAL after the last commit */
+        unsigned wal_epoch;          /* counts the restarts of the WAL */
+        int checkpoint_requested_at; /* WAL frames when the checkpointer was last asked; 0: not yet */
 
         /* Loop thread only. */
         StoreCounters counters;
@@ -215,6 +254,51 @@ static Job *job_free(Job *j) {
 
 DEFINE_TRIVIAL_CLEANUP_FUNC(Job *, job_free);
 
+/* ---- receipt ids ---- */
+
+char *store_receipt_id_new_at(uint64_t unix_ms, const uint8_t random_bytes[static 10],
+                              char ret[static STORE_RECEIPT_ID_MAX]) {
+        sd_id128_t u;
+
+        assert(random_bytes);
+        assert(ret);
+
+        /* RFC 9562 section 5.7: unix_ts_ms (48 bits, big-endian) | ver (4) | rand_a (12) | var (2) |
+         * rand_b (62). */
+        unix_ms &= (UINT64_C(1) << 48) - 1;
+        for (unsigned i = 0; i < 6; i++)
+                u.bytes[i] = (uint8_t) (unix_ms >> (40 - 8 * i));
+        memcpy(u.bytes + 6, random_bytes, 10);
+        u.bytes[6] = (uint8_t) (0x70 | (u.bytes[6] & 0x0f));
+        u.bytes[8] = (uint8_t) (0x80 | (u.bytes[8] & 0x3f));
+        return sd_id128_to_uuid_string(u, ret);
+}
+
+/* Ten random bytes for an id (74 bits of them survive). A getrandom() per receipt was a syscall per
+ * receipt on the writer; the pool fetches them in bulk. GRND_INSECURE never blocks, not even early at
+ * boot: the ids need to be unique, not secret. */
+static int writer_random_bytes(Store *s, const uint8_t **ret) {
+        if (s->random_used + 10 > sizeof s->random_pool) {
+                ssize_t n = getrandom(s->random_pool, sizeof s->random_pool, GRND_INSECURE);
+
+                if (n != (ssize_t) sizeof s->random_pool)
+                        /* A kernel older than 5.6 rejects the flag: libsystemd knows the fallbacks. */
+                        for (size_t i = 0; i + sizeof(sd_id128_t) <= sizeof s->random_pool;
+                             i += sizeof(sd_id128_t)) {
+                                sd_id128_t u;
+                                int r = sd_id128_randomize(&u);
+
+                                if (r < 0)
+                                        return r;
+                                memcpy(s->random_pool + i, u.bytes, sizeof u.bytes);
+                        }
+                s->random_used = 0;
+        }
+        *ret = s->random_pool + s->random_used;
+        s->random_used += 10;
+        return 0;
+}
+
 /* ---- connections ---- */
 
 static int conn_error(StoreConn *c, int rc) {
@@ -237,7 +321,7 @@ int store_conn_prepare(StoreConn *c, const char *sql, sqlite3_stmt **ret) {
         assert(ret);
 
         for (size_t i = 0; i < c->n_stmts; i++)
-                if (streq(c->stmts[i].sql, sql)) {
+                if (c->stmts[i].sql_ptr == sql || streq(c->stmts[i].sql, sql)) {
                         (void) sqlite3_reset(c->stmts[i].stmt);
                         (void) sqlite3_clear_bindings(c->stmts[i].stmt);
                         *ret = c->stmts[i].stmt;
@@ -262,7 +346,7 @@ int store_conn_prepare(StoreConn *c, const char *sql, sqlite3_stmt **ret) {
         if (!stmt) /* only whitespace or a comment */
                 return -EINVAL;
 
-        c->stmts[c->n_stmts++] = (CachedStmt) { .sql = TAKE_PTR(copy), .stmt = stmt };
+        c->stmts[c->n_stmts++] = (CachedStmt) { .sql_ptr = sql, .sql = TAKE_PTR(copy), .stmt = stmt };
         *ret = stmt;
         return 0;
 }
@@ -543,23 +627,25 @@ static int submit_count_pending(StoreConn *c, uint64_t *ret) {
 
 static int submit_insert(StoreConn *c, Job *j) {
         Store *s = c->store;
-        char id[SD_ID128_UUID_STRING_MAX], created[FORMAT_ISO8601_MAX], hlc_text[HLC_FORMAT_MAX];
+        char id[STORE_RECEIPT_ID_MAX], created[FORMAT_ISO8601_MAX], hlc_text[HLC_FORMAT_MAX];
+        const uint8_t *random_bytes;
         sqlite3_stmt *stmt;
-        sd_id128_t uuid;
         uint64_t stamp;
         usec_t ts;
         int r;
-
-        r = sd_id128_randomize(&uuid); /* a version 4 UUID */
-        if (r < 0)
-                return r;
-        sd_id128_to_uuid_string(uuid, id);
 
         /* Stamped here, on the one thread that inserts, so stamps increase in commit order. */
         ts = now(CLOCK_REALTIME);
         stamp = hlc_tick(&s->hlc, ts);
         format_iso8601_utc(created, sizeof created, ts);
         hlc_format(hlc_text, sizeof hlc_text, stamp);
+
+        /* The id's time is the stamp's: it never goes back, not even when the wall clock does, so new keys
+         * always land at the right edge of the primary key's B-tree. */
+        r = writer_random_bytes(s, &random_bytes);
+        if (r < 0)
+                return r;
+        store_receipt_id_new_at(hlc_physical_ms(stamp), random_bytes, id);
 
         /* INSERT, never INSERT OR REPLACE: an acknowledged receipt is never overwritten. */
         r = store_conn_prepare(c,
@@ -876,6 +962,28 @@ static void worker_dispatch(Worker *w) {
                 s->idle_cb(s, s->idle_userdata);
 }
 
+/* Hands the jobs queued on the loop to the thread, waking it once for all of them. */
+static void worker_handoff(Worker *w) {
+        Job *head = TAKE_PTR(w->handoff_head), *tail = TAKE_PTR(w->handoff_tail);
+
+        if (!head)
+                return;
+
+        pthread_mutex_lock(&w->lock);
+        if (w->queue_tail)
+                w->queue_tail->next = head;
+        else
+                w->queue_head = head;
+        w->queue_tail = tail;
+        pthread_cond_signal(&w->cond);
+        pthread_mutex_unlock(&w->lock);
+}
+
+static int worker_on_handoff(sd_event_source *source, void *userdata) {
+        worker_handoff(userdata);
+        return 0;
+}
+
 static int worker_on_event(sd_event_source *source, int fd, uint32_t revents, void *userdata) {
         Worker *w = userdata;
         uint64_t v;
@@ -913,6 +1021,15 @@ static int worker_init(Worker *w, Store *s, bool is_writer) {
         if (r < 0)
                 return r;
         (void) sd_event_source_set_description(w->event_source, is_writer ? "store-writer" : "store-reader");
+
+        /* Same priority as the sources whose callbacks queue jobs: it runs after the ones already pending
+         * when the first job of a batch came, and cannot be starved by a busy loop. */
+        r = sd_event_add_defer(s->event, &w->handoff_source, worker_on_handoff, w);
+        if (r < 0)
+                return r;
+        (void) sd_event_source_set_enabled(w->handoff_source, SD_EVENT_OFF);
+        (void) sd_event_source_set_description(w->handoff_source,
+                                               is_writer ? "store-writer-handoff" : "store-reader-handoff");
         return 0;
 }
 
@@ -938,6 +1055,7 @@ static void worker_stop(Worker *w) {
         if (!w->thread_started)
                 return;
 
+        worker_handoff(w);
         pthread_mutex_lock(&w->lock);
         w->quit = true;
         pthread_cond_signal(&w->cond);
@@ -954,6 +1072,7 @@ static void worker_done(Worker *w) {
                 return;
 
         /* Only when the thread never ran: its queue could not be worked off. */
+        worker_handoff(w);
         while (w->queue_head) {
                 _cleanup_(job_freep) Job *j = w->queue_head;
 
@@ -964,11 +1083,166 @@ static void worker_done(Worker *w) {
         }
 
         w->event_source = sd_event_source_disable_unref(w->event_source);
+        w->handoff_source = sd_event_source_disable_unref(w->handoff_source);
         w->event_fd = safe_close(w->event_fd);
         conn_close(&w->conn);
         pthread_cond_destroy(&w->cond);
         pthread_mutex_destroy(&w->lock);
         w->lock_initialized = false;
+}
+
+/* ---- the checkpointer ---- */
+
+static void *checkpointer_main(void *userdata) {
+        Checkpointer *k = userdata;
+
+        for (;;) {
+                int rc, n_backfilled = 0;
+                unsigned epoch;
+
+                pthread_mutex_lock(&k->lock);
+                while (!k->requested && !k->quit)
+                        pthread_cond_wait(&k->cond, &k->lock);
+                k->requested = false;
+                epoch = k->request_epoch;
+                if (k->quit) {
+                        pthread_mutex_unlock(&k->lock);
+                        break;
+                }
+                pthread_mutex_unlock(&k->lock);
+
+                /* PASSIVE: copies what no reader still needs, never waits for the writer or a reader. The
+                 * writer restarts the WAL at its next transaction once everything was copied. */
+                rc = sqlite3_wal_checkpoint_v2(k->db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, &n_backfilled);
+                if (rc != SQLITE_OK && rc != SQLITE_BUSY)
+                        log_debug("Background checkpoint of %s failed: %s", k->store->path,
+                                  sqlite3_errmsg(k->db));
+
+                /* A round that ends after the WAL restarted counted frames of the old one, or of the new
+                 * one from an unknown start: the epoch tells the writer to ignore it. */
+                pthread_mutex_lock(&k->lock);
+                k->round_done = rc == SQLITE_OK;
+                k->backfilled = n_backfilled;
+                k->done_epoch = epoch;
+                pthread_mutex_unlock(&k->lock);
+        }
+        return NULL;
+}
+
+/* The WAL hook of the writer's connection, called on the writer thread after each commit with the frames
+ * in the WAL. The checkpointer copies behind the writer, a round per pages/4 new frames (each round syncs
+ * the WAL and the database file: one per commit would double the syncs). The WAL only restarts from its
+ * beginning when a transaction starts with every frame copied, which a copy running behind never achieves
+ * while commits keep coming: so once a round has left little behind, the writer copies that rest itself,
+ * a short pause instead of the whole checkpoint on the writer. */
+static int writer_on_wal_commit(void *userdata, sqlite3 *db, const char *name, int n_frames) {
+        Store *s = userdata;
+        Checkpointer *k = &s->checkpointer;
+        int pages = (int) MIN(s->options.checkpoint_pages, (unsigned) INT_MAX / CHECKPOINT_HARD_FACTOR);
+
+        if (n_frames < s->wal_frames) {
+                s->wal_epoch++; /* the WAL restarted */
+                s->checkpoint_requested_at = 0;
+        }
+        s->wal_frames = n_frames;
+        if (n_frames < pages)
+                return SQLITE_OK;
+
+        /* Commits came without a pause for so long that the WAL grew regardless; or there is no
+         * checkpointer (yet, during the migrations, or any more, while the store is being freed). */
+        if (n_frames >= pages * (int) CHECKPOINT_HARD_FACTOR || !k->lock_initialized)
+                goto inline_checkpoint;
+
+        pthread_mutex_lock(&k->lock);
+        if (k->quit || (k->round_done && k->done_epoch == s->wal_epoch && n_frames >= k->backfilled &&
+                        n_frames - k->backfilled <= pages / 16)) {
+                k->round_done = false;
+                pthread_mutex_unlock(&k->lock);
+                goto inline_checkpoint;
+        }
+        if (s->checkpoint_requested_at == 0 || n_frames >= s->checkpoint_requested_at + pages / 4) {
+                k->requested = true;
+                k->request_epoch = s->wal_epoch;
+                k->round_done = false;
+                s->checkpoint_requested_at = n_frames;
+                pthread_cond_signal(&k->cond);
+        }
+        pthread_mutex_unlock(&k->lock);
+        return SQLITE_OK;
+
+inline_checkpoint:
+        (void) sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+        return SQLITE_OK;
+}
+
+static int checkpointer_start(Checkpointer *k, Store *s) {
+        sigset_t all, saved;
+        sqlite3 *db = NULL;
+        char sql[64];
+        int r;
+
+        *k = (Checkpointer) { .store = s };
+        r = pthread_mutex_init(&k->lock, NULL);
+        if (r != 0)
+                return -r;
+        r = pthread_cond_init(&k->cond, NULL);
+        if (r != 0) {
+                pthread_mutex_destroy(&k->lock);
+                return -r;
+        }
+        k->lock_initialized = true;
+
+        r = sqlite3_open_v2(s->path, &db,
+                            SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_EXRESCODE, NULL);
+        if (r != SQLITE_OK) {
+                (void) sqlite3_close(db);
+                return sqlite_result_to_errno(r) ?: -EIO;
+        }
+        k->db = db;
+        /* The same durability as the writer: with FULL, the database file is synced before the WAL that
+         * the copy came from may be reused. */
+        snprintf(sql, sizeof sql, "PRAGMA synchronous = %s",
+                 s->options.synchronous == STORE_SYNCHRONOUS_OFF ? "OFF" : "FULL");
+        r = sqlite3_exec(db, sql, NULL, NULL, NULL);
+        if (r != SQLITE_OK)
+                return sqlite_result_to_errno(r) ?: -EIO;
+
+        sigfillset(&all);
+        r = pthread_sigmask(SIG_SETMASK, &all, &saved);
+        if (r != 0)
+                return -r;
+        r = pthread_create(&k->thread, NULL, checkpointer_main, k);
+        (void) pthread_sigmask(SIG_SETMASK, &saved, NULL);
+        if (r != 0)
+                return -r;
+        k->thread_started = true;
+        (void) pthread_setname_np(k->thread, "store-checkpt");
+        return 0;
+}
+
+static void checkpointer_stop(Checkpointer *k) {
+        if (!k->thread_started)
+                return;
+
+        pthread_mutex_lock(&k->lock);
+        k->quit = true;
+        pthread_cond_signal(&k->cond);
+        pthread_mutex_unlock(&k->lock);
+        (void) pthread_join(k->thread, NULL); /* from now on the writer checkpoints itself */
+        k->thread_started = false;
+}
+
+/* After the writer thread is gone: its WAL hook may signal until then. */
+static void checkpointer_done(Checkpointer *k) {
+        if (k->db) {
+                (void) sqlite3_close(k->db);
+                k->db = NULL;
+        }
+        if (k->lock_initialized) {
+                pthread_cond_destroy(&k->cond);
+                pthread_mutex_destroy(&k->lock);
+                k->lock_initialized = false;
+        }
 }
 
 /* ---- the Store ---- */
@@ -1012,6 +1286,46 @@ static int store_load_hlc(Store *s) {
         (void) sqlite3_reset(stmt);
         return r;
 }
+
+#if ENABLE_DEBUG_HOOKS
+/* KKT_ADAPTER_DEBUG_SYNCHRONOUS=off|full overrides the options, for the benchmark's ceiling. */
+static int store_debug_synchronous(Store *s) {
+        const char *e = getenv("KKT_ADAPTER_DEBUG_SYNCHRONOUS");
+
+        if (!e)
+                return 0;
+        if (streq(e, "off"))
+                s->options.synchronous = STORE_SYNCHRONOUS_OFF;
+        else if (streq(e, "full"))
+                s->options.synchronous = STORE_SYNCHRONOUS_FULL;
+        else {
+                log_debug("KKT_ADAPTER_DEBUG_SYNCHRONOUS=%s: expected off or full.", e);
+                return -EINVAL;
+        }
+        log_warning("Debug hook: buffer database with synchronous=%s.", e);
+        return 0;
+}
+
+/* KKT_ADAPTER_DEBUG_MAX_PAGES=N caps the file at N pages, so tests can fill the "disk" (SQLITE_FULL). */
+static int store_debug_max_pages(StoreConn *c) {
+        const char *e = getenv("KKT_ADAPTER_DEBUG_MAX_PAGES");
+        unsigned long long n;
+        char sql[64], *end = NULL;
+
+        if (!e)
+                return 0;
+        errno = 0;
+        n = strtoull(e, &end, 10);
+        if (errno != 0 || end == e || *end != 0 || n == 0 || n > UINT32_MAX) {
+                log_debug("KKT_ADAPTER_DEBUG_MAX_PAGES=%s: expected a page count.", e);
+                return -EINVAL;
+        }
+        log_warning("Debug hook: buffer database limited to %llu pages.", n);
+        /* SQLite raises a limit below the current size to the current size. */
+        snprintf(sql, sizeof sql, "PRAGMA max_page_count = %llu", n);
+        return conn_exec(c, sql);
+}
+#endif
 
 static int store_open_writer(Store *s) {
         StoreConn *c = &s->writer.conn;
@@ -1062,18 +1376,26 @@ static int store_open_writer(Store *s) {
         r = conn_exec(c, "PRAGMA temp_store = MEMORY");
         if (r < 0)
                 return r;
-        /* Checkpoints run inside a COMMIT, on the writer: fewer, larger ones (16 MiB of WAL) write hot pages
-         * (counts, config, the right edge of the indexes) once instead of many times. */
-        r = conn_exec(c, "PRAGMA wal_autocheckpoint = 4096");
-        if (r < 0)
-                return r;
-        r = conn_exec(c, "PRAGMA journal_size_limit = 33554432");
+        /* Checkpoints run on the checkpointer's thread once the WAL holds checkpoint_pages (by default
+         * 16 MiB: fewer, larger checkpoints write hot pages, such as the counts and the right edge of the
+         * indexes, once instead of many times); see writer_on_wal_commit(). The WAL never grows much past
+         * the hard limit, which is kept as the file's size across restarts of the WAL: writing into space
+         * already allocated spares each commit's fdatasync() a metadata update. */
+        (void) sqlite3_wal_hook(c->db, writer_on_wal_commit, s);
+        snprintf(pragmas, sizeof pragmas, "PRAGMA journal_size_limit = %" PRIu64,
+                 (uint64_t) s->options.checkpoint_pages * CHECKPOINT_HARD_FACTOR * (4096 + 24));
+        r = conn_exec(c, pragmas);
         if (r < 0)
                 return r;
 
         r = store_schema_migrate(c->db);
         if (r < 0)
                 return r;
+#if ENABLE_DEBUG_HOOKS
+        r = store_debug_max_pages(c);
+        if (r < 0)
+                return r;
+#endif
 
         r = conn_read_counters(c, s->options.capacity, &s->counters);
         if (r < 0)
@@ -1081,13 +1403,22 @@ static int store_open_writer(Store *s) {
         return store_load_hlc(s);
 }
 
+static void store_configure_sqlite(void) {
+        /* Without the memory statistics (which nothing reads) every SQLite allocation skips a global
+         * mutex. Only possible before SQLite initializes; later it fails harmlessly with SQLITE_MISUSE. */
+        (void) sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+}
+
 int store_open(Store **ret, sd_event *event, const char *path, const StoreOptions *opts) {
+        static pthread_once_t sqlite_once = PTHREAD_ONCE_INIT;
         _cleanup_(store_freep) Store *s = NULL;
         int r;
 
         assert(ret);
         assert(event);
         assert(path);
+
+        (void) pthread_once(&sqlite_once, store_configure_sqlite);
 
         s = new0(Store, 1);
         if (!s)
@@ -1098,8 +1429,16 @@ int store_open(Store **ret, sd_event *event, const char *path, const StoreOption
                 s->options.capacity = STORE_CAPACITY_DEFAULT;
         if (s->options.busy_timeout == 0)
                 s->options.busy_timeout = BUSY_TIMEOUT_DEFAULT;
+        if (s->options.checkpoint_pages == 0)
+                s->options.checkpoint_pages = CHECKPOINT_PAGES_DEFAULT;
+#if ENABLE_DEBUG_HOOKS
+        r = store_debug_synchronous(s);
+        if (r < 0)
+                return r;
+#endif
         if ((int) s->options.synchronous < 0 || s->options.synchronous >= _STORE_SYNCHRONOUS_MAX)
                 return -EINVAL;
+        s->random_used = sizeof s->random_pool; /* empty: filled on first use */
         s->path = strdup(path);
         if (!s->path)
                 return -ENOMEM;
@@ -1124,6 +1463,9 @@ int store_open(Store **ret, sd_event *event, const char *path, const StoreOption
         if (r < 0)
                 return r;
 
+        r = checkpointer_start(&s->checkpointer, s);
+        if (r < 0)
+                return r;
         r = worker_start(&s->writer);
         if (r < 0)
                 return r;
@@ -1142,6 +1484,7 @@ Store *store_free(Store *s) {
         s->shutting_down = true;
 
         /* The threads work off their queues before they exit; then every callback still owed runs. */
+        checkpointer_stop(&s->checkpointer);
         worker_stop(&s->reader);
         worker_stop(&s->writer);
         if (s->reader.lock_initialized)
@@ -1150,6 +1493,7 @@ Store *store_free(Store *s) {
                 worker_dispatch(&s->writer);
 
         /* The writer's connection closes last, so SQLite checkpoints the WAL into the file. */
+        checkpointer_done(&s->checkpointer);
         worker_done(&s->reader);
         worker_done(&s->writer);
 
@@ -1188,16 +1532,15 @@ static int store_enqueue(Store *s, Worker *w, Job *j) {
         if (s->shutting_down)
                 return -ESHUTDOWN;
 
-        pthread_mutex_lock(&w->lock);
-        if (w->queue_tail)
-                w->queue_tail->next = j;
+        if (w->handoff_tail)
+                w->handoff_tail->next = j;
         else
-                w->queue_head = j;
-        w->queue_tail = j;
-        pthread_cond_signal(&w->cond);
-        pthread_mutex_unlock(&w->lock);
-
+                w->handoff_head = j;
+        w->handoff_tail = j;
         s->n_outstanding++;
+
+        if (sd_event_source_set_enabled(w->handoff_source, SD_EVENT_ONESHOT) < 0)
+                worker_handoff(w); /* no batching then, but no job left behind either */
         return 0;
 }
 

@@ -2,14 +2,15 @@
 #pragma once
 
 /* The durable receipt buffer: buffer.db (SQLite, WAL), its schema and migrations, a writer thread that
- * commits queued jobs in groups and a reader thread for queries. The sd-event loop never touches the
- * disk: it queues jobs, and their callbacks run on the loop once the worker is done (for writes: once
- * the COMMIT holding the job returned). */
+ * commits queued jobs in groups, a reader thread for queries and a thread that checkpoints the WAL. The
+ * sd-event loop never touches the disk: it queues jobs, and their callbacks run on the loop once the worker
+ * is done (for writes: once the COMMIT holding the job returned). */
 
 #include <stdbool.h>
 #include <stdint.h>
 #include <sqlite3.h>
 #include <systemd/sd-event.h>
+#include <systemd/sd-id128.h>
 
 #include "macro.h"
 #include "time-util.h"
@@ -32,6 +33,7 @@ typedef struct StoreOptions {
         unsigned capacity;             /* max pending receipts; 0 = STORE_CAPACITY_DEFAULT */
         StoreSynchronous synchronous;
         usec_t busy_timeout;           /* 0 = 5 s */
+        unsigned checkpoint_pages;     /* WAL pages that start a background checkpoint; 0 = 4096 */
 } StoreOptions;
 
 typedef enum StoreStatus {
@@ -129,10 +131,23 @@ typedef void (*StoreIdleCallback)(Store *s, void *userdata);
  * rolls back what the function did (its own savepoint) without affecting the other jobs of the group. */
 typedef int (*StoreJobFunc)(StoreConn *c, void *job_data);
 
+/* Receipt ids are UUIDs of version 7 (RFC 9562) in the 8-4-4-4-12 lower-case form: 48 bits of unix
+ * milliseconds first, then 74 random bits, so ids sort by creation time across milliseconds and new rows
+ * append to the primary key's B-tree instead of writing random pages. */
+#define STORE_RECEIPT_ID_MAX SD_ID128_UUID_STRING_MAX
+/* The id for `unix_ms` and ten random bytes (getrandom()'s; the version and variant bits in them are
+ * overwritten); returns ret. */
+char *store_receipt_id_new_at(uint64_t unix_ms, const uint8_t random_bytes[static 10],
+                              char ret[static STORE_RECEIPT_ID_MAX]);
+
 /* Opens (creating if needed), checks (PRAGMA quick_check) and migrates the database, loads the counters
  * and the HLC and starts the two worker threads. Blocks: call it before the loop runs. -EBADMSG: corrupt
  * or not a database; -EPROTO: written by a newer version; -EROFS: read-only; -ENOENT, -EACCES, -EISDIR...:
- * from opening the file; -ENOSPC: no room to migrate. */
+ * from opening the file; -ENOSPC: no room to migrate.
+ * In builds with ENABLE_DEBUG_HOOKS, two environment variables are honoured, for tests and benchmarks only:
+ * KKT_ADAPTER_DEBUG_SYNCHRONOUS=off|full overrides opts->synchronous, and KKT_ADAPTER_DEBUG_MAX_PAGES=N
+ * sets PRAGMA max_page_count=N on the writer after the migrations, so that growing the file past N pages
+ * fails as a full disk does (-ENOSPC). A malformed value fails with -EINVAL. */
 int store_open(Store **ret, sd_event *event, const char *path, const StoreOptions *opts);
 
 /* Finishes every queued job, delivering the callbacks, then joins the threads and closes the database
