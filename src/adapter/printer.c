@@ -3,6 +3,8 @@
  * store the fiscal document before telling anyone, flag and retry failures, and after an unknown outcome
  * ask the register what it last printed instead of printing blindly again. */
 
+#include <search.h>
+
 #include "json-util.h"
 #include "log.h"
 #include "printer.h"
@@ -29,6 +31,7 @@ struct Printer {
         Device *device;
 
         PrintJob *head, *tail;
+        void *index;           /* tsearch() tree of the queued jobs by receipt id: the queue can be long */
         PrintJob *current;     /* at the register or being stored */
         bool stopping;
         /* After a start, nothing is printed until the register said what it made last: the daemon may have
@@ -56,7 +59,18 @@ static PrintJob *print_job_free(PrintJob *j) {
         return mfree(j);
 }
 
+static int print_job_compare(const void *a, const void *b) {
+        return strcmp(((const PrintJob *) a)->receipt_id, ((const PrintJob *) b)->receipt_id);
+}
+
+/* Every job in the queue is in the index too; failing to index one only makes it invisible to
+ * printer_find(), which the callers' own checks tolerate. */
+static void printer_index(Printer *p, PrintJob *j) {
+        (void) tsearch(j, &p->index, print_job_compare);
+}
+
 static void printer_push(Printer *p, PrintJob *j) {
+        printer_index(p, j);
         if (p->tail)
                 p->tail->next = j;
         else
@@ -75,16 +89,17 @@ static PrintJob *printer_pop(Printer *p) {
                 p->tail = NULL;
         j->next = NULL;
         p->stats.queued--;
+        (void) tdelete(j, &p->index, print_job_compare);
         return j;
 }
 
 static PrintJob *printer_find(Printer *p, const char *receipt_id) {
         if (p->current && streq(p->current->receipt_id, receipt_id))
                 return p->current;
-        for (PrintJob *j = p->head; j; j = j->next)
-                if (streq(j->receipt_id, receipt_id))
-                        return j;
-        return NULL;
+        PrintJob key = { .receipt_id = (char *) receipt_id };
+        void *node = tfind(&key, &p->index, print_job_compare);
+
+        return node ? *(PrintJob **) node : NULL;
 }
 
 static void printer_notify_waiter(Printer *p, PrintJob *j, int error, const char *fiscal_json,
@@ -130,6 +145,7 @@ static void printer_schedule_retry(Printer *p) {
 static void printer_retry_later(Printer *p) {
         PrintJob *j = TAKE_PTR(p->current);
 
+        printer_index(p, j);
         j->next = p->head;
         p->head = j;
         if (!p->tail)
@@ -484,6 +500,7 @@ static void load_context_done(Store *s, int result, void *userdata) {
                 if (result >= 0 && ctx->job.ids[i] && ctx->job.docs[i] &&
                     !printer_find(p, ctx->job.ids[i]) &&
                     print_job_new(&j, ctx->job.ids[i], ctx->job.docs[i]) >= 0) {
+                        printer_index(p, j);
                         if (last)
                                 last->next = j;
                         else
