@@ -2,7 +2,6 @@
 /* Owns what org.opticserp.KktAdapter1 looks like on the bus: properties read from the Manager's modules,
  * methods that call into them, and who may call what (checked here again, behind the bus policy). */
 
-#include <grp.h>
 
 #include "intake.h"
 #include "log.h"
@@ -14,14 +13,13 @@ typedef enum Privilege {
         PRIVILEGE_ADMIN, /* everything: group kkt-admin */
 } Privilege;
 
-static bool gid_in_group(gid_t gid, const char *group) {
-        struct group *g = getgrnam(group);
-
-        return g && g->gr_gid == gid;
+static bool gid_allowed(Manager *m, gid_t gid, Privilege p) {
+        return (p == PRIVILEGE_POS && gid_is_valid(m->pos_gid) && gid == m->pos_gid) ||
+                (gid_is_valid(m->admin_gid) && gid == m->admin_gid);
 }
 
 /* Defence in depth: the bus policy already filtered, but a misconfigured bus must not open the door. */
-static int manager_check_caller(sd_bus_message *message, Privilege p, sd_bus_error *error) {
+static int manager_check_caller(Manager *m, sd_bus_message *message, Privilege p, sd_bus_error *error) {
         _cleanup_(sd_bus_creds_unrefp) sd_bus_creds *creds = NULL;
         const gid_t *gids = NULL;
         uid_t uid;
@@ -41,12 +39,11 @@ static int manager_check_caller(sd_bus_message *message, Privilege p, sd_bus_err
         if (uid == 0 || uid == geteuid())
                 return 0;
 
-        if (sd_bus_creds_get_gid(creds, &gid) >= 0 &&
-            ((p == PRIVILEGE_POS && gid_in_group(gid, "kkt-pos")) || gid_in_group(gid, "kkt-admin")))
+        if (sd_bus_creds_get_gid(creds, &gid) >= 0 && gid_allowed(m, gid, p))
                 return 0;
         n = sd_bus_creds_get_supplementary_gids(creds, &gids);
         for (int i = 0; i < n; i++)
-                if ((p == PRIVILEGE_POS && gid_in_group(gids[i], "kkt-pos")) || gid_in_group(gids[i], "kkt-admin"))
+                if (gid_allowed(m, gids[i], p))
                         return 0;
 
         return sd_bus_error_setf(error, SD_BUS_ERROR_ACCESS_DENIED, "Only root and members of %s may do this",
@@ -180,7 +177,7 @@ static int method_submit_receipt(sd_bus_message *message, void *userdata, sd_bus
         const char *key, *json;
         int r;
 
-        r = manager_check_caller(message, PRIVILEGE_POS, error);
+        r = manager_check_caller(userdata, message, PRIVILEGE_POS, error);
         if (r < 0)
                 return r;
         r = sd_bus_message_read(message, "ss", &key, &json);
@@ -224,7 +221,7 @@ static int method_get_receipt(sd_bus_message *message, void *userdata, sd_bus_er
         const char *id;
         int r;
 
-        r = manager_check_caller(message, PRIVILEGE_POS, error);
+        r = manager_check_caller(userdata, message, PRIVILEGE_POS, error);
         if (r < 0)
                 return r;
         r = sd_bus_message_read(message, "s", &id);
@@ -247,7 +244,7 @@ static int method_sync_now(sd_bus_message *message, void *userdata, sd_bus_error
         SyncTriggerResult t;
         int r;
 
-        r = manager_check_caller(message, PRIVILEGE_ADMIN, error);
+        r = manager_check_caller(userdata, message, PRIVILEGE_ADMIN, error);
         if (r < 0)
                 return r;
         r = sync_trigger(m->sync, &t);
@@ -300,7 +297,7 @@ static int method_dead_letter(sd_bus_message *message, void *userdata, sd_bus_er
         bool resolve = streq(sd_bus_message_get_member(message), "ResolveDeadLetter");
         int r;
 
-        r = manager_check_caller(message, PRIVILEGE_ADMIN, error);
+        r = manager_check_caller(userdata, message, PRIVILEGE_ADMIN, error);
         if (r < 0)
                 return r;
         r = resolve ? sd_bus_message_read(message, "ss", &id, &note) : sd_bus_message_read(message, "s", &id);
@@ -348,7 +345,7 @@ static int method_list_dead_letters(sd_bus_message *message, void *userdata, sd_
         Manager *m = userdata;
         int all, r;
 
-        r = manager_check_caller(message, PRIVILEGE_ADMIN, error);
+        r = manager_check_caller(userdata, message, PRIVILEGE_ADMIN, error);
         if (r < 0)
                 return r;
         r = sd_bus_message_read(message, "b", &all);
@@ -367,7 +364,7 @@ static int method_reset_breaker(sd_bus_message *message, void *userdata, sd_bus_
         Manager *m = userdata;
         int r;
 
-        r = manager_check_caller(message, PRIVILEGE_ADMIN, error);
+        r = manager_check_caller(userdata, message, PRIVILEGE_ADMIN, error);
         if (r < 0)
                 return r;
         r = sync_reset_breaker(m->sync);

@@ -3,6 +3,7 @@
  * the modules in start-up and stop order, and what systemd is told (READY, RELOADING, STOPPING, STATUS). */
 
 #include <fcntl.h>
+#include <grp.h>
 #include <libgen.h>
 #include <sys/file.h>
 #include <signal.h>
@@ -63,6 +64,17 @@ static int manager_lock_state_directory(Manager *m) {
         }
         m->state_lock_fd = TAKE_FD(fd);
         return 0;
+}
+
+/* The groups the bus methods check callers against, resolved before the loop runs: an NSS lookup per call
+ * could block the loop on a slow directory service. A group that does not exist admits nobody. */
+static void manager_lookup_groups(Manager *m) {
+        struct group *g;
+
+        g = getgrnam("kkt-pos");
+        m->pos_gid = g ? g->gr_gid : (gid_t) -1;
+        g = getgrnam("kkt-admin");
+        m->admin_gid = g ? g->gr_gid : (gid_t) -1;
 }
 
 static int manager_setup_adapter_id(Manager *m) {
@@ -856,6 +868,7 @@ int manager_start(Manager *m) {
         r = manager_setup_adapter_id(m);
         if (r < 0)
                 return r;
+        manager_lookup_groups(m);
 
         r = intake_new(&m->intake, m->store,
                        &(ReceiptLimits) { .max_items = m->config->buffer_max_items, .max_payments = 100 });

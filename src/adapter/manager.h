@@ -28,6 +28,7 @@ typedef struct Manager {
 
         char *adapter_id;
         int state_lock_fd;
+        gid_t pos_gid, admin_gid; /* kkt-pos and kkt-admin, looked up once: no NSS on the loop */
 
         Store *store;
         Intake *intake;
@@ -82,6 +83,10 @@ void manager_begin_stop(Manager *m);
 
 /* Sends STATUS= with the one-line summary of the current state. */
 void manager_update_status(Manager *m);
+
+static inline bool gid_is_valid(gid_t gid) {
+        return gid != (gid_t) -1;
+}
 
 typedef enum ManagerHealth {
         MANAGER_HEALTHY,
