@@ -19,7 +19,8 @@ Control routes:
   POST /_control/mode       {"target": "ofd"|"erp", "mode": M, "count": N, "retry_after": S, "delay": S,
                              "status": CODE}
   GET  /_control/state      everything received, per target (see Target.snapshot); "in_flight" and
-                            "max_in_flight" count requests not answered yet, to check for overlap
+                            "max_in_flight" count requests not answered yet, "arrivals" has the
+                            monotonic time each one came in, to check for overlap
   POST /_control/reset      forget everything, both targets back to "accept"
 Modes:
   accept      the default
@@ -77,6 +78,7 @@ class Target:
         self.connections = set()   # serials of the connections that carried a request for this target
         self.in_flight = 0         # requests received and not yet answered (or given up on)
         self.max_in_flight = 0     # the most there ever were at once
+        self.arrivals = []         # time.monotonic() of each request, to see how they were spaced
         self.last_authorization = None
         self.last_content_type = None
         self.paths = []
@@ -120,6 +122,7 @@ class Target:
             "connections": len(self.connections),
             "in_flight": self.in_flight,
             "max_in_flight": self.max_in_flight,
+            "arrivals": list(self.arrivals),
             "last_authorization": self.last_authorization,
             "last_content_type": self.last_content_type,
             "paths": list(self.paths),
@@ -270,6 +273,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             t = STATE.targets[t.name]
             t.in_flight += 1
             t.max_in_flight = max(t.max_in_flight, t.in_flight)
+            t.arrivals.append(time.monotonic())
         try:
             self.upstream_answer(t, body)
         finally:
