@@ -436,6 +436,37 @@ def test_full_buffer_answers_503_and_still_replays():
 # -- HTTP limits -------------------------------------------------------------------------------------------
 
 
+def test_full_disk_answers_507_and_keeps_what_was_acknowledged():
+    """SQLITE_FULL (the debug hook caps the database at a few pages, as a full disk would) is a 507 with a
+    detail, health turns unhealthy, and every receipt acknowledged before is still there after a restart
+    without the cap."""
+    with Daemon(config(), env={"KKT_ADAPTER_DEBUG_MAX_PAGES": "60"}) as d:
+        d.start()
+        acknowledged, full = [], None
+        for i in range(3000):
+            status, _, p = d.post_receipt(sample_receipt(f"POS-{i}"), f"disk-{i}")
+            if status == 507:
+                full = p
+                break
+            check(status == 200, f"receipt {i}: {status} {p}")
+            acknowledged.append(p["receipt_id"])
+        check(full is not None, "3000 receipts fitted into 60 pages: the cap is not applied")
+        check_detail(507, full, 507, "storage")
+        check(len(acknowledged) > 0, "the first receipt already did not fit")
+        status, _, h = d.request("GET", "/v1/health")
+        check(status == 503 and h["components"]["store"]["status"] == "unhealthy", f"health: {status} {h}")
+        check(d.stop() == 0, "exit code after a full disk is not 0")
+
+        d.extra_env.pop("KKT_ADAPTER_DEBUG_MAX_PAGES")
+        d.start()
+        for rid in acknowledged:
+            status, _, r = d.request("GET", f"/v1/kkt/receipt/{rid}")
+            check(status == 200, f"acknowledged receipt {rid} is gone after the disk filled up: {status}")
+        status, _, p = d.post_receipt(sample_receipt("POS-after"), "disk-after")
+        check(status == 200, f"with room again: {status} {p}")
+        d.stop_clean()
+
+
 def test_body_over_limit_with_content_length_is_refused_before_it_is_read():
     with serving(config(http="MaxBodySize=4K\n")) as d:
         # Announces 100 MB and sends 100 bytes: the answer must not wait for the rest.
@@ -776,6 +807,7 @@ run_tests([
     test_concurrent_same_key_requests_store_one_receipt,
     test_invalid_receipts_are_rejected_with_a_detail_and_not_stored,
     test_full_buffer_answers_503_and_still_replays,
+    test_full_disk_answers_507_and_keeps_what_was_acknowledged,
     test_body_over_limit_with_content_length_is_refused_before_it_is_read,
     test_chunked_body_growing_past_limit_is_refused,
     test_unknown_path_is_404_and_wrong_method_is_405_with_allow,
