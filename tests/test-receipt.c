@@ -251,6 +251,162 @@ static void test_canonical_text_with_optional_fields(void) {
                      "\"customer\":{\"email\":\"x@y.ru\",\"phone\":\"+79991234567\"}}");
 }
 
+/* Texts made by the json-c serialiser this module used first (json_object_to_json_string_ext() with
+ * JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE): the store keeps them and compares their
+ * fingerprints for idempotency, so however the text comes to be written, these must stay byte for byte. */
+
+/* ASCII only, every optional field, non-default enums */
+static const char pinned_ascii_body[] =
+        "{\"pos_id\":\"POS-42\",\"type\":\"correction\",\"taxation\":\"usn_income_outcome\","
+        "\"items\":[{\"name\":\"Lens 1.5/67 \\\"AR\\\"\",\"price\":\"120.50\",\"quantity\":\"2.250\","
+        "\"total\":\"271.13\",\"vat\":\"vat110\",\"payment_method\":\"credit_payment\","
+        "\"payment_object\":\"commodity_marked\",\"measure\":\"other\","
+        "\"mark_code\":\"0104600439931256\\u001d21ABC/def\\u001d91EE06\"},"
+        "{\"name\":\"Cloth\",\"price\":0.01,\"quantity\":1,\"total\":0.01,\"vat_rate\":0}],"
+        "\"payments\":[{\"type\":\"card\",\"amount\":\"200.00\"},{\"type\":\"cash\",\"amount\":71.04},"
+        "{\"type\":\"other\",\"amount\":\"0.10\"}],"
+        "\"customer\":{\"phone\":\"+79991234567\",\"email\":\"buyer+tag@example.com\"}}";
+static const char pinned_ascii_canonical[] =
+        "{\"pos_id\":\"POS-42\",\"type\":\"correction\",\"taxation\":\"usn_income_outcome\","
+        "\"taxation_tag1055\":4,\"items\":[{\"name\":\"Lens 1.5/67 \\\"AR\\\"\",\"price\":\"120."
+        "50\",\"quantity\":\"2.250\",\"total\":\"271.13\",\"vat\":\"vat110\",\"vat_tag1199\":4,"
+        "\"payment_method\":\"credit_payment\",\"payment_method_tag1214\":7,\"payment_object\":\""
+        "commodity_marked\",\"payment_object_tag1212\":33,\"measure\":\"other\",\"measure_tag210"
+        "8\":255,\"mark_code\":\"0104600439931256\\u001d21ABC/def\\u001d91EE06\"},"
+        "{\"name\":\"Cloth\",\"price\":\"0.01\",\"quantity\":\"1.000\",\"total\":\"0.01\","
+        "\"vat\":\"vat0\",\"vat_tag1199\":5,\"payment_method\":\"full_payment\",\"payment_method"
+        "_tag1214\":4,\"payment_object\":\"commodity\",\"payment_object_tag1212\":1,"
+        "\"measure\":\"piece\",\"measure_tag2108\":0}],\"payments\":[{\"type\":\"card\","
+        "\"amount\":\"200.00\",\"amount_tag\":1081},{\"type\":\"cash\",\"amount\":\"71.04\","
+        "\"amount_tag\":1031},{\"type\":\"other\",\"amount\":\"0.10\",\"amount_tag\":1217}],"
+        "\"total\":\"271.14\",\"customer\":{\"email\":\"buyer+tag@example.com\",\"phone\":\"+799"
+        "91234567\"}}";
+
+/* Cyrillic, 4-byte UTF-8, U+2028, DEL, every escape json-c writes, '/' and '\' */
+static const char pinned_escapes_body[] =
+        "{\"pos_id\":\"Касса/№1 \\\"Л\\\"\\\\x\",\"type\":\"refund\","
+        "\"items\":[{\"name\":\"Оправа \\\"Люкс\\\" \\\\ 1/2 \\u0001\\b\\f\\n\\r\\t\\u001f\x7f"
+        "\\u2028 "
+        "\xf0\x9f\x98\x80 \\u00e9\\/\",\"price\":1500,\"quantity\":1,\"total\":1500,\"vat_rate\":20,"
+        "\"mark_code\":\"\\u001d01046\\u001d\\u001d\"}],"
+        "\"payments\":[{\"type\":\"cash\",\"amount\":1500}],"
+        "\"customer\":{\"email\":\"a\\\"b\\\\c/d@пример.рф\"}}";
+static const char pinned_escapes_canonical[] =
+        "{\"pos_id\":\"Касса/\xe2" "\x84" "\x96" "1 \\\"Л\\\"\\\\x\",\"type\":\"refund\","
+        "\"taxation\":\"osn\",\"taxation_tag1055\":1,\"items\":[{\"name\":\"Оправа \\\"Лю"
+        "кс\\\" \\\\ 1/2 \\u0001\\b\\f\\n\\r\\t\\u001f\x7f" "\xe2" "\x80" "\xa8" " \xf0" "\x9f" ""
+        "\x98" "\x80" " \xc3" "\xa9" "/\",\"price\":\"1500.00\",\"quantity\":\"1.000\","
+        "\"total\":\"1500.00\",\"vat\":\"vat20\",\"vat_tag1199\":1,\"payment_method\":\"full_pay"
+        "ment\",\"payment_method_tag1214\":4,\"payment_object\":\"commodity\",\"payment_object_t"
+        "ag1212\":1,\"measure\":\"piece\",\"measure_tag2108\":0,\"mark_code\":\"\\u001d01046\\u0"
+        "01d\\u001d\"}],\"payments\":[{\"type\":\"cash\",\"amount\":\"1500.00\",\"amount_tag\":1"
+        "031}],\"total\":\"1500.00\",\"customer\":{\"email\":\"a\\\"b\\\\c/d@пример.рф\""
+        "}}";
+
+/* large amounts, weights, several items, phone only */
+static const char pinned_amounts_body[] =
+        "{\"pos_id\":\"P\",\"type\":\"sale\",\"taxation\":\"patent\",\"items\":["
+        "{\"name\":\"Gold\",\"price\":\"9999999999.99\",\"quantity\":\"0.001\",\"total\":\"10000000.00\","
+        "\"vat\":\"vat122\",\"measure\":\"gram\"},"
+        "{\"name\":\"Сыр\",\"price\":\"899.90\",\"quantity\":0.335,\"total\":301.47,\"vat_rate\":10,"
+        "\"measure\":\"kilogram\",\"payment_object\":\"excise\",\"payment_method\":\"advance\"},"
+        "{\"name\":\"Service\",\"price\":100,\"quantity\":3,\"total\":300,\"vat\":\"none\","
+        "\"payment_object\":\"service\",\"measure\":\"hour\"}],"
+        "\"payments\":[{\"type\":\"card\",\"amount\":\"10000601.47\"}],"
+        "\"customer\":{\"phone\":\"+123456789012345\"}}";
+static const char pinned_amounts_canonical[] =
+        "{\"pos_id\":\"P\",\"type\":\"sale\",\"taxation\":\"patent\",\"taxation_tag1055\":32,"
+        "\"items\":[{\"name\":\"Gold\",\"price\":\"9999999999.99\",\"quantity\":\"0.001\","
+        "\"total\":\"10000000.00\",\"vat\":\"vat122\",\"vat_tag1199\":12,\"payment_method\":\"fu"
+        "ll_payment\",\"payment_method_tag1214\":4,\"payment_object\":\"commodity\","
+        "\"payment_object_tag1212\":1,\"measure\":\"gram\",\"measure_tag2108\":10},"
+        "{\"name\":\"Сыр\",\"price\":\"899.90\",\"quantity\":\"0.335\",\"total\":\"301.47\","
+        "\"vat\":\"vat10\",\"vat_tag1199\":2,\"payment_method\":\"advance\",\"payment_method_tag"
+        "1214\":3,\"payment_object\":\"excise\",\"payment_object_tag1212\":2,\"measure\":\"kilog"
+        "ram\",\"measure_tag2108\":11},{\"name\":\"Service\",\"price\":\"100.00\","
+        "\"quantity\":\"3.000\",\"total\":\"300.00\",\"vat\":\"none\",\"vat_tag1199\":6,"
+        "\"payment_method\":\"full_payment\",\"payment_method_tag1214\":4,\"payment_object\":\"s"
+        "ervice\",\"payment_object_tag1212\":4,\"measure\":\"hour\",\"measure_tag2108\":71}],"
+        "\"payments\":[{\"type\":\"card\",\"amount\":\"10000601.47\",\"amount_tag\":1081}],"
+        "\"total\":\"10000601.47\",\"customer\":{\"phone\":\"+123456789012345\"}}";
+
+static const struct {
+        const char *body;
+        const char *canonical;
+        const char *fingerprint;
+} pinned[] = {
+        { pinned_ascii_body, pinned_ascii_canonical,
+          "1f0eab4b9fd4ca99213f8af053735e6892147d1e2465b5ea8c1114b3f235a972" },
+        { pinned_escapes_body, pinned_escapes_canonical,
+          "16104b224e3cc5c5d6bbd5c46fe740f6fd5c10cc978edb9106acb106b8c6aa62" },
+        { pinned_amounts_body, pinned_amounts_canonical,
+          "fd27d899b09dbe428031cacacb83637386595a275487596816bf711187243668" },
+};
+
+static void test_canonical_text_is_pinned_byte_for_byte(void) {
+        for (size_t i = 0; i < ELEMENTSOF(pinned); i++) {
+                _cleanup_free_ char *c = canonical_of(pinned[i].body);
+                char f[65];
+
+                fprintf(stderr, "   pinned %zu\n", i);
+                ASSERT_STREQ(c, pinned[i].canonical);
+                ASSERT_OK(receipt_fingerprint(c, f));
+                ASSERT_STREQ(f, pinned[i].fingerprint);
+        }
+}
+
+/* The text is written directly, not by json-c: it must still be what json-c makes of receipt_to_json()'s
+ * tree, for every byte a string may hold, and for strings long enough to outgrow the first buffer. */
+static void test_canonical_text_is_what_json_c_writes_for_the_tree(void) {
+        _cleanup_free_ char *all_bytes = NULL, *long_escapes = NULL, *body1 = NULL, *body2 = NULL;
+        const char *bodies[3] = { pinned_escapes_body };
+        char *p;
+
+        /* Every byte but NUL from 0x01 to 0x7f as JSON text, escaped where JSON requires it. */
+        p = all_bytes = malloc(0x80 * 6 + 3);
+        ASSERT_NOT_NULL(p);
+        *p++ = '"';
+        for (int c = 1; c < 0x80; c++)
+                p += c < 0x20 || c == '"' || c == '\\' ? sprintf(p, "\\u%04x", c) : sprintf(p, "%c", c);
+        strcpy(p, "\"");
+        long_escapes = json_repeat("\\u0001", RECEIPT_ITEM_NAME_MAX);
+
+        bodies[1] = body1 = WITH("/items/0/name", all_bytes, "/items/0/mark_code", all_bytes,
+                                 "/pos_id", "\"/\\\\\\\"\"");
+        bodies[2] = body2 = edit(pinned_amounts_body, "/items/2/name", long_escapes, NULL);
+
+        for (size_t i = 0; i < ELEMENTSOF(bodies); i++) {
+                _cleanup_(receipt_freep) Receipt *r = parse_ok(bodies[i]);
+                _cleanup_(json_object_putp) json_object *o = NULL;
+                _cleanup_free_ char *c = NULL;
+
+                fprintf(stderr, "   body %zu\n", i);
+                ASSERT_OK(receipt_canonical(r, &c));
+                ASSERT_OK(receipt_to_json(r, &o));
+                ASSERT_STREQ(c, json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN |
+                                                                      JSON_C_TO_STRING_NOSLASHESCAPE));
+        }
+        ASSERT_TRUE(strlen(long_escapes) > 1024);
+}
+
+/* The tokener is kept between calls: whatever state a failed parse left it in must not leak into the next
+ * one. */
+static void test_parse_after_failed_parse_starts_afresh(void) {
+        static const char *const bad[] = { "{\"pos_id\":\"POS-1\",", "{\"pos_id\":[[[[", "{\"a\":tru}",
+                                           "{\"a\":1}}", "[1,2" };
+        _cleanup_free_ char *expected = canonical_of(base);
+
+        for (size_t i = 0; i < ELEMENTSOF(bad); i++) {
+                _cleanup_free_ char *c = NULL;
+                Receipt *r = NULL;
+
+                ASSERT_ERROR(receipt_parse(bad[i], strlen(bad[i]), NULL, &r, NULL), EBADMSG);
+                ASSERT_NULL(r);
+                c = canonical_of(base);
+                ASSERT_STREQ(c, expected);
+        }
+}
+
 static void test_canonical_text_parses_back_to_itself(void) {
         _cleanup_free_ char *body = WITH("/items/0/mark_code", "\"01046\\u001d91\"",
                                          "/items/0/measure", "\"liter\"",
@@ -758,6 +914,9 @@ int main(void) {
         TEST_RUN(test_full_receipt_with_ffd_attributes);
         TEST_RUN(test_canonical_text);
         TEST_RUN(test_canonical_text_with_optional_fields);
+        TEST_RUN(test_canonical_text_is_pinned_byte_for_byte);
+        TEST_RUN(test_canonical_text_is_what_json_c_writes_for_the_tree);
+        TEST_RUN(test_parse_after_failed_parse_starts_afresh);
         TEST_RUN(test_canonical_text_parses_back_to_itself);
         TEST_RUN(test_receipt_to_json_carries_ffd_values);
         TEST_RUN(test_canonical_equal_for_equivalent_bodies);
