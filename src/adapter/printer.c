@@ -171,9 +171,9 @@ static int mark_failed_run(StoreConn *c, void *job_data) {
                                &stmt);
         if (r < 0)
                 return r;
-        if (sqlite3_bind_text(stmt, 1, m->reason, -1, SQLITE_STATIC) != SQLITE_OK ||
-            sqlite3_bind_text(stmt, 2, m->receipt_id, -1, SQLITE_STATIC) != SQLITE_OK)
-                return -ENOMEM;
+        r = store_conn_bind(c, stmt, "tt", m->reason, m->receipt_id);
+        if (r < 0)
+                return r;
         r = store_conn_step_done(c, stmt);
         if (r < 0)
                 return r;

@@ -414,9 +414,7 @@ static void conn_close(StoreConn *c) {
         }
 }
 
-/* Binds arguments in order: 't' const char * (NULL binds NULL), 'i' int64_t, 'u' uint64_t. Text is bound
- * SQLITE_STATIC: it must stay valid until the statement is reset. */
-static int bind_args(StoreConn *c, sqlite3_stmt *stmt, const char *types, ...) {
+int store_conn_bind(StoreConn *c, sqlite3_stmt *stmt, const char *types, ...) {
         va_list ap;
         int rc = SQLITE_OK, i = 1;
 
@@ -442,7 +440,7 @@ static int bind_args(StoreConn *c, sqlite3_stmt *stmt, const char *types, ...) {
         return rc == SQLITE_OK ? 0 : conn_error(c, rc);
 }
 
-static int column_strdup(sqlite3_stmt *stmt, int i, char **ret) {
+int store_column_strdup(sqlite3_stmt *stmt, int i, char **ret) {
         const unsigned char *t = sqlite3_column_text(stmt, i);
 
         if (!t) {
@@ -462,13 +460,13 @@ int store_receipt_from_row(sqlite3_stmt *stmt, StoreReceipt *ret) {
         assert(ret);
 
         /* The order of STORE_RECEIPT_COLUMNS. */
-        if (column_strdup(stmt, 0, &r.id) < 0 || column_strdup(stmt, 1, &r.pos_id) < 0 ||
-            column_strdup(stmt, 2, &r.receipt_type) < 0 || column_strdup(stmt, 4, &r.receipt_data) < 0 ||
-            column_strdup(stmt, 5, &status) < 0 || column_strdup(stmt, 6, &print_status) < 0 ||
-            column_strdup(stmt, 8, &r.created_at) < 0 || column_strdup(stmt, 9, &r.updated_at) < 0 ||
-            column_strdup(stmt, 10, &r.printed_at) < 0 || column_strdup(stmt, 11, &r.synced_at) < 0 ||
-            column_strdup(stmt, 12, &r.next_retry_at) < 0 || column_strdup(stmt, 14, &r.last_error) < 0 ||
-            column_strdup(stmt, 15, &r.fiscal_doc) < 0 || column_strdup(stmt, 16, &r.ofd_response) < 0)
+        if (store_column_strdup(stmt, 0, &r.id) < 0 || store_column_strdup(stmt, 1, &r.pos_id) < 0 ||
+            store_column_strdup(stmt, 2, &r.receipt_type) < 0 || store_column_strdup(stmt, 4, &r.receipt_data) < 0 ||
+            store_column_strdup(stmt, 5, &status) < 0 || store_column_strdup(stmt, 6, &print_status) < 0 ||
+            store_column_strdup(stmt, 8, &r.created_at) < 0 || store_column_strdup(stmt, 9, &r.updated_at) < 0 ||
+            store_column_strdup(stmt, 10, &r.printed_at) < 0 || store_column_strdup(stmt, 11, &r.synced_at) < 0 ||
+            store_column_strdup(stmt, 12, &r.next_retry_at) < 0 || store_column_strdup(stmt, 14, &r.last_error) < 0 ||
+            store_column_strdup(stmt, 15, &r.fiscal_doc) < 0 || store_column_strdup(stmt, 16, &r.ofd_response) < 0)
                 return -ENOMEM;
 
         r.total_kopecks = sqlite3_column_int64(stmt, 3);
@@ -494,7 +492,7 @@ int store_conn_get_receipt(StoreConn *c, const char *id, StoreReceipt *ret) {
         r = store_conn_prepare(c, "SELECT " STORE_RECEIPT_COLUMNS " FROM receipts WHERE id = ?", &stmt);
         if (r < 0)
                 return r;
-        r = bind_args(c, stmt, "t", id);
+        r = store_conn_bind(c, stmt, "t", id);
         if (r < 0)
                 return r;
         rc = sqlite3_step(stmt);
@@ -520,7 +518,7 @@ int store_conn_log_event(StoreConn *c, const char *receipt_id, const char *event
                                &stmt);
         if (r < 0)
                 return r;
-        r = bind_args(c, stmt, "tttt", receipt_id, event, details,
+        r = store_conn_bind(c, stmt, "tttt", receipt_id, event, details,
                       format_iso8601_utc(ts, sizeof ts, now(CLOCK_REALTIME)));
         if (r < 0)
                 return r;
@@ -577,12 +575,12 @@ static int submit_find_key(StoreConn *c, Job *j, bool *ret_found) {
                                &stmt);
         if (r < 0)
                 return r;
-        r = bind_args(c, stmt, "t", j->idempotency_key);
+        r = store_conn_bind(c, stmt, "t", j->idempotency_key);
         if (r < 0)
                 return r;
         rc = sqlite3_step(stmt);
         if (rc == SQLITE_ROW) {
-                if (column_strdup(stmt, 0, &hash) < 0 || column_strdup(stmt, 1, &receipt_id) < 0)
+                if (store_column_strdup(stmt, 0, &hash) < 0 || store_column_strdup(stmt, 1, &receipt_id) < 0)
                         r = -ENOMEM;
         } else if (rc != SQLITE_DONE)
                 r = conn_error(c, rc);
@@ -656,7 +654,7 @@ static int submit_insert(StoreConn *c, Job *j) {
                                &stmt);
         if (r < 0)
                 return r;
-        r = bind_args(c, stmt, "ttttttuit", id, j->pos_id, j->receipt_data, created, created, hlc_text,
+        r = store_conn_bind(c, stmt, "ttttttuit", id, j->pos_id, j->receipt_data, created, created, hlc_text,
                       stamp, j->total_kopecks, j->receipt_type);
         if (r < 0)
                 return r;
@@ -670,7 +668,7 @@ static int submit_insert(StoreConn *c, Job *j) {
                                &stmt);
         if (r < 0)
                 return r;
-        r = bind_args(c, stmt, "tttt", j->idempotency_key, j->request_hash, id, created);
+        r = store_conn_bind(c, stmt, "tttt", j->idempotency_key, j->request_hash, id, created);
         if (r < 0)
                 return r;
         r = store_conn_step_done(c, stmt);
@@ -683,7 +681,7 @@ static int submit_insert(StoreConn *c, Job *j) {
                                &stmt);
         if (r < 0)
                 return r;
-        r = bind_args(c, stmt, "tttt", id, j->idempotency_key, hlc_text, created);
+        r = store_conn_bind(c, stmt, "tttt", id, j->idempotency_key, hlc_text, created);
         if (r < 0)
                 return r;
         r = store_conn_step_done(c, stmt);
@@ -748,7 +746,7 @@ static int writer_persist_hlc(StoreConn *c) {
         if (r < 0)
                 return r;
         snprintf(value, sizeof value, "%" PRIu64, s->hlc.last);
-        r = bind_args(c, stmt, "t", value);
+        r = store_conn_bind(c, stmt, "t", value);
         if (r < 0)
                 return r;
         return store_conn_step_done(c, stmt);
@@ -1701,7 +1699,7 @@ static int mark_explain(StoreConn *c, const char *id, int (*explain)(StoreStatus
         r = store_conn_prepare(c, "SELECT status, print_status FROM receipts WHERE id = ?", &stmt);
         if (r < 0)
                 return r;
-        r = bind_args(c, stmt, "t", id);
+        r = store_conn_bind(c, stmt, "t", id);
         if (r < 0)
                 return r;
         rc = sqlite3_step(stmt);
@@ -1730,7 +1728,7 @@ static int mark_printed_run(StoreConn *c, void *job_data) {
                                &stmt);
         if (r < 0)
                 return r;
-        r = bind_args(c, stmt, "tttt", m->document, format_iso8601_utc(at, sizeof at, m->at),
+        r = store_conn_bind(c, stmt, "tttt", m->document, format_iso8601_utc(at, sizeof at, m->at),
                       format_iso8601_utc(updated, sizeof updated, now(CLOCK_REALTIME)), m->id);
         if (r < 0)
                 return r;
@@ -1774,7 +1772,7 @@ static int mark_synced_run(StoreConn *c, void *job_data) {
                                &stmt);
         if (r < 0)
                 return r;
-        r = bind_args(c, stmt, "ttt", format_iso8601_utc(ts, sizeof ts, now(CLOCK_REALTIME)), m->document,
+        r = store_conn_bind(c, stmt, "ttt", format_iso8601_utc(ts, sizeof ts, now(CLOCK_REALTIME)), m->document,
                       m->id);
         if (r < 0)
                 return r;

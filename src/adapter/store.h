@@ -192,6 +192,11 @@ sqlite3 *store_conn_get_db(StoreConn *c);
 int store_conn_prepare(StoreConn *c, const char *sql, sqlite3_stmt **ret);
 /* Steps a statement that returns no rows; negative errno on failure. */
 int store_conn_step_done(StoreConn *c, sqlite3_stmt *stmt);
+/* Binds arguments in order: 't' const char * (NULL binds NULL), 'i' int64_t, 'u' uint64_t. Text is bound
+ * SQLITE_STATIC: it must stay valid until the statement is reset. */
+int store_conn_bind(StoreConn *c, sqlite3_stmt *stmt, const char *types, ...);
+/* A copy of a text column; NULL for SQL NULL. -ENOMEM. */
+int store_column_strdup(sqlite3_stmt *stmt, int i, char **ret);
 /* Adds a buffer_events row (writer only); details (JSON) may be NULL. */
 int store_conn_log_event(StoreConn *c, const char *receipt_id, const char *event, const char *details);
 /* The receipt with this id; -ENOENT when there is none. Free with store_receipt_done(). */

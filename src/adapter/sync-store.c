@@ -38,17 +38,6 @@ static int bind_int64(StoreConn *c, sqlite3_stmt *stmt, int i, int64_t v) {
         return rc == SQLITE_OK ? 0 : step_error(c, rc);
 }
 
-static int column_dup(sqlite3_stmt *stmt, int i, char **ret) {
-        const unsigned char *t = sqlite3_column_text(stmt, i);
-
-        if (!t) {
-                *ret = NULL;
-                return sqlite3_column_type(stmt, i) == SQLITE_NULL ? 0 : -ENOMEM;
-        }
-        *ret = strdup((const char *) t);
-        return *ret ? 0 : -ENOMEM;
-}
-
 static unsigned column_unsigned(sqlite3_stmt *stmt, int i) {
         int64_t v = sqlite3_column_int64(stmt, i);
         return v <= 0 ? 0 : v >= UINT_MAX ? UINT_MAX : (unsigned) v;
@@ -180,7 +169,7 @@ static int batch_item_from_row(sqlite3_stmt *stmt, SyncStoreItem *item) {
         const char *fiscal_doc = (const char *) sqlite3_column_text(stmt, 5);
         int r;
 
-        r = column_dup(stmt, 0, &item->id);
+        r = store_column_strdup(stmt, 0, &item->id);
         if (r < 0)
                 return r;
         if (!item->id)
@@ -570,11 +559,11 @@ static int dead_letter_from_row(sqlite3_stmt *stmt, SyncDeadLetter *d) {
         d->resolved = sqlite3_column_int64(stmt, 4) != 0;
         d->attempts = column_unsigned(stmt, 10);
         d->hlc = (uint64_t) sqlite3_column_int64(stmt, 12);
-        if (column_dup(stmt, 1, &d->receipt_id) < 0 || column_dup(stmt, 2, &d->reason) < 0 ||
-            column_dup(stmt, 3, &d->moved_at) < 0 || column_dup(stmt, 5, &d->resolved_at) < 0 ||
-            column_dup(stmt, 6, &d->resolved_by) < 0 || column_dup(stmt, 7, &d->resolution_note) < 0 ||
-            column_dup(stmt, 8, &status) < 0 || column_dup(stmt, 9, &d->pos_id) < 0 ||
-            column_dup(stmt, 11, &d->last_error) < 0 || column_dup(stmt, 13, &d->created_at) < 0)
+        if (store_column_strdup(stmt, 1, &d->receipt_id) < 0 || store_column_strdup(stmt, 2, &d->reason) < 0 ||
+            store_column_strdup(stmt, 3, &d->moved_at) < 0 || store_column_strdup(stmt, 5, &d->resolved_at) < 0 ||
+            store_column_strdup(stmt, 6, &d->resolved_by) < 0 || store_column_strdup(stmt, 7, &d->resolution_note) < 0 ||
+            store_column_strdup(stmt, 8, &status) < 0 || store_column_strdup(stmt, 9, &d->pos_id) < 0 ||
+            store_column_strdup(stmt, 11, &d->last_error) < 0 || store_column_strdup(stmt, 13, &d->created_at) < 0)
                 return -ENOMEM;
         d->status = store_status_from_string(status);
         return 0;
@@ -759,7 +748,7 @@ static int collect_ids(StoreConn *c, sqlite3_stmt *stmt, char ***ret, size_t *re
                         ids = p;
                         allocated = a;
                 }
-                r = column_dup(stmt, 0, &ids[n]);
+                r = store_column_strdup(stmt, 0, &ids[n]);
                 if (r < 0)
                         break;
                 if (ids[n])
