@@ -203,16 +203,6 @@ const DeviceDriver *device_driver_find(const char *name) {
 
 /* ---- JSON ---- */
 
-static int json_add(json_object *o, const char *key, json_object *v) {
-        if (!v)
-                return -ENOMEM;
-        if (json_object_object_add(o, key, v) < 0) {
-                json_object_put(v);
-                return -ENOMEM;
-        }
-        return 0;
-}
-
 static int json_add_string(json_object *o, const char *key, const char *s) {
         return json_add(o, key, json_object_new_string(s));
 }

@@ -185,22 +185,6 @@ Heartbeat *heartbeat_free(Heartbeat *h) {
 }
 
 /* json_object_object_add() takes a NULL value for JSON null: a failed allocation must be caught first. */
-static int json_add(json_object *o, const char *key, json_object *v) {
-        if (!v)
-                return -ENOMEM;
-        if (json_object_object_add(o, key, v) < 0) {
-                json_object_put(v);
-                return -ENOMEM;
-        }
-        return 0;
-}
-
-static int json_add_string_or_null(json_object *o, const char *key, const char *s) {
-        if (!s)
-                return json_object_object_add(o, key, NULL) < 0 ? -ENOMEM : 0;
-        return json_add(o, key, json_object_new_string(s));
-}
-
 int heartbeat_build_payload(Heartbeat *h, usec_t realtime, json_object **ret) {
         _cleanup_(json_object_putp) json_object *o = NULL, *buffer = NULL;
         const char *circuit_breaker = NULL;

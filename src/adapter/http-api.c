@@ -9,10 +9,6 @@
 #include "log.h"
 #include "manager.h"
 
-static json_object *json_string_or_null(const char *s) {
-        return s ? json_object_new_string(s) : NULL;
-}
-
 static int api_root(HttpRequest *req, void *userdata) {
         json_object *o = json_object_new_object();
 

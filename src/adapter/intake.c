@@ -180,10 +180,6 @@ int intake_reply_to_json(const IntakeReply *reply, json_object **ret) {
                         return -ENOMEM;                                                                 \
         } while (0)
 
-static json_object *json_string_or_null(const char *s) {
-        return s ? json_object_new_string(s) : NULL;
-}
-
 int intake_receipt_to_json(const StoreReceipt *r, json_object **ret) {
         _cleanup_(json_object_putp) json_object *o = NULL;
         json_object *doc = NULL, *fiscal = NULL, *ofd = NULL;

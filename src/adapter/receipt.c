@@ -790,16 +790,6 @@ int receipt_parse(const char *body, size_t size, const ReceiptLimits *limits, Re
         return 0;
 }
 
-static int json_add(json_object *o, const char *key, json_object *v) {
-        if (!v)
-                return -ENOMEM;
-        if (json_object_object_add(o, key, v) < 0) {
-                json_object_put(v);
-                return -ENOMEM;
-        }
-        return 0;
-}
-
 static int json_add_string(json_object *o, const char *key, const char *s) {
         return json_add(o, key, json_object_new_string(s));
 }

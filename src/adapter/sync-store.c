@@ -92,22 +92,6 @@ static int parse_object(const char *text, json_object **ret) {
         return 0;
 }
 
-static int json_add(json_object *o, const char *key, json_object *v) {
-        if (!v)
-                return -ENOMEM;
-        if (json_object_object_add(o, key, v) < 0) {
-                json_object_put(v);
-                return -ENOMEM;
-        }
-        return 0;
-}
-
-static int json_add_string_or_null(json_object *o, const char *key, const char *s) {
-        if (!s)
-                return json_object_object_add(o, key, NULL) < 0 ? -ENOMEM : 0;
-        return json_add(o, key, json_object_new_string(s));
-}
-
 int sync_store_build_body(const char *id, const char *pos_id, uint64_t hlc, const char *receipt_data,
                           const char *fiscal_doc, char **ret_body, size_t *ret_size) {
         _cleanup_(json_object_putp) json_object *o = NULL, *receipt = NULL, *doc = NULL;

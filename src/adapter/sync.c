@@ -174,22 +174,6 @@ struct Sync {
 
 /* ---- small helpers ---- */
 
-static int json_add(json_object *o, const char *key, json_object *v) {
-        if (!v)
-                return -ENOMEM;
-        if (json_object_object_add(o, key, v) < 0) {
-                json_object_put(v);
-                return -ENOMEM;
-        }
-        return 0;
-}
-
-static int json_add_string_or_null(json_object *o, const char *key, const char *s) {
-        if (!s)
-                return json_object_object_add(o, key, NULL) < 0 ? -ENOMEM : 0;
-        return json_add(o, key, json_object_new_string(s));
-}
-
 static int json_add_time_or_null(json_object *o, const char *key, usec_t realtime) {
         char ts[FORMAT_ISO8601_MAX];
 
