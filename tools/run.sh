@@ -10,13 +10,17 @@ cd "$top"
 
 port=${KKT_PORT:-8000}
 upstream_port=${KKT_UPSTREAM_PORT:-9000}
-run="$top/.run"
+run=${KKT_RUN_DIR:-$top/.run}
+build=${KKT_BUILD_DIR:-$top/build}
 
-"$top/tools/install-deps.sh"
-if [ ! -f build/build.ninja ]; then
-        meson setup build >/dev/null
+# KKT_SKIP_BUILD=1: use what $KKT_BUILD_DIR holds (the test suite runs this script on its own build).
+if [ "${KKT_SKIP_BUILD:-0}" != 1 ]; then
+        "$top/tools/install-deps.sh"
+        if [ ! -f "$build/build.ninja" ]; then
+                meson setup "$build" >/dev/null
+        fi
+        meson compile -C "$build" >/dev/null
 fi
-meson compile -C build >/dev/null
 
 mkdir -p "$run/state"
 bus_address="unix:path=$run/bus"
@@ -61,7 +65,7 @@ done
 
 systemd-socket-activate -l "127.0.0.1:$port" --fdname=http \
         -E STATE_DIRECTORY="$run/state" -E PATH="$PATH" \
-        "$top/build/src/adapter/kkt-adapterd" --config="$run/kkt-adapter.conf" --bus="$bus_address" &
+        "$build/src/adapter/kkt-adapterd" --config="$run/kkt-adapter.conf" --bus="$bus_address" &
 daemon=$!
 pids+=($daemon)
 
@@ -70,7 +74,7 @@ for _ in $(seq 100); do
         sleep 0.1
 done
 
-kktctl="$top/build/src/kktctl/kktctl"
+kktctl="$build/src/kktctl/kktctl"
 cat <<BANNER
 
 kkt-adapterd is running (pid $daemon): HTTP on 127.0.0.1:$port, D-Bus $bus_address,

@@ -1,0 +1,94 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: MIT
+"""The README's "run" command, tools/run.sh, on this build: it serves on the port it was given, a receipt
+comes back printed and reaches the OFD stand-in, the heartbeat goes online, kktctl reads the state on its
+private bus, and stopping the script stops everything it started."""
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import shutil
+import json
+import urllib.request
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
+from kkttest import check, closed_port, run_tests, sample_receipt, wait_until  # noqa: E402
+
+TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BUILD = os.environ.get("KKT_BUILD_DIR")
+
+if not BUILD or not all(shutil.which(t) for t in ("systemd-socket-activate", "dbus-daemon", "curl")):
+    print("needs KKT_BUILD_DIR, systemd-socket-activate, dbus-daemon and curl", file=sys.stderr)
+    sys.exit(77)
+
+
+def http(method, url, body=None, headers=None):
+    req = urllib.request.Request(url, data=body.encode() if body else None, method=method,
+                                 headers=dict(headers or {}, **({"Content-Type": "application/json"} if body else {})))
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, json.loads(r.read() or b"null")
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"null")
+    except OSError:
+        return None, None
+
+
+def test_run_script_serves_prints_syncs_and_stops_cleanly():
+    run_dir = tempfile.mkdtemp(prefix="kkt-run-")
+    port, upstream = closed_port(), closed_port()
+    log = open(os.path.join(run_dir, "run.log"), "w+")
+    env = dict(os.environ, KKT_SKIP_BUILD="1", KKT_BUILD_DIR=BUILD, KKT_RUN_DIR=run_dir,
+               KKT_PORT=str(port), KKT_UPSTREAM_PORT=str(upstream))
+    script = subprocess.Popen(["bash", os.path.join(TOP, "tools", "run.sh")], env=env, stdout=log, stderr=log,
+                              stdin=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        def banner():
+            log.seek(0)
+            return "kkt-adapterd is running" in log.read()
+        wait_until(banner, 60, "the run script's banner")
+        log.seek(0)
+        text = log.read()
+        check(f"127.0.0.1:{port}" in text and "curl" in text and "busctl" in text and "kktctl" in text,
+              f"the banner does not say how to reach it:\n{text}")
+
+        status, answer = http("POST", f"{base}/v1/kkt/receipt", sample_receipt(), {"Idempotency-Key": "run-1"})
+        check(status == 200 and answer["status"] == "printed" and answer["fiscal_doc"],
+              f"first receipt: {status} {answer}")
+        rid = answer["receipt_id"]
+
+        def synced():
+            s, r = http("GET", f"{base}/v1/kkt/receipt/{rid}")
+            return s == 200 and r["status"] == "synced"
+        wait_until(synced, 30, "the receipt to reach the OFD stand-in")
+
+        def online():
+            s, r = http("GET", f"{base}/v1/kkt/heartbeat/status")
+            return s == 200 and r["state"] == "online"
+        wait_until(online, 30, "the heartbeat to go online")
+
+        r = subprocess.run([os.path.join(BUILD, "src", "kktctl", "kktctl"),
+                            f"--address=unix:path={run_dir}/bus", "status"],
+                           capture_output=True, text=True, timeout=30)
+        check(r.returncode == 0 and "online" in r.stdout and "1 synced" in r.stdout,
+              f"kktctl status: {r.returncode} {r.stdout} {r.stderr}")
+    finally:
+        script.send_signal(signal.SIGTERM)
+        try:
+            script.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            script.kill()
+            script.wait()
+    # Everything the script started is gone: nobody serves on its ports any more.
+    wait_until(lambda: http("GET", f"{base}/")[0] is None, 20, "the daemon to stop with the script")
+    wait_until(lambda: http("GET", f"http://127.0.0.1:{upstream}/_control/state")[0] is None, 20,
+               "the OFD stand-in to stop with the script")
+    log.close()
+    shutil.rmtree(run_dir, ignore_errors=True)
+
+
+run_tests([test_run_script_serves_prints_syncs_and_stops_cleanly])
