@@ -49,7 +49,7 @@ def test_run_script_serves_prints_syncs_and_stops_cleanly():
     try:
         def banner():
             log.seek(0)
-            return "kkt-adapterd is running" in log.read()
+            return "Logs follow" in log.read()  # the banner's last line: all of it is out
         wait_until(banner, 60, "the run script's banner")
         log.seek(0)
         text = log.read()
@@ -83,11 +83,11 @@ def test_run_script_serves_prints_syncs_and_stops_cleanly():
         except subprocess.TimeoutExpired:
             script.kill()
             script.wait()
+        log.close()
     # Everything the script started is gone: nobody serves on its ports any more.
     wait_until(lambda: http("GET", f"{base}/")[0] is None, 20, "the daemon to stop with the script")
     wait_until(lambda: http("GET", f"http://127.0.0.1:{upstream}/_control/state")[0] is None, 20,
                "the OFD stand-in to stop with the script")
-    log.close()
     shutil.rmtree(run_dir, ignore_errors=True)
 
 
