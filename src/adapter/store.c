@@ -461,12 +461,17 @@ int store_receipt_from_row(sqlite3_stmt *stmt, StoreReceipt *ret) {
 
         /* The order of STORE_RECEIPT_COLUMNS. */
         if (store_column_strdup(stmt, 0, &r.id) < 0 || store_column_strdup(stmt, 1, &r.pos_id) < 0 ||
-            store_column_strdup(stmt, 2, &r.receipt_type) < 0 || store_column_strdup(stmt, 4, &r.receipt_data) < 0 ||
+            store_column_strdup(stmt, 2, &r.receipt_type) < 0 ||
+            store_column_strdup(stmt, 4, &r.receipt_data) < 0 ||
             store_column_strdup(stmt, 5, &status) < 0 || store_column_strdup(stmt, 6, &print_status) < 0 ||
-            store_column_strdup(stmt, 8, &r.created_at) < 0 || store_column_strdup(stmt, 9, &r.updated_at) < 0 ||
-            store_column_strdup(stmt, 10, &r.printed_at) < 0 || store_column_strdup(stmt, 11, &r.synced_at) < 0 ||
-            store_column_strdup(stmt, 12, &r.next_retry_at) < 0 || store_column_strdup(stmt, 14, &r.last_error) < 0 ||
-            store_column_strdup(stmt, 15, &r.fiscal_doc) < 0 || store_column_strdup(stmt, 16, &r.ofd_response) < 0)
+            store_column_strdup(stmt, 8, &r.created_at) < 0 ||
+            store_column_strdup(stmt, 9, &r.updated_at) < 0 ||
+            store_column_strdup(stmt, 10, &r.printed_at) < 0 ||
+            store_column_strdup(stmt, 11, &r.synced_at) < 0 ||
+            store_column_strdup(stmt, 12, &r.next_retry_at) < 0 ||
+            store_column_strdup(stmt, 14, &r.last_error) < 0 ||
+            store_column_strdup(stmt, 15, &r.fiscal_doc) < 0 ||
+            store_column_strdup(stmt, 16, &r.ofd_response) < 0)
                 return -ENOMEM;
 
         r.total_kopecks = sqlite3_column_int64(stmt, 3);
@@ -519,7 +524,7 @@ int store_conn_log_event(StoreConn *c, const char *receipt_id, const char *event
         if (r < 0)
                 return r;
         r = store_conn_bind(c, stmt, "tttt", receipt_id, event, details,
-                      format_iso8601_utc(ts, sizeof ts, now(CLOCK_REALTIME)));
+                            format_iso8601_utc(ts, sizeof ts, now(CLOCK_REALTIME)));
         if (r < 0)
                 return r;
         return store_conn_step_done(c, stmt);
@@ -655,7 +660,7 @@ static int submit_insert(StoreConn *c, Job *j) {
         if (r < 0)
                 return r;
         r = store_conn_bind(c, stmt, "ttttttuit", id, j->pos_id, j->receipt_data, created, created, hlc_text,
-                      stamp, j->total_kopecks, j->receipt_type);
+                            stamp, j->total_kopecks, j->receipt_type);
         if (r < 0)
                 return r;
         r = store_conn_step_done(c, stmt);
@@ -1729,7 +1734,7 @@ static int mark_printed_run(StoreConn *c, void *job_data) {
         if (r < 0)
                 return r;
         r = store_conn_bind(c, stmt, "tttt", m->document, format_iso8601_utc(at, sizeof at, m->at),
-                      format_iso8601_utc(updated, sizeof updated, now(CLOCK_REALTIME)), m->id);
+                            format_iso8601_utc(updated, sizeof updated, now(CLOCK_REALTIME)), m->id);
         if (r < 0)
                 return r;
         r = store_conn_step_done(c, stmt);
@@ -1772,8 +1777,8 @@ static int mark_synced_run(StoreConn *c, void *job_data) {
                                &stmt);
         if (r < 0)
                 return r;
-        r = store_conn_bind(c, stmt, "ttt", format_iso8601_utc(ts, sizeof ts, now(CLOCK_REALTIME)), m->document,
-                      m->id);
+        r = store_conn_bind(c, stmt, "ttt", format_iso8601_utc(ts, sizeof ts, now(CLOCK_REALTIME)),
+                            m->document, m->id);
         if (r < 0)
                 return r;
         r = store_conn_step_done(c, stmt);

@@ -27,17 +27,6 @@ static int step_error(StoreConn *c, int rc) {
         return sqlite_result_to_errno(rc) ?: -EIO;
 }
 
-static int bind_text(StoreConn *c, sqlite3_stmt *stmt, int i, const char *s) {
-        /* SQLITE_STATIC: every caller keeps the text alive until the statement is reset. */
-        int rc = sqlite3_bind_text(stmt, i, s, -1, SQLITE_STATIC);
-        return rc == SQLITE_OK ? 0 : step_error(c, rc);
-}
-
-static int bind_int64(StoreConn *c, sqlite3_stmt *stmt, int i, int64_t v) {
-        int rc = sqlite3_bind_int64(stmt, i, v);
-        return rc == SQLITE_OK ? 0 : step_error(c, rc);
-}
-
 static unsigned column_unsigned(sqlite3_stmt *stmt, int i) {
         int64_t v = sqlite3_column_int64(stmt, i);
         return v <= 0 ? 0 : v >= UINT_MAX ? UINT_MAX : (unsigned) v;
@@ -186,7 +175,7 @@ static int select_next_due(StoreConn *c, const char *now_text, usec_t *ret) {
                 &stmt);
         if (r < 0)
                 return r;
-        r = bind_text(c, stmt, 1, now_text);
+        r = store_conn_bind(c, stmt, "t", now_text);
         if (r < 0)
                 return r;
         rc = sqlite3_step(stmt);
@@ -222,9 +211,8 @@ int sync_store_select_batch(StoreConn *c, void *job_data) {
                                &stmt);
         if (r < 0)
                 return r;
-        r = bind_text(c, stmt, 1, format_iso8601_utc(now_text, sizeof now_text, b->now));
-        if (r >= 0)
-                r = bind_int64(c, stmt, 2, b->limit);
+        r = store_conn_bind(c, stmt, "ti", format_iso8601_utc(now_text, sizeof now_text, b->now),
+                            (int64_t) b->limit);
         if (r < 0)
                 return r;
 
@@ -293,7 +281,7 @@ static int read_status(StoreConn *c, const char *id, StoreStatus *ret_status, un
         r = store_conn_prepare(c, "SELECT status, attempts FROM receipts WHERE id = ?", &stmt);
         if (r < 0)
                 return r;
-        r = bind_text(c, stmt, 1, id);
+        r = store_conn_bind(c, stmt, "t", id);
         if (r < 0)
                 return r;
         rc = sqlite3_step(stmt);
@@ -322,11 +310,7 @@ static int record_synced(StoreConn *c, SyncStoreAttempt *a) {
                 &stmt);
         if (r < 0)
                 return r;
-        r = bind_text(c, stmt, 1, format_now(ts));
-        if (r >= 0)
-                r = bind_text(c, stmt, 2, a->response);
-        if (r >= 0)
-                r = bind_text(c, stmt, 3, a->id);
+        r = store_conn_bind(c, stmt, "ttt", format_now(ts), a->response, a->id);
         if (r >= 0)
                 r = store_conn_step_done(c, stmt);
         if (r < 0)
@@ -357,13 +341,7 @@ static int record_dead(StoreConn *c, SyncStoreAttempt *a, const char *reason) {
                                &stmt);
         if (r < 0)
                 return r;
-        r = bind_int64(c, stmt, 1, a->attempts);
-        if (r >= 0)
-                r = bind_text(c, stmt, 2, a->dead_reason);
-        if (r >= 0)
-                r = bind_text(c, stmt, 3, ts);
-        if (r >= 0)
-                r = bind_text(c, stmt, 4, a->id);
+        r = store_conn_bind(c, stmt, "ittt", (int64_t) a->attempts, a->dead_reason, ts, a->id);
         if (r >= 0)
                 r = store_conn_step_done(c, stmt);
         if (r < 0)
@@ -377,11 +355,7 @@ static int record_dead(StoreConn *c, SyncStoreAttempt *a, const char *reason) {
                                &stmt);
         if (r < 0)
                 return r;
-        r = bind_text(c, stmt, 1, a->id);
-        if (r >= 0)
-                r = bind_text(c, stmt, 2, a->dead_reason);
-        if (r >= 0)
-                r = bind_text(c, stmt, 3, ts);
+        r = store_conn_bind(c, stmt, "ttt", a->id, a->dead_reason, ts);
         if (r >= 0)
                 r = store_conn_step_done(c, stmt);
         if (r < 0)
@@ -426,15 +400,8 @@ static int record_failure(StoreConn *c, SyncStoreAttempt *a) {
                                &stmt);
         if (r < 0)
                 return r;
-        r = bind_int64(c, stmt, 1, a->attempts);
-        if (r >= 0)
-                r = bind_text(c, stmt, 2, a->error);
-        if (r >= 0)
-                r = bind_text(c, stmt, 3, format_iso8601_utc(next, sizeof next, a->next_retry_at));
-        if (r >= 0)
-                r = bind_text(c, stmt, 4, format_now(ts));
-        if (r >= 0)
-                r = bind_text(c, stmt, 5, a->id);
+        r = store_conn_bind(c, stmt, "itttt", (int64_t) a->attempts, a->error,
+                            format_iso8601_utc(next, sizeof next, a->next_retry_at), format_now(ts), a->id);
         if (r >= 0)
                 r = store_conn_step_done(c, stmt);
         if (r < 0)
@@ -543,11 +510,15 @@ static int dead_letter_from_row(sqlite3_stmt *stmt, SyncDeadLetter *d) {
         d->resolved = sqlite3_column_int64(stmt, 4) != 0;
         d->attempts = column_unsigned(stmt, 10);
         d->hlc = (uint64_t) sqlite3_column_int64(stmt, 12);
-        if (store_column_strdup(stmt, 1, &d->receipt_id) < 0 || store_column_strdup(stmt, 2, &d->reason) < 0 ||
-            store_column_strdup(stmt, 3, &d->moved_at) < 0 || store_column_strdup(stmt, 5, &d->resolved_at) < 0 ||
-            store_column_strdup(stmt, 6, &d->resolved_by) < 0 || store_column_strdup(stmt, 7, &d->resolution_note) < 0 ||
+        if (store_column_strdup(stmt, 1, &d->receipt_id) < 0 ||
+            store_column_strdup(stmt, 2, &d->reason) < 0 ||
+            store_column_strdup(stmt, 3, &d->moved_at) < 0 ||
+            store_column_strdup(stmt, 5, &d->resolved_at) < 0 ||
+            store_column_strdup(stmt, 6, &d->resolved_by) < 0 ||
+            store_column_strdup(stmt, 7, &d->resolution_note) < 0 ||
             store_column_strdup(stmt, 8, &status) < 0 || store_column_strdup(stmt, 9, &d->pos_id) < 0 ||
-            store_column_strdup(stmt, 11, &d->last_error) < 0 || store_column_strdup(stmt, 13, &d->created_at) < 0)
+            store_column_strdup(stmt, 11, &d->last_error) < 0 ||
+            store_column_strdup(stmt, 13, &d->created_at) < 0)
                 return -ENOMEM;
         d->status = store_status_from_string(status);
         return 0;
@@ -580,9 +551,7 @@ int sync_store_dlq_list(StoreConn *c, void *job_data) {
                 &stmt);
         if (r < 0)
                 return r;
-        r = bind_int64(c, stmt, 1, l->unresolved_only);
-        if (r >= 0)
-                r = bind_int64(c, stmt, 2, limit);
+        r = store_conn_bind(c, stmt, "ii", (int64_t) l->unresolved_only, (int64_t) limit);
         if (r < 0)
                 return r;
 
@@ -619,13 +588,7 @@ static int dlq_resolve_rows(StoreConn *c, const char *id, const char *note, cons
                                &stmt);
         if (r < 0)
                 return r;
-        r = bind_text(c, stmt, 1, format_now(ts));
-        if (r >= 0)
-                r = bind_text(c, stmt, 2, who);
-        if (r >= 0)
-                r = bind_text(c, stmt, 3, note);
-        if (r >= 0)
-                r = bind_text(c, stmt, 4, id);
+        r = store_conn_bind(c, stmt, "tttt", format_now(ts), who, note, id);
         if (r >= 0)
                 r = store_conn_step_done(c, stmt);
         if (r < 0)
@@ -656,9 +619,7 @@ int sync_store_dlq_retry(StoreConn *c, void *job_data) {
                                &stmt);
         if (r < 0)
                 return r;
-        r = bind_text(c, stmt, 1, format_now(ts));
-        if (r >= 0)
-                r = bind_text(c, stmt, 2, d->receipt_id);
+        r = store_conn_bind(c, stmt, "tt", format_now(ts), d->receipt_id);
         if (r >= 0)
                 r = store_conn_step_done(c, stmt);
         if (r < 0)
@@ -677,7 +638,7 @@ static int dlq_has_rows(StoreConn *c, const char *id) {
         r = store_conn_prepare(c, "SELECT 1 FROM dlq WHERE receipt_id = ? LIMIT 1", &stmt);
         if (r < 0)
                 return r;
-        r = bind_text(c, stmt, 1, id);
+        r = store_conn_bind(c, stmt, "t", id);
         if (r < 0)
                 return r;
         rc = sqlite3_step(stmt);
@@ -766,7 +727,7 @@ static int exec_with_id(StoreConn *c, const char *sql, const char *id) {
         r = store_conn_prepare(c, sql, &stmt);
         if (r < 0)
                 return r;
-        r = bind_text(c, stmt, 1, id);
+        r = store_conn_bind(c, stmt, "t", id);
         if (r < 0)
                 return r;
         return store_conn_step_done(c, stmt);
@@ -798,9 +759,8 @@ static int prune_receipts(StoreConn *c, SyncStorePrune *p, const char *select_sq
         r = store_conn_prepare(c, select_sql, &stmt);
         if (r < 0)
                 return r;
-        r = bind_text(c, stmt, 1, format_iso8601_utc(cutoff, sizeof cutoff, p->cutoff));
-        if (r >= 0)
-                r = bind_int64(c, stmt, 2, p->limit);
+        r = store_conn_bind(c, stmt, "ti", format_iso8601_utc(cutoff, sizeof cutoff, p->cutoff),
+                            (int64_t) p->limit);
         if (r < 0)
                 return r;
         /* All ids first, then the deletes: deleting under a running SELECT of the same table is not
@@ -858,9 +818,8 @@ int sync_store_prune_dlq_rows(StoreConn *c, void *job_data) {
                                &stmt);
         if (r < 0)
                 return r;
-        r = bind_text(c, stmt, 1, format_iso8601_utc(cutoff, sizeof cutoff, p->cutoff));
-        if (r >= 0)
-                r = bind_int64(c, stmt, 2, p->limit);
+        r = store_conn_bind(c, stmt, "ti", format_iso8601_utc(cutoff, sizeof cutoff, p->cutoff),
+                            (int64_t) p->limit);
         if (r >= 0)
                 r = store_conn_step_done(c, stmt);
         if (r < 0)
@@ -897,9 +856,7 @@ int sync_store_prune_events(StoreConn *c, void *job_data) {
                                &stmt);
         if (r < 0)
                 return r;
-        r = bind_int64(c, stmt, 1, p->cursor);
-        if (r >= 0)
-                r = bind_int64(c, stmt, 2, p->limit);
+        r = store_conn_bind(c, stmt, "ii", (int64_t) p->cursor, (int64_t) p->limit);
         if (r < 0)
                 return r;
         while (n_examined < p->limit && (rc = sqlite3_step(stmt)) == SQLITE_ROW) {
@@ -918,7 +875,7 @@ int sync_store_prune_events(StoreConn *c, void *job_data) {
         if (r < 0)
                 return r;
         for (size_t i = 0; i < n_orphans; i++) {
-                r = bind_int64(c, stmt, 1, orphans[i]);
+                r = store_conn_bind(c, stmt, "i", (int64_t) orphans[i]);
                 if (r >= 0)
                         r = store_conn_step_done(c, stmt);
                 if (r < 0)
