@@ -14,6 +14,7 @@
 #include "log.h"
 #include "store-schema.h"
 #include "store.h"
+#include "sync-store.h"
 #include "tests.h"
 #include "time-util.h"
 
@@ -636,7 +637,7 @@ static void test_wal_is_checkpointed_behind_the_writer_and_stays_bounded(void) {
         env_teardown(&e);
 }
 
-static void test_open_empty_file_creates_schema_version_2_in_wal_mode(void) {
+static void test_open_empty_file_creates_the_current_schema_in_wal_mode(void) {
         Env e;
         Store *s;
         int fd;
@@ -657,8 +658,17 @@ static void test_open_empty_file_creates_schema_version_2_in_wal_mode(void) {
         ASSERT_EQ(db_int(e.path,
                          "SELECT COUNT(*) FROM sqlite_schema WHERE name IN ('receipts', 'dlq', "
                          "'buffer_events', 'config', 'v_buffer_status', 'idempotency_keys', "
-                         "'receipt_counts', 'idx_receipts_status_hlc')"),
-                  8);
+                         "'idx_receipts_status_hlc')"),
+                  7);
+        /* What a commit writes: keys appended in receipt id order, no index keyed by the client's key, and
+         * the counts not in the file at all. */
+        assert_db_text(e.path, "SELECT name FROM pragma_table_info('idempotency_keys') WHERE pk = 1",
+                       "receipt_id");
+        ASSERT_EQ(db_int(e.path, "SELECT COUNT(*) FROM pragma_index_list('idempotency_keys') WHERE origin <> 'pk'"),
+                  0);
+        ASSERT_EQ(db_int(e.path, "SELECT COUNT(*) FROM sqlite_schema WHERE name LIKE 'receipt%count%' "
+                                 "OR name = 'idx_receipts_print_status_hlc'"),
+                  0);
         ASSERT_EQ(db_int(e.path,
                          "SELECT COUNT(*) FROM pragma_table_info('receipts') WHERE name IN ('hlc', "
                          "'total_kopecks', 'receipt_type', 'print_status', 'fiscal_doc', 'printed_at', "
@@ -709,7 +719,7 @@ static void test_open_prototype_v1_file_migrates_keeping_rows(void) {
         ASSERT_EQ_U(store_get_counters(s)->pending, 3);
         store_free(s);
 
-        ASSERT_EQ(db_int(e.path, "PRAGMA user_version"), 2);
+        ASSERT_EQ(db_int(e.path, "PRAGMA user_version"), STORE_SCHEMA_VERSION);
         ASSERT_EQ(count_receipts(e.path), 5);
         assert_db_text(e.path, "SELECT receipt_data FROM receipts WHERE id = 'legacy-d'", "{\"n\":4}");
         assert_db_text(e.path, "SELECT hlc_timestamp FROM receipts WHERE id = 'legacy-c'", "z");
@@ -744,8 +754,79 @@ static void test_open_prototype_file_without_user_version_migrates(void) {
         s = store_open_ok(&e, 0);
         ASSERT_EQ_U(store_get_counters(s)->total, 4);
         store_free(s);
-        ASSERT_EQ(db_int(e.path, "PRAGMA user_version"), 2);
+        ASSERT_EQ(db_int(e.path, "PRAGMA user_version"), STORE_SCHEMA_VERSION);
         ASSERT_EQ(count_receipts(e.path), 4);
+        env_teardown(&e);
+}
+
+/* A file of schema version 2: keys in a table keyed by the key, counts kept on disk by triggers, an index
+ * on print_status. */
+static const char schema_v2_keys_and_counts[] =
+        "DROP TABLE idempotency_keys;"
+        "CREATE TABLE idempotency_keys (key TEXT PRIMARY KEY, request_hash TEXT NOT NULL, "
+        "        receipt_id TEXT NOT NULL REFERENCES receipts (id), created_at TEXT NOT NULL) WITHOUT ROWID;"
+        "CREATE INDEX idx_idempotency_keys_receipt_id ON idempotency_keys (receipt_id);"
+        "CREATE INDEX idx_receipts_print_status_hlc ON receipts (print_status, hlc);"
+        "CREATE TABLE receipt_counts (status TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID;"
+        "INSERT INTO receipt_counts SELECT status, COUNT(*) FROM receipts GROUP BY 1;"
+        "CREATE TRIGGER receipts_count_insert AFTER INSERT ON receipts BEGIN "
+        "        UPDATE receipt_counts SET n = n + 1 WHERE status = NEW.status; END;"
+        "CREATE TRIGGER receipts_count_delete AFTER DELETE ON receipts BEGIN "
+        "        UPDATE receipt_counts SET n = n - 1 WHERE status = OLD.status; END;"
+        "CREATE TRIGGER receipts_count_update AFTER UPDATE OF status ON receipts BEGIN "
+        "        UPDATE receipt_counts SET n = n - 1 WHERE status = OLD.status; END;"
+        "PRAGMA user_version = 2;";
+
+static void test_open_version_2_file_moves_keys_and_counts_keeping_replays(void) {
+        Submitted a, b, again;
+        Env e;
+        Store *s;
+
+        env_setup(&e);
+        s = store_open_ok(&e, 0);
+        submit_ok(&e, s, "v2-key-a", "hash-a", &a);
+        submit_ok(&e, s, "v2-key-b", "hash-b", &b);
+        store_free(s);
+
+        /* The same rows as version 2 kept them. */
+        {
+                sqlite3 *db = db_open(e.path);
+
+                ASSERT_EQ(sqlite3_exec(db,
+                                       "BEGIN; CREATE TEMP TABLE k AS SELECT * FROM idempotency_keys;",
+                                       NULL, NULL, NULL),
+                          SQLITE_OK);
+                ASSERT_EQ(sqlite3_exec(db, schema_v2_keys_and_counts, NULL, NULL, NULL), SQLITE_OK);
+                ASSERT_EQ(sqlite3_exec(db,
+                                       "INSERT INTO main.idempotency_keys (key, request_hash, receipt_id, "
+                                       "created_at) SELECT key, request_hash, receipt_id, created_at FROM "
+                                       "temp.k; COMMIT;",
+                                       NULL, NULL, NULL),
+                          SQLITE_OK);
+                sqlite3_close(db);
+        }
+        ASSERT_EQ(db_int(e.path, "PRAGMA user_version"), 2);
+        ASSERT_EQ(db_int(e.path, "SELECT COUNT(*) FROM sqlite_schema WHERE name = 'receipt_counts'"), 1);
+
+        s = store_open_ok(&e, 0);
+        ASSERT_EQ_U(store_get_counters(s)->pending, 2);
+        submit_ok(&e, s, "v2-key-b", "hash-b", &again);
+        ASSERT_EQ(again.outcome, STORE_SUBMIT_REPLAY);
+        ASSERT_STREQ(again.id, b.id);
+        submit_ok(&e, s, "v2-key-a", "hash-other", &again);
+        ASSERT_EQ(again.outcome, STORE_SUBMIT_KEY_MISMATCH);
+        submit_ok(&e, s, "v3-key", "h", &again);
+        ASSERT_EQ(again.outcome, STORE_SUBMIT_CREATED);
+        ASSERT_EQ_U(store_get_counters(s)->pending, 3);
+        store_free(s);
+
+        ASSERT_EQ(db_int(e.path, "PRAGMA user_version"), STORE_SCHEMA_VERSION);
+        ASSERT_EQ(db_int(e.path, "SELECT COUNT(*) FROM sqlite_schema WHERE name IN ('receipt_counts', "
+                                 "'idx_idempotency_keys_receipt_id', 'receipts_count_insert')"),
+                  0);
+        assert_db_text(e.path, "SELECT group_concat(key, ' ') FROM (SELECT key FROM idempotency_keys ORDER BY key)",
+                       "v2-key-a v2-key-b v3-key");
+        assert_db_healthy(e.path);
         env_teardown(&e);
 }
 
@@ -795,8 +876,8 @@ static void test_submit_calls_back_after_commit_with_rows_on_disk(void) {
         assert_db_text(e.path, "SELECT request_hash FROM idempotency_keys WHERE key = 'key-1'", "hash-1");
         assert_db_text(e.path, "SELECT json_extract(details, '$.idempotency_key') FROM buffer_events",
                        "key-1");
-        ASSERT_EQ(db_int(e.path, "SELECT CAST(value AS INTEGER) FROM config WHERE key = 'hlc_last'"),
-                  (int64_t) x.hlc);
+        /* The commit wrote no HLC row: the receipt carries its stamp (see the retention test). */
+        ASSERT_EQ(db_int(e.path, "SELECT CAST(value AS INTEGER) FROM config WHERE key = 'hlc_last'"), 0);
         assert_db_healthy(e.path);
         env_teardown(&e);
 }
@@ -1144,6 +1225,65 @@ static void test_reopen_after_clock_stepped_back_stamps_above_persisted_hlc(void
         env_teardown(&e);
 }
 
+static int prune_synced_sync(Env *e, Store *s) {
+        SyncStorePrune p = { .cutoff = now(CLOCK_REALTIME) + USEC_PER_HOUR, .limit = 500 };
+        Done d = {};
+
+        ASSERT_OK(store_write(s, sync_store_prune_synced, &p, on_done, &d));
+        run_until_idle(e, s);
+        return d.result;
+}
+
+/* Retention takes the keys with their receipts, from the file and from the index in memory, and writes
+ * the clock down first: the stamps never go back, even when every receipt is gone. */
+static void test_retention_forgets_keys_and_keeps_the_clock(void) {
+        Submitted a, b, again;
+        Env e;
+        Store *s;
+
+        env_setup(&e);
+        s = store_open_ok(&e, 0);
+        submit_ok(&e, s, "pruned-key", "h", &a);
+        submit_ok(&e, s, "kept-key", "h", &b);
+        ASSERT_OK(mark_printed_sync(&e, s, a.id, "{\"fd\":1}"));
+        ASSERT_OK(mark_synced_sync(&e, s, a.id, NULL));
+
+        ASSERT_EQ(prune_synced_sync(&e, s), 1);
+        ASSERT_EQ(db_int(e.path, "SELECT COUNT(*) FROM idempotency_keys WHERE key = 'pruned-key'"), 0);
+        ASSERT_EQ(db_int(e.path, "SELECT CAST(value AS INTEGER) FROM config WHERE key = 'hlc_last'"),
+                  (int64_t) b.hlc);
+
+        /* The pruned key is new again; the other one still replays. */
+        submit_ok(&e, s, "pruned-key", "other-hash", &again);
+        ASSERT_EQ(again.outcome, STORE_SUBMIT_CREATED);
+        ASSERT_FALSE(streq(again.id, a.id));
+        submit_ok(&e, s, "kept-key", "h", &again);
+        ASSERT_EQ(again.outcome, STORE_SUBMIT_REPLAY);
+        store_free(s);
+
+        /* Every receipt gone, the clock an hour ahead of the wall clock when it stamped them. */
+        uint64_t future = hlc_make(now(CLOCK_REALTIME) / USEC_PER_MSEC + 3600 * 1000, 0);
+        char sql[160];
+
+        snprintf(sql, sizeof sql, "UPDATE receipts SET hlc = %" PRIu64 " + rowid, status = 'synced', "
+                 "print_status = 'printed', synced_at = created_at", future);
+        db_exec(e.path, sql);
+        int64_t newest = db_int(e.path, "SELECT MAX(hlc) FROM receipts");
+        ASSERT_TRUE(newest > (int64_t) future);
+        s = store_open_ok(&e, 0);
+        ASSERT_EQ(prune_synced_sync(&e, s), 2);
+        ASSERT_EQ(count_receipts(e.path), 0);
+        ASSERT_EQ_U(store_get_counters(s)->total, 0);
+        store_free(s);
+
+        s = store_open_ok(&e, 0);
+        submit_ok(&e, s, "after-everything-pruned", "h", &again);
+        ASSERT_TRUE(again.hlc > (uint64_t) newest);
+        store_free(s);
+        assert_db_healthy(e.path);
+        env_teardown(&e);
+}
+
 static void test_corrupt_file_fails_with_ebadmsg(void) {
         char garbage[16384];
         Env e;
@@ -1182,15 +1322,18 @@ static void test_corrupt_file_fails_with_ebadmsg(void) {
 }
 
 static void test_newer_schema_version_fails_with_eproto(void) {
-        Env e;
         Store *s = NULL;
+        char sql[96];
+        Env e;
 
         env_setup(&e);
-        db_exec(e.path, "CREATE TABLE future (x); PRAGMA user_version = 3;");
+
+        snprintf(sql, sizeof sql, "CREATE TABLE future (x); PRAGMA user_version = %i;", STORE_SCHEMA_VERSION + 1);
+        db_exec(e.path, sql);
         ASSERT_ERROR(store_open(&s, e.event, e.path, NULL), EPROTO);
         ASSERT_NULL(s);
         /* Left as it was. */
-        ASSERT_EQ(db_int(e.path, "PRAGMA user_version"), 3);
+        ASSERT_EQ(db_int(e.path, "PRAGMA user_version"), STORE_SCHEMA_VERSION + 1);
         assert_db_text(e.path, "PRAGMA journal_mode", "delete");
         env_teardown(&e);
 }
@@ -1402,9 +1545,10 @@ int main(void) {
 
         TEST_RUN(test_status_names_round_trip);
         TEST_RUN(test_receipt_id_is_uuid_v7_with_the_time_first_and_the_random_bits_kept);
-        TEST_RUN(test_open_empty_file_creates_schema_version_2_in_wal_mode);
+        TEST_RUN(test_open_empty_file_creates_the_current_schema_in_wal_mode);
         TEST_RUN(test_open_prototype_v1_file_migrates_keeping_rows);
         TEST_RUN(test_open_prototype_file_without_user_version_migrates);
+        TEST_RUN(test_open_version_2_file_moves_keys_and_counts_keeping_replays);
         TEST_RUN(test_submit_calls_back_after_commit_with_rows_on_disk);
         TEST_RUN(test_replay_with_same_key_and_hash_returns_existing_receipt);
         TEST_RUN(test_same_key_twice_in_one_group_inserts_once);
@@ -1416,6 +1560,7 @@ int main(void) {
         TEST_RUN(test_disk_full_fails_submit_with_enospc_and_stores_nothing);
         TEST_RUN(test_reopen_keeps_receipts_counters_and_hlc_monotonic);
         TEST_RUN(test_reopen_after_clock_stepped_back_stamps_above_persisted_hlc);
+        TEST_RUN(test_retention_forgets_keys_and_keeps_the_clock);
         TEST_RUN(test_corrupt_file_fails_with_ebadmsg);
         TEST_RUN(test_newer_schema_version_fails_with_eproto);
         TEST_RUN(test_unopenable_path_fails_with_errno);

@@ -61,7 +61,8 @@ static const char schema_v1[] =
         "        (SELECT COUNT(*) FROM dlq WHERE resolved = 0) AS dlq_size;\n";
 
 /* Ours: idempotency keys, the HLC as an integer, printing and OFD state, and per-status counts kept by
- * triggers, so the writer checks the capacity and the loop reads its counters without a COUNT(*) scan. */
+ * triggers, so the writer checks the capacity and the loop reads its counters without a COUNT(*) scan
+ * (version 3 moves the keys and the counts, see there). */
 static const char schema_v2[] =
         "CREATE TABLE idempotency_keys (\n"
         "        key TEXT PRIMARY KEY,\n"
@@ -121,11 +122,63 @@ static const char schema_v2[] =
         "                                                     FROM receipts))\n"
         "        ON CONFLICT (key) DO UPDATE SET value = excluded.value;\n";
 
+/* What a commit writes, cut to the pages that have to be written. The keys' table is ordered by receipt id
+ * (UUID v7: appended to) and looked up by key in memory (key-index.c), instead of a B-tree keyed by the
+ * client's random key, which cost a leaf page of its own for every receipt of a group commit. The counts
+ * move to a TEMP table kept by TEMP triggers on the writer's connection (store_counts_sql below): one page
+ * fewer per commit, and SQL can still count with v_buffer_status. The HLC is no longer written with each
+ * commit: the receipts carry their stamps, and config.hlc_last is written only before stamps can leave the
+ * file (retention). The print_status index goes: the only query it served, the print queue's load at
+ * start, reads the pending receipts (bounded by the capacity) through (status, hlc) just as well. */
+static const char schema_v3[] =
+        "DROP INDEX idx_receipts_print_status_hlc;\n"
+        "DROP TRIGGER receipts_count_insert;\n"
+        "DROP TRIGGER receipts_count_delete;\n"
+        "DROP TRIGGER receipts_count_update;\n"
+        "DROP TABLE receipt_counts;\n"
+        "CREATE TABLE idempotency_keys_v3 (\n"
+        "        receipt_id TEXT PRIMARY KEY REFERENCES receipts (id),\n"
+        "        key TEXT NOT NULL,\n"
+        "        request_hash TEXT NOT NULL,\n"
+        "        created_at TEXT NOT NULL\n"
+        ") WITHOUT ROWID;\n"
+        "INSERT INTO idempotency_keys_v3 (receipt_id, key, request_hash, created_at)\n"
+        "        SELECT receipt_id, key, request_hash, created_at FROM idempotency_keys ORDER BY receipt_id;\n"
+        "DROP TABLE idempotency_keys;\n"
+        "ALTER TABLE idempotency_keys_v3 RENAME TO idempotency_keys;\n";
+
 /* migrations[i] takes a file from version i to version i + 1. */
 static const char *const migrations[STORE_SCHEMA_VERSION] = {
         schema_v1,
         schema_v2,
+        schema_v3,
 };
+
+/* The per-status counts, on the writer's connection only: the triggers fire for its writes, and nothing
+ * else writes the file (the state directory's lock). Filled from the receipts once at open. */
+static const char counts_sql[] =
+        "CREATE TEMP TABLE receipt_counts (\n"
+        "        status TEXT PRIMARY KEY,\n"
+        "        n INTEGER NOT NULL\n"
+        ") WITHOUT ROWID;\n"
+        "INSERT INTO temp.receipt_counts (status, n)\n"
+        "        VALUES ('pending', 0), ('synced', 0), ('failed', 0), ('dlq', 0);\n"
+        "INSERT INTO temp.receipt_counts (status, n)\n"
+        "        SELECT COALESCE(status, ''), COUNT(*) FROM main.receipts WHERE true GROUP BY 1\n"
+        "        ON CONFLICT (status) DO UPDATE SET n = excluded.n;\n"
+        "CREATE TEMP TRIGGER receipts_count_insert AFTER INSERT ON main.receipts BEGIN\n"
+        "        INSERT INTO receipt_counts (status, n) VALUES (COALESCE(NEW.status, ''), 1)\n"
+        "                ON CONFLICT (status) DO UPDATE SET n = n + 1;\n"
+        "END;\n"
+        "CREATE TEMP TRIGGER receipts_count_delete AFTER DELETE ON main.receipts BEGIN\n"
+        "        UPDATE receipt_counts SET n = n - 1 WHERE status = COALESCE(OLD.status, '');\n"
+        "END;\n"
+        "CREATE TEMP TRIGGER receipts_count_update AFTER UPDATE OF status ON main.receipts\n"
+        "        WHEN OLD.status IS NOT NEW.status BEGIN\n"
+        "        UPDATE receipt_counts SET n = n - 1 WHERE status = COALESCE(OLD.status, '');\n"
+        "        INSERT INTO receipt_counts (status, n) VALUES (COALESCE(NEW.status, ''), 1)\n"
+        "                ON CONFLICT (status) DO UPDATE SET n = n + 1;\n"
+        "END;\n";
 
 static int exec(sqlite3 *db, const char *sql) {
         char *error = NULL;
@@ -217,4 +270,8 @@ int store_schema_migrate(sqlite3 *db) {
                 return r;
         }
         return exec(db, "COMMIT");
+}
+
+int store_schema_create_counts(sqlite3 *db) {
+        return exec(db, counts_sql);
 }

@@ -13,6 +13,7 @@
 #include <systemd/sd-id128.h>
 
 #include "hlc.h"
+#include "key-index.h"
 #include "log.h"
 #include "sqlite-util.h"
 #include "store-schema.h"
@@ -147,8 +148,10 @@ struct Store {
         Checkpointer checkpointer;
 
         /* Writer thread only, once the threads run. */
+        KeyIndex *keys;
         Hlc hlc;
-        uint64_t hlc_persisted;
+        uint64_t hlc_persisted; /* config.hlc_last as committed */
+        uint64_t hlc_written;   /* config.hlc_last as written by the open transaction */
         uint8_t random_pool[RANDOM_POOL_SIZE];
         size_t random_used;
         int wal_frames;              /* in the WAL after the last commit */
@@ -571,37 +574,21 @@ static int conn_read_counters(StoreConn *c, unsigned capacity, StoreCounters *re
 
 /* ---- jobs on the writer ---- */
 
+/* The key index in memory equals idempotency_keys within the writer's transaction (key-index.h). */
 static int submit_find_key(StoreConn *c, Job *j, bool *ret_found) {
-        sqlite3_stmt *stmt;
-        _cleanup_free_ char *hash = NULL, *receipt_id = NULL;
-        int rc, r;
+        const KeyIndexEntry *e;
+        int r;
 
-        r = store_conn_prepare(c, "SELECT request_hash, receipt_id FROM idempotency_keys WHERE key = ?",
-                               &stmt);
-        if (r < 0)
-                return r;
-        r = store_conn_bind(c, stmt, "t", j->idempotency_key);
-        if (r < 0)
-                return r;
-        rc = sqlite3_step(stmt);
-        if (rc == SQLITE_ROW) {
-                if (store_column_strdup(stmt, 0, &hash) < 0 || store_column_strdup(stmt, 1, &receipt_id) < 0)
-                        r = -ENOMEM;
-        } else if (rc != SQLITE_DONE)
-                r = conn_error(c, rc);
-        (void) sqlite3_reset(stmt);
-        if (r < 0)
-                return r;
-
-        *ret_found = rc == SQLITE_ROW;
-        if (!*ret_found)
+        e = key_index_get(c->store->keys, j->idempotency_key);
+        *ret_found = e;
+        if (!e)
                 return 0;
 
-        if (!streq_ptr(hash, j->request_hash)) {
+        if (!streq(e->request_hash, j->request_hash)) {
                 j->outcome = STORE_SUBMIT_KEY_MISMATCH;
                 return 0;
         }
-        r = store_conn_get_receipt(c, receipt_id, &j->receipt);
+        r = store_conn_get_receipt(c, e->receipt_id, &j->receipt);
         if (r < 0)
                 return r == -ENOENT ? -EBADMSG : r; /* the foreign key makes this impossible */
         j->have_receipt = true;
@@ -668,15 +655,18 @@ static int submit_insert(StoreConn *c, Job *j) {
                 return r;
 
         r = store_conn_prepare(c,
-                               "INSERT INTO idempotency_keys (key, request_hash, receipt_id, created_at) "
+                               "INSERT INTO idempotency_keys (receipt_id, key, request_hash, created_at) "
                                "VALUES (?, ?, ?, ?)",
                                &stmt);
         if (r < 0)
                 return r;
-        r = store_conn_bind(c, stmt, "tttt", j->idempotency_key, j->request_hash, id, created);
+        r = store_conn_bind(c, stmt, "tttt", id, j->idempotency_key, j->request_hash, created);
         if (r < 0)
                 return r;
         r = store_conn_step_done(c, stmt);
+        if (r < 0)
+                return r;
+        r = key_index_add(s->keys, j->idempotency_key, j->request_hash, id);
         if (r < 0)
                 return r;
 
@@ -735,13 +725,15 @@ static int submit_run(StoreConn *c, Job *j) {
         return submit_insert(c, j);
 }
 
-static int writer_persist_hlc(StoreConn *c) {
-        Store *s = c->store;
+int store_conn_persist_hlc(StoreConn *c) {
+        Store *s;
         char value[32];
         sqlite3_stmt *stmt;
         int r;
 
-        if (s->hlc.last == s->hlc_persisted)
+        assert(c);
+        s = c->store;
+        if (s->hlc.last == s->hlc_written)
                 return 0;
 
         r = store_conn_prepare(c,
@@ -754,7 +746,41 @@ static int writer_persist_hlc(StoreConn *c) {
         r = store_conn_bind(c, stmt, "t", value);
         if (r < 0)
                 return r;
-        return store_conn_step_done(c, stmt);
+        r = store_conn_step_done(c, stmt);
+        if (r < 0)
+                return r;
+        s->hlc_written = s->hlc.last;
+        return 0;
+}
+
+int store_conn_delete_keys_of(StoreConn *c, const char *receipt_id) {
+        sqlite3_stmt *stmt;
+        int rc, r;
+
+        assert(c);
+        assert(receipt_id);
+
+        r = store_conn_prepare(c, "DELETE FROM idempotency_keys WHERE receipt_id = ? RETURNING key", &stmt);
+        if (r < 0)
+                return r;
+        r = store_conn_bind(c, stmt, "t", receipt_id);
+        if (r < 0)
+                return r;
+        while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+                const char *key = (const char *) sqlite3_column_text(stmt, 0);
+
+                if (!key)
+                        continue;
+                r = key_index_remove(c->store->keys, key, receipt_id);
+                if (r == -ENOENT) /* the index mirrors the table: cannot be, but is no reason to fail */
+                        log_debug("Idempotency key of receipt %s was not in the index.", receipt_id);
+                else if (r < 0)
+                        break;
+        }
+        if (r >= 0 && rc != SQLITE_DONE)
+                r = conn_error(c, rc);
+        (void) sqlite3_reset(stmt);
+        return r == -ENOENT ? 0 : r;
 }
 
 static int writer_run_job(StoreConn *c, Job *j) {
@@ -794,6 +820,8 @@ static void writer_run_group(Worker *w, Job *batch, GroupResult *ret) {
                 goto fail;
 
         for (Job *j = batch; j; j = j->next) {
+                size_t mark = key_index_mark(s->keys);
+
                 r = writer_run_job(c, j);
                 j->result = r;
                 if (r >= 0)
@@ -802,6 +830,7 @@ static void writer_run_group(Worker *w, Job *batch, GroupResult *ret) {
                 job_reset_output(j);
                 if (sqlite3_get_autocommit(c->db))
                         goto fail; /* SQLite rolled the whole transaction back (disk full, I/O error) */
+                key_index_rollback(s->keys, mark);
                 r = conn_exec(c, "ROLLBACK TO job");
                 if (r >= 0)
                         r = conn_exec(c, "RELEASE job");
@@ -809,9 +838,6 @@ static void writer_run_group(Worker *w, Job *batch, GroupResult *ret) {
                         goto fail;
         }
 
-        r = writer_persist_hlc(c);
-        if (r < 0)
-                goto fail;
         r = conn_read_counters(c, s->options.capacity, &ret->counters);
         if (r < 0)
                 goto fail;
@@ -819,7 +845,8 @@ static void writer_run_group(Worker *w, Job *batch, GroupResult *ret) {
         if (r < 0)
                 goto fail;
 
-        s->hlc_persisted = s->hlc.last;
+        key_index_commit(s->keys);
+        s->hlc_persisted = s->hlc_written;
         ret->committed = true;
         return;
 
@@ -827,6 +854,8 @@ fail:
         conn_reset_busy(c);
         if (!sqlite3_get_autocommit(c->db))
                 (void) conn_exec(c, "ROLLBACK");
+        key_index_rollback(s->keys, 0);
+        s->hlc_written = s->hlc_persisted;
         for (Job *j = batch; j; j = j->next) {
                 j->result = r;
                 job_reset_output(j);
@@ -1250,6 +1279,37 @@ static void checkpointer_done(Checkpointer *k) {
 
 /* ---- the Store ---- */
 
+static int store_load_keys(Store *s) {
+        StoreConn *c = &s->writer.conn;
+        sqlite3_stmt *stmt;
+        int rc, r;
+
+        r = key_index_new(&s->keys);
+        if (r < 0)
+                return r;
+        r = store_conn_prepare(c, "SELECT key, request_hash, receipt_id FROM idempotency_keys", &stmt);
+        if (r < 0)
+                return r;
+        while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+                const char *key = (const char *) sqlite3_column_text(stmt, 0),
+                           *hash = (const char *) sqlite3_column_text(stmt, 1),
+                           *id = (const char *) sqlite3_column_text(stmt, 2);
+
+                /* NOT NULL columns; a key twice would be a file we did not write. */
+                r = key && hash && id ? key_index_add(s->keys, key, hash, id) : -EBADMSG;
+                if (r < 0)
+                        break;
+        }
+        if (r >= 0 && rc != SQLITE_DONE)
+                r = conn_error(c, rc);
+        (void) sqlite3_reset(stmt);
+        if (r < 0)
+                return r == -EEXIST ? -EBADMSG : r;
+        key_index_commit(s->keys);
+        log_debug("Loaded %zu idempotency keys from %s.", key_index_size(s->keys), s->path);
+        return 0;
+}
+
 static int store_load_hlc(Store *s) {
         StoreConn *c = &s->writer.conn;
         sqlite3_stmt *stmt;
@@ -1268,7 +1328,7 @@ static int store_load_hlc(Store *s) {
                 u = v ? strtoull(v, &end, 10) : 0;
                 if (v && errno == 0 && end != v && *end == 0) {
                         hlc_observe(&s->hlc, u);
-                        s->hlc_persisted = u;
+                        s->hlc_persisted = s->hlc_written = u;
                 } else
                         log_debug("Ignoring unparsable hlc_last '%s' in %s.", strna(v), s->path);
         } else if (rc != SQLITE_DONE)
@@ -1394,6 +1454,12 @@ static int store_open_writer(Store *s) {
         r = store_schema_migrate(c->db);
         if (r < 0)
                 return r;
+        r = store_schema_create_counts(c->db);
+        if (r < 0)
+                return r;
+        r = store_load_keys(s);
+        if (r < 0)
+                return r;
 #if ENABLE_DEBUG_HOOKS
         r = store_debug_max_pages(c);
         if (r < 0)
@@ -1499,6 +1565,7 @@ Store *store_free(Store *s) {
         checkpointer_done(&s->checkpointer);
         worker_done(&s->reader);
         worker_done(&s->writer);
+        key_index_free(s->keys);
 
         sd_event_unref(s->event);
         free(s->path);

@@ -201,6 +201,12 @@ int store_column_strdup(sqlite3_stmt *stmt, int i, char **ret);
 int store_conn_log_event(StoreConn *c, const char *receipt_id, const char *event, const char *details);
 /* The receipt with this id; -ENOENT when there is none. Free with store_receipt_done(). */
 int store_conn_get_receipt(StoreConn *c, const char *id, StoreReceipt *ret);
+/* Deletes the idempotency key of a receipt, on disk and from the writer's key index (writer only). */
+int store_conn_delete_keys_of(StoreConn *c, const char *receipt_id);
+/* Writes the HLC's last stamp to config.hlc_last if it moved (writer only). Commits do not: the receipts
+ * carry their stamps, and the store takes the larger of the two at open. Needed before receipts are
+ * deleted, so that the stamps never go back even when the newest receipts are pruned. */
+int store_conn_persist_hlc(StoreConn *c);
 
 /* For listings: SELECT STORE_RECEIPT_COLUMNS FROM receipts ..., then store_receipt_from_row() per row. */
 #define STORE_RECEIPT_COLUMNS                                                                           \

@@ -737,7 +737,7 @@ static int exec_with_id(StoreConn *c, const char *sql, const char *id) {
 static int delete_receipt(StoreConn *c, const char *id, bool with_dlq_rows) {
         int r;
 
-        r = exec_with_id(c, "DELETE FROM idempotency_keys WHERE receipt_id = ?", id);
+        r = store_conn_delete_keys_of(c, id);
         if (r >= 0 && with_dlq_rows)
                 r = exec_with_id(c, "DELETE FROM dlq WHERE receipt_id = ?", id);
         if (r >= 0)
@@ -755,6 +755,11 @@ static int prune_receipts(StoreConn *c, SyncStorePrune *p, const char *select_sq
         assert(c);
         assert(p);
         assert(p->limit > 0);
+
+        /* The stamps of the receipts about to go, kept in config: the clock never goes back. */
+        r = store_conn_persist_hlc(c);
+        if (r < 0)
+                return r;
 
         r = store_conn_prepare(c, select_sql, &stmt);
         if (r < 0)
