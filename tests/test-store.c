@@ -830,6 +830,36 @@ static void test_open_version_2_file_moves_keys_and_counts_keeping_replays(void)
         env_teardown(&e);
 }
 
+/* Another program wrote a second row with a key the daemon already had: the store still opens, every
+ * receipt stays, and the key replays the first receipt. */
+static void test_key_twice_in_the_file_opens_and_replays_the_first(void) {
+        Submitted first, again;
+        char sql[512];
+        Env e;
+        Store *s;
+
+        env_setup(&e);
+        s = store_open_ok(&e, 0);
+        submit_ok(&e, s, "twice", "h", &first);
+        store_free(s);
+
+        snprintf(sql, sizeof sql,
+                 "INSERT INTO receipts (id, pos_id, receipt_data, status, created_at, hlc) "
+                 "VALUES ('zzzz-other', 'pos', '{}', 'pending', '2026-11-29T00:00:00.000Z', 1);"
+                 "INSERT INTO idempotency_keys (receipt_id, key, request_hash, created_at) "
+                 "VALUES ('zzzz-other', 'twice', 'h', '2026-11-29T00:00:00.000Z');");
+        db_exec(e.path, sql);
+
+        s = store_open_ok(&e, 0);
+        ASSERT_EQ_U(store_get_counters(s)->total, 2);
+        submit_ok(&e, s, "twice", "h", &again);
+        ASSERT_EQ(again.outcome, STORE_SUBMIT_REPLAY);
+        ASSERT_STREQ(again.id, first.id); /* the first in receipt id order */
+        store_free(s);
+        ASSERT_EQ(count_receipts(e.path), 2);
+        env_teardown(&e);
+}
+
 static void test_submit_calls_back_after_commit_with_rows_on_disk(void) {
         StoreReceiptNew r = receipt_new("key-1", "hash-1");
         Submitted x = {};
@@ -1549,6 +1579,7 @@ int main(void) {
         TEST_RUN(test_open_prototype_v1_file_migrates_keeping_rows);
         TEST_RUN(test_open_prototype_file_without_user_version_migrates);
         TEST_RUN(test_open_version_2_file_moves_keys_and_counts_keeping_replays);
+        TEST_RUN(test_key_twice_in_the_file_opens_and_replays_the_first);
         TEST_RUN(test_submit_calls_back_after_commit_with_rows_on_disk);
         TEST_RUN(test_replay_with_same_key_and_hash_returns_existing_receipt);
         TEST_RUN(test_same_key_twice_in_one_group_inserts_once);

@@ -772,15 +772,16 @@ int store_conn_delete_keys_of(StoreConn *c, const char *receipt_id) {
                 if (!key)
                         continue;
                 r = key_index_remove(c->store->keys, key, receipt_id);
-                if (r == -ENOENT) /* the index mirrors the table: cannot be, but is no reason to fail */
+                if (r == -ENOENT) { /* the index mirrors the table: cannot be, but is no reason to fail */
                         log_debug("Idempotency key of receipt %s was not in the index.", receipt_id);
-                else if (r < 0)
+                        r = 0;
+                } else if (r < 0)
                         break;
         }
         if (r >= 0 && rc != SQLITE_DONE)
                 r = conn_error(c, rc);
         (void) sqlite3_reset(stmt);
-        return r == -ENOENT ? 0 : r;
+        return r;
 }
 
 static int writer_run_job(StoreConn *c, Job *j) {
@@ -1287,7 +1288,8 @@ static int store_load_keys(Store *s) {
         r = key_index_new(&s->keys);
         if (r < 0)
                 return r;
-        r = store_conn_prepare(c, "SELECT key, request_hash, receipt_id FROM idempotency_keys", &stmt);
+        r = store_conn_prepare(c, "SELECT key, request_hash, receipt_id FROM idempotency_keys ORDER BY receipt_id",
+                               &stmt);
         if (r < 0)
                 return r;
         while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
@@ -1295,16 +1297,25 @@ static int store_load_keys(Store *s) {
                            *hash = (const char *) sqlite3_column_text(stmt, 1),
                            *id = (const char *) sqlite3_column_text(stmt, 2);
 
-                /* NOT NULL columns; a key twice would be a file we did not write. */
-                r = key && hash && id ? key_index_add(s->keys, key, hash, id) : -EBADMSG;
-                if (r < 0)
+                if (!key || !hash || !id) { /* NOT NULL columns */
+                        r = -EBADMSG;
+                        break;
+                }
+                r = key_index_add(s->keys, key, hash, id);
+                if (r == -EEXIST) {
+                        /* Only a program other than the daemon can have written that. The receipts are all
+                         * kept; a replay of the key answers with the first one. */
+                        log_warning("Idempotency key '%s' of receipt %s is in %s twice, keeping the first.",
+                                    key, id, s->path);
+                        r = 0;
+                } else if (r < 0)
                         break;
         }
         if (r >= 0 && rc != SQLITE_DONE)
                 r = conn_error(c, rc);
         (void) sqlite3_reset(stmt);
         if (r < 0)
-                return r == -EEXIST ? -EBADMSG : r;
+                return r;
         key_index_commit(s->keys);
         log_debug("Loaded %zu idempotency keys from %s.", key_index_size(s->keys), s->path);
         return 0;
