@@ -1008,8 +1008,10 @@ static void worker_handoff(Worker *w) {
         else
                 w->queue_head = head;
         w->queue_tail = tail;
-        pthread_cond_signal(&w->cond);
         pthread_mutex_unlock(&w->lock);
+        /* After the unlock: a thread woken while the lock is still held only blocks on it again, one more
+         * futex call and context switch on each side. The thread rechecks its queue under the lock. */
+        pthread_cond_signal(&w->cond);
 }
 
 static int worker_on_handoff(sd_event_source *source, void *userdata) {
