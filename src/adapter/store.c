@@ -17,6 +17,7 @@
 #include "log.h"
 #include "sqlite-util.h"
 #include "store-schema.h"
+#include "store-vfs.h"
 #include "store.h"
 
 #define BUSY_TIMEOUT_DEFAULT (5 * USEC_PER_SEC)
@@ -384,12 +385,12 @@ static void conn_reset_busy(StoreConn *c) {
                         (void) sqlite3_reset(c->stmts[i].stmt);
 }
 
-static int conn_open(StoreConn *c, Store *s, int flags) {
+static int conn_open(StoreConn *c, Store *s, int flags, const char *vfs) {
         sqlite3 *db = NULL;
         int rc, r;
 
         c->store = s;
-        rc = sqlite3_open_v2(s->path, &db, flags | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_EXRESCODE, NULL);
+        rc = sqlite3_open_v2(s->path, &db, flags | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_EXRESCODE, vfs);
         if (rc != SQLITE_OK) {
                 /* For "cannot open", the OS error says more (ENOENT, EACCES, EISDIR...). */
                 r = db && (rc & 0xff) == SQLITE_CANTOPEN && sqlite3_system_errno(db) > 0
@@ -1405,12 +1406,20 @@ static int store_debug_max_pages(StoreConn *c) {
 
 static int store_open_writer(Store *s) {
         StoreConn *c = &s->writer.conn;
+        const char *mode, *vfs = NULL;
         sqlite3_stmt *stmt;
-        const char *mode;
         char pragmas[128];
         int version, rc, r;
 
-        r = conn_open(c, s, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
+        /* With synchronous=FULL, the WAL's writes are gathered into one per commit (store-vfs.h). */
+        if (s->options.synchronous == STORE_SYNCHRONOUS_FULL) {
+                r = store_vfs_register();
+                if (r < 0)
+                        log_debug_errno(r, "Cannot register the WAL write-gathering VFS, using the default: %m");
+                else
+                        vfs = STORE_VFS_NAME;
+        }
+        r = conn_open(c, s, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, vfs);
         if (r < 0)
                 return r;
         if (sqlite3_db_readonly(c->db, "main") > 0)
@@ -1538,7 +1547,7 @@ int store_open(Store **ret, sd_event *event, const char *path, const StoreOption
                 return r;
 
         /* Opened after the writer switched the file to WAL, which a read-only connection cannot do. */
-        r = conn_open(&s->reader.conn, s, SQLITE_OPEN_READONLY);
+        r = conn_open(&s->reader.conn, s, SQLITE_OPEN_READONLY, NULL);
         if (r < 0)
                 return r;
         r = conn_exec(&s->reader.conn, "PRAGMA cache_size = -8192");
