@@ -556,6 +556,13 @@ static int http_on_defer(sd_event_source *source, void *userdata) {
         return http_listener_run(userdata);
 }
 
+/* Before the next iteration polls, rather than in an iteration of its own (each costs system calls):
+ * the answers given during the last dispatch go out now. */
+static int http_on_defer_prepare(sd_event_source *source, void *userdata) {
+        (void) sd_event_source_set_enabled(source, SD_EVENT_OFF);
+        return http_listener_run(userdata);
+}
+
 static int http_listener_start(HttpServer *s, HttpListener *l, int fd) {
         const union MHD_DaemonInfo *info;
         unsigned timeout_sec;
@@ -601,6 +608,9 @@ static int http_listener_start(HttpServer *s, HttpListener *l, int fd) {
                 return r;
         (void) sd_event_source_set_enabled(l->defer_source, SD_EVENT_OFF);
         (void) sd_event_source_set_description(l->defer_source, "http-run-soon");
+        r = sd_event_source_set_prepare(l->defer_source, http_on_defer_prepare);
+        if (r < 0)
+                return r;
         http_listener_arm_timer(l);
         return 0;
 }

@@ -1020,6 +1020,15 @@ static int worker_on_handoff(sd_event_source *source, void *userdata) {
         return 0;
 }
 
+/* The same, before the next iteration polls: sd-event dispatches one source per iteration, and each
+ * iteration costs system calls, so the hand-off does not take one of its own. What was queued in the
+ * iteration before goes to the thread together, as with the dispatch. */
+static int worker_on_handoff_prepare(sd_event_source *source, void *userdata) {
+        worker_handoff(userdata);
+        (void) sd_event_source_set_enabled(source, SD_EVENT_OFF);
+        return 0;
+}
+
 static int worker_on_event(sd_event_source *source, int fd, uint32_t revents, void *userdata) {
         Worker *w = userdata;
         uint64_t v;
@@ -1066,7 +1075,7 @@ static int worker_init(Worker *w, Store *s, bool is_writer) {
         (void) sd_event_source_set_enabled(w->handoff_source, SD_EVENT_OFF);
         (void) sd_event_source_set_description(w->handoff_source,
                                                is_writer ? "store-writer-handoff" : "store-reader-handoff");
-        return 0;
+        return sd_event_source_set_prepare(w->handoff_source, worker_on_handoff_prepare);
 }
 
 static int worker_start(Worker *w) {
