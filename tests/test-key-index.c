@@ -5,16 +5,14 @@
 #include "key-index.h"
 #include "tests.h"
 
-static KeyIndex *index_new(void)
-{
+static KeyIndex *index_new(void) {
         KeyIndex *k = NULL;
 
         ASSERT_OK(key_index_new(&k));
         return k;
 }
 
-static void assert_maps(KeyIndex *k, const char *key, const char *hash, const char *id)
-{
+static void assert_maps(KeyIndex *k, const char *key, const char *hash, const char *id) {
         const KeyIndexEntry *e = key_index_get(k, key);
 
         ASSERT_NOT_NULL(e);
@@ -23,8 +21,7 @@ static void assert_maps(KeyIndex *k, const char *key, const char *hash, const ch
         ASSERT_STREQ(e->receipt_id, id);
 }
 
-static void test_add_then_get_and_unknown_key_is_null(void)
-{
+static void test_add_then_get_and_unknown_key_is_null(void) {
         _cleanup_(key_index_freep) KeyIndex *k = index_new();
 
         ASSERT_OK(key_index_add(k, "key-1", "hash-1", "id-1"));
@@ -38,8 +35,7 @@ static void test_add_then_get_and_unknown_key_is_null(void)
         ASSERT_EQ_U(key_index_size(k), 2);
 }
 
-static void test_add_of_a_present_key_is_refused_and_keeps_the_first(void)
-{
+static void test_add_of_a_present_key_is_refused_and_keeps_the_first(void) {
         _cleanup_(key_index_freep) KeyIndex *k = index_new();
 
         ASSERT_OK(key_index_add(k, "key-1", "hash-1", "id-1"));
@@ -50,8 +46,7 @@ static void test_add_of_a_present_key_is_refused_and_keeps_the_first(void)
         ASSERT_EQ_U(key_index_size(k), 1);
 }
 
-static void test_remove_needs_the_receipt_the_key_maps_to(void)
-{
+static void test_remove_needs_the_receipt_the_key_maps_to(void) {
         _cleanup_(key_index_freep) KeyIndex *k = index_new();
 
         ASSERT_OK(key_index_add(k, "key-1", "hash-1", "id-1"));
@@ -69,8 +64,7 @@ static void test_remove_needs_the_receipt_the_key_maps_to(void)
         ASSERT_EQ_U(key_index_size(k), 0);
 }
 
-static void test_rollback_to_a_mark_undoes_only_what_came_after(void)
-{
+static void test_rollback_to_a_mark_undoes_only_what_came_after(void) {
         _cleanup_(key_index_freep) KeyIndex *k = index_new();
         size_t mark;
 
@@ -95,8 +89,7 @@ static void test_rollback_to_a_mark_undoes_only_what_came_after(void)
         ASSERT_EQ_U(key_index_size(k), 1);
 }
 
-static void test_commit_makes_changes_permanent(void)
-{
+static void test_commit_makes_changes_permanent(void) {
         _cleanup_(key_index_freep) KeyIndex *k = index_new();
 
         ASSERT_OK(key_index_add(k, "a", "h", "id-a"));
@@ -112,8 +105,7 @@ static void test_commit_makes_changes_permanent(void)
 }
 
 /* Retention removes a key and a client submits it again in the same transaction. */
-static void test_key_removed_and_added_again_rolls_back_to_the_first_receipt(void)
-{
+static void test_key_removed_and_added_again_rolls_back_to_the_first_receipt(void) {
         _cleanup_(key_index_freep) KeyIndex *k = index_new();
 
         ASSERT_OK(key_index_add(k, "key", "hash-old", "id-old"));
@@ -139,8 +131,7 @@ static void test_key_removed_and_added_again_rolls_back_to_the_first_receipt(voi
         assert_maps(k, "key", "hash-new", "id-new");
 }
 
-static void test_removed_key_not_added_again_leaves_the_tree_at_commit(void)
-{
+static void test_removed_key_not_added_again_leaves_the_tree_at_commit(void) {
         _cleanup_(key_index_freep) KeyIndex *k = index_new();
 
         ASSERT_OK(key_index_add(k, "key", "h", "id-1"));
@@ -158,8 +149,7 @@ static void test_removed_key_not_added_again_leaves_the_tree_at_commit(void)
 }
 
 /* Many keys through many transactions, each rolled back or committed, against a plain array model. */
-static void test_random_transactions_match_a_model(void)
-{
+static void test_random_transactions_match_a_model(void) {
         _cleanup_(key_index_freep) KeyIndex *k = index_new();
         enum { N_KEYS = 300 };
         int committed[N_KEYS], current[N_KEYS]; /* receipt number the key maps to, or -1 */
@@ -217,8 +207,7 @@ static void test_random_transactions_match_a_model(void)
 
 /* Freed in the middle of a transaction (the store closing after a failed commit): no leak, no double
  * free (ASan). */
-static void test_free_with_an_open_transaction(void)
-{
+static void test_free_with_an_open_transaction(void) {
         KeyIndex *k = index_new();
 
         ASSERT_OK(key_index_add(k, "a", "h", "id-a"));
@@ -229,8 +218,7 @@ static void test_free_with_an_open_transaction(void)
         key_index_free(k);
 }
 
-int main(void)
-{
+int main(void) {
         TEST_RUN(test_add_then_get_and_unknown_key_is_null);
         TEST_RUN(test_add_of_a_present_key_is_refused_and_keeps_the_first);
         TEST_RUN(test_remove_needs_the_receipt_the_key_maps_to);

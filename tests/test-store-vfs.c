@@ -17,8 +17,7 @@ typedef struct Env {
         sqlite3_vfs *vfs;
 } Env;
 
-static void env_setup(Env *e)
-{
+static void env_setup(Env *e) {
         const char *tmp = getenv("TMPDIR") ?: "/tmp";
 
         snprintf(e->dir, sizeof e->dir, "%s/test-store-vfs-XXXXXX", tmp);
@@ -32,16 +31,14 @@ static void env_setup(Env *e)
         ASSERT_NOT_NULL(e->vfs);
 }
 
-static void env_teardown(Env *e)
-{
+static void env_teardown(Env *e) {
         char cmd[PATH_MAX + 16];
 
         snprintf(cmd, sizeof cmd, "rm -rf '%s'", e->dir);
         ASSERT_EQ(system(cmd), 0);
 }
 
-static sqlite3_file *file_open(Env *e, const char *path, int type)
-{
+static sqlite3_file *file_open(Env *e, const char *path, int type) {
         sqlite3_file *f = calloc(1, (size_t) e->vfs->szOsFile);
         int out = 0;
 
@@ -52,14 +49,12 @@ static sqlite3_file *file_open(Env *e, const char *path, int type)
         return f;
 }
 
-static void file_close(sqlite3_file *f)
-{
+static void file_close(sqlite3_file *f) {
         ASSERT_EQ(f->pMethods->xClose(f), SQLITE_OK);
         free(f);
 }
 
-static off_t disk_size(const char *path)
-{
+static off_t disk_size(const char *path) {
         struct stat st;
 
         ASSERT_OK(stat(path, &st));
@@ -67,8 +62,7 @@ static off_t disk_size(const char *path)
 }
 
 /* What is on disk, read through a descriptor of its own. */
-static void assert_disk_bytes(const char *path, off_t offset, const void *expected, size_t n)
-{
+static void assert_disk_bytes(const char *path, off_t offset, const void *expected, size_t n) {
         char *buf = malloc(n);
         int fd = open(path, O_RDONLY | O_CLOEXEC);
 
@@ -80,8 +74,7 @@ static void assert_disk_bytes(const char *path, off_t offset, const void *expect
         free(buf);
 }
 
-static void test_wal_writes_reach_the_file_at_the_sync_in_one_piece(void)
-{
+static void test_wal_writes_reach_the_file_at_the_sync_in_one_piece(void) {
         char wal[PATH_MAX + 8], header[24], page[4096], both[24 + 4096];
         sqlite3_file *f;
         Env e;
@@ -109,8 +102,7 @@ static void test_wal_writes_reach_the_file_at_the_sync_in_one_piece(void)
         env_teardown(&e);
 }
 
-static void test_connection_reads_and_sizes_its_own_buffered_writes(void)
-{
+static void test_connection_reads_and_sizes_its_own_buffered_writes(void) {
         char wal[PATH_MAX + 8], data[100], back[100];
         sqlite3_int64 size = 0;
         sqlite3_file *f;
@@ -140,8 +132,7 @@ static void test_connection_reads_and_sizes_its_own_buffered_writes(void)
         env_teardown(&e);
 }
 
-static void test_writes_out_of_sequence_keep_their_order(void)
-{
+static void test_writes_out_of_sequence_keep_their_order(void) {
         char wal[PATH_MAX + 8], a[200], b[200], expected[300];
         sqlite3_file *f;
         Env e;
@@ -164,8 +155,7 @@ static void test_writes_out_of_sequence_keep_their_order(void)
 }
 
 /* More than the buffer holds, in frames: written out as it fills, nothing lost or reordered. */
-static void test_long_run_of_frames_is_written_in_pieces(void)
-{
+static void test_long_run_of_frames_is_written_in_pieces(void) {
         char wal[PATH_MAX + 8], page[4120];
         sqlite3_file *f;
         Env e;
@@ -188,8 +178,7 @@ static void test_long_run_of_frames_is_written_in_pieces(void)
         env_teardown(&e);
 }
 
-static void test_other_files_are_written_at_once(void)
-{
+static void test_other_files_are_written_at_once(void) {
         char data[512];
         sqlite3_file *f;
         Env e;
@@ -204,8 +193,7 @@ static void test_other_files_are_written_at_once(void)
         env_teardown(&e);
 }
 
-static int64_t count_rows(const char *path)
-{
+static int64_t count_rows(const char *path) {
         sqlite3 *db = NULL;
         sqlite3_stmt *stmt = NULL;
         int64_t n;
@@ -221,8 +209,7 @@ static int64_t count_rows(const char *path)
 
 /* A database in WAL mode with synchronous=FULL through the VFS: every commit is visible to a connection of
  * the default VFS at once, a transaction far larger than the buffer commits whole, and the file is sound. */
-static void test_database_through_the_vfs_stays_whole(void)
-{
+static void test_database_through_the_vfs_stays_whole(void) {
         sqlite3 *db = NULL;
         char *error = NULL;
         Env e;
@@ -272,8 +259,7 @@ static void test_database_through_the_vfs_stays_whole(void)
         env_teardown(&e);
 }
 
-int main(void)
-{
+int main(void) {
         TEST_RUN(test_wal_writes_reach_the_file_at_the_sync_in_one_piece);
         TEST_RUN(test_connection_reads_and_sizes_its_own_buffered_writes);
         TEST_RUN(test_writes_out_of_sequence_keep_their_order);

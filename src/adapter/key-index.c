@@ -38,13 +38,11 @@ struct KeyIndex {
         size_t n_journal_allocated;
 };
 
-static int entry_compare(const void *a, const void *b)
-{
+static int entry_compare(const void *a, const void *b) {
         return strcmp(((const Entry *) a)->public.key, ((const Entry *) b)->public.key);
 }
 
-int key_index_new(KeyIndex **ret)
-{
+int key_index_new(KeyIndex **ret) {
         KeyIndex *k;
 
         assert(ret);
@@ -56,8 +54,7 @@ int key_index_new(KeyIndex **ret)
         return 0;
 }
 
-KeyIndex *key_index_free(KeyIndex *k)
-{
+KeyIndex *key_index_free(KeyIndex *k) {
         if (!k)
                 return NULL;
 
@@ -69,22 +66,19 @@ KeyIndex *key_index_free(KeyIndex *k)
 }
 
 /* The tree's slot holding the entry with this key, removed or not. */
-static Entry **find_slot(KeyIndex *k, const char *key)
-{
+static Entry **find_slot(KeyIndex *k, const char *key) {
         Entry probe = { .public.key = key };
 
         return tfind(&probe, &k->root, entry_compare);
 }
 
-static Entry *find(KeyIndex *k, const char *key)
-{
+static Entry *find(KeyIndex *k, const char *key) {
         Entry **slot = find_slot(k, key);
 
         return slot && !(*slot)->removed ? *slot : NULL;
 }
 
-const KeyIndexEntry *key_index_get(KeyIndex *k, const char *key)
-{
+const KeyIndexEntry *key_index_get(KeyIndex *k, const char *key) {
         Entry *e;
 
         assert(k);
@@ -94,15 +88,13 @@ const KeyIndexEntry *key_index_get(KeyIndex *k, const char *key)
         return e ? &e->public : NULL;
 }
 
-size_t key_index_size(KeyIndex *k)
-{
+size_t key_index_size(KeyIndex *k) {
         assert(k);
         return k->n_entries;
 }
 
 /* Room for one more change, made before the tree is touched, so a change is never left unjournalled. */
-static int journal_reserve(KeyIndex *k)
-{
+static int journal_reserve(KeyIndex *k) {
         Change *j;
         size_t n;
 
@@ -117,8 +109,7 @@ static int journal_reserve(KeyIndex *k)
         return 0;
 }
 
-static Entry *entry_new(const char *key, const char *request_hash, const char *receipt_id)
-{
+static Entry *entry_new(const char *key, const char *request_hash, const char *receipt_id) {
         size_t lk = strlen(key) + 1, lh = strlen(request_hash) + 1, lr = strlen(receipt_id) + 1;
         Entry *e;
         char *p;
@@ -136,8 +127,7 @@ static Entry *entry_new(const char *key, const char *request_hash, const char *r
         return e;
 }
 
-int key_index_add(KeyIndex *k, const char *key, const char *request_hash, const char *receipt_id)
-{
+int key_index_add(KeyIndex *k, const char *key, const char *request_hash, const char *receipt_id) {
         Entry **slot, *e;
         int r;
 
@@ -171,8 +161,7 @@ int key_index_add(KeyIndex *k, const char *key, const char *request_hash, const 
         return 0;
 }
 
-int key_index_remove(KeyIndex *k, const char *key, const char *receipt_id)
-{
+int key_index_remove(KeyIndex *k, const char *key, const char *receipt_id) {
         Entry *e;
         int r;
 
@@ -193,14 +182,12 @@ int key_index_remove(KeyIndex *k, const char *key, const char *receipt_id)
         return 0;
 }
 
-size_t key_index_mark(KeyIndex *k)
-{
+size_t key_index_mark(KeyIndex *k) {
         assert(k);
         return k->n_journal;
 }
 
-void key_index_rollback(KeyIndex *k, size_t mark)
-{
+void key_index_rollback(KeyIndex *k, size_t mark) {
         assert(k);
         assert(mark <= k->n_journal);
 
@@ -227,8 +214,7 @@ void key_index_rollback(KeyIndex *k, size_t mark)
         }
 }
 
-void key_index_commit(KeyIndex *k)
-{
+void key_index_commit(KeyIndex *k) {
         assert(k);
 
         for (size_t i = 0; i < k->n_journal; i++) {

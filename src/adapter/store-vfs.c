@@ -30,8 +30,7 @@ typedef struct BatchFile {
 
 static sqlite3_vfs *real_vfs;
 
-static int batch_flush(BatchFile *f)
-{
+static int batch_flush(BatchFile *f) {
         int rc;
 
         if (f->size == 0)
@@ -43,8 +42,7 @@ static int batch_flush(BatchFile *f)
         return rc;
 }
 
-static int batch_close(sqlite3_file *file)
-{
+static int batch_close(sqlite3_file *file) {
         BatchFile *f = (BatchFile *) file;
         int rc, q;
 
@@ -54,8 +52,7 @@ static int batch_close(sqlite3_file *file)
         return rc != SQLITE_OK ? rc : q;
 }
 
-static int batch_read(sqlite3_file *file, void *data, int amount, sqlite3_int64 offset)
-{
+static int batch_read(sqlite3_file *file, void *data, int amount, sqlite3_int64 offset) {
         BatchFile *f = (BatchFile *) file;
         int rc;
 
@@ -65,8 +62,7 @@ static int batch_read(sqlite3_file *file, void *data, int amount, sqlite3_int64 
         return f->real->pMethods->xRead(f->real, data, amount, offset);
 }
 
-static int batch_write(sqlite3_file *file, const void *data, int amount, sqlite3_int64 offset)
-{
+static int batch_write(sqlite3_file *file, const void *data, int amount, sqlite3_int64 offset) {
         BatchFile *f = (BatchFile *) file;
         int rc;
 
@@ -99,8 +95,7 @@ static int batch_write(sqlite3_file *file, const void *data, int amount, sqlite3
         return SQLITE_OK;
 }
 
-static int batch_truncate(sqlite3_file *file, sqlite3_int64 size)
-{
+static int batch_truncate(sqlite3_file *file, sqlite3_int64 size) {
         BatchFile *f = (BatchFile *) file;
         int rc;
 
@@ -110,8 +105,7 @@ static int batch_truncate(sqlite3_file *file, sqlite3_int64 size)
         return f->real->pMethods->xTruncate(f->real, size);
 }
 
-static int batch_sync(sqlite3_file *file, int flags)
-{
+static int batch_sync(sqlite3_file *file, int flags) {
         BatchFile *f = (BatchFile *) file;
         int rc;
 
@@ -121,8 +115,7 @@ static int batch_sync(sqlite3_file *file, int flags)
         return f->real->pMethods->xSync(f->real, flags);
 }
 
-static int batch_file_size(sqlite3_file *file, sqlite3_int64 *ret)
-{
+static int batch_file_size(sqlite3_file *file, sqlite3_int64 *ret) {
         BatchFile *f = (BatchFile *) file;
         int rc;
 
@@ -134,26 +127,22 @@ static int batch_file_size(sqlite3_file *file, sqlite3_int64 *ret)
 
 /* The rest is forwarded as it is. */
 
-static int batch_lock(sqlite3_file *file, int lock)
-{
+static int batch_lock(sqlite3_file *file, int lock) {
         BatchFile *f = (BatchFile *) file;
         return f->real->pMethods->xLock(f->real, lock);
 }
 
-static int batch_unlock(sqlite3_file *file, int lock)
-{
+static int batch_unlock(sqlite3_file *file, int lock) {
         BatchFile *f = (BatchFile *) file;
         return f->real->pMethods->xUnlock(f->real, lock);
 }
 
-static int batch_check_reserved_lock(sqlite3_file *file, int *ret)
-{
+static int batch_check_reserved_lock(sqlite3_file *file, int *ret) {
         BatchFile *f = (BatchFile *) file;
         return f->real->pMethods->xCheckReservedLock(f->real, ret);
 }
 
-static int batch_file_control(sqlite3_file *file, int op, void *arg)
-{
+static int batch_file_control(sqlite3_file *file, int op, void *arg) {
         BatchFile *f = (BatchFile *) file;
         int rc;
 
@@ -169,44 +158,37 @@ static int batch_file_control(sqlite3_file *file, int op, void *arg)
         return f->real->pMethods->xFileControl(f->real, op, arg);
 }
 
-static int batch_sector_size(sqlite3_file *file)
-{
+static int batch_sector_size(sqlite3_file *file) {
         BatchFile *f = (BatchFile *) file;
         return f->real->pMethods->xSectorSize(f->real);
 }
 
-static int batch_device_characteristics(sqlite3_file *file)
-{
+static int batch_device_characteristics(sqlite3_file *file) {
         BatchFile *f = (BatchFile *) file;
         return f->real->pMethods->xDeviceCharacteristics(f->real);
 }
 
-static int batch_shm_map(sqlite3_file *file, int region, int size, int extend, void volatile **ret)
-{
+static int batch_shm_map(sqlite3_file *file, int region, int size, int extend, void volatile **ret) {
         BatchFile *f = (BatchFile *) file;
         return f->real->pMethods->xShmMap(f->real, region, size, extend, ret);
 }
 
-static int batch_shm_lock(sqlite3_file *file, int offset, int n, int flags)
-{
+static int batch_shm_lock(sqlite3_file *file, int offset, int n, int flags) {
         BatchFile *f = (BatchFile *) file;
         return f->real->pMethods->xShmLock(f->real, offset, n, flags);
 }
 
-static void batch_shm_barrier(sqlite3_file *file)
-{
+static void batch_shm_barrier(sqlite3_file *file) {
         BatchFile *f = (BatchFile *) file;
         f->real->pMethods->xShmBarrier(f->real);
 }
 
-static int batch_shm_unmap(sqlite3_file *file, int delete_flag)
-{
+static int batch_shm_unmap(sqlite3_file *file, int delete_flag) {
         BatchFile *f = (BatchFile *) file;
         return f->real->pMethods->xShmUnmap(f->real, delete_flag);
 }
 
-static int batch_fetch(sqlite3_file *file, sqlite3_int64 offset, int amount, void **ret)
-{
+static int batch_fetch(sqlite3_file *file, sqlite3_int64 offset, int amount, void **ret) {
         BatchFile *f = (BatchFile *) file;
         int rc;
 
@@ -216,8 +198,7 @@ static int batch_fetch(sqlite3_file *file, sqlite3_int64 offset, int amount, voi
         return f->real->pMethods->xFetch(f->real, offset, amount, ret);
 }
 
-static int batch_unfetch(sqlite3_file *file, sqlite3_int64 offset, void *p)
-{
+static int batch_unfetch(sqlite3_file *file, sqlite3_int64 offset, void *p) {
         BatchFile *f = (BatchFile *) file;
         return f->real->pMethods->xUnfetch(f->real, offset, p);
 }
@@ -244,8 +225,8 @@ static const sqlite3_io_methods batch_io_methods = {
         .xUnfetch = batch_unfetch,
 };
 
-static int batch_open(sqlite3_vfs *vfs, sqlite3_filename name, sqlite3_file *file, int flags, int *out_flags)
-{
+static int batch_open(sqlite3_vfs *vfs, sqlite3_filename name, sqlite3_file *file, int flags,
+                      int *out_flags) {
         BatchFile *f = (BatchFile *) file;
         int rc;
 
@@ -267,63 +248,51 @@ static int batch_open(sqlite3_vfs *vfs, sqlite3_filename name, sqlite3_file *fil
 }
 
 /* Everything but opening files is the default VFS's. */
-static int batch_delete(sqlite3_vfs *vfs, const char *name, int sync_dir)
-{
+static int batch_delete(sqlite3_vfs *vfs, const char *name, int sync_dir) {
         return real_vfs->xDelete(real_vfs, name, sync_dir);
 }
 
-static int batch_access(sqlite3_vfs *vfs, const char *name, int flags, int *ret)
-{
+static int batch_access(sqlite3_vfs *vfs, const char *name, int flags, int *ret) {
         return real_vfs->xAccess(real_vfs, name, flags, ret);
 }
 
-static int batch_full_pathname(sqlite3_vfs *vfs, const char *name, int n, char *ret)
-{
+static int batch_full_pathname(sqlite3_vfs *vfs, const char *name, int n, char *ret) {
         return real_vfs->xFullPathname(real_vfs, name, n, ret);
 }
 
-static void *batch_dl_open(sqlite3_vfs *vfs, const char *name)
-{
+static void *batch_dl_open(sqlite3_vfs *vfs, const char *name) {
         return real_vfs->xDlOpen(real_vfs, name);
 }
 
-static void batch_dl_error(sqlite3_vfs *vfs, int n, char *ret)
-{
+static void batch_dl_error(sqlite3_vfs *vfs, int n, char *ret) {
         real_vfs->xDlError(real_vfs, n, ret);
 }
 
-static void (*batch_dl_sym(sqlite3_vfs *vfs, void *handle, const char *symbol))(void)
-{
+static void (*batch_dl_sym(sqlite3_vfs *vfs, void *handle, const char *symbol))(void) {
         return real_vfs->xDlSym(real_vfs, handle, symbol);
 }
 
-static void batch_dl_close(sqlite3_vfs *vfs, void *handle)
-{
+static void batch_dl_close(sqlite3_vfs *vfs, void *handle) {
         real_vfs->xDlClose(real_vfs, handle);
 }
 
-static int batch_randomness(sqlite3_vfs *vfs, int n, char *ret)
-{
+static int batch_randomness(sqlite3_vfs *vfs, int n, char *ret) {
         return real_vfs->xRandomness(real_vfs, n, ret);
 }
 
-static int batch_sleep(sqlite3_vfs *vfs, int usec)
-{
+static int batch_sleep(sqlite3_vfs *vfs, int usec) {
         return real_vfs->xSleep(real_vfs, usec);
 }
 
-static int batch_current_time(sqlite3_vfs *vfs, double *ret)
-{
+static int batch_current_time(sqlite3_vfs *vfs, double *ret) {
         return real_vfs->xCurrentTime(real_vfs, ret);
 }
 
-static int batch_get_last_error(sqlite3_vfs *vfs, int n, char *ret)
-{
+static int batch_get_last_error(sqlite3_vfs *vfs, int n, char *ret) {
         return real_vfs->xGetLastError(real_vfs, n, ret);
 }
 
-static int batch_current_time_int64(sqlite3_vfs *vfs, sqlite3_int64 *ret)
-{
+static int batch_current_time_int64(sqlite3_vfs *vfs, sqlite3_int64 *ret) {
         return real_vfs->xCurrentTimeInt64(real_vfs, ret);
 }
 
@@ -347,8 +316,7 @@ static sqlite3_vfs batch_vfs = {
 
 static int register_result;
 
-static void register_once(void)
-{
+static void register_once(void) {
         real_vfs = sqlite3_vfs_find(NULL);
         if (!real_vfs || real_vfs->iVersion < 2) {
                 register_result = SQLITE_ERROR;
@@ -359,8 +327,7 @@ static void register_once(void)
         register_result = sqlite3_vfs_register(&batch_vfs, 0);
 }
 
-int store_vfs_register(void)
-{
+int store_vfs_register(void) {
         static pthread_once_t once = PTHREAD_ONCE_INIT;
 
         (void) pthread_once(&once, register_once);
