@@ -131,7 +131,7 @@ static void test_key_removed_and_added_again_rolls_back_to_the_first_receipt(voi
         assert_maps(k, "key", "hash-new", "id-new");
 }
 
-static void test_removed_key_not_added_again_leaves_the_tree_at_commit(void) {
+static void test_removed_key_not_added_again_leaves_the_index_at_commit(void) {
         _cleanup_(key_index_freep) KeyIndex *k = index_new();
 
         ASSERT_OK(key_index_add(k, "key", "h", "id-1"));
@@ -205,6 +205,54 @@ static void test_random_transactions_match_a_model(void) {
         }
 }
 
+/* Tens of thousands of keys: the table grows, and keys removed and added again leave it whole. */
+static void test_many_keys_through_growth_and_removals(void) {
+        _cleanup_(key_index_freep) KeyIndex *k = index_new();
+        enum { N = 20000 };
+        char key[32], id[32];
+
+        for (int i = 0; i < N; i++) {
+                snprintf(key, sizeof key, "%08x-key-%d", (unsigned) i * 2654435761U, i);
+                snprintf(id, sizeof id, "id-%d", i);
+                ASSERT_OK(key_index_add(k, key, "h", id));
+                if (i % 1000 == 999)
+                        key_index_commit(k);
+        }
+        key_index_commit(k);
+        ASSERT_EQ_U(key_index_size(k), N);
+
+        /* Every other key goes, in rounds, then half of those come back with new receipts. */
+        for (int round = 0; round < 4; round++) {
+                for (int i = round; i < N; i += 8) {
+                        snprintf(key, sizeof key, "%08x-key-%d", (unsigned) i * 2654435761U, i);
+                        snprintf(id, sizeof id, "id-%d", i);
+                        ASSERT_OK(key_index_remove(k, key, id));
+                }
+                key_index_commit(k);
+        }
+        ASSERT_EQ_U(key_index_size(k), N / 2);
+        for (int i = 0; i < N; i += 8) {
+                snprintf(key, sizeof key, "%08x-key-%d", (unsigned) i * 2654435761U, i);
+                ASSERT_OK(key_index_add(k, key, "h2", "again"));
+        }
+        key_index_commit(k);
+
+        for (int i = 0; i < N; i++) {
+                const KeyIndexEntry *e;
+
+                snprintf(key, sizeof key, "%08x-key-%d", (unsigned) i * 2654435761U, i);
+                snprintf(id, sizeof id, "id-%d", i);
+                e = key_index_get(k, key);
+                if (i % 8 == 0)
+                        ASSERT_STREQ(e ? e->receipt_id : NULL, "again");
+                else if (i % 8 < 4)
+                        ASSERT_NULL(e);
+                else
+                        ASSERT_STREQ(e ? e->receipt_id : NULL, id);
+        }
+        ASSERT_EQ_U(key_index_size(k), N / 2 + N / 8);
+}
+
 /* Freed in the middle of a transaction (the store closing after a failed commit): no leak, no double
  * free (ASan). */
 static void test_free_with_an_open_transaction(void) {
@@ -225,8 +273,9 @@ int main(void) {
         TEST_RUN(test_rollback_to_a_mark_undoes_only_what_came_after);
         TEST_RUN(test_commit_makes_changes_permanent);
         TEST_RUN(test_key_removed_and_added_again_rolls_back_to_the_first_receipt);
-        TEST_RUN(test_removed_key_not_added_again_leaves_the_tree_at_commit);
+        TEST_RUN(test_removed_key_not_added_again_leaves_the_index_at_commit);
         TEST_RUN(test_random_transactions_match_a_model);
+        TEST_RUN(test_many_keys_through_growth_and_removals);
         TEST_RUN(test_free_with_an_open_transaction);
         return 0;
 }
