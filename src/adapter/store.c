@@ -1861,11 +1861,13 @@ static int mark_synced_explain(StoreStatus status, StorePrintStatus print_status
         return -EPERM; /* not printed */
 }
 
-static int mark_synced_run(StoreConn *c, void *job_data) {
-        MarkJob *m = job_data;
+int store_conn_set_synced(StoreConn *c, const char *id, const char *ofd_response) {
         char ts[FORMAT_ISO8601_MAX];
         sqlite3_stmt *stmt;
         int r;
+
+        assert(c);
+        assert(id);
 
         r = store_conn_prepare(c,
                                "UPDATE receipts SET status = 'synced', synced_at = ?1, updated_at = ?1, "
@@ -1876,13 +1878,23 @@ static int mark_synced_run(StoreConn *c, void *job_data) {
         if (r < 0)
                 return r;
         r = store_conn_bind(c, stmt, "ttt", format_iso8601_utc(ts, sizeof ts, now(CLOCK_REALTIME)),
-                            m->document, m->id);
+                            ofd_response, id);
         if (r < 0)
                 return r;
         r = store_conn_step_done(c, stmt);
         if (r < 0)
                 return r;
-        if (sqlite3_changes(c->db) == 0)
+        return sqlite3_changes(c->db) > 0;
+}
+
+static int mark_synced_run(StoreConn *c, void *job_data) {
+        MarkJob *m = job_data;
+        int r;
+
+        r = store_conn_set_synced(c, m->id, m->document);
+        if (r < 0)
+                return r;
+        if (r == 0)
                 return mark_explain(c, m->id, mark_synced_explain);
 
         return store_conn_log_event(c, m->id, "synced", NULL);

@@ -201,6 +201,9 @@ int store_column_strdup(sqlite3_stmt *stmt, int i, char **ret);
 int store_conn_log_event(StoreConn *c, const char *receipt_id, const char *event, const char *details);
 /* The receipt with this id; -ENOENT when there is none. Free with store_receipt_done(). */
 int store_conn_get_receipt(StoreConn *c, const char *id, StoreReceipt *ret);
+/* Marks a printed receipt that is pending or failed as synced, with the OFD's answer (writer only).
+ * 1 if it did, 0 if no such receipt was in that state. */
+int store_conn_set_synced(StoreConn *c, const char *id, const char *ofd_response);
 /* Deletes the idempotency key of a receipt, on disk and from the writer's key index (writer only). */
 int store_conn_delete_keys_of(StoreConn *c, const char *receipt_id);
 /* Writes the HLC's last stamp to config.hlc_last if it moved (writer only). Commits do not: the receipts

@@ -297,25 +297,13 @@ static int read_status(StoreConn *c, const char *id, StoreStatus *ret_status, un
 }
 
 static int record_synced(StoreConn *c, SyncStoreAttempt *a) {
-        char ts[FORMAT_ISO8601_MAX];
-        sqlite3_stmt *stmt;
         int r;
 
         /* The conditions repeat the batch's: what changed meanwhile (an admin, a second path) wins. */
-        r = store_conn_prepare(
-                c,
-                "UPDATE receipts SET status = 'synced', synced_at = ?1, updated_at = ?1, "
-                "ofd_response = ?2, last_error = NULL, next_retry_at = NULL "
-                "WHERE id = ?3 AND status IN ('pending', 'failed') AND print_status = 'printed'",
-                &stmt);
+        r = store_conn_set_synced(c, a->id, a->response);
         if (r < 0)
                 return r;
-        r = store_conn_bind(c, stmt, "ttt", format_now(ts), a->response, a->id);
-        if (r >= 0)
-                r = store_conn_step_done(c, stmt);
-        if (r < 0)
-                return r;
-        if (sqlite3_changes(store_conn_get_db(c)) == 0) {
+        if (r == 0) {
                 a->recorded = SYNC_STORE_RECORDED_SKIPPED;
                 return 0;
         }
