@@ -583,7 +583,7 @@ static void test_type(void) {
         r1 = ACCEPT(WITH("/type", "\"refund\""));
         ASSERT_EQ(r1->type, RECEIPT_TYPE_REFUND);
         r2 = ACCEPT(WITH("/type", "\"correction\""));
-        ASSERT_EQ(r2->type, RECEIPT_TYPE_CORRECTION);
+        ASSERT_EQ(r2->type, RECEIPT_TYPE_SALE_CORRECTION);
 }
 
 static void test_taxation(void) {
@@ -885,7 +885,22 @@ static void test_customer(void) {
 
 static void test_enum_string_tables(void) {
         ASSERT_STREQ(receipt_type_to_string(RECEIPT_TYPE_SALE), "sale");
-        ASSERT_STREQ(receipt_type_to_string(RECEIPT_TYPE_CORRECTION), "correction");
+        ASSERT_STREQ(receipt_type_to_string(RECEIPT_TYPE_SALE_CORRECTION), "sale_correction");
+        /* The prototype's name is read as a sale correction and never written. */
+        ASSERT_EQ(receipt_type_from_string("correction"), RECEIPT_TYPE_SALE_CORRECTION);
+        ASSERT_EQ(receipt_type_from_string("purchase_refund_correction"), RECEIPT_TYPE_PURCHASE_REFUND_CORRECTION);
+        ASSERT_EQ_U(receipt_type_to_ffd(RECEIPT_TYPE_SALE), 1);
+        ASSERT_EQ_U(receipt_type_to_ffd(RECEIPT_TYPE_REFUND), 2);
+        ASSERT_EQ_U(receipt_type_to_ffd(RECEIPT_TYPE_PURCHASE), 3);
+        ASSERT_EQ_U(receipt_type_to_ffd(RECEIPT_TYPE_PURCHASE_REFUND), 4);
+        ASSERT_EQ_U(receipt_type_to_ffd(RECEIPT_TYPE_REFUND_CORRECTION), 2);
+        ASSERT_EQ_U(receipt_type_to_ffd(RECEIPT_TYPE_PURCHASE_REFUND_CORRECTION), 4);
+        ASSERT_EQ_U(receipt_type_to_ffd(_RECEIPT_TYPE_MAX), 0);
+        ASSERT_TRUE(receipt_type_is_correction(RECEIPT_TYPE_PURCHASE_CORRECTION));
+        ASSERT_FALSE(receipt_type_is_correction(RECEIPT_TYPE_PURCHASE_REFUND));
+        ASSERT_TRUE(receipt_type_is_return(RECEIPT_TYPE_REFUND_CORRECTION));
+        ASSERT_TRUE(receipt_type_is_return(RECEIPT_TYPE_PURCHASE_REFUND));
+        ASSERT_FALSE(receipt_type_is_return(RECEIPT_TYPE_PURCHASE));
         ASSERT_NULL(receipt_type_to_string(_RECEIPT_TYPE_MAX));
         ASSERT_EQ(receipt_type_from_string("refund"), RECEIPT_TYPE_REFUND);
         ASSERT_EQ(receipt_type_from_string("gift"), -EINVAL);

@@ -221,7 +221,7 @@ int device_emulator_format_qr(char *buf, size_t l, usec_t datetime, int64_t tota
         n = snprintf(buf, l, "t=%04d%02d%02dT%02d%02d&s=%s&fn=%s&i=%" PRIu32 "&fp=%s&n=%d",
                      tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
                      MONEY_FORMAT(total, MONEY_SCALE_KOPECKS), fn_number, fd, fiscal_sign,
-                     type == RECEIPT_TYPE_REFUND ? 2 : 1);
+                     receipt_type_to_ffd(type));
         if (n < 0 || (size_t) n >= l)
                 return -ENOBUFS;
         return 0;

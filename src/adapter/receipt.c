@@ -21,7 +21,13 @@ typedef struct NameValue {
 static const NameValue receipt_type_table[] = {
         { "sale", RECEIPT_TYPE_SALE },
         { "refund", RECEIPT_TYPE_REFUND },
-        { "correction", RECEIPT_TYPE_CORRECTION },
+        { "purchase", RECEIPT_TYPE_PURCHASE },
+        { "purchase_refund", RECEIPT_TYPE_PURCHASE_REFUND },
+        { "sale_correction", RECEIPT_TYPE_SALE_CORRECTION },
+        { "refund_correction", RECEIPT_TYPE_REFUND_CORRECTION },
+        { "purchase_correction", RECEIPT_TYPE_PURCHASE_CORRECTION },
+        { "purchase_refund_correction", RECEIPT_TYPE_PURCHASE_REFUND_CORRECTION },
+        { "correction", RECEIPT_TYPE_SALE_CORRECTION }, /* the prototype's name: read, never written */
 };
 
 static const NameValue payment_type_table[] = {
@@ -136,6 +142,24 @@ static int table_from_string(const NameValue *table, size_t n, const char *s) {
         }
 
 DEFINE_STRING_TABLE(receipt_type, ReceiptType, receipt_type_table)
+
+ReceiptType receipt_type_settlement(ReceiptType t) {
+        return receipt_type_is_correction(t) ? t - RECEIPT_TYPE_SALE_CORRECTION : t;
+}
+
+unsigned receipt_type_to_ffd(ReceiptType t) {
+        if (t < 0 || t >= _RECEIPT_TYPE_MAX)
+                return 0;
+        return (unsigned) receipt_type_settlement(t) + 1;
+}
+
+bool receipt_type_is_correction(ReceiptType t) {
+        return t >= RECEIPT_TYPE_SALE_CORRECTION && t < _RECEIPT_TYPE_MAX;
+}
+
+bool receipt_type_is_return(ReceiptType t) {
+        return IN_SET(receipt_type_settlement(t), RECEIPT_TYPE_REFUND, RECEIPT_TYPE_PURCHASE_REFUND);
+}
 DEFINE_STRING_TABLE(payment_type, PaymentType, payment_type_table)
 DEFINE_STRING_TABLE(payment_method, PaymentMethod, payment_method_table)
 DEFINE_STRING_TABLE(payment_object, PaymentObject, payment_object_table)

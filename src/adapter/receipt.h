@@ -5,6 +5,7 @@
  * as tables, and the canonical JSON text (and its SHA-256) that the store keeps and the OFD receives. */
 
 #include <json-c/json.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -13,13 +14,31 @@
 
 /* Enumerations whose values are the FFD values: the canonical receipt carries both name and number. */
 
+/* A receipt's kind: the settlement (FFD tag 1054: 1 income, 2 return of income, 3 expense, 4 return of
+ * expense) and whether it is a correction receipt (FFD 1.2, "кассовый чек коррекции"). The names are what the
+ * POS sends; "correction", the prototype's name, reads as sale_correction. */
 typedef enum ReceiptType {
-        RECEIPT_TYPE_SALE,
-        RECEIPT_TYPE_REFUND,
-        RECEIPT_TYPE_CORRECTION,
+        RECEIPT_TYPE_SALE,                      /* 1054 = 1 */
+        RECEIPT_TYPE_REFUND,                    /* 1054 = 2, the return of a sale */
+        RECEIPT_TYPE_PURCHASE,                  /* 1054 = 3 */
+        RECEIPT_TYPE_PURCHASE_REFUND,           /* 1054 = 4 */
+        RECEIPT_TYPE_SALE_CORRECTION,           /* correction receipts, 1054 = 1..4 */
+        RECEIPT_TYPE_REFUND_CORRECTION,
+        RECEIPT_TYPE_PURCHASE_CORRECTION,
+        RECEIPT_TYPE_PURCHASE_REFUND_CORRECTION,
         _RECEIPT_TYPE_MAX,
         _RECEIPT_TYPE_INVALID = -EINVAL,
 } ReceiptType;
+
+/* FFD tag 1054 of a receipt type: 1..4; 0 for a value out of range. */
+unsigned receipt_type_to_ffd(ReceiptType t);
+/* A correction receipt; its settlement is receipt_type_settlement(). */
+bool receipt_type_is_correction(ReceiptType t);
+/* The settlement a correction corrects (sale_correction -> sale); other types map to themselves. */
+ReceiptType receipt_type_settlement(ReceiptType t);
+/* Money goes back to the customer (refund) or back from the supplier (purchase_refund), corrections of
+ * those included. */
+bool receipt_type_is_return(ReceiptType t);
 
 typedef enum PaymentType {
         PAYMENT_TYPE_CASH = 1031,       /* FFD tag the amount is reported in: cash */
