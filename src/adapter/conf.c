@@ -13,6 +13,9 @@
 #include <syslog.h>
 
 #include "conf.h"
+#include "device.h"
+#include "fiscal-day.h"
+#include "receipt.h"
 #include "log.h"
 
 typedef enum ConfigType {
@@ -26,6 +29,10 @@ typedef enum ConfigType {
         CONFIG_LISTEN,     /* host:port */
         CONFIG_BUS,        /* system|user|none|address */
         CONFIG_DRIVER,     /* a known device driver */
+        CONFIG_TAXATIONS,  /* taxation systems (FFD tag 1055 names), separated by commas or spaces */
+        CONFIG_AUTO_CLOSE, /* off, 24h or HH:MM */
+        CONFIG_DIGITS,     /* decimal digits, min..max of them */
+        CONFIG_UNKNOWN_FIELDS, /* reject or ignore */
 } ConfigType;
 
 typedef struct ConfigItem {
@@ -75,6 +82,17 @@ static const ConfigItem config_items[] = {
         { "Device", "RegistrationNumber", CONFIG_STRING, C(device_registration_number), "0000000001000001",
           1, 20, NULL },
         { "Device", "Inn", CONFIG_STRING, C(device_inn), "7700000000", 10, 12, NULL },
+        { "Device", "Taxation", CONFIG_TAXATIONS, C(device_taxation), "osn", NOLIMIT, NULL },
+        { "Device", "Cashier", CONFIG_STRING, C(device_cashier), NULL, 1, 256, NULL },
+        { "Device", "CashierInn", CONFIG_DIGITS, C(device_cashier_inn), NULL, 10, 12, NULL },
+        { "Device", "AutoCloseShift", CONFIG_AUTO_CLOSE, C(device_auto_close_shift), "off", NOLIMIT, NULL },
+        { "Device", "StuckAfter", CONFIG_TIMESPAN, C(device_stuck_after), "60s", USEC_PER_SEC, USEC_PER_DAY,
+          NULL },
+        { "Device", "StatusInterval", CONFIG_TIMESPAN, C(device_status_interval), "60s", USEC_PER_SEC,
+          USEC_PER_HOUR, NULL },
+        { "Device", "URL", CONFIG_URL, C(device_url), "http://127.0.0.1:16732", NOLIMIT, NULL },
+
+        { "Intake", "UnknownFields", CONFIG_UNKNOWN_FIELDS, C(intake_unknown_fields), "reject", NOLIMIT, NULL },
 
         { "OFD", "URL", CONFIG_URL, C(ofd_url), "http://localhost:9000", NOLIMIT, "OFD_BASE_URL" },
         { "OFD", "Timeout", CONFIG_TIMESPAN, C(ofd_timeout), "10s", 100 * USEC_PER_MSEC, 10 * USEC_PER_MINUTE,
@@ -107,7 +125,38 @@ static const ConfigItem config_items[] = {
         { "Bus", "Address", CONFIG_BUS, C(bus_address), "system", NOLIMIT, NULL },
 };
 
-static const char *const config_drivers[] = { "emulator" };
+static const char *config_driver_list(void) {
+        static char list[128];
+
+        if (!list[0])
+                for (const char *const *d = device_driver_names(); *d; d++) {
+                        if (list[0])
+                                strncat(list, ", ", sizeof list - strlen(list) - 1);
+                        strncat(list, *d, sizeof list - strlen(list) - 1);
+                }
+        return list;
+}
+
+int taxations_from_string(const char *s, unsigned *ret) {
+        _cleanup_free_ char *copy = NULL;
+        unsigned bits = 0;
+        char *saveptr = NULL;
+
+        copy = strdup(s);
+        if (!copy)
+                return -ENOMEM;
+        for (char *w = strtok_r(copy, ", \t", &saveptr); w; w = strtok_r(NULL, ", \t", &saveptr)) {
+                Taxation t = taxation_from_string(w);
+
+                if ((int) t < 0)
+                        return -EINVAL;
+                bits |= (unsigned) t;
+        }
+        if (bits == 0)
+                return -EINVAL;
+        *ret = bits;
+        return 0;
+}
 
 static bool config_type_is_string(ConfigType t) {
         return !IN_SET(t, CONFIG_TIMESPAN, CONFIG_SIZE, CONFIG_UNSIGNED, CONFIG_LOG_LEVEL);
@@ -291,10 +340,39 @@ static int config_assign(Config *c, const ConfigItem *item, const char *value, c
                 return free_and_strdup(p, value);
 
         case CONFIG_DRIVER:
-                for (size_t i = 0; i < ELEMENTSOF(config_drivers); i++)
-                        if (streq(value, config_drivers[i]))
+                for (const char *const *d = device_driver_names(); *d; d++)
+                        if (streq(value, *d))
                                 return free_and_strdup(p, value);
-                return FAIL("unknown driver (known: emulator)");
+                return FAIL("unknown driver (known: %s)", config_driver_list());
+
+        case CONFIG_TAXATIONS: {
+                unsigned bits;
+
+                r = taxations_from_string(value, &bits);
+                if (r < 0)
+                        return FAIL("not a list of taxation systems (osn, usn_income, usn_income_outcome, esn, "
+                                    "patent)");
+                return free_and_strdup(p, value);
+        }
+
+        case CONFIG_AUTO_CLOSE: {
+                AutoClose a;
+
+                if (auto_close_from_string(value, &a) < 0)
+                        return FAIL("expected off, 24h or a time of day HH:MM");
+                return free_and_strdup(p, value);
+        }
+
+        case CONFIG_DIGITS:
+                if (strspn(value, "0123456789") != strlen(value) || strlen(value) < item->min ||
+                    strlen(value) > item->max)
+                        return FAIL("must be %" PRIu64 "..%" PRIu64 " decimal digits", item->min, item->max);
+                return free_and_strdup(p, value);
+
+        case CONFIG_UNKNOWN_FIELDS:
+                if (!streq(value, "reject") && !streq(value, "ignore"))
+                        return FAIL("expected reject or ignore");
+                return free_and_strdup(p, value);
         }
 #undef FAIL
         assert(false);

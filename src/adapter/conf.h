@@ -40,6 +40,16 @@ typedef struct Config {
         char *device_fn_number;
         char *device_registration_number;
         char *device_inn;
+        char *device_taxation;          /* "osn", "usn_income,patent", ...: what the register is registered for */
+        char *device_cashier;           /* tag 1021 when a receipt or report names none; NULL: none */
+        char *device_cashier_inn;       /* tag 1203; NULL: none */
+        char *device_auto_close_shift;  /* "off", "24h" or "HH:MM" */
+        usec_t device_stuck_after;
+        usec_t device_status_interval;
+        char *device_url;               /* a networked register's service (atol-web) */
+
+        /* [Intake] */
+        char *intake_unknown_fields;    /* "reject" or "ignore" */
 
         /* [OFD] */
         char *ofd_url;
@@ -85,6 +95,9 @@ int config_load(const char *path, Config **ret, char **ret_error);
 /* Applies one "[Section] Key=value" as if read from `source` line `line`; for tests and --set style use. */
 int config_set(Config *c, const char *section, const char *key, const char *value, const char *source,
                unsigned line, char **ret_error);
+
+/* "osn, patent" -> TAXATION_OSN | TAXATION_PATENT; -EINVAL for an unknown name or an empty list. */
+int taxations_from_string(const char *s, unsigned *ret);
 
 /* Writes the effective configuration as a loadable INI file. */
 int config_dump(const Config *c, FILE *f);

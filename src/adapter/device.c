@@ -1,13 +1,9 @@
 /* SPDX-License-Identifier: MIT */
-/* The device front end: a worker thread that runs the driver one operation at a time, the queue on the
- * loop that feeds it, the loop-side timeout for each operation, and the register's state as the loop
- * knows it from the completions. */
+/* The device front end: the queue of operations on the loop, one at a time at the driver, the loop-side
+ * timeout for each, and the register's state as the loop knows it from the results; plus the names and
+ * JSON of what registers report. */
 
 #include <inttypes.h>
-#include <pthread.h>
-#include <signal.h>
-#include <sys/epoll.h>
-#include <sys/eventfd.h>
 
 #include "device-emulator.h"
 #include "device.h"
@@ -16,93 +12,43 @@
 #include "message-ids.h"
 #include "money.h"
 
-typedef enum OpType {
-        OP_OPEN,
-        OP_STATUS,
-        OP_PRINT,
-        OP_LAST_DOCUMENT,
-        OP_REPORT_X,
-        OP_REPORT_Z,
-} OpType;
-
-typedef union OpCallback {
-        DevicePrintCallback print;
-        DeviceStatusCallback status;
-        DeviceReportCallback report;
-} OpCallback;
-
 typedef struct Op Op;
 
 struct Op {
         Op *next;
-        OpType type;
-        char *receipt_id;
-        char *json;
+        DeviceRequest req;      /* its strings are the copies below */
+        char *receipt_id, *receipt_json, *cashier, *cashier_inn;
         usec_t queued_at;       /* CLOCK_MONOTONIC */
-        OpCallback cb;          /* the member for its type */
+        DeviceCallback cb;
         void *userdata;
-        bool reported;          /* its callback ran (a timeout reports before the worker returns) */
-
-        /* Written by the worker, read on the loop once the worker handed it back. */
-        int result;
-        DeviceFault fault;
-        DeviceDocument doc;
-        DeviceReport report;
-        DeviceStatus status;
-        bool have_status;
+        bool internal;          /* an OPEN the device put in front of another operation */
+        bool reported;          /* its callback ran (a timeout reports before the driver is done) */
 };
-
-/* What the change callback reports on. */
-typedef struct DeviceSnapshot {
-        DeviceState state;
-        DeviceFault fault;
-        bool shift_open;
-        uint32_t shift_number;
-        usec_t shift_open_usec;
-        uint32_t last_fd;
-} DeviceSnapshot;
 
 struct Device {
         sd_event *event;
         const DeviceDriver *driver;
+        void *driver_state;
         DeviceOptions options;  /* its strings point into the copies below */
-        char *serial, *fn_number, *registration_number, *inn, *emulator_path;
+        char *serial, *fn_number, *registration_number, *inn, *cashier, *cashier_inn, *emulator_path, *url,
+                *token;
 
-        pthread_t thread;
-        bool thread_started;
-        bool lock_initialized;
-        pthread_mutex_t lock;
-        pthread_cond_t cond;
-
-        /* Under lock. driver_state is written by the worker only, so the worker reads it without. */
-        Op *handed;             /* for the worker to run */
-        Op *finished;           /* run, for the loop to collect */
-        bool quit;
-        void *driver_state;     /* NULL until the driver is open */
-        bool have_pending_fault; /* injected before the driver was open: applied once it is */
-        DeviceFault pending_fault;
-        unsigned pending_fault_count;
-
-        int event_fd;
-        sd_event_source *event_source;
         sd_event_source *timer_source;
         sd_event_source *notify_source;
 
-        /* Loop thread only. */
-        Op *current;            /* at the worker; at most one */
+        Op *current;            /* at the driver; at most one */
         bool current_abandoned; /* its timeout was reported; what it returns is late */
         Op *queue_head, *queue_tail;
         bool freeing;
+        bool opened;            /* an OPEN succeeded */
 
         DeviceState condition;  /* READY, FAULT or UNKNOWN; PRINTING is derived from current */
         DeviceFault fault;
         char *last_fault_text;
-        bool shift_open;
-        uint32_t shift_number;
-        usec_t shift_open_usec;
-        uint32_t last_fd;
+        DeviceStatus status;
+        bool have_status;
 
-        DeviceSnapshot notified;
+        bool notify_pending;
         DeviceLateCallback late_cb;
         void *late_userdata;
         DeviceChangeCallback change_cb;
@@ -121,6 +67,8 @@ static const char *const fault_table[_DEVICE_FAULT_MAX] = {
         [DEVICE_FAULT_NOT_CONNECTED] = "not-connected",
         [DEVICE_FAULT_REJECTED] = "rejected",
         [DEVICE_FAULT_ERROR] = "error",
+        [DEVICE_FAULT_COVER_OPEN] = "cover-open",
+        [DEVICE_FAULT_OFD_BLOCKED] = "ofd-blocked",
 };
 
 static const char *const fault_text_table[_DEVICE_FAULT_MAX] = {
@@ -128,11 +76,13 @@ static const char *const fault_text_table[_DEVICE_FAULT_MAX] = {
         [DEVICE_FAULT_PAPER_OUT] = "paper out",
         [DEVICE_FAULT_TIMEOUT_BEFORE] = "timed out before the document was made",
         [DEVICE_FAULT_TIMEOUT_UNKNOWN] = "timed out after the document was sent, outcome unknown",
-        [DEVICE_FAULT_FN_FULL] = "fiscal memory (FN) full",
+        [DEVICE_FAULT_FN_FULL] = "fiscal drive (FN) full or expired",
         [DEVICE_FAULT_SHIFT_EXPIRED] = "shift open for more than 24 hours, a Z report is needed",
         [DEVICE_FAULT_NOT_CONNECTED] = "not connected",
-        [DEVICE_FAULT_REJECTED] = "request rejected by the register",
+        [DEVICE_FAULT_REJECTED] = "document rejected by the register",
         [DEVICE_FAULT_ERROR] = "register error",
+        [DEVICE_FAULT_COVER_OPEN] = "cover open",
+        [DEVICE_FAULT_OFD_BLOCKED] = "documents unsent to the OFD for 30 days, the fiscal drive is blocked",
 };
 
 static const char *const state_table[_DEVICE_STATE_MAX] = {
@@ -142,8 +92,35 @@ static const char *const state_table[_DEVICE_STATE_MAX] = {
         [DEVICE_STATE_UNKNOWN] = "unknown",
 };
 
+static const char *const payment_form_table[_DEVICE_PAYMENT_MAX] = {
+        [DEVICE_PAYMENT_CASH] = "cash",
+        [DEVICE_PAYMENT_ELECTRONIC] = "card",
+        [DEVICE_PAYMENT_PREPAYMENT] = "prepayment",
+        [DEVICE_PAYMENT_CREDIT] = "credit",
+        [DEVICE_PAYMENT_OTHER] = "other",
+};
+
+static const char *const report_type_table[_DEVICE_REPORT_MAX] = {
+        [DEVICE_REPORT_X] = "x",
+        [DEVICE_REPORT_Z] = "z",
+        [DEVICE_REPORT_OPEN] = "open",
+};
+
+static const char *const operation_table[_DEVICE_OP_MAX] = {
+        [DEVICE_OP_OPEN] = "open",
+        [DEVICE_OP_STATUS] = "status",
+        [DEVICE_OP_PRINT] = "print",
+        [DEVICE_OP_FIND] = "find",
+        [DEVICE_OP_OPEN_SHIFT] = "open-shift",
+        [DEVICE_OP_REPORT_X] = "report-x",
+        [DEVICE_OP_CLOSE_SHIFT] = "close-shift",
+        [DEVICE_OP_DEBUG] = "debug",
+};
+
+#define TABLE_LOOKUP(table, max, v) ((v) >= 0 && (v) < (max) ? (table)[v] : NULL)
+
 const char *device_fault_to_string(DeviceFault f) {
-        return f >= 0 && f < _DEVICE_FAULT_MAX ? fault_table[f] : NULL;
+        return TABLE_LOOKUP(fault_table, _DEVICE_FAULT_MAX, f);
 }
 
 DeviceFault device_fault_from_string(const char *s) {
@@ -155,7 +132,7 @@ DeviceFault device_fault_from_string(const char *s) {
 }
 
 const char *device_fault_to_text(DeviceFault f) {
-        return f >= 0 && f < _DEVICE_FAULT_MAX ? fault_text_table[f] : NULL;
+        return TABLE_LOOKUP(fault_text_table, _DEVICE_FAULT_MAX, f);
 }
 
 int device_fault_to_errno(DeviceFault f) {
@@ -171,13 +148,21 @@ int device_fault_to_errno(DeviceFault f) {
                 return -ESTALE;
         case DEVICE_FAULT_NOT_CONNECTED:
                 return -ENOTCONN;
+        case DEVICE_FAULT_COVER_OPEN:
+                return -EAGAIN;
+        case DEVICE_FAULT_OFD_BLOCKED:
+                return -EKEYEXPIRED;
         default:
                 return -EIO;
         }
 }
 
+bool device_fault_is_permanent(DeviceFault f) {
+        return f == DEVICE_FAULT_REJECTED;
+}
+
 const char *device_state_to_string(DeviceState s) {
-        return s >= 0 && s < _DEVICE_STATE_MAX ? state_table[s] : NULL;
+        return TABLE_LOOKUP(state_table, _DEVICE_STATE_MAX, s);
 }
 
 DeviceState device_state_from_string(const char *s) {
@@ -186,6 +171,18 @@ DeviceState device_state_from_string(const char *s) {
                         if (streq(state_table[i], s))
                                 return (DeviceState) i;
         return _DEVICE_STATE_INVALID;
+}
+
+const char *device_payment_form_to_string(DevicePaymentForm f) {
+        return TABLE_LOOKUP(payment_form_table, _DEVICE_PAYMENT_MAX, f);
+}
+
+const char *device_report_type_to_string(DeviceReportType t) {
+        return TABLE_LOOKUP(report_type_table, _DEVICE_REPORT_MAX, t);
+}
+
+const char *device_operation_to_string(DeviceOperation o) {
+        return TABLE_LOOKUP(operation_table, _DEVICE_OP_MAX, o);
 }
 
 const DeviceDriver *device_driver_find(const char *name) {
@@ -201,6 +198,51 @@ const DeviceDriver *device_driver_find(const char *name) {
         return NULL;
 }
 
+const char *const *device_driver_names(void) {
+        static const char *const names[] = { "emulator", NULL };
+        return names;
+}
+
+/* ---- totals ---- */
+
+uint32_t device_totals_receipts(const DeviceTotals *t) {
+        uint32_t n = 0;
+
+        for (size_t i = 0; i < _RECEIPT_TYPE_MAX; i++)
+                n += t->by_type[i].count;
+        return n;
+}
+
+int64_t device_totals_net(const DeviceTotals *t, DevicePaymentForm f) {
+        int64_t n = 0;
+
+        /* Income (sale, return of a purchase) brings money in; its returns and expenses take it out. */
+        for (ReceiptType type = 0; type < _RECEIPT_TYPE_MAX; type++) {
+                ReceiptType s = receipt_type_settlement(type);
+                int64_t v = t->by_type[type].payments[f];
+
+                n += IN_SET(s, RECEIPT_TYPE_SALE, RECEIPT_TYPE_PURCHASE_REFUND) ? v : -v;
+        }
+        return n;
+}
+
+int device_totals_add(DeviceTotals *t, ReceiptType type, int64_t total,
+                      const int64_t payments[static _DEVICE_PAYMENT_MAX]) {
+        DeviceTypeTotals n;
+
+        assert(type >= 0 && type < _RECEIPT_TYPE_MAX);
+
+        n = t->by_type[type];
+        if (n.count == UINT32_MAX || __builtin_add_overflow(n.total, total, &n.total))
+                return -EOVERFLOW;
+        for (size_t f = 0; f < _DEVICE_PAYMENT_MAX; f++)
+                if (__builtin_add_overflow(n.payments[f], payments[f], &n.payments[f]))
+                        return -EOVERFLOW;
+        n.count++;
+        t->by_type[type] = n;
+        return 0;
+}
+
 /* ---- JSON ---- */
 
 static int json_add_string(json_object *o, const char *key, const char *s) {
@@ -211,9 +253,20 @@ static int json_add_int(json_object *o, const char *key, int64_t i) {
         return json_add(o, key, json_object_new_int64(i));
 }
 
+static int json_add_money(json_object *o, const char *key, int64_t v) {
+        return json_add_string(o, key, MONEY_FORMAT(v, MONEY_SCALE_KOPECKS));
+}
+
+static int json_add_time(json_object *o, const char *key, usec_t t) {
+        char ts[FORMAT_ISO8601_MAX];
+
+        if (t == 0)
+                return json_object_object_add(o, key, NULL) < 0 ? -ENOMEM : 0; /* JSON null */
+        return json_add_string(o, key, format_iso8601_utc(ts, sizeof ts, t));
+}
+
 int device_document_to_json(const DeviceDocument *doc, json_object **ret) {
         _cleanup_(json_object_putp) json_object *o = NULL;
-        char ts[FORMAT_ISO8601_MAX];
         const char *type;
         int r;
 
@@ -236,12 +289,52 @@ int device_document_to_json(const DeviceDocument *doc, json_object **ret) {
             (r = json_add_string(o, "registration_number", doc->registration_number)) < 0 ||
             (r = json_add_string(o, "inn", doc->inn)) < 0 ||
             (r = json_add_string(o, "serial", doc->serial)) < 0 ||
-            (r = json_add_string(o, "datetime", format_iso8601_utc(ts, sizeof ts, doc->datetime))) < 0 ||
-            (r = json_add_string(o, "total", MONEY_FORMAT(doc->total, MONEY_SCALE_KOPECKS))) < 0 ||
-            (r = json_add_string(o, "receipt_type", type)) < 0 ||
+            (r = json_add_time(o, "datetime", doc->datetime)) < 0 ||
+            (r = json_add_money(o, "total", doc->total)) < 0)
+                return r;
+        if (doc->change > 0 && (r = json_add_money(o, "change", doc->change)) < 0)
+                return r;
+        if ((r = json_add_string(o, "receipt_type", type)) < 0 ||
             (r = json_add_string(o, "qr", doc->qr)) < 0)
                 return r;
 
+        *ret = TAKE_PTR(o);
+        return 0;
+}
+
+int device_totals_to_json(const DeviceTotals *t, json_object **ret) {
+        _cleanup_(json_object_putp) json_object *o = NULL, *types = NULL, *net = NULL;
+        int r;
+
+        o = json_object_new_object();
+        types = json_object_new_object();
+        net = json_object_new_object();
+        if (!o || !types || !net)
+                return -ENOMEM;
+
+        for (ReceiptType type = 0; type < _RECEIPT_TYPE_MAX; type++) {
+                const DeviceTypeTotals *tt = t->by_type + type;
+                _cleanup_(json_object_putp) json_object *e = NULL, *p = NULL;
+
+                e = json_object_new_object();
+                p = json_object_new_object();
+                if (!e || !p)
+                        return -ENOMEM;
+                for (DevicePaymentForm f = 0; f < _DEVICE_PAYMENT_MAX; f++)
+                        if ((r = json_add_money(p, device_payment_form_to_string(f), tt->payments[f])) < 0)
+                                return r;
+                if ((r = json_add_int(e, "count", tt->count)) < 0 || (r = json_add_money(e, "total", tt->total)) < 0 ||
+                    (r = json_add(e, "payments", TAKE_PTR(p))) < 0 ||
+                    (r = json_add(types, receipt_type_to_string(type), TAKE_PTR(e))) < 0)
+                        return r;
+        }
+        for (DevicePaymentForm f = 0; f < _DEVICE_PAYMENT_MAX; f++)
+                if ((r = json_add_money(net, device_payment_form_to_string(f), device_totals_net(t, f))) < 0)
+                        return r;
+
+        if ((r = json_add_int(o, "receipts", device_totals_receipts(t))) < 0 ||
+            (r = json_add(o, "by_type", TAKE_PTR(types))) < 0 || (r = json_add(o, "net", TAKE_PTR(net))) < 0)
+                return r;
         *ret = TAKE_PTR(o);
         return 0;
 }
@@ -252,178 +345,47 @@ static Op *op_free(Op *op) {
         if (!op)
                 return NULL;
         free(op->receipt_id);
-        free(op->json);
+        free(op->receipt_json);
+        free(op->cashier);
+        free(op->cashier_inn);
         return mfree(op);
 }
 
 DEFINE_TRIVIAL_CLEANUP_FUNC(Op *, op_free);
 
+static bool op_makes_document(const Op *op) {
+        return IN_SET(op->req.op, DEVICE_OP_PRINT, DEVICE_OP_OPEN_SHIFT, DEVICE_OP_CLOSE_SHIFT);
+}
+
 /* Calls the operation's callback, once. */
-static void op_report(Device *d, Op *op, int error, DeviceFault fault) {
+static void op_report(Device *d, Op *op, const DeviceResult *result) {
         if (op->reported)
                 return;
         op->reported = true;
-
-        error = MIN(error, 0);
-        if (error >= 0)
-                fault = DEVICE_FAULT_NONE;
-
-        switch (op->type) {
-        case OP_OPEN:
-                break;
-        case OP_STATUS:
-                if (op->cb.status)
-                        op->cb.status(d, error, fault, error >= 0 ? &op->status : NULL, op->userdata);
-                break;
-        case OP_PRINT:
-        case OP_LAST_DOCUMENT:
-                if (op->cb.print)
-                        op->cb.print(d, error, fault, error >= 0 ? &op->doc : NULL, op->userdata);
-                break;
-        case OP_REPORT_X:
-        case OP_REPORT_Z:
-                if (op->cb.report)
-                        op->cb.report(d, error, fault, error >= 0 ? &op->report : NULL, op->userdata);
-                break;
-        }
+        if (op->cb)
+                op->cb(d, result, op->userdata);
 }
 
-/* ---- the worker thread ---- */
-
-static int worker_open(Device *d, DeviceFault *ret_fault) {
-        DeviceFault f = DEVICE_FAULT_NONE;
-        void *state = NULL;
-        int r;
-
-        if (d->driver_state)
-                return 0;
-
-        r = d->driver->open(&state, &d->options, &f);
-        if (r < 0) {
-                *ret_fault = f == DEVICE_FAULT_NONE ? DEVICE_FAULT_ERROR : f;
-                return r;
-        }
-
-        pthread_mutex_lock(&d->lock);
-        d->driver_state = state;
-        if (d->have_pending_fault && d->driver->inject_fault)
-                (void) d->driver->inject_fault(state, d->pending_fault, d->pending_fault_count);
-        d->have_pending_fault = false;
-        pthread_mutex_unlock(&d->lock);
-        return 0;
-}
-
-/* After an operation that may have changed the shift or the counters: what the register says now. A
- * failure here does not fail the operation, which is done. */
-static void worker_refresh_status(Device *d, Op *op) {
-        DeviceFault f = DEVICE_FAULT_NONE;
-
-        op->have_status = d->driver->status(d->driver_state, &op->status, &f) >= 0;
-}
-
-static void worker_run(Device *d, Op *op) {
-        DeviceFault f = DEVICE_FAULT_NONE;
-        int r;
-
-        r = worker_open(d, &f);
-        if (r >= 0)
-                switch (op->type) {
-                case OP_OPEN:
-                        worker_refresh_status(d, op);
-                        break;
-                case OP_STATUS:
-                        r = d->driver->status(d->driver_state, &op->status, &f);
-                        op->have_status = r >= 0;
-                        break;
-                case OP_PRINT:
-                        r = d->driver->print_receipt(d->driver_state, op->receipt_id, op->json, &op->doc,
-                                                     &f);
-                        if (r >= 0)
-                                worker_refresh_status(d, op);
-                        break;
-                case OP_LAST_DOCUMENT:
-                        r = d->driver->last_document(d->driver_state, &op->doc, &f);
-                        break;
-                case OP_REPORT_X:
-                        r = d->driver->report_x(d->driver_state, &op->report, &f);
-                        break;
-                case OP_REPORT_Z:
-                        r = d->driver->report_z(d->driver_state, &op->report, &f);
-                        if (r >= 0)
-                                worker_refresh_status(d, op);
-                        break;
-                }
-
-        op->result = r;
-        op->fault = r < 0 ? f : DEVICE_FAULT_NONE;
-}
-
-static void *worker_main(void *userdata) {
-        Device *d = userdata;
-        void *state;
-
-        for (;;) {
-                Op *op;
-
-                pthread_mutex_lock(&d->lock);
-                while (!d->handed && !d->quit)
-                        pthread_cond_wait(&d->cond, &d->lock);
-                /* An operation already handed over runs even when told to quit: it was sent. */
-                op = TAKE_PTR(d->handed);
-                pthread_mutex_unlock(&d->lock);
-
-                if (!op)
-                        break;
-
-                worker_run(d, op);
-
-                pthread_mutex_lock(&d->lock);
-                d->finished = op;
-                pthread_mutex_unlock(&d->lock);
-                (void) !write(d->event_fd, &(uint64_t) { 1 }, sizeof(uint64_t));
-        }
-
-        pthread_mutex_lock(&d->lock);
-        state = TAKE_PTR(d->driver_state);
-        pthread_mutex_unlock(&d->lock);
-        if (state)
-                d->driver->close(state);
-        return NULL;
+static void op_report_error(Device *d, Op *op, int error, DeviceFault fault) {
+        op_report(d, op, &(DeviceResult) { .error = error, .fault = fault });
 }
 
 /* ---- state on the loop ---- */
 
-static DeviceSnapshot device_snapshot(Device *d) {
-        return (DeviceSnapshot) {
-                .state = device_get_state(d),
-                .fault = device_get_fault(d),
-                .shift_open = d->shift_open,
-                .shift_number = d->shift_number,
-                .shift_open_usec = d->shift_open_usec,
-                .last_fd = d->last_fd,
-        };
-}
-
-static bool snapshot_equal(const DeviceSnapshot *a, const DeviceSnapshot *b) {
-        return a->state == b->state && a->fault == b->fault && a->shift_open == b->shift_open &&
-               a->shift_number == b->shift_number && a->shift_open_usec == b->shift_open_usec &&
-               a->last_fd == b->last_fd;
-}
-
 /* The change callback runs from a defer source, never from inside one of our functions the caller
  * called, and once for a burst of changes. */
 static void device_schedule_notify(Device *d) {
+        d->notify_pending = true;
         if (d->change_cb && !d->freeing)
                 (void) sd_event_source_set_enabled(d->notify_source, SD_EVENT_ONESHOT);
 }
 
 static int device_on_notify(sd_event_source *s, void *userdata) {
         Device *d = userdata;
-        DeviceSnapshot n = device_snapshot(d);
 
-        if (snapshot_equal(&n, &d->notified))
+        if (!d->notify_pending)
                 return 0;
-        d->notified = n;
+        d->notify_pending = false;
         if (d->change_cb)
                 d->change_cb(d, d->change_userdata);
         return 0;
@@ -465,54 +427,72 @@ static void device_set_condition(Device *d, DeviceState condition, DeviceFault f
 }
 
 static void device_apply_status(Device *d, const DeviceStatus *s) {
-        d->shift_open = s->shift_open;
-        d->shift_number = s->shift_number;
-        d->shift_open_usec = s->shift_open_usec;
-        d->last_fd = s->last_fiscal_document;
+        d->status = *s;
+        d->have_status = true;
         if (s->condition == DEVICE_FAULT_NONE)
                 device_set_condition(d, DEVICE_STATE_READY, DEVICE_FAULT_NONE, 0, NULL);
         else
                 device_set_condition(d, DEVICE_STATE_FAULT, s->condition, 0, NULL);
+        device_schedule_notify(d);
 }
 
 /* What an operation that came back (in time or late) tells about the register. */
-static void device_apply_result(Device *d, const Op *op) {
-        if (op->result < 0) {
-                switch (op->fault) {
-                case DEVICE_FAULT_NONE:     /* e.g. no document yet: the register answered */
+static void device_apply_result(Device *d, const Op *op, const DeviceResult *result) {
+        if (result->error < 0) {
+                switch (result->fault) {
+                case DEVICE_FAULT_NONE:     /* e.g. no such document, shift closed already: it answered */
                 case DEVICE_FAULT_REJECTED: /* about the request, not the register */
+                        if (result->have_status)
+                                device_apply_status(d, &result->status);
                         break;
                 case DEVICE_FAULT_TIMEOUT_UNKNOWN:
-                        device_set_condition(d, DEVICE_STATE_UNKNOWN, op->fault, op->result, op->receipt_id);
+                        device_set_condition(d, DEVICE_STATE_UNKNOWN, result->fault, result->error,
+                                             op->req.receipt_id);
                         break;
                 default:
-                        device_set_condition(d, DEVICE_STATE_FAULT, op->fault, op->result, op->receipt_id);
+                        device_set_condition(d, DEVICE_STATE_FAULT, result->fault, result->error,
+                                             op->req.receipt_id);
                 }
                 return;
         }
 
-        switch (op->type) {
-        case OP_PRINT:
-                d->shift_open = true;
-                d->shift_number = op->doc.shift_number;
-                d->last_fd = MAX(d->last_fd, op->doc.fiscal_document_number);
+        if (op->req.op == DEVICE_OP_OPEN)
+                d->opened = true;
+
+        if (result->have_status) {
+                device_apply_status(d, &result->status);
+                return;
+        }
+
+        /* A driver that does not report its status after every operation: what the result itself says. */
+        switch (op->req.op) {
+        case DEVICE_OP_PRINT:
+        case DEVICE_OP_FIND:
+                d->status.shift_open = true;
+                d->status.shift_number = result->doc.shift_number;
+                d->status.last_fiscal_document = MAX(d->status.last_fiscal_document,
+                                                     result->doc.fiscal_document_number);
                 break;
-        case OP_LAST_DOCUMENT:
-                d->last_fd = MAX(d->last_fd, op->doc.fiscal_document_number);
+        case DEVICE_OP_OPEN_SHIFT:
+                d->status.shift_open = true;
+                d->status.shift_number = result->report.shift_number;
+                d->status.shift_open_usec = result->report.shift_open_usec;
+                d->status.shift_totals = (DeviceTotals) {};
+                d->status.last_fiscal_document = MAX(d->status.last_fiscal_document,
+                                                     result->report.last_fiscal_document);
                 break;
-        case OP_REPORT_Z:
-                d->shift_open = false;
-                d->shift_number = op->report.shift_number;
-                d->shift_open_usec = 0;
+        case DEVICE_OP_CLOSE_SHIFT:
+                d->status.shift_open = false;
+                d->status.shift_number = result->report.shift_number;
+                d->status.shift_open_usec = 0;
+                d->status.shift_totals = (DeviceTotals) {};
+                d->status.last_fiscal_document = MAX(d->status.last_fiscal_document,
+                                                     result->report.last_fiscal_document);
                 break;
         default:
                 break;
         }
-
-        if (op->have_status)
-                device_apply_status(d, &op->status);
-        else
-                device_set_condition(d, DEVICE_STATE_READY, DEVICE_FAULT_NONE, 0, NULL);
+        device_set_condition(d, DEVICE_STATE_READY, DEVICE_FAULT_NONE, 0, NULL);
         device_schedule_notify(d);
 }
 
@@ -530,7 +510,7 @@ static void device_arm(Device *d, usec_t when) {
                 log_warning_errno(r, "Failed to arm the fiscal register's timeout, continuing without: %m");
 }
 
-/* While the worker is stuck in an operation whose timeout was reported, the queue's head fails `timeout`
+/* While the driver is stuck in an operation whose timeout was reported, the queue's head fails `timeout`
  * after it was queued. */
 static void device_arm_queue(Device *d) {
         if (d->current_abandoned && d->queue_head)
@@ -539,75 +519,117 @@ static void device_arm_queue(Device *d) {
                 device_disarm(d);
 }
 
-/* Hands the next operation to the worker when it is free. */
-static void device_kick(Device *d) {
-        Op *op;
+static void device_on_done(const DeviceResult *result, void *userdata);
 
-        if (d->current || !d->queue_head || d->freeing)
-                return;
+static Op *device_pop(Device *d) {
+        Op *op = d->queue_head;
 
-        op = d->queue_head;
+        if (!op)
+                return NULL;
         d->queue_head = op->next;
         if (!d->queue_head)
                 d->queue_tail = NULL;
         op->next = NULL;
-
-        d->current = op;
-        d->current_abandoned = false;
-        pthread_mutex_lock(&d->lock);
-        d->handed = op;
-        pthread_cond_signal(&d->cond);
-        pthread_mutex_unlock(&d->lock);
-
-        device_arm(d, usec_add(now(CLOCK_MONOTONIC), d->options.timeout));
-        if (op->type == OP_PRINT)
-                device_schedule_notify(d);
+        return op;
 }
 
-/* The worker handed an operation back: the state, the next operation, then the caller's callback. */
-static void device_finish(Device *d, Op *o) {
-        _cleanup_(op_freep) Op *op = o;
+static void device_push_front(Device *d, Op *op) {
+        op->next = d->queue_head;
+        d->queue_head = op;
+        if (!d->queue_tail)
+                d->queue_tail = op;
+}
+
+/* An internal OPEN failed: the operation it stood in front of fails the same way, unsent. */
+static void device_fail_behind_open(Device *d, const DeviceResult *result) {
+        _cleanup_(op_freep) Op *op = device_pop(d);
+
+        if (op)
+                op_report_error(d, op, result->error, result->fault);
+}
+
+/* Hands the next operation to the driver when it is free. */
+static void device_kick(Device *d) {
+        int r;
+
+        while (!d->current && d->queue_head && !d->freeing) {
+                Op *op = d->queue_head;
+
+                /* A register that never opened is opened first; the operation waits behind its OPEN. */
+                if (!d->opened && !IN_SET(op->req.op, DEVICE_OP_OPEN, DEVICE_OP_DEBUG)) {
+                        Op *open = new0(Op, 1);
+
+                        if (!open) {
+                                op = device_pop(d);
+                                op_report_error(d, op, -ENOMEM, DEVICE_FAULT_NONE);
+                                op_free(op);
+                                continue;
+                        }
+                        open->req.op = DEVICE_OP_OPEN;
+                        open->internal = true;
+                        open->queued_at = op->queued_at;
+                        device_push_front(d, open);
+                }
+
+                op = device_pop(d);
+                d->current = op;
+                d->current_abandoned = false;
+                device_arm(d, usec_add(now(CLOCK_MONOTONIC), d->options.timeout));
+                r = d->driver->start(d->driver_state, &op->req, device_on_done, d);
+                if (r < 0) {
+                        /* Nothing was sent. Drivers refuse only what they cannot even try (out of memory), so
+                         * this is the one place a callback may run from inside device_submit(). */
+                        log_warning_errno(r, "Fiscal register driver %s refused to start %s: %m", d->driver->name,
+                                          device_operation_to_string(op->req.op));
+                        d->current = NULL;
+                        device_disarm(d);
+                        if (op->internal)
+                                device_fail_behind_open(d, &(DeviceResult) { .error = r,
+                                                                             .fault = DEVICE_FAULT_ERROR });
+                        else
+                                op_report_error(d, op, r, DEVICE_FAULT_ERROR);
+                        op_free(op);
+                        continue;
+                }
+                if (op->req.op == DEVICE_OP_PRINT)
+                        device_schedule_notify(d);
+        }
+}
+
+static void device_on_done(const DeviceResult *result, void *userdata) {
+        Device *d = userdata;
+        _cleanup_(op_freep) Op *op = TAKE_PTR(d->current);
         bool late = d->current_abandoned;
 
-        assert(op == d->current);
-        d->current = NULL;
+        assert(op);
         d->current_abandoned = false;
         device_disarm(d);
+        device_apply_result(d, op, result);
 
-        device_apply_result(d, op);
-        device_kick(d);
-
-        if (!late) {
-                op_report(d, op, op->result, op->fault);
+        if (op->internal) {
+                if (result->error < 0)
+                        device_fail_behind_open(d, result);
+                device_kick(d);
                 return;
         }
 
-        if (op->type == OP_PRINT) {
-                if (op->result >= 0)
+        if (!late) {
+                device_kick(d);
+                op_report(d, op, result);
+                return;
+        }
+
+        device_kick(d);
+        if (op->req.op == DEVICE_OP_PRINT) {
+                if (result->error >= 0)
                         log_notice("Fiscal register made document %" PRIu32 " for receipt %s after its "
                                    "timeout.",
-                                   op->doc.fiscal_document_number, op->receipt_id);
+                                   result->doc.fiscal_document_number, op->req.receipt_id);
                 if (d->late_cb)
-                        d->late_cb(d, op->receipt_id, MIN(op->result, 0),
-                                   op->result < 0 ? op->fault : DEVICE_FAULT_NONE,
-                                   op->result >= 0 ? &op->doc : NULL, d->late_userdata);
-        }
-}
-
-static int device_on_event(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
-        Device *d = userdata;
-        uint64_t v;
-        Op *op;
-
-        (void) !read(fd, &v, sizeof v);
-
-        pthread_mutex_lock(&d->lock);
-        op = TAKE_PTR(d->finished);
-        pthread_mutex_unlock(&d->lock);
-
-        if (op)
-                device_finish(d, op);
-        return 0;
+                        d->late_cb(d, op->req.receipt_id, result, d->late_userdata);
+        } else if (op_makes_document(op) && result->error >= 0)
+                log_notice("Fiscal register made its %s document %" PRIu32 " after the timeout.",
+                           device_operation_to_string(op->req.op), result->report.fiscal_document_number);
 }
 
 static void device_expire_queue(Device *d) {
@@ -615,12 +637,9 @@ static void device_expire_queue(Device *d) {
 
         while (d->current_abandoned && d->queue_head &&
                usec_add(d->queue_head->queued_at, d->options.timeout) <= n) {
-                _cleanup_(op_freep) Op *op = d->queue_head;
+                _cleanup_(op_freep) Op *op = device_pop(d);
 
-                d->queue_head = op->next;
-                if (!d->queue_head)
-                        d->queue_tail = NULL;
-                op_report(d, op, -ETIMEDOUT, DEVICE_FAULT_TIMEOUT_BEFORE);
+                op_report_error(d, op, -ETIMEDOUT, DEVICE_FAULT_TIMEOUT_BEFORE);
         }
         device_arm_queue(d);
 }
@@ -634,54 +653,21 @@ static int device_on_timer(sd_event_source *s, uint64_t usec, void *userdata) {
                 return 0;
         }
 
-        /* The worker cannot be stopped in the middle of an operation: it stays at the register, and what
+        /* The driver cannot be stopped in the middle of an operation: it stays at the register, and what
          * it brings back is late. The caller learns now that the outcome is unknown. */
         d->current_abandoned = true;
         device_set_condition(d, DEVICE_STATE_UNKNOWN, DEVICE_FAULT_TIMEOUT_UNKNOWN, -ETIMEDOUT,
-                             op->receipt_id);
+                             op->req.receipt_id);
         device_arm_queue(d);
-        op_report(d, op, -ETIMEDOUT, DEVICE_FAULT_TIMEOUT_UNKNOWN);
+        if (op->internal)
+                device_fail_behind_open(d, &(DeviceResult) { .error = -ETIMEDOUT,
+                                                             .fault = DEVICE_FAULT_TIMEOUT_BEFORE });
+        else
+                op_report_error(d, op, -ETIMEDOUT, DEVICE_FAULT_TIMEOUT_UNKNOWN);
         return 0;
 }
 
 /* ---- the Device ---- */
-
-static int device_enqueue(Device *d, OpType type, const char *receipt_id, const char *json, OpCallback cb,
-                          void *userdata) {
-        _cleanup_(op_freep) Op *op = NULL;
-
-        if (d->freeing)
-                return -ESHUTDOWN;
-
-        op = new0(Op, 1);
-        if (!op)
-                return -ENOMEM;
-        op->type = type;
-        op->queued_at = now(CLOCK_MONOTONIC);
-        op->cb = cb;
-        op->userdata = userdata;
-        if (receipt_id) {
-                op->receipt_id = strdup(receipt_id);
-                if (!op->receipt_id)
-                        return -ENOMEM;
-        }
-        if (json) {
-                op->json = strdup(json);
-                if (!op->json)
-                        return -ENOMEM;
-        }
-
-        if (d->queue_tail)
-                d->queue_tail->next = op;
-        else
-                d->queue_head = op;
-        d->queue_tail = TAKE_PTR(op);
-
-        device_kick(d);
-        if (d->current_abandoned && d->queue_head == d->queue_tail)
-                device_arm_queue(d); /* the first to wait behind a stuck operation */
-        return 0;
-}
 
 static int strdup_option(const char *s, size_t max, char **ret) {
         if (!s) {
@@ -694,20 +680,23 @@ static int strdup_option(const char *s, size_t max, char **ret) {
         return *ret ? 0 : -ENOMEM;
 }
 
-int device_new(Device **ret, sd_event *event, const DeviceOptions *o) {
+static int strdup_or_null(const char *s, char **ret) {
+        return strdup_option(s, 0, ret);
+}
+
+int device_new(Device **ret, const DeviceContext *ctx, const DeviceOptions *o) {
         _cleanup_(device_freep) Device *d = NULL;
-        sigset_t all, saved;
         int r;
 
         assert(ret);
-        assert(event);
+        assert(ctx);
+        assert(ctx->event);
         assert(o);
 
         d = new0(Device, 1);
         if (!d)
                 return -ENOMEM;
-        d->event = sd_event_ref(event);
-        d->event_fd = -1;
+        d->event = sd_event_ref(ctx->event);
         d->condition = DEVICE_STATE_UNKNOWN;
 
         d->driver = device_driver_find(o->driver ?: DEVICE_DRIVER_DEFAULT);
@@ -722,33 +711,22 @@ int device_new(Device **ret, sd_event *event, const DeviceOptions *o) {
             (r = strdup_option(o->registration_number, DEVICE_REGISTRATION_NUMBER_MAX,
                                &d->registration_number)) < 0 ||
             (r = strdup_option(o->inn, DEVICE_INN_MAX, &d->inn)) < 0 ||
-            (r = strdup_option(o->emulator_path, 0, &d->emulator_path)) < 0)
+            (r = strdup_option(o->cashier, DEVICE_CASHIER_MAX, &d->cashier)) < 0 ||
+            (r = strdup_option(o->cashier_inn, DEVICE_INN_MAX, &d->cashier_inn)) < 0 ||
+            (r = strdup_or_null(o->emulator_path, &d->emulator_path)) < 0 ||
+            (r = strdup_or_null(o->url, &d->url)) < 0 || (r = strdup_or_null(o->token, &d->token)) < 0)
                 return r;
         d->options.serial = d->serial;
         d->options.fn_number = d->fn_number;
         d->options.registration_number = d->registration_number;
         d->options.inn = d->inn;
+        d->options.cashier = d->cashier;
+        d->options.cashier_inn = d->cashier_inn;
         d->options.emulator_path = d->emulator_path;
+        d->options.url = d->url;
+        d->options.token = d->token;
 
-        r = pthread_mutex_init(&d->lock, NULL);
-        if (r != 0)
-                return -r;
-        r = pthread_cond_init(&d->cond, NULL);
-        if (r != 0) {
-                pthread_mutex_destroy(&d->lock);
-                return -r;
-        }
-        d->lock_initialized = true;
-
-        d->event_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-        if (d->event_fd < 0)
-                return -errno;
-        r = sd_event_add_io(event, &d->event_source, d->event_fd, EPOLLIN, device_on_event, d);
-        if (r < 0)
-                return r;
-        (void) sd_event_source_set_description(d->event_source, "device-worker");
-
-        r = sd_event_add_time(event, &d->timer_source, CLOCK_MONOTONIC, USEC_INFINITY, USEC_PER_MSEC,
+        r = sd_event_add_time(d->event, &d->timer_source, CLOCK_MONOTONIC, USEC_INFINITY, USEC_PER_MSEC,
                               device_on_timer, d);
         if (r < 0)
                 return r;
@@ -757,28 +735,19 @@ int device_new(Device **ret, sd_event *event, const DeviceOptions *o) {
         if (r < 0)
                 return r;
 
-        r = sd_event_add_defer(event, &d->notify_source, device_on_notify, d);
+        r = sd_event_add_defer(d->event, &d->notify_source, device_on_notify, d);
         if (r < 0)
                 return r;
         (void) sd_event_source_set_description(d->notify_source, "device-notify");
         r = sd_event_source_set_enabled(d->notify_source, SD_EVENT_OFF);
         if (r < 0)
                 return r;
-        d->notified = device_snapshot(d);
 
-        /* Signals are the loop's (signalfd): the thread starts with all of them blocked. */
-        sigfillset(&all);
-        r = pthread_sigmask(SIG_SETMASK, &all, &saved);
-        if (r != 0)
-                return -r;
-        r = pthread_create(&d->thread, NULL, worker_main, d);
-        (void) pthread_sigmask(SIG_SETMASK, &saved, NULL);
-        if (r != 0)
-                return -r;
-        d->thread_started = true;
-        (void) pthread_setname_np(d->thread, "device");
+        r = d->driver->create(&d->driver_state, ctx, &d->options);
+        if (r < 0)
+                return r;
 
-        r = device_enqueue(d, OP_OPEN, NULL, NULL, (OpCallback) {}, NULL);
+        r = device_submit(d, &(DeviceRequest) { .op = DEVICE_OP_OPEN }, NULL, NULL);
         if (r < 0)
                 return r;
 
@@ -787,87 +756,94 @@ int device_new(Device **ret, sd_event *event, const DeviceOptions *o) {
 }
 
 Device *device_free(Device *d) {
-        Op *op;
-
         if (!d)
                 return NULL;
 
         d->freeing = true;
 
-        if (d->thread_started) {
-                pthread_mutex_lock(&d->lock);
-                d->quit = true;
-                if (d->driver_state && d->driver->interrupt)
+        /* Waits for the operation at the register, whose done() reports it; then what never left. */
+        if (d->driver_state) {
+                if (d->driver->interrupt)
                         d->driver->interrupt(d->driver_state);
-                pthread_cond_signal(&d->cond);
-                pthread_mutex_unlock(&d->lock);
-
-                (void) pthread_join(d->thread, NULL);
-                d->thread_started = false;
+                d->driver->free(TAKE_PTR(d->driver_state));
         }
-
-        /* The thread is gone: what it brought back, then what it never saw. */
-        op = TAKE_PTR(d->finished);
-        assert(op == d->current);
-        if (op)
-                device_finish(d, op);
+        assert(!d->current);
         while (d->queue_head) {
-                _cleanup_(op_freep) Op *q = d->queue_head;
+                _cleanup_(op_freep) Op *op = device_pop(d);
 
-                d->queue_head = q->next;
-                op_report(d, q, -ECANCELED, DEVICE_FAULT_NONE);
+                op_report_error(d, op, -ECANCELED, DEVICE_FAULT_NONE);
         }
-        d->queue_tail = NULL;
 
-        d->event_source = sd_event_source_disable_unref(d->event_source);
         d->timer_source = sd_event_source_disable_unref(d->timer_source);
         d->notify_source = sd_event_source_disable_unref(d->notify_source);
-        d->event_fd = safe_close(d->event_fd);
-        if (d->lock_initialized) {
-                pthread_cond_destroy(&d->cond);
-                pthread_mutex_destroy(&d->lock);
-        }
         d->event = sd_event_unref(d->event);
 
         free(d->serial);
         free(d->fn_number);
         free(d->registration_number);
         free(d->inn);
+        free(d->cashier);
+        free(d->cashier_inn);
         free(d->emulator_path);
+        free(d->url);
+        if (d->token)
+                explicit_bzero(d->token, strlen(d->token));
+        free(d->token);
         free(d->last_fault_text);
         return mfree(d);
 }
 
-int device_print(Device *d, const char *receipt_id, const char *canonical_json, DevicePrintCallback cb,
-                 void *userdata) {
-        assert(d);
-        assert(receipt_id);
-        assert(canonical_json);
+int device_submit(Device *d, const DeviceRequest *req, DeviceCallback cb, void *userdata) {
+        _cleanup_(op_freep) Op *op = NULL;
+        int r;
 
-        if (isempty(receipt_id) || strlen(receipt_id) > DEVICE_RECEIPT_ID_MAX)
+        assert(d);
+        assert(req);
+
+        if (d->freeing)
+                return -ESHUTDOWN;
+        if (req->op < 0 || req->op >= _DEVICE_OP_MAX)
                 return -EINVAL;
-        return device_enqueue(d, OP_PRINT, receipt_id, canonical_json, (OpCallback) { .print = cb },
-                              userdata);
-}
+        if (IN_SET(req->op, DEVICE_OP_PRINT, DEVICE_OP_FIND)) {
+                if (isempty(req->receipt_id) || strlen(req->receipt_id) > DEVICE_RECEIPT_ID_MAX ||
+                    !req->receipt_json)
+                        return -EINVAL;
+        }
+        if (req->op == DEVICE_OP_DEBUG && !req->receipt_json)
+                return -EINVAL;
+        if ((req->cashier && strlen(req->cashier) > DEVICE_CASHIER_MAX * 4) ||
+            (req->cashier_inn && strlen(req->cashier_inn) > DEVICE_INN_MAX))
+                return -EINVAL;
 
-int device_last_document(Device *d, DevicePrintCallback cb, void *userdata) {
-        assert(d);
-        return device_enqueue(d, OP_LAST_DOCUMENT, NULL, NULL, (OpCallback) { .print = cb }, userdata);
-}
+        op = new0(Op, 1);
+        if (!op)
+                return -ENOMEM;
+        op->req = *req;
+        op->queued_at = now(CLOCK_MONOTONIC);
+        op->cb = cb;
+        op->userdata = userdata;
+        if ((r = strdup_or_null(req->receipt_id, &op->receipt_id)) < 0 ||
+            (r = strdup_or_null(req->receipt_json, &op->receipt_json)) < 0 ||
+            (r = strdup_or_null(req->cashier, &op->cashier)) < 0 ||
+            (r = strdup_or_null(req->cashier_inn, &op->cashier_inn)) < 0)
+                return r;
+        op->req.receipt_id = op->receipt_id;
+        op->req.receipt_json = op->receipt_json;
+        op->req.cashier = op->cashier;
+        op->req.cashier_inn = op->cashier_inn;
 
-int device_status(Device *d, DeviceStatusCallback cb, void *userdata) {
-        assert(d);
-        return device_enqueue(d, OP_STATUS, NULL, NULL, (OpCallback) { .status = cb }, userdata);
-}
+        if (d->queue_tail)
+                d->queue_tail->next = op;
+        else
+                d->queue_head = op;
+        d->queue_tail = TAKE_PTR(op);
 
-int device_report_x(Device *d, DeviceReportCallback cb, void *userdata) {
-        assert(d);
-        return device_enqueue(d, OP_REPORT_X, NULL, NULL, (OpCallback) { .report = cb }, userdata);
-}
-
-int device_report_z(Device *d, DeviceReportCallback cb, void *userdata) {
-        assert(d);
-        return device_enqueue(d, OP_REPORT_Z, NULL, NULL, (OpCallback) { .report = cb }, userdata);
+        /* Started from a defer-like path: the driver finishes later than this call in any case, so the
+         * callback never runs from inside it. */
+        device_kick(d);
+        if (d->current_abandoned && d->queue_head == d->queue_tail)
+                device_arm_queue(d); /* the first to wait behind a stuck operation */
+        return 0;
 }
 
 void device_set_late_callback(Device *d, DeviceLateCallback cb, void *userdata) {
@@ -880,7 +856,6 @@ void device_set_change_callback(Device *d, DeviceChangeCallback cb, void *userda
         assert(d);
         d->change_cb = cb;
         d->change_userdata = userdata;
-        d->notified = device_snapshot(d);
 }
 
 const char *device_get_driver_name(Device *d) {
@@ -890,7 +865,7 @@ const char *device_get_driver_name(Device *d) {
 
 DeviceState device_get_state(Device *d) {
         assert(d);
-        if (d->current && !d->current_abandoned && d->current->type == OP_PRINT)
+        if (d->current && !d->current_abandoned && op_makes_document(d->current))
                 return DEVICE_STATE_PRINTING;
         return d->condition;
 }
@@ -905,24 +880,29 @@ const char *device_get_last_fault_text(Device *d) {
         return d->last_fault_text;
 }
 
+const DeviceStatus *device_get_status(Device *d) {
+        assert(d);
+        return d->have_status ? &d->status : NULL;
+}
+
 uint32_t device_get_shift_number(Device *d) {
         assert(d);
-        return d->shift_number;
+        return d->status.shift_number;
 }
 
 bool device_get_shift_open(Device *d) {
         assert(d);
-        return d->shift_open;
+        return d->status.shift_open;
 }
 
 usec_t device_get_shift_open_usec(Device *d) {
         assert(d);
-        return d->shift_open ? d->shift_open_usec : 0;
+        return d->status.shift_open ? d->status.shift_open_usec : 0;
 }
 
 uint32_t device_get_last_fiscal_document(Device *d) {
         assert(d);
-        return d->last_fd;
+        return d->status.last_fiscal_document;
 }
 
 bool device_is_idle(Device *d) {
@@ -930,9 +910,17 @@ bool device_is_idle(Device *d) {
         return !d->current && !d->queue_head;
 }
 
+static int json_add_days(json_object *o, const char *key, int64_t usec) {
+        /* Whole days, rounded towards minus infinity: 0.5 days left is day 0, an hour overdue is -1. */
+        int64_t days = usec >= 0 ? usec / (int64_t) USEC_PER_DAY : -((-usec + (int64_t) USEC_PER_DAY - 1) /
+                                                                       (int64_t) USEC_PER_DAY);
+        return json_add_int(o, key, days);
+}
+
 int device_state_to_json(Device *d, json_object **ret) {
-        _cleanup_(json_object_putp) json_object *o = NULL;
-        char ts[FORMAT_ISO8601_MAX];
+        _cleanup_(json_object_putp) json_object *o = NULL, *tax = NULL, *shift = NULL;
+        const DeviceStatus *s = &d->status;
+        usec_t n = now(CLOCK_REALTIME);
         int r;
 
         assert(d);
@@ -949,22 +937,61 @@ int device_state_to_json(Device *d, json_object **ret) {
                 if (r < 0)
                         return r;
         }
-        if (d->last_fault_text)
-                r = json_add_string(o, "last_fault", d->last_fault_text);
-        else
-                r = json_object_object_add(o, "last_fault", NULL) < 0 ? -ENOMEM : 0; /* JSON null */
-        if (r < 0)
+        if ((r = json_add_string_or_null(o, "last_fault", d->last_fault_text)) < 0 ||
+            (r = json_add_int(o, "shift_number", s->shift_number)) < 0 ||
+            (r = json_add(o, "shift_open", json_object_new_boolean(s->shift_open))) < 0)
                 return r;
-        if ((r = json_add_int(o, "shift_number", d->shift_number)) < 0 ||
-            (r = json_add(o, "shift_open", json_object_new_boolean(d->shift_open))) < 0)
-                return r;
-        if (d->shift_open && d->shift_open_usec > 0) {
-                r = json_add_string(o, "shift_open_time",
-                                    format_iso8601_utc(ts, sizeof ts, d->shift_open_usec));
-                if (r < 0)
+        if (s->shift_open && s->shift_open_usec > 0) {
+                if ((r = json_add_time(o, "shift_open_time", s->shift_open_usec)) < 0 ||
+                    (r = json_add_time(o, "shift_expires_time",
+                                       usec_add(s->shift_open_usec, DEVICE_SHIFT_MAX_USEC))) < 0)
                         return r;
         }
-        if ((r = json_add_int(o, "last_fiscal_document", d->last_fd)) < 0)
+        if ((r = json_add_int(o, "last_fiscal_document", s->last_fiscal_document)) < 0)
+                return r;
+        if (!d->have_status) {
+                *ret = TAKE_PTR(o);
+                return 0;
+        }
+
+        if ((r = json_add_string(o, "model", s->model)) < 0 || (r = json_add_string(o, "serial", s->serial)) < 0 ||
+            (r = json_add_string(o, "fn_number", s->fn_number)) < 0 ||
+            (r = json_add_string(o, "registration_number", s->registration_number)) < 0 ||
+            (r = json_add_string(o, "inn", s->inn)) < 0 || (r = json_add_time(o, "fn_valid_until", s->fn_valid_until)) < 0)
+                return r;
+        if (s->fn_valid_until > 0)
+                r = json_add_days(o, "fn_days_left", (int64_t) s->fn_valid_until - (int64_t) n);
+        else
+                r = json_add_string_or_null(o, "fn_days_left", NULL);
+        if (r < 0)
+                return r;
+        if ((r = json_add_int(o, "fn_documents", s->fn_documents)) < 0 ||
+            (r = json_add_int(o, "fn_capacity", s->fn_capacity)) < 0 ||
+            (r = json_add_int(o, "ofd_unsent", s->ofd.unsent)) < 0 ||
+            (r = json_add_int(o, "ofd_first_unsent", s->ofd.first_unsent)) < 0 ||
+            (r = json_add_time(o, "ofd_first_unsent_time", s->ofd.first_unsent_usec)) < 0)
+                return r;
+        if (s->ofd.first_unsent_usec > 0)
+                r = json_add_days(o, "ofd_unsent_days", (int64_t) n - (int64_t) s->ofd.first_unsent_usec);
+        else
+                r = json_add_int(o, "ofd_unsent_days", 0);
+        if (r < 0)
+                return r;
+
+        tax = json_object_new_array();
+        if (!tax)
+                return -ENOMEM;
+        for (unsigned bit = 1; bit <= TAXATION_PATENT; bit <<= 1)
+                if ((s->taxations & bit) && taxation_to_string((Taxation) bit) &&
+                    json_object_array_add(tax, json_object_new_string(taxation_to_string((Taxation) bit))) < 0)
+                        return -ENOMEM;
+        if ((r = json_add(o, "taxations", TAKE_PTR(tax))) < 0)
+                return r;
+
+        r = device_totals_to_json(&s->shift_totals, &shift);
+        if (r < 0)
+                return r;
+        if ((r = json_add(o, "shift", TAKE_PTR(shift))) < 0)
                 return r;
 
         *ret = TAKE_PTR(o);
@@ -973,26 +1000,16 @@ int device_state_to_json(Device *d, json_object **ret) {
 
 #if ENABLE_DEBUG_HOOKS
 int device_debug_inject_fault(Device *d, DeviceFault f, unsigned count) {
-        int r = 0;
+        int r;
 
         assert(d);
 
         if (!d->driver->inject_fault)
                 return -EOPNOTSUPP;
-        if (!IN_SET(f, DEVICE_FAULT_NONE, DEVICE_FAULT_PAPER_OUT, DEVICE_FAULT_TIMEOUT_BEFORE,
-                    DEVICE_FAULT_TIMEOUT_UNKNOWN, DEVICE_FAULT_FN_FULL, DEVICE_FAULT_SHIFT_EXPIRED,
-                    DEVICE_FAULT_NOT_CONNECTED))
+        if (f < 0 || f >= _DEVICE_FAULT_MAX || f == DEVICE_FAULT_ERROR)
                 return -EINVAL;
 
-        pthread_mutex_lock(&d->lock);
-        if (d->driver_state)
-                r = d->driver->inject_fault(d->driver_state, f, count);
-        else {
-                d->have_pending_fault = true;
-                d->pending_fault = f;
-                d->pending_fault_count = count;
-        }
-        pthread_mutex_unlock(&d->lock);
+        r = d->driver->inject_fault(d->driver_state, f, count);
         if (r < 0)
                 return r;
         if (f == DEVICE_FAULT_NONE)

@@ -1,21 +1,41 @@
 /* SPDX-License-Identifier: MIT */
 #pragma once
 
-/* The fiscal register: the driver interface (a vtable whose functions run on the device's worker thread,
- * one document at a time) and the asynchronous front end on the sd-event loop: a queue of operations, a
- * per-operation timeout enforced from the loop, results and the register's state kept on the loop. */
+/* The fiscal register: what a driver is (DeviceDriver: asynchronous operations started on the sd-event loop,
+ * one at a time, each finishing exactly once), what it tells (documents, reports, status), and the front end
+ * the daemon uses (Device): a queue of operations, a per-operation timeout enforced from the loop, and the
+ * register's state as the loop knows it from the results.
+ *
+ * Writing a driver. A driver implements every operation of DeviceOperation for its register:
+ *   - start() is called on the loop and must not block. It either finishes at once or later, on the loop,
+ *     through done(); never twice, never from inside start() itself after having returned an error.
+ *   - A driver that must block (a serial line, a vendor library, SQLite) runs its work on a thread of its
+ *     own: device-thread.h does that for it, see the emulator.
+ *   - A driver that speaks a network protocol runs on the loop through curl-glue (DeviceContext.glue).
+ *   - Never two fiscal documents for one receipt: PRINT is only called for a receipt that the register has
+ *     not made yet as far as the caller knows; after any unknown outcome (timeout, crash, lost answer) the
+ *     caller first asks FIND, and only prints when FIND says -ENOENT. FIND is the driver's decision: the
+ *     emulator looks its document journal up by receipt id, a real register by what it keeps (a request
+ *     id derived from the receipt id, its last fiscal document...). When FIND cannot decide, it fails with a
+ *     fault and the caller asks again later: it never prints on a guess.
+ *   - CLOSE_SHIFT is idempotent per shift: asked to close shift N when N is closed already, it answers
+ *     -EALREADY with that shift's figures where the register still has them, never a second Z report.
+ * The emulator (device-emulator.c) is the reference for every operation. */
 
 #include <json-c/json.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <systemd/sd-event.h>
 
+#include "curl-glue.h"
 #include "macro.h"
 #include "receipt.h"
 #include "time-util.h"
 
 #define DEVICE_DRIVER_DEFAULT "emulator"
 #define DEVICE_TIMEOUT_DEFAULT (10 * USEC_PER_SEC)
+/* A register refuses sales in a shift open for 24 hours or more (54-FZ, art. 4.3). */
+#define DEVICE_SHIFT_MAX_USEC (24 * USEC_PER_HOUR)
 
 /* Sizes of the register's identifiers as the FFD defines them (the configuration enforces the same). */
 #define DEVICE_RECEIPT_ID_MAX 64U
@@ -24,22 +44,27 @@
 #define DEVICE_REGISTRATION_NUMBER_MAX 20U
 #define DEVICE_INN_MAX 12U
 #define DEVICE_SERIAL_MAX 20U
+#define DEVICE_MODEL_MAX 63U
 #define DEVICE_QR_MAX 127U
+#define DEVICE_CASHIER_MAX 64U
 
 /* Why an operation failed. Every fault but DEVICE_FAULT_TIMEOUT_UNKNOWN means that no document was made.
  * The errno that comes with it is device_fault_to_errno()'s, except for NONE, REJECTED and ERROR, which
- * carry the driver's own (e.g. -ENOENT: no document yet; -EINVAL: a receipt the register refuses). */
+ * carry the driver's own (e.g. -ENOENT: no such document; -EALREADY: shift closed already). */
 typedef enum DeviceFault {
         DEVICE_FAULT_NONE,              /* the failure says nothing about the register (e.g. -ENOENT) */
         DEVICE_FAULT_PAPER_OUT,         /* -ENOMEDIUM, until paper is loaded */
         DEVICE_FAULT_TIMEOUT_BEFORE,    /* -ETIMEDOUT, before the document was made: nothing printed */
-        DEVICE_FAULT_TIMEOUT_UNKNOWN,   /* -ETIMEDOUT, after it was sent: it may have been made; match with
-                                         * device_last_document() before printing it again */
-        DEVICE_FAULT_FN_FULL,           /* -ENOSPC, the fiscal memory takes no more documents */
+        DEVICE_FAULT_TIMEOUT_UNKNOWN,   /* -ETIMEDOUT, after it was sent: it may have been made; ask FIND
+                                         * before printing it again */
+        DEVICE_FAULT_FN_FULL,           /* -ENOSPC, the fiscal drive takes no more documents (full, expired) */
         DEVICE_FAULT_SHIFT_EXPIRED,     /* -ESTALE, the shift is older than 24 h: a Z report closes it */
         DEVICE_FAULT_NOT_CONNECTED,     /* -ENOTCONN */
-        DEVICE_FAULT_REJECTED,          /* the register refused this request (bad document, shift closed) */
+        DEVICE_FAULT_REJECTED,          /* the register refused this request for good (bad document) */
         DEVICE_FAULT_ERROR,             /* any other failure of the register or its driver */
+        DEVICE_FAULT_COVER_OPEN,        /* -EAGAIN, until the cover is closed */
+        DEVICE_FAULT_OFD_BLOCKED,       /* -EKEYEXPIRED, documents unsent to the OFD for 30 days: the fiscal
+                                         * drive blocks until they are sent */
         _DEVICE_FAULT_MAX,
         _DEVICE_FAULT_INVALID = -EINVAL,
 } DeviceFault;
@@ -51,10 +76,14 @@ DeviceFault device_fault_from_string(const char *s);
 const char *device_fault_to_text(DeviceFault f);
 /* The negative errno that goes with a fault; -EIO for NONE, REJECTED and ERROR. */
 int device_fault_to_errno(DeviceFault f);
+/* Whether a receipt that failed with this fault should leave the print queue: only a rejection of the
+ * document itself. Everything else (paper, cover, link, timeouts, a full drive, an expired shift) is the
+ * register's state, which the next receipt would meet as well: retried. */
+bool device_fault_is_permanent(DeviceFault f);
 
 typedef enum DeviceState {
         DEVICE_STATE_READY,
-        DEVICE_STATE_PRINTING,  /* a receipt is at the register */
+        DEVICE_STATE_PRINTING,  /* a document is at the register */
         DEVICE_STATE_FAULT,     /* the last operation failed with a fault: device_get_fault() says which */
         DEVICE_STATE_UNKNOWN,   /* not opened yet, or an operation timed out and has not come back */
         _DEVICE_STATE_MAX,
@@ -63,6 +92,39 @@ typedef enum DeviceState {
 
 const char *device_state_to_string(DeviceState s);
 DeviceState device_state_from_string(const char *s);
+
+/* Money by payment form (kopecks), as registers count it. Cash is what stays in the drawer: cash received
+ * minus the change given. */
+typedef enum DevicePaymentForm {
+        DEVICE_PAYMENT_CASH,            /* tag 1031 */
+        DEVICE_PAYMENT_ELECTRONIC,      /* tag 1081 */
+        DEVICE_PAYMENT_PREPAYMENT,      /* tag 1215 */
+        DEVICE_PAYMENT_CREDIT,          /* tag 1216 */
+        DEVICE_PAYMENT_OTHER,           /* tag 1217 */
+        _DEVICE_PAYMENT_MAX,
+} DevicePaymentForm;
+
+const char *device_payment_form_to_string(DevicePaymentForm f);
+
+/* A shift's counters for one receipt type. */
+typedef struct DeviceTypeTotals {
+        uint32_t count;
+        int64_t total;                  /* kopecks, the sum of tag 1020 */
+        int64_t payments[_DEVICE_PAYMENT_MAX];
+} DeviceTypeTotals;
+
+typedef struct DeviceTotals {
+        DeviceTypeTotals by_type[_RECEIPT_TYPE_MAX];
+} DeviceTotals;
+
+/* Receipts of every type in the shift. */
+uint32_t device_totals_receipts(const DeviceTotals *t);
+/* Money that came in by one payment form, net: sales and returns of purchases add, returns of sales and
+ * purchases subtract (corrections count as what they correct). */
+int64_t device_totals_net(const DeviceTotals *t, DevicePaymentForm f);
+/* Adds one receipt to the totals: its type, total and payments by form, cash net of the change given;
+ * -EOVERFLOW. */
+int device_totals_add(DeviceTotals *t, ReceiptType type, int64_t total, const int64_t payments[static _DEVICE_PAYMENT_MAX]);
 
 /* The fiscal attributes of one receipt, as the register made it. Fixed-size strings, so the document is
  * copied between threads by assignment. */
@@ -78,42 +140,105 @@ typedef struct DeviceDocument {
         char serial[DEVICE_SERIAL_MAX + 1];             /* tag 1013 */
         usec_t datetime;                                /* CLOCK_REALTIME, whole seconds, tag 1012 */
         int64_t total;                                  /* kopecks, tag 1020 */
+        int64_t change;                                 /* kopecks, cash given back; 0: none */
         ReceiptType receipt_type;
         char qr[DEVICE_QR_MAX + 1];                     /* the FNS QR string */
 } DeviceDocument;
 
 /* {"fiscal_document_number": 17, "fiscal_sign": "0123456789", "fn_number": "...", "shift_number": 2,
  *  "document_number_in_shift": 5, "registration_number": "...", "inn": "...", "serial": "...",
- *  "datetime": "2026-11-29T03:17:26.000Z", "total": "1500.00", "receipt_type": "sale", "qr": "t=..."}
- * plus "receipt_id". The total is a decimal string, as in the canonical receipt: money never passes
- * through a double. */
+ *  "datetime": "2026-11-29T03:17:26.000Z", "total": "1500.00", "change": "0.50" (when any),
+ *  "receipt_type": "sale", "qr": "t=..."} plus "receipt_id". Money as decimal strings, never a double. */
 int device_document_to_json(const DeviceDocument *doc, json_object **ret);
 
-/* What the register says about itself. */
+typedef enum DeviceReportType {
+        DEVICE_REPORT_X,        /* the shift so far; not a fiscal document, changes nothing */
+        DEVICE_REPORT_Z,        /* closes the shift: a fiscal document */
+        DEVICE_REPORT_OPEN,     /* opens a shift: a fiscal document */
+        _DEVICE_REPORT_MAX,
+} DeviceReportType;
+
+/* What the register tells of its exchange with the OFD: documents its fiscal drive has not had confirmed. */
+typedef struct DeviceOfdQueue {
+        uint32_t unsent;                /* documents not confirmed by the OFD */
+        uint32_t first_unsent;          /* FD number of the oldest; 0: none */
+        usec_t first_unsent_usec;       /* CLOCK_REALTIME when it was made; 0: none */
+} DeviceOfdQueue;
+
+typedef struct DeviceReport {
+        DeviceReportType type;
+        bool shift_open;                /* X: whether a shift is open (else the figures are zero) */
+        uint32_t shift_number;
+        usec_t shift_open_usec;         /* CLOCK_REALTIME when the shift was opened */
+        usec_t datetime;                /* when the report was made (whole seconds) */
+        uint32_t fiscal_document_number; /* Z and open: its FD; X: 0 */
+        char fiscal_sign[DEVICE_FISCAL_SIGN_LEN + 1]; /* Z and open; X: "" */
+        uint32_t last_fiscal_document;  /* the register's last FD after the report */
+        DeviceTotals totals;            /* X and Z: the shift's receipts; open: zero */
+        DeviceOfdQueue ofd;
+} DeviceReport;
+
+const char *device_report_type_to_string(DeviceReportType t);
+
+/* What the register says about itself. Fields a driver cannot read stay 0 / "". */
 typedef struct DeviceStatus {
-        DeviceFault condition;          /* a standing fault (PAPER_OUT, FN_FULL, SHIFT_EXPIRED) or NONE */
+        DeviceFault condition;          /* a standing fault (PAPER_OUT, COVER_OPEN, FN_FULL, SHIFT_EXPIRED,
+                                         * OFD_BLOCKED) or NONE */
         bool shift_open;
         uint32_t shift_number;          /* the open shift, else the last one closed; 0: never opened */
         usec_t shift_open_usec;         /* CLOCK_REALTIME when the open shift was opened; 0 when closed */
+        DeviceTotals shift_totals;      /* the open shift's receipts; zero when closed */
         uint32_t last_fiscal_document;  /* 0: none yet */
-        char fn_number[DEVICE_FN_NUMBER_MAX + 1];
+        char model[DEVICE_MODEL_MAX + 1];
         char serial[DEVICE_SERIAL_MAX + 1];
+        char fn_number[DEVICE_FN_NUMBER_MAX + 1];
+        char registration_number[DEVICE_REGISTRATION_NUMBER_MAX + 1];
+        char inn[DEVICE_INN_MAX + 1];
+        usec_t fn_valid_until;          /* CLOCK_REALTIME the fiscal drive expires; 0: unknown */
+        uint32_t fn_documents;          /* documents the drive holds; with fn_capacity its fullness */
+        uint32_t fn_capacity;           /* 0: unknown */
+        DeviceOfdQueue ofd;
+        unsigned taxations;             /* Taxation bits the register is registered for; 0: unknown */
 } DeviceStatus;
 
-/* An X report (the shift so far, no side effects) or a Z report (and the shift is closed). */
-typedef struct DeviceReport {
-        bool closed;                    /* a Z report closed the shift */
-        bool shift_open;                /* X report: whether a shift is open (else the figures are zero) */
-        uint32_t shift_number;
-        usec_t shift_open_usec;
-        uint32_t n_receipts;
-        int64_t sales_total;            /* kopecks: sales and corrections */
-        int64_t refunds_total;          /* kopecks */
-        uint32_t last_fiscal_document;
-} DeviceReport;
+typedef enum DeviceOperation {
+        DEVICE_OP_OPEN,         /* connect, then as STATUS */
+        DEVICE_OP_STATUS,       /* -> status */
+        DEVICE_OP_PRINT,        /* receipt_id, receipt_json -> doc */
+        DEVICE_OP_FIND,         /* receipt_id, receipt_json -> doc, or -ENOENT: not made */
+        DEVICE_OP_OPEN_SHIFT,   /* cashier -> report (type OPEN); -EALREADY: a shift is open (report: none) */
+        DEVICE_OP_REPORT_X,     /* cashier -> report (type X); zero figures when no shift is open */
+        DEVICE_OP_CLOSE_SHIFT,  /* shift_number (0: the open one), cashier -> report (type Z); -EALREADY
+                                 * with the report of that shift's Z when it is closed already (where the
+                                 * register still knows it, else zero figures); -ENOENT: never opened */
+        DEVICE_OP_DEBUG,        /* test builds: receipt_json is a JSON object of driver settings */
+        _DEVICE_OP_MAX,
+} DeviceOperation;
 
-/* The device's configuration: [Device] plus where the emulator keeps its fiscal memory. The strings are
- * copied by device_new(). */
+const char *device_operation_to_string(DeviceOperation o);
+
+/* One operation for a driver. The strings stay valid until done() was called. */
+typedef struct DeviceRequest {
+        DeviceOperation op;
+        const char *receipt_id;         /* PRINT, FIND */
+        const char *receipt_json;       /* PRINT, FIND: the canonical receipt; DEBUG: settings */
+        uint32_t shift_number;          /* CLOSE_SHIFT */
+        const char *cashier;            /* OPEN_SHIFT, REPORT_X, CLOSE_SHIFT: tag 1021; NULL: the default */
+        const char *cashier_inn;        /* tag 1203; NULL: the default */
+} DeviceRequest;
+
+/* What an operation brought back. */
+typedef struct DeviceResult {
+        int error;                      /* 0 or a negative errno */
+        DeviceFault fault;              /* NONE on success */
+        char message[128];              /* on failure, the register's own words, if any ("" when none) */
+        DeviceDocument doc;             /* PRINT, FIND */
+        DeviceReport report;            /* OPEN_SHIFT, REPORT_X, CLOSE_SHIFT */
+        DeviceStatus status;            /* OPEN, STATUS; after the others when have_status */
+        bool have_status;               /* status holds what the register says now */
+} DeviceResult;
+
+/* The device's configuration: [Device]. The strings are copied by device_new(). */
 typedef struct DeviceOptions {
         const char *driver;             /* NULL: DEVICE_DRIVER_DEFAULT */
         usec_t timeout;                 /* per operation; 0: DEVICE_TIMEOUT_DEFAULT */
@@ -121,6 +246,9 @@ typedef struct DeviceOptions {
         const char *fn_number;
         const char *registration_number;
         const char *inn;
+        const char *cashier;            /* tag 1021 on reports when the request has none */
+        const char *cashier_inn;
+        unsigned taxations;             /* Taxation bits: the emulator is registered for these; 0: osn */
 
         /* The emulator. */
         const char *emulator_path;      /* its fiscal memory, e.g. <state dir>/emulator-fn.db; required */
@@ -129,88 +257,85 @@ typedef struct DeviceOptions {
         uint32_t emulator_fn_capacity;  /* documents the fiscal memory holds; 0: unlimited */
         DeviceFault fault;              /* a fault present from the start (NONE: none) ... */
         unsigned fault_count;           /* ... for this many documents; 0: until cleared */
-        /* Tests only: the register's clock (CLOCK_REALTIME usec); NULL: the real one. Called on the worker
-         * thread. */
+        /* Tests only: the register's clock (CLOCK_REALTIME usec); NULL: the real one. Called from the
+         * driver's thread. */
         usec_t (*clock)(void *userdata);
         void *clock_userdata;
+
+        /* A driver on the network (ATOL's web server). */
+        const char *url;
+        const char *token;              /* NULL: none */
 } DeviceOptions;
 
-/* A driver. Every function but interrupt and inject_fault runs on the device's worker thread, one at a
- * time; they may block (for at most about the operation timeout). On failure they return a negative errno
- * and set *ret_fault (left DEVICE_FAULT_NONE when the failure says nothing about the register). */
+/* What a driver gets from the daemon besides its options. */
+typedef struct DeviceContext {
+        sd_event *event;
+        CurlGlue *glue;                 /* NULL where the driver needs none (tests of the emulator) */
+} DeviceContext;
+
+/* Called on the loop when an operation finished; result is valid during the call. */
+typedef void (*DeviceDriverDone)(const DeviceResult *result, void *userdata);
+
 typedef struct DeviceDriver {
         const char *name;
-        int (*open)(void **ret_state, const DeviceOptions *o, DeviceFault *ret_fault);
-        int (*status)(void *state, DeviceStatus *ret, DeviceFault *ret_fault);
-        /* Makes the fiscal document for the canonical receipt JSON; only once it is made (persisted in the
-         * fiscal memory) may it return success. */
-        int (*print_receipt)(void *state, const char *receipt_id, const char *canonical_json,
-                             DeviceDocument *ret, DeviceFault *ret_fault);
-        /* The last document made, whichever call made it; -ENOENT when none. */
-        int (*last_document)(void *state, DeviceDocument *ret, DeviceFault *ret_fault);
-        int (*report_x)(void *state, DeviceReport *ret, DeviceFault *ret_fault);
-        int (*report_z)(void *state, DeviceReport *ret, DeviceFault *ret_fault);
-        void (*close)(void *state);
-
-        /* May be NULL. Called from the loop thread while a worker function may be running. interrupt: the
-         * device is going away, cut waits short (a document being made is still made). inject_fault: as
-         * device_debug_inject_fault(). */
+        /* On the loop; must not block (connecting is the job of OPEN). */
+        int (*create)(void **ret_state, const DeviceContext *ctx, const DeviceOptions *o);
+        /* Starts req; at most one operation is outstanding. done is called exactly once, on the loop, later
+         * than start() returned. Returns < 0 only when nothing was started (done is not called). */
+        int (*start)(void *state, const DeviceRequest *req, DeviceDriverDone done, void *userdata);
+        /* May be NULL. The device is going away: cut waits short. What is at the register still finishes. */
         void (*interrupt)(void *state);
+        /* Finishes the outstanding operation first (calling its done, with its result or -ECANCELED), then
+         * frees. */
+        void (*free)(void *state);
+        /* May be NULL. Test builds: the register fails with f on the next count operations it hits (0: until
+         * cleared); NONE clears. Called on the loop, also while an operation is outstanding. */
         int (*inject_fault)(void *state, DeviceFault f, unsigned count);
 } DeviceDriver;
 
 /* NULL when there is no driver of that name. */
 const DeviceDriver *device_driver_find(const char *name);
+/* The names of the drivers, NULL-terminated. */
+const char *const *device_driver_names(void);
 
 typedef struct Device Device;
 
-/* For print and last_document: error < 0 and fault as above, or 0 and the document (valid during the call).
- * A print that timed out reports -ETIMEDOUT/DEVICE_FAULT_TIMEOUT_UNKNOWN from the loop's timer; its real
- * result, whenever it comes back, goes to the late callback. */
-typedef void (*DevicePrintCallback)(Device *d, int error, DeviceFault fault, const DeviceDocument *doc,
-                                    void *userdata);
-typedef void (*DeviceStatusCallback)(Device *d, int error, DeviceFault fault, const DeviceStatus *status,
-                                     void *userdata);
-typedef void (*DeviceReportCallback)(Device *d, int error, DeviceFault fault, const DeviceReport *report,
-                                     void *userdata);
-/* The result of a print that was already reported as timed out: doc is the document it made (error 0), or
- * it failed after all (error < 0, doc NULL: nothing was made). */
-typedef void (*DeviceLateCallback)(Device *d, const char *receipt_id, int error, DeviceFault fault,
-                                   const DeviceDocument *doc, void *userdata);
-/* Called when the state, the fault, the shift or the last fiscal document changed. */
+/* The result of an operation: valid during the call. */
+typedef void (*DeviceCallback)(Device *d, const DeviceResult *result, void *userdata);
+/* The result of a PRINT that was already reported as timed out: the document it made (error 0), or it
+ * failed after all (nothing was made). */
+typedef void (*DeviceLateCallback)(Device *d, const char *receipt_id, const DeviceResult *result, void *userdata);
+/* Called when the state, the fault, the shift or what the last status said changed. */
 typedef void (*DeviceChangeCallback)(Device *d, void *userdata);
 
-/* Starts the worker thread, which opens the driver; does not block. Until that open returns the state is
- * "unknown"; if it fails, the state is "fault" and every operation tries to open again first.
+/* Creates the driver and queues OPEN; does not block. Until OPEN returns the state is "unknown"; if it fails,
+ * the state is "fault" and every operation is preceded by another OPEN.
  * -ENOPKG: no such driver; -EINVAL: an identifier longer than the FFD allows. */
-int device_new(Device **ret, sd_event *event, const DeviceOptions *o);
+int device_new(Device **ret, const DeviceContext *ctx, const DeviceOptions *o);
 
-/* Waits for the operation at the register to return (the driver is interrupted, so the emulator cuts its
- * latency short), closes the driver and joins the thread. The callbacks still owed are called from here:
- * the one at the register with its result, the queued ones with -ECANCELED (nothing was sent). So free the
- * device before what its callbacks touch; not to be called from a device callback. */
+/* Interrupts the driver and frees it, which waits for the operation at the register. The callbacks still
+ * owed are called from here: the one at the register with its result, the queued ones with -ECANCELED
+ * (nothing was sent). Free the device before what its callbacks touch; not from a device callback. */
 Device *device_free(Device *d);
 DEFINE_TRIVIAL_CLEANUP_FUNC(Device *, device_free);
 
-/* Operations, queued in order and run one at a time. Each has `timeout` at the register; an operation that
- * waits behind one that timed out and has not come back fails after `timeout` in the queue with
- * -ETIMEDOUT/DEVICE_FAULT_TIMEOUT_BEFORE (it was never sent). Return 0 when queued (the callback will be
- * called exactly once), -EINVAL for a receipt id longer than DEVICE_RECEIPT_ID_MAX, -ENOMEM. */
-int device_print(Device *d, const char *receipt_id, const char *canonical_json, DevicePrintCallback cb,
-                 void *userdata);
-int device_last_document(Device *d, DevicePrintCallback cb, void *userdata);
-int device_status(Device *d, DeviceStatusCallback cb, void *userdata);
-int device_report_x(Device *d, DeviceReportCallback cb, void *userdata);
-int device_report_z(Device *d, DeviceReportCallback cb, void *userdata);
+/* Queues an operation; they run in order, one at a time. Each has `timeout` at the register; an operation
+ * that waits behind one that timed out and has not come back fails after `timeout` in the queue with
+ * -ETIMEDOUT/DEVICE_FAULT_TIMEOUT_BEFORE (it was never sent). Returns 0 when queued (cb is called exactly
+ * once, never from inside this call), -EINVAL for a bad request (receipt id longer than
+ * DEVICE_RECEIPT_ID_MAX, missing receipt), -ESHUTDOWN while freeing, -ENOMEM. */
+int device_submit(Device *d, const DeviceRequest *req, DeviceCallback cb, void *userdata);
 
 void device_set_late_callback(Device *d, DeviceLateCallback cb, void *userdata);
 void device_set_change_callback(Device *d, DeviceChangeCallback cb, void *userdata);
 
-/* Kept on the loop from the completions; reading them touches nothing else. */
+/* Kept on the loop from the results; reading them touches nothing else. */
 const char *device_get_driver_name(Device *d);
 DeviceState device_get_state(Device *d);
-DeviceFault device_get_fault(Device *d);                /* as of the last completion; NONE when ready */
+DeviceFault device_get_fault(Device *d);                /* as of the last result; NONE when ready */
 const char *device_get_last_fault_text(Device *d);      /* the last fault seen, even if gone; NULL: none */
+/* The last status the register gave, updated by every document and report since; NULL before the first. */
+const DeviceStatus *device_get_status(Device *d);
 uint32_t device_get_shift_number(Device *d);            /* 0: not known yet */
 bool device_get_shift_open(Device *d);
 usec_t device_get_shift_open_usec(Device *d);           /* 0: no shift open, or not known */
@@ -219,14 +344,17 @@ uint32_t device_get_last_fiscal_document(Device *d);    /* 0: none, or not known
 bool device_is_idle(Device *d);
 
 /* {"driver", "state", "fault" (absent when none), "last_fault", "shift_number", "shift_open",
- *  "shift_open_time" (ISO 8601, absent when closed), "last_fiscal_document"} */
+ *  "shift_open_time" (ISO 8601, absent when closed), "last_fiscal_document", and from the last status:
+ *  "model", "serial", "fn_number", "registration_number", "fn_valid_until", "fn_days_left", "fn_documents",
+ *  "fn_capacity", "ofd_unsent", "ofd_first_unsent", "ofd_first_unsent_time", "ofd_unsent_days",
+ *  "taxations", "shift": {receipts, totals}} */
 int device_state_to_json(Device *d, json_object **ret);
+/* A shift's totals as JSON: per type {count, total, payments by form} and the net per payment form. */
+int device_totals_to_json(const DeviceTotals *t, json_object **ret);
 
 #if ENABLE_DEBUG_HOOKS
 /* Makes the register fail with fault f on the next `count` operations it hits (0: until cleared),
- * replacing an earlier injection; NONE clears. Paper out hits receipts and reports, not connected every
- * operation, the others receipts only; a Z report ends an injected shift-expired. Takes effect at once,
- * even while an operation is at the register. -EINVAL: not a fault a register shows (REJECTED, ERROR);
- * -EOPNOTSUPP: the driver cannot. */
+ * replacing an earlier injection; NONE clears. Takes effect at once, even while an operation is at the
+ * register. -EINVAL: not a fault a register shows (ERROR); -EOPNOTSUPP: the driver cannot. */
 int device_debug_inject_fault(Device *d, DeviceFault f, unsigned count);
 #endif

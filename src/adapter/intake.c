@@ -27,6 +27,8 @@ struct Intake {
         sd_event *event;
         usec_t response_timeout;   /* how long an answer waits for the print */
         struct IntakeJob *printing; /* jobs whose answer waits for the register */
+        IntakeAdmissionCallback admission_cb;
+        void *admission_userdata;
 };
 
 typedef struct IntakeJob {
@@ -85,6 +87,11 @@ void intake_set_stored_callback(Intake *in, IntakeStoredCallback cb, void *userd
         in->stored_userdata = userdata;
 }
 
+void intake_set_admission(Intake *in, IntakeAdmissionCallback cb, void *userdata) {
+        in->admission_cb = cb;
+        in->admission_userdata = userdata;
+}
+
 void intake_shutdown(Intake *in) {
         in->shutting_down = true;
 }
@@ -105,7 +112,7 @@ unsigned intake_error_to_http_status(IntakeError e) {
         static const unsigned table[_INTAKE_ERROR_MAX] = {
                 [INTAKE_OK] = 200,          [INTAKE_BAD_REQUEST] = 400, [INTAKE_INVALID] = 422,
                 [INTAKE_KEY_MISMATCH] = 422, [INTAKE_CONFLICT] = 409,    [INTAKE_BUFFER_FULL] = 503,
-                [INTAKE_DISK_FULL] = 507,   [INTAKE_UNAVAILABLE] = 503,
+                [INTAKE_DISK_FULL] = 507,   [INTAKE_UNAVAILABLE] = 503, [INTAKE_SHIFT_EXPIRED] = 409,
         };
         return e < _INTAKE_ERROR_MAX ? table[e] : 500;
 }
@@ -120,6 +127,7 @@ const char *intake_error_to_bus_error(IntakeError e) {
                 [INTAKE_BUFFER_FULL] = "BufferFull",
                 [INTAKE_DISK_FULL] = "DiskFull",
                 [INTAKE_UNAVAILABLE] = "Unavailable",
+                [INTAKE_SHIFT_EXPIRED] = "ShiftExpired",
         };
         return e < _INTAKE_ERROR_MAX ? table[e] : "Failed";
 }
@@ -129,10 +137,14 @@ const char *intake_receipt_status(const StoreReceipt *r) {
                 return "synced";
         if (r->status == STORE_STATUS_DLQ)
                 return "dead_letter";
+        if (r->status == STORE_STATUS_CANCELLED)
+                return "cancelled";
         if (r->print_status == STORE_PRINT_PRINTED)
                 return "printed";
         if (r->print_status == STORE_PRINT_FAILED)
                 return "print_failed";
+        if (r->print_status == STORE_PRINT_REJECTED)
+                return "print_rejected";
         return "buffered";
 }
 
@@ -157,6 +169,11 @@ int intake_reply_to_json(const IntakeReply *reply, json_object **ret) {
         else if (streq(status, "print_failed")) {
                 if (asprintf(&failed, "Printing failed (%s); the receipt is stored and will be printed when the "
                              "register is ready", strna(reply->detail)) < 0)
+                        return -ENOMEM;
+                message = failed;
+        } else if (streq(status, "print_rejected")) {
+                if (asprintf(&failed, "The fiscal register rejected this receipt (%s); it is stored, set aside and "
+                             "not printed until an administrator retries or cancels it", strna(reply->detail)) < 0)
                         return -ENOMEM;
                 message = failed;
         } else
@@ -248,23 +265,26 @@ static void intake_job_free(IntakeJob *job) {
         free(job);
 }
 
-/* The answer for a receipt that is durable and whose print is over (error 0) or still going on. */
-static void intake_answer_printed(IntakeJob *job, int error, const char *fiscal_json, const char *reason) {
+/* The answer for a receipt that is durable, with the first outcome of its print, or none yet (NULL). */
+static void intake_answer_printed(IntakeJob *job, const char *status, const char *fiscal_json, const char *reason) {
         StoreReceipt r = {
                 .id = job->receipt_id,
                 .status = STORE_STATUS_PENDING,
-                .print_status = error == 0 ? STORE_PRINT_PRINTED : reason ? STORE_PRINT_FAILED : STORE_PRINT_UNPRINTED,
+                .print_status = streq_ptr(status, "printed")          ? STORE_PRINT_PRINTED
+                                : streq_ptr(status, "print_rejected") ? STORE_PRINT_REJECTED
+                                : status                              ? STORE_PRINT_FAILED
+                                                                      : STORE_PRINT_UNPRINTED,
                 .fiscal_doc = (char *) fiscal_json,
         };
 
         job->cb(&(IntakeReply) { .error = INTAKE_OK, .receipt = &r, .detail = reason }, job->userdata);
 }
 
-static void intake_on_printed(Printer *p, const char *receipt_id, int error, const char *fiscal_json,
+static void intake_on_printed(Printer *p, const char *receipt_id, const char *status, const char *fiscal_json,
                               const char *reason, void *userdata) {
         IntakeJob *job = userdata;
 
-        intake_answer_printed(job, error, fiscal_json, reason);
+        intake_answer_printed(job, status, fiscal_json, reason);
         intake_job_free(job);
 }
 
@@ -273,7 +293,7 @@ static int intake_on_print_timeout(sd_event_source *s, uint64_t usec, void *user
 
         /* The receipt is durable; the register is slow. Answer now, printing goes on. */
         printer_forget_waiter(job->intake->printer, job->receipt_id);
-        intake_answer_printed(job, -ETIMEDOUT, NULL, NULL);
+        intake_answer_printed(job, NULL, NULL, NULL);
         intake_job_free(job);
         return 0;
 }
@@ -437,6 +457,17 @@ int intake_submit(Intake *in, const char *idempotency_key, const char *body, siz
         r = receipt_fingerprint(canonical, fingerprint);
         if (r < 0)
                 return r;
+
+        /* A sale the register would refuse anyway, said now instead of being stored to wait. */
+        if (in->admission_cb) {
+                const char *why = NULL;
+
+                if (in->admission_cb(in->admission_userdata, &why)) {
+                        in->stats.rejected_invalid++;
+                        intake_answer(cb, userdata, INTAKE_SHIFT_EXPIRED, why ?: "The register refuses sales now");
+                        return 0;
+                }
+        }
 
         /* The same key while its first request is still being stored (or printed): 409, as the draft says. */
         if (tfind(idempotency_key, &in->keys_in_flight, key_compare)) {

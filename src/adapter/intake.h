@@ -22,6 +22,7 @@ typedef enum IntakeError {
         INTAKE_BUFFER_FULL,   /* 503 + Retry-After */
         INTAKE_DISK_FULL,     /* 507 */
         INTAKE_UNAVAILABLE,   /* 503: shutting down, store failing */
+        INTAKE_SHIFT_EXPIRED, /* 409: the shift reaches 24 hours and must be closed first */
         _INTAKE_ERROR_MAX,
 } IntakeError;
 
@@ -55,6 +56,11 @@ void intake_set_printer(Intake *in, Printer *printer, sd_event *event, usec_t re
 typedef void (*IntakeStoredCallback)(const StoreReceipt *receipt, void *userdata);
 void intake_set_stored_callback(Intake *in, IntakeStoredCallback cb, void *userdata);
 
+/* Asked before a valid receipt is stored: true refuses it with INTAKE_SHIFT_EXPIRED and *ret_detail (static
+ * storage) as the answer's detail. */
+typedef bool (*IntakeAdmissionCallback)(void *userdata, const char **ret_detail);
+void intake_set_admission(Intake *in, IntakeAdmissionCallback cb, void *userdata);
+
 /* After this, every submission is answered INTAKE_UNAVAILABLE. */
 void intake_shutdown(Intake *in);
 unsigned intake_in_flight(Intake *in);
@@ -71,5 +77,6 @@ int intake_reply_to_json(const IntakeReply *reply, json_object **ret);
 /* A stored receipt as GET /v1/kkt/receipt/{id} and GetReceipt() show it. */
 int intake_receipt_to_json(const StoreReceipt *r, json_object **ret);
 
-/* Client-visible status of a stored receipt: "buffered", "printed", "print_failed", "synced", "dead_letter". */
+/* Client-visible status of a stored receipt: "buffered", "printed", "print_failed", "print_rejected",
+ * "cancelled", "synced", "dead_letter". */
 const char *intake_receipt_status(const StoreReceipt *r);

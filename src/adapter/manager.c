@@ -242,7 +242,7 @@ static void manager_on_print_event(Printer *p, const char *receipt_id, const cha
         }
 }
 
-static void manager_on_device_change(Device *d, void *userdata) {
+static void manager_on_fiscal_day_change(FiscalDay *f, void *userdata) {
         Manager *m = userdata;
         int r;
 
@@ -254,15 +254,33 @@ static void manager_on_device_change(Device *d, void *userdata) {
                 log_debug_errno(r, "Failed to emit PropertiesChanged: %m");
 }
 
+int manager_fiscal_day_options(Manager *m, const Config *c, FiscalDayOptions *ret) {
+        AutoClose a;
+        int r;
+
+        r = auto_close_from_string(c->device_auto_close_shift, &a);
+        if (r < 0)
+                return r;
+        *ret = (FiscalDayOptions) {
+                .auto_close = a,
+                .stuck_after = c->device_stuck_after,
+                .status_interval = c->device_status_interval,
+        };
+        return 0;
+}
+
 static int manager_setup_device(Manager *m) {
         _cleanup_free_ char *copy = NULL, *emulator_path = NULL;
+        FiscalDayOptions fo;
+        unsigned taxations = 0;
         int r;
 
         copy = strdup(m->config->buffer_path);
         if (!copy || asprintf(&emulator_path, "%s/emulator-fn.db", dirname(copy)) < 0)
                 return log_oom();
+        (void) taxations_from_string(m->config->device_taxation, &taxations); /* checked by the configuration */
 
-        r = device_new(&m->device, m->event,
+        r = device_new(&m->device, &(DeviceContext) { .event = m->event, .glue = m->glue },
                        &(DeviceOptions) {
                                .driver = m->config->device_driver,
                                .timeout = m->config->device_timeout,
@@ -270,19 +288,30 @@ static int manager_setup_device(Manager *m) {
                                .fn_number = m->config->device_fn_number,
                                .registration_number = m->config->device_registration_number,
                                .inn = m->config->device_inn,
+                               .cashier = m->config->device_cashier,
+                               .cashier_inn = m->config->device_cashier_inn,
+                               .taxations = taxations,
                                .emulator_path = emulator_path,
                                .print_latency_min = m->config->device_print_latency_min,
                                .print_latency_max = m->config->device_print_latency_max,
+                               .url = m->config->device_url,
                        });
         if (r < 0)
                 return log_error_errno(r, "Failed to set up the fiscal register (%s): %m", m->config->device_driver);
-        device_set_change_callback(m->device, manager_on_device_change, m);
 
-        r = printer_new(&m->printer, m->event, m->store, m->device);
+        r = printer_new(&m->printer, m->event, m->store, m->device, NULL);
         if (r < 0)
                 return log_oom();
         printer_set_event_callback(m->printer, manager_on_print_event, m);
         intake_set_printer(m->intake, m->printer, m->event, m->config->device_response_timeout);
+
+        r = manager_fiscal_day_options(m, m->config, &fo);
+        if (r < 0)
+                return log_error_errno(r, "Bad [Device] AutoCloseShift=%s: %m", m->config->device_auto_close_shift);
+        r = fiscal_day_new(&m->fiscal_day, m->event, m->device, m->printer, &fo);
+        if (r < 0)
+                return log_error_errno(r, "Failed to set up the fiscal day: %m");
+        fiscal_day_set_change_callback(m->fiscal_day, manager_on_fiscal_day_change, m);
 
         r = printer_start(m->printer);
         if (r < 0)
@@ -600,6 +629,8 @@ void manager_begin_stop(Manager *m) {
                 heartbeat_stop(m->heartbeat);
         if (m->printer)
                 printer_stop(m->printer);
+        if (m->fiscal_day)
+                fiscal_day_stop(m->fiscal_day);
         if (m->sync)
                 sync_stop(m->sync);
         if (m->http)
@@ -665,6 +696,12 @@ int manager_reload(Manager *m) {
         manager_apply_log_level(m);
         intake_set_limits(m->intake, &(ReceiptLimits) { .max_items = m->config->buffer_max_items,
                                                         .max_payments = 100 });
+        if (m->fiscal_day) {
+                FiscalDayOptions fo;
+
+                if (manager_fiscal_day_options(m, m->config, &fo) >= 0)
+                        (void) fiscal_day_set_options(m->fiscal_day, &fo);
+        }
         if (m->sync) {
                 _cleanup_(token_freep) char *token = NULL;
                 SyncOptions so;
@@ -791,12 +828,15 @@ Manager *manager_free(Manager *m) {
          * run below look at what is left. A stopped printer starts no document, whatever calls it below. */
         if (m->printer)
                 printer_stop(m->printer);
+        /* Its waiting requests belong to clients that are gone with us. */
+        m->fiscal_day = fiscal_day_free(m->fiscal_day);
         /* It detaches its queued store jobs and cancels its requests: nothing calls back into it after. */
         m->sync = sync_free(m->sync);
         m->heartbeat = heartbeat_free(m->heartbeat);
-        m->glue = curl_glue_free(m->glue);
-        /* The register first: the callbacks it still owes go to the printer, the store, intake and HTTP. */
+        /* The register first: the callbacks it still owes go to the printer, the store, intake and HTTP. Its
+         * driver may have requests in the glue: it cancels them. */
         m->device = device_free(m->device);
+        m->glue = curl_glue_free(m->glue);
         /* Then the store: it delivers the callbacks of queued jobs, which answer through the printer,
          * intake and HTTP. */
         m->store = store_free(m->store);
@@ -876,6 +916,11 @@ int manager_start(Manager *m) {
                 return log_error_errno(r, "Failed to set up intake: %m");
         intake_set_stored_callback(m->intake, manager_on_receipt_stored, m);
 
+        /* Before the register: a driver on the network talks through it. */
+        r = curl_glue_new(&m->glue, m->event);
+        if (r < 0)
+                return log_error_errno(r, "Failed to set up the HTTP client: %m");
+
         r = manager_setup_device(m);
         if (r < 0)
                 return r;
@@ -894,9 +939,6 @@ int manager_start(Manager *m) {
                 return r;
         log_info("Serving HTTP on %s, buffer %s.", http_server_describe(m->http), store_get_path(m->store));
 
-        r = curl_glue_new(&m->glue, m->event);
-        if (r < 0)
-                return log_error_errno(r, "Failed to set up the HTTP client: %m");
         {
                 _cleanup_(token_freep) char *token = NULL;
                 HeartbeatOptions o;
@@ -1031,6 +1073,24 @@ int manager_health(Manager *m, ManagerHealth *ret, json_object **ret_json) {
                 r = health_add(components, "device", h, detail, &overall);
                 if (r < 0)
                         return r;
+        }
+
+        /* The fiscal day: the shift (24-hour rule), the fiscal drive (expiry, OFD exchange), the print queue
+         * (rejected receipts, a head that does not move). */
+        if (m->fiscal_day) {
+                static const char *const parts[] = { "shift", "fiscal_drive", "print_queue" };
+
+                for (size_t i = 0; i < ELEMENTSOF(parts); i++) {
+                        FiscalDayHealth fh = fiscal_day_health(m->fiscal_day, parts[i], c->print_rejected, detail,
+                                                               sizeof detail);
+
+                        h = fh == FISCAL_DAY_UNHEALTHY ? MANAGER_UNHEALTHY
+                            : fh == FISCAL_DAY_DEGRADED ? MANAGER_DEGRADED
+                                                         : MANAGER_HEALTHY;
+                        r = health_add(components, parts[i], h, detail, &overall);
+                        if (r < 0)
+                                return r;
+                }
         }
 
         /* The OFD leg: an open breaker means receipts wait; they are safe, but someone should look. */

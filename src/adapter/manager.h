@@ -10,6 +10,7 @@
 #include "conf.h"
 #include "curl-glue.h"
 #include "device.h"
+#include "fiscal-day.h"
 #include "heartbeat.h"
 #include "printer.h"
 #include "sync.h"
@@ -37,6 +38,7 @@ typedef struct Manager {
         Heartbeat *heartbeat;
         Device *device;
         Printer *printer;
+        FiscalDay *fiscal_day;
         Sync *sync;
         usec_t last_sync_published;
 
@@ -96,6 +98,9 @@ typedef enum ManagerHealth {
 
 /* The health of every component; *ret_json is the body of GET /v1/health. */
 int manager_health(Manager *m, ManagerHealth *ret, json_object **ret_json);
+
+/* [Device] keys of the fiscal day as its options; -EINVAL for a bad AutoCloseShift=. */
+int manager_fiscal_day_options(Manager *m, const Config *c, FiscalDayOptions *ret);
 
 /* Prometheus text exposition of the counters. */
 int manager_metrics(Manager *m, char **ret);

@@ -1,54 +1,74 @@
 /* SPDX-License-Identifier: MIT */
-/* Owns the queue of receipts waiting for the fiscal register and the rules around a print: one at a time,
- * store the fiscal document before telling anyone, flag and retry failures, and after an unknown outcome
- * ask the register what it last printed instead of printing blindly again. */
+/* Owns the queue of documents waiting for the fiscal register and the rules around a print: one at a time,
+ * store the fiscal document before telling anyone, retry the register's faults and set its refusals aside,
+ * ask the register after an unknown outcome instead of printing blindly again, open the shift before a
+ * receipt, queue Z reports behind the receipts before them, and hold receipts back from a shift about to
+ * pass 24 hours. */
 
+#include <inttypes.h>
 #include <search.h>
 
 #include "json-util.h"
 #include "log.h"
+#include "message-ids.h"
 #include "printer.h"
 #include "sqlite-util.h"
 
 #define PRINT_RETRY_MIN (2 * USEC_PER_SEC)
 #define PRINT_RETRY_MAX (60 * USEC_PER_SEC)
 
+typedef enum PrintJobKind {
+        JOB_RECEIPT,
+        JOB_CLOSE_SHIFT,
+} PrintJobKind;
+
 typedef struct PrintJob PrintJob;
 struct PrintJob {
         PrintJob *next;
+        PrintJobKind kind;
+
+        /* JOB_RECEIPT */
         char *receipt_id;
         char *canonical;
         PrinterWaiterCallback waiter;
         void *waiter_userdata;
-        bool unknown_outcome;  /* the last attempt may have printed it: check before printing again */
+        bool unknown_outcome;  /* the register may have made it: ask (FIND) before printing */
+        bool guard_reported;   /* held back by the 24-hour rule: said once */
         char *fiscal_json;     /* printed, but storing it failed: store again, never print again */
         usec_t printed_at;
+
+        /* JOB_CLOSE_SHIFT */
+        uint32_t shift_number; /* the shift to close; 0: the open one when it starts */
+        char *cashier, *cashier_inn;
+        PrinterReportCallback report_cb;
+        void *report_userdata;
 };
 
 struct Printer {
         sd_event *event;
         Store *store;
         Device *device;
+        PrinterOptions options;
 
         PrintJob *head, *tail;
-        void *index;           /* tsearch() tree of the queued jobs by receipt id: the queue can be long */
+        void *index;           /* tsearch() tree of the queued receipts by id: the queue can be long */
         PrintJob *current;     /* at the register or being stored */
         bool stopping;
-        /* After a start, nothing is printed until the register said what it made last: the daemon may have
-         * died between the register making a document and the store keeping it. */
         bool loading;          /* the unprinted receipts are being read from the store */
-        bool recovering;       /* the register's last document is to be matched against them */
-        bool querying;         /* that question is at the register */
         usec_t retry_delay;
         sd_event_source *retry_source;
+        usec_t progress_at;    /* CLOCK_MONOTONIC of the last finished job, or when the queue filled */
 
         PrinterEventCallback event_cb;
         void *event_userdata;
+        PrinterShiftCallback shift_cb;
+        void *shift_userdata;
         PrinterStats stats;
         RateLimit log_ratelimit;
 };
 
 static void printer_next(Printer *p);
+static void printer_run(Printer *p);
 
 static PrintJob *print_job_free(PrintJob *j) {
         if (!j)
@@ -56,6 +76,8 @@ static PrintJob *print_job_free(PrintJob *j) {
         free(j->receipt_id);
         free(j->canonical);
         free(j->fiscal_json);
+        free(j->cashier);
+        free(j->cashier_inn);
         return mfree(j);
 }
 
@@ -63,13 +85,25 @@ static int print_job_compare(const void *a, const void *b) {
         return strcmp(((const PrintJob *) a)->receipt_id, ((const PrintJob *) b)->receipt_id);
 }
 
-/* Every job in the queue is in the index too; failing to index one only makes it invisible to
+/* Every queued receipt is in the index too; failing to index one only makes it invisible to
  * printer_find(), which the callers' own checks tolerate. */
 static void printer_index(Printer *p, PrintJob *j) {
-        (void) tsearch(j, &p->index, print_job_compare);
+        if (j->kind == JOB_RECEIPT)
+                (void) tsearch(j, &p->index, print_job_compare);
+}
+
+static void printer_unindex(Printer *p, PrintJob *j) {
+        if (j->kind == JOB_RECEIPT)
+                (void) tdelete(j, &p->index, print_job_compare);
+}
+
+static bool printer_has_work(Printer *p) {
+        return p->head || p->current;
 }
 
 static void printer_push(Printer *p, PrintJob *j) {
+        if (!printer_has_work(p))
+                p->progress_at = now(CLOCK_MONOTONIC);
         printer_index(p, j);
         if (p->tail)
                 p->tail->next = j;
@@ -79,22 +113,39 @@ static void printer_push(Printer *p, PrintJob *j) {
         p->stats.queued++;
 }
 
-static PrintJob *printer_pop(Printer *p) {
-        PrintJob *j = p->head;
+static void printer_push_front(Printer *p, PrintJob *j) {
+        if (!printer_has_work(p))
+                p->progress_at = now(CLOCK_MONOTONIC);
+        printer_index(p, j);
+        j->next = p->head;
+        p->head = j;
+        if (!p->tail)
+                p->tail = j;
+        p->stats.queued++;
+}
 
-        if (!j)
-                return NULL;
-        p->head = j->next;
-        if (!p->head)
-                p->tail = NULL;
-        j->next = NULL;
-        p->stats.queued--;
-        (void) tdelete(j, &p->index, print_job_compare);
-        return j;
+/* Takes j out of the queue, wherever it is. */
+static void printer_unlink(Printer *p, PrintJob *j) {
+        PrintJob *prev = NULL;
+
+        for (PrintJob *i = p->head; i; prev = i, i = i->next) {
+                if (i != j)
+                        continue;
+                if (prev)
+                        prev->next = j->next;
+                else
+                        p->head = j->next;
+                if (p->tail == j)
+                        p->tail = prev;
+                j->next = NULL;
+                p->stats.queued--;
+                printer_unindex(p, j);
+                return;
+        }
 }
 
 static PrintJob *printer_find(Printer *p, const char *receipt_id) {
-        if (p->current && streq(p->current->receipt_id, receipt_id))
+        if (p->current && p->current->kind == JOB_RECEIPT && streq(p->current->receipt_id, receipt_id))
                 return p->current;
         PrintJob key = { .receipt_id = (char *) receipt_id };
         void *node = tfind(&key, &p->index, print_job_compare);
@@ -102,7 +153,16 @@ static PrintJob *printer_find(Printer *p, const char *receipt_id) {
         return node ? *(PrintJob **) node : NULL;
 }
 
-static void printer_notify_waiter(Printer *p, PrintJob *j, int error, const char *fiscal_json,
+static PrintJob *printer_find_close(Printer *p) {
+        if (p->current && p->current->kind == JOB_CLOSE_SHIFT)
+                return p->current;
+        for (PrintJob *j = p->head; j; j = j->next)
+                if (j->kind == JOB_CLOSE_SHIFT)
+                        return j;
+        return NULL;
+}
+
+static void printer_notify_waiter(Printer *p, PrintJob *j, const char *status, const char *fiscal_json,
                                   const char *reason) {
         PrinterWaiterCallback cb = j->waiter;
 
@@ -110,7 +170,7 @@ static void printer_notify_waiter(Printer *p, PrintJob *j, int error, const char
                 return;
         /* A waiter hears once: it answers its client with the first outcome. */
         j->waiter = NULL;
-        cb(p, j->receipt_id, error, fiscal_json, reason, j->waiter_userdata);
+        cb(p, j->receipt_id, status, fiscal_json, reason, j->waiter_userdata);
 }
 
 static void printer_emit(Printer *p, const char *receipt_id, const char *status, const char *reason) {
@@ -154,6 +214,24 @@ static void printer_retry_later(Printer *p) {
         printer_schedule_retry(p);
 }
 
+/* The current job's next step goes through the queue's checks again (shift open, 24-hour rule) at once. */
+static void printer_again_now(Printer *p) {
+        PrintJob *j = TAKE_PTR(p->current);
+
+        printer_push_front(p, j);
+        printer_next(p);
+}
+
+/* The current job is over (done, or set aside): the next one. */
+static void printer_finish_current(Printer *p) {
+        print_job_free(TAKE_PTR(p->current));
+        p->retry_delay = 0;
+        p->progress_at = now(CLOCK_MONOTONIC);
+        printer_next(p);
+}
+
+/* ---- flags in the store ---- */
+
 typedef struct MarkFailedJob {
         char *receipt_id;
         char *reason;
@@ -167,7 +245,8 @@ static int mark_failed_run(StoreConn *c, void *job_data) {
         r = store_conn_prepare(c,
                                "UPDATE receipts SET print_status = 'print_failed', last_error = ?1, "
                                "updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') "
-                               "WHERE id = ?2 AND print_status IN ('unprinted', 'print_failed')",
+                               "WHERE id = ?2 AND print_status IN ('unprinted', 'print_failed') "
+                               "AND status = 'pending'",
                                &stmt);
         if (r < 0)
                 return r;
@@ -202,13 +281,50 @@ static void printer_flag_failed(Printer *p, PrintJob *j, const char *reason) {
                 mark_failed_done(p->store, -ENOMEM, m);
 }
 
+static void printer_on_rejected_stored(Store *s, int result, void *userdata) {
+        char *receipt_id = userdata;
+
+        /* Not stored: after a restart it is loaded as unprinted and the register refuses it again. */
+        if (result < 0 && result != -EALREADY)
+                log_error_errno(result, "Failed to set receipt %s aside as print_rejected: %m", receipt_id);
+        free(receipt_id);
+}
+
+/* The register refused the current receipt for good: out of the queue, visible, and the next one prints. */
+static void printer_reject_current(Printer *p, const char *reason) {
+        PrintJob *j = p->current;
+        char *id;
+        int r;
+
+        p->stats.rejected++;
+        log_struct(LOG_ERR, MESSAGE_ID_PRINT_REJECTED, LOG_FIELDS({ "RECEIPT_ID", j->receipt_id }),
+                   "The fiscal register rejected receipt %s (%s); it is set aside as print_rejected and the "
+                   "next receipt prints. Fix it and retry, or cancel it: kktctl receipt retry|cancel %s.",
+                   j->receipt_id, reason, j->receipt_id);
+
+        id = strdup(j->receipt_id);
+        r = id ? store_set_print_rejected(p->store, j->receipt_id, reason, printer_on_rejected_stored, id) : -ENOMEM;
+        if (r < 0) {
+                log_error_errno(r, "Failed to set receipt %s aside as print_rejected: %m", j->receipt_id);
+                free(id);
+        }
+
+        printer_notify_waiter(p, j, "print_rejected", NULL, reason);
+        printer_emit(p, j->receipt_id, "print_rejected", reason);
+        printer_finish_current(p);
+}
+
 static void printer_on_marked(Store *s, int result, void *userdata) {
         Printer *p = userdata;
         PrintJob *j = p->current;
 
         assert(j);
-        /* -EALREADY: printed before (matched after an unknown outcome): the stored document stands. */
-        if (result < 0 && result != -EALREADY) {
+        /* -EALREADY: printed before (matched after an unknown outcome): the stored document stands.
+         * -ESTALE: cancelled meanwhile; the register made it, so it is kept as printed by nobody: said. */
+        if (result == -ESTALE)
+                log_error("Receipt %s was printed (FD in its fiscal document) but had been cancelled; the "
+                          "document stands at the register, check it.", j->receipt_id);
+        else if (result < 0 && result != -EALREADY) {
                 log_error_errno(result, "Receipt %s was printed but storing its fiscal document failed, "
                                 "retrying (it will not be printed again): %m", j->receipt_id);
                 printer_retry_later(p);
@@ -216,11 +332,9 @@ static void printer_on_marked(Store *s, int result, void *userdata) {
         }
 
         p->stats.printed++;
-        p->retry_delay = 0;
-        printer_notify_waiter(p, j, 0, j->fiscal_json, NULL);
+        printer_notify_waiter(p, j, "printed", j->fiscal_json, NULL);
         printer_emit(p, j->receipt_id, "printed", NULL);
-        print_job_free(TAKE_PTR(p->current));
-        printer_next(p);
+        printer_finish_current(p);
 }
 
 static void printer_store_document(Printer *p) {
@@ -251,19 +365,43 @@ static int printer_keep_document(PrintJob *j, const DeviceDocument *doc) {
         return 0;
 }
 
-static void printer_on_printed(Device *d, int error, DeviceFault fault, const DeviceDocument *doc,
-                               void *userdata) {
+/* A receipt's attempt failed at the register (or before it): flagged, said once to its waiter, retried. */
+static void printer_fail_current(Printer *p, int error, const char *reason) {
+        PrintJob *j = p->current;
+
+        p->stats.failed_attempts++;
+        if (ratelimit_below(&p->log_ratelimit, NULL))
+                log_struct_errno(LOG_WARNING, error, NULL, LOG_FIELDS({ "RECEIPT_ID", j->receipt_id }),
+                                 "Printing receipt %s failed: %s; it stays buffered and is retried.",
+                                 j->receipt_id, reason);
+        printer_flag_failed(p, j, reason);
+        printer_notify_waiter(p, j, "print_failed", NULL, reason);
+        printer_emit(p, j->receipt_id, "print_failed", reason);
+        printer_retry_later(p);
+}
+
+static const char *result_reason(const DeviceResult *result, char *buf, size_t l) {
+        if (!isempty(result->message))
+                snprintf(buf, l, "%s: %s", strna(device_fault_to_text(result->fault)), result->message);
+        else if (result->fault == DEVICE_FAULT_NONE || result->fault == DEVICE_FAULT_ERROR)
+                snprintf(buf, l, "%s: %s", strna(device_fault_to_text(DEVICE_FAULT_ERROR)), strerror(-result->error));
+        else
+                snprintf(buf, l, "%s", strna(device_fault_to_text(result->fault)));
+        return buf;
+}
+
+static void printer_on_printed(Device *d, const DeviceResult *result, void *userdata) {
         Printer *p = userdata;
         PrintJob *j = p->current;
-        const char *reason;
+        char reason[256];
         int r;
 
         assert(j);
 
-        if (error >= 0) {
-                r = printer_keep_document(j, doc);
+        if (result->error >= 0) {
+                r = printer_keep_document(j, &result->doc);
                 if (r < 0) {
-                        /* The register made the document; we could not even render it. Match it later. */
+                        /* The register made the document; we could not even render it. Ask again later. */
                         log_error_errno(r, "Failed to render the fiscal document of %s: %m", j->receipt_id);
                         j->unknown_outcome = true;
                         printer_retry_later(p);
@@ -273,40 +411,28 @@ static void printer_on_printed(Device *d, int error, DeviceFault fault, const De
                 return;
         }
 
-        p->stats.failed_attempts++;
-        reason = device_fault_to_text(fault);
-        if (fault == DEVICE_FAULT_TIMEOUT_UNKNOWN)
+        result_reason(result, reason, sizeof reason);
+        if (device_fault_is_permanent(result->fault)) {
+                printer_reject_current(p, reason);
+                return;
+        }
+        if (result->fault == DEVICE_FAULT_TIMEOUT_UNKNOWN)
                 j->unknown_outcome = true;
-        if (ratelimit_below(&p->log_ratelimit, NULL))
-                log_struct_errno(LOG_WARNING, error, NULL, LOG_FIELDS({ "RECEIPT_ID", j->receipt_id }),
-                                 "Printing receipt %s failed: %s; it stays buffered and is retried.",
-                                 j->receipt_id, reason);
-        printer_flag_failed(p, j, reason);
-        printer_notify_waiter(p, j, error, NULL, reason);
-        printer_emit(p, j->receipt_id, "print_failed", reason);
-        printer_retry_later(p);
+        printer_fail_current(p, result->error, reason);
 }
 
-static void printer_on_last_document(Device *d, int error, DeviceFault fault, const DeviceDocument *doc,
-                                     void *userdata) {
+static void printer_on_found(Device *d, const DeviceResult *result, void *userdata) {
         Printer *p = userdata;
         PrintJob *j = p->current;
         int r;
 
         assert(j);
-        /* -ENOENT without a fault: the register has made no document at all, so not ours either. */
-        if (error < 0 && !(error == -ENOENT && fault == DEVICE_FAULT_NONE)) {
-                /* Without knowing what the register did, printing again could make a second document. */
-                log_warning("Cannot ask the register for its last document (%s); retrying before printing %s.",
-                            device_fault_to_text(fault), j->receipt_id);
-                printer_retry_later(p);
-                return;
-        }
-        if (error >= 0 && doc && streq(doc->receipt_id, j->receipt_id)) {
-                log_info("Receipt %s was printed before the register's answer was lost: FD %" PRIu32 ".",
-                         j->receipt_id, doc->fiscal_document_number);
+
+        if (result->error >= 0) {
+                log_info("Receipt %s was made by the register before its answer was lost: FD %" PRIu32 ".",
+                         j->receipt_id, result->doc.fiscal_document_number);
                 p->stats.matched_after_unknown++;
-                r = printer_keep_document(j, doc);
+                r = printer_keep_document(j, &result->doc);
                 if (r < 0) {
                         printer_retry_later(p);
                         return;
@@ -314,91 +440,205 @@ static void printer_on_last_document(Device *d, int error, DeviceFault fault, co
                 printer_store_document(p);
                 return;
         }
+        if (result->error != -ENOENT || result->fault != DEVICE_FAULT_NONE) {
+                /* Without knowing what the register did, printing again could make a second document. */
+                if (ratelimit_below(&p->log_ratelimit, NULL))
+                        log_warning("Cannot ask the register whether it made receipt %s (%s); asking again "
+                                    "before printing it.", j->receipt_id,
+                                    strna(device_fault_to_text(result->fault)));
+                printer_retry_later(p);
+                return;
+        }
 
-        /* The register's last document is another one: ours was not made. Print it now. */
+        /* The register has not made it: print it now, as any receipt at the head of the queue. */
         j->unknown_outcome = false;
-        r = device_print(p->device, j->receipt_id, j->canonical, printer_on_printed, p);
+        printer_again_now(p);
+}
+
+static void printer_on_opened(Device *d, const DeviceResult *result, void *userdata) {
+        Printer *p = userdata;
+        char reason[256], why[200];
+
+        assert(p->current);
+
+        if (result->error >= 0 && p->shift_cb)
+                p->shift_cb(p, DEVICE_OP_OPEN_SHIFT, result, p->shift_userdata);
+        if (result->error >= 0 || result->error == -EALREADY) {
+                /* Open now, by us or already: the receipt follows. */
+                printer_again_now(p);
+                return;
+        }
+        snprintf(reason, sizeof reason, "opening the shift failed: %s", result_reason(result, why, sizeof why));
+        printer_fail_current(p, result->error, reason);
+}
+
+static void printer_report(Printer *p, PrintJob *j, const DeviceResult *result) {
+        PrinterReportCallback cb = TAKE_PTR(j->report_cb);
+
+        if (p->shift_cb)
+                p->shift_cb(p, DEVICE_OP_CLOSE_SHIFT, result, p->shift_userdata);
+        if (cb)
+                cb(p, result, j->report_userdata);
+}
+
+static void printer_on_closed(Device *d, const DeviceResult *result, void *userdata) {
+        Printer *p = userdata;
+        PrintJob *j = p->current;
+
+        assert(j && j->kind == JOB_CLOSE_SHIFT);
+
+        if (result->error >= 0 || result->error == -EALREADY || (result->error == -ENOENT && result->fault == DEVICE_FAULT_NONE)) {
+                printer_report(p, j, result);
+                printer_finish_current(p);
+                return;
+        }
+
+        /* An unknown outcome is asked again with the same shift number, which the register answers with
+         * the Z it made, if it made one: never two. Any other fault: retried when the register recovers. */
+        if (ratelimit_below(&p->log_ratelimit, NULL))
+                log_warning("The Z report of shift %" PRIu32 " failed (%s); retrying.", j->shift_number,
+                            strna(device_fault_to_text(result->fault)));
+        if (result->fault != DEVICE_FAULT_TIMEOUT_UNKNOWN && p->shift_cb)
+                p->shift_cb(p, DEVICE_OP_CLOSE_SHIFT, result, p->shift_userdata);
+        printer_retry_later(p);
+}
+
+bool printer_shift_guard(Printer *p) {
+        const DeviceStatus *s = device_get_status(p->device);
+        usec_t margin = p->options.shift_margin ?: PRINTER_SHIFT_MARGIN_DEFAULT;
+
+        if (device_get_fault(p->device) == DEVICE_FAULT_SHIFT_EXPIRED)
+                return true;
+        if (!s || !s->shift_open || s->shift_open_usec == 0)
+                return false;
+        return now(CLOCK_REALTIME) >= usec_sub_unsigned(usec_add(s->shift_open_usec, DEVICE_SHIFT_MAX_USEC), margin);
+}
+
+static PrintJob *close_job_new(const char *cashier, const char *cashier_inn) {
+        PrintJob *j = new0(PrintJob, 1);
+
+        if (!j)
+                return NULL;
+        j->kind = JOB_CLOSE_SHIFT;
+        if ((cashier && !(j->cashier = strdup(cashier))) || (cashier_inn && !(j->cashier_inn = strdup(cashier_inn))))
+                return print_job_free(j);
+        return j;
+}
+
+/* Starts the current job's next step at the register. */
+static void printer_run(Printer *p) {
+        PrintJob *j = p->current;
+        const DeviceStatus *s;
+        int r;
+
+        if (j->kind == JOB_CLOSE_SHIFT) {
+                s = device_get_status(p->device);
+                /* Pinned to a number at its first attempt: a repeated request then closes that shift or
+                 * answers with its Z, never a shift opened later. */
+                if (j->shift_number == 0 && s && s->shift_open)
+                        j->shift_number = s->shift_number;
+                r = device_submit(p->device,
+                                  &(DeviceRequest) { .op = DEVICE_OP_CLOSE_SHIFT,
+                                                     .shift_number = j->shift_number,
+                                                     .cashier = j->cashier,
+                                                     .cashier_inn = j->cashier_inn },
+                                  printer_on_closed, p);
+        } else if (j->fiscal_json) /* printed already; only storing it failed */
+                r = store_mark_printed(p->store, j->receipt_id, j->fiscal_json, j->printed_at, printer_on_marked, p);
+        else if (j->unknown_outcome)
+                r = device_submit(p->device,
+                                  &(DeviceRequest) { .op = DEVICE_OP_FIND,
+                                                     .receipt_id = j->receipt_id,
+                                                     .receipt_json = j->canonical },
+                                  printer_on_found, p);
+        else if ((s = device_get_status(p->device)) && !s->shift_open)
+                /* The shift is opened on its own, before the receipt: a document of its own. */
+                r = device_submit(p->device, &(DeviceRequest) { .op = DEVICE_OP_OPEN_SHIFT }, printer_on_opened, p);
+        else
+                r = device_submit(p->device,
+                                  &(DeviceRequest) { .op = DEVICE_OP_PRINT,
+                                                     .receipt_id = j->receipt_id,
+                                                     .receipt_json = j->canonical },
+                                  printer_on_printed, p);
         if (r < 0) {
-                log_error_errno(r, "Failed to send receipt %s to the register: %m", j->receipt_id);
+                log_error_errno(r, "Failed to start a document at the register: %m");
                 printer_retry_later(p);
         }
 }
 
-static void printer_on_recovered(Device *d, int error, DeviceFault fault, const DeviceDocument *doc,
-                                 void *userdata) {
-        Printer *p = userdata;
-        PrintJob *j;
-        int r;
+/* The head receipt may not go into the shift: a queued Z report goes first, or one is queued (AutoClose),
+ * or the receipt waits, said once. Returns true when the head was dealt with. */
+static bool printer_hold_for_shift(Printer *p) {
+        PrintJob *close, *j = p->head;
+        char reason[256], ts[FORMAT_ISO8601_MAX];
+        const DeviceStatus *s;
 
-        p->querying = false;
-        if (error < 0 && !(error == -ENOENT && fault == DEVICE_FAULT_NONE)) {
-                if (ratelimit_below(&p->log_ratelimit, NULL))
-                        log_warning("Cannot ask the register for its last document (%s); printing waits, "
-                                    "since a receipt may have been printed just before the restart.",
-                                    device_fault_to_text(fault));
-                printer_schedule_retry(p);
-                return;
+        close = printer_find_close(p);
+        if (close) {
+                if (close != p->head) {
+                        printer_unlink(p, close);
+                        printer_push_front(p, close);
+                }
+                return false; /* the Z report is the head now: it runs */
         }
-
-        p->recovering = false;
-        p->retry_delay = 0;
-        j = error >= 0 && doc ? printer_find(p, doc->receipt_id) : NULL;
-        if (j && !j->fiscal_json) {
-                r = printer_keep_document(j, doc);
-                if (r < 0)
-                        /* Its turn asks the register again instead of printing it. */
-                        j->unknown_outcome = true;
-                else {
-                        log_info("Receipt %s was printed before the restart, but its fiscal document was "
-                                 "not stored: FD %" PRIu32 ".", j->receipt_id, doc->fiscal_document_number);
-                        p->stats.matched_after_unknown++;
+        if (p->options.auto_close) {
+                close = close_job_new(NULL, NULL);
+                if (close) {
+                        log_notice("Closing shift %" PRIu32 " before it reaches 24 hours ([Device] AutoCloseShift=).",
+                                   device_get_shift_number(p->device));
+                        printer_push_front(p, close);
+                        return false;
                 }
         }
-        printer_next(p);
+
+        s = device_get_status(p->device);
+        snprintf(reason, sizeof reason,
+                 "shift %" PRIu32 " open since %s reaches 24 hours, when the register refuses sales: close it "
+                 "with a Z report (kktctl shift close)",
+                 device_get_shift_number(p->device),
+                 s && s->shift_open_usec ? format_iso8601_utc(ts, sizeof ts, s->shift_open_usec) : "unknown");
+        if (!j->guard_reported) {
+                j->guard_reported = true;
+                log_struct(LOG_WARNING, MESSAGE_ID_SHIFT_EXPIRING, LOG_FIELDS({ "RECEIPT_ID", j->receipt_id }),
+                           "Receipt %s waits: %s.", j->receipt_id, reason);
+                printer_flag_failed(p, j, reason);
+                printer_notify_waiter(p, j, "print_failed", NULL, reason);
+                printer_emit(p, j->receipt_id, "print_failed", reason);
+        }
+        printer_schedule_retry(p);
+        return true;
 }
 
 static void printer_next(Printer *p) {
         PrintJob *j;
-        int r;
 
-        if (p->current || p->stopping || p->loading || p->querying)
+        if (p->current || p->stopping || p->loading)
                 return;
         if (p->retry_source && sd_event_source_get_enabled(p->retry_source, NULL) > 0)
                 return; /* waiting before the next attempt */
-        if (p->recovering) {
-                r = device_last_document(p->device, printer_on_recovered, p);
-                if (r < 0) {
-                        log_error_errno(r, "Failed to ask the register for its last document: %m");
-                        printer_schedule_retry(p);
-                        return;
-                }
-                p->querying = true;
+        if (!p->head)
                 return;
-        }
-        j = printer_pop(p);
-        if (!j)
+        if (p->head->kind == JOB_RECEIPT && !p->head->unknown_outcome && !p->head->fiscal_json &&
+            printer_shift_guard(p) && printer_hold_for_shift(p))
                 return;
-        p->current = j;
 
-        if (j->fiscal_json) /* printed already; only storing it failed */
-                r = store_mark_printed(p->store, j->receipt_id, j->fiscal_json, j->printed_at, printer_on_marked, p);
-        else if (j->unknown_outcome)
-                r = device_last_document(p->device, printer_on_last_document, p);
-        else
-                r = device_print(p->device, j->receipt_id, j->canonical, printer_on_printed, p);
-        if (r < 0) {
-                log_error_errno(r, "Failed to start printing receipt %s: %m", j->receipt_id);
-                printer_retry_later(p);
-        }
+        j = p->head;
+        p->head = j->next;
+        if (!p->head)
+                p->tail = NULL;
+        j->next = NULL;
+        p->stats.queued--;
+        printer_unindex(p, j);
+        p->current = j;
+        printer_run(p);
 }
 
-static void printer_on_late(Device *d, const char *receipt_id, int error, DeviceFault fault,
-                            const DeviceDocument *doc, void *userdata) {
-        /* A document that came back after its timeout: the job is flagged unknown_outcome, and the next
-         * attempt asks the register for its last document, which finds this one. Only logged here. */
-        if (error >= 0 && doc)
+static void printer_on_late(Device *d, const char *receipt_id, const DeviceResult *result, void *userdata) {
+        /* A document that came back after its timeout: the job is flagged unknown_outcome, and its next
+         * attempt asks the register (FIND), which finds this one. Only logged here. */
+        if (result->error >= 0)
                 log_info("The register finished receipt %s after its timeout: FD %" PRIu32 ".", receipt_id,
-                         doc->fiscal_document_number);
+                         result->doc.fiscal_document_number);
 }
 
 static int print_job_new(PrintJob **ret, const char *receipt_id, const char *canonical_json) {
@@ -407,6 +647,7 @@ static int print_job_new(PrintJob **ret, const char *receipt_id, const char *can
         j = new0(PrintJob, 1);
         if (!j)
                 return -ENOMEM;
+        j->kind = JOB_RECEIPT;
         j->receipt_id = strdup(receipt_id);
         j->canonical = strdup(canonical_json);
         if (!j->receipt_id || !j->canonical) {
@@ -440,6 +681,97 @@ void printer_forget_waiter(Printer *p, const char *receipt_id) {
         if (j)
                 j->waiter = NULL;
 }
+
+int printer_close_shift(Printer *p, const char *cashier, const char *cashier_inn, PrinterReportCallback cb,
+                        void *userdata) {
+        PrintJob *j;
+
+        if (p->stopping)
+                return -ESHUTDOWN;
+        if (printer_find_close(p))
+                return -EBUSY;
+        j = close_job_new(cashier, cashier_inn);
+        if (!j)
+                return -ENOMEM;
+        j->report_cb = cb;
+        j->report_userdata = userdata;
+        printer_push(p, j);
+        printer_next(p);
+        return 0;
+}
+
+void printer_forget_report(Printer *p, void *userdata) {
+        PrintJob *j = printer_find_close(p);
+
+        if (j && j->report_userdata == userdata)
+                j->report_cb = NULL;
+}
+
+bool printer_close_pending(Printer *p) {
+        return printer_find_close(p);
+}
+
+/* ---- admin ---- */
+
+typedef struct AdminContext {
+        Printer *printer;
+        PrinterAdminCallback cb;
+        void *userdata;
+        bool retry;
+} AdminContext;
+
+static void printer_on_admin(Store *s, int error, const StoreReceipt *receipt, void *userdata) {
+        AdminContext *ctx = userdata;
+        Printer *p = ctx->printer;
+        int r;
+
+        if (error >= 0 && ctx->retry) {
+                /* Back in the queue; the register is asked before it is printed, as after any doubt. */
+                r = printer_enqueue(p, receipt->id, receipt->receipt_data, NULL, NULL);
+                if (r < 0 && r != -EEXIST)
+                        log_error_errno(r, "Failed to queue receipt %s again: %m", receipt->id);
+                else {
+                        PrintJob *j = printer_find(p, receipt->id);
+
+                        if (j && j != p->current)
+                                j->unknown_outcome = true;
+                }
+                printer_emit(p, receipt->id, "buffered", NULL);
+        } else if (error >= 0)
+                printer_emit(p, receipt->id, "cancelled", receipt->last_error);
+
+        if (ctx->cb)
+                ctx->cb(p, error, error >= 0 ? receipt : NULL, ctx->userdata);
+        free(ctx);
+}
+
+static int printer_admin(Printer *p, const char *receipt_id, const char *note, const char *who, bool retry,
+                         PrinterAdminCallback cb, void *userdata) {
+        AdminContext *ctx;
+        int r;
+
+        ctx = new0(AdminContext, 1);
+        if (!ctx)
+                return -ENOMEM;
+        *ctx = (AdminContext) { .printer = p, .cb = cb, .userdata = userdata, .retry = retry };
+        r = retry ? store_retry_print(p->store, receipt_id, who, printer_on_admin, ctx)
+                  : store_cancel_receipt(p->store, receipt_id, note, who, printer_on_admin, ctx);
+        if (r < 0)
+                free(ctx);
+        return r;
+}
+
+int printer_retry_rejected(Printer *p, const char *receipt_id, const char *who, PrinterAdminCallback cb,
+                           void *userdata) {
+        return printer_admin(p, receipt_id, NULL, who, true, cb, userdata);
+}
+
+int printer_cancel_rejected(Printer *p, const char *receipt_id, const char *note, const char *who,
+                            PrinterAdminCallback cb, void *userdata) {
+        return printer_admin(p, receipt_id, note, who, false, cb, userdata);
+}
+
+/* ---- loading at start ---- */
 
 typedef struct LoadJob {
         char **ids;
@@ -492,14 +824,17 @@ static void load_context_done(Store *s, int result, void *userdata) {
         if (result < 0)
                 log_error_errno(result, "Failed to read the receipts waiting for the register: %m");
         else if (ctx->job.n > 0)
-                log_info("%zu buffered receipt(s) are not printed yet; printing them now.", ctx->job.n);
+                log_info("%zu buffered receipt(s) are not printed yet; asking the register about them before "
+                         "printing them.", ctx->job.n);
         for (size_t i = 0; i < ctx->job.n; i++) {
                 PrintJob *j;
 
-                /* In HLC order, ahead of receipts that arrived while they were being read (newer ones). */
+                /* In HLC order, ahead of receipts that arrived while they were being read (newer ones). Each
+                 * may have been at the register when the daemon stopped: FIND before PRINT. */
                 if (result >= 0 && ctx->job.ids[i] && ctx->job.docs[i] &&
                     !printer_find(p, ctx->job.ids[i]) &&
                     print_job_new(&j, ctx->job.ids[i], ctx->job.docs[i]) >= 0) {
+                        j->unknown_outcome = true;
                         printer_index(p, j);
                         if (last)
                                 last->next = j;
@@ -516,12 +851,13 @@ static void load_context_done(Store *s, int result, void *userdata) {
         free(ctx);
 
         if (loaded) {
+                if (!printer_has_work(p))
+                        p->progress_at = now(CLOCK_MONOTONIC);
                 last->next = p->head;
                 if (!p->head)
                         p->tail = last;
                 p->head = loaded;
                 p->stats.queued += n;
-                p->recovering = true;
         }
         p->loading = false;
         printer_next(p);
@@ -545,7 +881,7 @@ int printer_start(Printer *p) {
         return 0;
 }
 
-int printer_new(Printer **ret, sd_event *event, Store *store, Device *device) {
+int printer_new(Printer **ret, sd_event *event, Store *store, Device *device, const PrinterOptions *o) {
         Printer *p;
 
         p = new0(Printer, 1);
@@ -554,6 +890,7 @@ int printer_new(Printer **ret, sd_event *event, Store *store, Device *device) {
         p->event = sd_event_ref(event);
         p->store = store;
         p->device = device;
+        p->options = o ? *o : (PrinterOptions) {};
         p->log_ratelimit = RATELIMIT_INIT(60 * USEC_PER_SEC, 10);
         device_set_late_callback(device, printer_on_late, p);
         *ret = p;
@@ -561,21 +898,40 @@ int printer_new(Printer **ret, sd_event *event, Store *store, Device *device) {
 }
 
 Printer *printer_free(Printer *p) {
-        PrintJob *j;
-
         if (!p)
                 return NULL;
         sd_event_source_disable_unref(p->retry_source);
         print_job_free(p->current);
-        while ((j = printer_pop(p)))
+        while (p->head) {
+                PrintJob *j = p->head;
+
+                p->head = j->next;
+                printer_unindex(p, j);
                 print_job_free(j);
+        }
         sd_event_unref(p->event);
         return mfree(p);
+}
+
+void printer_set_options(Printer *p, const PrinterOptions *o) {
+        p->options = *o;
+        printer_next(p);
 }
 
 void printer_set_event_callback(Printer *p, PrinterEventCallback cb, void *userdata) {
         p->event_cb = cb;
         p->event_userdata = userdata;
+}
+
+void printer_set_shift_callback(Printer *p, PrinterShiftCallback cb, void *userdata) {
+        p->shift_cb = cb;
+        p->shift_userdata = userdata;
+}
+
+usec_t printer_head_wait(Printer *p) {
+        if (!printer_has_work(p))
+                return 0;
+        return usec_sub_unsigned(now(CLOCK_MONOTONIC), p->progress_at);
 }
 
 void printer_stop(Printer *p) {
@@ -585,7 +941,7 @@ void printer_stop(Printer *p) {
 }
 
 bool printer_is_idle(Printer *p) {
-        return !p->current && !p->querying;
+        return !p->current;
 }
 
 const PrinterStats *printer_get_stats(Printer *p) {

@@ -1,0 +1,4 @@
+#include "store.h"
+int store_set_print_rejected(Store *s, const char *id, const char *reason, StoreDoneCallback cb, void *userdata) { return -ENOSYS; }
+int store_retry_print(Store *s, const char *id, const char *who, StoreGetCallback cb, void *userdata) { return -ENOSYS; }
+int store_cancel_receipt(Store *s, const char *id, const char *note, const char *who, StoreGetCallback cb, void *userdata) { return -ENOSYS; }
