@@ -536,9 +536,7 @@ static int db_ofd_queue(Emulator *e, const FiscalMemory *m, DeviceOfdQueue *ret)
         int rc, r;
 
         r = db_prepare(e,
-                       "SELECT COUNT(*), MIN(fd), (SELECT datetime_usec FROM documents d2 WHERE d2.fn_number = ?1 "
-                       "AND d2.fd = MIN(d1.fd)) FROM documents d1 WHERE fn_number = ?1 AND ofd_confirmed = 0",
-                       &stmt);
+                       "SELECT COUNT(*), MIN(fd) FROM documents WHERE fn_number = ? AND ofd_confirmed = 0", &stmt);
         if (r < 0)
                 return r;
         (void) sqlite3_bind_text(stmt, 1, e->fn_number, -1, SQLITE_STATIC);
@@ -547,8 +545,20 @@ static int db_ofd_queue(Emulator *e, const FiscalMemory *m, DeviceOfdQueue *ret)
                 return db_error(e, rc);
         q.unsent = (uint32_t) sqlite3_column_int64(stmt, 0);
         q.first_unsent = (uint32_t) sqlite3_column_int64(stmt, 1);
-        q.first_unsent_usec = (usec_t) sqlite3_column_int64(stmt, 2);
         sqlite3_finalize(TAKE_PTR(stmt));
+
+        if (q.unsent > 0) {
+                r = db_prepare(e, "SELECT datetime_usec FROM documents WHERE fn_number = ? AND fd = ?", &stmt);
+                if (r < 0)
+                        return r;
+                (void) sqlite3_bind_text(stmt, 1, e->fn_number, -1, SQLITE_STATIC);
+                (void) sqlite3_bind_int64(stmt, 2, q.first_unsent);
+                rc = sqlite3_step(stmt);
+                if (rc != SQLITE_ROW)
+                        return rc == SQLITE_DONE ? -EBADMSG : db_error(e, rc);
+                q.first_unsent_usec = (usec_t) sqlite3_column_int64(stmt, 0);
+                sqlite3_finalize(TAKE_PTR(stmt));
+        }
 
         if (q.unsent > 0 && m->ofd_online) {
                 r = db_exec(e, "BEGIN IMMEDIATE");

@@ -456,8 +456,6 @@ FiscalDay *fiscal_day_free(FiscalDay *f) {
         /* Requests still waiting belong to clients that are gone with us. */
         while (f->requests)
                 request_free(f->requests);
-        if (f->device)
-                device_set_change_callback(f->device, NULL, NULL);
         f->close_source = sd_event_source_disable_unref(f->close_source);
         f->status_source = sd_event_source_disable_unref(f->status_source);
         sd_event_unref(f->event);

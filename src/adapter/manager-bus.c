@@ -4,9 +4,11 @@
 
 
 #include "intake.h"
+#include "json-util.h"
 #include "log.h"
 #include "manager-bus.h"
 #include "manager.h"
+#include "refund.h"
 
 typedef enum Privilege {
         PRIVILEGE_POS,   /* submit and read receipts: group kkt-pos */
@@ -141,6 +143,50 @@ static int property_get_shift_open(sd_bus *bus, const char *path, const char *in
         Manager *m = userdata;
 
         return sd_bus_message_append(reply, "t", m->device ? device_get_shift_open_usec(m->device) : 0);
+}
+
+static int property_get_shift_bool(sd_bus *bus, const char *path, const char *interface, const char *property,
+                                   sd_bus_message *reply, void *userdata, sd_bus_error *error) {
+        Manager *m = userdata;
+
+        return sd_bus_message_append(reply, "b", m->device && device_get_shift_open(m->device));
+}
+
+static int property_get_device_status_t(sd_bus *bus, const char *path, const char *interface,
+                                        const char *property, sd_bus_message *reply, void *userdata,
+                                        sd_bus_error *error) {
+        Manager *m = userdata;
+        const DeviceStatus *s = m->device ? device_get_status(m->device) : NULL;
+        uint64_t v = 0;
+
+        if (s && streq(property, "ShiftExpiresUSec"))
+                v = s->shift_open && s->shift_open_usec ? usec_add(s->shift_open_usec, DEVICE_SHIFT_MAX_USEC) : 0;
+        else if (s && streq(property, "FnValidUntilUSec"))
+                v = s->fn_valid_until;
+        else if (s && streq(property, "OfdFirstUnsentUSec"))
+                v = s->ofd.first_unsent_usec;
+        return sd_bus_message_append(reply, "t", v);
+}
+
+static int property_get_device_status_u(sd_bus *bus, const char *path, const char *interface,
+                                        const char *property, sd_bus_message *reply, void *userdata,
+                                        sd_bus_error *error) {
+        Manager *m = userdata;
+        const DeviceStatus *s = m->device ? device_get_status(m->device) : NULL;
+        uint32_t v = 0;
+
+        if (s && streq(property, "ShiftReceipts"))
+                v = s->shift_open ? device_totals_receipts(&s->shift_totals) : 0;
+        else if (s && streq(property, "OfdUnsent"))
+                v = s->ofd.unsent;
+        return sd_bus_message_append(reply, "u", v);
+}
+
+static int property_get_print_rejected(sd_bus *bus, const char *path, const char *interface, const char *property,
+                                       sd_bus_message *reply, void *userdata, sd_bus_error *error) {
+        Manager *m = userdata;
+
+        return sd_bus_message_append(reply, "t", store_get_counters(m->store)->print_rejected);
 }
 
 static int property_get_adapter_id(sd_bus *bus, const char *path, const char *interface, const char *property,
@@ -373,6 +419,206 @@ static int method_reset_breaker(sd_bus_message *message, void *userdata, sd_bus_
         return sd_bus_reply_method_return(message, NULL);
 }
 
+/* ---- the fiscal day ---- */
+
+static void method_on_report(FiscalDay *f, const DeviceResult *result, void *userdata) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *message = userdata;
+        const char *member = sd_bus_message_get_member(message);
+        json_object *o = NULL;
+        int r;
+
+        if (result->error == -ENOENT && result->fault == DEVICE_FAULT_NONE && streq(member, "CloseShift"))
+                r = sd_bus_reply_method_errorf(message, KKT_BUS_ERROR("NoShift"), "No shift is open");
+        else if (result->error < 0 && result->error != -EALREADY)
+                r = sd_bus_reply_method_errorf(message, KKT_BUS_ERROR("DeviceFault"),
+                                               "The fiscal register failed: %s%s%s",
+                                               result->fault != DEVICE_FAULT_NONE ? device_fault_to_text(result->fault)
+                                                                                  : strerror(-result->error),
+                                               isempty(result->message) ? "" : ": ", result->message);
+        else if ((r = fiscal_day_report_to_json(&result->report, false, &o)) < 0 ||
+                 (!streq(member, "PrintXReport") &&
+                  (r = json_add(o, streq(member, "OpenShift") ? "already_open" : "already_closed",
+                                json_object_new_boolean(result->error == -EALREADY))) < 0))
+                r = sd_bus_reply_method_errnof(message, r, "Failed to render the report: %m");
+        else
+                r = sd_bus_reply_method_return(message, "s",
+                                               json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN |
+                                                                                         JSON_C_TO_STRING_NOSLASHESCAPE));
+        json_object_put(o);
+        if (r < 0)
+                log_debug_errno(r, "Failed to answer %s(): %m", member);
+}
+
+/* OpenShift(), PrintXReport(), CloseShift(): for the cashier (group kkt-pos) and admins. */
+static int method_report(sd_bus_message *message, void *userdata, sd_bus_error *error) {
+        Manager *m = userdata;
+        const char *member = sd_bus_message_get_member(message);
+        int r;
+
+        r = manager_check_caller(userdata, message, PRIVILEGE_POS, error);
+        if (r < 0)
+                return r;
+        if (!m->fiscal_day)
+                return sd_bus_error_set(error, KKT_BUS_ERROR("Unavailable"), "The fiscal register is not set up");
+
+        sd_bus_message_ref(message);
+        if (streq(member, "OpenShift"))
+                r = fiscal_day_open_shift(m->fiscal_day, NULL, NULL, method_on_report, message);
+        else if (streq(member, "PrintXReport"))
+                r = fiscal_day_report_x(m->fiscal_day, NULL, NULL, method_on_report, message);
+        else
+                r = fiscal_day_close_shift(m->fiscal_day, NULL, NULL, method_on_report, message);
+        if (r < 0) {
+                sd_bus_message_unref(message);
+                if (r == -EBUSY)
+                        return sd_bus_error_set(error, KKT_BUS_ERROR("Conflict"), "A Z report is already queued or running");
+                if (r == -ENOENT)
+                        return sd_bus_error_set(error, KKT_BUS_ERROR("NoShift"), "No shift is open");
+                if (r == -ESHUTDOWN)
+                        return sd_bus_error_set(error, KKT_BUS_ERROR("Unavailable"), "Shutting down");
+                return r;
+        }
+        return 1;
+}
+
+static void method_on_refund_check(const RefundCheck *check, void *userdata) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *message = userdata;
+        int r;
+
+        if (check->error == -ENOENT)
+                r = sd_bus_reply_method_errorf(message, KKT_BUS_ERROR("NotFound"), "No such original receipt");
+        else if (check->error < 0)
+                r = sd_bus_reply_method_errorf(message, KKT_BUS_ERROR("Unavailable"),
+                                               "Receipt buffer unavailable: %s", strerror(-check->error));
+        else
+                r = sd_bus_reply_method_return(message, "bss", check->allowed, strna(check->sync_status),
+                                               check->reason);
+        if (r < 0)
+                log_debug_errno(r, "Failed to answer CheckRefund(): %m");
+}
+
+static int method_check_refund(sd_bus_message *message, void *userdata, sd_bus_error *error) {
+        Manager *m = userdata;
+        const char *id;
+        int r;
+
+        r = manager_check_caller(userdata, message, PRIVILEGE_POS, error);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_read(message, "s", &id);
+        if (r < 0)
+                return r;
+        sd_bus_message_ref(message);
+        r = refund_check(m->store, id, method_on_refund_check, message);
+        if (r < 0) {
+                sd_bus_message_unref(message);
+                if (r == -EINVAL)
+                        return sd_bus_error_set(error, KKT_BUS_ERROR("InvalidArgument"),
+                                                "The original must be named by 1..255 characters");
+                return r;
+        }
+        return 1;
+}
+
+static void method_on_print_admin(Printer *p, int error, const StoreReceipt *receipt, void *userdata) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *message = userdata;
+        int r;
+
+        if (error == -ENOENT)
+                r = sd_bus_reply_method_errorf(message, KKT_BUS_ERROR("NotFound"), "No receipt with this id");
+        else if (error == -EBUSY)
+                r = sd_bus_reply_method_errorf(message, KKT_BUS_ERROR("Conflict"),
+                                               "The receipt is not set aside as print_rejected");
+        else if (error == -ESTALE)
+                r = sd_bus_reply_method_errorf(message, KKT_BUS_ERROR("Conflict"), "The receipt is cancelled; that is final");
+        else if (error < 0)
+                r = sd_bus_reply_method_errorf(message, KKT_BUS_ERROR("Unavailable"),
+                                               "Receipt buffer unavailable: %s", strerror(-error));
+        else
+                r = sd_bus_reply_method_return(message, NULL);
+        if (r < 0)
+                log_debug_errno(r, "Failed to answer %s(): %m", sd_bus_message_get_member(message));
+}
+
+/* RetryPrint(id), CancelReceipt(id, note): admins. */
+static int method_print_admin(sd_bus_message *message, void *userdata, sd_bus_error *error) {
+        Manager *m = userdata;
+        bool cancel = streq(sd_bus_message_get_member(message), "CancelReceipt");
+        const char *id, *note = NULL;
+        char who[64];
+        int r;
+
+        r = manager_check_caller(userdata, message, PRIVILEGE_ADMIN, error);
+        if (r < 0)
+                return r;
+        r = cancel ? sd_bus_message_read(message, "ss", &id, &note) : sd_bus_message_read(message, "s", &id);
+        if (r < 0)
+                return r;
+        if (isempty(id))
+                return sd_bus_error_set(error, KKT_BUS_ERROR("InvalidArgument"), "Receipt id must not be empty");
+        if (cancel && isempty(note))
+                return sd_bus_error_set(error, KKT_BUS_ERROR("InvalidArgument"),
+                                        "A note saying why the receipt is cancelled is required");
+        caller_name(message, who, sizeof who);
+
+        sd_bus_message_ref(message);
+        r = cancel ? printer_cancel_rejected(m->printer, id, note, who, method_on_print_admin, message)
+                   : printer_retry_rejected(m->printer, id, who, method_on_print_admin, message);
+        if (r < 0) {
+                sd_bus_message_unref(message);
+                return r;
+        }
+        return 1;
+}
+
+static void method_on_rejected_list(Store *s, int error, const StoreReceipt *receipts, size_t n, void *userdata) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *message = userdata;
+        _cleanup_(json_object_putp) json_object *a = NULL;
+        int r;
+
+        if (error < 0) {
+                r = sd_bus_reply_method_errorf(message, KKT_BUS_ERROR("Unavailable"),
+                                               "Receipt buffer unavailable: %s", strerror(-error));
+                goto finish;
+        }
+        a = json_object_new_array();
+        if (!a) {
+                r = sd_bus_reply_method_errnof(message, ENOMEM, "Out of memory");
+                goto finish;
+        }
+        for (size_t i = 0; i < n; i++) {
+                json_object *e = NULL;
+
+                if (intake_receipt_to_json(receipts + i, &e) < 0 || json_object_array_add(a, e) < 0) {
+                        json_object_put(e);
+                        r = sd_bus_reply_method_errnof(message, ENOMEM, "Out of memory");
+                        goto finish;
+                }
+        }
+        r = sd_bus_reply_method_return(message, "s",
+                                       json_object_to_json_string_ext(a, JSON_C_TO_STRING_PLAIN |
+                                                                                 JSON_C_TO_STRING_NOSLASHESCAPE));
+finish:
+        if (r < 0)
+                log_debug_errno(r, "Failed to answer ListRejected(): %m");
+}
+
+static int method_list_rejected(sd_bus_message *message, void *userdata, sd_bus_error *error) {
+        Manager *m = userdata;
+        int r;
+
+        r = manager_check_caller(userdata, message, PRIVILEGE_ADMIN, error);
+        if (r < 0)
+                return r;
+        sd_bus_message_ref(message);
+        r = store_list_print_rejected(m->store, 0, method_on_rejected_list, message);
+        if (r < 0) {
+                sd_bus_message_unref(message);
+                return r;
+        }
+        return 1;
+}
+
 const sd_bus_vtable manager_vtable[] = {
         SD_BUS_VTABLE_START(0),
 
@@ -399,6 +645,14 @@ const sd_bus_vtable manager_vtable[] = {
         SD_BUS_PROPERTY("ShiftOpenUSec", "t", property_get_shift_open, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("LastFiscalDocument", "u", property_get_device_number, 0,
                         SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("ShiftOpen", "b", property_get_shift_bool, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("ShiftExpiresUSec", "t", property_get_device_status_t, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("ShiftReceipts", "u", property_get_device_status_u, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("PrintRejected", "t", property_get_print_rejected, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("FnValidUntilUSec", "t", property_get_device_status_t, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("OfdUnsent", "u", property_get_device_status_u, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("OfdFirstUnsentUSec", "t", property_get_device_status_t, 0,
+                        SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
 
         SD_BUS_METHOD_WITH_NAMES("SubmitReceipt", "ss", SD_BUS_PARAM(idempotency_key) SD_BUS_PARAM(receipt_json),
                                  "sss", SD_BUS_PARAM(receipt_id) SD_BUS_PARAM(status) SD_BUS_PARAM(fiscal_json),
@@ -413,9 +667,25 @@ const sd_bus_vtable manager_vtable[] = {
         SD_BUS_METHOD("ResetCircuitBreaker", NULL, NULL, method_reset_breaker, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_NAMES("ListDeadLetters", "b", SD_BUS_PARAM(all), "s", SD_BUS_PARAM(json),
                                  method_list_dead_letters, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_NAMES("OpenShift", NULL, , "s", SD_BUS_PARAM(json), method_report,
+                                 SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_NAMES("PrintXReport", NULL, , "s", SD_BUS_PARAM(json), method_report,
+                                 SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_NAMES("CloseShift", NULL, , "s", SD_BUS_PARAM(json), method_report,
+                                 SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_NAMES("CheckRefund", "s", SD_BUS_PARAM(id), "bss",
+                                 SD_BUS_PARAM(allowed) SD_BUS_PARAM(sync_status) SD_BUS_PARAM(reason),
+                                 method_check_refund, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_NAMES("RetryPrint", "s", SD_BUS_PARAM(id), NULL, , method_print_admin,
+                                 SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_NAMES("CancelReceipt", "ss", SD_BUS_PARAM(id) SD_BUS_PARAM(note), NULL, ,
+                                 method_print_admin, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_NAMES("ListRejected", NULL, , "s", SD_BUS_PARAM(json), method_list_rejected,
+                                 SD_BUS_VTABLE_UNPRIVILEGED),
 
         SD_BUS_SIGNAL_WITH_NAMES("ReceiptStateChanged", "ss", SD_BUS_PARAM(id) SD_BUS_PARAM(status), 0),
         SD_BUS_SIGNAL_WITH_NAMES("DeadLettered", "ss", SD_BUS_PARAM(id) SD_BUS_PARAM(reason), 0),
+        SD_BUS_SIGNAL_WITH_NAMES("PrintRejected", "ss", SD_BUS_PARAM(id) SD_BUS_PARAM(reason), 0),
 
         SD_BUS_VTABLE_END,
 };

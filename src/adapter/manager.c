@@ -37,6 +37,43 @@ const char *manager_network_status(Manager *m) {
         return heartbeat_state_to_string(m->heartbeat ? heartbeat_get_state(m->heartbeat) : HEARTBEAT_UNKNOWN);
 }
 
+bool manager_ofd_offline(Manager *m) {
+        return m->sync && sync_get_breaker_state(m->sync) != BREAKER_CLOSED;
+}
+
+int manager_shift_to_json(Manager *m, json_object **ret) {
+        _cleanup_(json_object_putp) json_object *o = NULL, *totals = NULL;
+        const DeviceStatus *s = m->device ? device_get_status(m->device) : NULL;
+        int r;
+
+        o = json_object_new_object();
+        if (!o)
+                return -ENOMEM;
+        if ((r = json_add(o, "known", json_object_new_boolean(s != NULL))) < 0 ||
+            (r = json_add(o, "shift_number", json_object_new_int64(s ? s->shift_number : 0))) < 0 ||
+            (r = json_add(o, "shift_open", json_object_new_boolean(s && s->shift_open))) < 0)
+                return r;
+        if (s && s->shift_open && s->shift_open_usec > 0) {
+                char t1[FORMAT_ISO8601_MAX], t2[FORMAT_ISO8601_MAX];
+
+                if ((r = json_add(o, "opened_at", json_object_new_string(format_iso8601_utc(t1, sizeof t1, s->shift_open_usec)))) < 0 ||
+                    (r = json_add(o, "expires_at",
+                                  json_object_new_string(format_iso8601_utc(
+                                          t2, sizeof t2, usec_add(s->shift_open_usec, DEVICE_SHIFT_MAX_USEC))))) < 0)
+                        return r;
+        }
+        r = device_totals_to_json(s ? &s->shift_totals : &(DeviceTotals) {}, &totals);
+        if (r < 0)
+                return r;
+        if ((r = json_add(o, "totals", TAKE_PTR(totals))) < 0 ||
+            (r = json_add(o, "sales_refused", json_object_new_boolean(m->fiscal_day && fiscal_day_refuses_sales(m->fiscal_day, NULL)))) < 0 ||
+            (r = json_add(o, "close_pending", json_object_new_boolean(m->printer && printer_close_pending(m->printer)))) < 0 ||
+            (r = json_add(o, "auto_close", json_object_new_string(m->config->device_auto_close_shift))) < 0)
+                return r;
+        *ret = TAKE_PTR(o);
+        return 0;
+}
+
 const char *manager_circuit_state(Manager *m) {
         return m->sync ? breaker_state_to_string(sync_get_breaker_state(m->sync)) : NULL;
 }
@@ -163,7 +200,7 @@ static void manager_on_heartbeat(Heartbeat *h, HeartbeatChange what, void *userd
 static int manager_on_counters_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         Manager *m = userdata;
         const StoreCounters *c = store_get_counters(m->store);
-        const char *changed[6];
+        const char *changed[7];
         size_t n = 0;
         int r;
 
@@ -177,6 +214,8 @@ static int manager_on_counters_timer(sd_event_source *s, uint64_t usec, void *us
                 changed[n++] = "DeadLettered";
         if (c->capacity != m->counters_published.capacity)
                 changed[n++] = "Capacity";
+        if (c->print_rejected != m->counters_published.print_rejected)
+                changed[n++] = "PrintRejected";
         changed[n] = NULL;
         m->counters_published = *c;
 
@@ -233,6 +272,15 @@ static void manager_on_print_event(Printer *p, const char *receipt_id, const cha
         /* A printed receipt goes to the OFD now rather than at the next interval; triggers coalesce. */
         if (m->sync && streq(status, "printed"))
                 (void) sync_trigger(m->sync, &t);
+        /* Counters (print_rejected, cancelled, pending) move with these. */
+        if (!streq(status, "print_failed"))
+                manager_counters_changed(m);
+        if (m->bus && m->bus_name_acquired && streq(status, "print_rejected")) {
+                r = sd_bus_emit_signal(m->bus, KKT_BUS_PATH, KKT_BUS_INTERFACE, "PrintRejected", "ss", receipt_id,
+                                       strempty(reason));
+                if (r < 0)
+                        log_debug_errno(r, "Failed to emit PrintRejected: %m");
+        }
 
         if (m->bus && m->bus_name_acquired) {
                 r = sd_bus_emit_signal(m->bus, KKT_BUS_PATH, KKT_BUS_INTERFACE, "ReceiptStateChanged", "ss",
@@ -249,9 +297,17 @@ static void manager_on_fiscal_day_change(FiscalDay *f, void *userdata) {
         if (!m->bus || !m->bus_name_acquired)
                 return;
         r = sd_bus_emit_properties_changed(m->bus, KKT_BUS_PATH, KKT_BUS_INTERFACE, "DeviceState", "ShiftNumber",
-                                           "ShiftOpenUSec", "LastFiscalDocument", NULL);
+                                           "ShiftOpenUSec", "LastFiscalDocument", "ShiftOpen", "ShiftExpiresUSec",
+                                           "ShiftReceipts", "FnValidUntilUSec", "OfdUnsent", "OfdFirstUnsentUSec",
+                                           NULL);
         if (r < 0)
                 log_debug_errno(r, "Failed to emit PropertiesChanged: %m");
+}
+
+static bool manager_admit_sale(void *userdata, const char **ret_detail) {
+        Manager *m = userdata;
+
+        return m->fiscal_day && fiscal_day_refuses_sales(m->fiscal_day, ret_detail);
 }
 
 int manager_fiscal_day_options(Manager *m, const Config *c, FiscalDayOptions *ret) {
@@ -312,6 +368,7 @@ static int manager_setup_device(Manager *m) {
         if (r < 0)
                 return log_error_errno(r, "Failed to set up the fiscal day: %m");
         fiscal_day_set_change_callback(m->fiscal_day, manager_on_fiscal_day_change, m);
+        intake_set_admission(m->intake, manager_admit_sale, m);
 
         r = printer_start(m->printer);
         if (r < 0)
@@ -828,8 +885,8 @@ Manager *manager_free(Manager *m) {
          * run below look at what is left. A stopped printer starts no document, whatever calls it below. */
         if (m->printer)
                 printer_stop(m->printer);
-        /* Its waiting requests belong to clients that are gone with us. */
-        m->fiscal_day = fiscal_day_free(m->fiscal_day);
+        if (m->fiscal_day)
+                fiscal_day_stop(m->fiscal_day);
         /* It detaches its queued store jobs and cancels its requests: nothing calls back into it after. */
         m->sync = sync_free(m->sync);
         m->heartbeat = heartbeat_free(m->heartbeat);
@@ -841,7 +898,9 @@ Manager *manager_free(Manager *m) {
          * intake and HTTP. */
         m->store = store_free(m->store);
         m->intake = intake_free(m->intake);
+        /* A queued Z report's requester hears -ECANCELED, through the fiscal day, over HTTP or the bus. */
         m->printer = printer_free(m->printer);
+        m->fiscal_day = fiscal_day_free(m->fiscal_day);
         m->http = http_server_free(m->http);
         sd_event_unref(m->event);
 

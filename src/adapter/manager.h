@@ -111,5 +111,11 @@ const char *manager_network_status(Manager *m);
 /* Tells bus clients that receipt counters changed; coalesced into one signal per 200 ms. */
 void manager_counters_changed(Manager *m);
 
+/* Whether the OFD counts as unreachable now (its circuit breaker is not closed): reports say "offline". */
+bool manager_ofd_offline(Manager *m);
+
+/* GET /v1/kkt/shift: the shift as the register last told it, its totals, whether sales are refused. */
+int manager_shift_to_json(Manager *m, json_object **ret);
+
 /* The OFD circuit breaker's state, or NULL while there is no sync module. */
 const char *manager_circuit_state(Manager *m);

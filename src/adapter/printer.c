@@ -907,6 +907,9 @@ Printer *printer_free(Printer *p) {
 
                 p->head = j->next;
                 printer_unindex(p, j);
+                /* A Z report that was never sent: its requester hears that it will not be made. */
+                if (j->kind == JOB_CLOSE_SHIFT && j->report_cb)
+                        j->report_cb(p, &(DeviceResult) { .error = -ECANCELED }, j->report_userdata);
                 print_job_free(j);
         }
         sd_event_unref(p->event);

@@ -88,6 +88,9 @@ typedef struct StoreReceipt {
         unsigned attempts;
         char *last_error;
         char *fiscal_doc;          /* JSON */
+        uint32_t fiscal_document_number; /* TMP */
+        char *original_id; /* TMP */
+        int64_t refunded_kopecks; /* TMP */
         char *ofd_response;        /* JSON */
 } StoreReceipt;
 
@@ -225,3 +228,6 @@ int store_receipt_from_row(sqlite3_stmt *stmt, StoreReceipt *ret);
 int store_set_print_rejected(Store *s, const char *id, const char *reason, StoreDoneCallback cb, void *userdata);
 int store_retry_print(Store *s, const char *id, const char *who, StoreGetCallback cb, void *userdata);
 int store_cancel_receipt(Store *s, const char *id, const char *note, const char *who, StoreGetCallback cb, void *userdata);
+int store_resolve_receipt(Store *s, const char *ref, StoreGetCallback cb, void *userdata); /* TMP */
+typedef void (*StoreListCallback)(Store *s, int error, const StoreReceipt *receipts, size_t n, void *userdata); /* TMP */
+int store_list_print_rejected(Store *s, unsigned limit, StoreListCallback cb, void *userdata); /* TMP */
