@@ -27,7 +27,7 @@ sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "lib"))
 import dbusclient  # noqa: E402
-from kkttest import (FAKE_UPSTREAM, Daemon, TestFailure, check, closed_port, run_tests,  # noqa: E402
+from kkttest import (Daemon, FakeOfd, TestFailure, check, closed_port, run_tests,  # noqa: E402
                      sample_receipt, wait_until)
 
 NAME = "org.opticserp.KktAdapter1"
@@ -41,70 +41,6 @@ DOWN = closed_port()  # the heartbeat goes nowhere, quickly and quietly
 def log(msg):
     sys.stderr.write(f"   {msg}\n")
     sys.stderr.flush()
-
-
-# ---- the fake OFD ------------------------------------------------------------------------------------------
-
-class FakeOfd:
-    """tests/fake-upstream.py on loopback; stop() and start() again keep the port (the OFD "comes back")."""
-
-    def __init__(self, port=0):
-        self.port = port
-        self.proc = None
-
-    def start(self, timeout=10):
-        self.proc = subprocess.Popen([sys.executable, FAKE_UPSTREAM, "--port", str(self.port)],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        if self.port == 0:
-            line = self.proc.stdout.readline().strip()
-            check(line.startswith("PORT="), f"fake OFD said {line!r}")
-            self.port = int(line[5:])
-        else:
-            wait_until(self._answers, timeout, f"the fake OFD on port {self.port}", interval=0.02)
-        return self
-
-    def _answers(self):
-        try:
-            self.state()
-            return True
-        except OSError:
-            check(self.proc.poll() is None, f"the fake OFD exited with {self.proc.returncode}")
-            return False
-
-    def stop(self):
-        """Gone: connections to its port are refused from now on."""
-        if self.proc is None:
-            return
-        self.proc.stdin.close()  # it exits at EOF on stdin
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.proc.stdout.close()
-        self.proc = None
-
-    def _call(self, method, path, body=None):
-        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-        try:
-            c.request(method, path, body=json.dumps(body) if body is not None else None,
-                      headers={"Content-Type": "application/json"} if body is not None else {})
-            r = c.getresponse()
-            data = json.loads(r.read())
-            check(r.status == 200, f"fake OFD {path} answered {r.status}: {data}")
-            return data
-        finally:
-            c.close()
-
-    def mode(self, mode, **kw):
-        self._call("POST", "/_control/mode", {"target": "ofd", "mode": mode, **kw})
-
-    def state(self):
-        return self._call("GET", "/_control/state")["ofd"]
-
-    @property
-    def url(self):
-        return f"http://127.0.0.1:{self.port}"
 
 
 # ---- the daemon --------------------------------------------------------------------------------------------

@@ -98,6 +98,8 @@ static int api_buffer_status(HttpRequest *req, void *userdata) {
         json_object_object_add(o, "synced", json_object_new_uint64(c->synced));
         json_object_object_add(o, "failed", json_object_new_uint64(c->failed));
         json_object_object_add(o, "dlq_size", json_object_new_uint64(c->dlq));
+        json_object_object_add(o, "print_rejected", json_object_new_uint64(c->print_rejected));
+        json_object_object_add(o, "cancelled", json_object_new_uint64(c->cancelled));
         json_object_object_add(o, "buffer_percent", json_object_new_double(percent));
         json_object_object_add(o, "buffer_count", json_object_new_uint64(c->pending));
         json_object_object_add(o, "cb_state", json_string_or_null(manager_circuit_state(m)));

@@ -266,6 +266,69 @@ class Daemon:
         return self.request("POST", "/v1/kkt/receipt", body, headers, timeout=timeout)
 
 
+class FakeOfd:
+    """tests/fake-upstream.py on loopback; stop() and start() again keep the port (the OFD "comes back")."""
+
+    def __init__(self, port=0):
+        self.port = port
+        self.proc = None
+
+    def start(self, timeout=10):
+        self.proc = subprocess.Popen([sys.executable, FAKE_UPSTREAM, "--port", str(self.port)],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        if self.port == 0:
+            line = self.proc.stdout.readline().strip()
+            check(line.startswith("PORT="), f"fake OFD said {line!r}")
+            self.port = int(line[5:])
+        else:
+            wait_until(self._answers, timeout, f"the fake OFD on port {self.port}", interval=0.02)
+        return self
+
+    def _answers(self):
+        try:
+            self.state()
+            return True
+        except OSError:
+            check(self.proc.poll() is None, f"the fake OFD exited with {self.proc.returncode}")
+            return False
+
+    def stop(self):
+        """Gone: connections to its port are refused from now on."""
+        if self.proc is None:
+            return
+        self.proc.stdin.close()  # it exits at EOF on stdin
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc.stdout.close()
+        self.proc = None
+
+    def _call(self, method, path, body=None):
+        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        try:
+            c.request(method, path, body=json.dumps(body) if body is not None else None,
+                      headers={"Content-Type": "application/json"} if body is not None else {})
+            r = c.getresponse()
+            data = json.loads(r.read())
+            check(r.status == 200, f"fake OFD {path} answered {r.status}: {data}")
+            return data
+        finally:
+            c.close()
+
+    def mode(self, mode, **kw):
+        self._call("POST", "/_control/mode", {"target": "ofd", "mode": mode, **kw})
+
+    def state(self):
+        return self._call("GET", "/_control/state")["ofd"]
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.port}"
+
+
+
 def closed_port():
     """A loopback port nobody listens on: calls to it fail at once with a refused connection."""
     s = socket.socket()
