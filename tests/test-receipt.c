@@ -11,11 +11,19 @@
 #include "receipt.h"
 #include "tests.h"
 
+/* 22 %: 20 % no longer applies to a sale from 2026-01-01, and the tests run at a fixed day of 2026. */
 static const char base[] =
         "{\"pos_id\":\"POS-1\",\"type\":\"sale\","
         "\"items\":[{\"name\":\"Frame\",\"price\":1500.00,\"quantity\":1,\"total\":1500.00,"
-        "\"vat_rate\":20}],"
+        "\"vat_rate\":22}],"
         "\"payments\":[{\"type\":\"cash\",\"amount\":1500.00}]}";
+
+/* The clock of the sale: fixed, so that no test depends on the day it runs. */
+#define NOW_2026 ((usec_t) 1781514000 * USEC_PER_SEC)          /* 2026-06-15 09:00 UTC */
+
+static const ReceiptOptions test_options = { .now = NOW_2026 };
+static const ReceiptOptions options_ignore = { .now = NOW_2026,
+                                               .unknown_fields = RECEIPT_UNKNOWN_FIELDS_IGNORE };
 
 /* Marks a JSON pointer for removal in edit(). */
 static const char DELETE[] = "<delete>";
@@ -80,6 +88,21 @@ static char *json_repeat(const char *s, size_t n) {
         return j;
 }
 
+static Receipt *parse_ok_with(const char *body, const ReceiptOptions *o) {
+        char *detail = (char *) "untouched";
+        Receipt *r = NULL;
+        int k;
+
+        k = receipt_parse_with(body, strlen(body), o, &r, &detail);
+        if (k < 0)
+                fprintf(stderr, "   unexpected %s: %s\n   body: %s\n", strerror(-k), strna(detail), body);
+        ASSERT_OK(k);
+        ASSERT_NOT_NULL(r);
+        ASSERT_NULL(detail);
+        return r;
+}
+
+/* Through receipt_parse(), the wrapper the daemon calls. */
 static Receipt *parse_ok_limits(const char *body, const ReceiptLimits *limits) {
         char *detail = (char *) "untouched";
         Receipt *r = NULL;
@@ -95,16 +118,30 @@ static Receipt *parse_ok_limits(const char *body, const ReceiptLimits *limits) {
 }
 
 static Receipt *parse_ok(const char *body) {
-        return parse_ok_limits(body, NULL);
+        return parse_ok_with(body, &test_options);
 }
 
 /* Takes ownership of body, so that ACCEPT(WITH(...)) leaks nothing. */
-static Receipt *parse_ok_free(char *body) {
+static Receipt *parse_ok_free(char *body, const ReceiptOptions *o) {
         _cleanup_free_ char *b = body;
 
-        return parse_ok(b);
+        return parse_ok_with(b, o);
 }
-#define ACCEPT(body) parse_ok_free(body)
+#define ACCEPT(body) parse_ok_free(body, &test_options)
+#define ACCEPT_WITH(o, body) parse_ok_free(body, o)
+
+static void expect_fail_with(const char *body, size_t size, const ReceiptOptions *o, int err,
+                             const char *expected) {
+        _cleanup_free_ char *detail = NULL;
+        Receipt *r = NULL;
+        int k;
+
+        k = receipt_parse_with(body, size, o, &r, &detail);
+        fprintf(stderr, "   -> %s: %s\n", k < 0 ? strerror(-k) : "accepted", strna(detail));
+        ASSERT_ERROR(k, err);
+        ASSERT_NULL(r);
+        ASSERT_STREQ(detail, expected);
+}
 
 static void expect_fail_limits(const char *body, size_t size, const ReceiptLimits *limits, int err,
                                const char *expected) {
@@ -120,20 +157,69 @@ static void expect_fail_limits(const char *body, size_t size, const ReceiptLimit
 }
 
 /* Takes ownership of body, like ACCEPT(). */
-static void expect_fail(char *body, int err, const char *expected) {
+static void expect_fail(char *body, const ReceiptOptions *o, int err, const char *expected) {
         _cleanup_free_ char *b = body;
 
-        expect_fail_limits(b, strlen(b), NULL, err, expected);
+        expect_fail_with(b, strlen(b), o, err, expected);
 }
-#define REJECT(body, message) expect_fail(body, EINVAL, message)
-#define REJECT_BODY(text, message) expect_fail(strdup(text), EBADMSG, message)
+#define REJECT(body, message) expect_fail(body, &test_options, EINVAL, message)
+#define REJECT_WITH(o, body, message) expect_fail(body, o, EINVAL, message)
+#define REJECT_BODY(text, message) expect_fail(strdup(text), &test_options, EBADMSG, message)
 
-static char *canonical_of(const char *body) {
-        _cleanup_(receipt_freep) Receipt *r = parse_ok(body);
+static char *canonical_with(const Receipt *r, ReceiptCanonicalFlags flags) {
         char *c = NULL;
 
-        ASSERT_OK(receipt_canonical(r, &c));
+        ASSERT_OK(receipt_canonical_with(r, flags, &c));
         return c;
+}
+
+static char *canonical_of_with(const char *body, const ReceiptOptions *o, ReceiptCanonicalFlags flags) {
+        _cleanup_(receipt_freep) Receipt *r = parse_ok_with(body, o);
+
+        return canonical_with(r, flags);
+}
+
+static char *canonical_of(const char *body) {
+        return canonical_of_with(body, &test_options, 0);
+}
+
+/* Both writers write the same bytes for r. */
+static void assert_writers_agree(const Receipt *r, ReceiptCanonicalFlags flags) {
+        _cleanup_(json_object_putp) json_object *o = NULL;
+        _cleanup_free_ char *c = canonical_with(r, flags);
+
+        ASSERT_OK(receipt_to_json_with(r, flags, &o));
+        ASSERT_STREQ(c, json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN |
+                                                                  JSON_C_TO_STRING_NOSLASHESCAPE));
+}
+
+/* The canonical text, full and as given, parses back under the same options to a receipt with the same
+ * texts, and both writers agree on every one of them. Returns the full text. */
+static char *assert_round_trip(const char *body, const ReceiptOptions *o) {
+        _cleanup_(receipt_freep) Receipt *r1 = parse_ok_with(body, o), *r2 = NULL, *r3 = NULL;
+        _cleanup_free_ char *full = canonical_with(r1, 0),
+                            *given = canonical_with(r1, RECEIPT_CANONICAL_AS_GIVEN);
+        _cleanup_free_ char *full2 = NULL, *given2 = NULL, *full3 = NULL, *given3 = NULL;
+
+        assert_writers_agree(r1, 0);
+        assert_writers_agree(r1, RECEIPT_CANONICAL_AS_GIVEN);
+
+        r2 = parse_ok_with(full, o);
+        full2 = canonical_with(r2, 0);
+        ASSERT_STREQ(full2, full);
+
+        r3 = parse_ok_with(given, o);
+        full3 = canonical_with(r3, 0);
+        given3 = canonical_with(r3, RECEIPT_CANONICAL_AS_GIVEN);
+        ASSERT_STREQ(full3, full);
+        ASSERT_STREQ(given3, given);
+        ASSERT_EQ(r3->taxation_given, r1->taxation_given);
+        ASSERT_EQ(r3->cashier_given, r1->cashier_given);
+        /* The full text gives everything: parsed back, nothing is left to come from the options. */
+        given2 = canonical_with(r2, RECEIPT_CANONICAL_AS_GIVEN);
+        ASSERT_STREQ(given2, full);
+
+        return TAKE_PTR(full);
 }
 
 static void test_valid_receipt_fields_and_defaults(void) {
@@ -147,7 +233,7 @@ static void test_valid_receipt_fields_and_defaults(void) {
         ASSERT_EQ(r->items[0].price, 150000);
         ASSERT_EQ(r->items[0].quantity, 1000);
         ASSERT_EQ(r->items[0].total, 150000);
-        ASSERT_TRUE(r->items[0].vat == vat_from_name("vat20"));
+        ASSERT_TRUE(r->items[0].vat == vat_from_name("vat22"));
         ASSERT_EQ(r->items[0].payment_method, PAYMENT_METHOD_FULL_PAYMENT);
         ASSERT_EQ(r->items[0].payment_object, PAYMENT_OBJECT_COMMODITY);
         ASSERT_EQ(r->items[0].measure, MEASURE_PIECE);
@@ -158,6 +244,11 @@ static void test_valid_receipt_fields_and_defaults(void) {
         ASSERT_EQ(r->total, 150000);
         ASSERT_NULL(r->customer_email);
         ASSERT_NULL(r->customer_phone);
+        /* What the options fill in, and what is absent. */
+        ASSERT_FALSE(r->taxation_given);
+        ASSERT_NULL(r->cashier_name);
+        ASSERT_NULL(r->cashier_inn);
+        ASSERT_FALSE(r->cashier_given);
 }
 
 static void test_detail_may_be_null(void) {
@@ -188,8 +279,7 @@ static void test_full_receipt_with_ffd_attributes(void) {
                 "{\"name\":\"Case\",\"price\":0,\"quantity\":1,\"total\":0,\"vat\":\"none\"}],"
                 "\"payments\":[{\"type\":\"card\",\"amount\":200},"
                 "{\"type\":\"other\",\"amount\":\"49.75\"}],"
-                "\"customer\":{\"email\":\"a.b@example.ru\",\"phone\":\"+79991234567\"},"
-                "\"comment\":\"ignored\"}";
+                "\"customer\":{\"email\":\"a.b@example.ru\",\"phone\":\"+79991234567\"}}";
         _cleanup_(receipt_freep) Receipt *r = parse_ok(body);
 
         ASSERT_EQ(r->type, RECEIPT_TYPE_REFUND);
@@ -222,9 +312,10 @@ static void test_canonical_text(void) {
         _cleanup_free_ char *c = canonical_of(base);
 
         ASSERT_STREQ(c,
-                     "{\"pos_id\":\"POS-1\",\"type\":\"sale\",\"taxation\":\"osn\",\"taxation_tag1055\":1,"
+                     "{\"pos_id\":\"POS-1\",\"type\":\"sale\","
+                     "\"taxation\":\"osn\",\"taxation_tag1055\":1,"
                      "\"items\":[{\"name\":\"Frame\",\"price\":\"1500.00\",\"quantity\":\"1.000\","
-                     "\"total\":\"1500.00\",\"vat\":\"vat20\",\"vat_tag1199\":1,"
+                     "\"total\":\"1500.00\",\"vat\":\"vat22\",\"vat_tag1199\":11,"
                      "\"payment_method\":\"full_payment\",\"payment_method_tag1214\":4,"
                      "\"payment_object\":\"commodity\",\"payment_object_tag1212\":1,"
                      "\"measure\":\"piece\",\"measure_tag2108\":0}],"
@@ -240,9 +331,10 @@ static void test_canonical_text_with_optional_fields(void) {
 
         /* Fixed key order whatever the body's; '/' unescaped, controls as \u00XX, UTF-8 as it is. */
         ASSERT_STREQ(c,
-                     "{\"pos_id\":\"POS-1\",\"type\":\"sale\",\"taxation\":\"osn\",\"taxation_tag1055\":1,"
+                     "{\"pos_id\":\"POS-1\",\"type\":\"sale\","
+                     "\"taxation\":\"osn\",\"taxation_tag1055\":1,"
                      "\"items\":[{\"name\":\"Оправа \\\"Люкс\\\"\",\"price\":\"1500.00\","
-                     "\"quantity\":\"1.000\",\"total\":\"1500.00\",\"vat\":\"vat20\",\"vat_tag1199\":1,"
+                     "\"quantity\":\"1.000\",\"total\":\"1500.00\",\"vat\":\"vat22\",\"vat_tag1199\":11,"
                      "\"payment_method\":\"full_payment\",\"payment_method_tag1214\":4,"
                      "\"payment_object\":\"commodity\",\"payment_object_tag1212\":1,"
                      "\"measure\":\"piece\",\"measure_tag2108\":0,\"mark_code\":\"0104/60\\u001d\"}],"
@@ -251,13 +343,15 @@ static void test_canonical_text_with_optional_fields(void) {
                      "\"customer\":{\"email\":\"x@y.ru\",\"phone\":\"+79991234567\"}}");
 }
 
-/* Texts made by the json-c serialiser this module used first (json_object_to_json_string_ext() with
- * JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE): the store keeps them and compares their
- * fingerprints for idempotency, so however the text comes to be written, these must stay byte for byte. */
+/* The texts of the receipt model as json_object_to_json_string_ext() with JSON_C_TO_STRING_PLAIN |
+ * JSON_C_TO_STRING_NOSLASHESCAPE writes receipt_to_json()'s tree: the store keeps them and compares their
+ * fingerprints for idempotency, so however the text comes to be written, these must stay byte for byte.
+ * That the two writers agree is the invariant; these pins catch a change to both at once. */
 
-/* ASCII only, every optional field, non-default enums */
+/* ASCII only, every optional field, non-default enums, a cashier */
 static const char pinned_ascii_body[] =
         "{\"pos_id\":\"POS-42\",\"type\":\"sale_correction\",\"taxation\":\"usn_income_outcome\","
+        "\"cashier\":{\"inn\":\"500100732259\",\"name\":\"Ivanov I.I. \\\"senior\\\"\"},"
         "\"items\":[{\"name\":\"Lens 1.5/67 \\\"AR\\\"\",\"price\":\"120.50\",\"quantity\":\"2.250\","
         "\"total\":\"271.13\",\"vat\":\"vat110\",\"payment_method\":\"credit_payment\","
         "\"payment_object\":\"commodity_marked\",\"measure\":\"other\","
@@ -267,24 +361,25 @@ static const char pinned_ascii_body[] =
         "{\"type\":\"other\",\"amount\":\"0.10\"}],"
         "\"customer\":{\"phone\":\"+79991234567\",\"email\":\"buyer+tag@example.com\"}}";
 static const char pinned_ascii_canonical[] =
-        "{\"pos_id\":\"POS-42\",\"type\":\"sale_correction\",\"taxation\":\"usn_income_outcome\","
-        "\"taxation_tag1055\":4,\"items\":[{\"name\":\"Lens 1.5/67 \\\"AR\\\"\",\"price\":\"120."
-        "50\",\"quantity\":\"2.250\",\"total\":\"271.13\",\"vat\":\"vat110\",\"vat_tag1199\":4,"
-        "\"payment_method\":\"credit_payment\",\"payment_method_tag1214\":7,\"payment_object\":\""
-        "commodity_marked\",\"payment_object_tag1212\":33,\"measure\":\"other\",\"measure_tag210"
-        "8\":255,\"mark_code\":\"0104600439931256\\u001d21ABC/def\\u001d91EE06\"},"
-        "{\"name\":\"Cloth\",\"price\":\"0.01\",\"quantity\":\"1.000\",\"total\":\"0.01\","
-        "\"vat\":\"vat0\",\"vat_tag1199\":5,\"payment_method\":\"full_payment\",\"payment_method"
-        "_tag1214\":4,\"payment_object\":\"commodity\",\"payment_object_tag1212\":1,"
-        "\"measure\":\"piece\",\"measure_tag2108\":0}],\"payments\":[{\"type\":\"card\","
-        "\"amount\":\"200.00\",\"amount_tag\":1081},{\"type\":\"cash\",\"amount\":\"71.04\","
-        "\"amount_tag\":1031},{\"type\":\"other\",\"amount\":\"0.10\",\"amount_tag\":1217}],"
-        "\"total\":\"271.14\",\"customer\":{\"email\":\"buyer+tag@example.com\",\"phone\":\"+799"
-        "91234567\"}}";
+        "{\"pos_id\":\"POS-42\",\"type\":\"sale_correction\",\"taxation\":\"usn_income_outcome\",\""
+        "taxation_tag1055\":4,\"cashier\":{\"name\":\"Ivanov I.I. \\\"senior\\\"\",\"inn\":\"500100"
+        "732259\"},\"items\":[{\"name\":\"Lens 1.5/67 \\\"AR\\\"\",\"price\":\"120.50\",\"quantity"
+        "\":\"2.250\",\"total\":\"271.13\",\"vat\":\"vat110\",\"vat_tag1199\":4,\"payment_method\":"
+        "\"credit_payment\",\"payment_method_tag1214\":7,\"payment_object\":\"commodity_marked\",\""
+        "payment_object_tag1212\":33,\"measure\":\"other\",\"measure_tag2108\":255,\"mark_code\":\""
+        "0104600439931256\\u001d21ABC/def\\u001d91EE06\"},{\"name\":\"Cloth\",\"price\":\"0.01\",\""
+        "quantity\":\"1.000\",\"total\":\"0.01\",\"vat\":\"vat0\",\"vat_tag1199\":5,\"payment_metho"
+        "d\":\"full_payment\",\"payment_method_tag1214\":4,\"payment_object\":\"commodity\",\"payme"
+        "nt_object_tag1212\":1,\"measure\":\"piece\",\"measure_tag2108\":0}],\"payments\":[{\"type"
+        "\":\"card\",\"amount\":\"200.00\",\"amount_tag\":1081},{\"type\":\"cash\",\"amount\":\"71."
+        "04\",\"amount_tag\":1031},{\"type\":\"other\",\"amount\":\"0.10\",\"amount_tag\":1217}],\""
+        "total\":\"271.14\",\"customer\":{\"email\":\"buyer+tag@example.com\",\"phone\":\"+79991234"
+        "567\"}}";
 
 /* Cyrillic, 4-byte UTF-8, U+2028, DEL, every escape json-c writes, '/' and '\' */
 static const char pinned_escapes_body[] =
         "{\"pos_id\":\"Касса/№1 \\\"Л\\\"\\\\x\",\"type\":\"refund\","
+        "\"cashier\":{\"name\":\"Кассир \\\"№1\\\" \\\\ 1/2 \xf0\x9f\x98\x80\"},"
         "\"items\":[{\"name\":\"Оправа \\\"Люкс\\\" \\\\ 1/2 \\u0001\\b\\f\\n\\r\\t\\u001f\x7f"
         "\\u2028 "
         "\xf0\x9f\x98\x80 \\u00e9\\/\",\"price\":1500,\"quantity\":1,\"total\":1500,\"vat_rate\":20,"
@@ -292,16 +387,15 @@ static const char pinned_escapes_body[] =
         "\"payments\":[{\"type\":\"cash\",\"amount\":1500}],"
         "\"customer\":{\"email\":\"a\\\"b\\\\c/d@пример.рф\"}}";
 static const char pinned_escapes_canonical[] =
-        "{\"pos_id\":\"Касса/\xe2" "\x84" "\x96" "1 \\\"Л\\\"\\\\x\",\"type\":\"refund\","
-        "\"taxation\":\"osn\",\"taxation_tag1055\":1,\"items\":[{\"name\":\"Оправа \\\"Лю"
-        "кс\\\" \\\\ 1/2 \\u0001\\b\\f\\n\\r\\t\\u001f\x7f" "\xe2" "\x80" "\xa8" " \xf0" "\x9f" ""
-        "\x98" "\x80" " \xc3" "\xa9" "/\",\"price\":\"1500.00\",\"quantity\":\"1.000\","
-        "\"total\":\"1500.00\",\"vat\":\"vat20\",\"vat_tag1199\":1,\"payment_method\":\"full_pay"
-        "ment\",\"payment_method_tag1214\":4,\"payment_object\":\"commodity\",\"payment_object_t"
-        "ag1212\":1,\"measure\":\"piece\",\"measure_tag2108\":0,\"mark_code\":\"\\u001d01046\\u0"
-        "01d\\u001d\"}],\"payments\":[{\"type\":\"cash\",\"amount\":\"1500.00\",\"amount_tag\":1"
-        "031}],\"total\":\"1500.00\",\"customer\":{\"email\":\"a\\\"b\\\\c/d@пример.рф\""
-        "}}";
+        "{\"pos_id\":\"Касса/№1 \\\"Л\\\"\\\\x\",\"type\":\"refund\",\"taxation\":\"osn\",\"taxatio"
+        "n_tag1055\":1,\"cashier\":{\"name\":\"Кассир \\\"№1\\\" \\\\ 1/2 \xf0" "\x9f" "\x98" "\x80" ""
+        "\"},\"items\":[{\"name\":\"Оправа \\\"Люкс\\\" \\\\ 1/2 \\u0001\\b\\f\\n\\r\\t\\u001f\x7f" ""
+        "\xe2" "\x80" "\xa8" " \xf0" "\x9f" "\x98" "\x80" " é/\",\"price\":\"1500.00\",\"quantity\""
+        ":\"1.000\",\"total\":\"1500.00\",\"vat\":\"vat20\",\"vat_tag1199\":1,\"payment_method\":\""
+        "full_payment\",\"payment_method_tag1214\":4,\"payment_object\":\"commodity\",\"payment_obj"
+        "ect_tag1212\":1,\"measure\":\"piece\",\"measure_tag2108\":0,\"mark_code\":\"\\u001d01046\\"
+        "u001d\\u001d\"}],\"payments\":[{\"type\":\"cash\",\"amount\":\"1500.00\",\"amount_tag\":10"
+        "31}],\"total\":\"1500.00\",\"customer\":{\"email\":\"a\\\"b\\\\c/d@пример.рф\"}}";
 
 /* large amounts, weights, several items, phone only */
 static const char pinned_amounts_body[] =
@@ -315,20 +409,19 @@ static const char pinned_amounts_body[] =
         "\"payments\":[{\"type\":\"card\",\"amount\":\"10000601.47\"}],"
         "\"customer\":{\"phone\":\"+123456789012345\"}}";
 static const char pinned_amounts_canonical[] =
-        "{\"pos_id\":\"P\",\"type\":\"sale\",\"taxation\":\"patent\",\"taxation_tag1055\":32,"
-        "\"items\":[{\"name\":\"Gold\",\"price\":\"9999999999.99\",\"quantity\":\"0.001\","
-        "\"total\":\"10000000.00\",\"vat\":\"vat122\",\"vat_tag1199\":12,\"payment_method\":\"fu"
-        "ll_payment\",\"payment_method_tag1214\":4,\"payment_object\":\"commodity\","
-        "\"payment_object_tag1212\":1,\"measure\":\"gram\",\"measure_tag2108\":10},"
-        "{\"name\":\"Сыр\",\"price\":\"899.90\",\"quantity\":\"0.335\",\"total\":\"301.47\","
-        "\"vat\":\"vat10\",\"vat_tag1199\":2,\"payment_method\":\"advance\",\"payment_method_tag"
-        "1214\":3,\"payment_object\":\"excise\",\"payment_object_tag1212\":2,\"measure\":\"kilog"
-        "ram\",\"measure_tag2108\":11},{\"name\":\"Service\",\"price\":\"100.00\","
-        "\"quantity\":\"3.000\",\"total\":\"300.00\",\"vat\":\"none\",\"vat_tag1199\":6,"
-        "\"payment_method\":\"full_payment\",\"payment_method_tag1214\":4,\"payment_object\":\"s"
-        "ervice\",\"payment_object_tag1212\":4,\"measure\":\"hour\",\"measure_tag2108\":71}],"
-        "\"payments\":[{\"type\":\"card\",\"amount\":\"10000601.47\",\"amount_tag\":1081}],"
-        "\"total\":\"10000601.47\",\"customer\":{\"phone\":\"+123456789012345\"}}";
+        "{\"pos_id\":\"P\",\"type\":\"sale\",\"taxation\":\"patent\",\"taxation_tag1055\":32,\"item"
+        "s\":[{\"name\":\"Gold\",\"price\":\"9999999999.99\",\"quantity\":\"0.001\",\"total\":\"100"
+        "00000.00\",\"vat\":\"vat122\",\"vat_tag1199\":12,\"payment_method\":\"full_payment\",\"pay"
+        "ment_method_tag1214\":4,\"payment_object\":\"commodity\",\"payment_object_tag1212\":1,\"me"
+        "asure\":\"gram\",\"measure_tag2108\":10},{\"name\":\"Сыр\",\"price\":\"899.90\",\"quantity"
+        "\":\"0.335\",\"total\":\"301.47\",\"vat\":\"vat10\",\"vat_tag1199\":2,\"payment_method\":"
+        "\"advance\",\"payment_method_tag1214\":3,\"payment_object\":\"excise\",\"payment_object_ta"
+        "g1212\":2,\"measure\":\"kilogram\",\"measure_tag2108\":11},{\"name\":\"Service\",\"price\""
+        ":\"100.00\",\"quantity\":\"3.000\",\"total\":\"300.00\",\"vat\":\"none\",\"vat_tag1199\":6"
+        ",\"payment_method\":\"full_payment\",\"payment_method_tag1214\":4,\"payment_object\":\"ser"
+        "vice\",\"payment_object_tag1212\":4,\"measure\":\"hour\",\"measure_tag2108\":71}],\"paymen"
+        "ts\":[{\"type\":\"card\",\"amount\":\"10000601.47\",\"amount_tag\":1081}],\"total\":\"1000"
+        "0601.47\",\"customer\":{\"phone\":\"+123456789012345\"}}";
 
 static const struct {
         const char *body;
@@ -336,9 +429,9 @@ static const struct {
         const char *fingerprint;
 } pinned[] = {
         { pinned_ascii_body, pinned_ascii_canonical,
-          "124ee8715253d9cf69e50ac8b291dd91032099fe2e8d650dba0ab04f99c2dfa1" },
+          "caed01efc09549956f7d5a3102d811f670fb09af750414bb1be5b55ed1878015" },
         { pinned_escapes_body, pinned_escapes_canonical,
-          "16104b224e3cc5c5d6bbd5c46fe740f6fd5c10cc978edb9106acb106b8c6aa62" },
+          "d1bfe973d894235279b0d1655b10974cd5b5bb298781bdf257b8d1bb6b3359f0" },
         { pinned_amounts_body, pinned_amounts_canonical,
           "fd27d899b09dbe428031cacacb83637386595a275487596816bf711187243668" },
 };
@@ -355,11 +448,23 @@ static void test_canonical_text_is_pinned_byte_for_byte(void) {
         }
 }
 
+/* A register with defaults for what the body leaves out. */
+static const ReceiptOptions options_shop = {
+        .now = NOW_2026,
+        .default_taxation = TAXATION_USN_INCOME,
+        .allowed_taxations = TAXATION_USN_INCOME | TAXATION_PATENT,
+        .default_cashier = "Петрова А. \"старший\" кассир",
+        .default_cashier_inn = "500100732259",
+};
+
 /* The text is written directly, not by json-c: it must still be what json-c makes of receipt_to_json()'s
- * tree, for every byte a string may hold, and for strings long enough to outgrow the first buffer. */
+ * tree, for every byte a string may hold, for strings long enough to outgrow the first buffer, for every
+ * optional part, and with and without RECEIPT_CANONICAL_AS_GIVEN. */
 static void test_canonical_text_is_what_json_c_writes_for_the_tree(void) {
         _cleanup_free_ char *all_bytes = NULL, *long_escapes = NULL, *body1 = NULL, *body2 = NULL;
-        const char *bodies[3] = { pinned_escapes_body };
+        const char *bodies[] = {
+                pinned_ascii_body, pinned_escapes_body, pinned_amounts_body, NULL, NULL, base
+        };
         char *p;
 
         /* Every byte but NUL from 0x01 to 0x7f as JSON text, escaped where JSON requires it. */
@@ -371,20 +476,18 @@ static void test_canonical_text_is_what_json_c_writes_for_the_tree(void) {
         strcpy(p, "\"");
         long_escapes = json_repeat("\\u0001", RECEIPT_ITEM_NAME_MAX);
 
-        bodies[1] = body1 = WITH("/items/0/name", all_bytes, "/items/0/mark_code", all_bytes,
+        bodies[3] = body1 = WITH("/items/0/name", all_bytes, "/items/0/mark_code", all_bytes,
                                  "/pos_id", "\"/\\\\\\\"\"");
-        bodies[2] = body2 = edit(pinned_amounts_body, "/items/2/name", long_escapes, NULL);
+        bodies[4] = body2 = edit(pinned_amounts_body, "/items/2/name", long_escapes, NULL);
 
         for (size_t i = 0; i < ELEMENTSOF(bodies); i++) {
-                _cleanup_(receipt_freep) Receipt *r = parse_ok(bodies[i]);
-                _cleanup_(json_object_putp) json_object *o = NULL;
-                _cleanup_free_ char *c = NULL;
+                /* With the shop's defaults where the body leaves them out; the patent of the amounts. */
+                const ReceiptOptions *o = i == 5 ? &options_shop : &test_options;
+                _cleanup_(receipt_freep) Receipt *r = parse_ok_with(bodies[i], o);
 
                 fprintf(stderr, "   body %zu\n", i);
-                ASSERT_OK(receipt_canonical(r, &c));
-                ASSERT_OK(receipt_to_json(r, &o));
-                ASSERT_STREQ(c, json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN |
-                                                                      JSON_C_TO_STRING_NOSLASHESCAPE));
+                assert_writers_agree(r, 0);
+                assert_writers_agree(r, RECEIPT_CANONICAL_AS_GIVEN);
         }
         ASSERT_TRUE(strlen(long_escapes) > 1024);
 }
@@ -419,6 +522,7 @@ static void test_canonical_text_parses_back_to_itself(void) {
         _cleanup_free_ char *c2 = canonical_of(c1);
 
         ASSERT_STREQ(c1, c2);
+        free(assert_round_trip(body, &test_options));
 }
 
 static void test_receipt_to_json_carries_ffd_values(void) {
@@ -440,26 +544,30 @@ static void test_canonical_equal_for_equivalent_bodies(void) {
         static const char *const equivalent[] = {
                 /* whitespace and key order */
                 "{ \"type\" : \"sale\",\n\t\"payments\": [ {\"amount\": 1500.00, \"type\": \"cash\"} ],\r\n"
-                "  \"items\": [ {\"vat_rate\": 20, \"total\": 1500.00, \"quantity\": 1, \"price\": 1500.00,"
+                "  \"items\": [ {\"vat_rate\": 22, \"total\": 1500.00, \"quantity\": 1, \"price\": 1500.00,"
                 "  \"name\": \"Frame\"} ], \"pos_id\": \"POS-1\" }  ",
-                /* 1500 vs 1500.0 vs "1500.00", 1 vs 1.000 vs "1", 20 vs "20" */
+                /* 1500 vs 1500.0 vs "1500.00", 1 vs 1.000 vs "1", 22 vs "22" */
                 "{\"pos_id\":\"POS-1\",\"type\":\"sale\",\"items\":[{\"name\":\"Frame\",\"price\":1500,"
-                "\"quantity\":1.000,\"total\":\"1500.00\",\"vat_rate\":20}],"
+                "\"quantity\":1.000,\"total\":\"1500.00\",\"vat_rate\":22}],"
                 "\"payments\":[{\"type\":\"cash\",\"amount\":1500.0}]}",
                 "{\"pos_id\":\"POS-1\",\"type\":\"sale\",\"items\":[{\"name\":\"Frame\",\"price\":\"1500\","
-                "\"quantity\":\"1\",\"total\":1500,\"vat_rate\":\"20\"}],"
+                "\"quantity\":\"1\",\"total\":1500,\"vat_rate\":\"22\"}],"
                 "\"payments\":[{\"type\":\"cash\",\"amount\":\"1500.00\"}]}",
                 /* vat by name */
                 "{\"pos_id\":\"POS-1\",\"type\":\"sale\",\"items\":[{\"name\":\"Frame\",\"price\":1500.00,"
-                "\"quantity\":1,\"total\":1500.00,\"vat\":\"vat20\"}],"
+                "\"quantity\":1,\"total\":1500.00,\"vat\":\"vat22\"}],"
                 "\"payments\":[{\"type\":\"cash\",\"amount\":1500.00}]}",
-                /* vat both ways, defaults spelled out, nulls for absent fields, extra keys */
-                "{\"pos_id\":\"POS-1\",\"type\":\"sale\",\"taxation\":\"osn\",\"items\":[{"
-                "\"name\":\"Frame\",\"price\":1500.00,\"quantity\":1,\"total\":1500.00,\"vat_rate\":20,"
-                "\"vat\":\"vat20\",\"payment_method\":\"full_payment\",\"payment_object\":\"commodity\","
-                "\"measure\":\"piece\",\"mark_code\":null,\"discount\":5}],"
-                "\"payments\":[{\"type\":\"cash\",\"amount\":1500.00,\"note\":\"x\"}],\"customer\":null,"
-                "\"cashier\":{\"name\":\"Ivan\"}}",
+                /* vat both ways, defaults spelled out, nulls for absent fields, and the derived keys of the
+                 * canonical text (ignored, whatever they say) */
+                "{\"pos_id\":\"POS-1\",\"type\":\"sale\",\"taxation\":\"osn\","
+                "\"taxation_tag1055\":32,\"items\":[{"
+                "\"name\":\"Frame\",\"price\":1500.00,\"quantity\":1,\"total\":1500.00,\"vat_rate\":22,"
+                "\"vat\":\"vat22\",\"vat_tag1199\":1,"
+                "\"payment_method\":\"full_payment\","
+                "\"payment_method_tag1214\":1,\"payment_object\":\"commodity\",\"payment_object_tag1212\":1,"
+                "\"measure\":\"piece\",\"measure_tag2108\":1,\"mark_code\":null}],"
+                "\"payments\":[{\"type\":\"cash\",\"amount\":1500.00,\"amount_tag\":1081}],"
+                "\"customer\":null,\"cashier\":null,\"total\":\"1.00\"}",
         };
         _cleanup_free_ char *expected = canonical_of(base);
 
@@ -756,15 +864,15 @@ static void test_item_vat(void) {
         REJECT(WITH("/items/0/vat_rate", DELETE, "/items/0/vat", "\"vat15\""),
                "items[0].vat: unknown value 'vat15'");
         REJECT(WITH("/items/0/vat_rate", DELETE, "/items/0/vat", "20"), "items[0].vat: must be a string");
-        REJECT(WITH("/items/0/vat", "\"vat10\""), "items[0].vat: 'vat10' does not match vat_rate 20");
-        REJECT(WITH("/items/0/vat", "\"vat120\""), "items[0].vat: 'vat120' does not match vat_rate 20");
+        REJECT(WITH("/items/0/vat", "\"vat10\""), "items[0].vat: 'vat10' does not match vat_rate 22");
+        REJECT(WITH("/items/0/vat", "\"vat122\""), "items[0].vat: 'vat122' does not match vat_rate 22");
 
-        r1 = ACCEPT(WITH("/items/0/vat_rate", "22"));
-        ASSERT_TRUE(r1->items[0].vat == vat_from_name("vat22"));
+        r1 = ACCEPT(WITH("/items/0/vat_rate", "10"));
+        ASSERT_TRUE(r1->items[0].vat == vat_from_name("vat10"));
         r2 = ACCEPT(WITH("/items/0/vat_rate", DELETE, "/items/0/vat", "\"vat122\""));
         ASSERT_TRUE(r2->items[0].vat == vat_from_name("vat122"));
-        r3 = ACCEPT(WITH("/items/0/vat", "\"vat20\""));
-        ASSERT_TRUE(r3->items[0].vat == vat_from_name("vat20"));
+        r3 = ACCEPT(WITH("/items/0/vat", "\"vat22\""));
+        ASSERT_TRUE(r3->items[0].vat == vat_from_name("vat22"));
         r4 = ACCEPT(WITH("/items/0/vat_rate", "0"));
         ASSERT_TRUE(r4->items[0].vat == vat_from_name("vat0"));
 }
@@ -883,12 +991,333 @@ static void test_customer(void) {
         ASSERT_NULL(r3->customer_email);
 }
 
+/* ---- options ---- */
+
+static void test_options_all_zero_are_the_defaults_of_receipt_parse(void) {
+        static const ReceiptOptions zero = {};
+        _cleanup_(receipt_freep) Receipt *r1 = NULL, *r2 = NULL;
+        _cleanup_free_ char *c1 = NULL, *c2 = NULL;
+
+        /* vat22 on a sale is right whatever day it runs, so the clock (now()) does not matter here. */
+        ASSERT_OK(receipt_parse_with(base, strlen(base), &zero, &r1, NULL));
+        ASSERT_OK(receipt_parse_with(base, strlen(base), NULL, &r2, NULL));
+        r1 = receipt_free(r1);
+        r1 = parse_ok_limits(base, NULL);
+        c1 = canonical_with(r1, 0);
+        c2 = canonical_with(r2, 0);
+        ASSERT_STREQ(c1, c2);
+        ASSERT_EQ(r1->taxation, TAXATION_OSN);
+        ASSERT_FALSE(r1->taxation_given);
+        ASSERT_NULL(r1->cashier_name);
+}
+
+/* receipt_parse(), as the daemon calls it, rejects unknown fields; its limits still apply. */
+static void test_receipt_parse_rejects_unknown_fields(void) {
+        _cleanup_free_ char *body = WITH("/operator", "\"Ivan\"");
+        const ReceiptLimits limits = { .max_items = 1, .max_payments = 1 };
+        _cleanup_free_ char *two = WITH("/items/-", "{\"name\":\"x\",\"price\":1,\"quantity\":1,\"total\":1,"
+                                                    "\"vat_rate\":0}");
+
+        expect_fail_limits(body, strlen(body), NULL, EINVAL, "unknown fields 'operator'");
+        expect_fail_limits(two, strlen(two), &limits, EINVAL, "items: more than 1 items");
+}
+
+static void test_options_limits(void) {
+        const ReceiptOptions o = { .now = NOW_2026, .max_items = 1, .max_payments = 1 };
+
+        REJECT_WITH(
+                &o,
+                WITH("/items/-", "{\"name\":\"x\",\"price\":1,\"quantity\":1,\"total\":1,\"vat_rate\":0}"),
+                "items: more than 1 items");
+        REJECT_WITH(&o, WITH("/payments/-", "{\"type\":\"cash\",\"amount\":1}"),
+                    "payments: more than 1 payments");
+}
+
+/* ---- cashier (tags 1021, 1203) ---- */
+
+static const ReceiptOptions options_cashier = {
+        .now = NOW_2026,
+        .default_cashier = "Сидорова Е.",
+        .default_cashier_inn = "773612345650",
+};
+
+static void test_cashier_default_from_options(void) {
+        _cleanup_(receipt_freep) Receipt *r = parse_ok_with(base, &options_cashier);
+        _cleanup_free_ char *c = assert_round_trip(base, &options_cashier);
+        _cleanup_free_ char *name_only = NULL;
+        ReceiptOptions o = options_cashier;
+
+        ASSERT_STREQ(r->cashier_name, "Сидорова Е.");
+        ASSERT_STREQ(r->cashier_inn, "773612345650");
+        ASSERT_FALSE(r->cashier_given);
+        ASSERT_NOT_NULL(strstr(c, "\"taxation_tag1055\":1,\"cashier\":{\"name\":\"Сидорова Е.\","
+                                  "\"inn\":\"773612345650\"},\"items\":"));
+
+        /* Without a default INN, the name alone. */
+        o.default_cashier_inn = NULL;
+        free(assert_round_trip(base, &o));
+        name_only = canonical_of_with(base, &o, 0);
+        ASSERT_NOT_NULL(strstr(name_only, "\"cashier\":{\"name\":\"Сидорова Е.\"},\"items\":"));
+        /* An INN without a name is no cashier. */
+        o.default_cashier = NULL;
+        o.default_cashier_inn = "773612345650";
+        r = receipt_free(r);
+        r = parse_ok_with(base, &o);
+        ASSERT_NULL(r->cashier_name);
+        ASSERT_NULL(r->cashier_inn);
+}
+
+static void test_cashier_given_replaces_the_default(void) {
+        _cleanup_free_ char *body = WITH("/cashier", "{\"name\":\"Петров П.\"}");
+        _cleanup_(receipt_freep) Receipt *r = parse_ok_with(body, &options_cashier);
+
+        free(assert_round_trip(body, &options_cashier));
+        ASSERT_STREQ(r->cashier_name, "Петров П.");
+        /* The default's INN is the default cashier's, not this one's. */
+        ASSERT_NULL(r->cashier_inn);
+        ASSERT_TRUE(r->cashier_given);
+
+        r = receipt_free(r);
+        r = ACCEPT(WITH("/cashier", "{\"name\":\"Петров П.\",\"inn\":\"500100732259\"}"));
+        ASSERT_STREQ(r->cashier_inn, "500100732259");
+}
+
+static void test_cashier_name(void) {
+        _cleanup_free_ char *max = json_repeat("ё", RECEIPT_CASHIER_MAX),
+                            *over = json_repeat("ё", RECEIPT_CASHIER_MAX + 1);
+
+        REJECT(WITH("/cashier", "\"Ivan\""), "cashier: must be an object");
+        REJECT(WITH("/cashier", "{}"), "cashier.name: missing");
+        REJECT(WITH("/cashier", "{\"inn\":\"500100732259\"}"), "cashier.name: missing");
+        REJECT(WITH("/cashier", "{\"name\":\"\"}"), "cashier.name: must not be empty");
+        REJECT(WITH("/cashier", "{\"name\":\"Iv\\nan\"}"), "cashier.name: contains a control character");
+        REJECT(WITH("/cashier", "{\"name\":\"Iv\\u007fan\"}"), "cashier.name: contains a control character");
+        REJECT(WITH("/cashier", "{}", "/cashier/name", over), "cashier.name: longer than 64 characters");
+        receipt_free(ACCEPT(WITH("/cashier", "{}", "/cashier/name", max)));
+}
+
+/* FFD tag 1203 is the INN of the cashier, a person: 12 digits and two check digits. */
+static void test_cashier_inn_checksum(void) {
+        static const char *const valid[] = { "500100732259", "773612345650", "770708389324" };
+        static const char *const bad_checksum[] = {
+                "500100732258", /* last digit */
+                "500100732269", /* 11th digit */
+                "500100732295", /* two digits swapped */
+                "773612345651",
+        };
+
+        for (size_t i = 0; i < ELEMENTSOF(valid); i++) {
+                _cleanup_free_ char *cashier = NULL;
+                _cleanup_(receipt_freep) Receipt *r = NULL;
+                const char *reason = NULL;
+
+                ASSERT_OK(receipt_check_inn(valid[i], &reason));
+                ASSERT_TRUE(asprintf(&cashier, "{\"name\":\"Ivan\",\"inn\":\"%s\"}", valid[i]) >= 0);
+                r = ACCEPT(WITH("/cashier", cashier));
+                ASSERT_STREQ(r->cashier_inn, valid[i]);
+        }
+        for (size_t i = 0; i < ELEMENTSOF(bad_checksum); i++) {
+                _cleanup_free_ char *cashier = NULL;
+                const char *reason = NULL;
+
+                ASSERT_ERROR(receipt_check_inn(bad_checksum[i], &reason), EINVAL);
+                ASSERT_STREQ(reason, "checksum does not match");
+                ASSERT_TRUE(asprintf(&cashier, "{\"name\":\"Ivan\",\"inn\":\"%s\"}", bad_checksum[i]) >= 0);
+                REJECT(WITH("/cashier", cashier), "cashier.inn: checksum does not match");
+        }
+
+        /* A legal entity's 10-digit INN, even with a valid check digit (7707083893), is not a cashier's. */
+        REJECT(WITH("/cashier", "{\"name\":\"Ivan\",\"inn\":\"7707083893\"}"),
+               "cashier.inn: must be 12 digits");
+        REJECT(WITH("/cashier", "{\"name\":\"Ivan\",\"inn\":\"7707083894\"}"),
+               "cashier.inn: must be 12 digits");
+        REJECT(WITH("/cashier", "{\"name\":\"Ivan\",\"inn\":\"50010073225\"}"),
+               "cashier.inn: must be 12 digits");
+        REJECT(WITH("/cashier", "{\"name\":\"Ivan\",\"inn\":\"5001007322590\"}"),
+               "cashier.inn: must be 12 digits");
+        REJECT(WITH("/cashier", "{\"name\":\"Ivan\",\"inn\":\"50010073225 \"}"),
+               "cashier.inn: must be 12 digits");
+        REJECT(WITH("/cashier", "{\"name\":\"Ivan\",\"inn\":500100732259}"),
+               "cashier.inn: must be a string");
+        REJECT(WITH("/cashier", "{\"name\":\"Ivan\",\"inn\":\"\"}"), "cashier.inn: must not be empty");
+}
+
+/* A bad default fails every receipt loudly rather than reaching the register; conf.c checks it first. */
+static void test_cashier_default_checked(void) {
+        ReceiptOptions o = options_cashier;
+        const char *reason = NULL;
+
+        o.default_cashier_inn = "773612345651";
+        REJECT_WITH(&o, strdup(base),
+                    "cashier.inn: the register's default cashier: checksum does not match");
+        o.default_cashier_inn = NULL;
+        o.default_cashier = "";
+        REJECT_WITH(&o, strdup(base), "cashier.name: the register's default cashier: must not be empty");
+        o.default_cashier = "a\tb";
+        REJECT_WITH(&o, strdup(base),
+                    "cashier.name: the register's default cashier: contains a control character");
+
+        ASSERT_ERROR(receipt_check_cashier_name("\xff", &reason), EINVAL);
+        ASSERT_STREQ(reason, "not valid UTF-8");
+        ASSERT_OK(receipt_check_cashier_name("Сидорова Е.", &reason));
+}
+
+/* ---- taxation (tag 1055) ---- */
+
+static void test_taxation_default_from_options(void) {
+        const ReceiptOptions o = { .now = NOW_2026, .default_taxation = TAXATION_USN_INCOME };
+        _cleanup_(receipt_freep) Receipt *r = parse_ok_with(base, &o), *given = NULL;
+        _cleanup_free_ char *c = assert_round_trip(base, &o);
+
+        ASSERT_EQ(r->taxation, TAXATION_USN_INCOME);
+        ASSERT_FALSE(r->taxation_given);
+        ASSERT_NOT_NULL(strstr(c, "\"taxation\":\"usn_income\",\"taxation_tag1055\":2,"));
+
+        given = ACCEPT_WITH(&o, WITH("/taxation", "\"osn\""));
+        ASSERT_EQ(given->taxation, TAXATION_OSN);
+        ASSERT_TRUE(given->taxation_given);
+}
+
+static void test_taxation_not_registered_refused(void) {
+        const ReceiptOptions usn = { .now = NOW_2026, .default_taxation = TAXATION_USN_INCOME,
+                                     .allowed_taxations = TAXATION_USN_INCOME };
+        const ReceiptOptions two = { .now = NOW_2026, .allowed_taxations = TAXATION_OSN | TAXATION_PATENT };
+        _cleanup_(receipt_freep) Receipt *r1 = NULL, *r2 = NULL;
+
+        REJECT_WITH(&usn, WITH("/taxation", "\"osn\""),
+                    "taxation: the register is registered for usn_income only");
+        REJECT_WITH(&two, WITH("/taxation", "\"usn_income_outcome\""),
+                    "taxation: the register is registered for osn or patent only");
+        /* The default is checked like a given one. */
+        REJECT_WITH(&options_shop, WITH("/taxation", DELETE, "/taxation", "\"osn\""),
+                    "taxation: the register is registered for usn_income or patent only");
+
+        r1 = ACCEPT_WITH(&usn, strdup(base));
+        ASSERT_EQ(r1->taxation, TAXATION_USN_INCOME);
+        r2 = ACCEPT_WITH(&two, WITH("/taxation", "\"patent\""));
+        ASSERT_EQ(r2->taxation, TAXATION_PATENT);
+}
+
+/* ---- unknown fields ---- */
+
+static void test_unknown_fields_named_at_every_level(void) {
+        REJECT(WITH("/operator", "\"Ivan\""), "unknown fields 'operator'");
+        REJECT(WITH("/items/0/discout", "5", "/items/0/colour", "\"red\""),
+               "items[0]: unknown fields 'discout', 'colour'");
+        REJECT(WITH("/items/-",
+                    "{\"name\":\"x\",\"price\":1,\"quantity\":1,\"total\":1,\"vat_rate\":0,\"sku\":1}"),
+               "items[1]: unknown fields 'sku'");
+        REJECT(WITH("/payments/0/note", "\"x\""), "payments[0]: unknown fields 'note'");
+        REJECT(WITH("/customer", "{\"email\":\"a@b.ru\",\"name\":\"Ivan\"}"),
+               "customer: unknown fields 'name'");
+        REJECT(WITH("/cashier", "{\"name\":\"Ivan\",\"position\":\"senior\"}"),
+               "cashier: unknown fields 'position'");
+        /* A null value is no excuse for a misspelt name. */
+        REJECT(WITH("/comment", "null"), "unknown fields 'comment'");
+        /* Before any other check of the same object: the typo is likelier the cause. */
+        REJECT(WITH("/items/0/discout", "5", "/items/0/total", "1495"),
+               "items[0]: unknown fields 'discout'");
+}
+
+static void test_unknown_fields_list_is_bounded(void) {
+        _cleanup_free_ char *long_key = json_repeat("ж", 30);
+        _cleanup_free_ char *body = WITH("/a", "1", "/b", "2", "/c", "3", "/d", "4", "/e", "5", "/f", "6",
+                                         "/g", "7", "/h", "8", "/i", "9", "/j", "10");
+        _cleanup_free_ char *pointer = NULL, *long_body = NULL;
+
+        REJECT(strdup(body), "unknown fields 'a', 'b', 'c', 'd', 'e', 'f', 'g', 'h' and 2 more");
+        /* Long names are cut after 40 bytes, between characters. */
+        ASSERT_TRUE(asprintf(&pointer, "/%.*s", (int) strlen(long_key) - 2, long_key + 1) >= 0);
+        long_body = edit(base, pointer, "1", NULL);
+        REJECT(strdup(long_body), "unknown fields 'жжжжжжжжжжжжжжжжжжжж...'");
+}
+
+static void test_unknown_fields_ignored_with_ignore(void) {
+        _cleanup_free_ char *body = WITH(
+                "/operator", "\"Ivan\"", "/items/0/colour", "\"red\"", "/payments/0/note", "\"x\"",
+                "/customer", "{\"email\":\"a@b.ru\",\"x\":1}", "/cashier", "{\"name\":\"Ivan\",\"y\":2}");
+        _cleanup_(receipt_freep) Receipt *r = parse_ok_with(body, &options_ignore);
+        _cleanup_free_ char *c = canonical_with(r, 0);
+
+        ASSERT_STREQ(r->cashier_name, "Ivan");
+        ASSERT_NULL(strstr(c, "operator"));
+        ASSERT_NULL(strstr(c, "colour"));
+        ASSERT_NULL(strstr(c, "note"));
+}
+
+/* ---- the canonical text as given ---- */
+
+static void test_canonical_as_given_leaves_out_defaulted_taxation_and_cashier(void) {
+        _cleanup_(receipt_freep) Receipt *r = parse_ok_with(base, &options_shop);
+        _cleanup_free_ char *full = canonical_with(r, 0),
+                            *given = canonical_with(r, RECEIPT_CANONICAL_AS_GIVEN);
+        _cleanup_free_ char *plain = canonical_of(base);
+
+        ASSERT_NOT_NULL(strstr(full, "\"type\":\"sale\",\"taxation\":\"usn_income\",\"taxation_tag1055\":2,"
+                                     "\"cashier\":{\"name\":\"Петрова А. \\\"старший\\\" кассир\","
+                                     "\"inn\":\"500100732259\"},\"items\":"));
+        ASSERT_NOT_NULL(strstr(given, "\"type\":\"sale\",\"items\":"));
+        ASSERT_NULL(strstr(given, "taxation"));
+        ASSERT_NULL(strstr(given, "cashier"));
+        /* Everything else is the same text. */
+        ASSERT_STREQ(strstr(given, "\"items\""), strstr(full, "\"items\""));
+        ASSERT_STREQ(strstr(given, "\"items\""), strstr(plain, "\"items\""));
+        free(assert_round_trip(base, &options_shop));
+}
+
+static void test_canonical_as_given_keeps_what_the_body_gave(void) {
+        _cleanup_free_ char *body = WITH("/taxation", "\"patent\"", "/cashier", "{\"name\":\"Ivan\"}");
+        _cleanup_(receipt_freep) Receipt *r = parse_ok_with(body, &options_shop);
+        _cleanup_free_ char *full = canonical_with(r, 0),
+                            *given = canonical_with(r, RECEIPT_CANONICAL_AS_GIVEN);
+
+        ASSERT_STREQ(given, full);
+        ASSERT_NOT_NULL(strstr(given, "\"taxation\":\"patent\",\"taxation_tag1055\":32,"
+                                      "\"cashier\":{\"name\":\"Ivan\"},\"items\":"));
+}
+
+/* The daemon fingerprints the text as given: a changed [Device] Cashier= must not turn a retry into "key
+ * reused with another body". The full text does change, as it should. */
+static void test_canonical_as_given_fingerprint_survives_a_changed_default_cashier(void) {
+        ReceiptOptions before = options_shop, after = options_shop;
+        _cleanup_free_ char *g1 = NULL, *g2 = NULL, *f1 = NULL, *f2 = NULL;
+
+        after.default_cashier = "Иванов И.";
+        after.default_cashier_inn = NULL;
+        g1 = canonical_of_with(base, &before, RECEIPT_CANONICAL_AS_GIVEN);
+        g2 = canonical_of_with(base, &after, RECEIPT_CANONICAL_AS_GIVEN);
+        f1 = canonical_of_with(base, &before, 0);
+        f2 = canonical_of_with(base, &after, 0);
+        ASSERT_STREQ(g1, g2);
+        ASSERT_TRUE(strcmp(f1, f2) != 0);
+}
+
+/* Every new field at once, under every option: the text parses back to the same receipt. */
+static void test_canonical_parses_back_for_every_new_field(void) {
+        _cleanup_free_ char *body = WITH(
+                "/cashier", "{\"name\":\"Ivan\",\"inn\":\"500100732259\"}", "/taxation", "\"usn_income\"",
+                "/items/-",
+                "{\"name\":\"b\",\"price\":\"10\",\"quantity\":3,\"total\":30,\"vat\":\"vat122\"}",
+                "/payments/0/amount", "1520",
+                "/payments/-", "{\"type\":\"other\",\"amount\":10}",
+                "/customer", "{\"email\":\"x@y.ru\"}");
+        _cleanup_free_ char *c = assert_round_trip(body, &options_shop);
+        _cleanup_(receipt_freep) Receipt *r = parse_ok_with(c, &options_shop);
+
+        ASSERT_EQ(r->total, 153000);
+        free(assert_round_trip(body, &test_options));
+        free(assert_round_trip(pinned_ascii_body, &test_options));
+        free(assert_round_trip(pinned_escapes_body, &test_options));
+        free(assert_round_trip(pinned_amounts_body, &test_options));
+}
+
 static void test_enum_string_tables(void) {
         ASSERT_STREQ(receipt_type_to_string(RECEIPT_TYPE_SALE), "sale");
         ASSERT_STREQ(receipt_type_to_string(RECEIPT_TYPE_SALE_CORRECTION), "sale_correction");
         /* The prototype's name is read as a sale correction and never written. */
         ASSERT_EQ(receipt_type_from_string("correction"), RECEIPT_TYPE_SALE_CORRECTION);
-        ASSERT_EQ(receipt_type_from_string("purchase_refund_correction"), RECEIPT_TYPE_PURCHASE_REFUND_CORRECTION);
+        ASSERT_EQ(receipt_type_from_string("purchase_refund_correction"),
+                  RECEIPT_TYPE_PURCHASE_REFUND_CORRECTION);
         ASSERT_EQ_U(receipt_type_to_ffd(RECEIPT_TYPE_SALE), 1);
         ASSERT_EQ_U(receipt_type_to_ffd(RECEIPT_TYPE_REFUND), 2);
         ASSERT_EQ_U(receipt_type_to_ffd(RECEIPT_TYPE_PURCHASE), 3);
@@ -961,6 +1390,23 @@ int main(void) {
         TEST_RUN(test_payments_limit_boundary);
         TEST_RUN(test_payments_sum_tolerance_is_one_kopeck_each_way);
         TEST_RUN(test_customer);
+        TEST_RUN(test_options_all_zero_are_the_defaults_of_receipt_parse);
+        TEST_RUN(test_receipt_parse_rejects_unknown_fields);
+        TEST_RUN(test_options_limits);
+        TEST_RUN(test_cashier_default_from_options);
+        TEST_RUN(test_cashier_given_replaces_the_default);
+        TEST_RUN(test_cashier_name);
+        TEST_RUN(test_cashier_inn_checksum);
+        TEST_RUN(test_cashier_default_checked);
+        TEST_RUN(test_taxation_default_from_options);
+        TEST_RUN(test_taxation_not_registered_refused);
+        TEST_RUN(test_unknown_fields_named_at_every_level);
+        TEST_RUN(test_unknown_fields_list_is_bounded);
+        TEST_RUN(test_unknown_fields_ignored_with_ignore);
+        TEST_RUN(test_canonical_as_given_leaves_out_defaulted_taxation_and_cashier);
+        TEST_RUN(test_canonical_as_given_keeps_what_the_body_gave);
+        TEST_RUN(test_canonical_as_given_fingerprint_survives_a_changed_default_cashier);
+        TEST_RUN(test_canonical_parses_back_for_every_new_field);
         TEST_RUN(test_enum_string_tables);
         return 0;
 }

@@ -109,6 +109,7 @@ static const NameValue measure_table[] = {
         { "other", MEASURE_OTHER },
 };
 
+/* FFD 1.2, tag 1055, one bit of the registered set 1062; 8 (ЕНВД, abolished in 2021) is left out. */
 static const NameValue taxation_table[] = {
         { "osn", TAXATION_OSN },
         { "usn_income", TAXATION_USN_INCOME },
@@ -177,6 +178,8 @@ Receipt *receipt_free(Receipt *r) {
         free(r->items);
         free(r->payments);
         free(r->pos_id);
+        free(r->cashier_name);
+        free(r->cashier_inn);
         free(r->customer_email);
         free(r->customer_phone);
         return mfree(r);
@@ -224,6 +227,44 @@ static bool utf8_is_valid(const char *s, size_t n) {
         return true;
 }
 
+/* A growing text: the canonical writer's buffer, and messages that list things. */
+typedef struct Text {
+        char *data;
+        size_t size;
+        size_t allocated;
+        bool oom;       /* sticky: checked once at the end instead of after every append */
+} Text;
+
+static bool text_reserve(Text *t, size_t n) {
+        size_t a;
+        char *d;
+
+        if (t->oom)
+                return false;
+        if (t->allocated - t->size >= n)
+                return true;
+
+        a = MAX(t->allocated * 2, t->size + n);
+        d = realloc(t->data, a);
+        if (!d) {
+                t->oom = true;
+                return false;
+        }
+        t->data = d;
+        t->allocated = a;
+        return true;
+}
+
+static void text_append(Text *t, const char *s, size_t n) {
+        if (!text_reserve(t, n))
+                return;
+        memcpy(t->data + t->size, s, n);
+        t->size += n;
+}
+
+/* For literals only: the length is known at compile time. */
+#define text_append_literal(t, s) text_append((t), "" s "", sizeof(s) - 1)
+
 /* Returns r, always negative. gcc -O3 cannot see that through the call and warns that the out-parameters
  * of the parse_*() functions may be used uninitialised after "if (r < 0) return r;": their callers
  * initialise them. */
@@ -244,15 +285,23 @@ static int fail(char **detail, int r, const char *format, ...) {
         return r;
 }
 
-/* Quotes at most 40 bytes of the value, never cutting a character in half: the message must stay short
- * whatever the client sent. */
-static int fail_unknown(char **detail, const char *prefix, const char *key, const char *value) {
-        size_t l = strlen(value), n = MIN(l, 40U);
+/* How much of a client's string a message quotes: at most 40 bytes, never cutting a character in half, so
+ * that the message stays short whatever the client sent. *ret_cut tells whether the string goes on. */
+static int quote_length(const char *s, bool *ret_cut) {
+        size_t l = strlen(s), n = MIN(l, 40U);
 
-        while (n > 0 && n < l && ((uint8_t) value[n] & 0xc0) == 0x80)
+        while (n > 0 && n < l && ((uint8_t) s[n] & 0xc0) == 0x80)
                 n--;
+        *ret_cut = n < l;
+        return (int) n;
+}
+
+static int fail_unknown(char **detail, const char *prefix, const char *key, const char *value) {
+        bool cut;
+        int n = quote_length(value, &cut);
+
         return fail(detail, -EINVAL, "%s%s%s: unknown value '%.*s%s'", strempty(prefix), prefix ? "." : "",
-                    key, (int) n, value, n < l ? "..." : "");
+                    key, n, value, cut ? "..." : "");
 }
 
 /* Absent and JSON null mean the same, "not given", as they did to the prototype's optional fields. */
@@ -394,6 +443,231 @@ static int line_amount(int64_t price, int64_t quantity, int64_t *ret) {
         return 0;
 }
 
+/* What one parse needs besides the body. */
+typedef struct ParseContext {
+        ReceiptOptions options;         /* with the defaults filled in, now excepted */
+} ParseContext;
+
+/* Every key a level knows, the derived ones the canonical text writes included: those are accepted and
+ * ignored, so that the canonical text parses back. */
+static const char *const receipt_fields[] = {
+        "pos_id", "type", "taxation", "taxation_tag1055", "cashier", "items", "payments", "total", "customer",
+};
+static const char *const item_fields[] = {
+        "name", "price", "quantity", "total", "vat", "vat_rate", "vat_tag1199", "payment_method",
+        "payment_method_tag1214", "payment_object", "payment_object_tag1212", "measure", "measure_tag2108",
+        "mark_code",
+};
+static const char *const payment_fields[] = { "type", "amount", "amount_tag" };
+static const char *const cashier_fields[] = { "name", "inn" };
+static const char *const customer_fields[] = { "email", "phone" };
+
+/* A body with thousands of unknown keys must not get a message of the same size. */
+#define UNKNOWN_FIELDS_QUOTED_MAX 8U
+
+static bool key_is_known(const char *key, const char *const *known, size_t n_known) {
+        for (size_t i = 0; i < n_known; i++)
+                if (streq(known[i], key))
+                        return true;
+        return false;
+}
+
+/* With RECEIPT_UNKNOWN_FIELDS_REJECT, o's keys that are not known at its level (prefix NULL: the top), all
+ * of them named in one message, in the body's order: a misspelt "mark_cod" would otherwise be silently
+ * dropped and the receipt printed without its marking code. */
+static int check_fields(const ParseContext *c, json_object *o, const char *prefix, const char *const *known,
+                        size_t n_known, char **detail) {
+        _cleanup_free_ char *list = NULL;
+        size_t n_unknown = 0;
+        Text t = {};
+
+        if (c->options.unknown_fields == RECEIPT_UNKNOWN_FIELDS_IGNORE)
+                return 0;
+
+        json_object_object_foreach(o, key, value) {
+                bool cut;
+                int n;
+
+                (void) value;
+                if (key_is_known(key, known, n_known))
+                        continue;
+                if (++n_unknown > UNKNOWN_FIELDS_QUOTED_MAX)
+                        continue;
+
+                n = quote_length(key, &cut);
+                if (n_unknown > 1)
+                        text_append_literal(&t, ", ");
+                text_append_literal(&t, "'");
+                text_append(&t, key, (size_t) n);
+                if (cut)
+                        text_append_literal(&t, "...");
+                text_append_literal(&t, "'");
+        }
+        if (n_unknown == 0)
+                return 0;
+
+        text_append(&t, "", 1);
+        list = t.data;
+        if (t.oom)
+                return -ENOMEM;
+        if (n_unknown > UNKNOWN_FIELDS_QUOTED_MAX)
+                return fail(detail, -EINVAL, "%s%sunknown fields %s and %zu more", strempty(prefix),
+                            prefix ? ": " : "", list, n_unknown - UNKNOWN_FIELDS_QUOTED_MAX);
+        return fail(detail, -EINVAL, "%s%sunknown fields %s", strempty(prefix), prefix ? ": " : "", list);
+}
+
+int receipt_check_cashier_name(const char *name, const char **ret_reason) {
+        size_t n = 0, l;
+
+        assert(name);
+        assert(ret_reason);
+
+        l = strlen(name);
+        if (!utf8_is_valid(name, l)) {
+                *ret_reason = "not valid UTF-8";
+                return -EINVAL;
+        }
+        for (size_t i = 0; i < l; i++) {
+                uint8_t c = (uint8_t) name[i];
+
+                if (c < 0x20 || c == 0x7f) {
+                        *ret_reason = "contains a control character";
+                        return -EINVAL;
+                }
+                n += (c & 0xc0) != 0x80;
+        }
+        if (n == 0) {
+                *ret_reason = "must not be empty";
+                return -EINVAL;
+        }
+        if (n > RECEIPT_CASHIER_MAX) {
+                *ret_reason = "longer than 64 characters";
+                return -EINVAL;
+        }
+        return 0;
+}
+
+/* The INN check digits: the weighted sum of the digits before it, mod 11, mod 10. Each check digit uses the
+ * last k weights of the one list for the k digits before it (9 for a legal entity's 10th digit, 10 and 11
+ * for a person's 11th and 12th): https://developers.tochka.com/docs/cyclops/validation ("Алгоритм проверки
+ * ИНН"). */
+static unsigned inn_check_digit(const char *digits, size_t k) {
+        static const unsigned weights[11] = { 3, 7, 2, 4, 10, 3, 5, 9, 4, 6, 8 };
+        unsigned sum = 0;
+
+        assert(k <= ELEMENTSOF(weights));
+        for (size_t i = 0; i < k; i++)
+                sum += (unsigned) (digits[i] - '0') * weights[ELEMENTSOF(weights) - k + i];
+        return sum % 11 % 10;
+}
+
+/* FFD tag 1203 is the INN of the cashier («ИНН кассира»), and a cashier is a person: a person's INN has 12
+ * digits. A 10-digit INN is a legal entity's, so it is refused even with a valid check digit (our decision:
+ * the FFD table for 1203 was not available to check; a company's INN in 1203 would be a POS mistake). */
+int receipt_check_inn(const char *inn, const char **ret_reason) {
+        size_t l;
+
+        assert(inn);
+        assert(ret_reason);
+
+        l = strlen(inn);
+        for (size_t i = 0; i < l; i++)
+                if (inn[i] < '0' || inn[i] > '9') {
+                        *ret_reason = "must be 12 digits";
+                        return -EINVAL;
+                }
+        if (l != 12) {
+                *ret_reason = "must be 12 digits";
+                return -EINVAL;
+        }
+        if (inn_check_digit(inn, 10) != (unsigned) (inn[10] - '0') ||
+            inn_check_digit(inn, 11) != (unsigned) (inn[11] - '0')) {
+                *ret_reason = "checksum does not match";
+                return -EINVAL;
+        }
+        return 0;
+}
+
+/* FFD 1.2, tags 1021 (cashier) and 1203 (cashier's INN). */
+static int parse_cashier(ParseContext *c, json_object *v, Receipt *r, char **detail) {
+        const ReceiptOptions *o = &c->options;
+        const char *reason = NULL;
+        json_object *inn;
+        int k;
+
+        if (!v) {
+                /* The register's defaults, as a pair: the INN belongs to the default cashier and to no
+                 * cashier the body names. Checked again here, so that a bad default fails loudly instead of
+                 * reaching the register. */
+                if (!o->default_cashier)
+                        return 0;
+                if (receipt_check_cashier_name(o->default_cashier, &reason) < 0)
+                        return fail(detail, -EINVAL, "cashier.name: the register's default cashier: %s",
+                                    reason);
+                r->cashier_name = strdup(o->default_cashier);
+                if (!r->cashier_name)
+                        return -ENOMEM;
+                if (o->default_cashier_inn) {
+                        if (receipt_check_inn(o->default_cashier_inn, &reason) < 0)
+                                return fail(detail, -EINVAL,
+                                            "cashier.inn: the register's default cashier: %s", reason);
+                        r->cashier_inn = strdup(o->default_cashier_inn);
+                        if (!r->cashier_inn)
+                                return -ENOMEM;
+                }
+                return 0;
+        }
+
+        if (!json_object_is_type(v, json_type_object))
+                return fail(detail, -EINVAL, "cashier: must be an object");
+        k = check_fields(c, v, "cashier", cashier_fields, ELEMENTSOF(cashier_fields), detail);
+        if (k < 0)
+                return k;
+        r->cashier_given = true;
+
+        k = parse_string_dup(field_get(v, "name"), "cashier", "name", RECEIPT_CASHIER_MAX, STRING_NO_CONTROL,
+                             &r->cashier_name, detail);
+        if (k < 0)
+                return k;
+
+        inn = field_get(v, "inn");
+        if (inn) {
+                k = parse_string_dup(inn, "cashier", "inn", SIZE_MAX, 0, &r->cashier_inn, detail);
+                if (k < 0)
+                        return k;
+                if (receipt_check_inn(r->cashier_inn, &reason) < 0)
+                        return fail(detail, -EINVAL, "cashier.inn: %s", reason);
+        }
+        return 0;
+}
+
+static int parse_taxation(ParseContext *c, json_object *v, Receipt *r, char **detail) {
+        unsigned allowed = c->options.allowed_taxations;
+        char names[128] = "";
+        int k, value = 0;
+
+        if (v) {
+                k = parse_enum(v, NULL, "taxation", taxation_table, ELEMENTSOF(taxation_table), -1, &value,
+                               detail);
+                if (k < 0)
+                        return k;
+                r->taxation = value;
+                r->taxation_given = true;
+        } else
+                r->taxation = c->options.default_taxation;
+
+        if (allowed == 0 || (allowed & (unsigned) r->taxation))
+                return 0;
+
+        for (size_t i = 0; i < ELEMENTSOF(taxation_table); i++)
+                if (allowed & (unsigned) taxation_table[i].value) {
+                        if (names[0])
+                                strncat(names, " or ", sizeof names - strlen(names) - 1);
+                        strncat(names, taxation_table[i].name, sizeof names - strlen(names) - 1);
+                }
+        return fail(detail, -EINVAL, "taxation: the register is registered for %s only", names);
+}
+
 static int parse_vat(json_object *item, const char *prefix, const VatCode **ret, char **detail) {
         json_object *v_rate = field_get(item, "vat_rate"), *v_name = field_get(item, "vat");
         const VatCode *by_rate = NULL, *by_name = NULL;
@@ -433,7 +707,7 @@ static int parse_vat(json_object *item, const char *prefix, const VatCode **ret,
         return 0;
 }
 
-static int parse_item(json_object *o, size_t index, ReceiptItem *item, char **detail) {
+static int parse_item(ParseContext *c, json_object *o, size_t index, ReceiptItem *item, char **detail) {
         char prefix[32];
         int64_t expected;
         int r, value = 0;
@@ -442,6 +716,9 @@ static int parse_item(json_object *o, size_t index, ReceiptItem *item, char **de
         snprintf(prefix, sizeof prefix, "items[%zu]", index);
         if (!json_object_is_type(o, json_type_object))
                 return fail(detail, -EINVAL, "%s: must be an object", prefix);
+        r = check_fields(c, o, prefix, item_fields, ELEMENTSOF(item_fields), detail);
+        if (r < 0)
+                return r;
 
         r = parse_string_dup(field_get(o, "name"), prefix, "name", RECEIPT_ITEM_NAME_MAX, 0, &item->name,
                              detail);
@@ -508,13 +785,17 @@ static int parse_item(json_object *o, size_t index, ReceiptItem *item, char **de
         return 0;
 }
 
-static int parse_payment(json_object *o, size_t index, ReceiptPayment *payment, char **detail) {
+static int parse_payment(ParseContext *c, json_object *o, size_t index, ReceiptPayment *payment,
+                         char **detail) {
         char prefix[32];
         int r, value = 0;
 
         snprintf(prefix, sizeof prefix, "payments[%zu]", index);
         if (!json_object_is_type(o, json_type_object))
                 return fail(detail, -EINVAL, "%s: must be an object", prefix);
+        r = check_fields(c, o, prefix, payment_fields, ELEMENTSOF(payment_fields), detail);
+        if (r < 0)
+                return r;
 
         r = parse_enum(field_get(o, "type"), prefix, "type", payment_type_table,
                        ELEMENTSOF(payment_type_table), -1, &value, detail);
@@ -559,12 +840,15 @@ static bool phone_is_plausible(const char *s) {
         return n >= 10 && n <= 15;
 }
 
-static int parse_customer(json_object *o, Receipt *r, char **detail) {
+static int parse_customer(ParseContext *c, json_object *o, Receipt *r, char **detail) {
         json_object *email, *phone;
         int k;
 
         if (!json_object_is_type(o, json_type_object))
                 return fail(detail, -EINVAL, "customer: must be an object");
+        k = check_fields(c, o, "customer", customer_fields, ELEMENTSOF(customer_fields), detail);
+        if (k < 0)
+                return k;
 
         email = field_get(o, "email");
         phone = field_get(o, "phone");
@@ -689,10 +973,14 @@ static int parse_json_body(const char *body, size_t size, json_object **ret, cha
         return 0;
 }
 
-static int receipt_validate(json_object *o, const ReceiptLimits *limits, Receipt *r, char **detail) {
+static int receipt_validate(ParseContext *c, json_object *o, Receipt *r, char **detail) {
         json_object *v;
         int k, value = 0;
         int64_t paid = 0;
+
+        k = check_fields(c, o, NULL, receipt_fields, ELEMENTSOF(receipt_fields), detail);
+        if (k < 0)
+                return k;
 
         k = parse_string_dup(field_get(o, "pos_id"), NULL, "pos_id", RECEIPT_POS_ID_MAX, STRING_NO_CONTROL,
                              &r->pos_id, detail);
@@ -705,11 +993,13 @@ static int receipt_validate(json_object *o, const ReceiptLimits *limits, Receipt
                 return k;
         r->type = value;
 
-        k = parse_enum(field_get(o, "taxation"), NULL, "taxation", taxation_table,
-                       ELEMENTSOF(taxation_table), TAXATION_OSN, &value, detail);
+        k = parse_taxation(c, field_get(o, "taxation"), r, detail);
         if (k < 0)
                 return k;
-        r->taxation = value;
+
+        k = parse_cashier(c, field_get(o, "cashier"), r, detail);
+        if (k < 0)
+                return k;
 
         v = field_get(o, "items");
         if (!v)
@@ -718,8 +1008,8 @@ static int receipt_validate(json_object *o, const ReceiptLimits *limits, Receipt
                 return fail(detail, -EINVAL, "items: must be an array");
         if (json_object_array_length(v) == 0)
                 return fail(detail, -EINVAL, "items: must not be empty");
-        if (json_object_array_length(v) > limits->max_items)
-                return fail(detail, -EINVAL, "items: more than %zu items", limits->max_items);
+        if (json_object_array_length(v) > c->options.max_items)
+                return fail(detail, -EINVAL, "items: more than %zu items", c->options.max_items);
 
         r->items = new0(ReceiptItem, json_object_array_length(v));
         if (!r->items)
@@ -729,7 +1019,7 @@ static int receipt_validate(json_object *o, const ReceiptLimits *limits, Receipt
 
                 /* Counted before parsing, so that receipt_free() releases a half-filled item. */
                 r->n_items++;
-                k = parse_item(json_object_array_get_idx(v, i), i, item, detail);
+                k = parse_item(c, json_object_array_get_idx(v, i), i, item, detail);
                 if (k < 0)
                         return k;
                 if (__builtin_add_overflow(r->total, item->total, &r->total))
@@ -743,8 +1033,8 @@ static int receipt_validate(json_object *o, const ReceiptLimits *limits, Receipt
                 return fail(detail, -EINVAL, "payments: must be an array");
         if (json_object_array_length(v) == 0)
                 return fail(detail, -EINVAL, "payments: must not be empty");
-        if (json_object_array_length(v) > limits->max_payments)
-                return fail(detail, -EINVAL, "payments: more than %zu payments", limits->max_payments);
+        if (json_object_array_length(v) > c->options.max_payments)
+                return fail(detail, -EINVAL, "payments: more than %zu payments", c->options.max_payments);
 
         r->payments = new0(ReceiptPayment, json_object_array_length(v));
         if (!r->payments)
@@ -753,7 +1043,7 @@ static int receipt_validate(json_object *o, const ReceiptLimits *limits, Receipt
                 ReceiptPayment *payment = r->payments + i;
 
                 r->n_payments++;
-                k = parse_payment(json_object_array_get_idx(v, i), i, payment, detail);
+                k = parse_payment(c, json_object_array_get_idx(v, i), i, payment, detail);
                 if (k < 0)
                         return k;
                 if (__builtin_add_overflow(paid, payment->amount, &paid))
@@ -768,7 +1058,7 @@ static int receipt_validate(json_object *o, const ReceiptLimits *limits, Receipt
 
         v = field_get(o, "customer");
         if (v) {
-                k = parse_customer(v, r, detail);
+                k = parse_customer(c, v, r, detail);
                 if (k < 0)
                         return k;
         }
@@ -776,29 +1066,37 @@ static int receipt_validate(json_object *o, const ReceiptLimits *limits, Receipt
         return 0;
 }
 
-static const ReceiptLimits receipt_limits_default = RECEIPT_LIMITS_DEFAULT;
-
-int receipt_parse(const char *body, size_t size, const ReceiptLimits *limits, Receipt **ret,
-                  char **ret_detail) {
-        _cleanup_(json_object_putp) json_object *o = NULL;
+int receipt_parse_with(const char *body, size_t size, const ReceiptOptions *o, Receipt **ret,
+                       char **ret_detail) {
+        static const ReceiptLimits limits_default = RECEIPT_LIMITS_DEFAULT;
+        _cleanup_(json_object_putp) json_object *j = NULL;
         _cleanup_(receipt_freep) Receipt *r = NULL;
         _cleanup_free_ char *detail = NULL;
+        ParseContext c = {};
         int k;
 
         assert(body || size == 0);
         assert(ret);
 
-        if (!limits)
-                limits = &receipt_limits_default;
-        assert(limits->max_items > 0 && limits->max_payments > 0);
+        if (o)
+                c.options = *o;
+        if (c.options.max_items == 0)
+                c.options.max_items = limits_default.max_items;
+        if (c.options.max_payments == 0)
+                c.options.max_payments = limits_default.max_payments;
+        if (c.options.default_taxation == 0)
+                c.options.default_taxation = TAXATION_OSN;
+        assert(taxation_to_string(c.options.default_taxation));
+        assert((c.options.allowed_taxations & ~(unsigned) TAXATION_ALL) == 0);
+        assert(c.options.unknown_fields >= 0 && c.options.unknown_fields < _RECEIPT_UNKNOWN_FIELDS_MAX);
 
-        k = parse_json_body(body, size, &o, &detail);
+        k = parse_json_body(body, size, &j, &detail);
         if (k >= 0) {
                 r = new0(Receipt, 1);
                 if (!r)
                         k = -ENOMEM;
                 else
-                        k = receipt_validate(o, limits, r, &detail);
+                        k = receipt_validate(&c, j, r, &detail);
         }
 
         if (k < 0) {
@@ -814,6 +1112,18 @@ int receipt_parse(const char *body, size_t size, const ReceiptLimits *limits, Re
         return 0;
 }
 
+int receipt_parse(const char *body, size_t size, const ReceiptLimits *limits, Receipt **ret,
+                  char **ret_detail) {
+        ReceiptOptions o = {};
+
+        if (limits) {
+                assert(limits->max_items > 0 && limits->max_payments > 0);
+                o.max_items = limits->max_items;
+                o.max_payments = limits->max_payments;
+        }
+        return receipt_parse_with(body, size, &o, ret, ret_detail);
+}
+
 static int json_add_string(json_object *o, const char *key, const char *s) {
         return json_add(o, key, json_object_new_string(s));
 }
@@ -824,6 +1134,15 @@ static int json_add_int(json_object *o, const char *key, int64_t i) {
 
 static int json_add_decimal(json_object *o, const char *key, int64_t v, unsigned scale) {
         return json_add_string(o, key, MONEY_FORMAT(v, scale));
+}
+
+/* What AS_GIVEN leaves out: what the options filled in. */
+static bool show_taxation(const Receipt *r, ReceiptCanonicalFlags flags) {
+        return r->taxation_given || !(flags & RECEIPT_CANONICAL_AS_GIVEN);
+}
+
+static bool show_cashier(const Receipt *r, ReceiptCanonicalFlags flags) {
+        return r->cashier_name && (r->cashier_given || !(flags & RECEIPT_CANONICAL_AS_GIVEN));
 }
 
 static int item_to_json(const ReceiptItem *item, json_object **ret) {
@@ -837,8 +1156,9 @@ static int item_to_json(const ReceiptItem *item, json_object **ret) {
         if ((r = json_add_string(o, "name", item->name)) < 0 ||
             (r = json_add_decimal(o, "price", item->price, MONEY_SCALE_KOPECKS)) < 0 ||
             (r = json_add_decimal(o, "quantity", item->quantity, MONEY_SCALE_QUANTITY)) < 0 ||
-            (r = json_add_decimal(o, "total", item->total, MONEY_SCALE_KOPECKS)) < 0 ||
-            (r = json_add_string(o, "vat", item->vat->name)) < 0 ||
+            (r = json_add_decimal(o, "total", item->total, MONEY_SCALE_KOPECKS)) < 0)
+                return r;
+        if ((r = json_add_string(o, "vat", item->vat->name)) < 0 ||
             (r = json_add_int(o, "vat_tag1199", item->vat->tag1199)) < 0 ||
             (r = json_add_string(o, "payment_method", payment_method_to_string(item->payment_method))) < 0 ||
             (r = json_add_int(o, "payment_method_tag1214", item->payment_method)) < 0 ||
@@ -874,49 +1194,71 @@ static int payment_to_json(const ReceiptPayment *payment, json_object **ret) {
         return 0;
 }
 
-int receipt_to_json(const Receipt *r, json_object **ret) {
-        _cleanup_(json_object_putp) json_object *o = NULL, *items = NULL, *payments = NULL;
+/* Appends what to_json() makes of each of n elements of size bytes from a to a new array at o[key]. */
+static int json_add_array(json_object *o, const char *key, const void *a, size_t n, size_t size,
+                          int (*to_json)(const void *element, json_object **ret)) {
+        _cleanup_(json_object_putp) json_object *array = json_object_new_array();
+        int k;
+
+        if (!array)
+                return -ENOMEM;
+        for (size_t i = 0; i < n; i++) {
+                json_object *e = NULL;
+
+                k = to_json((const uint8_t *) a + i * size, &e);
+                if (k < 0)
+                        return k;
+                if (json_object_array_add(array, e) < 0) {
+                        json_object_put(e);
+                        return -ENOMEM;
+                }
+        }
+        return json_add(o, key, TAKE_PTR(array));
+}
+
+static int item_to_json_any(const void *e, json_object **ret) {
+        return item_to_json(e, ret);
+}
+
+static int payment_to_json_any(const void *e, json_object **ret) {
+        return payment_to_json(e, ret);
+}
+
+int receipt_to_json_with(const Receipt *r, ReceiptCanonicalFlags flags, json_object **ret) {
+        _cleanup_(json_object_putp) json_object *o = NULL;
         int k;
 
         assert(r);
         assert(ret);
 
         o = json_object_new_object();
-        items = json_object_new_array();
-        payments = json_object_new_array();
-        if (!o || !items || !payments)
+        if (!o)
                 return -ENOMEM;
 
-        for (size_t i = 0; i < r->n_items; i++) {
-                json_object *item = NULL;
-
-                k = item_to_json(r->items + i, &item);
-                if (k < 0)
-                        return k;
-                if (json_object_array_add(items, item) < 0) {
-                        json_object_put(item);
-                        return -ENOMEM;
-                }
-        }
-
-        for (size_t i = 0; i < r->n_payments; i++) {
-                json_object *payment = NULL;
-
-                k = payment_to_json(r->payments + i, &payment);
-                if (k < 0)
-                        return k;
-                if (json_object_array_add(payments, payment) < 0) {
-                        json_object_put(payment);
-                        return -ENOMEM;
-                }
-        }
-
         if ((k = json_add_string(o, "pos_id", r->pos_id)) < 0 ||
-            (k = json_add_string(o, "type", receipt_type_to_string(r->type))) < 0 ||
-            (k = json_add_string(o, "taxation", taxation_to_string(r->taxation))) < 0 ||
-            (k = json_add_int(o, "taxation_tag1055", r->taxation)) < 0 ||
-            (k = json_add(o, "items", TAKE_PTR(items))) < 0 ||
-            (k = json_add(o, "payments", TAKE_PTR(payments))) < 0 ||
+            (k = json_add_string(o, "type", receipt_type_to_string(r->type))) < 0)
+                return k;
+        if (show_taxation(r, flags) &&
+            ((k = json_add_string(o, "taxation", taxation_to_string(r->taxation))) < 0 ||
+             (k = json_add_int(o, "taxation_tag1055", r->taxation)) < 0))
+                return k;
+
+        if (show_cashier(r, flags)) {
+                _cleanup_(json_object_putp) json_object *cashier = json_object_new_object();
+
+                if (!cashier)
+                        return -ENOMEM;
+                if ((k = json_add_string(cashier, "name", r->cashier_name)) < 0)
+                        return k;
+                if (r->cashier_inn && (k = json_add_string(cashier, "inn", r->cashier_inn)) < 0)
+                        return k;
+                if ((k = json_add(o, "cashier", TAKE_PTR(cashier))) < 0)
+                        return k;
+        }
+
+        if ((k = json_add_array(o, "items", r->items, r->n_items, sizeof *r->items, item_to_json_any)) < 0 ||
+            (k = json_add_array(o, "payments", r->payments, r->n_payments, sizeof *r->payments,
+                                payment_to_json_any)) < 0 ||
             (k = json_add_decimal(o, "total", r->total, MONEY_SCALE_KOPECKS)) < 0)
                 return k;
 
@@ -938,48 +1280,15 @@ int receipt_to_json(const Receipt *r, json_object **ret) {
         return 0;
 }
 
+int receipt_to_json(const Receipt *r, json_object **ret) {
+        return receipt_to_json_with(r, 0, ret);
+}
+
 /* The canonical text, written straight into one buffer instead of through a json-c tree: building the tree
  * (an allocation and a hash insertion per field) and serialising it was a fifth of the loop thread's time
  * at 64 connections. The bytes must stay exactly what json_object_to_json_string_ext() with
  * JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE wrote for receipt_to_json()'s tree: stored
  * receipts are compared by the fingerprint of this text. test-receipt pins examples of it. */
-
-typedef struct Text {
-        char *data;
-        size_t size;
-        size_t allocated;
-        bool oom;       /* sticky: checked once at the end instead of after every append */
-} Text;
-
-static bool text_reserve(Text *t, size_t n) {
-        size_t a;
-        char *d;
-
-        if (t->oom)
-                return false;
-        if (t->allocated - t->size >= n)
-                return true;
-
-        a = MAX(t->allocated * 2, t->size + n);
-        d = realloc(t->data, a);
-        if (!d) {
-                t->oom = true;
-                return false;
-        }
-        t->data = d;
-        t->allocated = a;
-        return true;
-}
-
-static void text_append(Text *t, const char *s, size_t n) {
-        if (!text_reserve(t, n))
-                return;
-        memcpy(t->data + t->size, s, n);
-        t->size += n;
-}
-
-/* For literals only: the length is known at compile time. */
-#define text_append_literal(t, s) text_append((t), "" s "", sizeof(s) - 1)
 
 /* A JSON string as json-c escapes it: '"', '\\' and the controls with a short form as \" \\ \b \f \n \r
  * \t, every other byte below 0x20 as \u00xx with lower-case hex; '/' (NOSLASHESCAPE), DEL and everything
@@ -1085,24 +1394,36 @@ static void text_append_item(Text *t, const ReceiptItem *item) {
         text_append_literal(t, "}");
 }
 
-int receipt_canonical(const Receipt *r, char **ret) {
+int receipt_canonical_with(const Receipt *r, ReceiptCanonicalFlags flags, char **ret) {
         Text t = {};
 
         assert(r);
         assert(ret);
 
-        /* The two-item sale is about 700 bytes: one allocation for the common case. */
-        if (!text_reserve(&t, 512 + 512 * r->n_items))
+        /* The two-item sale is about 900 bytes: one allocation for the common case. */
+        if (!text_reserve(&t, 640 + 512 * r->n_items))
                 return -ENOMEM;
 
         text_append_literal(&t, "{\"pos_id\":");
         text_append_string(&t, r->pos_id);
         text_append_literal(&t, ",\"type\":");
         text_append_name(&t, receipt_type_to_string(r->type));
-        text_append_literal(&t, ",\"taxation\":");
-        text_append_name(&t, taxation_to_string(r->taxation));
-        text_append_literal(&t, ",\"taxation_tag1055\":");
-        text_append_int(&t, r->taxation);
+        if (show_taxation(r, flags)) {
+                text_append_literal(&t, ",\"taxation\":");
+                text_append_name(&t, taxation_to_string(r->taxation));
+                text_append_literal(&t, ",\"taxation_tag1055\":");
+                text_append_int(&t, r->taxation);
+        }
+
+        if (show_cashier(r, flags)) {
+                text_append_literal(&t, ",\"cashier\":{\"name\":");
+                text_append_string(&t, r->cashier_name);
+                if (r->cashier_inn) {
+                        text_append_literal(&t, ",\"inn\":");
+                        text_append_string(&t, r->cashier_inn);
+                }
+                text_append_literal(&t, "}");
+        }
 
         text_append_literal(&t, ",\"items\":[");
         for (size_t i = 0; i < r->n_items; i++) {
@@ -1151,6 +1472,10 @@ int receipt_canonical(const Receipt *r, char **ret) {
         }
         *ret = t.data;
         return 0;
+}
+
+int receipt_canonical(const Receipt *r, char **ret) {
+        return receipt_canonical_with(r, 0, ret);
 }
 
 /* Per thread, kept for the life of the thread like the tokener. */

@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "macro.h"
+#include "time-util.h"
 #include "vat.h"
 
 /* Enumerations whose values are the FFD values: the canonical receipt carries both name and number. */
@@ -89,6 +90,10 @@ typedef enum Taxation { /* FFD tag 1055, a bit each */
         _TAXATION_INVALID = -EINVAL,
 } Taxation;
 
+/* Every Taxation bit: the widest ReceiptOptions.allowed_taxations. */
+#define TAXATION_ALL (TAXATION_OSN | TAXATION_USN_INCOME | TAXATION_USN_INCOME_OUTCOME | TAXATION_ESN | \
+                      TAXATION_PATENT)
+
 /* to_string: NULL for a value not in the table; from_string: the value, or -EINVAL. */
 const char *receipt_type_to_string(ReceiptType t);
 ReceiptType receipt_type_from_string(const char *s);
@@ -107,6 +112,7 @@ Taxation taxation_from_string(const char *s);
 #define RECEIPT_ITEM_NAME_MAX 255U      /* characters */
 #define RECEIPT_MARK_CODE_MAX 256U      /* characters; marking codes are ASCII with GS (0x1d) separators */
 #define RECEIPT_CUSTOMER_MAX 64U        /* email or phone: tag 1008 holds at most 64 characters */
+#define RECEIPT_CASHIER_MAX 64U         /* tag 1021 */
 
 /* Both must be > 0. */
 typedef struct ReceiptLimits {
@@ -116,6 +122,29 @@ typedef struct ReceiptLimits {
 
 /* An initializer: ReceiptLimits l = RECEIPT_LIMITS_DEFAULT; also what receipt_parse() uses for NULL. */
 #define RECEIPT_LIMITS_DEFAULT { .max_items = 1000, .max_payments = 16 }
+
+typedef enum ReceiptUnknownFields {
+        RECEIPT_UNKNOWN_FIELDS_REJECT,  /* a key not known at its level is a 422 naming every such key */
+        RECEIPT_UNKNOWN_FIELDS_IGNORE,  /* skipped silently, as the prototype did */
+        _RECEIPT_UNKNOWN_FIELDS_MAX,
+        _RECEIPT_UNKNOWN_FIELDS_INVALID = -EINVAL,
+} ReceiptUnknownFields;
+
+/* What the register and the shop add to every body. All zero is a valid set: the defaults below. */
+typedef struct ReceiptOptions {
+        size_t max_items, max_payments;         /* as ReceiptLimits; 0: RECEIPT_LIMITS_DEFAULT's */
+        Taxation default_taxation;              /* when the body has no "taxation"; 0: TAXATION_OSN */
+        unsigned allowed_taxations;             /* Taxation bits the register is registered for; 0: any */
+        const char *default_cashier;            /* tag 1021 when the body has no cashier; NULL: none */
+        const char *default_cashier_inn;        /* tag 1203, only with default_cashier; NULL: none */
+        ReceiptUnknownFields unknown_fields;
+        usec_t now;                             /* CLOCK_REALTIME of the sale; 0: now() */
+} ReceiptOptions;
+
+/* What conf.c checks [Device] Cashier= and CashierINN= with, so that a default never fails a receipt:
+ * 0, or -EINVAL with a static reason ("checksum does not match"). */
+int receipt_check_cashier_name(const char *name, const char **ret_reason);
+int receipt_check_inn(const char *inn, const char **ret_reason);
 
 typedef struct ReceiptItem {
         char *name;
@@ -138,6 +167,10 @@ typedef struct Receipt {
         char *pos_id;
         ReceiptType type;
         Taxation taxation;
+        bool taxation_given;            /* false: options.default_taxation */
+        char *cashier_name;             /* tag 1021; NULL when neither the body nor the options name one */
+        char *cashier_inn;              /* tag 1203; NULL when absent */
+        bool cashier_given;             /* false: from the options (or none) */
         ReceiptItem *items;
         size_t n_items;
         ReceiptPayment *payments;
@@ -150,11 +183,14 @@ typedef struct Receipt {
 Receipt *receipt_free(Receipt *r);
 DEFINE_TRIVIAL_CLEANUP_FUNC(Receipt *, receipt_free);
 
-/* Parses and validates a request body (size bytes, need not be NUL-terminated). limits NULL: the defaults.
+/* Parses and validates a request body (size bytes, need not be NUL-terminated). o NULL: all defaults.
  * Returns 0 and *ret; -EBADMSG when the body is not valid UTF-8, not JSON, or not a JSON object (HTTP 400);
  * -EINVAL when a field fails validation (HTTP 422); -ENOMEM. On -EBADMSG/-EINVAL *ret_detail (may be NULL)
  * gets a malloc'ed message that starts with the field's path, e.g. "items[2].price: more than 2 decimal
  * places" (indexes count from 0); otherwise it is set to NULL. */
+int receipt_parse_with(const char *body, size_t size, const ReceiptOptions *o, Receipt **ret,
+                       char **ret_detail);
+/* receipt_parse_with() with the default options and these limits (NULL: the defaults). */
 int receipt_parse(const char *body, size_t size, const ReceiptLimits *limits, Receipt **ret,
                   char **ret_detail);
 
@@ -163,6 +199,16 @@ int receipt_parse(const char *body, size_t size, const ReceiptLimits *limits, Re
  * byte-identical text, and the text is itself a valid body that parses back to the same receipt. */
 int receipt_to_json(const Receipt *r, json_object **ret);
 int receipt_canonical(const Receipt *r, char **ret);
+
+typedef enum ReceiptCanonicalFlags {
+        /* Leaves out taxation and cashier when they came from the options rather than the body: the text
+         * to fingerprint for idempotency, so that a changed [Device] Cashier= does not turn a client's retry
+         * into "key reused with another body". It parses back to the same receipt under the same options. */
+        RECEIPT_CANONICAL_AS_GIVEN = 1 << 0,
+} ReceiptCanonicalFlags;
+
+int receipt_to_json_with(const Receipt *r, ReceiptCanonicalFlags flags, json_object **ret);
+int receipt_canonical_with(const Receipt *r, ReceiptCanonicalFlags flags, char **ret);
 
 /* Lower-case hex SHA-256 of the canonical text; -EIO if libcrypto fails. */
 int receipt_fingerprint(const char *canonical, char ret[static 65]);
