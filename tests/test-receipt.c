@@ -207,6 +207,7 @@ static char *assert_round_trip(const char *body, const ReceiptOptions *o) {
         r2 = parse_ok_with(full, o);
         full2 = canonical_with(r2, 0);
         ASSERT_STREQ(full2, full);
+        ASSERT_EQ(r2->paid, r1->paid);
 
         r3 = parse_ok_with(given, o);
         full3 = canonical_with(r3, 0);
@@ -242,6 +243,8 @@ static void test_valid_receipt_fields_and_defaults(void) {
         ASSERT_EQ(r->payments[0].type, PAYMENT_TYPE_CASH);
         ASSERT_EQ(r->payments[0].amount, 150000);
         ASSERT_EQ(r->total, 150000);
+        ASSERT_EQ(r->paid, 150000);
+        ASSERT_EQ(r->change, 0);
         ASSERT_NULL(r->customer_email);
         ASSERT_NULL(r->customer_phone);
         /* What the options fill in, and what is absent. */
@@ -348,7 +351,7 @@ static void test_canonical_text_with_optional_fields(void) {
  * fingerprints for idempotency, so however the text comes to be written, these must stay byte for byte.
  * That the two writers agree is the invariant; these pins catch a change to both at once. */
 
-/* ASCII only, every optional field, non-default enums, a cashier */
+/* ASCII only, every optional field, non-default enums: a cashier, change */
 static const char pinned_ascii_body[] =
         "{\"pos_id\":\"POS-42\",\"type\":\"sale_correction\",\"taxation\":\"usn_income_outcome\","
         "\"cashier\":{\"inn\":\"500100732259\",\"name\":\"Ivanov I.I. \\\"senior\\\"\"},"
@@ -357,7 +360,7 @@ static const char pinned_ascii_body[] =
         "\"payment_object\":\"commodity_marked\",\"measure\":\"other\","
         "\"mark_code\":\"0104600439931256\\u001d21ABC/def\\u001d91EE06\"},"
         "{\"name\":\"Cloth\",\"price\":0.01,\"quantity\":1,\"total\":0.01,\"vat_rate\":0}],"
-        "\"payments\":[{\"type\":\"card\",\"amount\":\"200.00\"},{\"type\":\"cash\",\"amount\":71.04},"
+        "\"payments\":[{\"type\":\"card\",\"amount\":\"200.00\"},{\"type\":\"cash\",\"amount\":72},"
         "{\"type\":\"other\",\"amount\":\"0.10\"}],"
         "\"customer\":{\"phone\":\"+79991234567\",\"email\":\"buyer+tag@example.com\"}}";
 static const char pinned_ascii_canonical[] =
@@ -371,10 +374,10 @@ static const char pinned_ascii_canonical[] =
         "quantity\":\"1.000\",\"total\":\"0.01\",\"vat\":\"vat0\",\"vat_tag1199\":5,\"payment_metho"
         "d\":\"full_payment\",\"payment_method_tag1214\":4,\"payment_object\":\"commodity\",\"payme"
         "nt_object_tag1212\":1,\"measure\":\"piece\",\"measure_tag2108\":0}],\"payments\":[{\"type"
-        "\":\"card\",\"amount\":\"200.00\",\"amount_tag\":1081},{\"type\":\"cash\",\"amount\":\"71."
-        "04\",\"amount_tag\":1031},{\"type\":\"other\",\"amount\":\"0.10\",\"amount_tag\":1217}],\""
-        "total\":\"271.14\",\"customer\":{\"email\":\"buyer+tag@example.com\",\"phone\":\"+79991234"
-        "567\"}}";
+        "\":\"card\",\"amount\":\"200.00\",\"amount_tag\":1081},{\"type\":\"cash\",\"amount\":\"72."
+        "00\",\"amount_tag\":1031},{\"type\":\"other\",\"amount\":\"0.10\",\"amount_tag\":1217}],\""
+        "total\":\"271.14\",\"change\":\"0.96\",\"customer\":{\"email\":\"buyer+tag@example.com\","
+        "\"phone\":\"+79991234567\"}}";
 
 /* Cyrillic, 4-byte UTF-8, U+2028, DEL, every escape json-c writes, '/' and '\' */
 static const char pinned_escapes_body[] =
@@ -397,7 +400,7 @@ static const char pinned_escapes_canonical[] =
         "u001d\\u001d\"}],\"payments\":[{\"type\":\"cash\",\"amount\":\"1500.00\",\"amount_tag\":10"
         "31}],\"total\":\"1500.00\",\"customer\":{\"email\":\"a\\\"b\\\\c/d@пример.рф\"}}";
 
-/* large amounts, weights, several items, phone only */
+/* large amounts, weights, several items, an advance offset, credit, phone only */
 static const char pinned_amounts_body[] =
         "{\"pos_id\":\"P\",\"type\":\"sale\",\"taxation\":\"patent\",\"items\":["
         "{\"name\":\"Gold\",\"price\":\"9999999999.99\",\"quantity\":\"0.001\",\"total\":\"10000000.00\","
@@ -406,7 +409,8 @@ static const char pinned_amounts_body[] =
         "\"measure\":\"kilogram\",\"payment_object\":\"excise\",\"payment_method\":\"advance\"},"
         "{\"name\":\"Service\",\"price\":100,\"quantity\":3,\"total\":300,\"vat\":\"none\","
         "\"payment_object\":\"service\",\"measure\":\"hour\"}],"
-        "\"payments\":[{\"type\":\"card\",\"amount\":\"10000601.47\"}],"
+        "\"payments\":[{\"type\":\"electronic\",\"amount\":\"1000.00\"},"
+        "{\"type\":\"prepayment\",\"amount\":5000000},{\"type\":\"credit\",\"amount\":\"4999601.47\"}],"
         "\"customer\":{\"phone\":\"+123456789012345\"}}";
 static const char pinned_amounts_canonical[] =
         "{\"pos_id\":\"P\",\"type\":\"sale\",\"taxation\":\"patent\",\"taxation_tag1055\":32,\"item"
@@ -420,8 +424,10 @@ static const char pinned_amounts_canonical[] =
         ":\"100.00\",\"quantity\":\"3.000\",\"total\":\"300.00\",\"vat\":\"none\",\"vat_tag1199\":6"
         ",\"payment_method\":\"full_payment\",\"payment_method_tag1214\":4,\"payment_object\":\"ser"
         "vice\",\"payment_object_tag1212\":4,\"measure\":\"hour\",\"measure_tag2108\":71}],\"paymen"
-        "ts\":[{\"type\":\"card\",\"amount\":\"10000601.47\",\"amount_tag\":1081}],\"total\":\"1000"
-        "0601.47\",\"customer\":{\"phone\":\"+123456789012345\"}}";
+        "ts\":[{\"type\":\"card\",\"amount\":\"1000.00\",\"amount_tag\":1081},{\"type\":\"prepaymen"
+        "t\",\"amount\":\"5000000.00\",\"amount_tag\":1215},{\"type\":\"credit\",\"amount\":\"49996"
+        "01.47\",\"amount_tag\":1216}],\"total\":\"10000601.47\",\"customer\":{\"phone\":\"+1234567"
+        "89012345\"}}";
 
 static const struct {
         const char *body;
@@ -429,11 +435,11 @@ static const struct {
         const char *fingerprint;
 } pinned[] = {
         { pinned_ascii_body, pinned_ascii_canonical,
-          "caed01efc09549956f7d5a3102d811f670fb09af750414bb1be5b55ed1878015" },
+          "885a1b258b63b91f1e0a7782c70942c6dfb0b45b227c82e1f40bcce57288a83c" },
         { pinned_escapes_body, pinned_escapes_canonical,
           "d1bfe973d894235279b0d1655b10974cd5b5bb298781bdf257b8d1bb6b3359f0" },
         { pinned_amounts_body, pinned_amounts_canonical,
-          "fd27d899b09dbe428031cacacb83637386595a275487596816bf711187243668" },
+          "e718cf2547516a5b2d8fff81df7bc131cd1ff242760c5159950bdba8c0ebdcd3" },
 };
 
 static void test_canonical_text_is_pinned_byte_for_byte(void) {
@@ -567,7 +573,7 @@ static void test_canonical_equal_for_equivalent_bodies(void) {
                 "\"payment_method_tag1214\":1,\"payment_object\":\"commodity\",\"payment_object_tag1212\":1,"
                 "\"measure\":\"piece\",\"measure_tag2108\":1,\"mark_code\":null}],"
                 "\"payments\":[{\"type\":\"cash\",\"amount\":1500.00,\"amount_tag\":1081}],"
-                "\"customer\":null,\"cashier\":null,\"total\":\"1.00\"}",
+                "\"customer\":null,\"cashier\":null,\"total\":\"1.00\",\"change\":\"5.00\"}",
         };
         _cleanup_free_ char *expected = canonical_of(base);
 
@@ -939,24 +945,106 @@ static void test_payments_limit_boundary(void) {
         expect_fail_limits(three, strlen(three), &limits, EINVAL, "payments: more than 2 payments");
 }
 
-static void test_payments_sum_tolerance_is_one_kopeck_each_way(void) {
-        static const char *const accepted[] = { "1499.99", "1500.00", "1500.01" };
-
-        for (size_t i = 0; i < ELEMENTSOF(accepted); i++) {
-                _cleanup_(receipt_freep) Receipt *r = ACCEPT(WITH("/payments/0/amount", accepted[i]));
-
-                ASSERT_EQ(r->total, 150000);
-        }
-        REJECT(WITH("/payments/0/amount", "1499.98"),
-               "payments: sum 1499.98 does not match the items' total 1500.00");
-        REJECT(WITH("/payments/0/amount", "1500.02"),
-               "payments: sum 1500.02 does not match the items' total 1500.00");
+/* The prototype let payments differ from the total by a kopeck either way; a register takes no less than
+ * the total, and what is paid above it is change. */
+static void test_payments_short_by_one_kopeck_refused(void) {
+        REJECT(WITH("/payments/0/amount", "1499.99"),
+               "payments: sum 1499.99 is less than the total 1500.00 (short by 0.01)");
         /* Split payments are summed. */
         REJECT(WITH("/payments/0/amount", "1000", "/payments/-", "{\"type\":\"card\",\"amount\":499.98}"),
-               "payments: sum 1499.98 does not match the items' total 1500.00");
+               "payments: sum 1499.98 is less than the total 1500.00 (short by 0.02)");
+        /* The brief's case: 99.98 for 99.99. */
+        REJECT(WITH("/items/0/price", "99.99", "/items/0/total", "99.99", "/payments/0/amount", "99.98"),
+               "payments: sum 99.98 is less than the total 99.99 (short by 0.01)");
         REJECT(WITH("/payments/0/amount", "92233720368547758",
                     "/payments/-", "{\"type\":\"card\",\"amount\":92233720368547758}"),
                "payments: sum out of range");
+}
+
+static void test_payments_exact_total_accepted_without_change(void) {
+        _cleanup_(receipt_freep) Receipt *r = ACCEPT(
+                WITH("/items/0/price", "99.99", "/items/0/total", "99.99", "/payments/0/amount", "99.99"));
+        _cleanup_free_ char *c = canonical_with(r, 0);
+
+        ASSERT_EQ(r->total, 9999);
+        ASSERT_EQ(r->paid, 9999);
+        ASSERT_EQ(r->change, 0);
+        ASSERT_NULL(strstr(c, "\"change\""));
+}
+
+static void test_cash_above_the_total_is_change(void) {
+        _cleanup_free_ char *body = WITH("/payments/0/amount", "1000", "/payments/-",
+                                         "{\"type\":\"card\",\"amount\":499.50}",
+                                         "/payments/-", "{\"type\":\"cash\",\"amount\":\"1.00\"}");
+        _cleanup_(receipt_freep) Receipt *r = parse_ok(body);
+        _cleanup_free_ char *c = assert_round_trip(body, &test_options);
+
+        ASSERT_EQ(r->total, 150000);
+        ASSERT_EQ(r->paid, 150050);
+        ASSERT_EQ(r->change, 50);
+        ASSERT_NOT_NULL(strstr(c, "\"total\":\"1500.00\",\"change\":\"0.50\"}"));
+}
+
+static void test_non_cash_above_the_total_refused(void) {
+        static const char *const non_cash[] = { "card", "electronic", "prepayment", "credit", "other" };
+
+        REJECT(WITH("/items/0/price", "100", "/items/0/total", "100",
+                    "/payments/0", "{\"type\":\"card\",\"amount\":120}"),
+               "payments: non-cash payments 120.00 exceed the total 100.00");
+        /* Each non-cash kind counts, and so does a mix; cash beside them does not help. */
+        for (size_t i = 0; i < ELEMENTSOF(non_cash); i++) {
+                _cleanup_free_ char *payment = NULL;
+
+                ASSERT_TRUE(asprintf(&payment, "{\"type\":\"%s\",\"amount\":0.01}", non_cash[i]) >= 0);
+                fprintf(stderr, "   %s\n", non_cash[i]);
+                REJECT(WITH("/payments/0", "{\"type\":\"card\",\"amount\":1500}", "/payments/-", payment,
+                            "/payments/-", "{\"type\":\"cash\",\"amount\":5}"),
+                       "payments: non-cash payments 1500.01 exceed the total 1500.00");
+        }
+}
+
+/* The optics flow: an advance at the order (a receipt of its own, earlier), the balance at pickup by card,
+ * the advance offset against the goods (tag 1215). */
+static void test_prepayment_offset_and_card_balance(void) {
+        _cleanup_free_ char *body = WITH("/items/0/price", "12000", "/items/0/total", "12000",
+                                         "/payments/0", "{\"type\":\"prepayment\",\"amount\":\"5000.00\"}",
+                                         "/payments/-", "{\"type\":\"card\",\"amount\":7000}");
+        _cleanup_(receipt_freep) Receipt *r = parse_ok(body);
+        _cleanup_free_ char *c = assert_round_trip(body, &test_options);
+
+        ASSERT_EQ(r->n_payments, 2);
+        ASSERT_EQ(r->payments[0].type, PAYMENT_TYPE_PREPAYMENT);
+        ASSERT_EQ(r->payments[0].amount, 500000);
+        ASSERT_EQ(r->payments[1].type, PAYMENT_TYPE_CARD);
+        ASSERT_EQ(r->paid, 1200000);
+        ASSERT_EQ(r->change, 0);
+        ASSERT_NOT_NULL(strstr(c, "\"payments\":[{\"type\":\"prepayment\",\"amount\":\"5000.00\","
+                                  "\"amount_tag\":1215},{\"type\":\"card\",\"amount\":\"7000.00\","
+                                  "\"amount_tag\":1081}]"));
+}
+
+/* Postpayment: handed over now, paid later (tag 1216), here with a part paid in cash. */
+static void test_credit_postpayment(void) {
+        _cleanup_free_ char *body = WITH("/items/0/payment_method", "\"credit\"",
+                                         "/payments/0/amount", "500",
+                                         "/payments/-", "{\"type\":\"credit\",\"amount\":1000}");
+        _cleanup_(receipt_freep) Receipt *r = parse_ok(body);
+        _cleanup_free_ char *c = assert_round_trip(body, &test_options);
+
+        ASSERT_EQ(r->payments[1].type, PAYMENT_TYPE_CREDIT);
+        ASSERT_EQ(r->payments[1].amount, 100000);
+        ASSERT_EQ(r->items[0].payment_method, PAYMENT_METHOD_CREDIT);
+        ASSERT_NOT_NULL(strstr(c, "{\"type\":\"credit\",\"amount\":\"1000.00\",\"amount_tag\":1216}"));
+}
+
+static void test_electronic_reads_as_card(void) {
+        _cleanup_free_ char *body = WITH("/payments/0/type", "\"electronic\"");
+        _cleanup_(receipt_freep) Receipt *r = parse_ok(body);
+        _cleanup_free_ char *c = assert_round_trip(body, &test_options);
+
+        ASSERT_EQ(r->payments[0].type, PAYMENT_TYPE_CARD);
+        ASSERT_NOT_NULL(strstr(c, "{\"type\":\"card\",\"amount\":\"1500.00\",\"amount_tag\":1081}"));
+        ASSERT_NULL(strstr(c, "electronic"));
 }
 
 static void test_customer(void) {
@@ -1298,12 +1386,15 @@ static void test_canonical_parses_back_for_every_new_field(void) {
                 "/cashier", "{\"name\":\"Ivan\",\"inn\":\"500100732259\"}", "/taxation", "\"usn_income\"",
                 "/items/-",
                 "{\"name\":\"b\",\"price\":\"10\",\"quantity\":3,\"total\":30,\"vat\":\"vat122\"}",
-                "/payments/0/amount", "1520",
+                "/payments/0/amount", "520", "/payments/-", "{\"type\":\"prepayment\",\"amount\":500}",
+                "/payments/-", "{\"type\":\"credit\",\"amount\":500}",
+                "/payments/-", "{\"type\":\"electronic\",\"amount\":10}",
                 "/payments/-", "{\"type\":\"other\",\"amount\":10}",
                 "/customer", "{\"email\":\"x@y.ru\"}");
         _cleanup_free_ char *c = assert_round_trip(body, &options_shop);
         _cleanup_(receipt_freep) Receipt *r = parse_ok_with(c, &options_shop);
 
+        ASSERT_EQ(r->change, 1000);
         ASSERT_EQ(r->total, 153000);
         free(assert_round_trip(body, &test_options));
         free(assert_round_trip(pinned_ascii_body, &test_options));
@@ -1336,6 +1427,11 @@ static void test_enum_string_tables(void) {
         ASSERT_EQ(receipt_type_from_string(NULL), -EINVAL);
 
         ASSERT_STREQ(payment_type_to_string(PAYMENT_TYPE_CARD), "card");
+        ASSERT_EQ(payment_type_from_string("electronic"), PAYMENT_TYPE_CARD); /* read, never written */
+        ASSERT_STREQ(payment_type_to_string(PAYMENT_TYPE_PREPAYMENT), "prepayment");
+        ASSERT_EQ(payment_type_from_string("prepayment"), 1215);
+        ASSERT_STREQ(payment_type_to_string(PAYMENT_TYPE_CREDIT), "credit");
+        ASSERT_EQ(payment_type_from_string("credit"), 1216);
         ASSERT_EQ(payment_type_from_string("other"), 1217);
         ASSERT_STREQ(payment_method_to_string(4), "full_payment");
         ASSERT_EQ(payment_method_from_string("full_prepayment"), 1);
@@ -1388,7 +1484,13 @@ int main(void) {
         TEST_RUN(test_item_mark_code);
         TEST_RUN(test_payments_shape);
         TEST_RUN(test_payments_limit_boundary);
-        TEST_RUN(test_payments_sum_tolerance_is_one_kopeck_each_way);
+        TEST_RUN(test_payments_short_by_one_kopeck_refused);
+        TEST_RUN(test_payments_exact_total_accepted_without_change);
+        TEST_RUN(test_cash_above_the_total_is_change);
+        TEST_RUN(test_non_cash_above_the_total_refused);
+        TEST_RUN(test_prepayment_offset_and_card_balance);
+        TEST_RUN(test_credit_postpayment);
+        TEST_RUN(test_electronic_reads_as_card);
         TEST_RUN(test_customer);
         TEST_RUN(test_options_all_zero_are_the_defaults_of_receipt_parse);
         TEST_RUN(test_receipt_parse_rejects_unknown_fields);

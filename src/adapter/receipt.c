@@ -30,9 +30,15 @@ static const NameValue receipt_type_table[] = {
         { "correction", RECEIPT_TYPE_SALE_CORRECTION }, /* the prototype's name: read, never written */
 };
 
+/* FFD 1.2, tags 1031 (cash), 1081 (electronic), 1215 (prepayment: offset of an advance or earlier payments),
+ * 1216 (postpayment, credit), 1217 (other consideration): tag names of FFD-derived dictionaries, e.g. Yandex
+ * OFD's table, https://yandex.ru/support/ofd-client/ru/parameter-table. */
 static const NameValue payment_type_table[] = {
         { "cash", PAYMENT_TYPE_CASH },
         { "card", PAYMENT_TYPE_CARD },
+        { "electronic", PAYMENT_TYPE_CARD }, /* FFD's own word for tag 1081: read, never written */
+        { "prepayment", PAYMENT_TYPE_PREPAYMENT },
+        { "credit", PAYMENT_TYPE_CREDIT },
         { "other", PAYMENT_TYPE_OTHER },
 };
 
@@ -451,7 +457,8 @@ typedef struct ParseContext {
 /* Every key a level knows, the derived ones the canonical text writes included: those are accepted and
  * ignored, so that the canonical text parses back. */
 static const char *const receipt_fields[] = {
-        "pos_id", "type", "taxation", "taxation_tag1055", "cashier", "items", "payments", "total", "customer",
+        "pos_id", "type", "taxation", "taxation_tag1055", "cashier", "items", "payments", "total", "change",
+        "customer",
 };
 static const char *const item_fields[] = {
         "name", "price", "quantity", "total", "vat", "vat_rate", "vat_tag1199", "payment_method",
@@ -973,10 +980,14 @@ static int parse_json_body(const char *body, size_t size, json_object **ret, cha
         return 0;
 }
 
+static bool payment_is_cash(const ReceiptPayment *p) {
+        return p->type == PAYMENT_TYPE_CASH;
+}
+
 static int receipt_validate(ParseContext *c, json_object *o, Receipt *r, char **detail) {
         json_object *v;
         int k, value = 0;
-        int64_t paid = 0;
+        int64_t paid = 0, non_cash = 0;
 
         k = check_fields(c, o, NULL, receipt_fields, ELEMENTSOF(receipt_fields), detail);
         if (k < 0)
@@ -1048,13 +1059,25 @@ static int receipt_validate(ParseContext *c, json_object *o, Receipt *r, char **
                         return k;
                 if (__builtin_add_overflow(paid, payment->amount, &paid))
                         return fail(detail, -EINVAL, "payments: sum out of range");
+                if (!payment_is_cash(payment))
+                        non_cash += payment->amount; /* <= paid, which did not overflow */
         }
 
-        /* Both sums are >= 0, so the difference cannot overflow. */
-        if (paid - r->total > 1 || r->total - paid > 1)
-                return fail(detail, -EINVAL, "payments: sum %s does not match the items' total %s",
-                            MONEY_FORMAT(paid, MONEY_SCALE_KOPECKS),
+        /* A register takes no less than the total and gives change only in cash: a card, an advance or a
+         * credit above the total would have nowhere to go. No tolerance either way: the register has none.
+         * Register behaviour rather than FFD text: ATOL's errors 66 «Чек оплачен не полностью» and 52
+         * «Сумма не наличных платежей превышает сумму чека» (ATOL driver error table). */
+        if (non_cash > r->total)
+                return fail(detail, -EINVAL, "payments: non-cash payments %s exceed the total %s",
+                            MONEY_FORMAT(non_cash, MONEY_SCALE_KOPECKS),
                             MONEY_FORMAT(r->total, MONEY_SCALE_KOPECKS));
+        if (paid < r->total)
+                return fail(detail, -EINVAL, "payments: sum %s is less than the total %s (short by %s)",
+                            MONEY_FORMAT(paid, MONEY_SCALE_KOPECKS),
+                            MONEY_FORMAT(r->total, MONEY_SCALE_KOPECKS),
+                            MONEY_FORMAT(r->total - paid, MONEY_SCALE_KOPECKS));
+        r->paid = paid;
+        r->change = paid - r->total;
 
         v = field_get(o, "customer");
         if (v) {
@@ -1261,6 +1284,8 @@ int receipt_to_json_with(const Receipt *r, ReceiptCanonicalFlags flags, json_obj
                                 payment_to_json_any)) < 0 ||
             (k = json_add_decimal(o, "total", r->total, MONEY_SCALE_KOPECKS)) < 0)
                 return k;
+        if (r->change > 0 && (k = json_add_decimal(o, "change", r->change, MONEY_SCALE_KOPECKS)) < 0)
+                return k;
 
         if (r->customer_email || r->customer_phone) {
                 _cleanup_(json_object_putp) json_object *customer = json_object_new_object();
@@ -1449,6 +1474,10 @@ int receipt_canonical_with(const Receipt *r, ReceiptCanonicalFlags flags, char *
 
         text_append_literal(&t, "],\"total\":");
         text_append_decimal(&t, r->total, MONEY_SCALE_KOPECKS);
+        if (r->change > 0) {
+                text_append_literal(&t, ",\"change\":");
+                text_append_decimal(&t, r->change, MONEY_SCALE_KOPECKS);
+        }
 
         if (r->customer_email || r->customer_phone) {
                 text_append_literal(&t, ",\"customer\":{");

@@ -41,9 +41,12 @@ ReceiptType receipt_type_settlement(ReceiptType t);
  * those included. */
 bool receipt_type_is_return(ReceiptType t);
 
+/* A payment's kind is the FFD tag its amount is reported in. */
 typedef enum PaymentType {
-        PAYMENT_TYPE_CASH = 1031,       /* FFD tag the amount is reported in: cash */
-        PAYMENT_TYPE_CARD = 1081,       /* electronic */
+        PAYMENT_TYPE_CASH = 1031,       /* cash */
+        PAYMENT_TYPE_CARD = 1081,       /* electronic; the POS may also call it "electronic" */
+        PAYMENT_TYPE_PREPAYMENT = 1215, /* offset of an advance paid earlier */
+        PAYMENT_TYPE_CREDIT = 1216,     /* postpayment: the customer pays later */
         PAYMENT_TYPE_OTHER = 1217,      /* other consideration */
         _PAYMENT_TYPE_INVALID = -EINVAL,
 } PaymentType;
@@ -176,6 +179,8 @@ typedef struct Receipt {
         ReceiptPayment *payments;
         size_t n_payments;
         int64_t total;                  /* sum of the item totals, kopecks */
+        int64_t paid;                   /* sum of the payments, kopecks: >= total */
+        int64_t change;                 /* paid - total, kopecks; only ever cash */
         char *customer_email;           /* NULL when absent */
         char *customer_phone;           /* NULL when absent */
 } Receipt;
