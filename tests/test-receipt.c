@@ -234,7 +234,9 @@ static void test_valid_receipt_fields_and_defaults(void) {
         ASSERT_EQ(r->items[0].price, 150000);
         ASSERT_EQ(r->items[0].quantity, 1000);
         ASSERT_EQ(r->items[0].total, 150000);
+        ASSERT_EQ(r->items[0].discount, 0);
         ASSERT_TRUE(r->items[0].vat == vat_from_name("vat22"));
+        ASSERT_EQ(r->items[0].vat_amount, 27049);
         ASSERT_EQ(r->items[0].payment_method, PAYMENT_METHOD_FULL_PAYMENT);
         ASSERT_EQ(r->items[0].payment_object, PAYMENT_OBJECT_COMMODITY);
         ASSERT_EQ(r->items[0].measure, MEASURE_PIECE);
@@ -252,6 +254,10 @@ static void test_valid_receipt_fields_and_defaults(void) {
         ASSERT_NULL(r->cashier_name);
         ASSERT_NULL(r->cashier_inn);
         ASSERT_FALSE(r->cashier_given);
+        ASSERT_EQ(r->n_vat_sums, 1);
+        ASSERT_TRUE(r->vat_sums[0].vat == vat_from_name("vat22"));
+        ASSERT_EQ(r->vat_sums[0].base, 150000);
+        ASSERT_EQ(r->vat_sums[0].amount, 27049);
 }
 
 static void test_detail_may_be_null(void) {
@@ -318,12 +324,14 @@ static void test_canonical_text(void) {
                      "{\"pos_id\":\"POS-1\",\"type\":\"sale\","
                      "\"taxation\":\"osn\",\"taxation_tag1055\":1,"
                      "\"items\":[{\"name\":\"Frame\",\"price\":\"1500.00\",\"quantity\":\"1.000\","
-                     "\"total\":\"1500.00\",\"vat\":\"vat22\",\"vat_tag1199\":11,"
+                     "\"total\":\"1500.00\",\"vat\":\"vat22\",\"vat_tag1199\":11,\"vat_amount\":\"270.49\","
                      "\"payment_method\":\"full_payment\",\"payment_method_tag1214\":4,"
                      "\"payment_object\":\"commodity\",\"payment_object_tag1212\":1,"
                      "\"measure\":\"piece\",\"measure_tag2108\":0}],"
                      "\"payments\":[{\"type\":\"cash\",\"amount\":\"1500.00\",\"amount_tag\":1031}],"
-                     "\"total\":\"1500.00\"}");
+                     "\"total\":\"1500.00\","
+                     "\"vat_amounts\":[{\"vat\":\"vat22\",\"tag1199\":11,\"base\":\"1500.00\","
+                     "\"amount\":\"270.49\"}]}");
 }
 
 static void test_canonical_text_with_optional_fields(void) {
@@ -338,11 +346,14 @@ static void test_canonical_text_with_optional_fields(void) {
                      "\"taxation\":\"osn\",\"taxation_tag1055\":1,"
                      "\"items\":[{\"name\":\"Оправа \\\"Люкс\\\"\",\"price\":\"1500.00\","
                      "\"quantity\":\"1.000\",\"total\":\"1500.00\",\"vat\":\"vat22\",\"vat_tag1199\":11,"
+                     "\"vat_amount\":\"270.49\","
                      "\"payment_method\":\"full_payment\",\"payment_method_tag1214\":4,"
                      "\"payment_object\":\"commodity\",\"payment_object_tag1212\":1,"
                      "\"measure\":\"piece\",\"measure_tag2108\":0,\"mark_code\":\"0104/60\\u001d\"}],"
                      "\"payments\":[{\"type\":\"cash\",\"amount\":\"1500.00\",\"amount_tag\":1031}],"
                      "\"total\":\"1500.00\","
+                     "\"vat_amounts\":[{\"vat\":\"vat22\",\"tag1199\":11,\"base\":\"1500.00\","
+                     "\"amount\":\"270.49\"}],"
                      "\"customer\":{\"email\":\"x@y.ru\",\"phone\":\"+79991234567\"}}");
 }
 
@@ -351,7 +362,7 @@ static void test_canonical_text_with_optional_fields(void) {
  * fingerprints for idempotency, so however the text comes to be written, these must stay byte for byte.
  * That the two writers agree is the invariant; these pins catch a change to both at once. */
 
-/* ASCII only, every optional field, non-default enums: a cashier, change */
+/* ASCII only, every optional field, non-default enums: a cashier, an item discount, change */
 static const char pinned_ascii_body[] =
         "{\"pos_id\":\"POS-42\",\"type\":\"sale_correction\",\"taxation\":\"usn_income_outcome\","
         "\"cashier\":{\"inn\":\"500100732259\",\"name\":\"Ivanov I.I. \\\"senior\\\"\"},"
@@ -359,7 +370,8 @@ static const char pinned_ascii_body[] =
         "\"total\":\"271.13\",\"vat\":\"vat110\",\"payment_method\":\"credit_payment\","
         "\"payment_object\":\"commodity_marked\",\"measure\":\"other\","
         "\"mark_code\":\"0104600439931256\\u001d21ABC/def\\u001d91EE06\"},"
-        "{\"name\":\"Cloth\",\"price\":0.01,\"quantity\":1,\"total\":0.01,\"vat_rate\":0}],"
+        "{\"name\":\"Cloth\",\"price\":0.50,\"quantity\":1,\"total\":0.01,\"discount\":0.49,"
+        "\"vat_rate\":0}],"
         "\"payments\":[{\"type\":\"card\",\"amount\":\"200.00\"},{\"type\":\"cash\",\"amount\":72},"
         "{\"type\":\"other\",\"amount\":\"0.10\"}],"
         "\"customer\":{\"phone\":\"+79991234567\",\"email\":\"buyer+tag@example.com\"}}";
@@ -367,17 +379,19 @@ static const char pinned_ascii_canonical[] =
         "{\"pos_id\":\"POS-42\",\"type\":\"sale_correction\",\"taxation\":\"usn_income_outcome\",\""
         "taxation_tag1055\":4,\"cashier\":{\"name\":\"Ivanov I.I. \\\"senior\\\"\",\"inn\":\"500100"
         "732259\"},\"items\":[{\"name\":\"Lens 1.5/67 \\\"AR\\\"\",\"price\":\"120.50\",\"quantity"
-        "\":\"2.250\",\"total\":\"271.13\",\"vat\":\"vat110\",\"vat_tag1199\":4,\"payment_method\":"
-        "\"credit_payment\",\"payment_method_tag1214\":7,\"payment_object\":\"commodity_marked\",\""
-        "payment_object_tag1212\":33,\"measure\":\"other\",\"measure_tag2108\":255,\"mark_code\":\""
-        "0104600439931256\\u001d21ABC/def\\u001d91EE06\"},{\"name\":\"Cloth\",\"price\":\"0.01\",\""
-        "quantity\":\"1.000\",\"total\":\"0.01\",\"vat\":\"vat0\",\"vat_tag1199\":5,\"payment_metho"
-        "d\":\"full_payment\",\"payment_method_tag1214\":4,\"payment_object\":\"commodity\",\"payme"
-        "nt_object_tag1212\":1,\"measure\":\"piece\",\"measure_tag2108\":0}],\"payments\":[{\"type"
-        "\":\"card\",\"amount\":\"200.00\",\"amount_tag\":1081},{\"type\":\"cash\",\"amount\":\"72."
-        "00\",\"amount_tag\":1031},{\"type\":\"other\",\"amount\":\"0.10\",\"amount_tag\":1217}],\""
-        "total\":\"271.14\",\"change\":\"0.96\",\"customer\":{\"email\":\"buyer+tag@example.com\","
-        "\"phone\":\"+79991234567\"}}";
+        "\":\"2.250\",\"total\":\"271.13\",\"vat\":\"vat110\",\"vat_tag1199\":4,\"vat_amount\":\"24"
+        ".65\",\"payment_method\":\"credit_payment\",\"payment_method_tag1214\":7,\"payment_object"
+        "\":\"commodity_marked\",\"payment_object_tag1212\":33,\"measure\":\"other\",\"measure_tag2"
+        "108\":255,\"mark_code\":\"0104600439931256\\u001d21ABC/def\\u001d91EE06\"},{\"name\":\"Clo"
+        "th\",\"price\":\"0.50\",\"quantity\":\"1.000\",\"total\":\"0.01\",\"discount\":\"0.49\",\""
+        "vat\":\"vat0\",\"vat_tag1199\":5,\"vat_amount\":\"0.00\",\"payment_method\":\"full_payment"
+        "\",\"payment_method_tag1214\":4,\"payment_object\":\"commodity\",\"payment_object_tag1212"
+        "\":1,\"measure\":\"piece\",\"measure_tag2108\":0}],\"payments\":[{\"type\":\"card\",\"amou"
+        "nt\":\"200.00\",\"amount_tag\":1081},{\"type\":\"cash\",\"amount\":\"72.00\",\"amount_tag"
+        "\":1031},{\"type\":\"other\",\"amount\":\"0.10\",\"amount_tag\":1217}],\"total\":\"271.14"
+        "\",\"change\":\"0.96\",\"vat_amounts\":[{\"vat\":\"vat110\",\"tag1199\":4,\"base\":\"271.1"
+        "3\",\"amount\":\"24.65\"},{\"vat\":\"vat0\",\"tag1199\":5,\"base\":\"0.01\",\"amount\":\"0"
+        ".00\"}],\"customer\":{\"email\":\"buyer+tag@example.com\",\"phone\":\"+79991234567\"}}";
 
 /* Cyrillic, 4-byte UTF-8, U+2028, DEL, every escape json-c writes, '/' and '\' */
 static const char pinned_escapes_body[] =
@@ -394,13 +408,15 @@ static const char pinned_escapes_canonical[] =
         "n_tag1055\":1,\"cashier\":{\"name\":\"Кассир \\\"№1\\\" \\\\ 1/2 \xf0" "\x9f" "\x98" "\x80" ""
         "\"},\"items\":[{\"name\":\"Оправа \\\"Люкс\\\" \\\\ 1/2 \\u0001\\b\\f\\n\\r\\t\\u001f\x7f" ""
         "\xe2" "\x80" "\xa8" " \xf0" "\x9f" "\x98" "\x80" " é/\",\"price\":\"1500.00\",\"quantity\""
-        ":\"1.000\",\"total\":\"1500.00\",\"vat\":\"vat20\",\"vat_tag1199\":1,\"payment_method\":\""
-        "full_payment\",\"payment_method_tag1214\":4,\"payment_object\":\"commodity\",\"payment_obj"
-        "ect_tag1212\":1,\"measure\":\"piece\",\"measure_tag2108\":0,\"mark_code\":\"\\u001d01046\\"
-        "u001d\\u001d\"}],\"payments\":[{\"type\":\"cash\",\"amount\":\"1500.00\",\"amount_tag\":10"
-        "31}],\"total\":\"1500.00\",\"customer\":{\"email\":\"a\\\"b\\\\c/d@пример.рф\"}}";
+        ":\"1.000\",\"total\":\"1500.00\",\"vat\":\"vat20\",\"vat_tag1199\":1,\"vat_amount\":\"250."
+        "00\",\"payment_method\":\"full_payment\",\"payment_method_tag1214\":4,\"payment_object\":"
+        "\"commodity\",\"payment_object_tag1212\":1,\"measure\":\"piece\",\"measure_tag2108\":0,\"m"
+        "ark_code\":\"\\u001d01046\\u001d\\u001d\"}],\"payments\":[{\"type\":\"cash\",\"amount\":\""
+        "1500.00\",\"amount_tag\":1031}],\"total\":\"1500.00\",\"vat_amounts\":[{\"vat\":\"vat20\","
+        "\"tag1199\":1,\"base\":\"1500.00\",\"amount\":\"250.00\"}],\"customer\":{\"email\":\"a\\\""
+        "b\\\\c/d@пример.рф\"}}";
 
-/* large amounts, weights, several items, an advance offset, credit, phone only */
+/* large amounts, weights, several items, a receipt discount, an advance offset, credit, phone only */
 static const char pinned_amounts_body[] =
         "{\"pos_id\":\"P\",\"type\":\"sale\",\"taxation\":\"patent\",\"items\":["
         "{\"name\":\"Gold\",\"price\":\"9999999999.99\",\"quantity\":\"0.001\",\"total\":\"10000000.00\","
@@ -409,25 +425,30 @@ static const char pinned_amounts_body[] =
         "\"measure\":\"kilogram\",\"payment_object\":\"excise\",\"payment_method\":\"advance\"},"
         "{\"name\":\"Service\",\"price\":100,\"quantity\":3,\"total\":300,\"vat\":\"none\","
         "\"payment_object\":\"service\",\"measure\":\"hour\"}],"
+        "\"discount\":\"1000.00\","
         "\"payments\":[{\"type\":\"electronic\",\"amount\":\"1000.00\"},"
-        "{\"type\":\"prepayment\",\"amount\":5000000},{\"type\":\"credit\",\"amount\":\"4999601.47\"}],"
+        "{\"type\":\"prepayment\",\"amount\":5000000},{\"type\":\"credit\",\"amount\":\"4998601.47\"}],"
         "\"customer\":{\"phone\":\"+123456789012345\"}}";
 static const char pinned_amounts_canonical[] =
         "{\"pos_id\":\"P\",\"type\":\"sale\",\"taxation\":\"patent\",\"taxation_tag1055\":32,\"item"
-        "s\":[{\"name\":\"Gold\",\"price\":\"9999999999.99\",\"quantity\":\"0.001\",\"total\":\"100"
-        "00000.00\",\"vat\":\"vat122\",\"vat_tag1199\":12,\"payment_method\":\"full_payment\",\"pay"
-        "ment_method_tag1214\":4,\"payment_object\":\"commodity\",\"payment_object_tag1212\":1,\"me"
-        "asure\":\"gram\",\"measure_tag2108\":10},{\"name\":\"Сыр\",\"price\":\"899.90\",\"quantity"
-        "\":\"0.335\",\"total\":\"301.47\",\"vat\":\"vat10\",\"vat_tag1199\":2,\"payment_method\":"
-        "\"advance\",\"payment_method_tag1214\":3,\"payment_object\":\"excise\",\"payment_object_ta"
-        "g1212\":2,\"measure\":\"kilogram\",\"measure_tag2108\":11},{\"name\":\"Service\",\"price\""
-        ":\"100.00\",\"quantity\":\"3.000\",\"total\":\"300.00\",\"vat\":\"none\",\"vat_tag1199\":6"
-        ",\"payment_method\":\"full_payment\",\"payment_method_tag1214\":4,\"payment_object\":\"ser"
-        "vice\",\"payment_object_tag1212\":4,\"measure\":\"hour\",\"measure_tag2108\":71}],\"paymen"
-        "ts\":[{\"type\":\"card\",\"amount\":\"1000.00\",\"amount_tag\":1081},{\"type\":\"prepaymen"
-        "t\",\"amount\":\"5000000.00\",\"amount_tag\":1215},{\"type\":\"credit\",\"amount\":\"49996"
-        "01.47\",\"amount_tag\":1216}],\"total\":\"10000601.47\",\"customer\":{\"phone\":\"+1234567"
-        "89012345\"}}";
+        "s\":[{\"name\":\"Gold\",\"price\":\"9999999999.99\",\"quantity\":\"0.001\",\"total\":\"999"
+        "9000.06\",\"discount\":\"999.94\",\"vat\":\"vat122\",\"vat_tag1199\":12,\"vat_amount\":\"1"
+        "803098.37\",\"payment_method\":\"full_payment\",\"payment_method_tag1214\":4,\"payment_obj"
+        "ect\":\"commodity\",\"payment_object_tag1212\":1,\"measure\":\"gram\",\"measure_tag2108\":"
+        "10},{\"name\":\"Сыр\",\"price\":\"899.90\",\"quantity\":\"0.335\",\"total\":\"301.44\",\"d"
+        "iscount\":\"0.03\",\"vat\":\"vat10\",\"vat_tag1199\":2,\"vat_amount\":\"27.40\",\"payment_"
+        "method\":\"advance\",\"payment_method_tag1214\":3,\"payment_object\":\"excise\",\"payment_"
+        "object_tag1212\":2,\"measure\":\"kilogram\",\"measure_tag2108\":11},{\"name\":\"Service\","
+        "\"price\":\"100.00\",\"quantity\":\"3.000\",\"total\":\"299.97\",\"discount\":\"0.03\",\"v"
+        "at\":\"none\",\"vat_tag1199\":6,\"vat_amount\":\"0.00\",\"payment_method\":\"full_payment"
+        "\",\"payment_method_tag1214\":4,\"payment_object\":\"service\",\"payment_object_tag1212\":"
+        "4,\"measure\":\"hour\",\"measure_tag2108\":71}],\"payments\":[{\"type\":\"card\",\"amount"
+        "\":\"1000.00\",\"amount_tag\":1081},{\"type\":\"prepayment\",\"amount\":\"5000000.00\",\"a"
+        "mount_tag\":1215},{\"type\":\"credit\",\"amount\":\"4998601.47\",\"amount_tag\":1216}],\"t"
+        "otal\":\"9999601.47\",\"vat_amounts\":[{\"vat\":\"vat10\",\"tag1199\":2,\"base\":\"301.44"
+        "\",\"amount\":\"27.40\"},{\"vat\":\"none\",\"tag1199\":6,\"base\":\"299.97\",\"amount\":\""
+        "0.00\"},{\"vat\":\"vat122\",\"tag1199\":12,\"base\":\"9999000.06\",\"amount\":\"1803098.37"
+        "\"}],\"customer\":{\"phone\":\"+123456789012345\"}}";
 
 static const struct {
         const char *body;
@@ -435,11 +456,11 @@ static const struct {
         const char *fingerprint;
 } pinned[] = {
         { pinned_ascii_body, pinned_ascii_canonical,
-          "885a1b258b63b91f1e0a7782c70942c6dfb0b45b227c82e1f40bcce57288a83c" },
+          "520cea42a13dc6e9cc5bd3962dd839c841abe66ba5d08a9d4fa49ca63aa73e63" },
         { pinned_escapes_body, pinned_escapes_canonical,
-          "d1bfe973d894235279b0d1655b10974cd5b5bb298781bdf257b8d1bb6b3359f0" },
+          "ac24728dcaab791ffd94e5f71869c30ca5228a808b327d1ea3829d3a5175daab" },
         { pinned_amounts_body, pinned_amounts_canonical,
-          "e718cf2547516a5b2d8fff81df7bc131cd1ff242760c5159950bdba8c0ebdcd3" },
+          "988b29cb423907e9a9de42a9e2cc649c587f7256e09aab851868f70627a62b43" },
 };
 
 static void test_canonical_text_is_pinned_byte_for_byte(void) {
@@ -563,17 +584,18 @@ static void test_canonical_equal_for_equivalent_bodies(void) {
                 "{\"pos_id\":\"POS-1\",\"type\":\"sale\",\"items\":[{\"name\":\"Frame\",\"price\":1500.00,"
                 "\"quantity\":1,\"total\":1500.00,\"vat\":\"vat22\"}],"
                 "\"payments\":[{\"type\":\"cash\",\"amount\":1500.00}]}",
-                /* vat both ways, defaults spelled out, nulls for absent fields, and the derived keys of the
-                 * canonical text (ignored, whatever they say) */
+                /* vat both ways, defaults spelled out, nulls for absent fields, a zero discount, and the
+                 * derived keys of the canonical text (ignored, whatever they say) */
                 "{\"pos_id\":\"POS-1\",\"type\":\"sale\",\"taxation\":\"osn\","
                 "\"taxation_tag1055\":32,\"items\":[{"
                 "\"name\":\"Frame\",\"price\":1500.00,\"quantity\":1,\"total\":1500.00,\"vat_rate\":22,"
-                "\"vat\":\"vat22\",\"vat_tag1199\":1,"
+                "\"vat\":\"vat22\",\"vat_tag1199\":1,\"vat_amount\":\"1.00\","
                 "\"payment_method\":\"full_payment\","
                 "\"payment_method_tag1214\":1,\"payment_object\":\"commodity\",\"payment_object_tag1212\":1,"
-                "\"measure\":\"piece\",\"measure_tag2108\":1,\"mark_code\":null}],"
+                "\"measure\":\"piece\",\"measure_tag2108\":1,\"mark_code\":null,\"discount\":0}],"
                 "\"payments\":[{\"type\":\"cash\",\"amount\":1500.00,\"amount_tag\":1081}],"
-                "\"customer\":null,\"cashier\":null,\"total\":\"1.00\",\"change\":\"5.00\"}",
+                "\"customer\":null,\"cashier\":null,\"discount\":0,"
+                "\"total\":\"1.00\",\"change\":\"5.00\",\"vat_amounts\":[{\"vat\":\"x\"}]}",
         };
         _cleanup_free_ char *expected = canonical_of(base);
 
@@ -982,7 +1004,7 @@ static void test_cash_above_the_total_is_change(void) {
         ASSERT_EQ(r->total, 150000);
         ASSERT_EQ(r->paid, 150050);
         ASSERT_EQ(r->change, 50);
-        ASSERT_NOT_NULL(strstr(c, "\"total\":\"1500.00\",\"change\":\"0.50\"}"));
+        ASSERT_NOT_NULL(strstr(c, "\"total\":\"1500.00\",\"change\":\"0.50\",\"vat_amounts\""));
 }
 
 static void test_non_cash_above_the_total_refused(void) {
@@ -1119,6 +1141,254 @@ static void test_options_limits(void) {
                 "items: more than 1 items");
         REJECT_WITH(&o, WITH("/payments/-", "{\"type\":\"cash\",\"amount\":1}"),
                     "payments: more than 1 payments");
+}
+
+/* ---- discounts and VAT amounts (tag 1200) ---- */
+
+/* 40.00 x 1 with a discount of 5.00 is 35.00, exactly. */
+static char *with_item_discount(const char *discount, const char *total) {
+        return WITH("/items/0/price", "40", "/items/0/total", total, "/items/0/discount", discount,
+                    "/payments/0/amount", "100");
+}
+
+static void test_item_discount_exact_accepted(void) {
+        _cleanup_free_ char *body = with_item_discount("5", "35");
+        _cleanup_(receipt_freep) Receipt *r = parse_ok(body);
+        _cleanup_free_ char *c = assert_round_trip(body, &test_options);
+
+        ASSERT_EQ(r->items[0].total, 3500);
+        ASSERT_EQ(r->items[0].discount, 500);
+        ASSERT_EQ(r->total, 3500);
+        ASSERT_EQ(r->change, 6500);
+        ASSERT_NOT_NULL(strstr(c, "\"total\":\"35.00\",\"discount\":\"5.00\",\"vat\":\"vat22\""));
+        /* The whole line as a discount: a gift. */
+        r = receipt_free(r);
+        r = ACCEPT(with_item_discount("40", "0"));
+        ASSERT_EQ(r->items[0].total, 0);
+}
+
+static void test_item_discount_off_by_one_kopeck_refused(void) {
+        /* No tolerance once a discount explains the difference. */
+        REJECT(with_item_discount("5", "35.01"),
+               "items[0].total: 35.01 does not match price * quantity - discount = 35.00");
+        REJECT(with_item_discount("5", "34.99"),
+               "items[0].total: 34.99 does not match price * quantity - discount = 35.00");
+        /* An explicit zero discount asks for the exact line as well. */
+        REJECT(with_item_discount("0", "39.99"),
+               "items[0].total: 39.99 does not match price * quantity - discount = 40.00");
+        /* Without one, the kopeck of tolerance stays. */
+        receipt_free(ACCEPT(WITH("/items/0/price", "40", "/items/0/total", "39.99",
+                                 "/payments/0/amount", "40")));
+}
+
+static void test_item_discount_larger_than_the_line_refused(void) {
+        REJECT(WITH("/items/-", "{\"name\":\"Case\",\"price\":40,\"quantity\":1,\"total\":0,\"discount\":50,"
+                                "\"vat_rate\":22}"),
+               "items[1].discount: 50.00 is larger than the line 40.00");
+        REJECT(with_item_discount("-1", "41"), "items[0].discount: must not be negative");
+        REJECT(with_item_discount("0.001", "40"), "items[0].discount: more than 2 decimal places");
+        REJECT(with_item_discount("\"five\"", "35"), "items[0].discount: not a plain decimal number");
+}
+
+/* Three lines of 50.00 each: n items of price p. */
+static char *lines(size_t n, const char *const *prices, const char *discount, const char *paid) {
+        _cleanup_(json_object_putp) json_object *o = json_tokener_parse(base);
+        json_object *items = json_object_new_array();
+
+        ASSERT_NOT_NULL(o);
+        ASSERT_NOT_NULL(items);
+        for (size_t i = 0; i < n; i++) {
+                _cleanup_free_ char *item = NULL;
+
+                ASSERT_TRUE(asprintf(&item,
+                                     "{\"name\":\"Line %zu\",\"price\":%s,\"quantity\":1,\"total\":%s,"
+                                     "\"vat_rate\":22}",
+                                     i, prices[i], prices[i]) >= 0);
+                ASSERT_OK(json_object_array_add(items, json_tokener_parse(item)));
+        }
+        ASSERT_OK(json_object_object_add(o, "items", items));
+        if (discount)
+                ASSERT_OK(json_object_object_add(o, "discount", json_object_new_string(discount)));
+        ASSERT_OK(json_object_object_add(json_object_array_get_idx(json_object_object_get(o, "payments"), 0),
+                                         "amount", json_object_new_string(paid)));
+        return strdup(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
+}
+
+static void test_receipt_discount_spread_over_equal_lines(void) {
+        static const char *const prices[] = { "50", "50", "50" };
+        _cleanup_free_ char *body = lines(3, prices, "100.00", "50.00");
+        _cleanup_(receipt_freep) Receipt *r = parse_ok(body);
+        _cleanup_free_ char *c = assert_round_trip(body, &test_options);
+
+        /* 100.00 / 3 = 33.33 each and a kopeck left: equal remainders, so the first line takes it. */
+        ASSERT_EQ(r->items[0].discount, 3334);
+        ASSERT_EQ(r->items[1].discount, 3333);
+        ASSERT_EQ(r->items[2].discount, 3333);
+        ASSERT_EQ(r->items[0].total, 1666);
+        ASSERT_EQ(r->items[1].total, 1667);
+        ASSERT_EQ(r->items[2].total, 1667);
+        ASSERT_EQ(r->total, 5000);
+        ASSERT_NOT_NULL(strstr(c, "\"total\":\"16.66\",\"discount\":\"33.34\""));
+        ASSERT_NOT_NULL(strstr(c, "\"total\":\"16.67\",\"discount\":\"33.33\""));
+        /* The receipt-level discount is not written: it lives in the lines, and would apply twice. */
+        ASSERT_NULL(strstr(c, "],\"discount\""));
+}
+
+static void test_receipt_discount_spread_by_largest_remainder(void) {
+        static const char *const prices[] = { "10.00", "20.00", "30.01", "0", "39.99" };
+        _cleanup_free_ char *body = lines(5, prices, "10.00", "90.00");
+        _cleanup_(receipt_freep) Receipt *r = parse_ok(body);
+        int64_t shares = 0;
+
+        free(assert_round_trip(body, &test_options));
+        /* 1000 kopecks over 10000: 100, 200, 300.1, 0, 399.9 -> floors 100, 200, 300, 0, 399 and one kopeck
+         * left, to the largest remainder: the fifth line (.9), not the third (.1). */
+        ASSERT_EQ(r->items[0].discount, 100);
+        ASSERT_EQ(r->items[1].discount, 200);
+        ASSERT_EQ(r->items[2].discount, 300);
+        ASSERT_EQ(r->items[3].discount, 0);
+        ASSERT_EQ(r->items[4].discount, 400);
+        for (size_t i = 0; i < r->n_items; i++)
+                shares += r->items[i].discount;
+        ASSERT_EQ(shares, 1000);
+        ASSERT_EQ(r->total, 9000);
+}
+
+/* The item's own discount first, then its share of the receipt's, in proportion to the discounted line. */
+static void test_receipt_discount_with_item_discount(void) {
+        _cleanup_free_ char *body = WITH("/items/0/discount", "500", "/items/0/total", "1000",
+                                         "/items/-", "{\"name\":\"Lens\",\"price\":1000,\"quantity\":2,"
+                                                     "\"total\":2000,\"vat\":\"vat22\"}",
+                                         "/discount", "300", "/payments/0/amount", "2700");
+        _cleanup_(receipt_freep) Receipt *r = parse_ok(body);
+
+        free(assert_round_trip(body, &test_options));
+        ASSERT_EQ(r->items[0].total, 90000);
+        ASSERT_EQ(r->items[0].discount, 60000); /* 500 of its own, 100 of the receipt's */
+        ASSERT_EQ(r->items[1].total, 180000);
+        ASSERT_EQ(r->items[1].discount, 20000);
+        ASSERT_EQ(r->total, 270000);
+        ASSERT_EQ(r->vat_sums[0].base, 270000);
+}
+
+/* A line within the kopeck of tolerance keeps that kopeck in its discount, so that the canonical line is
+ * exact. */
+static void test_receipt_discount_on_a_tolerated_line_parses_back(void) {
+        _cleanup_free_ char *body =
+                WITH("/items/0/price", "10.00", "/items/0/quantity", "0.333", "/items/0/total", "3.34",
+                     "/discount", "1.00", "/payments/0/amount", "2.34");
+        _cleanup_(receipt_freep) Receipt *r = parse_ok(body);
+
+        free(assert_round_trip(body, &test_options));
+        /* price * quantity = 3.33; the POS said 3.34, the receipt's discount takes 1.00 of it. */
+        ASSERT_EQ(r->items[0].total, 234);
+        ASSERT_EQ(r->items[0].discount, 99);
+}
+
+static void test_receipt_discount_larger_than_the_lines_refused(void) {
+        _cleanup_(receipt_freep) Receipt *r = NULL;
+
+        REJECT(WITH("/discount", "1500.01"),
+               "discount: 1500.01 is larger than the sum of the lines 1500.00");
+        REJECT(WITH("/discount", "-1"), "discount: must not be negative");
+        REJECT(WITH("/discount", "0.001"), "discount: more than 2 decimal places");
+        /* All of it: nothing to pay, but the register wants a payment; cash, given back as change. */
+        r = ACCEPT(WITH("/discount", "1500", "/payments/0/amount", "0.01"));
+        ASSERT_EQ(r->total, 0);
+        ASSERT_EQ(r->items[0].discount, 150000);
+        ASSERT_EQ(r->change, 1);
+}
+
+/* Over many receipts: the shares add up to the discount, none exceeds its line, every line's whole discount
+ * is exact, and the text parses back. Amounts near the limits must not overflow on the way. */
+static void test_receipt_discount_spread_preserves_the_sum(void) {
+        /* The largest lines price * quantity allows: discount * line needs 110 bits. */
+        static const char *const big[] = { "92233720368547.75", "92233720368547.74", "0.01" };
+        uint64_t x = UINT64_C(0x2545f4914f6cdd1d);
+        _cleanup_free_ char *huge = lines(3, big, "184467440737095.49", "0.01");
+        _cleanup_(receipt_freep) Receipt *h = parse_ok(huge);
+
+        free(assert_round_trip(huge, &test_options));
+        ASSERT_EQ(h->total, 1);
+        ASSERT_EQ(h->items[0].discount + h->items[1].discount + h->items[2].discount,
+                  INT64_C(18446744073709549));
+        /* Floors ...774, ...773 and 0 leave two kopecks; the remainders rank the third line (just under a
+         * whole kopeck) first, then the second (a hair above a half), then the first (a hair below). */
+        ASSERT_EQ(h->items[0].total, 1);
+        ASSERT_EQ(h->items[1].total, 0);
+        ASSERT_EQ(h->items[2].total, 0);
+
+        for (unsigned round = 0; round < 300; round++) {
+                char prices[7][24], discount[24];
+                const char *p[7];
+                size_t n = 1 + round % 7;
+                int64_t sum = 0, d, shares = 0;
+
+                for (size_t i = 0; i < n; i++) {
+                        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+                        snprintf(prices[i], sizeof prices[i], "%" PRIu64 ".%02" PRIu64, x % 100000,
+                                 (x >> 20) % 100);
+                        p[i] = prices[i];
+                        sum += (int64_t) (x % 100000) * 100 + (int64_t) ((x >> 20) % 100);
+                }
+                x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+                d = sum == 0 ? 0 : (int64_t) (x % (uint64_t) (sum + 1));
+                snprintf(discount, sizeof discount, "%" PRIi64 ".%02" PRIi64, d / 100, d % 100);
+
+                _cleanup_free_ char *paid = strdup(MONEY_FORMAT(sum - d + 1, MONEY_SCALE_KOPECKS));
+                _cleanup_free_ char *body = lines(n, p, discount, paid);
+                _cleanup_(receipt_freep) Receipt *r = parse_ok(body);
+
+                free(assert_round_trip(body, &test_options));
+                for (size_t i = 0; i < n; i++) {
+                        ASSERT_TRUE(r->items[i].discount >= 0);
+                        ASSERT_TRUE(r->items[i].total >= 0);
+                        ASSERT_EQ(r->items[i].total + r->items[i].discount, r->items[i].price);
+                        shares += r->items[i].discount;
+                }
+                ASSERT_EQ(shares, d);
+                ASSERT_EQ(r->total, sum - d);
+        }
+}
+
+/* Tag 1200 per item on its final total, and per code the sums ordered by tag 1199, "none" included. */
+static void test_vat_amounts_per_item_and_per_code(void) {
+        _cleanup_free_ char *body = WITH(
+                "/items/0/price", "100", "/items/0/total", "100", "/items/-",
+                "{\"name\":\"b\",\"price\":\"0.03\",\"quantity\":1,\"total\":0.03,\"vat\":\"vat122\"}",
+                "/items/-",
+                "{\"name\":\"c\",\"price\":\"99.99\",\"quantity\":1,\"total\":99.99,\"vat_rate\":10}",
+                "/items/-", "{\"name\":\"d\",\"price\":\"10\",\"quantity\":1,\"total\":10,\"vat\":\"none\"}",
+                "/items/-",
+                "{\"name\":\"e\",\"price\":\"0.03\",\"quantity\":1,\"total\":0.03,\"vat\":\"vat122\"}",
+                "/items/-", "{\"name\":\"f\",\"price\":\"5.00\",\"quantity\":1,\"total\":5,\"vat_rate\":0}",
+                "/items/-",
+                "{\"name\":\"g\",\"price\":\"21\",\"quantity\":1,\"total\":21,\"vat\":\"vat105\"}",
+                "/items/-",
+                "{\"name\":\"h\",\"price\":\"10.70\",\"quantity\":1,\"total\":10.70,\"vat_rate\":7}",
+                "/payments/0/amount", "246.75");
+        _cleanup_(receipt_freep) Receipt *r = parse_ok(body);
+        _cleanup_free_ char *c = assert_round_trip(body, &test_options);
+        static const int64_t item_vat[] = { 1803, 1, 909, 0, 1, 0, 100, 70 };
+
+        ASSERT_EQ(r->n_items, ELEMENTSOF(item_vat));
+        for (size_t i = 0; i < r->n_items; i++)
+                ASSERT_EQ(r->items[i].vat_amount, item_vat[i]);
+        ASSERT_NOT_NULL(strstr(c,
+                "\"vat_amounts\":["
+                "{\"vat\":\"vat10\",\"tag1199\":2,\"base\":\"99.99\",\"amount\":\"9.09\"},"
+                "{\"vat\":\"vat0\",\"tag1199\":5,\"base\":\"5.00\",\"amount\":\"0.00\"},"
+                "{\"vat\":\"none\",\"tag1199\":6,\"base\":\"10.00\",\"amount\":\"0.00\"},"
+                "{\"vat\":\"vat7\",\"tag1199\":8,\"base\":\"10.70\",\"amount\":\"0.70\"},"
+                "{\"vat\":\"vat105\",\"tag1199\":9,\"base\":\"21.00\",\"amount\":\"1.00\"},"
+                "{\"vat\":\"vat22\",\"tag1199\":11,\"base\":\"100.00\",\"amount\":\"18.03\"},"
+                "{\"vat\":\"vat122\",\"tag1199\":12,\"base\":\"0.06\",\"amount\":\"0.02\"}]"));
+        ASSERT_EQ(r->n_vat_sums, 7);
+        ASSERT_TRUE(r->vat_sums[6].vat == vat_from_name("vat122"));
+        ASSERT_EQ(r->vat_sums[6].base, 6);
+        ASSERT_EQ(r->vat_sums[6].amount, 2);
+        ASSERT_NOT_NULL(strstr(
+                c, "\"total\":\"100.00\",\"vat\":\"vat22\",\"vat_tag1199\":11,\"vat_amount\":\"18.03\""));
 }
 
 /* ---- cashier (tags 1021, 1203) ---- */
@@ -1384,9 +1654,10 @@ static void test_canonical_as_given_fingerprint_survives_a_changed_default_cashi
 static void test_canonical_parses_back_for_every_new_field(void) {
         _cleanup_free_ char *body = WITH(
                 "/cashier", "{\"name\":\"Ivan\",\"inn\":\"500100732259\"}", "/taxation", "\"usn_income\"",
-                "/items/-",
+                "/items/0/discount", "100", "/items/0/total", "1400", "/items/-",
                 "{\"name\":\"b\",\"price\":\"10\",\"quantity\":3,\"total\":30,\"vat\":\"vat122\"}",
-                "/payments/0/amount", "520", "/payments/-", "{\"type\":\"prepayment\",\"amount\":500}",
+                "/discount", "10.00",
+                "/payments/0/amount", "410", "/payments/-", "{\"type\":\"prepayment\",\"amount\":500}",
                 "/payments/-", "{\"type\":\"credit\",\"amount\":500}",
                 "/payments/-", "{\"type\":\"electronic\",\"amount\":10}",
                 "/payments/-", "{\"type\":\"other\",\"amount\":10}",
@@ -1395,7 +1666,7 @@ static void test_canonical_parses_back_for_every_new_field(void) {
         _cleanup_(receipt_freep) Receipt *r = parse_ok_with(c, &options_shop);
 
         ASSERT_EQ(r->change, 1000);
-        ASSERT_EQ(r->total, 153000);
+        ASSERT_EQ(r->total, 142000);
         free(assert_round_trip(body, &test_options));
         free(assert_round_trip(pinned_ascii_body, &test_options));
         free(assert_round_trip(pinned_escapes_body, &test_options));
@@ -1495,6 +1766,16 @@ int main(void) {
         TEST_RUN(test_options_all_zero_are_the_defaults_of_receipt_parse);
         TEST_RUN(test_receipt_parse_rejects_unknown_fields);
         TEST_RUN(test_options_limits);
+        TEST_RUN(test_item_discount_exact_accepted);
+        TEST_RUN(test_item_discount_off_by_one_kopeck_refused);
+        TEST_RUN(test_item_discount_larger_than_the_line_refused);
+        TEST_RUN(test_receipt_discount_spread_over_equal_lines);
+        TEST_RUN(test_receipt_discount_spread_by_largest_remainder);
+        TEST_RUN(test_receipt_discount_with_item_discount);
+        TEST_RUN(test_receipt_discount_on_a_tolerated_line_parses_back);
+        TEST_RUN(test_receipt_discount_larger_than_the_lines_refused);
+        TEST_RUN(test_receipt_discount_spread_preserves_the_sum);
+        TEST_RUN(test_vat_amounts_per_item_and_per_code);
         TEST_RUN(test_cashier_default_from_options);
         TEST_RUN(test_cashier_given_replaces_the_default);
         TEST_RUN(test_cashier_name);

@@ -183,6 +183,7 @@ Receipt *receipt_free(Receipt *r) {
         }
         free(r->items);
         free(r->payments);
+        free(r->vat_sums);
         free(r->pos_id);
         free(r->cashier_name);
         free(r->cashier_inn);
@@ -457,13 +458,13 @@ typedef struct ParseContext {
 /* Every key a level knows, the derived ones the canonical text writes included: those are accepted and
  * ignored, so that the canonical text parses back. */
 static const char *const receipt_fields[] = {
-        "pos_id", "type", "taxation", "taxation_tag1055", "cashier", "items", "payments", "total", "change",
-        "customer",
+        "pos_id", "type", "taxation", "taxation_tag1055", "cashier", "items", "payments", "discount", "total",
+        "change", "vat_amounts", "customer",
 };
 static const char *const item_fields[] = {
-        "name", "price", "quantity", "total", "vat", "vat_rate", "vat_tag1199", "payment_method",
-        "payment_method_tag1214", "payment_object", "payment_object_tag1212", "measure", "measure_tag2108",
-        "mark_code",
+        "name", "price", "quantity", "total", "discount", "vat", "vat_rate", "vat_tag1199", "vat_amount",
+        "payment_method", "payment_method_tag1214", "payment_object", "payment_object_tag1212", "measure",
+        "measure_tag2108", "mark_code",
 };
 static const char *const payment_fields[] = { "type", "amount", "amount_tag" };
 static const char *const cashier_fields[] = { "name", "inn" };
@@ -480,8 +481,8 @@ static bool key_is_known(const char *key, const char *const *known, size_t n_kno
 }
 
 /* With RECEIPT_UNKNOWN_FIELDS_REJECT, o's keys that are not known at its level (prefix NULL: the top), all
- * of them named in one message, in the body's order: a misspelt "mark_cod" would otherwise be silently
- * dropped and the receipt printed without its marking code. */
+ * of them named in one message, in the body's order: a misspelt "discout" would otherwise be silently
+ * dropped and the receipt printed without its discount. */
 static int check_fields(const ParseContext *c, json_object *o, const char *prefix, const char *const *known,
                         size_t n_known, char **detail) {
         _cleanup_free_ char *list = NULL;
@@ -716,9 +717,9 @@ static int parse_vat(json_object *item, const char *prefix, const VatCode **ret,
 
 static int parse_item(ParseContext *c, json_object *o, size_t index, ReceiptItem *item, char **detail) {
         char prefix[32];
-        int64_t expected;
+        int64_t expected, discount = 0;
         int r, value = 0;
-        json_object *v;
+        json_object *v, *v_discount;
 
         snprintf(prefix, sizeof prefix, "items[%zu]", index);
         if (!json_object_is_type(o, json_type_object))
@@ -751,10 +752,31 @@ static int parse_item(ParseContext *c, json_object *o, size_t index, ReceiptItem
         if (item->total < 0)
                 return fail(detail, -EINVAL, "%s.total: must not be negative", prefix);
 
+        v_discount = field_get(o, "discount");
+        if (v_discount) {
+                r = parse_decimal(v_discount, prefix, "discount", MONEY_SCALE_KOPECKS, &discount, detail);
+                if (r < 0)
+                        return r;
+                if (discount < 0)
+                        return fail(detail, -EINVAL, "%s.discount: must not be negative", prefix);
+        }
+
         if (line_amount(item->price, item->quantity, &expected) < 0)
                 return fail(detail, -EINVAL, "%s: price * quantity out of range", prefix);
-        /* The prototype's tolerance: POS software rounds lines its own way, by at most one kopeck. */
-        if (item->total > expected + 1 || item->total < expected - 1)
+        if (v_discount) {
+                /* A discount explains the difference, so it must explain it exactly. */
+                if (discount > expected)
+                        return fail(detail, -EINVAL, "%s.discount: %s is larger than the line %s", prefix,
+                                    MONEY_FORMAT(discount, MONEY_SCALE_KOPECKS),
+                                    MONEY_FORMAT(expected, MONEY_SCALE_KOPECKS));
+                if (item->total != expected - discount)
+                        return fail(detail, -EINVAL,
+                                    "%s.total: %s does not match price * quantity - discount = %s", prefix,
+                                    MONEY_FORMAT(item->total, MONEY_SCALE_KOPECKS),
+                                    MONEY_FORMAT(expected - discount, MONEY_SCALE_KOPECKS));
+                item->discount = discount;
+        } else if (item->total > expected + 1 || item->total < expected - 1)
+                /* The prototype's tolerance: POS software rounds lines its own way, by at most a kopeck. */
                 return fail(detail, -EINVAL, "%s.total: %s does not match price * quantity = %s", prefix,
                             MONEY_FORMAT(item->total, MONEY_SCALE_KOPECKS),
                             MONEY_FORMAT(expected, MONEY_SCALE_KOPECKS));
@@ -980,6 +1002,109 @@ static int parse_json_body(const char *body, size_t size, json_object **ret, cha
         return 0;
 }
 
+typedef struct DiscountShare {
+        uint64_t share;     /* kopecks */
+        uint64_t remainder; /* of discount * total / sum: what the largest-remainder method ranks by */
+        size_t index;
+} DiscountShare;
+
+static int discount_share_compare(const void *a, const void *b) {
+        const DiscountShare *x = a, *y = b;
+
+        if (x->remainder != y->remainder)
+                return x->remainder > y->remainder ? -1 : 1;
+        return x->index < y->index ? -1 : x->index > y->index;
+}
+
+/* The receipt's discount spread over its lines in proportion to their totals, to the kopeck. Our own rule
+ * (no receipt-level discount tag was found in FFD 1.2: the register gets each line with its final total),
+ * the largest-remainder method: line i first gets floor(discount * total_i / sum); the kopecks still missing
+ * (fewer than the lines) go one each to the lines with the largest remainders of that division, ties to the
+ * lower index. The shares add up to the discount exactly, none exceeds its line (discount <= sum), and the
+ * same body always gives the same split. 100.00 over three lines of 50.00 gives 33.34, 33.33, 33.33. */
+static int spread_discount(Receipt *r, int64_t discount) {
+        _cleanup_free_ DiscountShare *shares = NULL;
+        uint64_t left = (uint64_t) discount;
+
+        assert(discount > 0 && discount <= r->total);
+
+        shares = new(DiscountShare, r->n_items);
+        if (!shares)
+                return -ENOMEM;
+
+        for (size_t i = 0; i < r->n_items; i++) {
+                int k;
+
+                shares[i].index = i;
+                /* discount <= sum: the quotient is at most total_i and always fits. */
+                k = money_mul_div((uint64_t) discount, (uint64_t) r->items[i].total, (uint64_t) r->total,
+                                  &shares[i].share, &shares[i].remainder);
+                assert(k >= 0);
+                left -= shares[i].share;
+        }
+
+        assert(left < r->n_items);
+        qsort(shares, r->n_items, sizeof *shares, discount_share_compare);
+        for (size_t j = 0; j < left; j++)
+                shares[j].share++;
+
+        for (size_t j = 0; j < r->n_items; j++) {
+                ReceiptItem *item = r->items + shares[j].index;
+                int64_t line = 0;
+
+                if (shares[j].share == 0)
+                        continue;
+                /* Checked when the item was parsed, so it cannot fail now. */
+                (void) line_amount(item->price, item->quantity, &line);
+                item->total -= (int64_t) shares[j].share;
+                /* The whole discount of the line, so that the canonical text parses back exactly: the item's
+                 * own plus its share, and the kopeck of the POS's rounding when it had no discount of its
+                 * own (then total may differ from price * quantity by that kopeck). */
+                item->discount = line - item->total;
+        }
+
+        r->total -= discount;
+        return 0;
+}
+
+/* Tag 1200 per item, and the sums per code over the receipt. A code's sum is the sum of its items' 1200,
+ * not the VAT of the code's base: our decision, so that the receipt's figures add up to its lines (the two
+ * can differ by a kopeck per line; a register computes its own receipt sums, tags 1102..1107, from the
+ * items). */
+static int compute_vat(Receipt *r) {
+        size_t n_table = 0;
+
+        (void) vat_table(&n_table);
+        r->vat_sums = new0(ReceiptVatSum, MIN(n_table, r->n_items));
+        if (!r->vat_sums)
+                return -ENOMEM;
+
+        for (size_t i = 0; i < r->n_items; i++) {
+                ReceiptItem *item = r->items + i;
+                ReceiptVatSum *sum = NULL;
+                size_t j;
+
+                item->vat_amount = vat_amount(item->vat, item->total);
+
+                /* A handful of codes at most: kept ordered by tag 1199 as they come. */
+                for (j = 0; j < r->n_vat_sums && r->vat_sums[j].vat->tag1199 <= item->vat->tag1199; j++)
+                        if (r->vat_sums[j].vat == item->vat) {
+                                sum = r->vat_sums + j;
+                                break;
+                        }
+                if (!sum) {
+                        memmove(r->vat_sums + j + 1, r->vat_sums + j, (r->n_vat_sums - j) * sizeof *sum);
+                        sum = r->vat_sums + j;
+                        *sum = (ReceiptVatSum) { .vat = item->vat };
+                        r->n_vat_sums++;
+                }
+                /* Both stay within the receipt's total, which fits. */
+                sum->base += item->total;
+                sum->amount += item->vat_amount;
+        }
+        return 0;
+}
+
 static bool payment_is_cash(const ReceiptPayment *p) {
         return p->type == PAYMENT_TYPE_CASH;
 }
@@ -1036,6 +1161,30 @@ static int receipt_validate(ParseContext *c, json_object *o, Receipt *r, char **
                 if (__builtin_add_overflow(r->total, item->total, &r->total))
                         return fail(detail, -EINVAL, "items: sum of totals out of range");
         }
+
+        v = field_get(o, "discount");
+        if (v) {
+                int64_t discount = 0;
+
+                k = parse_decimal(v, NULL, "discount", MONEY_SCALE_KOPECKS, &discount, detail);
+                if (k < 0)
+                        return k;
+                if (discount < 0)
+                        return fail(detail, -EINVAL, "discount: must not be negative");
+                if (discount > r->total)
+                        return fail(detail, -EINVAL, "discount: %s is larger than the sum of the lines %s",
+                                    MONEY_FORMAT(discount, MONEY_SCALE_KOPECKS),
+                                    MONEY_FORMAT(r->total, MONEY_SCALE_KOPECKS));
+                if (discount > 0) {
+                        k = spread_discount(r, discount);
+                        if (k < 0)
+                                return k;
+                }
+        }
+
+        k = compute_vat(r);
+        if (k < 0)
+                return k;
 
         v = field_get(o, "payments");
         if (!v)
@@ -1181,8 +1330,12 @@ static int item_to_json(const ReceiptItem *item, json_object **ret) {
             (r = json_add_decimal(o, "quantity", item->quantity, MONEY_SCALE_QUANTITY)) < 0 ||
             (r = json_add_decimal(o, "total", item->total, MONEY_SCALE_KOPECKS)) < 0)
                 return r;
+        if (item->discount > 0 &&
+            (r = json_add_decimal(o, "discount", item->discount, MONEY_SCALE_KOPECKS)) < 0)
+                return r;
         if ((r = json_add_string(o, "vat", item->vat->name)) < 0 ||
             (r = json_add_int(o, "vat_tag1199", item->vat->tag1199)) < 0 ||
+            (r = json_add_decimal(o, "vat_amount", item->vat_amount, MONEY_SCALE_KOPECKS)) < 0 ||
             (r = json_add_string(o, "payment_method", payment_method_to_string(item->payment_method))) < 0 ||
             (r = json_add_int(o, "payment_method_tag1214", item->payment_method)) < 0 ||
             (r = json_add_string(o, "payment_object", payment_object_to_string(item->payment_object))) < 0 ||
@@ -1217,6 +1370,24 @@ static int payment_to_json(const ReceiptPayment *payment, json_object **ret) {
         return 0;
 }
 
+static int vat_sum_to_json(const ReceiptVatSum *sum, json_object **ret) {
+        _cleanup_(json_object_putp) json_object *o = NULL;
+        int r;
+
+        o = json_object_new_object();
+        if (!o)
+                return -ENOMEM;
+
+        if ((r = json_add_string(o, "vat", sum->vat->name)) < 0 ||
+            (r = json_add_int(o, "tag1199", sum->vat->tag1199)) < 0 ||
+            (r = json_add_decimal(o, "base", sum->base, MONEY_SCALE_KOPECKS)) < 0 ||
+            (r = json_add_decimal(o, "amount", sum->amount, MONEY_SCALE_KOPECKS)) < 0)
+                return r;
+
+        *ret = TAKE_PTR(o);
+        return 0;
+}
+
 /* Appends what to_json() makes of each of n elements of size bytes from a to a new array at o[key]. */
 static int json_add_array(json_object *o, const char *key, const void *a, size_t n, size_t size,
                           int (*to_json)(const void *element, json_object **ret)) {
@@ -1245,6 +1416,10 @@ static int item_to_json_any(const void *e, json_object **ret) {
 
 static int payment_to_json_any(const void *e, json_object **ret) {
         return payment_to_json(e, ret);
+}
+
+static int vat_sum_to_json_any(const void *e, json_object **ret) {
+        return vat_sum_to_json(e, ret);
 }
 
 int receipt_to_json_with(const Receipt *r, ReceiptCanonicalFlags flags, json_object **ret) {
@@ -1285,6 +1460,9 @@ int receipt_to_json_with(const Receipt *r, ReceiptCanonicalFlags flags, json_obj
             (k = json_add_decimal(o, "total", r->total, MONEY_SCALE_KOPECKS)) < 0)
                 return k;
         if (r->change > 0 && (k = json_add_decimal(o, "change", r->change, MONEY_SCALE_KOPECKS)) < 0)
+                return k;
+        if ((k = json_add_array(o, "vat_amounts", r->vat_sums, r->n_vat_sums, sizeof *r->vat_sums,
+                                vat_sum_to_json_any)) < 0)
                 return k;
 
         if (r->customer_email || r->customer_phone) {
@@ -1396,10 +1574,16 @@ static void text_append_item(Text *t, const ReceiptItem *item) {
         text_append_decimal(t, item->quantity, MONEY_SCALE_QUANTITY);
         text_append_literal(t, ",\"total\":");
         text_append_decimal(t, item->total, MONEY_SCALE_KOPECKS);
+        if (item->discount > 0) {
+                text_append_literal(t, ",\"discount\":");
+                text_append_decimal(t, item->discount, MONEY_SCALE_KOPECKS);
+        }
         text_append_literal(t, ",\"vat\":");
         text_append_name(t, item->vat->name);
         text_append_literal(t, ",\"vat_tag1199\":");
         text_append_int(t, item->vat->tag1199);
+        text_append_literal(t, ",\"vat_amount\":");
+        text_append_decimal(t, item->vat_amount, MONEY_SCALE_KOPECKS);
         text_append_literal(t, ",\"payment_method\":");
         text_append_name(t, payment_method_to_string(item->payment_method));
         text_append_literal(t, ",\"payment_method_tag1214\":");
@@ -1478,6 +1662,24 @@ int receipt_canonical_with(const Receipt *r, ReceiptCanonicalFlags flags, char *
                 text_append_literal(&t, ",\"change\":");
                 text_append_decimal(&t, r->change, MONEY_SCALE_KOPECKS);
         }
+
+        text_append_literal(&t, ",\"vat_amounts\":[");
+        for (size_t i = 0; i < r->n_vat_sums; i++) {
+                const ReceiptVatSum *v = r->vat_sums + i;
+
+                if (i > 0)
+                        text_append_literal(&t, ",");
+                text_append_literal(&t, "{\"vat\":");
+                text_append_name(&t, v->vat->name);
+                text_append_literal(&t, ",\"tag1199\":");
+                text_append_int(&t, v->vat->tag1199);
+                text_append_literal(&t, ",\"base\":");
+                text_append_decimal(&t, v->base, MONEY_SCALE_KOPECKS);
+                text_append_literal(&t, ",\"amount\":");
+                text_append_decimal(&t, v->amount, MONEY_SCALE_KOPECKS);
+                text_append_literal(&t, "}");
+        }
+        text_append_literal(&t, "]");
 
         if (r->customer_email || r->customer_phone) {
                 text_append_literal(&t, ",\"customer\":{");

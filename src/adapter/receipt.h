@@ -153,8 +153,12 @@ typedef struct ReceiptItem {
         char *name;
         int64_t price;                  /* kopecks */
         int64_t quantity;               /* thousandths */
-        int64_t total;                  /* kopecks */
+        int64_t total;                  /* kopecks, after every discount */
+        /* kopecks: price * quantity (rounded half up) - total when the body gave the item a discount or the
+         * receipt's discount reached the line, else 0 (a line within the 1-kopeck tolerance keeps it) */
+        int64_t discount;
         const VatCode *vat;
+        int64_t vat_amount;             /* tag 1200: the VAT in total, kopecks */
         PaymentMethod payment_method;
         PaymentObject payment_object;
         Measure measure;
@@ -165,6 +169,13 @@ typedef struct ReceiptPayment {
         PaymentType type;
         int64_t amount;                 /* kopecks */
 } ReceiptPayment;
+
+/* The VAT of one code over the whole receipt; the register reports it in VatCode.tag_sum (1102..1107). */
+typedef struct ReceiptVatSum {
+        const VatCode *vat;
+        int64_t base;                   /* sum of the totals of the items with this code, kopecks */
+        int64_t amount;                 /* sum of their vat_amount, kopecks */
+} ReceiptVatSum;
 
 typedef struct Receipt {
         char *pos_id;
@@ -181,6 +192,8 @@ typedef struct Receipt {
         int64_t total;                  /* sum of the item totals, kopecks */
         int64_t paid;                   /* sum of the payments, kopecks: >= total */
         int64_t change;                 /* paid - total, kopecks; only ever cash */
+        ReceiptVatSum *vat_sums;        /* one per VAT code present, ordered by tag 1199 */
+        size_t n_vat_sums;
         char *customer_email;           /* NULL when absent */
         char *customer_phone;           /* NULL when absent */
 } Receipt;
