@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <json-c/json_pointer.h>
 #include <stdarg.h>
+#include <time.h>
 
 #include "json-util.h"
 #include "money.h"
@@ -18,10 +19,15 @@ static const char base[] =
         "\"vat_rate\":22}],"
         "\"payments\":[{\"type\":\"cash\",\"amount\":1500.00}]}";
 
-/* The clock of the sale: fixed, so that no test depends on the day it runs. */
-#define NOW_2026 ((usec_t) 1781514000 * USEC_PER_SEC)          /* 2026-06-15 09:00 UTC */
+/* The clock of the sale: fixed, so that no test depends on the day it runs. main() sets TZ to Moscow time
+ * (UTC+3, no DST) for the tests of where the local day begins. */
+#define NOW_2026 ((usec_t) 1781514000 * USEC_PER_SEC)          /* 2026-06-15 12:00 MSK */
+#define NOW_2025 ((usec_t) 1750064400 * USEC_PER_SEC)          /* 2025-06-16 12:00 MSK */
+#define LAST_SECOND_OF_2025 ((usec_t) 1767214799 * USEC_PER_SEC) /* 2025-12-31 23:59:59 MSK */
+#define FIRST_SECOND_OF_2026 ((usec_t) 1767214800 * USEC_PER_SEC) /* 2026-01-01 00:00:00 MSK */
 
 static const ReceiptOptions test_options = { .now = NOW_2026 };
+static const ReceiptOptions options_2025 = { .now = NOW_2025 };
 static const ReceiptOptions options_ignore = { .now = NOW_2026,
                                                .unknown_fields = RECEIPT_UNKNOWN_FIELDS_IGNORE };
 
@@ -207,6 +213,7 @@ static char *assert_round_trip(const char *body, const ReceiptOptions *o) {
         r2 = parse_ok_with(full, o);
         full2 = canonical_with(r2, 0);
         ASSERT_STREQ(full2, full);
+        ASSERT_EQ(r2->needs_pre2026_original, r1->needs_pre2026_original);
         ASSERT_EQ(r2->paid, r1->paid);
 
         r3 = parse_ok_with(given, o);
@@ -254,6 +261,10 @@ static void test_valid_receipt_fields_and_defaults(void) {
         ASSERT_NULL(r->cashier_name);
         ASSERT_NULL(r->cashier_inn);
         ASSERT_FALSE(r->cashier_given);
+        ASSERT_FALSE(r->has_correction);
+        ASSERT_NULL(r->original);
+        ASSERT_EQ(r->original_date, 0);
+        ASSERT_FALSE(r->needs_pre2026_original);
         ASSERT_EQ(r->n_vat_sums, 1);
         ASSERT_TRUE(r->vat_sums[0].vat == vat_from_name("vat22"));
         ASSERT_EQ(r->vat_sums[0].base, 150000);
@@ -321,7 +332,7 @@ static void test_canonical_text(void) {
         _cleanup_free_ char *c = canonical_of(base);
 
         ASSERT_STREQ(c,
-                     "{\"pos_id\":\"POS-1\",\"type\":\"sale\","
+                     "{\"pos_id\":\"POS-1\",\"type\":\"sale\",\"type_tag1054\":1,"
                      "\"taxation\":\"osn\",\"taxation_tag1055\":1,"
                      "\"items\":[{\"name\":\"Frame\",\"price\":\"1500.00\",\"quantity\":\"1.000\","
                      "\"total\":\"1500.00\",\"vat\":\"vat22\",\"vat_tag1199\":11,\"vat_amount\":\"270.49\","
@@ -342,7 +353,7 @@ static void test_canonical_text_with_optional_fields(void) {
 
         /* Fixed key order whatever the body's; '/' unescaped, controls as \u00XX, UTF-8 as it is. */
         ASSERT_STREQ(c,
-                     "{\"pos_id\":\"POS-1\",\"type\":\"sale\","
+                     "{\"pos_id\":\"POS-1\",\"type\":\"sale\",\"type_tag1054\":1,"
                      "\"taxation\":\"osn\",\"taxation_tag1055\":1,"
                      "\"items\":[{\"name\":\"Оправа \\\"Люкс\\\"\",\"price\":\"1500.00\","
                      "\"quantity\":\"1.000\",\"total\":\"1500.00\",\"vat\":\"vat22\",\"vat_tag1199\":11,"
@@ -362,10 +373,12 @@ static void test_canonical_text_with_optional_fields(void) {
  * fingerprints for idempotency, so however the text comes to be written, these must stay byte for byte.
  * That the two writers agree is the invariant; these pins catch a change to both at once. */
 
-/* ASCII only, every optional field, non-default enums: a cashier, an item discount, change */
+/* ASCII only, every optional field, non-default enums: a correction by order with a cashier, an item
+ * discount, change */
 static const char pinned_ascii_body[] =
         "{\"pos_id\":\"POS-42\",\"type\":\"sale_correction\",\"taxation\":\"usn_income_outcome\","
         "\"cashier\":{\"inn\":\"500100732259\",\"name\":\"Ivanov I.I. \\\"senior\\\"\"},"
+        "\"correction\":{\"order_number\":\"01-12/345\",\"date\":\"2025-11-20\",\"type\":\"by_order\"},"
         "\"items\":[{\"name\":\"Lens 1.5/67 \\\"AR\\\"\",\"price\":\"120.50\",\"quantity\":\"2.250\","
         "\"total\":\"271.13\",\"vat\":\"vat110\",\"payment_method\":\"credit_payment\","
         "\"payment_object\":\"commodity_marked\",\"measure\":\"other\","
@@ -376,26 +389,30 @@ static const char pinned_ascii_body[] =
         "{\"type\":\"other\",\"amount\":\"0.10\"}],"
         "\"customer\":{\"phone\":\"+79991234567\",\"email\":\"buyer+tag@example.com\"}}";
 static const char pinned_ascii_canonical[] =
-        "{\"pos_id\":\"POS-42\",\"type\":\"sale_correction\",\"taxation\":\"usn_income_outcome\",\""
-        "taxation_tag1055\":4,\"cashier\":{\"name\":\"Ivanov I.I. \\\"senior\\\"\",\"inn\":\"500100"
-        "732259\"},\"items\":[{\"name\":\"Lens 1.5/67 \\\"AR\\\"\",\"price\":\"120.50\",\"quantity"
-        "\":\"2.250\",\"total\":\"271.13\",\"vat\":\"vat110\",\"vat_tag1199\":4,\"vat_amount\":\"24"
-        ".65\",\"payment_method\":\"credit_payment\",\"payment_method_tag1214\":7,\"payment_object"
-        "\":\"commodity_marked\",\"payment_object_tag1212\":33,\"measure\":\"other\",\"measure_tag2"
-        "108\":255,\"mark_code\":\"0104600439931256\\u001d21ABC/def\\u001d91EE06\"},{\"name\":\"Clo"
-        "th\",\"price\":\"0.50\",\"quantity\":\"1.000\",\"total\":\"0.01\",\"discount\":\"0.49\",\""
-        "vat\":\"vat0\",\"vat_tag1199\":5,\"vat_amount\":\"0.00\",\"payment_method\":\"full_payment"
-        "\",\"payment_method_tag1214\":4,\"payment_object\":\"commodity\",\"payment_object_tag1212"
-        "\":1,\"measure\":\"piece\",\"measure_tag2108\":0}],\"payments\":[{\"type\":\"card\",\"amou"
-        "nt\":\"200.00\",\"amount_tag\":1081},{\"type\":\"cash\",\"amount\":\"72.00\",\"amount_tag"
-        "\":1031},{\"type\":\"other\",\"amount\":\"0.10\",\"amount_tag\":1217}],\"total\":\"271.14"
-        "\",\"change\":\"0.96\",\"vat_amounts\":[{\"vat\":\"vat110\",\"tag1199\":4,\"base\":\"271.1"
-        "3\",\"amount\":\"24.65\"},{\"vat\":\"vat0\",\"tag1199\":5,\"base\":\"0.01\",\"amount\":\"0"
-        ".00\"}],\"customer\":{\"email\":\"buyer+tag@example.com\",\"phone\":\"+79991234567\"}}";
+        "{\"pos_id\":\"POS-42\",\"type\":\"sale_correction\",\"type_tag1054\":1,\"taxation\":\"usn_"
+        "income_outcome\",\"taxation_tag1055\":4,\"cashier\":{\"name\":\"Ivanov I.I. \\\"senior\\\""
+        "\",\"inn\":\"500100732259\"},\"correction\":{\"type\":\"by_order\",\"type_tag1173\":1,\"da"
+        "te\":\"2025-11-20\",\"order_number\":\"01-12/345\"},\"items\":[{\"name\":\"Lens 1.5/67 \\"
+        "\"AR\\\"\",\"price\":\"120.50\",\"quantity\":\"2.250\",\"total\":\"271.13\",\"vat\":\"vat1"
+        "10\",\"vat_tag1199\":4,\"vat_amount\":\"24.65\",\"payment_method\":\"credit_payment\",\"pa"
+        "yment_method_tag1214\":7,\"payment_object\":\"commodity_marked\",\"payment_object_tag1212"
+        "\":33,\"measure\":\"other\",\"measure_tag2108\":255,\"mark_code\":\"0104600439931256\\u001"
+        "d21ABC/def\\u001d91EE06\"},{\"name\":\"Cloth\",\"price\":\"0.50\",\"quantity\":\"1.000\","
+        "\"total\":\"0.01\",\"discount\":\"0.49\",\"vat\":\"vat0\",\"vat_tag1199\":5,\"vat_amount\""
+        ":\"0.00\",\"payment_method\":\"full_payment\",\"payment_method_tag1214\":4,\"payment_objec"
+        "t\":\"commodity\",\"payment_object_tag1212\":1,\"measure\":\"piece\",\"measure_tag2108\":0"
+        "}],\"payments\":[{\"type\":\"card\",\"amount\":\"200.00\",\"amount_tag\":1081},{\"type\":"
+        "\"cash\",\"amount\":\"72.00\",\"amount_tag\":1031},{\"type\":\"other\",\"amount\":\"0.10\""
+        ",\"amount_tag\":1217}],\"total\":\"271.14\",\"change\":\"0.96\",\"vat_amounts\":[{\"vat\":"
+        "\"vat110\",\"tag1199\":4,\"base\":\"271.13\",\"amount\":\"24.65\"},{\"vat\":\"vat0\",\"tag"
+        "1199\":5,\"base\":\"0.01\",\"amount\":\"0.00\"}],\"customer\":{\"email\":\"buyer+tag@examp"
+        "le.com\",\"phone\":\"+79991234567\"}}";
 
-/* Cyrillic, 4-byte UTF-8, U+2028, DEL, every escape json-c writes, '/' and '\' */
+/* Cyrillic, 4-byte UTF-8, U+2028, DEL, every escape json-c writes, '/' and '\'; a return of a 2025 sale
+ * at 20 % */
 static const char pinned_escapes_body[] =
         "{\"pos_id\":\"Касса/№1 \\\"Л\\\"\\\\x\",\"type\":\"refund\","
+        "\"original\":\"R/7\\\"\\\\\",\"original_date\":\"2025-12-31\","
         "\"cashier\":{\"name\":\"Кассир \\\"№1\\\" \\\\ 1/2 \xf0\x9f\x98\x80\"},"
         "\"items\":[{\"name\":\"Оправа \\\"Люкс\\\" \\\\ 1/2 \\u0001\\b\\f\\n\\r\\t\\u001f\x7f"
         "\\u2028 "
@@ -404,17 +421,18 @@ static const char pinned_escapes_body[] =
         "\"payments\":[{\"type\":\"cash\",\"amount\":1500}],"
         "\"customer\":{\"email\":\"a\\\"b\\\\c/d@пример.рф\"}}";
 static const char pinned_escapes_canonical[] =
-        "{\"pos_id\":\"Касса/№1 \\\"Л\\\"\\\\x\",\"type\":\"refund\",\"taxation\":\"osn\",\"taxatio"
-        "n_tag1055\":1,\"cashier\":{\"name\":\"Кассир \\\"№1\\\" \\\\ 1/2 \xf0" "\x9f" "\x98" "\x80" ""
-        "\"},\"items\":[{\"name\":\"Оправа \\\"Люкс\\\" \\\\ 1/2 \\u0001\\b\\f\\n\\r\\t\\u001f\x7f" ""
-        "\xe2" "\x80" "\xa8" " \xf0" "\x9f" "\x98" "\x80" " é/\",\"price\":\"1500.00\",\"quantity\""
-        ":\"1.000\",\"total\":\"1500.00\",\"vat\":\"vat20\",\"vat_tag1199\":1,\"vat_amount\":\"250."
-        "00\",\"payment_method\":\"full_payment\",\"payment_method_tag1214\":4,\"payment_object\":"
-        "\"commodity\",\"payment_object_tag1212\":1,\"measure\":\"piece\",\"measure_tag2108\":0,\"m"
-        "ark_code\":\"\\u001d01046\\u001d\\u001d\"}],\"payments\":[{\"type\":\"cash\",\"amount\":\""
-        "1500.00\",\"amount_tag\":1031}],\"total\":\"1500.00\",\"vat_amounts\":[{\"vat\":\"vat20\","
-        "\"tag1199\":1,\"base\":\"1500.00\",\"amount\":\"250.00\"}],\"customer\":{\"email\":\"a\\\""
-        "b\\\\c/d@пример.рф\"}}";
+        "{\"pos_id\":\"Касса/№1 \\\"Л\\\"\\\\x\",\"type\":\"refund\",\"type_tag1054\":2,\"taxation"
+        "\":\"osn\",\"taxation_tag1055\":1,\"cashier\":{\"name\":\"Кассир \\\"№1\\\" \\\\ 1/2 \xf0" ""
+        "\x9f" "\x98" "\x80" "\"},\"original\":\"R/7\\\"\\\\\",\"original_date\":\"2025-12-31\",\"i"
+        "tems\":[{\"name\":\"Оправа \\\"Люкс\\\" \\\\ 1/2 \\u0001\\b\\f\\n\\r\\t\\u001f\x7f" "\xe2" ""
+        "\x80" "\xa8" " \xf0" "\x9f" "\x98" "\x80" " é/\",\"price\":\"1500.00\",\"quantity\":\"1.00"
+        "0\",\"total\":\"1500.00\",\"vat\":\"vat20\",\"vat_tag1199\":1,\"vat_amount\":\"250.00\",\""
+        "payment_method\":\"full_payment\",\"payment_method_tag1214\":4,\"payment_object\":\"commod"
+        "ity\",\"payment_object_tag1212\":1,\"measure\":\"piece\",\"measure_tag2108\":0,\"mark_code"
+        "\":\"\\u001d01046\\u001d\\u001d\"}],\"payments\":[{\"type\":\"cash\",\"amount\":\"1500.00"
+        "\",\"amount_tag\":1031}],\"total\":\"1500.00\",\"vat_amounts\":[{\"vat\":\"vat20\",\"tag11"
+        "99\":1,\"base\":\"1500.00\",\"amount\":\"250.00\"}],\"customer\":{\"email\":\"a\\\"b\\\\c/"
+        "d@пример.рф\"}}";
 
 /* large amounts, weights, several items, a receipt discount, an advance offset, credit, phone only */
 static const char pinned_amounts_body[] =
@@ -430,25 +448,25 @@ static const char pinned_amounts_body[] =
         "{\"type\":\"prepayment\",\"amount\":5000000},{\"type\":\"credit\",\"amount\":\"4998601.47\"}],"
         "\"customer\":{\"phone\":\"+123456789012345\"}}";
 static const char pinned_amounts_canonical[] =
-        "{\"pos_id\":\"P\",\"type\":\"sale\",\"taxation\":\"patent\",\"taxation_tag1055\":32,\"item"
-        "s\":[{\"name\":\"Gold\",\"price\":\"9999999999.99\",\"quantity\":\"0.001\",\"total\":\"999"
-        "9000.06\",\"discount\":\"999.94\",\"vat\":\"vat122\",\"vat_tag1199\":12,\"vat_amount\":\"1"
-        "803098.37\",\"payment_method\":\"full_payment\",\"payment_method_tag1214\":4,\"payment_obj"
-        "ect\":\"commodity\",\"payment_object_tag1212\":1,\"measure\":\"gram\",\"measure_tag2108\":"
-        "10},{\"name\":\"Сыр\",\"price\":\"899.90\",\"quantity\":\"0.335\",\"total\":\"301.44\",\"d"
-        "iscount\":\"0.03\",\"vat\":\"vat10\",\"vat_tag1199\":2,\"vat_amount\":\"27.40\",\"payment_"
-        "method\":\"advance\",\"payment_method_tag1214\":3,\"payment_object\":\"excise\",\"payment_"
-        "object_tag1212\":2,\"measure\":\"kilogram\",\"measure_tag2108\":11},{\"name\":\"Service\","
-        "\"price\":\"100.00\",\"quantity\":\"3.000\",\"total\":\"299.97\",\"discount\":\"0.03\",\"v"
-        "at\":\"none\",\"vat_tag1199\":6,\"vat_amount\":\"0.00\",\"payment_method\":\"full_payment"
-        "\",\"payment_method_tag1214\":4,\"payment_object\":\"service\",\"payment_object_tag1212\":"
-        "4,\"measure\":\"hour\",\"measure_tag2108\":71}],\"payments\":[{\"type\":\"card\",\"amount"
-        "\":\"1000.00\",\"amount_tag\":1081},{\"type\":\"prepayment\",\"amount\":\"5000000.00\",\"a"
-        "mount_tag\":1215},{\"type\":\"credit\",\"amount\":\"4998601.47\",\"amount_tag\":1216}],\"t"
-        "otal\":\"9999601.47\",\"vat_amounts\":[{\"vat\":\"vat10\",\"tag1199\":2,\"base\":\"301.44"
-        "\",\"amount\":\"27.40\"},{\"vat\":\"none\",\"tag1199\":6,\"base\":\"299.97\",\"amount\":\""
-        "0.00\"},{\"vat\":\"vat122\",\"tag1199\":12,\"base\":\"9999000.06\",\"amount\":\"1803098.37"
-        "\"}],\"customer\":{\"phone\":\"+123456789012345\"}}";
+        "{\"pos_id\":\"P\",\"type\":\"sale\",\"type_tag1054\":1,\"taxation\":\"patent\",\"taxation_"
+        "tag1055\":32,\"items\":[{\"name\":\"Gold\",\"price\":\"9999999999.99\",\"quantity\":\"0.00"
+        "1\",\"total\":\"9999000.06\",\"discount\":\"999.94\",\"vat\":\"vat122\",\"vat_tag1199\":12"
+        ",\"vat_amount\":\"1803098.37\",\"payment_method\":\"full_payment\",\"payment_method_tag121"
+        "4\":4,\"payment_object\":\"commodity\",\"payment_object_tag1212\":1,\"measure\":\"gram\","
+        "\"measure_tag2108\":10},{\"name\":\"Сыр\",\"price\":\"899.90\",\"quantity\":\"0.335\",\"to"
+        "tal\":\"301.44\",\"discount\":\"0.03\",\"vat\":\"vat10\",\"vat_tag1199\":2,\"vat_amount\":"
+        "\"27.40\",\"payment_method\":\"advance\",\"payment_method_tag1214\":3,\"payment_object\":"
+        "\"excise\",\"payment_object_tag1212\":2,\"measure\":\"kilogram\",\"measure_tag2108\":11},{"
+        "\"name\":\"Service\",\"price\":\"100.00\",\"quantity\":\"3.000\",\"total\":\"299.97\",\"di"
+        "scount\":\"0.03\",\"vat\":\"none\",\"vat_tag1199\":6,\"vat_amount\":\"0.00\",\"payment_met"
+        "hod\":\"full_payment\",\"payment_method_tag1214\":4,\"payment_object\":\"service\",\"payme"
+        "nt_object_tag1212\":4,\"measure\":\"hour\",\"measure_tag2108\":71}],\"payments\":[{\"type"
+        "\":\"card\",\"amount\":\"1000.00\",\"amount_tag\":1081},{\"type\":\"prepayment\",\"amount"
+        "\":\"5000000.00\",\"amount_tag\":1215},{\"type\":\"credit\",\"amount\":\"4998601.47\",\"am"
+        "ount_tag\":1216}],\"total\":\"9999601.47\",\"vat_amounts\":[{\"vat\":\"vat10\",\"tag1199\""
+        ":2,\"base\":\"301.44\",\"amount\":\"27.40\"},{\"vat\":\"none\",\"tag1199\":6,\"base\":\"29"
+        "9.97\",\"amount\":\"0.00\"},{\"vat\":\"vat122\",\"tag1199\":12,\"base\":\"9999000.06\",\"a"
+        "mount\":\"1803098.37\"}],\"customer\":{\"phone\":\"+123456789012345\"}}";
 
 static const struct {
         const char *body;
@@ -456,11 +474,11 @@ static const struct {
         const char *fingerprint;
 } pinned[] = {
         { pinned_ascii_body, pinned_ascii_canonical,
-          "520cea42a13dc6e9cc5bd3962dd839c841abe66ba5d08a9d4fa49ca63aa73e63" },
+          "5136123b9496a06fff613dd358368d5f9e4dabd9d3c20ade0f3d35925b5e9848" },
         { pinned_escapes_body, pinned_escapes_canonical,
-          "ac24728dcaab791ffd94e5f71869c30ca5228a808b327d1ea3829d3a5175daab" },
+          "1f28187048bd2372ebd03aca1592c8678c95b5dfc81fa56e02eea7959e9882dd" },
         { pinned_amounts_body, pinned_amounts_canonical,
-          "988b29cb423907e9a9de42a9e2cc649c587f7256e09aab851868f70627a62b43" },
+          "efd244b17f65a7f3f50e15b9af120bef528a3f297e5c807df9e32c4c1799e9c0" },
 };
 
 static void test_canonical_text_is_pinned_byte_for_byte(void) {
@@ -586,7 +604,7 @@ static void test_canonical_equal_for_equivalent_bodies(void) {
                 "\"payments\":[{\"type\":\"cash\",\"amount\":1500.00}]}",
                 /* vat both ways, defaults spelled out, nulls for absent fields, a zero discount, and the
                  * derived keys of the canonical text (ignored, whatever they say) */
-                "{\"pos_id\":\"POS-1\",\"type\":\"sale\",\"taxation\":\"osn\","
+                "{\"pos_id\":\"POS-1\",\"type\":\"sale\",\"type_tag1054\":3,\"taxation\":\"osn\","
                 "\"taxation_tag1055\":32,\"items\":[{"
                 "\"name\":\"Frame\",\"price\":1500.00,\"quantity\":1,\"total\":1500.00,\"vat_rate\":22,"
                 "\"vat\":\"vat22\",\"vat_tag1199\":1,\"vat_amount\":\"1.00\","
@@ -594,7 +612,8 @@ static void test_canonical_equal_for_equivalent_bodies(void) {
                 "\"payment_method_tag1214\":1,\"payment_object\":\"commodity\",\"payment_object_tag1212\":1,"
                 "\"measure\":\"piece\",\"measure_tag2108\":1,\"mark_code\":null,\"discount\":0}],"
                 "\"payments\":[{\"type\":\"cash\",\"amount\":1500.00,\"amount_tag\":1081}],"
-                "\"customer\":null,\"cashier\":null,\"discount\":0,"
+                "\"customer\":null,\"cashier\":null,\"correction\":null,\"original\":null,"
+                "\"original_date\":null,\"discount\":0,"
                 "\"total\":\"1.00\",\"change\":\"5.00\",\"vat_amounts\":[{\"vat\":\"x\"}]}",
         };
         _cleanup_free_ char *expected = canonical_of(base);
@@ -718,7 +737,8 @@ static void test_type(void) {
 
         r1 = ACCEPT(WITH("/type", "\"refund\""));
         ASSERT_EQ(r1->type, RECEIPT_TYPE_REFUND);
-        r2 = ACCEPT(WITH("/type", "\"correction\""));
+        r2 = ACCEPT(WITH("/type", "\"correction\"", "/correction",
+                         "{\"type\":\"self\",\"date\":\"2025-11-20\"}"));
         ASSERT_EQ(r2->type, RECEIPT_TYPE_SALE_CORRECTION);
 }
 
@@ -1143,6 +1163,157 @@ static void test_options_limits(void) {
                     "payments: more than 1 payments");
 }
 
+/* ---- receipt types and corrections (FFD tags 1054, 1173, 1174, 1178, 1179) ---- */
+
+static const char correction_self[] = "{\"type\":\"self\",\"date\":\"2025-11-20\"}";
+
+static void test_correction_receipt_without_correction_refused(void) {
+        static const char *const types[] = { "\"correction\"", "\"sale_correction\"",
+                                             "\"refund_correction\"", "\"purchase_correction\"",
+                                             "\"purchase_refund_correction\"" };
+
+        for (size_t i = 0; i < ELEMENTSOF(types); i++)
+                REJECT(WITH("/type", types[i]),
+                       "correction: missing (a correction receipt needs its type, date and, by order, "
+                       "order_number)");
+        REJECT(WITH("/type", "\"sale_correction\"", "/correction", "null"),
+               "correction: missing (a correction receipt needs its type, date and, by order, "
+               "order_number)");
+        REJECT(WITH("/type", "\"sale_correction\"", "/correction", "\"self\""),
+               "correction: must be an object");
+}
+
+static void test_correction_needs_type_and_date(void) {
+        REJECT(WITH("/type", "\"sale_correction\"", "/correction", "{\"date\":\"2025-11-20\"}"),
+               "correction.type: missing");
+        REJECT(WITH("/type", "\"sale_correction\"", "/correction",
+                    "{\"type\":\"own\",\"date\":\"2025-11-20\"}"),
+               "correction.type: unknown value 'own'");
+        REJECT(WITH("/type", "\"sale_correction\"", "/correction", "{\"type\":0,\"date\":\"2025-11-20\"}"),
+               "correction.type: must be a string");
+        REJECT(WITH("/type", "\"sale_correction\"", "/correction", "{\"type\":\"self\"}"),
+               "correction.date: missing");
+}
+
+static void test_correction_date_is_a_past_calendar_day(void) {
+        static const char *const not_dates[] = {
+                "\"20.11.2025\"", "\"2025-11-2\"", "\"2025/11/20\"",
+                "\"2025-11-20T10:00\"", "\"+025-11-20\"", "\"2025-1a-20\"",
+        };
+
+        for (size_t i = 0; i < ELEMENTSOF(not_dates); i++)
+                REJECT(WITH("/type", "\"sale_correction\"", "/correction", correction_self,
+                            "/correction/date", not_dates[i]),
+                       "correction.date: not a date like 2025-12-31");
+        REJECT(WITH("/type", "\"sale_correction\"", "/correction", correction_self, "/correction/date",
+                    "20251120"),
+               "correction.date: must be a string");
+        REJECT(WITH("/type", "\"sale_correction\"", "/correction", correction_self,
+                    "/correction/date", "\"2025-02-29\""),
+               "correction.date: 2025-02-29 is not a day of the calendar");
+        REJECT(WITH("/type", "\"sale_correction\"", "/correction", correction_self,
+                    "/correction/date", "\"2025-13-01\""),
+               "correction.date: 2025-13-01 is not a day of the calendar");
+        REJECT(WITH("/type", "\"sale_correction\"", "/correction", correction_self,
+                    "/correction/date", "\"0000-01-01\""),
+               "correction.date: 0000-01-01 is not a day of the calendar");
+        /* Not after the day of options.now (2026-06-15 in Moscow). */
+        REJECT(WITH("/type", "\"sale_correction\"", "/correction", correction_self,
+                    "/correction/date", "\"2026-06-16\""),
+               "correction.date: 2026-06-16 is after today, 2026-06-15");
+
+        receipt_free(ACCEPT(WITH("/type", "\"sale_correction\"", "/correction", correction_self,
+                         "/correction/date", "\"2026-06-15\"")));
+        receipt_free(ACCEPT(WITH("/type", "\"sale_correction\"", "/correction", correction_self,
+                         "/correction/date", "\"2024-02-29\"")));
+}
+
+static void test_correction_by_order_needs_order_number(void) {
+        _cleanup_free_ char *max = json_repeat("7", RECEIPT_ORDER_NUMBER_MAX),
+                            *over = json_repeat("7", RECEIPT_ORDER_NUMBER_MAX + 1);
+        _cleanup_(receipt_freep) Receipt *r = NULL;
+
+        REJECT(WITH("/type", "\"sale_correction\"", "/correction",
+                    "{\"type\":\"by_order\",\"date\":\"2025-11-20\"}"),
+               "correction.order_number: missing (a correction by order needs it)");
+        REJECT(WITH("/type", "\"sale_correction\"", "/correction",
+                    "{\"type\":\"by_order\",\"date\":\"2025-11-20\"}", "/correction/order_number", over),
+               "correction.order_number: longer than 32 characters");
+        REJECT(WITH("/type", "\"sale_correction\"", "/correction",
+                    "{\"type\":\"by_order\",\"date\":\"2025-11-20\"}", "/correction/order_number", "\"\""),
+               "correction.order_number: must not be empty");
+        REJECT(WITH("/type", "\"sale_correction\"", "/correction",
+                    "{\"type\":\"by_order\",\"date\":\"2025-11-20\"}", "/correction/order_number",
+                    "\"12\\n34\""),
+               "correction.order_number: contains a control character");
+
+        r = ACCEPT(WITH("/type", "\"sale_correction\"",
+                        "/correction", "{\"type\":\"by_order\",\"date\":\"2025-11-20\"}",
+                        "/correction/order_number", max));
+        ASSERT_EQ(strlen(r->correction.order_number), RECEIPT_ORDER_NUMBER_MAX);
+}
+
+static void test_correction_fields_and_canonical(void) {
+        _cleanup_free_ char *self =
+                WITH("/type", "\"purchase_refund_correction\"", "/correction", correction_self);
+        _cleanup_free_ char *by_order = WITH("/type", "\"correction\"", "/correction",
+                                             "{\"order_number\":\"ИФНС-77/1\",\"type\":\"by_order\","
+                                             "\"date\":\"2025-12-31\"}");
+        _cleanup_(receipt_freep) Receipt *r1 = parse_ok(self), *r2 = parse_ok(by_order);
+        _cleanup_free_ char *c1 = assert_round_trip(self, &test_options),
+                            *c2 = assert_round_trip(by_order, &test_options);
+
+        ASSERT_TRUE(r1->has_correction);
+        ASSERT_EQ(r1->correction.type, CORRECTION_TYPE_SELF);
+        ASSERT_EQ(r1->correction.date, 20251120);
+        ASSERT_NULL(r1->correction.order_number);
+        ASSERT_NOT_NULL(
+                strstr(c1, "\"type\":\"purchase_refund_correction\",\"type_tag1054\":4,"
+                           "\"taxation\":\"osn\",\"taxation_tag1055\":1,"
+                           "\"correction\":{\"type\":\"self\",\"type_tag1173\":0,\"date\":\"2025-11-20\"},"
+                           "\"items\":"));
+
+        ASSERT_EQ(r2->type, RECEIPT_TYPE_SALE_CORRECTION);
+        ASSERT_EQ(r2->correction.type, CORRECTION_TYPE_BY_ORDER);
+        ASSERT_EQ(r2->correction.date, 20251231);
+        ASSERT_STREQ(r2->correction.order_number, "ИФНС-77/1");
+        ASSERT_NOT_NULL(strstr(c2, "\"type\":\"sale_correction\",\"type_tag1054\":1,"
+                                   "\"taxation\":\"osn\",\"taxation_tag1055\":1,"
+                                   "\"correction\":{\"type\":\"by_order\",\"type_tag1173\":1,"
+                                   "\"date\":\"2025-12-31\",\"order_number\":\"ИФНС-77/1\"},\"items\":"));
+}
+
+static void test_correction_on_other_types_refused(void) {
+        REJECT(WITH("/correction", correction_self),
+               "correction: only a correction receipt has one (type is sale)");
+        REJECT(WITH("/type", "\"refund\"", "/correction", correction_self),
+               "correction: only a correction receipt has one (type is refund)");
+}
+
+static void test_type_tag1054_for_every_type(void) {
+        static const struct {
+                const char *type;
+                unsigned tag;
+        } types[] = {
+                { "sale", 1 }, { "refund", 2 }, { "purchase", 3 }, { "purchase_refund", 4 },
+                { "sale_correction", 1 }, { "refund_correction", 2 }, { "purchase_correction", 3 },
+                { "purchase_refund_correction", 4 },
+        };
+
+        for (size_t i = 0; i < ELEMENTSOF(types); i++) {
+                _cleanup_free_ char *type = NULL, *body = NULL, *c = NULL, *expected = NULL;
+
+                ASSERT_TRUE(asprintf(&type, "\"%s\"", types[i].type) >= 0);
+                ASSERT_TRUE(asprintf(&expected, "\"type\":\"%s\",\"type_tag1054\":%u,", types[i].type,
+                                     types[i].tag) >= 0);
+                body = strstr(types[i].type, "correction")
+                               ? WITH("/type", type, "/correction", correction_self)
+                               : WITH("/type", type);
+                c = assert_round_trip(body, &test_options);
+                ASSERT_NOT_NULL(strstr(c, expected));
+        }
+}
+
 /* ---- discounts and VAT amounts (tag 1200) ---- */
 
 /* 40.00 x 1 with a discount of 5.00 is 35.00, exactly. */
@@ -1556,6 +1727,139 @@ static void test_taxation_not_registered_refused(void) {
         ASSERT_EQ(r2->taxation, TAXATION_PATENT);
 }
 
+/* ---- the 2026 VAT change ---- */
+
+static void test_vat20_on_a_2026_sale_refused(void) {
+        REJECT(WITH("/items/0/vat_rate", "20"), "items[0].vat_rate: 20 % no longer applies from 2026-01-01; "
+                                                "use 22 (vat22) or 22/122 (vat122)");
+        REJECT(WITH("/items/0/vat_rate", DELETE, "/items/0/vat", "\"vat20\""),
+               "items[0].vat: 20 % no longer applies from 2026-01-01; use 22 (vat22) or 22/122 (vat122)");
+        REJECT(WITH("/items/0/vat_rate", DELETE, "/items/0/vat", "\"vat120\""),
+               "items[0].vat: 20/120 no longer applies from 2026-01-01; use 22 (vat22) or 22/122 (vat122)");
+        REJECT(WITH("/type", "\"purchase\"", "/items/-",
+                    "{\"name\":\"x\",\"price\":1,\"quantity\":1,\"total\":1,\"vat_rate\":20}",
+                    "/payments/0/amount", "1500.01"),
+               "items[1].vat_rate: 20 % no longer applies from 2026-01-01; "
+               "use 22 (vat22) or 22/122 (vat122)");
+}
+
+static void test_vat20_on_a_2025_sale_allowed(void) {
+        _cleanup_free_ char *body = WITH("/items/0/vat_rate", "20");
+        _cleanup_(receipt_freep) Receipt *r = parse_ok_with(body, &options_2025);
+
+        ASSERT_TRUE(r->items[0].vat == vat_from_name("vat20"));
+        ASSERT_EQ(r->items[0].vat_amount, 25000);
+        ASSERT_FALSE(r->needs_pre2026_original);
+        free(assert_round_trip(body, &options_2025));
+}
+
+/* The day is the local one: the last second of 2025 in Moscow is 20:59:59 UTC. */
+static void test_vat20_ends_at_local_midnight(void) {
+        const ReceiptOptions last = { .now = LAST_SECOND_OF_2025 }, first = { .now = FIRST_SECOND_OF_2026 };
+
+        receipt_free(ACCEPT_WITH(&last, WITH("/items/0/vat_rate", "20")));
+        REJECT_WITH(&first, WITH("/items/0/vat_rate", "20"),
+                    "items[0].vat_rate: 20 % no longer applies from 2026-01-01; "
+                    "use 22 (vat22) or 22/122 (vat122)");
+}
+
+static void test_vat20_on_a_correction_of_2025_allowed(void) {
+        _cleanup_free_ char *body = WITH("/type", "\"sale_correction\"", "/correction", correction_self,
+                                         "/correction/date", "\"2025-12-31\"", "/items/0/vat_rate", "20");
+        _cleanup_(receipt_freep) Receipt *r = parse_ok(body);
+
+        free(assert_round_trip(body, &test_options));
+        ASSERT_TRUE(r->items[0].vat == vat_from_name("vat20"));
+        ASSERT_FALSE(r->needs_pre2026_original);
+        REJECT(WITH("/type", "\"refund_correction\"", "/correction", correction_self, "/correction/date",
+                    "\"2026-01-01\"", "/items/0/vat_rate", "20"),
+               "items[0].vat_rate: 20 % no longer applies from 2026-01-01 "
+               "and correction.date is 2026-01-01; "
+               "use 22 (vat22) or 22/122 (vat122)");
+}
+
+static void test_vat20_on_a_return_of_a_2025_sale_allowed(void) {
+        _cleanup_free_ char *body = WITH("/type", "\"refund\"", "/original_date", "\"2025-12-31\"",
+                                         "/items/0/vat_rate", "20");
+        _cleanup_(receipt_freep) Receipt *r = parse_ok(body);
+
+        free(assert_round_trip(body, &test_options));
+        ASSERT_EQ(r->original_date, 20251231);
+        ASSERT_FALSE(r->needs_pre2026_original);
+        REJECT(WITH("/type", "\"purchase_refund\"", "/original_date", "\"2026-01-01\"", "/items/0/vat_rate",
+                    "20"),
+               "items[0].vat_rate: 20 % no longer applies from 2026-01-01 and original_date is 2026-01-01; "
+               "use 22 (vat22) or 22/122 (vat122)");
+}
+
+/* Only the original's own record can tell its day: the store checks it. */
+static void test_vat20_on_a_return_naming_its_original_is_flagged(void) {
+        _cleanup_free_ char *body = WITH("/type", "\"refund\"", "/original", "\"R-2025-000123\"",
+                                         "/items/0/vat_rate", "20");
+        _cleanup_(receipt_freep) Receipt *r = parse_ok(body), *vat22 = NULL, *in_2025 = NULL;
+
+        free(assert_round_trip(body, &test_options));
+        ASSERT_TRUE(r->needs_pre2026_original);
+        ASSERT_STREQ(r->original, "R-2025-000123");
+        /* Nothing to check without a 20 % line, or when the return itself is made in 2025. */
+        vat22 = ACCEPT(WITH("/type", "\"refund\"", "/original", "\"R-2025-000123\""));
+        ASSERT_FALSE(vat22->needs_pre2026_original);
+        in_2025 = ACCEPT_WITH(&options_2025, WITH("/type", "\"refund\"", "/original", "\"R-1\"",
+                                                  "/items/0/vat_rate", "20"));
+        ASSERT_FALSE(in_2025->needs_pre2026_original);
+}
+
+static void test_vat20_on_a_2026_return_without_its_original_refused(void) {
+        REJECT(WITH("/type", "\"refund\"", "/items/0/vat_rate", "20"),
+               "items[0].vat_rate: 20 % no longer applies from 2026-01-01; "
+               "a return may use it only for a sale made before then: "
+               "give original_date (YYYY-MM-DD) or original (the original receipt), or use "
+               "22 (vat22) or 22/122 (vat122)");
+}
+
+/* ---- returns and their originals ---- */
+
+static void test_original_only_on_returns(void) {
+        static const char *const returns[] = { "\"refund\"", "\"purchase_refund\"" };
+        _cleanup_free_ char *id_max = json_repeat("x", RECEIPT_ORIGINAL_MAX),
+                            *id_over = json_repeat("x", RECEIPT_ORIGINAL_MAX + 1);
+
+        REJECT(WITH("/original", "\"R-1\""),
+               "original: only a return (refund, purchase_refund) refers to an original (type is sale)");
+        REJECT(WITH("/type", "\"purchase\"", "/original_date", "\"2025-01-01\""),
+               "original_date: only a return (refund, purchase_refund) refers to an original "
+               "(type is purchase)");
+
+        for (size_t i = 0; i < ELEMENTSOF(returns); i++) {
+                _cleanup_free_ char *body = WITH("/type", returns[i], "/original", "\"01HZY3K/fd:1042\"",
+                                                 "/original_date", "\"2026-06-15\"");
+                _cleanup_(receipt_freep) Receipt *r = parse_ok(body);
+                _cleanup_free_ char *c = assert_round_trip(body, &test_options);
+
+                ASSERT_STREQ(r->original, "01HZY3K/fd:1042");
+                ASSERT_EQ(r->original_date, 20260615);
+                ASSERT_NOT_NULL(strstr(c, "\"taxation_tag1055\":1,\"original\":\"01HZY3K/fd:1042\","
+                                          "\"original_date\":\"2026-06-15\",\"items\":"));
+        }
+
+        REJECT(WITH("/type", "\"refund\"", "/original", "\"\""), "original: must not be empty");
+        REJECT(WITH("/type", "\"refund\"", "/original", "\"R 1\""),
+               "original: only visible ASCII characters, no spaces");
+        REJECT(WITH("/type", "\"refund\"", "/original", "\"R\\t1\""),
+               "original: only visible ASCII characters, no spaces");
+        REJECT(WITH("/type", "\"refund\"", "/original", "\"чек-1\""),
+               "original: only visible ASCII characters, no spaces");
+        REJECT(WITH("/type", "\"refund\"", "/original", "\"R\\u00a01\""),
+               "original: only visible ASCII characters, no spaces");
+        REJECT(WITH("/type", "\"refund\"", "/original", "42"), "original: must be a string");
+        REJECT(WITH("/type", "\"refund\"", "/original", id_over), "original: longer than 64 characters");
+        receipt_free(ACCEPT(WITH("/type", "\"refund\"", "/original", id_max)));
+        REJECT(WITH("/type", "\"refund\"", "/original_date", "\"2026-06-16\""),
+               "original_date: 2026-06-16 is after today, 2026-06-15");
+        REJECT(WITH("/type", "\"refund\"", "/original_date", "\"15.06.2026\""),
+               "original_date: not a date like 2025-12-31");
+}
+
 /* ---- unknown fields ---- */
 
 static void test_unknown_fields_named_at_every_level(void) {
@@ -1570,6 +1874,9 @@ static void test_unknown_fields_named_at_every_level(void) {
                "customer: unknown fields 'name'");
         REJECT(WITH("/cashier", "{\"name\":\"Ivan\",\"position\":\"senior\"}"),
                "cashier: unknown fields 'position'");
+        REJECT(WITH("/type", "\"sale_correction\"", "/correction", correction_self, "/correction/basis",
+                    "\"x\""),
+               "correction: unknown fields 'basis'");
         /* A null value is no excuse for a misspelt name. */
         REJECT(WITH("/comment", "null"), "unknown fields 'comment'");
         /* Before any other check of the same object: the typo is likelier the cause. */
@@ -1611,10 +1918,10 @@ static void test_canonical_as_given_leaves_out_defaulted_taxation_and_cashier(vo
                             *given = canonical_with(r, RECEIPT_CANONICAL_AS_GIVEN);
         _cleanup_free_ char *plain = canonical_of(base);
 
-        ASSERT_NOT_NULL(strstr(full, "\"type\":\"sale\",\"taxation\":\"usn_income\",\"taxation_tag1055\":2,"
+        ASSERT_NOT_NULL(strstr(full, "\"type_tag1054\":1,\"taxation\":\"usn_income\",\"taxation_tag1055\":2,"
                                      "\"cashier\":{\"name\":\"Петрова А. \\\"старший\\\" кассир\","
                                      "\"inn\":\"500100732259\"},\"items\":"));
-        ASSERT_NOT_NULL(strstr(given, "\"type\":\"sale\",\"items\":"));
+        ASSERT_NOT_NULL(strstr(given, "\"type_tag1054\":1,\"items\":"));
         ASSERT_NULL(strstr(given, "taxation"));
         ASSERT_NULL(strstr(given, "cashier"));
         /* Everything else is the same text. */
@@ -1662,12 +1969,24 @@ static void test_canonical_parses_back_for_every_new_field(void) {
                 "/payments/-", "{\"type\":\"electronic\",\"amount\":10}",
                 "/payments/-", "{\"type\":\"other\",\"amount\":10}",
                 "/customer", "{\"email\":\"x@y.ru\"}");
+        _cleanup_free_ char *refund = WITH("/type", "\"refund\"", "/original", "\"R-7\"",
+                                           "/original_date", "\"2025-12-30\"", "/items/0/vat_rate", "20");
+        _cleanup_free_ char *correction = WITH("/type", "\"purchase_correction\"", "/correction",
+                                               "{\"type\":\"by_order\",\"date\":\"2025-01-31\","
+                                               "\"order_number\":\"7/2025\"}",
+                                               "/items/0/vat", "\"vat120\"", "/items/0/vat_rate", DELETE);
+        _cleanup_free_ char *flagged = WITH("/type", "\"purchase_refund\"", "/original", "\"fd:1042\"",
+                                            "/items/0/vat_rate", "20");
         _cleanup_free_ char *c = assert_round_trip(body, &options_shop);
         _cleanup_(receipt_freep) Receipt *r = parse_ok_with(c, &options_shop);
 
         ASSERT_EQ(r->change, 1000);
         ASSERT_EQ(r->total, 142000);
         free(assert_round_trip(body, &test_options));
+        free(assert_round_trip(refund, &options_shop));
+        free(assert_round_trip(correction, &test_options));
+        free(assert_round_trip(correction, &options_shop));
+        free(assert_round_trip(flagged, &options_cashier));
         free(assert_round_trip(pinned_ascii_body, &test_options));
         free(assert_round_trip(pinned_escapes_body, &test_options));
         free(assert_round_trip(pinned_amounts_body, &test_options));
@@ -1704,6 +2023,10 @@ static void test_enum_string_tables(void) {
         ASSERT_STREQ(payment_type_to_string(PAYMENT_TYPE_CREDIT), "credit");
         ASSERT_EQ(payment_type_from_string("credit"), 1216);
         ASSERT_EQ(payment_type_from_string("other"), 1217);
+        ASSERT_STREQ(correction_type_to_string(CORRECTION_TYPE_SELF), "self");
+        ASSERT_STREQ(correction_type_to_string(CORRECTION_TYPE_BY_ORDER), "by_order");
+        ASSERT_EQ(correction_type_from_string("by_order"), 1);
+        ASSERT_EQ(correction_type_from_string("order"), -EINVAL);
         ASSERT_STREQ(payment_method_to_string(4), "full_payment");
         ASSERT_EQ(payment_method_from_string("full_prepayment"), 1);
         ASSERT_STREQ(payment_object_to_string(13), "another");
@@ -1719,6 +2042,10 @@ static void test_enum_string_tables(void) {
 }
 
 int main(void) {
+        /* Moscow time, without needing tzdata: where the local day of the 2026 rule begins. */
+        ASSERT_OK(setenv("TZ", "MSK-3", 1));
+        tzset();
+
         TEST_RUN(test_valid_receipt_fields_and_defaults);
         TEST_RUN(test_detail_may_be_null);
         TEST_RUN(test_body_need_not_be_nul_terminated);
@@ -1766,6 +2093,13 @@ int main(void) {
         TEST_RUN(test_options_all_zero_are_the_defaults_of_receipt_parse);
         TEST_RUN(test_receipt_parse_rejects_unknown_fields);
         TEST_RUN(test_options_limits);
+        TEST_RUN(test_correction_receipt_without_correction_refused);
+        TEST_RUN(test_correction_needs_type_and_date);
+        TEST_RUN(test_correction_date_is_a_past_calendar_day);
+        TEST_RUN(test_correction_by_order_needs_order_number);
+        TEST_RUN(test_correction_fields_and_canonical);
+        TEST_RUN(test_correction_on_other_types_refused);
+        TEST_RUN(test_type_tag1054_for_every_type);
         TEST_RUN(test_item_discount_exact_accepted);
         TEST_RUN(test_item_discount_off_by_one_kopeck_refused);
         TEST_RUN(test_item_discount_larger_than_the_line_refused);
@@ -1783,6 +2117,14 @@ int main(void) {
         TEST_RUN(test_cashier_default_checked);
         TEST_RUN(test_taxation_default_from_options);
         TEST_RUN(test_taxation_not_registered_refused);
+        TEST_RUN(test_vat20_on_a_2026_sale_refused);
+        TEST_RUN(test_vat20_on_a_2025_sale_allowed);
+        TEST_RUN(test_vat20_ends_at_local_midnight);
+        TEST_RUN(test_vat20_on_a_correction_of_2025_allowed);
+        TEST_RUN(test_vat20_on_a_return_of_a_2025_sale_allowed);
+        TEST_RUN(test_vat20_on_a_return_naming_its_original_is_flagged);
+        TEST_RUN(test_vat20_on_a_2026_return_without_its_original_refused);
+        TEST_RUN(test_original_only_on_returns);
         TEST_RUN(test_unknown_fields_named_at_every_level);
         TEST_RUN(test_unknown_fields_list_is_bounded);
         TEST_RUN(test_unknown_fields_ignored_with_ignore);

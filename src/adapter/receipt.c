@@ -124,6 +124,13 @@ static const NameValue taxation_table[] = {
         { "patent", TAXATION_PATENT },
 };
 
+/* FFD 1.2, tag 1173: 0 on one's own initiative («самостоятельно»), 1 by order of the tax authority («по
+ * предписанию») — FFD-derived code tables. */
+static const NameValue correction_type_table[] = {
+        { "self", CORRECTION_TYPE_SELF },
+        { "by_order", CORRECTION_TYPE_BY_ORDER },
+};
+
 static const char *table_to_string(const NameValue *table, size_t n, int value) {
         for (size_t i = 0; i < n; i++)
                 if (table[i].value == value)
@@ -172,6 +179,7 @@ DEFINE_STRING_TABLE(payment_method, PaymentMethod, payment_method_table)
 DEFINE_STRING_TABLE(payment_object, PaymentObject, payment_object_table)
 DEFINE_STRING_TABLE(measure, Measure, measure_table)
 DEFINE_STRING_TABLE(taxation, Taxation, taxation_table)
+DEFINE_STRING_TABLE(correction_type, CorrectionType, correction_type_table)
 
 Receipt *receipt_free(Receipt *r) {
         if (!r)
@@ -187,6 +195,8 @@ Receipt *receipt_free(Receipt *r) {
         free(r->pos_id);
         free(r->cashier_name);
         free(r->cashier_inn);
+        free(r->correction.order_number);
+        free(r->original);
         free(r->customer_email);
         free(r->customer_phone);
         return mfree(r);
@@ -453,13 +463,15 @@ static int line_amount(int64_t price, int64_t quantity, int64_t *ret) {
 /* What one parse needs besides the body. */
 typedef struct ParseContext {
         ReceiptOptions options;         /* with the defaults filled in, now excepted */
+        unsigned today;                 /* options.now as a local YYYYMMDD; 0 until something needs it */
 } ParseContext;
 
 /* Every key a level knows, the derived ones the canonical text writes included: those are accepted and
  * ignored, so that the canonical text parses back. */
 static const char *const receipt_fields[] = {
-        "pos_id", "type", "taxation", "taxation_tag1055", "cashier", "items", "payments", "discount", "total",
-        "change", "vat_amounts", "customer",
+        "pos_id", "type", "type_tag1054", "taxation", "taxation_tag1055", "cashier", "correction",
+        "original", "original_date", "items", "payments", "discount", "total", "change", "vat_amounts",
+        "customer",
 };
 static const char *const item_fields[] = {
         "name", "price", "quantity", "total", "discount", "vat", "vat_rate", "vat_tag1199", "vat_amount",
@@ -468,6 +480,7 @@ static const char *const item_fields[] = {
 };
 static const char *const payment_fields[] = { "type", "amount", "amount_tag" };
 static const char *const cashier_fields[] = { "name", "inn" };
+static const char *const correction_fields[] = { "type", "type_tag1173", "date", "order_number" };
 static const char *const customer_fields[] = { "email", "phone" };
 
 /* A body with thousands of unknown keys must not get a message of the same size. */
@@ -522,6 +535,88 @@ static int check_fields(const ParseContext *c, json_object *o, const char *prefi
                 return fail(detail, -EINVAL, "%s%sunknown fields %s and %zu more", strempty(prefix),
                             prefix ? ": " : "", list, n_unknown - UNKNOWN_FIELDS_QUOTED_MAX);
         return fail(detail, -EINVAL, "%s%sunknown fields %s", strempty(prefix), prefix ? ": " : "", list);
+}
+
+/* Days are unsigned YYYYMMDD integers: they compare as dates do. */
+#define DATE_FORMAT_MAX 11U
+static char *date_format(char buf[static DATE_FORMAT_MAX], unsigned date) {
+        snprintf(buf, DATE_FORMAT_MAX, "%04u-%02u-%02u", date / 10000 % 10000, date / 100 % 100, date % 100);
+        return buf;
+}
+#define DATE_FORMAT(d) date_format((char[DATE_FORMAT_MAX]) {}, (d))
+
+static bool date_is_in_calendar(unsigned y, unsigned m, unsigned d) {
+        static const uint8_t days[12] = { 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31 };
+
+        if (y == 0 || m < 1 || m > 12 || d < 1)
+                return false;
+        if (m == 2 && d == 29)
+                return (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+        return d <= days[m - 1];
+}
+
+/* options.now as the local calendar day: the law counts days where the sale is made. */
+static int context_today(ParseContext *c, unsigned *ret) {
+        usec_t u;
+        time_t t;
+        struct tm tm;
+
+        if (c->today == 0) {
+                u = c->options.now > 0 ? c->options.now : now(CLOCK_REALTIME);
+                t = (time_t) (u / USEC_PER_SEC);
+                if ((uint64_t) t != u / USEC_PER_SEC) /* a 32-bit time_t after 2038 */
+                        return -EOVERFLOW;
+                if (!localtime_r(&t, &tm))
+                        return -EOVERFLOW;
+                if (tm.tm_year < 1 - 1900 || tm.tm_year > 9999 - 1900)
+                        return -EOVERFLOW;
+                c->today = (unsigned) (tm.tm_year + 1900) * 10000 + (unsigned) (tm.tm_mon + 1) * 100 +
+                           (unsigned) tm.tm_mday;
+        }
+        *ret = c->today;
+        return 0;
+}
+
+/* A day of the calendar as "YYYY-MM-DD" (tag 1178 is a date; the POS sends it as ISO 8601 text), not after
+ * options.now's day: a settlement being corrected or returned cannot lie ahead. */
+static int parse_date(ParseContext *c, json_object *v, const char *prefix, const char *key, unsigned *ret,
+                      char **detail) {
+        const char *s = NULL;
+        unsigned date = 0, today;
+        size_t l = 0;
+        int r;
+
+        r = parse_string(v, prefix, key, SIZE_MAX, 0, &s, &l, detail);
+        if (r < 0)
+                return r;
+        if (l != 10)
+                return fail(detail, -EINVAL, PATH_FMT ": not a date like 2025-12-31",
+                            PATH_ARGS(prefix, key));
+        for (size_t i = 0; i < l; i++) {
+                if (i == 4 || i == 7) {
+                        if (s[i] != '-')
+                                return fail(detail, -EINVAL, PATH_FMT ": not a date like 2025-12-31",
+                                            PATH_ARGS(prefix, key));
+                        continue;
+                }
+                if (s[i] < '0' || s[i] > '9')
+                        return fail(detail, -EINVAL, PATH_FMT ": not a date like 2025-12-31",
+                                    PATH_ARGS(prefix, key));
+                date = date * 10 + (unsigned) (s[i] - '0');
+        }
+        if (!date_is_in_calendar(date / 10000, date / 100 % 100, date % 100))
+                return fail(detail, -EINVAL, PATH_FMT ": %s is not a day of the calendar",
+                            PATH_ARGS(prefix, key), DATE_FORMAT(date));
+
+        r = context_today(c, &today);
+        if (r < 0)
+                return r;
+        if (date > today)
+                return fail(detail, -EINVAL, PATH_FMT ": %s is after today, %s", PATH_ARGS(prefix, key),
+                            DATE_FORMAT(date), DATE_FORMAT(today));
+
+        *ret = date;
+        return 0;
 }
 
 int receipt_check_cashier_name(const char *name, const char **ret_reason) {
@@ -676,7 +771,104 @@ static int parse_taxation(ParseContext *c, json_object *v, Receipt *r, char **de
         return fail(detail, -EINVAL, "taxation: the register is registered for %s only", names);
 }
 
-static int parse_vat(json_object *item, const char *prefix, const VatCode **ret, char **detail) {
+/* FFD 1.2, tags 1173 (type of correction) and 1174 (basis), a structure holding 1178 (date of the corrected
+ * settlement) and 1179 (number of the tax authority's order). Which of them FFD 1.2 makes mandatory was not
+ * found (FFD 1.05: 1174 mandatory, 1179 mandatory in the electronic form); our rule, like ATOL's own client
+ * library: type and date always, order_number when by order, kept when given for a correction of one's
+ * own. */
+static int parse_correction(ParseContext *c, json_object *v, Receipt *r, char **detail) {
+        json_object *order;
+        int k, value = 0;
+
+        if (!receipt_type_is_correction(r->type)) {
+                if (v)
+                        return fail(detail, -EINVAL,
+                                    "correction: only a correction receipt has one (type is %s)",
+                                    receipt_type_to_string(r->type));
+                return 0;
+        }
+        if (!v)
+                return fail(detail, -EINVAL,
+                            "correction: missing (a correction receipt needs its type, date and, by order, "
+                            "order_number)");
+        if (!json_object_is_type(v, json_type_object))
+                return fail(detail, -EINVAL, "correction: must be an object");
+        k = check_fields(c, v, "correction", correction_fields, ELEMENTSOF(correction_fields), detail);
+        if (k < 0)
+                return k;
+        r->has_correction = true;
+
+        k = parse_enum(field_get(v, "type"), "correction", "type", correction_type_table,
+                       ELEMENTSOF(correction_type_table), -1, &value, detail);
+        if (k < 0)
+                return k;
+        r->correction.type = value;
+
+        k = parse_date(c, field_get(v, "date"), "correction", "date", &r->correction.date, detail);
+        if (k < 0)
+                return k;
+
+        order = field_get(v, "order_number");
+        if (!order && r->correction.type == CORRECTION_TYPE_BY_ORDER)
+                return fail(detail, -EINVAL,
+                            "correction.order_number: missing (a correction by order needs it)");
+        if (order) {
+                k = parse_string_dup(order, "correction", "order_number", RECEIPT_ORDER_NUMBER_MAX,
+                                     STRING_NO_CONTROL, &r->correction.order_number, detail);
+                if (k < 0)
+                        return k;
+        }
+        return 0;
+}
+
+/* The original of a return, as the POS knows it; the store resolves it. Only returns name one. */
+static int parse_original(ParseContext *c, json_object *top, Receipt *r, char **detail) {
+        json_object *original = field_get(top, "original"), *date = field_get(top, "original_date");
+        const char *s = NULL;
+        size_t l = 0;
+        int k;
+
+        if (!original && !date)
+                return 0;
+        if (!receipt_type_is_return(r->type))
+                return fail(detail, -EINVAL,
+                            "%s: only a return (refund, purchase_refund) refers to an original (type is %s)",
+                            original ? "original" : "original_date", receipt_type_to_string(r->type));
+
+        if (original) {
+                k = parse_string(original, NULL, "original", RECEIPT_ORIGINAL_MAX, 0, &s, &l, detail);
+                if (k < 0)
+                        return k;
+                /* Visible ASCII, as intake.c takes an Idempotency-Key: it is one of those, a receipt id or a
+                 * document number, and it is logged and looked up. */
+                for (size_t i = 0; i < l; i++)
+                        if ((uint8_t) s[i] < 0x21 || (uint8_t) s[i] > 0x7e)
+                                return fail(detail, -EINVAL, "original: only visible ASCII characters, no spaces");
+                r->original = strndup(s, l);
+                if (!r->original)
+                        return -ENOMEM;
+        }
+
+        if (date) {
+                k = parse_date(c, date, NULL, "original_date", &r->original_date, detail);
+                if (k < 0)
+                        return k;
+        }
+        return 0;
+}
+
+/* "20 %" for a nominal rate, "20/120" for a calculated one: how the law and the messages name it. */
+static char *vat_rate_format(char buf[static 16], const VatCode *vat) {
+        if (vat->percent >= 0)
+                snprintf(buf, 16, "%i %%", vat->percent);
+        else
+                snprintf(buf, 16, "%u/%u", vat->numerator, vat->denominator);
+        return buf;
+}
+
+/* *ret_key is the field that named the code, for messages: vat_rate when both did. */
+static int parse_vat(json_object *item, const char *prefix, const VatCode **ret, const char **ret_key,
+                     char **detail) {
         json_object *v_rate = field_get(item, "vat_rate"), *v_name = field_get(item, "vat");
         const VatCode *by_rate = NULL, *by_name = NULL;
         int r;
@@ -712,51 +904,106 @@ static int parse_vat(json_object *item, const char *prefix, const VatCode **ret,
                             by_name->name, by_rate->percent);
 
         *ret = by_name ?: by_rate;
+        *ret_key = by_rate ? "vat_rate" : "vat";
         return 0;
 }
 
-static int parse_item(ParseContext *c, json_object *o, size_t index, ReceiptItem *item, char **detail) {
+/* A code the law has ended (20 % and 20/120 from 2026-01-01, VatCode.until) stays right for what settles a
+ * sale made before that day (FNS letter 15.12.2025 № АБ-4-20/11248@, see vat.c), and for nothing else:
+ *  - a sale or purchase: its own day, options.now;
+ *  - a correction: the day of the settlement it corrects, correction.date (tag 1178);
+ *  - a return: the day of the original sale, original_date; or the original itself, which the store must
+ *    then check (needs_pre2026_original). */
+static int check_vat_in_force(ParseContext *c, Receipt *r, const char *prefix, const char *key,
+                              const VatCode *vat, char **detail) {
+        char rate[16];
+        unsigned today;
+        int k;
+
+        if (vat->until == 0)
+                return 0;
+
+        if (r->has_correction) {
+                if (r->correction.date < vat->until)
+                        return 0;
+                return fail(detail, -EINVAL,
+                            "%s.%s: %s no longer applies from %s and correction.date is %s; use %s", prefix,
+                            key, vat_rate_format(rate, vat), DATE_FORMAT(vat->until),
+                            DATE_FORMAT(r->correction.date), vat->successor);
+        }
+
+        k = context_today(c, &today);
+        if (k < 0)
+                return k;
+        if (today < vat->until)
+                return 0;
+
+        if (!receipt_type_is_return(r->type))
+                return fail(detail, -EINVAL, "%s.%s: %s no longer applies from %s; use %s", prefix, key,
+                            vat_rate_format(rate, vat), DATE_FORMAT(vat->until), vat->successor);
+
+        if (r->original_date > 0) {
+                if (r->original_date < vat->until)
+                        return 0;
+                return fail(detail, -EINVAL,
+                            "%s.%s: %s no longer applies from %s and original_date is %s; use %s", prefix,
+                            key, vat_rate_format(rate, vat), DATE_FORMAT(vat->until),
+                            DATE_FORMAT(r->original_date), vat->successor);
+        }
+        if (r->original) {
+                r->needs_pre2026_original = true;
+                return 0;
+        }
+        return fail(detail, -EINVAL,
+                    "%s.%s: %s no longer applies from %s; a return may use it only for a sale made before "
+                    "then: give original_date (YYYY-MM-DD) or original (the original receipt), or use %s",
+                    prefix, key, vat_rate_format(rate, vat), DATE_FORMAT(vat->until), vat->successor);
+}
+
+static int parse_item(ParseContext *c, Receipt *r, json_object *o, size_t index, ReceiptItem *item,
+                      char **detail) {
+        const char *vat_key = NULL;
         char prefix[32];
         int64_t expected, discount = 0;
-        int r, value = 0;
+        int k, value = 0;
         json_object *v, *v_discount;
 
         snprintf(prefix, sizeof prefix, "items[%zu]", index);
         if (!json_object_is_type(o, json_type_object))
                 return fail(detail, -EINVAL, "%s: must be an object", prefix);
-        r = check_fields(c, o, prefix, item_fields, ELEMENTSOF(item_fields), detail);
-        if (r < 0)
-                return r;
+        k = check_fields(c, o, prefix, item_fields, ELEMENTSOF(item_fields), detail);
+        if (k < 0)
+                return k;
 
-        r = parse_string_dup(field_get(o, "name"), prefix, "name", RECEIPT_ITEM_NAME_MAX, 0, &item->name,
+        k = parse_string_dup(field_get(o, "name"), prefix, "name", RECEIPT_ITEM_NAME_MAX, 0, &item->name,
                              detail);
-        if (r < 0)
-                return r;
+        if (k < 0)
+                return k;
 
-        r = parse_decimal(field_get(o, "price"), prefix, "price", MONEY_SCALE_KOPECKS, &item->price, detail);
-        if (r < 0)
-                return r;
+        k = parse_decimal(field_get(o, "price"), prefix, "price", MONEY_SCALE_KOPECKS, &item->price, detail);
+        if (k < 0)
+                return k;
         if (item->price < 0)
                 return fail(detail, -EINVAL, "%s.price: must not be negative", prefix);
 
-        r = parse_decimal(field_get(o, "quantity"), prefix, "quantity", MONEY_SCALE_QUANTITY,
+        k = parse_decimal(field_get(o, "quantity"), prefix, "quantity", MONEY_SCALE_QUANTITY,
                           &item->quantity, detail);
-        if (r < 0)
-                return r;
+        if (k < 0)
+                return k;
         if (item->quantity <= 0)
                 return fail(detail, -EINVAL, "%s.quantity: must be greater than zero", prefix);
 
-        r = parse_decimal(field_get(o, "total"), prefix, "total", MONEY_SCALE_KOPECKS, &item->total, detail);
-        if (r < 0)
-                return r;
+        k = parse_decimal(field_get(o, "total"), prefix, "total", MONEY_SCALE_KOPECKS, &item->total, detail);
+        if (k < 0)
+                return k;
         if (item->total < 0)
                 return fail(detail, -EINVAL, "%s.total: must not be negative", prefix);
 
         v_discount = field_get(o, "discount");
         if (v_discount) {
-                r = parse_decimal(v_discount, prefix, "discount", MONEY_SCALE_KOPECKS, &discount, detail);
-                if (r < 0)
-                        return r;
+                k = parse_decimal(v_discount, prefix, "discount", MONEY_SCALE_KOPECKS, &discount, detail);
+                if (k < 0)
+                        return k;
                 if (discount < 0)
                         return fail(detail, -EINVAL, "%s.discount: must not be negative", prefix);
         }
@@ -781,34 +1028,37 @@ static int parse_item(ParseContext *c, json_object *o, size_t index, ReceiptItem
                             MONEY_FORMAT(item->total, MONEY_SCALE_KOPECKS),
                             MONEY_FORMAT(expected, MONEY_SCALE_KOPECKS));
 
-        r = parse_vat(o, prefix, &item->vat, detail);
-        if (r < 0)
-                return r;
+        k = parse_vat(o, prefix, &item->vat, &vat_key, detail);
+        if (k < 0)
+                return k;
+        k = check_vat_in_force(c, r, prefix, vat_key, item->vat, detail);
+        if (k < 0)
+                return k;
 
-        r = parse_enum(field_get(o, "payment_method"), prefix, "payment_method", payment_method_table,
+        k = parse_enum(field_get(o, "payment_method"), prefix, "payment_method", payment_method_table,
                        ELEMENTSOF(payment_method_table), PAYMENT_METHOD_FULL_PAYMENT, &value, detail);
-        if (r < 0)
-                return r;
+        if (k < 0)
+                return k;
         item->payment_method = value;
 
-        r = parse_enum(field_get(o, "payment_object"), prefix, "payment_object", payment_object_table,
+        k = parse_enum(field_get(o, "payment_object"), prefix, "payment_object", payment_object_table,
                        ELEMENTSOF(payment_object_table), PAYMENT_OBJECT_COMMODITY, &value, detail);
-        if (r < 0)
-                return r;
+        if (k < 0)
+                return k;
         item->payment_object = value;
 
-        r = parse_enum(field_get(o, "measure"), prefix, "measure", measure_table, ELEMENTSOF(measure_table),
+        k = parse_enum(field_get(o, "measure"), prefix, "measure", measure_table, ELEMENTSOF(measure_table),
                        MEASURE_PIECE, &value, detail);
-        if (r < 0)
-                return r;
+        if (k < 0)
+                return k;
         item->measure = value;
 
         v = field_get(o, "mark_code");
         if (v) {
-                r = parse_string_dup(v, prefix, "mark_code", RECEIPT_MARK_CODE_MAX, 0, &item->mark_code,
+                k = parse_string_dup(v, prefix, "mark_code", RECEIPT_MARK_CODE_MAX, 0, &item->mark_code,
                                      detail);
-                if (r < 0)
-                        return r;
+                if (k < 0)
+                        return k;
         }
 
         return 0;
@@ -1137,6 +1387,15 @@ static int receipt_validate(ParseContext *c, json_object *o, Receipt *r, char **
         if (k < 0)
                 return k;
 
+        /* Before the items: whether an item's VAT code is still in force depends on them. */
+        k = parse_correction(c, field_get(o, "correction"), r, detail);
+        if (k < 0)
+                return k;
+
+        k = parse_original(c, o, r, detail);
+        if (k < 0)
+                return k;
+
         v = field_get(o, "items");
         if (!v)
                 return fail(detail, -EINVAL, "items: missing");
@@ -1155,7 +1414,7 @@ static int receipt_validate(ParseContext *c, json_object *o, Receipt *r, char **
 
                 /* Counted before parsing, so that receipt_free() releases a half-filled item. */
                 r->n_items++;
-                k = parse_item(c, json_object_array_get_idx(v, i), i, item, detail);
+                k = parse_item(c, r, json_object_array_get_idx(v, i), i, item, detail);
                 if (k < 0)
                         return k;
                 if (__builtin_add_overflow(r->total, item->total, &r->total))
@@ -1308,6 +1567,10 @@ static int json_add_decimal(json_object *o, const char *key, int64_t v, unsigned
         return json_add_string(o, key, MONEY_FORMAT(v, scale));
 }
 
+static int json_add_date(json_object *o, const char *key, unsigned date) {
+        return json_add_string(o, key, DATE_FORMAT(date));
+}
+
 /* What AS_GIVEN leaves out: what the options filled in. */
 static bool show_taxation(const Receipt *r, ReceiptCanonicalFlags flags) {
         return r->taxation_given || !(flags & RECEIPT_CANONICAL_AS_GIVEN);
@@ -1434,7 +1697,8 @@ int receipt_to_json_with(const Receipt *r, ReceiptCanonicalFlags flags, json_obj
                 return -ENOMEM;
 
         if ((k = json_add_string(o, "pos_id", r->pos_id)) < 0 ||
-            (k = json_add_string(o, "type", receipt_type_to_string(r->type))) < 0)
+            (k = json_add_string(o, "type", receipt_type_to_string(r->type))) < 0 ||
+            (k = json_add_int(o, "type_tag1054", receipt_type_to_ffd(r->type))) < 0)
                 return k;
         if (show_taxation(r, flags) &&
             ((k = json_add_string(o, "taxation", taxation_to_string(r->taxation))) < 0 ||
@@ -1453,6 +1717,28 @@ int receipt_to_json_with(const Receipt *r, ReceiptCanonicalFlags flags, json_obj
                 if ((k = json_add(o, "cashier", TAKE_PTR(cashier))) < 0)
                         return k;
         }
+
+        if (r->has_correction) {
+                _cleanup_(json_object_putp) json_object *correction = json_object_new_object();
+
+                if (!correction)
+                        return -ENOMEM;
+                if ((k = json_add_string(correction, "type",
+                                         correction_type_to_string(r->correction.type))) < 0 ||
+                    (k = json_add_int(correction, "type_tag1173", r->correction.type)) < 0 ||
+                    (k = json_add_date(correction, "date", r->correction.date)) < 0)
+                        return k;
+                if (r->correction.order_number &&
+                    (k = json_add_string(correction, "order_number", r->correction.order_number)) < 0)
+                        return k;
+                if ((k = json_add(o, "correction", TAKE_PTR(correction))) < 0)
+                        return k;
+        }
+
+        if (r->original && (k = json_add_string(o, "original", r->original)) < 0)
+                return k;
+        if (r->original_date > 0 && (k = json_add_date(o, "original_date", r->original_date)) < 0)
+                return k;
 
         if ((k = json_add_array(o, "items", r->items, r->n_items, sizeof *r->items, item_to_json_any)) < 0 ||
             (k = json_add_array(o, "payments", r->payments, r->n_payments, sizeof *r->payments,
@@ -1565,6 +1851,10 @@ static void text_append_decimal(Text *t, int64_t v, unsigned scale) {
         text_append_name(t, money_format((char[MONEY_FORMAT_MAX]) {}, MONEY_FORMAT_MAX, v, scale));
 }
 
+static void text_append_date(Text *t, unsigned date) {
+        text_append_name(t, DATE_FORMAT(date));
+}
+
 static void text_append_item(Text *t, const ReceiptItem *item) {
         text_append_literal(t, "{\"name\":");
         text_append_string(t, item->name);
@@ -1617,6 +1907,8 @@ int receipt_canonical_with(const Receipt *r, ReceiptCanonicalFlags flags, char *
         text_append_string(&t, r->pos_id);
         text_append_literal(&t, ",\"type\":");
         text_append_name(&t, receipt_type_to_string(r->type));
+        text_append_literal(&t, ",\"type_tag1054\":");
+        text_append_int(&t, receipt_type_to_ffd(r->type));
         if (show_taxation(r, flags)) {
                 text_append_literal(&t, ",\"taxation\":");
                 text_append_name(&t, taxation_to_string(r->taxation));
@@ -1632,6 +1924,29 @@ int receipt_canonical_with(const Receipt *r, ReceiptCanonicalFlags flags, char *
                         text_append_string(&t, r->cashier_inn);
                 }
                 text_append_literal(&t, "}");
+        }
+
+        if (r->has_correction) {
+                text_append_literal(&t, ",\"correction\":{\"type\":");
+                text_append_name(&t, correction_type_to_string(r->correction.type));
+                text_append_literal(&t, ",\"type_tag1173\":");
+                text_append_int(&t, r->correction.type);
+                text_append_literal(&t, ",\"date\":");
+                text_append_date(&t, r->correction.date);
+                if (r->correction.order_number) {
+                        text_append_literal(&t, ",\"order_number\":");
+                        text_append_string(&t, r->correction.order_number);
+                }
+                text_append_literal(&t, "}");
+        }
+
+        if (r->original) {
+                text_append_literal(&t, ",\"original\":");
+                text_append_string(&t, r->original);
+        }
+        if (r->original_date > 0) {
+                text_append_literal(&t, ",\"original_date\":");
+                text_append_date(&t, r->original_date);
         }
 
         text_append_literal(&t, ",\"items\":[");

@@ -97,6 +97,12 @@ typedef enum Taxation { /* FFD tag 1055, a bit each */
 #define TAXATION_ALL (TAXATION_OSN | TAXATION_USN_INCOME | TAXATION_USN_INCOME_OUTCOME | TAXATION_ESN | \
                       TAXATION_PATENT)
 
+typedef enum CorrectionType { /* FFD tag 1173 */
+        CORRECTION_TYPE_SELF = 0,       /* on the business's own initiative */
+        CORRECTION_TYPE_BY_ORDER = 1,   /* by order of the tax authority */
+        _CORRECTION_TYPE_INVALID = -EINVAL,
+} CorrectionType;
+
 /* to_string: NULL for a value not in the table; from_string: the value, or -EINVAL. */
 const char *receipt_type_to_string(ReceiptType t);
 ReceiptType receipt_type_from_string(const char *s);
@@ -110,12 +116,16 @@ const char *measure_to_string(Measure m);
 Measure measure_from_string(const char *s);
 const char *taxation_to_string(Taxation t);
 Taxation taxation_from_string(const char *s);
+const char *correction_type_to_string(CorrectionType t);
+CorrectionType correction_type_from_string(const char *s);
 
 #define RECEIPT_POS_ID_MAX 64U          /* characters */
 #define RECEIPT_ITEM_NAME_MAX 255U      /* characters */
 #define RECEIPT_MARK_CODE_MAX 256U      /* characters; marking codes are ASCII with GS (0x1d) separators */
 #define RECEIPT_CUSTOMER_MAX 64U        /* email or phone: tag 1008 holds at most 64 characters */
 #define RECEIPT_CASHIER_MAX 64U         /* tag 1021 */
+#define RECEIPT_ORDER_NUMBER_MAX 32U    /* tag 1179 */
+#define RECEIPT_ORIGINAL_MAX 64U        /* our own: a receipt id, an Idempotency-Key or a document number */
 
 /* Both must be > 0. */
 typedef struct ReceiptLimits {
@@ -141,7 +151,8 @@ typedef struct ReceiptOptions {
         const char *default_cashier;            /* tag 1021 when the body has no cashier; NULL: none */
         const char *default_cashier_inn;        /* tag 1203, only with default_cashier; NULL: none */
         ReceiptUnknownFields unknown_fields;
-        usec_t now;                             /* CLOCK_REALTIME of the sale; 0: now() */
+        usec_t now;                             /* CLOCK_REALTIME of the sale, for the 2026 VAT rule and
+                                                 * the dates that must not lie ahead; 0: now() */
 } ReceiptOptions;
 
 /* What conf.c checks [Device] Cashier= and CashierINN= with, so that a default never fails a receipt:
@@ -177,6 +188,12 @@ typedef struct ReceiptVatSum {
         int64_t amount;                 /* sum of their vat_amount, kopecks */
 } ReceiptVatSum;
 
+typedef struct ReceiptCorrection { /* FFD tag 1174, correction receipts only */
+        CorrectionType type;            /* tag 1173 */
+        unsigned date;                  /* tag 1178, the corrected settlement's day as YYYYMMDD */
+        char *order_number;             /* tag 1179; NULL when absent (always set for by_order) */
+} ReceiptCorrection;
+
 typedef struct Receipt {
         char *pos_id;
         ReceiptType type;
@@ -185,6 +202,13 @@ typedef struct Receipt {
         char *cashier_name;             /* tag 1021; NULL when neither the body nor the options name one */
         char *cashier_inn;              /* tag 1203; NULL when absent */
         bool cashier_given;             /* false: from the options (or none) */
+        bool has_correction;            /* receipt_type_is_correction(type), with correction filled in */
+        ReceiptCorrection correction;
+        char *original;                 /* a return's original receipt as the POS names it; NULL: absent */
+        unsigned original_date;         /* its day as YYYYMMDD; 0: not given */
+        /* A return in 2026 or later with a 20 % (or 20/120) item that named its original but not the
+         * original's date: the store must check that the original was made before 2026-01-01. */
+        bool needs_pre2026_original;
         ReceiptItem *items;
         size_t n_items;
         ReceiptPayment *payments;
@@ -203,7 +227,8 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(Receipt *, receipt_free);
 
 /* Parses and validates a request body (size bytes, need not be NUL-terminated). o NULL: all defaults.
  * Returns 0 and *ret; -EBADMSG when the body is not valid UTF-8, not JSON, or not a JSON object (HTTP 400);
- * -EINVAL when a field fails validation (HTTP 422); -ENOMEM. On -EBADMSG/-EINVAL *ret_detail (may be NULL)
+ * -EINVAL when a field fails validation (HTTP 422); -ENOMEM; -EOVERFLOW when options.now is no local day
+ * (years 1..9999) this machine's time_t can name. On -EBADMSG/-EINVAL *ret_detail (may be NULL)
  * gets a malloc'ed message that starts with the field's path, e.g. "items[2].price: more than 2 decimal
  * places" (indexes count from 0); otherwise it is set to NULL. */
 int receipt_parse_with(const char *body, size_t size, const ReceiptOptions *o, Receipt **ret,
