@@ -11,10 +11,11 @@
 
 #include "receipt.h"
 
+/* vat22: since 2026-01-01 a sale at 20 % is refused, and receipt_parse() judges by today's date. */
 static const char body[] =
         "{\"pos_id\":\"bench-pos-1\",\"type\":\"sale\",\"items\":["
-        "{\"name\":\"Lens 1.6 AR\",\"price\":1234.50,\"quantity\":2,\"total\":2469.00,\"vat\":\"vat20\"},"
-        "{\"name\":\"Frame\",\"price\":4999.99,\"quantity\":1,\"total\":4999.99,\"vat\":\"vat20\"}],"
+        "{\"name\":\"Lens 1.6 AR\",\"price\":1234.50,\"quantity\":2,\"total\":2469.00,\"vat\":\"vat22\"},"
+        "{\"name\":\"Frame\",\"price\":4999.99,\"quantity\":1,\"total\":4999.99,\"vat\":\"vat22\"}],"
         "\"payments\":[{\"type\":\"card\",\"amount\":7468.99}]}";
 
 static uint64_t now_ns(void) {

@@ -264,6 +264,72 @@ static void test_format_and_parse_round_trip(void) {
                 }
 }
 
+static void mul_div(uint64_t a, uint64_t b, uint64_t c, uint64_t q, uint64_t r) {
+        uint64_t got_q = 0, got_r = 0;
+
+        ASSERT_OK(money_mul_div(a, b, c, &got_q, &got_r));
+        ASSERT_EQ_U(got_q, q);
+        ASSERT_EQ_U(got_r, r);
+}
+
+static void test_mul_div_is_exact_where_the_product_overflows(void) {
+        mul_div(0, 5, 7, 0, 0);
+        mul_div(10000, 3333, 9999, 3333, 3333);   /* 100.00 over a third of 99.99 */
+        mul_div(7, 5, 1, 35, 0);
+        /* (2^64 - 1)^2 / (2^64 - 1) = 2^64 - 1, the product needing all 128 bits */
+        mul_div(UINT64_MAX, UINT64_MAX, UINT64_MAX, UINT64_MAX, 0);
+        /* INT64_MAX * (INT64_MAX - 1) / INT64_MAX: the remainder is what a double would lose */
+        mul_div(INT64_MAX, INT64_MAX - 1, INT64_MAX, INT64_MAX - 1, 0);
+        mul_div(INT64_MAX - 1, INT64_MAX - 2, INT64_MAX, INT64_MAX - 3, 2);
+        /* 2^63 * 3 / 2^62 = 6, the product crossing the 64-bit boundary exactly */
+        mul_div(UINT64_C(1) << 63, 3, UINT64_C(1) << 62, 6, 0);
+        /* the shifted remainder passes 2^64 during the division */
+        mul_div(UINT64_MAX, 2, UINT64_MAX - 1, 2, 2);
+        mul_div(UINT64_C(0xfffffffffffffff0), UINT64_C(0xffffffff), UINT64_C(0xfffffffffffffff1),
+                UINT64_C(0xfffffffe), UINT64_C(0xfffffffefffffff2));
+}
+
+static void test_mul_div_refuses_a_quotient_beyond_64_bits(void) {
+        uint64_t q = 42;
+
+        ASSERT_ERROR(money_mul_div(UINT64_MAX, 2, 1, &q, NULL), ERANGE);
+        ASSERT_ERROR(money_mul_div(UINT64_C(1) << 32, UINT64_C(1) << 32, 1, &q, NULL), ERANGE);
+        ASSERT_EQ_U(q, 42); /* a failure leaves the output alone */
+        ASSERT_OK(money_mul_div(UINT64_C(1) << 32, (UINT64_C(1) << 32) - 1, 1, &q, NULL));
+        ASSERT_EQ_U(q, UINT64_MAX - UINT32_MAX);
+}
+
+/* Against the compiler's 128-bit arithmetic where there is one, over a pseudo-random spread of operands. */
+static void test_mul_div_agrees_with_128_bit_arithmetic(void) {
+#ifdef __SIZEOF_INT128__
+        uint64_t x = UINT64_C(0x9e3779b97f4a7c15);
+
+        for (unsigned i = 0; i < 100000; i++) {
+                uint64_t a, b, c, q = 0, r = 0;
+                unsigned __int128 p;
+
+                /* xorshift64, shifted by varying amounts so that small operands come up as well */
+                x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+                a = x >> (i % 64);
+                x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+                b = x >> (i / 64 % 64);
+                x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+                c = (x >> (i / 7 % 64)) | 1;
+
+                p = (unsigned __int128) a * b;
+                if (p / c > UINT64_MAX) {
+                        ASSERT_ERROR(money_mul_div(a, b, c, &q, &r), ERANGE);
+                        continue;
+                }
+                ASSERT_OK(money_mul_div(a, b, c, &q, &r));
+                ASSERT_EQ_U(q, (uint64_t) (p / c));
+                ASSERT_EQ_U(r, (uint64_t) (p % c));
+        }
+#else
+        fprintf(stderr, "   no 128-bit type here: covered by the fixed cases only\n");
+#endif
+}
+
 int main(void) {
         TEST_RUN(test_parse_plain_values);
         TEST_RUN(test_parse_negative_values);
@@ -281,5 +347,8 @@ int main(void) {
         TEST_RUN(test_format_extremes_fit_money_format_max);
         TEST_RUN(test_format_refuses_a_short_buffer);
         TEST_RUN(test_format_and_parse_round_trip);
+        TEST_RUN(test_mul_div_is_exact_where_the_product_overflows);
+        TEST_RUN(test_mul_div_refuses_a_quotient_beyond_64_bits);
+        TEST_RUN(test_mul_div_agrees_with_128_bit_arithmetic);
         return 0;
 }

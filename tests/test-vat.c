@@ -69,6 +69,41 @@ static void test_2026_codes(void) {
         ASSERT_STREQ(c->label, "НДС 22/122");
 }
 
+/* From 2026-01-01 new sales use 22 %; 20 % stays in the table for what settles a 2025 sale. */
+static void test_20_percent_ends_for_new_sales_in_2026(void) {
+        size_t n;
+        const VatCode *t = vat_table(&n);
+
+        for (size_t i = 0; i < n; i++) {
+                bool ends = streq(t[i].name, "vat20") || streq(t[i].name, "vat120");
+
+                fprintf(stderr, "   %s\n", t[i].name);
+                ASSERT_EQ(t[i].until, ends ? 20260101 : 0);
+                if (ends)
+                        ASSERT_STREQ(t[i].successor, "22 (vat22) or 22/122 (vat122)");
+                else
+                        ASSERT_NULL(t[i].successor);
+        }
+        /* Still found by every lookup: returns and corrections of 2025 need them. */
+        ASSERT_TRUE(vat_from_rate(20) == vat_from_name("vat20"));
+        ASSERT_TRUE(vat_from_tag(3) == vat_from_name("vat120"));
+}
+
+/* The receipt-level sum tags that are known; 0 for the codes whose tag was not found. */
+static void test_receipt_sum_tags(void) {
+        static const struct {
+                const char *name;
+                unsigned tag;
+        } sums[] = {
+                { "vat20", 1102 }, { "vat10", 1103 }, { "vat0", 1104 }, { "none", 1105 }, { "vat120", 1106 },
+                { "vat110", 1107 }, { "vat5", 0 }, { "vat7", 0 }, { "vat105", 0 }, { "vat107", 0 },
+                { "vat22", 0 }, { "vat122", 0 },
+        };
+
+        for (size_t i = 0; i < ELEMENTSOF(sums); i++)
+                ASSERT_EQ(vat_from_name(sums[i].name)->tag_sum, sums[i].tag);
+}
+
 static void test_rate_maps_to_nominal_codes(void) {
         ASSERT_TRUE(vat_from_rate(0) == vat_from_name("vat0"));
         ASSERT_TRUE(vat_from_rate(5) == vat_from_name("vat5"));
@@ -123,6 +158,8 @@ int main(void) {
         TEST_RUN(test_table_has_exactly_the_listed_codes);
         TEST_RUN(test_unknown_names_and_tags);
         TEST_RUN(test_2026_codes);
+        TEST_RUN(test_20_percent_ends_for_new_sales_in_2026);
+        TEST_RUN(test_receipt_sum_tags);
         TEST_RUN(test_rate_maps_to_nominal_codes);
         TEST_RUN(test_rate_does_not_map_to_calculated_or_unknown_codes);
         TEST_RUN(test_none_is_without_vat);

@@ -144,3 +144,44 @@ char *money_format(char *buf, size_t l, int64_t v, unsigned scale) {
         buf[k] = '\0';
         return buf;
 }
+
+/* The 128-bit product of two 64-bit values, from four 32 x 32 -> 64 bit products. */
+static void mul_64_64(uint64_t a, uint64_t b, uint64_t *ret_hi, uint64_t *ret_lo) {
+        uint64_t a_lo = a & UINT32_MAX, a_hi = a >> 32, b_lo = b & UINT32_MAX, b_hi = b >> 32;
+        uint64_t p0 = a_lo * b_lo, p1 = a_lo * b_hi, p2 = a_hi * b_lo, p3 = a_hi * b_hi;
+        /* At most 3 * (2^32 - 1): the middle column cannot overflow. */
+        uint64_t mid = (p0 >> 32) + (p1 & UINT32_MAX) + (p2 & UINT32_MAX);
+
+        *ret_lo = mid << 32 | (p0 & UINT32_MAX);
+        *ret_hi = p3 + (p1 >> 32) + (p2 >> 32) + (mid >> 32);
+}
+
+int money_mul_div(uint64_t a, uint64_t b, uint64_t c, uint64_t *ret_quotient, uint64_t *ret_remainder) {
+        uint64_t hi, lo, q = 0;
+
+        assert(c > 0);
+        assert(ret_quotient);
+
+        mul_64_64(a, b, &hi, &lo);
+        if (hi >= c)
+                return -ERANGE; /* the quotient needs more than 64 bits */
+
+        /* Long division, one bit of the low half at a time; hi is the running remainder, always < c. Shifted
+         * left it may pass 2^64: the bit that falls out says it is >= c, and the wrapped subtraction then
+         * gives the right remainder. */
+        for (unsigned i = 64; i > 0; i--) {
+                bool carry = hi >> 63;
+
+                hi = hi << 1 | (lo >> (i - 1) & 1);
+                q <<= 1;
+                if (carry || hi >= c) {
+                        hi -= c;
+                        q |= 1;
+                }
+        }
+
+        *ret_quotient = q;
+        if (ret_remainder)
+                *ret_remainder = hi;
+        return 0;
+}

@@ -32,5 +32,11 @@ int money_from_json(json_object *v, unsigned scale, int64_t *ret);
  * Returns buf, or NULL when l is too small (MONEY_FORMAT_MAX always suffices). */
 char *money_format(char *buf, size_t l, int64_t v, unsigned scale);
 
+/* a * b / c exactly, for c > 0: the quotient and the remainder, through a 128-bit intermediate built from
+ * 64-bit halves (32-bit targets have no 128-bit type). Returns 0, or -ERANGE when the quotient does not
+ * fit 64 bits (never when a <= c or b <= c). Splitting a discount in proportion to line totals needs it:
+ * discount * line overflows an int64 long before either does. */
+int money_mul_div(uint64_t a, uint64_t b, uint64_t c, uint64_t *ret_quotient, uint64_t *ret_remainder);
+
 /* For messages: formats into an unnamed buffer that lives until the end of the enclosing block. */
 #define MONEY_FORMAT(v, scale) money_format((char[MONEY_FORMAT_MAX]) {}, MONEY_FORMAT_MAX, (v), (scale))

@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "macro.h"
+#include "time-util.h"
 #include "vat.h"
 
 /* Enumerations whose values are the FFD values: the canonical receipt carries both name and number. */
@@ -40,9 +41,12 @@ ReceiptType receipt_type_settlement(ReceiptType t);
  * those included. */
 bool receipt_type_is_return(ReceiptType t);
 
+/* A payment's kind is the FFD tag its amount is reported in. */
 typedef enum PaymentType {
-        PAYMENT_TYPE_CASH = 1031,       /* FFD tag the amount is reported in: cash */
-        PAYMENT_TYPE_CARD = 1081,       /* electronic */
+        PAYMENT_TYPE_CASH = 1031,       /* cash */
+        PAYMENT_TYPE_CARD = 1081,       /* electronic; the POS may also call it "electronic" */
+        PAYMENT_TYPE_PREPAYMENT = 1215, /* offset of an advance paid earlier */
+        PAYMENT_TYPE_CREDIT = 1216,     /* postpayment: the customer pays later */
         PAYMENT_TYPE_OTHER = 1217,      /* other consideration */
         _PAYMENT_TYPE_INVALID = -EINVAL,
 } PaymentType;
@@ -89,6 +93,16 @@ typedef enum Taxation { /* FFD tag 1055, a bit each */
         _TAXATION_INVALID = -EINVAL,
 } Taxation;
 
+/* Every Taxation bit: the widest ReceiptOptions.allowed_taxations. */
+#define TAXATION_ALL (TAXATION_OSN | TAXATION_USN_INCOME | TAXATION_USN_INCOME_OUTCOME | TAXATION_ESN | \
+                      TAXATION_PATENT)
+
+typedef enum CorrectionType { /* FFD tag 1173 */
+        CORRECTION_TYPE_SELF = 0,       /* on the business's own initiative */
+        CORRECTION_TYPE_BY_ORDER = 1,   /* by order of the tax authority */
+        _CORRECTION_TYPE_INVALID = -EINVAL,
+} CorrectionType;
+
 /* to_string: NULL for a value not in the table; from_string: the value, or -EINVAL. */
 const char *receipt_type_to_string(ReceiptType t);
 ReceiptType receipt_type_from_string(const char *s);
@@ -102,11 +116,16 @@ const char *measure_to_string(Measure m);
 Measure measure_from_string(const char *s);
 const char *taxation_to_string(Taxation t);
 Taxation taxation_from_string(const char *s);
+const char *correction_type_to_string(CorrectionType t);
+CorrectionType correction_type_from_string(const char *s);
 
 #define RECEIPT_POS_ID_MAX 64U          /* characters */
 #define RECEIPT_ITEM_NAME_MAX 255U      /* characters */
 #define RECEIPT_MARK_CODE_MAX 256U      /* characters; marking codes are ASCII with GS (0x1d) separators */
 #define RECEIPT_CUSTOMER_MAX 64U        /* email or phone: tag 1008 holds at most 64 characters */
+#define RECEIPT_CASHIER_MAX 64U         /* tag 1021 */
+#define RECEIPT_ORDER_NUMBER_MAX 32U    /* tag 1179 */
+#define RECEIPT_ORIGINAL_MAX 64U        /* our own: a receipt id, an Idempotency-Key or a document number */
 
 /* Both must be > 0. */
 typedef struct ReceiptLimits {
@@ -117,12 +136,40 @@ typedef struct ReceiptLimits {
 /* An initializer: ReceiptLimits l = RECEIPT_LIMITS_DEFAULT; also what receipt_parse() uses for NULL. */
 #define RECEIPT_LIMITS_DEFAULT { .max_items = 1000, .max_payments = 16 }
 
+typedef enum ReceiptUnknownFields {
+        RECEIPT_UNKNOWN_FIELDS_REJECT,  /* a key not known at its level is a 422 naming every such key */
+        RECEIPT_UNKNOWN_FIELDS_IGNORE,  /* skipped silently, as the prototype did */
+        _RECEIPT_UNKNOWN_FIELDS_MAX,
+        _RECEIPT_UNKNOWN_FIELDS_INVALID = -EINVAL,
+} ReceiptUnknownFields;
+
+/* What the register and the shop add to every body. All zero is a valid set: the defaults below. */
+typedef struct ReceiptOptions {
+        size_t max_items, max_payments;         /* as ReceiptLimits; 0: RECEIPT_LIMITS_DEFAULT's */
+        Taxation default_taxation;              /* when the body has no "taxation"; 0: TAXATION_OSN */
+        unsigned allowed_taxations;             /* Taxation bits the register is registered for; 0: any */
+        const char *default_cashier;            /* tag 1021 when the body has no cashier; NULL: none */
+        const char *default_cashier_inn;        /* tag 1203, only with default_cashier; NULL: none */
+        ReceiptUnknownFields unknown_fields;
+        usec_t now;                             /* CLOCK_REALTIME of the sale, for the 2026 VAT rule and
+                                                 * the dates that must not lie ahead; 0: now() */
+} ReceiptOptions;
+
+/* What conf.c checks [Device] Cashier= and CashierINN= with, so that a default never fails a receipt:
+ * 0, or -EINVAL with a static reason ("checksum does not match"). */
+int receipt_check_cashier_name(const char *name, const char **ret_reason);
+int receipt_check_inn(const char *inn, const char **ret_reason);
+
 typedef struct ReceiptItem {
         char *name;
         int64_t price;                  /* kopecks */
         int64_t quantity;               /* thousandths */
-        int64_t total;                  /* kopecks */
+        int64_t total;                  /* kopecks, after every discount */
+        /* kopecks: price * quantity (rounded half up) - total when the body gave the item a discount or the
+         * receipt's discount reached the line, else 0 (a line within the 1-kopeck tolerance keeps it) */
+        int64_t discount;
         const VatCode *vat;
+        int64_t vat_amount;             /* tag 1200: the VAT in total, kopecks */
         PaymentMethod payment_method;
         PaymentObject payment_object;
         Measure measure;
@@ -134,15 +181,43 @@ typedef struct ReceiptPayment {
         int64_t amount;                 /* kopecks */
 } ReceiptPayment;
 
+/* The VAT of one code over the whole receipt; the register reports it in VatCode.tag_sum (1102..1107). */
+typedef struct ReceiptVatSum {
+        const VatCode *vat;
+        int64_t base;                   /* sum of the totals of the items with this code, kopecks */
+        int64_t amount;                 /* sum of their vat_amount, kopecks */
+} ReceiptVatSum;
+
+typedef struct ReceiptCorrection { /* FFD tag 1174, correction receipts only */
+        CorrectionType type;            /* tag 1173 */
+        unsigned date;                  /* tag 1178, the corrected settlement's day as YYYYMMDD */
+        char *order_number;             /* tag 1179; NULL when absent (always set for by_order) */
+} ReceiptCorrection;
+
 typedef struct Receipt {
         char *pos_id;
         ReceiptType type;
         Taxation taxation;
+        bool taxation_given;            /* false: options.default_taxation */
+        char *cashier_name;             /* tag 1021; NULL when neither the body nor the options name one */
+        char *cashier_inn;              /* tag 1203; NULL when absent */
+        bool cashier_given;             /* false: from the options (or none) */
+        bool has_correction;            /* receipt_type_is_correction(type), with correction filled in */
+        ReceiptCorrection correction;
+        char *original;                 /* a return's original receipt as the POS names it; NULL: absent */
+        unsigned original_date;         /* its day as YYYYMMDD; 0: not given */
+        /* A return in 2026 or later with a 20 % (or 20/120) item that named its original but not the
+         * original's date: the store must check that the original was made before 2026-01-01. */
+        bool needs_pre2026_original;
         ReceiptItem *items;
         size_t n_items;
         ReceiptPayment *payments;
         size_t n_payments;
         int64_t total;                  /* sum of the item totals, kopecks */
+        int64_t paid;                   /* sum of the payments, kopecks: >= total */
+        int64_t change;                 /* paid - total, kopecks; only ever cash */
+        ReceiptVatSum *vat_sums;        /* one per VAT code present, ordered by tag 1199 */
+        size_t n_vat_sums;
         char *customer_email;           /* NULL when absent */
         char *customer_phone;           /* NULL when absent */
 } Receipt;
@@ -150,11 +225,15 @@ typedef struct Receipt {
 Receipt *receipt_free(Receipt *r);
 DEFINE_TRIVIAL_CLEANUP_FUNC(Receipt *, receipt_free);
 
-/* Parses and validates a request body (size bytes, need not be NUL-terminated). limits NULL: the defaults.
+/* Parses and validates a request body (size bytes, need not be NUL-terminated). o NULL: all defaults.
  * Returns 0 and *ret; -EBADMSG when the body is not valid UTF-8, not JSON, or not a JSON object (HTTP 400);
- * -EINVAL when a field fails validation (HTTP 422); -ENOMEM. On -EBADMSG/-EINVAL *ret_detail (may be NULL)
+ * -EINVAL when a field fails validation (HTTP 422); -ENOMEM; -EOVERFLOW when options.now is no local day
+ * (years 1..9999) this machine's time_t can name. On -EBADMSG/-EINVAL *ret_detail (may be NULL)
  * gets a malloc'ed message that starts with the field's path, e.g. "items[2].price: more than 2 decimal
  * places" (indexes count from 0); otherwise it is set to NULL. */
+int receipt_parse_with(const char *body, size_t size, const ReceiptOptions *o, Receipt **ret,
+                       char **ret_detail);
+/* receipt_parse_with() with the default options and these limits (NULL: the defaults). */
 int receipt_parse(const char *body, size_t size, const ReceiptLimits *limits, Receipt **ret,
                   char **ret_detail);
 
@@ -163,6 +242,16 @@ int receipt_parse(const char *body, size_t size, const ReceiptLimits *limits, Re
  * byte-identical text, and the text is itself a valid body that parses back to the same receipt. */
 int receipt_to_json(const Receipt *r, json_object **ret);
 int receipt_canonical(const Receipt *r, char **ret);
+
+typedef enum ReceiptCanonicalFlags {
+        /* Leaves out taxation and cashier when they came from the options rather than the body: the text
+         * to fingerprint for idempotency, so that a changed [Device] Cashier= does not turn a client's retry
+         * into "key reused with another body". It parses back to the same receipt under the same options. */
+        RECEIPT_CANONICAL_AS_GIVEN = 1 << 0,
+} ReceiptCanonicalFlags;
+
+int receipt_to_json_with(const Receipt *r, ReceiptCanonicalFlags flags, json_object **ret);
+int receipt_canonical_with(const Receipt *r, ReceiptCanonicalFlags flags, char **ret);
 
 /* Lower-case hex SHA-256 of the canonical text; -EIO if libcrypto fails. */
 int receipt_fingerprint(const char *canonical, char ret[static 65]);

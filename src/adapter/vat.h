@@ -2,7 +2,8 @@
 #pragma once
 
 /* The VAT codes (FFD tag 1199) as data: one table row per code, because the law changes them (2026 added
- * 22 % and 22/122). Lookups by our name, by the FFD value and by the prototype's numeric vat_rate. */
+ * 22 % and 22/122, and ended 20 % and 20/120 for new sales). Lookups by our name, by the FFD value and by
+ * the prototype's numeric vat_rate. */
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -17,6 +18,14 @@ typedef struct VatCode {
         unsigned numerator;
         unsigned denominator;
         const char *label;      /* as printed on a receipt */
+        /* The FFD tag of the receipt's sum for the code, 0 where it is not known: the VAT (1102, 1103,
+         * 1106, 1107), or for 0 % and "none" the amount settled (1104, 1105). */
+        unsigned tag_sum;
+        /* The first day (YYYYMMDD) from which new settlements may no longer use the code, 0 if none; what
+         * settles an earlier sale (a return, a correction) still may. successor says what to use instead,
+         * for messages. */
+        unsigned until;
+        const char *successor;
 } VatCode;
 
 const VatCode *vat_from_name(const char *name);
