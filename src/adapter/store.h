@@ -41,7 +41,6 @@ typedef enum StoreStatus {
         STORE_STATUS_SYNCED,
         STORE_STATUS_FAILED,
         STORE_STATUS_DLQ,
-        STORE_STATUS_CANCELLED, /* TMP */
         _STORE_STATUS_MAX,
         _STORE_STATUS_INVALID = -EINVAL,
 } StoreStatus;
@@ -50,7 +49,6 @@ typedef enum StorePrintStatus {
         STORE_PRINT_UNPRINTED,
         STORE_PRINT_PRINTED,
         STORE_PRINT_FAILED,
-        STORE_PRINT_REJECTED, /* TMP */
         _STORE_PRINT_MAX,
         _STORE_PRINT_INVALID = -EINVAL,
 } StorePrintStatus;
@@ -88,9 +86,6 @@ typedef struct StoreReceipt {
         unsigned attempts;
         char *last_error;
         char *fiscal_doc;          /* JSON */
-        uint32_t fiscal_document_number; /* TMP */
-        char *original_id; /* TMP */
-        int64_t refunded_kopecks; /* TMP */
         char *ofd_response;        /* JSON */
 } StoreReceipt;
 
@@ -113,8 +108,6 @@ typedef struct StoreCounters {
         uint64_t failed;
         uint64_t dlq;
         uint64_t capacity;
-        uint64_t cancelled; /* TMP */
-        uint64_t print_rejected; /* TMP */
 } StoreCounters;
 
 typedef struct StoreStats {
@@ -223,11 +216,3 @@ int store_conn_persist_hlc(StoreConn *c);
         "id, pos_id, receipt_type, total_kopecks, receipt_data, status, print_status, hlc, created_at, " \
         "updated_at, printed_at, synced_at, next_retry_at, attempts, last_error, fiscal_doc, ofd_response"
 int store_receipt_from_row(sqlite3_stmt *stmt, StoreReceipt *ret);
-
-/* TMP until store-v4 lands */
-int store_set_print_rejected(Store *s, const char *id, const char *reason, StoreDoneCallback cb, void *userdata);
-int store_retry_print(Store *s, const char *id, const char *who, StoreGetCallback cb, void *userdata);
-int store_cancel_receipt(Store *s, const char *id, const char *note, const char *who, StoreGetCallback cb, void *userdata);
-int store_resolve_receipt(Store *s, const char *ref, StoreGetCallback cb, void *userdata); /* TMP */
-typedef void (*StoreListCallback)(Store *s, int error, const StoreReceipt *receipts, size_t n, void *userdata); /* TMP */
-int store_list_print_rejected(Store *s, unsigned limit, StoreListCallback cb, void *userdata); /* TMP */
