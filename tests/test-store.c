@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* The store against real files in a temporary directory and a real sd-event loop: migrations, durability
- * before the callback, idempotency, capacity, group commit, failures, reopening, corrupt files. */
+ * before the callback, idempotency, capacity, group commit, failures, reopening, corrupt files, and the
+ * print rejections an admin retries or cancels. */
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -135,6 +136,9 @@ typedef struct Submitted {
         StoreStatus status;
         StorePrintStatus print_status;
         char created_at[64];
+        int64_t total_kopecks;
+        uint32_t fiscal_document_number;
+        char receipt_type[32];
         /* When set, the callback counts this receipt's rows through a connection of its own. */
         const char *check_path;
         int64_t rows_at_callback;
@@ -155,6 +159,9 @@ static void on_submit(Store *s, int error, StoreSubmitOutcome outcome, const Sto
                 x->hlc = r->hlc;
                 x->status = r->status;
                 x->print_status = r->print_status;
+                x->total_kopecks = r->total_kopecks;
+                x->fiscal_document_number = r->fiscal_document_number;
+                snprintf(x->receipt_type, sizeof x->receipt_type, "%s", strempty(r->receipt_type));
         }
         if (x->check_path && r) {
                 char sql[256];
@@ -830,6 +837,7 @@ static void test_open_version_2_file_moves_keys_and_counts_keeping_replays(void)
         submit_ok(&e, s, "v2-key-b", "hash-b", &again);
         ASSERT_EQ(again.outcome, STORE_SUBMIT_REPLAY);
         ASSERT_STREQ(again.id, id_b);
+        ASSERT_EQ_U(again.fiscal_document_number, 7); /* taken from the document it had */
         submit_ok(&e, s, "v2-key-a", "hash-other", &again);
         ASSERT_EQ(again.outcome, STORE_SUBMIT_KEY_MISMATCH);
         submit_ok(&e, s, "v3-key", "h", &again);
@@ -1767,6 +1775,350 @@ static void test_status_names_round_trip(void) {
         ASSERT_EQ(store_status_from_string("bogus"), _STORE_STATUS_INVALID);
         ASSERT_NULL(store_status_to_string(_STORE_STATUS_MAX));
         ASSERT_STREQ(store_submit_outcome_to_string(STORE_SUBMIT_KEY_MISMATCH), "key-mismatch");
+        ASSERT_STREQ(store_status_to_string(STORE_STATUS_CANCELLED), "cancelled");
+        ASSERT_STREQ(store_print_status_to_string(STORE_PRINT_REJECTED), "print_rejected");
+        ASSERT_EQ(store_status_from_string("cancelled"), STORE_STATUS_CANCELLED);
+        ASSERT_EQ(store_print_status_from_string("print_rejected"), STORE_PRINT_REJECTED);
+        for (StoreSubmitOutcome o = 0; o < _STORE_SUBMIT_OUTCOME_MAX; o++)
+                ASSERT_NOT_NULL(store_submit_outcome_to_string(o));
+}
+
+/* ---- the print rejections an admin resolves ---- */
+
+static int set_print_rejected_sync(Env *e, Store *s, const char *id, const char *reason) {
+        Done d = {};
+
+        ASSERT_OK(store_set_print_rejected(s, id, reason, on_done, &d));
+        run_until_idle(e, s);
+        ASSERT_TRUE(d.done);
+        return d.result;
+}
+
+static void retry_print_sync(Env *e, Store *s, const char *id, const char *who, Got *ret) {
+        *ret = (Got) {};
+        ASSERT_OK(store_retry_print(s, id, who, on_get, ret));
+        run_until_idle(e, s);
+        ASSERT_TRUE(ret->done);
+}
+
+static void cancel_sync(Env *e, Store *s, const char *id, const char *note, const char *who, Got *ret) {
+        *ret = (Got) {};
+        ASSERT_OK(store_cancel_receipt(s, id, note, who, on_get, ret));
+        run_until_idle(e, s);
+        ASSERT_TRUE(ret->done);
+}
+
+/* A sale of 12345 kopecks, printed with fiscal document number `fd` (0: not printed). */
+static void sale_ok(Env *e, Store *s, const char *key, uint32_t fd, Submitted *ret) {
+        char doc[96];
+
+        submit_ok(e, s, key, "h", ret);
+        ASSERT_EQ(ret->outcome, STORE_SUBMIT_CREATED);
+        if (fd == 0)
+                return;
+        snprintf(doc, sizeof doc, "{\"fiscal_document_number\":%" PRIu32 ",\"fiscal_sign\":\"42\"}", fd);
+        ASSERT_OK(mark_printed_sync(e, s, ret->id, doc));
+}
+
+static void test_mark_printed_keeps_the_fiscal_document_number_of_the_document(void) {
+        static const struct {
+                const char *doc;
+                uint32_t fd;
+        } docs[] = {
+                { "{\"fiscal_document_number\":4294967295}", UINT32_MAX },
+                { "{\"fiscal_document_number\":1,\"fiscal_sign\":\"7\"}", 1 },
+                { "{\"fiscal_document_number\":\"12\"}", 0 },         /* text */
+                { "{\"fiscal_document_number\":0}", 0 },              /* never a document's */
+                { "{\"fiscal_document_number\":4294967296}", 0 },     /* past 32 bits */
+                { "{\"fiscal_document_number\":true}", 0 },
+                { "{\"fd\":12}", 0 },
+                { "not json at all", 0 },                             /* stored all the same */
+        };
+        char key[32], sql[160];
+        Submitted x;
+        Env e;
+        Store *s;
+        Got g;
+
+        env_setup(&e);
+        s = store_open_ok(&e, 0);
+        for (size_t i = 0; i < ELEMENTSOF(docs); i++) {
+                snprintf(key, sizeof key, "fd-%zu", i);
+                submit_ok(&e, s, key, "h", &x);
+                ASSERT_OK(mark_printed_sync(&e, s, x.id, docs[i].doc));
+                get_receipt(&e, s, x.id, &g);
+                ASSERT_OK(g.error);
+                ASSERT_EQ(g.r.print_status, STORE_PRINT_PRINTED);
+                ASSERT_STREQ(g.r.fiscal_doc, docs[i].doc);
+                ASSERT_EQ_U(g.r.fiscal_document_number, docs[i].fd);
+                store_receipt_done(&g.r);
+                snprintf(sql, sizeof sql,
+                         "SELECT fiscal_document_number IS NULL FROM receipts WHERE id = '%s'", x.id);
+                ASSERT_EQ(db_int(e.path, sql), docs[i].fd == 0);
+        }
+        store_free(s);
+        env_teardown(&e);
+}
+
+static void test_set_print_rejected_counts_the_receipt_and_keeps_it_pending(void) {
+        Submitted a, b, c, d;
+        StoreCounters counters;
+        Env e;
+        Store *s;
+        Got g;
+
+        env_setup(&e);
+        s = store_open_ok(&e, 3);
+        sale_ok(&e, s, "a", 0, &a);
+        sale_ok(&e, s, "b", 0, &b);
+        ASSERT_OK(set_print_rejected_sync(&e, s, a.id, "FN is full"));
+        ASSERT_EQ_U(store_get_counters(s)->print_rejected, 1);
+        ASSERT_EQ_U(store_get_counters(s)->pending, 2); /* still needs an admin: still pending */
+        ASSERT_EQ_U(store_get_counters(s)->total, 2);
+
+        get_receipt(&e, s, a.id, &g);
+        ASSERT_OK(g.error);
+        ASSERT_EQ(g.r.status, STORE_STATUS_PENDING);
+        ASSERT_EQ(g.r.print_status, STORE_PRINT_REJECTED);
+        ASSERT_STREQ(g.r.last_error, "FN is full");
+        store_receipt_done(&g.r);
+        assert_db_text(e.path,
+                       "SELECT json_extract(details, '$.reason') FROM buffer_events "
+                       "WHERE event = 'print_rejected'",
+                       "FN is full");
+
+        /* From print_failed too; it counts against the capacity like any pending receipt. */
+        sale_ok(&e, s, "c", 0, &c);
+        db_exec(e.path, "UPDATE receipts SET print_status = 'print_failed' WHERE id IN "
+                        "(SELECT id FROM receipts ORDER BY hlc DESC LIMIT 1)");
+        ASSERT_OK(set_print_rejected_sync(&e, s, c.id, "wrong VAT"));
+        ASSERT_EQ_U(store_get_counters(s)->print_rejected, 2);
+        submit_ok(&e, s, "d", "h", &d);
+        ASSERT_EQ(d.outcome, STORE_SUBMIT_FULL);
+
+        /* The register cannot print it any more: a fiscal document for it is refused. */
+        ASSERT_ERROR(mark_printed_sync(&e, s, a.id, "{\"fiscal_document_number\":1}"), ESTALE);
+        ASSERT_ERROR(set_print_rejected_sync(&e, s, a.id, "again"), EALREADY);
+        ASSERT_ERROR(set_print_rejected_sync(&e, s, "no-such-receipt", "x"), ENOENT);
+        ASSERT_OK(mark_printed_sync(&e, s, b.id, "{}"));
+        ASSERT_ERROR(set_print_rejected_sync(&e, s, b.id, "late"), EALREADY);
+        ASSERT_EQ_U(store_get_counters(s)->print_rejected, 2);
+        counters = *store_get_counters(s);
+        store_free(s);
+
+        /* Counted again from the file at open. */
+        s = store_open_ok(&e, 3);
+        ASSERT_EQ(memcmp(store_get_counters(s), &counters, sizeof counters), 0);
+        store_free(s);
+        ASSERT_EQ(db_int(e.path, "SELECT COUNT(*) FROM receipts WHERE print_status = 'print_rejected'"), 2);
+        env_teardown(&e);
+}
+
+static void test_retry_print_puts_the_receipt_back_in_the_queue(void) {
+        Submitted a;
+        Env e;
+        Store *s;
+        Got g;
+
+        env_setup(&e);
+        s = store_open_ok(&e, 0);
+        sale_ok(&e, s, "a", 0, &a);
+        db_exec(e.path, "UPDATE receipts SET attempts = 3");
+        ASSERT_OK(set_print_rejected_sync(&e, s, a.id, "paper jam, for good"));
+
+        retry_print_sync(&e, s, a.id, "admin", &g);
+        ASSERT_OK(g.error);
+        ASSERT_STREQ(g.r.id, a.id);
+        ASSERT_EQ(g.r.status, STORE_STATUS_PENDING);
+        ASSERT_EQ(g.r.print_status, STORE_PRINT_UNPRINTED);
+        ASSERT_STREQ(g.r.receipt_data, receipt_new("", "").receipt_data); /* what the printer needs */
+        ASSERT_EQ(g.r.attempts, 3);
+        store_receipt_done(&g.r);
+        ASSERT_EQ_U(store_get_counters(s)->print_rejected, 0);
+        ASSERT_EQ_U(store_get_counters(s)->pending, 1);
+        assert_db_text(e.path,
+                       "SELECT json_extract(details, '$.by') FROM buffer_events WHERE event = 'print_retried'",
+                       "admin");
+
+        /* Not in print_rejected (any more): busy, not retried twice. */
+        retry_print_sync(&e, s, a.id, "admin", &g);
+        ASSERT_ERROR(g.error, EBUSY);
+        retry_print_sync(&e, s, "no-such-receipt", "admin", &g);
+        ASSERT_ERROR(g.error, ENOENT);
+
+        /* It prints as any other. */
+        ASSERT_OK(mark_printed_sync(&e, s, a.id, "{\"fiscal_document_number\":9}"));
+        retry_print_sync(&e, s, a.id, NULL, &g);
+        ASSERT_ERROR(g.error, EBUSY);
+        store_free(s);
+        env_teardown(&e);
+}
+
+static int job_select_batch(StoreConn *c, void *data) {
+        return sync_store_select_batch(c, data);
+}
+
+static void test_cancel_frees_capacity_and_is_final(void) {
+        SyncStoreBatch batch = { .limit = 50 };
+        Submitted a, b, full, after;
+        Done d = {};
+        Env e;
+        Store *s;
+        Got g;
+
+        env_setup(&e);
+        s = store_open_ok(&e, 2);
+        sale_ok(&e, s, "a", 0, &a);
+        sale_ok(&e, s, "b", 0, &b);
+        submit_ok(&e, s, "c", "h", &full);
+        ASSERT_EQ(full.outcome, STORE_SUBMIT_FULL);
+
+        /* Only from print_rejected. */
+        cancel_sync(&e, s, a.id, "duplicate", "admin", &g);
+        ASSERT_ERROR(g.error, EBUSY);
+        cancel_sync(&e, s, "no-such-receipt", NULL, NULL, &g);
+        ASSERT_ERROR(g.error, ENOENT);
+
+        ASSERT_OK(set_print_rejected_sync(&e, s, a.id, "rejected"));
+        cancel_sync(&e, s, a.id, "duplicate of b", "admin", &g);
+        ASSERT_OK(g.error);
+        ASSERT_STREQ(g.r.id, a.id);
+        ASSERT_EQ(g.r.status, STORE_STATUS_CANCELLED);
+        ASSERT_STREQ(g.r.last_error, "cancelled by admin: duplicate of b");
+        store_receipt_done(&g.r);
+        ASSERT_EQ_U(store_get_counters(s)->pending, 1);
+        ASSERT_EQ_U(store_get_counters(s)->cancelled, 1);
+        ASSERT_EQ_U(store_get_counters(s)->print_rejected, 0);
+        ASSERT_EQ_U(store_get_counters(s)->total, 2);
+        assert_db_text(e.path,
+                       "SELECT json_extract(details, '$.by') || ': ' || json_extract(details, '$.note') "
+                       "FROM buffer_events WHERE event = 'cancelled'",
+                       "admin: duplicate of b");
+
+        /* Room for one more. */
+        submit_ok(&e, s, "c", "h", &after);
+        ASSERT_EQ(after.outcome, STORE_SUBMIT_CREATED);
+
+        /* Final: nothing prints it, sends it, or takes it back. */
+        ASSERT_ERROR(mark_printed_sync(&e, s, a.id, "{\"fiscal_document_number\":3}"), ESTALE);
+        ASSERT_ERROR(mark_synced_sync(&e, s, a.id, NULL), ESTALE);
+        ASSERT_ERROR(set_print_rejected_sync(&e, s, a.id, "again"), ESTALE);
+        cancel_sync(&e, s, a.id, NULL, "admin", &g);
+        ASSERT_ERROR(g.error, ESTALE);
+        retry_print_sync(&e, s, a.id, "admin", &g);
+        ASSERT_ERROR(g.error, ESTALE);
+
+        /* Not even when its row says printed (another program's doing): the batch takes pending only. */
+        db_exec(e.path,
+                "UPDATE receipts SET print_status = 'printed', fiscal_doc = '{}' WHERE status = 'cancelled'");
+        batch.now = now(CLOCK_REALTIME);
+        ASSERT_OK(store_read(s, job_select_batch, &batch, on_done, &d));
+        run_until_idle(&e, s);
+        ASSERT_EQ(d.result, 0);
+        sync_store_batch_done(&batch);
+        store_free(s);
+
+        s = store_open_ok(&e, 2);
+        ASSERT_EQ_U(store_get_counters(s)->cancelled, 1);
+        ASSERT_EQ_U(store_get_counters(s)->pending, 2);
+        store_free(s);
+        ASSERT_EQ(db_int(e.path, "SELECT COUNT(*) FROM receipts WHERE status = 'cancelled'"), 1);
+        env_teardown(&e);
+}
+
+/* The cancellation's text without a note or a name. */
+static void test_cancel_without_note_or_who_says_so(void) {
+        Submitted a;
+        Env e;
+        Store *s;
+        Got g;
+
+        env_setup(&e);
+        s = store_open_ok(&e, 0);
+        sale_ok(&e, s, "a", 0, &a);
+        ASSERT_OK(set_print_rejected_sync(&e, s, a.id, "rejected"));
+        cancel_sync(&e, s, a.id, "", NULL, &g);
+        ASSERT_OK(g.error);
+        ASSERT_STREQ(g.r.last_error, "cancelled by unknown");
+        store_receipt_done(&g.r);
+        store_free(s);
+        env_teardown(&e);
+}
+
+typedef struct Listed {
+        bool done;
+        int error;
+        size_t n;
+        char ids[8][64];
+        StorePrintStatus print_status[8];
+} Listed;
+
+static void on_list(Store *s, int error, const StoreReceipt *receipts, size_t n, void *userdata) {
+        Listed *l = userdata;
+
+        ASSERT_FALSE(l->done);
+        l->done = true;
+        l->error = error;
+        l->n = n;
+        ASSERT_TRUE(n <= ELEMENTSOF(l->ids));
+        for (size_t i = 0; i < n; i++) {
+                snprintf(l->ids[i], sizeof l->ids[i], "%s", receipts[i].id);
+                l->print_status[i] = receipts[i].print_status;
+        }
+}
+
+static void list_sync(Env *e, Store *s, unsigned limit, Listed *ret) {
+        *ret = (Listed) {};
+        ASSERT_OK(store_list_print_rejected(s, limit, on_list, ret));
+        run_until_idle(e, s);
+        ASSERT_TRUE(ret->done);
+        ASSERT_OK(ret->error);
+}
+
+static void test_list_print_rejected_oldest_first_up_to_the_limit(void) {
+        Submitted x[5];
+        char key[16];
+        Listed l;
+        Env e;
+        Store *s;
+        Got g;
+
+        env_setup(&e);
+        s = store_open_ok(&e, 0);
+        list_sync(&e, s, 0, &l);
+        ASSERT_EQ(l.n, 0);
+
+        for (unsigned i = 0; i < ELEMENTSOF(x); i++) {
+                snprintf(key, sizeof key, "list-%u", i);
+                sale_ok(&e, s, key, 0, &x[i]);
+        }
+        /* Rejected out of order; one rejected and cancelled, one rejected and retried. */
+        ASSERT_OK(set_print_rejected_sync(&e, s, x[4].id, "r"));
+        ASSERT_OK(set_print_rejected_sync(&e, s, x[1].id, "r"));
+        ASSERT_OK(set_print_rejected_sync(&e, s, x[3].id, "r"));
+        ASSERT_OK(set_print_rejected_sync(&e, s, x[0].id, "r"));
+        ASSERT_OK(set_print_rejected_sync(&e, s, x[2].id, "r"));
+        cancel_sync(&e, s, x[0].id, NULL, "admin", &g);
+        store_receipt_done(&g.r);
+        retry_print_sync(&e, s, x[2].id, "admin", &g);
+        store_receipt_done(&g.r);
+
+        list_sync(&e, s, 0, &l);
+        ASSERT_EQ(l.n, 3);
+        ASSERT_STREQ(l.ids[0], x[1].id);
+        ASSERT_STREQ(l.ids[1], x[3].id);
+        ASSERT_STREQ(l.ids[2], x[4].id);
+        ASSERT_EQ(l.print_status[0], STORE_PRINT_REJECTED);
+
+        list_sync(&e, s, 2, &l);
+        ASSERT_EQ(l.n, 2);
+        ASSERT_STREQ(l.ids[0], x[1].id);
+        ASSERT_STREQ(l.ids[1], x[3].id);
+        list_sync(&e, s, 1, &l);
+        ASSERT_EQ(l.n, 1);
+        ASSERT_STREQ(l.ids[0], x[1].id);
+        store_free(s);
+        env_teardown(&e);
 }
 
 int main(void) {
@@ -1807,5 +2159,11 @@ int main(void) {
         TEST_RUN(test_wal_is_checkpointed_behind_the_writer_and_stays_bounded);
         TEST_RUN(test_debug_synchronous_env_overrides_the_option);
         TEST_RUN(test_debug_max_pages_env_fills_the_disk_keeping_what_was_acknowledged);
+        TEST_RUN(test_mark_printed_keeps_the_fiscal_document_number_of_the_document);
+        TEST_RUN(test_set_print_rejected_counts_the_receipt_and_keeps_it_pending);
+        TEST_RUN(test_retry_print_puts_the_receipt_back_in_the_queue);
+        TEST_RUN(test_cancel_frees_capacity_and_is_final);
+        TEST_RUN(test_cancel_without_note_or_who_says_so);
+        TEST_RUN(test_list_print_rejected_oldest_first_up_to_the_limit);
         return 0;
 }

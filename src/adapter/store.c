@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* The store at run time: a writer and a reader thread with a connection each, the job queues between them
- * and the loop, group commit on the writer, and the receipt jobs (submit, get, mark printed/synced). */
+ * and the loop, group commit on the writer, and the receipt jobs (submit, get, mark printed/synced, the
+ * print rejections an admin retries or cancels). */
 
 #include <inttypes.h>
 #include <limits.h>
@@ -13,6 +14,7 @@
 #include <systemd/sd-id128.h>
 
 #include "hlc.h"
+#include "json-util.h"
 #include "key-index.h"
 #include "log.h"
 #include "sqlite-util.h"
@@ -33,6 +35,9 @@ typedef enum JobType {
         JOB_GET,
         JOB_WRITE,
         JOB_READ,
+        JOB_RETRY_PRINT,  /* writer */
+        JOB_CANCEL,       /* writer */
+        JOB_LIST_REJECTED, /* reader */
 } JobType;
 
 typedef struct Job Job;
@@ -46,6 +51,7 @@ struct Job {
                 StoreSubmitCallback submit;
                 StoreGetCallback get;
                 StoreDoneCallback done;
+                StoreListCallback list;
         } cb;
 
         /* JOB_SUBMIT input, copied from the caller's StoreReceiptNew */
@@ -56,14 +62,21 @@ struct Job {
         char *receipt_data;
         int64_t total_kopecks;
 
-        /* JOB_GET input */
+        /* JOB_GET, JOB_RETRY_PRINT, JOB_CANCEL input: the receipt id */
         char *id;
+        char *note;
+        char *who;
+
+        /* JOB_LIST_REJECTED */
+        unsigned limit;
+        StoreReceipt *receipts;
+        size_t n_receipts;
 
         /* JOB_WRITE, JOB_READ */
         StoreJobFunc fn;
         void *job_data;
 
-        /* JOB_SUBMIT, JOB_GET output */
+        /* JOB_SUBMIT, JOB_GET, JOB_RETRY_PRINT, JOB_CANCEL output */
         StoreSubmitOutcome outcome;
         StoreReceipt receipt;
         bool have_receipt;
@@ -173,12 +186,14 @@ static const char *const status_table[_STORE_STATUS_MAX] = {
         [STORE_STATUS_SYNCED] = "synced",
         [STORE_STATUS_FAILED] = "failed",
         [STORE_STATUS_DLQ] = "dlq",
+        [STORE_STATUS_CANCELLED] = "cancelled",
 };
 
 static const char *const print_status_table[_STORE_PRINT_MAX] = {
         [STORE_PRINT_UNPRINTED] = "unprinted",
         [STORE_PRINT_PRINTED] = "printed",
         [STORE_PRINT_FAILED] = "print_failed",
+        [STORE_PRINT_REJECTED] = "print_rejected",
 };
 
 static const char *const submit_outcome_table[_STORE_SUBMIT_OUTCOME_MAX] = {
@@ -238,9 +253,18 @@ void store_receipt_done(StoreReceipt *r) {
         *r = (StoreReceipt) {};
 }
 
+static void receipts_free(StoreReceipt *r, size_t n) {
+        for (size_t i = 0; i < n; i++)
+                store_receipt_done(r + i);
+        free(r);
+}
+
 static void job_reset_output(Job *j) {
         store_receipt_done(&j->receipt);
         j->have_receipt = false;
+        receipts_free(j->receipts, j->n_receipts);
+        j->receipts = NULL;
+        j->n_receipts = 0;
 }
 
 static Job *job_free(Job *j) {
@@ -252,11 +276,18 @@ static Job *job_free(Job *j) {
         free(j->receipt_type);
         free(j->receipt_data);
         free(j->id);
+        free(j->note);
+        free(j->who);
         job_reset_output(j);
         return mfree(j);
 }
 
 DEFINE_TRIVIAL_CLEANUP_FUNC(Job *, job_free);
+
+/* The jobs of the fiscal day's admin work, below with the other state changes. */
+static int retry_print_run(StoreConn *c, Job *j);
+static int cancel_run(StoreConn *c, Job *j);
+static int list_rejected_run(StoreConn *c, Job *j);
 
 /* ---- receipt ids ---- */
 
@@ -458,6 +489,7 @@ int store_column_strdup(sqlite3_stmt *stmt, int i, char **ret) {
 int store_receipt_from_row(sqlite3_stmt *stmt, StoreReceipt *ret) {
         _cleanup_(store_receipt_done) StoreReceipt r = {};
         _cleanup_free_ char *status = NULL, *print_status = NULL;
+        int64_t fd;
         int k;
 
         assert(stmt);
@@ -484,6 +516,8 @@ int store_receipt_from_row(sqlite3_stmt *stmt, StoreReceipt *ret) {
         r.hlc = (uint64_t) sqlite3_column_int64(stmt, 7);
         k = sqlite3_column_int(stmt, 13);
         r.attempts = k > 0 ? (unsigned) k : 0;
+        fd = sqlite3_column_int64(stmt, 17);
+        r.fiscal_document_number = fd > 0 && fd <= UINT32_MAX ? (uint32_t) fd : 0;
 
         *ret = r;
         r = (StoreReceipt) {};
@@ -547,6 +581,10 @@ static int conn_read_counters(StoreConn *c, unsigned capacity, StoreCounters *re
                 int64_t n = sqlite3_column_int64(stmt, 1);
                 uint64_t v = n > 0 ? (uint64_t) n : 0;
 
+                if (streq_ptr(status, STORE_COUNT_PRINT_REJECTED)) { /* a subset of pending, not a status */
+                        counters.print_rejected = v;
+                        continue;
+                }
                 counters.total += v;
                 switch (store_status_from_string(status)) {
                 case STORE_STATUS_PENDING:
@@ -560,6 +598,9 @@ static int conn_read_counters(StoreConn *c, unsigned capacity, StoreCounters *re
                         break;
                 case STORE_STATUS_DLQ:
                         counters.dlq = v;
+                        break;
+                case STORE_STATUS_CANCELLED:
+                        counters.cancelled = v;
                         break;
                 default: /* a status the prototype invented: only in the total */
                         break;
@@ -792,10 +833,19 @@ static int writer_run_job(StoreConn *c, Job *j) {
         if (r < 0)
                 return r;
 
-        if (j->type == JOB_SUBMIT)
+        switch (j->type) {
+        case JOB_SUBMIT:
                 r = submit_run(c, j);
-        else
+                break;
+        case JOB_RETRY_PRINT:
+                r = retry_print_run(c, j);
+                break;
+        case JOB_CANCEL:
+                r = cancel_run(c, j);
+                break;
+        default:
                 r = j->fn(c, j->job_data);
+        }
         conn_reset_busy(c);
 
         if (r >= 0) {
@@ -874,6 +924,8 @@ static int reader_run_job(StoreConn *c, Job *j) {
                 j->have_receipt = r >= 0;
                 return r;
         }
+        if (j->type == JOB_LIST_REJECTED) /* one statement: one snapshot */
+                return list_rejected_run(c, j);
 
         r = conn_exec(c, "BEGIN");
         if (r < 0)
@@ -953,8 +1005,15 @@ static void job_complete(Store *s, Job *j) {
                                      error >= 0 && j->have_receipt ? &j->receipt : NULL, j->userdata);
                 break;
         case JOB_GET:
+        case JOB_RETRY_PRINT:
+        case JOB_CANCEL:
                 if (j->cb.get)
                         j->cb.get(s, error, error >= 0 && j->have_receipt ? &j->receipt : NULL, j->userdata);
+                break;
+        case JOB_LIST_REJECTED:
+                if (j->cb.list)
+                        j->cb.list(s, error, error >= 0 ? j->receipts : NULL, error >= 0 ? j->n_receipts : 0,
+                                   j->userdata);
                 break;
         case JOB_WRITE:
         case JOB_READ:
@@ -1714,6 +1773,69 @@ int store_get_receipt(Store *s, const char *id, StoreGetCallback cb, void *userd
         return 0;
 }
 
+/* A job about one receipt that calls back with it. */
+static int store_queue_receipt_job(Store *s, Worker *w, JobType type, const char *id, const char *note,
+                                   const char *who, StoreGetCallback cb, void *userdata) {
+        _cleanup_(job_freep) Job *j = NULL;
+        int r;
+
+        j = new0(Job, 1);
+        if (!j)
+                return -ENOMEM;
+        *j = (Job) {
+                .type = type,
+                .cb.get = cb,
+                .userdata = userdata,
+        };
+        if (strdup_or_null(id, &j->id) < 0 || strdup_or_null(note, &j->note) < 0 ||
+            strdup_or_null(who, &j->who) < 0)
+                return -ENOMEM;
+
+        r = store_enqueue(s, w, j);
+        if (r < 0)
+                return r;
+        TAKE_PTR(j);
+        return 0;
+}
+
+int store_retry_print(Store *s, const char *id, const char *who, StoreGetCallback cb, void *userdata) {
+        assert(s);
+        assert(id);
+
+        return store_queue_receipt_job(s, &s->writer, JOB_RETRY_PRINT, id, NULL, who, cb, userdata);
+}
+
+int store_cancel_receipt(Store *s, const char *id, const char *note, const char *who, StoreGetCallback cb,
+                         void *userdata) {
+        assert(s);
+        assert(id);
+
+        return store_queue_receipt_job(s, &s->writer, JOB_CANCEL, id, note, who, cb, userdata);
+}
+
+int store_list_print_rejected(Store *s, unsigned limit, StoreListCallback cb, void *userdata) {
+        _cleanup_(job_freep) Job *j = NULL;
+        int r;
+
+        assert(s);
+
+        j = new0(Job, 1);
+        if (!j)
+                return -ENOMEM;
+        *j = (Job) {
+                .type = JOB_LIST_REJECTED,
+                .cb.list = cb,
+                .userdata = userdata,
+                .limit = limit == 0 ? STORE_LIST_LIMIT_DEFAULT : limit,
+        };
+
+        r = store_enqueue(s, &s->reader, j);
+        if (r < 0)
+                return r;
+        TAKE_PTR(j);
+        return 0;
+}
+
 static int store_queue_func(Store *s, Worker *w, JobType type, StoreJobFunc fn, void *job_data,
                             StoreDoneCallback cb, void *userdata) {
         _cleanup_(job_freep) Job *j = NULL;
@@ -1816,6 +1938,8 @@ static int mark_explain(StoreConn *c, const char *id, int (*explain)(StoreStatus
 }
 
 static int mark_printed_explain(StoreStatus status, StorePrintStatus print_status) {
+        if (status == STORE_STATUS_CANCELLED || print_status == STORE_PRINT_REJECTED)
+                return -ESTALE;
         return -EALREADY;
 }
 
@@ -1826,8 +1950,10 @@ static int mark_printed_run(StoreConn *c, void *job_data) {
         int r;
 
         r = store_conn_prepare(c,
-                               "UPDATE receipts SET print_status = 'printed', fiscal_doc = ?, "
-                               "printed_at = ?, updated_at = ? WHERE id = ? AND print_status <> 'printed'",
+                               "UPDATE receipts SET print_status = 'printed', fiscal_doc = ?1, "
+                               "fiscal_document_number = " STORE_SQL_FISCAL_DOCUMENT_NUMBER("?1") ", "
+                               "printed_at = ?2, updated_at = ?3 WHERE id = ?4 "
+                               "AND print_status IN ('unprinted', 'print_failed') AND status <> 'cancelled'",
                                &stmt);
         if (r < 0)
                 return r;
@@ -1906,4 +2032,180 @@ int store_mark_synced(Store *s, const char *id, const char *ofd_response, StoreD
         assert(id);
 
         return mark_queue(s, mark_synced_run, id, ofd_response, 0, cb, userdata);
+}
+
+/* ---- the print rejections an admin resolves ---- */
+
+/* A buffer_events row with details {k1: v1, k2: v2}; a NULL key leaves its member out, a NULL value is
+ * null. */
+static int conn_log_event_fields(StoreConn *c, const char *id, const char *event, const char *k1,
+                                 const char *v1, const char *k2, const char *v2) {
+        _cleanup_(json_object_putp) json_object *o = NULL;
+        const char *details;
+        int r = 0;
+
+        o = json_object_new_object();
+        if (!o)
+                return -ENOMEM;
+        if (k1)
+                r = json_add_string_or_null(o, k1, v1);
+        if (r >= 0 && k2)
+                r = json_add_string_or_null(o, k2, v2);
+        if (r < 0)
+                return r;
+        details = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
+        if (!details)
+                return -ENOMEM;
+        return store_conn_log_event(c, id, event, details);
+}
+
+static int set_print_rejected_explain(StoreStatus status, StorePrintStatus print_status) {
+        if (status == STORE_STATUS_CANCELLED)
+                return -ESTALE;
+        if (IN_SET(print_status, STORE_PRINT_PRINTED, STORE_PRINT_REJECTED))
+                return -EALREADY;
+        return -ESTALE; /* a row of the prototype that is not pending: nothing prints it */
+}
+
+static int set_print_rejected_run(StoreConn *c, void *job_data) {
+        MarkJob *m = job_data;
+        char ts[FORMAT_ISO8601_MAX];
+        sqlite3_stmt *stmt;
+        int r;
+
+        r = store_conn_prepare(c,
+                               "UPDATE receipts SET print_status = 'print_rejected', last_error = ?1, "
+                               "updated_at = ?2 WHERE id = ?3 AND status = 'pending' "
+                               "AND print_status IN ('unprinted', 'print_failed')",
+                               &stmt);
+        if (r < 0)
+                return r;
+        r = store_conn_bind(c, stmt, "ttt", m->document,
+                            format_iso8601_utc(ts, sizeof ts, now(CLOCK_REALTIME)), m->id);
+        if (r < 0)
+                return r;
+        r = store_conn_step_done(c, stmt);
+        if (r < 0)
+                return r;
+        if (sqlite3_changes(c->db) == 0)
+                return mark_explain(c, m->id, set_print_rejected_explain);
+
+        return conn_log_event_fields(c, m->id, "print_rejected", "reason", m->document, NULL, NULL);
+}
+
+int store_set_print_rejected(Store *s, const char *id, const char *reason, StoreDoneCallback cb,
+                             void *userdata) {
+        assert(s);
+        assert(id);
+
+        return mark_queue(s, set_print_rejected_run, id, reason, 0, cb, userdata);
+}
+
+/* For retry and cancel, which both start from print_rejected. */
+static int from_rejected_explain(StoreStatus status, StorePrintStatus print_status) {
+        return status == STORE_STATUS_CANCELLED ? -ESTALE : -EBUSY;
+}
+
+/* The receipt as the job left it, for the callback. */
+static int job_take_receipt(StoreConn *c, Job *j) {
+        int r;
+
+        r = store_conn_get_receipt(c, j->id, &j->receipt);
+        j->have_receipt = r >= 0;
+        return r;
+}
+
+static int retry_print_run(StoreConn *c, Job *j) {
+        char ts[FORMAT_ISO8601_MAX];
+        sqlite3_stmt *stmt;
+        int r;
+
+        r = store_conn_prepare(c,
+                               "UPDATE receipts SET print_status = 'unprinted', updated_at = ?1 "
+                               "WHERE id = ?2 AND status = 'pending' AND print_status = 'print_rejected'",
+                               &stmt);
+        if (r < 0)
+                return r;
+        r = store_conn_bind(c, stmt, "tt", format_iso8601_utc(ts, sizeof ts, now(CLOCK_REALTIME)), j->id);
+        if (r < 0)
+                return r;
+        r = store_conn_step_done(c, stmt);
+        if (r < 0)
+                return r;
+        if (sqlite3_changes(c->db) == 0)
+                return mark_explain(c, j->id, from_rejected_explain);
+
+        r = conn_log_event_fields(c, j->id, "print_retried", "by", j->who, NULL, NULL);
+        if (r < 0)
+                return r;
+        return job_take_receipt(c, j);
+}
+
+static int cancel_run(StoreConn *c, Job *j) {
+        _cleanup_free_ char *error = NULL;
+        char ts[FORMAT_ISO8601_MAX];
+        sqlite3_stmt *stmt;
+        int r;
+
+        if (asprintf(&error, "cancelled by %s%s%s", j->who ?: "unknown", isempty(j->note) ? "" : ": ",
+                     strempty(j->note)) < 0)
+                return -ENOMEM;
+
+        r = store_conn_prepare(c,
+                               "UPDATE receipts SET status = 'cancelled', last_error = ?1, "
+                               "next_retry_at = NULL, updated_at = ?2 WHERE id = ?3 "
+                               "AND status = 'pending' AND print_status = 'print_rejected'",
+                               &stmt);
+        if (r < 0)
+                return r;
+        r = store_conn_bind(c, stmt, "ttt", error, format_iso8601_utc(ts, sizeof ts, now(CLOCK_REALTIME)),
+                            j->id);
+        if (r < 0)
+                return r;
+        r = store_conn_step_done(c, stmt);
+        if (r < 0)
+                return r;
+        if (sqlite3_changes(c->db) == 0)
+                return mark_explain(c, j->id, from_rejected_explain);
+
+        r = conn_log_event_fields(c, j->id, "cancelled", "by", j->who, "note", j->note);
+        if (r < 0)
+                return r;
+        return job_take_receipt(c, j);
+}
+
+static int list_rejected_run(StoreConn *c, Job *j) {
+        sqlite3_stmt *stmt;
+        size_t allocated = 0;
+        int rc = SQLITE_DONE, r;
+
+        r = store_conn_prepare(c,
+                               "SELECT " STORE_RECEIPT_COLUMNS " FROM receipts "
+                               "WHERE status = 'pending' AND print_status = 'print_rejected' "
+                               "ORDER BY hlc LIMIT ?",
+                               &stmt);
+        if (r < 0)
+                return r;
+        r = store_conn_bind(c, stmt, "i", (int64_t) j->limit);
+        if (r < 0)
+                return r;
+
+        while (j->n_receipts < j->limit && (rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+                if (j->n_receipts == allocated) {
+                        size_t n = MIN(MAX(allocated * 2, (size_t) 16), (size_t) j->limit);
+                        StoreReceipt *a = reallocarray(j->receipts, n, sizeof(StoreReceipt));
+
+                        if (!a)
+                                return -ENOMEM;
+                        j->receipts = a;
+                        allocated = n;
+                }
+                r = store_receipt_from_row(stmt, j->receipts + j->n_receipts);
+                if (r < 0)
+                        return r;
+                j->n_receipts++;
+        }
+        if (j->n_receipts < j->limit && rc != SQLITE_DONE)
+                return conn_error(c, rc);
+        return (int) MIN(j->n_receipts, (size_t) INT_MAX);
 }
