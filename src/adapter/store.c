@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /* The store at run time: a writer and a reader thread with a connection each, the job queues between them
- * and the loop, group commit on the writer, and the receipt jobs (submit, get, mark printed/synced, the
- * print rejections an admin retries or cancels). */
+ * and the loop, group commit on the writer, and the receipt jobs (submit with the checks of a return,
+ * get, resolve, mark printed/synced, the print rejections an admin retries or cancels). */
 
+#include <ctype.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <pthread.h>
@@ -35,6 +36,7 @@ typedef enum JobType {
         JOB_GET,
         JOB_WRITE,
         JOB_READ,
+        JOB_RESOLVE,      /* writer: it holds the key index */
         JOB_RETRY_PRINT,  /* writer */
         JOB_CANCEL,       /* writer */
         JOB_LIST_REJECTED, /* reader */
@@ -61,8 +63,11 @@ struct Job {
         char *receipt_type;
         char *receipt_data;
         int64_t total_kopecks;
+        char *original;
+        char *original_type;
+        usec_t original_before;
 
-        /* JOB_GET, JOB_RETRY_PRINT, JOB_CANCEL input: the receipt id */
+        /* JOB_GET, JOB_RETRY_PRINT, JOB_CANCEL input: the receipt id; JOB_RESOLVE: the reference */
         char *id;
         char *note;
         char *who;
@@ -76,7 +81,7 @@ struct Job {
         StoreJobFunc fn;
         void *job_data;
 
-        /* JOB_SUBMIT, JOB_GET, JOB_RETRY_PRINT, JOB_CANCEL output */
+        /* JOB_SUBMIT, JOB_GET, JOB_RESOLVE, JOB_RETRY_PRINT, JOB_CANCEL output */
         StoreSubmitOutcome outcome;
         StoreReceipt receipt;
         bool have_receipt;
@@ -201,6 +206,10 @@ static const char *const submit_outcome_table[_STORE_SUBMIT_OUTCOME_MAX] = {
         [STORE_SUBMIT_REPLAY] = "replay",
         [STORE_SUBMIT_KEY_MISMATCH] = "key-mismatch",
         [STORE_SUBMIT_FULL] = "full",
+        [STORE_SUBMIT_ORIGINAL_UNKNOWN] = "original-unknown",
+        [STORE_SUBMIT_ORIGINAL_MISMATCH] = "original-mismatch",
+        [STORE_SUBMIT_REFUND_EXCEEDS] = "refund-exceeds",
+        [STORE_SUBMIT_ORIGINAL_TOO_NEW] = "original-too-new",
 };
 
 static const char *table_to_string(const char *const *table, size_t n, int i) {
@@ -250,6 +259,7 @@ void store_receipt_done(StoreReceipt *r) {
         free(r->last_error);
         free(r->fiscal_doc);
         free(r->ofd_response);
+        free(r->original_id);
         *r = (StoreReceipt) {};
 }
 
@@ -275,6 +285,8 @@ static Job *job_free(Job *j) {
         free(j->pos_id);
         free(j->receipt_type);
         free(j->receipt_data);
+        free(j->original);
+        free(j->original_type);
         free(j->id);
         free(j->note);
         free(j->who);
@@ -285,6 +297,7 @@ static Job *job_free(Job *j) {
 DEFINE_TRIVIAL_CLEANUP_FUNC(Job *, job_free);
 
 /* The jobs of the fiscal day's admin work, below with the other state changes. */
+static int resolve_run(StoreConn *c, Job *j);
 static int retry_print_run(StoreConn *c, Job *j);
 static int cancel_run(StoreConn *c, Job *j);
 static int list_rejected_run(StoreConn *c, Job *j);
@@ -507,7 +520,8 @@ int store_receipt_from_row(sqlite3_stmt *stmt, StoreReceipt *ret) {
             store_column_strdup(stmt, 12, &r.next_retry_at) < 0 ||
             store_column_strdup(stmt, 14, &r.last_error) < 0 ||
             store_column_strdup(stmt, 15, &r.fiscal_doc) < 0 ||
-            store_column_strdup(stmt, 16, &r.ofd_response) < 0)
+            store_column_strdup(stmt, 16, &r.ofd_response) < 0 ||
+            store_column_strdup(stmt, 18, &r.original_id) < 0)
                 return -ENOMEM;
 
         r.total_kopecks = sqlite3_column_int64(stmt, 3);
@@ -657,7 +671,188 @@ static int submit_count_pending(StoreConn *c, uint64_t *ret) {
         return r;
 }
 
-static int submit_insert(StoreConn *c, Job *j) {
+/* ---- finding the receipt a client names, and the checks of a return ---- */
+
+/* created_at as CLOCK_REALTIME microseconds: ours ("2026-11-29T03:17:26.123Z") and the prototype's forms
+ * ("2026-11-28 09:00:00", fractions of up to 6 digits, with or without the Z; all UTC). -EINVAL
+ * otherwise. */
+static int parse_created_at(const char *t, usec_t *ret) {
+        struct tm tm = {};
+        unsigned frac = 0, digits = 0;
+        const char *p;
+        time_t sec;
+        int n = 0;
+
+        if (!t)
+                return -EINVAL;
+        if (sscanf(t, "%4d-%2d-%2d%*1[T ]%2d:%2d:%2d%n", &tm.tm_year, &tm.tm_mon, &tm.tm_mday, &tm.tm_hour,
+                   &tm.tm_min, &tm.tm_sec, &n) != 6 ||
+            n == 0)
+                return -EINVAL;
+        p = t + n;
+        if (*p == '.') {
+                for (p++; isdigit((unsigned char) *p); p++)
+                        if (digits < 6) {
+                                frac = frac * 10 + (unsigned) (*p - '0');
+                                digits++;
+                        }
+                if (digits == 0)
+                        return -EINVAL;
+                for (; digits < 6; digits++)
+                        frac *= 10;
+        }
+        if (*p == 'Z')
+                p++;
+        if (*p != 0)
+                return -EINVAL;
+
+        tm.tm_year -= 1900;
+        tm.tm_mon -= 1;
+        sec = timegm(&tm);
+        if (sec == (time_t) -1 || sec < 0)
+                return -EINVAL;
+        *ret = (usec_t) sec * USEC_PER_SEC + frac;
+        return 0;
+}
+
+/* When the receipt was created; from its stamp when created_at cannot be read (the stamp's time is never
+ * earlier). */
+static usec_t receipt_created_usec(const StoreReceipt *r) {
+        usec_t t;
+
+        if (parse_created_at(r->created_at, &t) >= 0)
+                return t;
+        return hlc_physical_ms(r->hlc) * USEC_PER_MSEC;
+}
+
+/* A fiscal document number as a client writes it: decimal digits only, 1..2^32-1. */
+static bool parse_fiscal_document_number(const char *ref, uint32_t *ret) {
+        uint64_t v = 0;
+
+        if (!ref || !*ref)
+                return false;
+        for (const char *p = ref; *p; p++) {
+                if (*p < '0' || *p > '9')
+                        return false;
+                v = v * 10 + (uint64_t) (*p - '0');
+                if (v > UINT32_MAX)
+                        return false;
+        }
+        if (v == 0)
+                return false;
+        *ret = (uint32_t) v;
+        return true;
+}
+
+/* What the returns of receipt `id` that are not cancelled add up to, including those inserted earlier in
+ * the open transaction. */
+static int conn_refunded_kopecks(StoreConn *c, const char *id, int64_t *ret) {
+        sqlite3_stmt *stmt;
+        int rc, r;
+
+        r = store_conn_prepare(c,
+                               "SELECT COALESCE(SUM(total_kopecks), 0) FROM receipts "
+                               "WHERE original_id = ? AND status <> 'cancelled'",
+                               &stmt);
+        if (r < 0)
+                return r;
+        r = store_conn_bind(c, stmt, "t", id);
+        if (r < 0)
+                return r;
+        rc = sqlite3_step(stmt);
+        if (rc == SQLITE_ROW)
+                *ret = sqlite3_column_int64(stmt, 0);
+        else
+                r = conn_error(c, rc);
+        (void) sqlite3_reset(stmt);
+        return r;
+}
+
+static int conn_get_by_fiscal_document_number(StoreConn *c, uint32_t number, StoreReceipt *ret) {
+        sqlite3_stmt *stmt;
+        int rc, r;
+
+        /* Numbers start again with each fiscal storage: the newest receipt with it, the last entry of its
+         * range in idx_receipts_fiscal_document_number. */
+        r = store_conn_prepare(c,
+                               "SELECT " STORE_RECEIPT_COLUMNS " FROM receipts "
+                               "WHERE fiscal_document_number = ? ORDER BY hlc DESC LIMIT 1",
+                               &stmt);
+        if (r < 0)
+                return r;
+        r = store_conn_bind(c, stmt, "i", (int64_t) number);
+        if (r < 0)
+                return r;
+        rc = sqlite3_step(stmt);
+        if (rc == SQLITE_ROW)
+                r = store_receipt_from_row(stmt, ret);
+        else
+                r = rc == SQLITE_DONE ? -ENOENT : conn_error(c, rc);
+        (void) sqlite3_reset(stmt);
+        return r;
+}
+
+/* The receipt `ref` names: by id, else by Idempotency-Key (the writer's key index), else, all digits, by
+ * fiscal document number; with refunded_kopecks. Writer only. -ENOENT: none. */
+static int conn_resolve_receipt(StoreConn *c, const char *ref, StoreReceipt *ret) {
+        _cleanup_(store_receipt_done) StoreReceipt r = {};
+        const KeyIndexEntry *e;
+        uint32_t number;
+        int k;
+
+        assert(c->store->keys);
+
+        k = store_conn_get_receipt(c, ref, &r);
+        if (k == -ENOENT && (e = key_index_get(c->store->keys, ref)))
+                k = store_conn_get_receipt(c, e->receipt_id, &r);
+        if (k == -ENOENT && parse_fiscal_document_number(ref, &number))
+                k = conn_get_by_fiscal_document_number(c, number, &r);
+        if (k < 0)
+                return k;
+
+        k = conn_refunded_kopecks(c, r.id, &r.refunded_kopecks);
+        if (k < 0)
+                return k;
+        *ret = r;
+        r = (StoreReceipt) {};
+        return 0;
+}
+
+/* 1: the return may be inserted, linked to *ret_original_id. 0: it may not, j->outcome says why, with the
+ * original as j->receipt where the outcome has one. */
+static int submit_check_original(StoreConn *c, Job *j, char **ret_original_id) {
+        _cleanup_(store_receipt_done) StoreReceipt o = {};
+        int64_t rest;
+        int r;
+
+        r = conn_resolve_receipt(c, j->original, &o);
+        if (r == -ENOENT) {
+                j->outcome = STORE_SUBMIT_ORIGINAL_UNKNOWN;
+                return 0;
+        }
+        if (r < 0)
+                return r;
+
+        if (o.status == STORE_STATUS_CANCELLED ||
+            (j->original_type && !streq_ptr(o.receipt_type, j->original_type)))
+                j->outcome = STORE_SUBMIT_ORIGINAL_MISMATCH;
+        else if (j->original_before != 0 && receipt_created_usec(&o) >= j->original_before)
+                j->outcome = STORE_SUBMIT_ORIGINAL_TOO_NEW;
+        else if (__builtin_sub_overflow(o.total_kopecks, o.refunded_kopecks, &rest) ||
+                 j->total_kopecks > rest)
+                j->outcome = STORE_SUBMIT_REFUND_EXCEEDS;
+        else {
+                *ret_original_id = TAKE_PTR(o.id);
+                return 1;
+        }
+
+        j->receipt = o;
+        o = (StoreReceipt) {};
+        j->have_receipt = true;
+        return 0;
+}
+
+static int submit_insert(StoreConn *c, Job *j, char **original_id) {
         Store *s = c->store;
         char id[STORE_RECEIPT_ID_MAX], created[FORMAT_ISO8601_MAX], hlc_text[HLC_FORMAT_MAX];
         const uint8_t *random_bytes;
@@ -683,13 +878,13 @@ static int submit_insert(StoreConn *c, Job *j) {
         r = store_conn_prepare(c,
                                "INSERT INTO receipts (id, pos_id, receipt_data, status, created_at, "
                                "updated_at, retry_count, hlc_timestamp, hlc, total_kopecks, receipt_type, "
-                               "print_status, attempts) "
-                               "VALUES (?, ?, ?, 'pending', ?, ?, 0, ?, ?, ?, ?, 'unprinted', 0)",
+                               "print_status, attempts, original_id) "
+                               "VALUES (?, ?, ?, 'pending', ?, ?, 0, ?, ?, ?, ?, 'unprinted', 0, ?)",
                                &stmt);
         if (r < 0)
                 return r;
-        r = store_conn_bind(c, stmt, "ttttttuit", id, j->pos_id, j->receipt_data, created, created, hlc_text,
-                            stamp, j->total_kopecks, j->receipt_type);
+        r = store_conn_bind(c, stmt, "ttttttuitt", id, j->pos_id, j->receipt_data, created, created,
+                            hlc_text, stamp, j->total_kopecks, j->receipt_type, *original_id);
         if (r < 0)
                 return r;
         r = store_conn_step_done(c, stmt);
@@ -741,13 +936,17 @@ static int submit_insert(StoreConn *c, Job *j) {
         j->receipt.pos_id = TAKE_PTR(j->pos_id);
         j->receipt.receipt_type = TAKE_PTR(j->receipt_type);
         j->receipt.receipt_data = TAKE_PTR(j->receipt_data);
+        j->receipt.original_id = TAKE_PTR(*original_id);
         j->outcome = STORE_SUBMIT_CREATED;
         return 0;
 }
 
-/* Idempotency, capacity and the insert are decided in the same transaction, so two submits of one key in
- * one group cannot both insert, and the capacity counts what the group itself added. */
+/* Idempotency, a return's checks, capacity and the insert are decided in the same transaction, so two
+ * submits of one key in one group cannot both insert, two returns of one original in one group see each
+ * other, and the capacity counts what the group itself added. A return is checked before the capacity: its
+ * refusal is final, a full buffer's is not. */
 static int submit_run(StoreConn *c, Job *j) {
+        _cleanup_free_ char *original_id = NULL;
         uint64_t pending = 0;
         bool found;
         int r;
@@ -755,6 +954,12 @@ static int submit_run(StoreConn *c, Job *j) {
         r = submit_find_key(c, j, &found);
         if (r < 0 || found)
                 return r;
+
+        if (j->original) {
+                r = submit_check_original(c, j, &original_id);
+                if (r <= 0)
+                        return r;
+        }
 
         r = submit_count_pending(c, &pending);
         if (r < 0)
@@ -764,7 +969,7 @@ static int submit_run(StoreConn *c, Job *j) {
                 return 0;
         }
 
-        return submit_insert(c, j);
+        return submit_insert(c, j, &original_id);
 }
 
 int store_conn_persist_hlc(StoreConn *c) {
@@ -836,6 +1041,9 @@ static int writer_run_job(StoreConn *c, Job *j) {
         switch (j->type) {
         case JOB_SUBMIT:
                 r = submit_run(c, j);
+                break;
+        case JOB_RESOLVE:
+                r = resolve_run(c, j);
                 break;
         case JOB_RETRY_PRINT:
                 r = retry_print_run(c, j);
@@ -1005,6 +1213,7 @@ static void job_complete(Store *s, Job *j) {
                                      error >= 0 && j->have_receipt ? &j->receipt : NULL, j->userdata);
                 break;
         case JOB_GET:
+        case JOB_RESOLVE:
         case JOB_RETRY_PRINT:
         case JOB_CANCEL:
                 if (j->cb.get)
@@ -1737,8 +1946,11 @@ int store_submit_receipt(Store *s, const StoreReceiptNew *r, StoreSubmitCallback
             strdup_or_null(r->request_hash, &j->request_hash) < 0 ||
             strdup_or_null(r->pos_id, &j->pos_id) < 0 ||
             strdup_or_null(r->type, &j->receipt_type) < 0 ||
-            strdup_or_null(r->receipt_data, &j->receipt_data) < 0)
+            strdup_or_null(r->receipt_data, &j->receipt_data) < 0 ||
+            strdup_or_null(r->original, &j->original) < 0 ||
+            strdup_or_null(r->original_type, &j->original_type) < 0)
                 return -ENOMEM;
+        j->original_before = r->original_before;
 
         k = store_enqueue(s, &s->writer, j);
         if (k < 0)
@@ -1773,7 +1985,7 @@ int store_get_receipt(Store *s, const char *id, StoreGetCallback cb, void *userd
         return 0;
 }
 
-/* A job about one receipt that calls back with it. */
+/* A job about one receipt (or reference) that calls back with a receipt. */
 static int store_queue_receipt_job(Store *s, Worker *w, JobType type, const char *id, const char *note,
                                    const char *who, StoreGetCallback cb, void *userdata) {
         _cleanup_(job_freep) Job *j = NULL;
@@ -1796,6 +2008,13 @@ static int store_queue_receipt_job(Store *s, Worker *w, JobType type, const char
                 return r;
         TAKE_PTR(j);
         return 0;
+}
+
+int store_resolve_receipt(Store *s, const char *ref, StoreGetCallback cb, void *userdata) {
+        assert(s);
+        assert(ref);
+
+        return store_queue_receipt_job(s, &s->writer, JOB_RESOLVE, ref, NULL, NULL, cb, userdata);
 }
 
 int store_retry_print(Store *s, const char *id, const char *who, StoreGetCallback cb, void *userdata) {
@@ -2104,6 +2323,14 @@ int store_set_print_rejected(Store *s, const char *id, const char *reason, Store
 /* For retry and cancel, which both start from print_rejected. */
 static int from_rejected_explain(StoreStatus status, StorePrintStatus print_status) {
         return status == STORE_STATUS_CANCELLED ? -ESTALE : -EBUSY;
+}
+
+static int resolve_run(StoreConn *c, Job *j) {
+        int r;
+
+        r = conn_resolve_receipt(c, j->id, &j->receipt);
+        j->have_receipt = r >= 0;
+        return r;
 }
 
 /* The receipt as the job left it, for the callback. */

@@ -70,6 +70,13 @@ typedef struct StoreReceiptNew {
         const char *type;          /* receipt_type: "sale", "refund", ... */
         int64_t total_kopecks;
         const char *receipt_data;  /* canonical JSON text */
+        /* A return's original as the client named it: receipt id, Idempotency-Key or fiscal document number
+         * (decimal digits), resolved as store_resolve_receipt() does; NULL: none (no checks). */
+        const char *original;
+        const char *original_type; /* the type the original must have ("sale" for "refund", "purchase" for
+                                    * "purchase_refund"); NULL: any */
+        usec_t original_before;    /* != 0: the original must have been created before this CLOCK_REALTIME
+                                    * instant */
 } StoreReceiptNew;
 
 /* One row of receipts. Timestamps are ISO 8601 UTC text; NULL when not set. */
@@ -92,6 +99,10 @@ typedef struct StoreReceipt {
         char *fiscal_doc;          /* JSON */
         char *ofd_response;        /* JSON */
         uint32_t fiscal_document_number; /* the "fiscal_document_number" of fiscal_doc; 0: not printed */
+        char *original_id;         /* a return's original (its receipt id); NULL: not a linked return */
+        /* Filled by store_resolve_receipt() and for the refund outcomes of a submit (0 otherwise): what the
+         * earlier returns of this receipt that are not cancelled add up to. */
+        int64_t refunded_kopecks;
 } StoreReceipt;
 
 void store_receipt_done(StoreReceipt *r);
@@ -101,6 +112,14 @@ typedef enum StoreSubmitOutcome {
         STORE_SUBMIT_REPLAY,       /* key known with the same request hash: the existing receipt */
         STORE_SUBMIT_KEY_MISMATCH, /* key known with another request hash: nothing inserted */
         STORE_SUBMIT_FULL,         /* capacity pending receipts already: nothing inserted */
+        /* For a return (StoreReceiptNew.original set); nothing inserted in each case. */
+        STORE_SUBMIT_ORIGINAL_UNKNOWN,  /* no receipt by that id, key or FD number; receipt NULL */
+        STORE_SUBMIT_ORIGINAL_MISMATCH, /* the original is not of original_type, or is cancelled; receipt =
+                                         * the original */
+        STORE_SUBMIT_REFUND_EXCEEDS,    /* total_kopecks > the original's total - its refunded_kopecks;
+                                         * receipt = the original (with refunded_kopecks) */
+        STORE_SUBMIT_ORIGINAL_TOO_NEW,  /* original_before set and the original is not older; receipt = the
+                                         * original */
         _STORE_SUBMIT_OUTCOME_MAX,
 } StoreSubmitOutcome;
 
@@ -125,7 +144,8 @@ typedef struct StoreStats {
 } StoreStats;
 
 /* error < 0: nothing was stored (-ENOSPC: disk full); otherwise `outcome` says what happened and `receipt`
- * is the new or the existing receipt (NULL for KEY_MISMATCH and FULL), valid during the call only. */
+ * is the new or the existing receipt (NULL for KEY_MISMATCH, FULL and ORIGINAL_UNKNOWN; the original for the
+ * other refund outcomes), valid during the call only. */
 typedef void (*StoreSubmitCallback)(Store *s, int error, StoreSubmitOutcome outcome,
                                     const StoreReceipt *receipt, void *userdata);
 /* error -ENOENT: no such receipt. */
@@ -171,8 +191,15 @@ bool store_is_idle(Store *s);
 /* Called on the loop when the store becomes idle; NULL to unset. */
 void store_set_idle_callback(Store *s, StoreIdleCallback cb, void *userdata);
 
+/* For a return (r->original set), the original is resolved and checked in the same job as the idempotency
+ * check and the insert, hence in the same transaction: two returns of one original in one group commit see
+ * each other. A replay of a key with the same request hash replays, whatever the original's state now. */
 int store_submit_receipt(Store *s, const StoreReceiptNew *r, StoreSubmitCallback cb, void *userdata);
 int store_get_receipt(Store *s, const char *id, StoreGetCallback cb, void *userdata);
+/* The receipt a client names: by id, else by Idempotency-Key, else (all digits) by fiscal document number
+ * (the newest such receipt), with refunded_kopecks. Runs on the writer, which holds the key index. error
+ * -ENOENT: none. */
+int store_resolve_receipt(Store *s, const char *ref, StoreGetCallback cb, void *userdata);
 
 /* A generic job on the writer, inside the group transaction, in its own savepoint; cb (may be NULL) runs
  * after the COMMIT. job_data belongs to the caller, who must keep it alive until cb. */
@@ -247,5 +274,5 @@ int store_conn_persist_hlc(StoreConn *c);
 #define STORE_RECEIPT_COLUMNS                                                                           \
         "id, pos_id, receipt_type, total_kopecks, receipt_data, status, print_status, hlc, created_at, " \
         "updated_at, printed_at, synced_at, next_retry_at, attempts, last_error, fiscal_doc, "         \
-        "ofd_response, fiscal_document_number"
+        "ofd_response, fiscal_document_number, original_id"
 int store_receipt_from_row(sqlite3_stmt *stmt, StoreReceipt *ret);
