@@ -1867,6 +1867,13 @@ static void sale_ok(Env *e, Store *s, const char *key, uint32_t fd, Submitted *r
         ASSERT_OK(mark_printed_sync(e, s, ret->id, doc));
 }
 
+static int64_t count_rows(const char *path, const char *table, const char *where_id_is, const char *id) {
+        char sql[256];
+
+        snprintf(sql, sizeof sql, "SELECT COUNT(*) FROM %s WHERE %s = '%s'", table, where_id_is, id);
+        return db_int(path, sql);
+}
+
 static void test_mark_printed_keeps_the_fiscal_document_number_of_the_document(void) {
         static const struct {
                 const char *doc;
@@ -2478,6 +2485,39 @@ static void test_list_print_rejected_oldest_first_up_to_the_limit(void) {
         env_teardown(&e);
 }
 
+/* Retention takes cancelled receipts like synced ones, keys and all; the pending ones stay. */
+static void test_retention_prunes_cancelled_receipts_with_their_keys(void) {
+        Submitted a, b, again;
+        Env e;
+        Store *s;
+        Got g;
+
+        env_setup(&e);
+        s = store_open_ok(&e, 0);
+        sale_ok(&e, s, "cancelled-key", 0, &a);
+        sale_ok(&e, s, "pending-key", 0, &b);
+        ASSERT_OK(set_print_rejected_sync(&e, s, a.id, "rejected"));
+        ASSERT_OK(set_print_rejected_sync(&e, s, b.id, "rejected"));
+        cancel_sync(&e, s, a.id, NULL, "admin", &g);
+        ASSERT_OK(g.error);
+        store_receipt_done(&g.r);
+
+        ASSERT_EQ(prune_synced_sync(&e, s), 1);
+        ASSERT_EQ(count_rows(e.path, "receipts", "id", a.id), 0);
+        ASSERT_EQ(count_rows(e.path, "idempotency_keys", "receipt_id", a.id), 0);
+        ASSERT_EQ(count_rows(e.path, "receipts", "id", b.id), 1);
+        ASSERT_EQ_U(store_get_counters(s)->cancelled, 0);
+        ASSERT_EQ_U(store_get_counters(s)->print_rejected, 1);
+        ASSERT_EQ_U(store_get_counters(s)->total, 1);
+
+        /* Its key is new again. */
+        submit_ok(&e, s, "cancelled-key", "h", &again);
+        ASSERT_EQ(again.outcome, STORE_SUBMIT_CREATED);
+        store_free(s);
+        assert_db_healthy(e.path);
+        env_teardown(&e);
+}
+
 int main(void) {
         if (getenv("TEST_DEBUG"))
                 log_set_max_level(LOG_DEBUG);
@@ -2529,5 +2569,6 @@ int main(void) {
         TEST_RUN(test_cancel_frees_capacity_and_is_final);
         TEST_RUN(test_cancel_without_note_or_who_says_so);
         TEST_RUN(test_list_print_rejected_oldest_first_up_to_the_limit);
+        TEST_RUN(test_retention_prunes_cancelled_receipts_with_their_keys);
         return 0;
 }
