@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* The store against real files in a temporary directory and a real sd-event loop: migrations, durability
- * before the callback, idempotency, capacity, group commit, failures, reopening, corrupt files. */
+ * before the callback, idempotency, capacity, group commit, failures, reopening, corrupt files, returns and
+ * their originals, and the print rejections an admin retries or cancels. */
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -109,6 +110,22 @@ static void assert_db_text(const char *path, const char *sql, const char *expect
         ASSERT_STREQ(v, expected);
 }
 
+/* What EXPLAIN QUERY PLAN says of sql, its lines' details joined by "; ". */
+static void assert_plan(const char *path, const char *sql, const char *expected) {
+        sqlite3 *db = db_open(path);
+        sqlite3_stmt *stmt = NULL;
+        char plan[512] = "", query[512];
+
+        snprintf(query, sizeof query, "EXPLAIN QUERY PLAN %s", sql);
+        ASSERT_EQ(sqlite3_prepare_v2(db, query, -1, &stmt, NULL), SQLITE_OK);
+        while (sqlite3_step(stmt) == SQLITE_ROW)
+                snprintf(plan + strlen(plan), sizeof plan - strlen(plan), "%s%s", plan[0] ? "; " : "",
+                         (const char *) sqlite3_column_text(stmt, 3));
+        sqlite3_finalize(stmt);
+        sqlite3_close(db);
+        ASSERT_STREQ(plan, expected);
+}
+
 static void assert_db_healthy(const char *path) {
         assert_db_text(path, "PRAGMA integrity_check", "ok");
         ASSERT_EQ(db_int(path, "SELECT COUNT(*) FROM pragma_foreign_key_check"), 0);
@@ -135,6 +152,11 @@ typedef struct Submitted {
         StoreStatus status;
         StorePrintStatus print_status;
         char created_at[64];
+        int64_t total_kopecks;
+        int64_t refunded_kopecks;
+        uint32_t fiscal_document_number;
+        char original_id[64];
+        char receipt_type[32];
         /* When set, the callback counts this receipt's rows through a connection of its own. */
         const char *check_path;
         int64_t rows_at_callback;
@@ -155,6 +177,11 @@ static void on_submit(Store *s, int error, StoreSubmitOutcome outcome, const Sto
                 x->hlc = r->hlc;
                 x->status = r->status;
                 x->print_status = r->print_status;
+                x->total_kopecks = r->total_kopecks;
+                x->refunded_kopecks = r->refunded_kopecks;
+                x->fiscal_document_number = r->fiscal_document_number;
+                snprintf(x->original_id, sizeof x->original_id, "%s", strempty(r->original_id));
+                snprintf(x->receipt_type, sizeof x->receipt_type, "%s", strempty(r->receipt_type));
         }
         if (x->check_path && r) {
                 char sql[256];
@@ -212,6 +239,7 @@ static void on_get(Store *s, int error, const StoreReceipt *r, void *userdata) {
         g->r.last_error = strdup_null(r->last_error);
         g->r.fiscal_doc = strdup_null(r->fiscal_doc);
         g->r.ofd_response = strdup_null(r->ofd_response);
+        g->r.original_id = strdup_null(r->original_id);
 }
 
 static StoreReceiptNew receipt_new(const char *key, const char *hash) {
@@ -738,6 +766,12 @@ static void test_open_prototype_v1_file_migrates_keeping_rows(void) {
         ASSERT_EQ(db_int(e.path,
                          "SELECT pending * 1000 + synced * 100 + dlq * 10 + dlq_size FROM v_buffer_status"),
                   3111);
+        /* Schema 4's columns, empty for the prototype's rows; its states allowed in the rebuilt table. */
+        ASSERT_EQ(db_int(e.path, "SELECT COUNT(*) FROM receipts WHERE fiscal_document_number IS NULL "
+                                 "AND original_id IS NULL"),
+                  5);
+        db_exec(e.path, "UPDATE receipts SET print_status = 'print_rejected' WHERE id = 'legacy-a';"
+                        "UPDATE receipts SET status = 'cancelled' WHERE id = 'legacy-a'");
         assert_db_healthy(e.path);
         env_teardown(&e);
 }
@@ -759,60 +793,72 @@ static void test_open_prototype_file_without_user_version_migrates(void) {
         env_teardown(&e);
 }
 
-/* A file of schema version 2: keys in a table keyed by the key, counts kept on disk by triggers, an index
- * on print_status. */
-static const char schema_v2_keys_and_counts[] =
-        "DROP TABLE idempotency_keys;"
-        "CREATE TABLE idempotency_keys (key TEXT PRIMARY KEY, request_hash TEXT NOT NULL, "
-        "        receipt_id TEXT NOT NULL REFERENCES receipts (id), created_at TEXT NOT NULL) WITHOUT ROWID;"
-        "CREATE INDEX idx_idempotency_keys_receipt_id ON idempotency_keys (receipt_id);"
-        "CREATE INDEX idx_receipts_print_status_hlc ON receipts (print_status, hlc);"
-        "CREATE TABLE receipt_counts (status TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID;"
-        "INSERT INTO receipt_counts SELECT status, COUNT(*) FROM receipts GROUP BY 1;"
-        "CREATE TRIGGER receipts_count_insert AFTER INSERT ON receipts BEGIN "
-        "        UPDATE receipt_counts SET n = n + 1 WHERE status = NEW.status; END;"
-        "CREATE TRIGGER receipts_count_delete AFTER DELETE ON receipts BEGIN "
-        "        UPDATE receipt_counts SET n = n - 1 WHERE status = OLD.status; END;"
-        "CREATE TRIGGER receipts_count_update AFTER UPDATE OF status ON receipts BEGIN "
-        "        UPDATE receipt_counts SET n = n - 1 WHERE status = OLD.status; END;"
-        "PRAGMA user_version = 2;";
+/* A file as version `version` of the schema left it: the migrations up to there, nothing else. */
+static void db_create_version(const char *path, int version) {
+        sqlite3 *db = db_open(path);
+
+        ASSERT_OK(store_schema_migrate_to(db, version));
+        ASSERT_EQ(db_int(path, "PRAGMA user_version"), version);
+        ASSERT_EQ(sqlite3_close(db), SQLITE_OK);
+}
+
+/* A receipt as versions 2 and 3 wrote it, with its idempotency key (unless NULL) and its event; the columns
+ * are named, so it fits both layouts of idempotency_keys. */
+static void db_insert_old_receipt(const char *path, const char *id, const char *key, const char *hash,
+                                  const char *type, int64_t total, const char *status, const char *print_status,
+                                  const char *fiscal_doc, uint64_t hlc) {
+        char *sql;
+
+        sql = sqlite3_mprintf(
+                "INSERT INTO receipts (id, pos_id, receipt_data, status, created_at, updated_at, retry_count, "
+                "        hlc_timestamp, hlc, total_kopecks, receipt_type, print_status, attempts, fiscal_doc, "
+                "        printed_at, last_error) "
+                "VALUES (%Q, 'pos-7', '{\"n\":1}', %Q, '2026-11-28T10:00:00.000Z', '2026-11-28T10:00:01.000Z', "
+                "        0, 'x', %lld, %lld, %Q, %Q, 2, %Q, %Q, %Q);"
+                "INSERT INTO buffer_events (receipt_id, event, details, created_at) "
+                "        VALUES (%Q, 'received', NULL, '2026-11-28T10:00:00.000Z');",
+                id, status, (long long) hlc, (long long) total, type, print_status, fiscal_doc,
+                fiscal_doc ? "2026-11-28T10:00:00.500Z" : NULL,
+                streq(print_status, "print_failed") ? "paper out" : NULL, id);
+        ASSERT_NOT_NULL(sql);
+        db_exec(path, sql);
+        sqlite3_free(sql);
+        if (!key)
+                return;
+        sql = sqlite3_mprintf("INSERT INTO idempotency_keys (key, request_hash, receipt_id, created_at) "
+                              "VALUES (%Q, %Q, %Q, '2026-11-28T10:00:00.000Z')",
+                              key, hash, id);
+        ASSERT_NOT_NULL(sql);
+        db_exec(path, sql);
+        sqlite3_free(sql);
+}
 
 static void test_open_version_2_file_moves_keys_and_counts_keeping_replays(void) {
-        Submitted a, b, again;
+        static const char id_a[] = "019ac9a0-0000-7000-8000-00000000000a",
+                          id_b[] = "019ac9a0-0000-7000-8000-00000000000b";
+        Submitted again;
         Env e;
         Store *s;
 
         env_setup(&e);
-        s = store_open_ok(&e, 0);
-        submit_ok(&e, s, "v2-key-a", "hash-a", &a);
-        submit_ok(&e, s, "v2-key-b", "hash-b", &b);
-        store_free(s);
-
-        /* The same rows as version 2 kept them. */
-        {
-                sqlite3 *db = db_open(e.path);
-
-                ASSERT_EQ(sqlite3_exec(db,
-                                       "BEGIN; CREATE TEMP TABLE k AS SELECT * FROM idempotency_keys;",
-                                       NULL, NULL, NULL),
-                          SQLITE_OK);
-                ASSERT_EQ(sqlite3_exec(db, schema_v2_keys_and_counts, NULL, NULL, NULL), SQLITE_OK);
-                ASSERT_EQ(sqlite3_exec(db,
-                                       "INSERT INTO main.idempotency_keys (key, request_hash, receipt_id, "
-                                       "created_at) SELECT key, request_hash, receipt_id, created_at FROM "
-                                       "temp.k; COMMIT;",
-                                       NULL, NULL, NULL),
-                          SQLITE_OK);
-                sqlite3_close(db);
-        }
-        ASSERT_EQ(db_int(e.path, "PRAGMA user_version"), 2);
-        ASSERT_EQ(db_int(e.path, "SELECT COUNT(*) FROM sqlite_schema WHERE name = 'receipt_counts'"), 1);
+        /* Version 2 kept the keys in a table keyed by the key and the counts on disk, by triggers. */
+        db_create_version(e.path, 2);
+        db_insert_old_receipt(e.path, id_a, "v2-key-a", "hash-a", "sale", 100, "pending", "unprinted", NULL,
+                              UINT64_C(1) << 16);
+        db_insert_old_receipt(e.path, id_b, "v2-key-b", "hash-b", "sale", 200, "pending", "printed",
+                              "{\"fiscal_document_number\":7}", UINT64_C(2) << 16);
+        ASSERT_EQ(db_int(e.path, "SELECT COUNT(*) FROM sqlite_schema WHERE name IN ('receipt_counts', "
+                                 "'idx_idempotency_keys_receipt_id', 'receipts_count_insert')"),
+                  3);
+        ASSERT_EQ(db_int(e.path, "SELECT n FROM receipt_counts WHERE status = 'pending'"), 2);
 
         s = store_open_ok(&e, 0);
         ASSERT_EQ_U(store_get_counters(s)->pending, 2);
+        ASSERT_EQ_U(store_get_counters(s)->total, 2);
         submit_ok(&e, s, "v2-key-b", "hash-b", &again);
         ASSERT_EQ(again.outcome, STORE_SUBMIT_REPLAY);
-        ASSERT_STREQ(again.id, b.id);
+        ASSERT_STREQ(again.id, id_b);
+        ASSERT_EQ_U(again.fiscal_document_number, 7); /* taken from the document it had */
         submit_ok(&e, s, "v2-key-a", "hash-other", &again);
         ASSERT_EQ(again.outcome, STORE_SUBMIT_KEY_MISMATCH);
         submit_ok(&e, s, "v3-key", "h", &again);
@@ -826,8 +872,191 @@ static void test_open_version_2_file_moves_keys_and_counts_keeping_replays(void)
                   0);
         assert_db_text(e.path, "SELECT group_concat(key, ' ') FROM (SELECT key FROM idempotency_keys ORDER BY key)",
                        "v2-key-a v2-key-b v3-key");
+        ASSERT_EQ(db_int(e.path, "SELECT COUNT(*) FROM buffer_events WHERE event = 'received'"), 3);
         assert_db_healthy(e.path);
         env_teardown(&e);
+}
+
+/* Every row of a table, all of the given columns quoted, in one text: equal before and after means kept. */
+static char *db_dump(const char *path, const char *table, const char *columns) {
+        char sql[2048], joined[1536], *p = joined;
+
+        /* "a, b" -> "a || '|' || b" (SQLite 3.40 has no concat_ws()). */
+        for (const char *c = columns; *c && p < joined + sizeof joined - 16; c++)
+                if (c[0] == ',' && c[1] == ' ') {
+                        p = stpcpy(p, " || '|' || ");
+                        c++;
+                } else
+                        *p++ = *c;
+        *p = 0;
+        snprintf(sql, sizeof sql, "SELECT group_concat(row, char(10)) FROM (SELECT %s AS row FROM %s ORDER BY 1)",
+                 joined, table);
+        return db_text(path, sql);
+}
+
+#define V3_RECEIPT_COLUMNS                                                                                     \
+        "quote(rowid), quote(id), quote(pos_id), quote(receipt_data), quote(status), quote(created_at), "       \
+        "quote(updated_at), quote(synced_at), quote(retry_count), quote(last_error), quote(next_retry_at), "    \
+        "quote(hlc_timestamp), quote(hlc), quote(total_kopecks), quote(receipt_type), quote(print_status), "    \
+        "quote(fiscal_doc), quote(printed_at), quote(ofd_response), quote(attempts)"
+
+static const char *const v3_tables[][2] = {
+        { "receipts", V3_RECEIPT_COLUMNS },
+        { "idempotency_keys", "quote(receipt_id), quote(key), quote(request_hash), quote(created_at)" },
+        { "buffer_events", "quote(id), quote(receipt_id), quote(event), quote(details), quote(created_at)" },
+        { "dlq", "quote(id), quote(receipt_id), quote(reason), quote(moved_at), quote(resolved)" },
+        { "config", "quote(key), quote(value)" },
+        { "v_buffer_status", "pending, synced, failed, dlq, total, dlq_size" },
+};
+
+static int job_read_foreign_keys(StoreConn *c, void *data) {
+        sqlite3_stmt *stmt;
+
+        ASSERT_OK(store_conn_prepare(c, "PRAGMA foreign_keys", &stmt));
+        ASSERT_EQ(sqlite3_step(stmt), SQLITE_ROW);
+        return sqlite3_column_int(stmt, 0);
+}
+
+/* A file of version 3 as the daemon left it, with receipts in every state it knew, a dead letter, and an
+ * index and a view that another tool added: the rebuild of schema 4 keeps every row, key, count and replay,
+ * and the new states are allowed afterwards. */
+static void test_open_version_3_file_rebuilds_receipts_keeping_rows_keys_counts_and_replays(void) {
+        static const char *const ids[] = {
+                "019ac9a0-0000-7000-8000-000000000001", "019ac9a0-0000-7000-8000-000000000002",
+                "019ac9a0-0000-7000-8000-000000000003", "019ac9a0-0000-7000-8000-000000000004",
+                "019ac9a0-0000-7000-8000-000000000005", "019ac9a0-0000-7000-8000-000000000006",
+                "019ac9a0-0000-7000-8000-000000000007",
+        };
+        char *before[ELEMENTSOF(v3_tables)];
+        Submitted x;
+        Done d = {};
+        Env e;
+        Store *s;
+
+        env_setup(&e);
+        db_create_version(e.path, 3);
+        db_insert_old_receipt(e.path, ids[0], "k-unprinted", "h1", "sale", 1000, "pending", "unprinted", NULL,
+                              1 << 16);
+        db_insert_old_receipt(e.path, ids[1], "k-printed", "h2", "sale", 2000, "pending", "printed",
+                              "{\"fiscal_document_number\":17,\"fiscal_sign\":\"123\"}", 2 << 16);
+        db_insert_old_receipt(e.path, ids[2], "k-synced", "h3", "sale", 3000, "synced", "printed",
+                              "{\"fiscal_document_number\":18}", 3 << 16);
+        db_insert_old_receipt(e.path, ids[3], "k-dlq", "h4", "refund", 400, "dlq", "printed",
+                              "{\"fiscal_document_number\":19}", 4 << 16);
+        db_insert_old_receipt(e.path, ids[4], "k-failed", "h5", "sale", 5000, "pending", "print_failed", NULL,
+                              5 << 16);
+        /* Documents without a usable number: not JSON, the number as text, out of range, a boolean. */
+        db_insert_old_receipt(e.path, ids[5], "k-garbage", "h6", "sale", 6000, "pending", "printed", "garbage",
+                              6 << 16);
+        db_insert_old_receipt(e.path, ids[6], NULL, NULL, "sale", 7000, "synced", "printed",
+                              "{\"fiscal_document_number\":\"20\"}", 7 << 16);
+        db_exec(e.path,
+                "INSERT INTO dlq (receipt_id, reason, moved_at) VALUES "
+                "        ('019ac9a0-0000-7000-8000-000000000004', 'HTTP 400', '2026-11-28T11:05:00');"
+                "UPDATE config SET value = '458752' WHERE key = 'hlc_last';"
+                "CREATE INDEX tool_idx_pos ON receipts (pos_id);"
+                "CREATE VIEW tool_pending AS SELECT id FROM receipts WHERE status = 'pending';");
+        for (size_t i = 0; i < ELEMENTSOF(v3_tables); i++)
+                ASSERT_NOT_NULL(before[i] = db_dump(e.path, v3_tables[i][0], v3_tables[i][1]));
+
+        s = store_open_ok(&e, 0);
+        /* The counts, from the rebuilt table. */
+        ASSERT_EQ_U(store_get_counters(s)->total, 7);
+        ASSERT_EQ_U(store_get_counters(s)->pending, 4);
+        ASSERT_EQ_U(store_get_counters(s)->synced, 2);
+        ASSERT_EQ_U(store_get_counters(s)->dlq, 1);
+        /* Keys and replays. */
+        submit_ok(&e, s, "k-failed", "h5", &x);
+        ASSERT_EQ(x.outcome, STORE_SUBMIT_REPLAY);
+        ASSERT_STREQ(x.id, ids[4]);
+        submit_ok(&e, s, "k-printed", "other", &x);
+        ASSERT_EQ(x.outcome, STORE_SUBMIT_KEY_MISMATCH);
+        /* Foreign keys are enforced again on the writer after the migration turned them off. */
+        ASSERT_OK(store_write(s, job_read_foreign_keys, NULL, on_done, &d));
+        run_until_idle(&e, s);
+        ASSERT_EQ(d.result, 1);
+        store_free(s);
+
+        ASSERT_EQ(db_int(e.path, "PRAGMA user_version"), 4);
+        for (size_t i = 0; i < ELEMENTSOF(v3_tables); i++) {
+                _cleanup_free_ char *after = db_dump(e.path, v3_tables[i][0], v3_tables[i][1]);
+
+                /* Replays and mismatches add nothing: every table reads as before, receipts included. */
+                ASSERT_STREQ(after, before[i]);
+                free(before[i]);
+        }
+        ASSERT_EQ(db_int(e.path, "SELECT COUNT(*) FROM idempotency_keys"), 6);
+        /* The numbers of the documents that have them. */
+        assert_db_text(e.path,
+                       "SELECT group_concat(coalesce(fiscal_document_number, '-'), ' ') FROM "
+                       "(SELECT fiscal_document_number FROM receipts ORDER BY rowid)",
+                       "- 17 18 19 - - -");
+        ASSERT_EQ(db_int(e.path, "SELECT COUNT(*) FROM receipts WHERE original_id IS NOT NULL"), 0);
+        /* Ours, the tool's index and view, and the keys' foreign key to the new table. */
+        ASSERT_EQ(db_int(e.path, "SELECT COUNT(*) FROM sqlite_schema WHERE name IN ('idx_receipts_status_hlc', "
+                                 "'idx_receipts_fiscal_document_number', 'idx_receipts_original_id', "
+                                 "'tool_idx_pos', 'tool_pending', 'v_buffer_status')"),
+                  6);
+        ASSERT_EQ(db_int(e.path, "SELECT COUNT(*) FROM sqlite_schema WHERE name LIKE '%v4%'"), 0);
+        ASSERT_EQ(db_int(e.path, "SELECT COUNT(*) FROM tool_pending"), 4);
+        assert_db_text(e.path, "SELECT \"table\" FROM pragma_foreign_key_list('idempotency_keys')", "receipts");
+        assert_db_text(e.path,
+                       "SELECT pending || ' ' || synced || ' ' || dlq || ' ' || total || ' ' || dlq_size "
+                       "FROM v_buffer_status",
+                       "4 2 1 7 1");
+        assert_db_healthy(e.path);
+
+        /* The new CHECKs take the new states, and still refuse others. */
+        db_exec(e.path, "UPDATE receipts SET print_status = 'print_rejected' WHERE rowid = 1;"
+                        "UPDATE receipts SET status = 'cancelled' WHERE rowid = 1");
+        {
+                sqlite3 *db = db_open(e.path);
+
+                ASSERT_EQ(sqlite3_exec(db, "UPDATE receipts SET status = 'bogus' WHERE rowid = 2", NULL, NULL,
+                                       NULL),
+                          SQLITE_CONSTRAINT);
+                ASSERT_EQ(sqlite3_exec(db, "UPDATE receipts SET print_status = 'bogus' WHERE rowid = 2", NULL,
+                                       NULL, NULL),
+                          SQLITE_CONSTRAINT);
+                sqlite3_close(db);
+        }
+        s = store_open_ok(&e, 0);
+        ASSERT_EQ_U(store_get_counters(s)->pending, 3);
+        ASSERT_EQ_U(store_get_counters(s)->total, 7);
+        store_free(s);
+        env_teardown(&e);
+}
+
+/* Rows that schema 4's constraints refuse (the prototype's table had none) or a column it does not know:
+ * the store does not open, and the file stays as it was, every row with it. */
+static void test_open_file_that_schema_4_cannot_hold_fails_with_ebadmsg_and_stays_unchanged(void) {
+        static const char *const cases[] = {
+                "UPDATE receipts SET status = 'processing' WHERE id = 'legacy-a'",
+                "UPDATE receipts SET pos_id = NULL WHERE id = 'legacy-b'",
+                "ALTER TABLE receipts ADD COLUMN cashier TEXT",
+        };
+
+        for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+                _cleanup_free_ char *before = NULL, *after = NULL;
+                Store *s = NULL;
+                Env e;
+
+                env_setup(&e);
+                db_exec(e.path, prototype_schema);
+                db_exec(e.path, prototype_rows);
+                db_exec(e.path, cases[i]);
+                before = db_dump(e.path, "receipts", "quote(id), quote(pos_id), quote(status)");
+
+                ASSERT_ERROR(store_open(&s, e.event, e.path, NULL), EBADMSG);
+                ASSERT_NULL(s);
+                ASSERT_EQ(db_int(e.path, "PRAGMA user_version"), 1);
+                after = db_dump(e.path, "receipts", "quote(id), quote(pos_id), quote(status)");
+                ASSERT_STREQ(after, before);
+                ASSERT_EQ(db_int(e.path, "SELECT COUNT(*) FROM pragma_table_info('receipts') WHERE name = 'hlc'"),
+                          0);
+                ASSERT_EQ(db_int(e.path, "SELECT COUNT(*) FROM sqlite_schema WHERE name LIKE '%v4%'"), 0);
+                env_teardown(&e);
+        }
 }
 
 /* Another program wrote a second row with a key the daemon already had: the store still opens, every
@@ -1567,6 +1796,726 @@ static void test_status_names_round_trip(void) {
         ASSERT_EQ(store_status_from_string("bogus"), _STORE_STATUS_INVALID);
         ASSERT_NULL(store_status_to_string(_STORE_STATUS_MAX));
         ASSERT_STREQ(store_submit_outcome_to_string(STORE_SUBMIT_KEY_MISMATCH), "key-mismatch");
+        ASSERT_STREQ(store_status_to_string(STORE_STATUS_CANCELLED), "cancelled");
+        ASSERT_STREQ(store_print_status_to_string(STORE_PRINT_REJECTED), "print_rejected");
+        ASSERT_EQ(store_status_from_string("cancelled"), STORE_STATUS_CANCELLED);
+        ASSERT_EQ(store_print_status_from_string("print_rejected"), STORE_PRINT_REJECTED);
+        for (StoreSubmitOutcome o = 0; o < _STORE_SUBMIT_OUTCOME_MAX; o++)
+                ASSERT_NOT_NULL(store_submit_outcome_to_string(o));
+        ASSERT_STREQ(store_submit_outcome_to_string(STORE_SUBMIT_REFUND_EXCEEDS), "refund-exceeds");
+}
+
+/* ---- returns, their originals, and the print rejections an admin resolves ---- */
+
+static int set_print_rejected_sync(Env *e, Store *s, const char *id, const char *reason) {
+        Done d = {};
+
+        ASSERT_OK(store_set_print_rejected(s, id, reason, on_done, &d));
+        run_until_idle(e, s);
+        ASSERT_TRUE(d.done);
+        return d.result;
+}
+
+static void resolve_sync(Env *e, Store *s, const char *ref, Got *ret) {
+        *ret = (Got) {};
+        ASSERT_OK(store_resolve_receipt(s, ref, on_get, ret));
+        run_until_idle(e, s);
+        ASSERT_TRUE(ret->done);
+}
+
+static void retry_print_sync(Env *e, Store *s, const char *id, const char *who, Got *ret) {
+        *ret = (Got) {};
+        ASSERT_OK(store_retry_print(s, id, who, on_get, ret));
+        run_until_idle(e, s);
+        ASSERT_TRUE(ret->done);
+}
+
+static void cancel_sync(Env *e, Store *s, const char *id, const char *note, const char *who, Got *ret) {
+        *ret = (Got) {};
+        ASSERT_OK(store_cancel_receipt(s, id, note, who, on_get, ret));
+        run_until_idle(e, s);
+        ASSERT_TRUE(ret->done);
+}
+
+static StoreReceiptNew return_new(const char *key, const char *original, int64_t total) {
+        StoreReceiptNew r = receipt_new(key, "h");
+
+        r.type = "refund";
+        r.total_kopecks = total;
+        r.original = original;
+        r.original_type = "sale";
+        return r;
+}
+
+static void submit_return(Env *e, Store *s, const StoreReceiptNew *r, Submitted *ret) {
+        *ret = (Submitted) {};
+        ASSERT_OK(store_submit_receipt(s, r, on_submit, ret));
+        run_until_idle(e, s);
+        ASSERT_TRUE(ret->done);
+        ASSERT_OK(ret->error);
+}
+
+/* A sale of 12345 kopecks, printed with fiscal document number `fd` (0: not printed). */
+static void sale_ok(Env *e, Store *s, const char *key, uint32_t fd, Submitted *ret) {
+        char doc[96];
+
+        submit_ok(e, s, key, "h", ret);
+        ASSERT_EQ(ret->outcome, STORE_SUBMIT_CREATED);
+        if (fd == 0)
+                return;
+        snprintf(doc, sizeof doc, "{\"fiscal_document_number\":%" PRIu32 ",\"fiscal_sign\":\"42\"}", fd);
+        ASSERT_OK(mark_printed_sync(e, s, ret->id, doc));
+}
+
+static int64_t count_rows(const char *path, const char *table, const char *where_id_is, const char *id) {
+        char sql[256];
+
+        snprintf(sql, sizeof sql, "SELECT COUNT(*) FROM %s WHERE %s = '%s'", table, where_id_is, id);
+        return db_int(path, sql);
+}
+
+static void test_mark_printed_keeps_the_fiscal_document_number_of_the_document(void) {
+        static const struct {
+                const char *doc;
+                uint32_t fd;
+        } docs[] = {
+                { "{\"fiscal_document_number\":4294967295}", UINT32_MAX },
+                { "{\"fiscal_document_number\":1,\"fiscal_sign\":\"7\"}", 1 },
+                { "{\"fiscal_document_number\":\"12\"}", 0 },         /* text */
+                { "{\"fiscal_document_number\":0}", 0 },              /* never a document's */
+                { "{\"fiscal_document_number\":4294967296}", 0 },     /* past 32 bits */
+                { "{\"fiscal_document_number\":true}", 0 },
+                { "{\"fd\":12}", 0 },
+                { "not json at all", 0 },                             /* stored all the same */
+        };
+        char key[32], sql[160];
+        Submitted x;
+        Env e;
+        Store *s;
+        Got g;
+
+        env_setup(&e);
+        s = store_open_ok(&e, 0);
+        for (size_t i = 0; i < ELEMENTSOF(docs); i++) {
+                snprintf(key, sizeof key, "fd-%zu", i);
+                submit_ok(&e, s, key, "h", &x);
+                ASSERT_OK(mark_printed_sync(&e, s, x.id, docs[i].doc));
+                get_receipt(&e, s, x.id, &g);
+                ASSERT_OK(g.error);
+                ASSERT_EQ(g.r.print_status, STORE_PRINT_PRINTED);
+                ASSERT_STREQ(g.r.fiscal_doc, docs[i].doc);
+                ASSERT_EQ_U(g.r.fiscal_document_number, docs[i].fd);
+                ASSERT_NULL(g.r.original_id);
+                store_receipt_done(&g.r);
+                snprintf(sql, sizeof sql,
+                         "SELECT fiscal_document_number IS NULL FROM receipts WHERE id = '%s'", x.id);
+                ASSERT_EQ(db_int(e.path, sql), docs[i].fd == 0);
+        }
+        store_free(s);
+        env_teardown(&e);
+}
+
+static void test_resolve_finds_by_id_then_key_then_newest_fiscal_document_number(void) {
+        Submitted s1, s2, s3, digits, ret;
+        StoreReceiptNew r;
+        Env e;
+        Store *s;
+        Got g;
+
+        env_setup(&e);
+        s = store_open_ok(&e, 0);
+        sale_ok(&e, s, "sale-1", 501, &s1);
+        sale_ok(&e, s, "sale-2", 502, &s2);
+
+        resolve_sync(&e, s, s1.id, &g);
+        ASSERT_OK(g.error);
+        ASSERT_STREQ(g.r.id, s1.id);
+        ASSERT_EQ_U(g.r.fiscal_document_number, 501);
+        ASSERT_EQ(g.r.refunded_kopecks, 0);
+        ASSERT_STREQ(g.r.receipt_data, receipt_new("", "").receipt_data);
+        store_receipt_done(&g.r);
+        resolve_sync(&e, s, "sale-2", &g);
+        ASSERT_OK(g.error);
+        ASSERT_STREQ(g.r.id, s2.id);
+        store_receipt_done(&g.r);
+        resolve_sync(&e, s, "501", &g);
+        ASSERT_OK(g.error);
+        ASSERT_STREQ(g.r.id, s1.id);
+        store_receipt_done(&g.r);
+        resolve_sync(&e, s, "000502", &g); /* the digits' value */
+        ASSERT_OK(g.error);
+        ASSERT_STREQ(g.r.id, s2.id);
+        store_receipt_done(&g.r);
+
+        /* A new fiscal storage numbers from 1 again: the newest receipt with the number. */
+        sale_ok(&e, s, "sale-3", 501, &s3);
+        resolve_sync(&e, s, "501", &g);
+        ASSERT_OK(g.error);
+        ASSERT_STREQ(g.r.id, s3.id);
+        store_receipt_done(&g.r);
+
+        /* A key of digits is a key first. */
+        sale_ok(&e, s, "502", 0, &digits);
+        resolve_sync(&e, s, "502", &g);
+        ASSERT_OK(g.error);
+        ASSERT_STREQ(g.r.id, digits.id);
+        store_receipt_done(&g.r);
+
+        /* With what its returns add up to. */
+        r = return_new("ret-1", s1.id, 300);
+        submit_return(&e, s, &r, &ret);
+        ASSERT_EQ(ret.outcome, STORE_SUBMIT_CREATED);
+        resolve_sync(&e, s, "sale-1", &g);
+        ASSERT_OK(g.error);
+        ASSERT_EQ(g.r.refunded_kopecks, 300);
+        store_receipt_done(&g.r);
+
+        static const char *const unknown[] = { "no-such-thing", "999", "0", "4294967296", "", "12a" };
+        for (size_t i = 0; i < ELEMENTSOF(unknown); i++) {
+                resolve_sync(&e, s, unknown[i], &g);
+                ASSERT_ERROR(g.error, ENOENT);
+        }
+        store_free(s);
+
+        /* The lookups use the partial indexes, not a scan (nor a sort). */
+        assert_plan(e.path,
+                    "SELECT id FROM receipts WHERE fiscal_document_number = ? ORDER BY hlc DESC LIMIT 1",
+                    "SEARCH receipts USING INDEX idx_receipts_fiscal_document_number (fiscal_document_number=?)");
+        assert_plan(e.path,
+                    "SELECT SUM(total_kopecks) FROM receipts WHERE original_id = ? AND status <> 'cancelled'",
+                    "SEARCH receipts USING INDEX idx_receipts_original_id (original_id=?)");
+        /* Sales are in neither. */
+        ASSERT_EQ(db_int(e.path, "SELECT COUNT(*) FROM receipts WHERE original_id IS NOT NULL"), 1);
+        env_teardown(&e);
+}
+
+static void test_return_within_the_original_total_is_accepted_and_linked(void) {
+        Submitted sale, ret, replay;
+        StoreReceiptNew r;
+        char sql[160];
+        Env e;
+        Store *s;
+        Got g;
+
+        env_setup(&e);
+        s = store_open_ok(&e, 0);
+        sale_ok(&e, s, "sale", 77, &sale);
+
+        /* Named by its key... */
+        r = return_new("ret-by-key", "sale", 5000);
+        submit_return(&e, s, &r, &ret);
+        ASSERT_EQ(ret.outcome, STORE_SUBMIT_CREATED);
+        ASSERT_STREQ(ret.original_id, sale.id);
+        ASSERT_STREQ(ret.receipt_type, "refund");
+        ASSERT_EQ(ret.total_kopecks, 5000);
+        get_receipt(&e, s, ret.id, &g);
+        ASSERT_OK(g.error);
+        ASSERT_STREQ(g.r.original_id, sale.id);
+        store_receipt_done(&g.r);
+        snprintf(sql, sizeof sql, "SELECT original_id FROM receipts WHERE id = '%s'", ret.id);
+        assert_db_text(e.path, sql, sale.id);
+
+        /* ...by its fiscal document number, and by id, up to exactly what is left. */
+        r = return_new("ret-by-fd", "77", 4000);
+        submit_return(&e, s, &r, &ret);
+        ASSERT_EQ(ret.outcome, STORE_SUBMIT_CREATED);
+        ASSERT_STREQ(ret.original_id, sale.id);
+        r = return_new("ret-by-id", sale.id, 12345 - 9000);
+        submit_return(&e, s, &r, &ret);
+        ASSERT_EQ(ret.outcome, STORE_SUBMIT_CREATED);
+        ASSERT_EQ_U(store_get_counters(s)->pending, 4);
+
+        /* A replay is a replay, though the original has nothing left now. */
+        r = return_new("ret-by-key", "sale", 5000);
+        submit_return(&e, s, &r, &replay);
+        ASSERT_EQ(replay.outcome, STORE_SUBMIT_REPLAY);
+        ASSERT_STREQ(replay.original_id, sale.id);
+        store_free(s);
+        ASSERT_EQ(db_int(e.path, "SELECT SUM(total_kopecks) FROM receipts WHERE receipt_type = 'refund'"), 12345);
+        assert_db_healthy(e.path);
+        env_teardown(&e);
+}
+
+static void test_return_beyond_what_is_left_is_refused_with_the_refunded_sum(void) {
+        Submitted sale, ret, refused;
+        StoreReceiptNew r;
+        Env e;
+        Store *s;
+
+        env_setup(&e);
+        s = store_open_ok(&e, 0);
+        sale_ok(&e, s, "sale", 0, &sale);
+        r = return_new("ret-1", "sale", 5000);
+        submit_return(&e, s, &r, &ret);
+        ASSERT_EQ(ret.outcome, STORE_SUBMIT_CREATED);
+
+        r = return_new("ret-2", "sale", 12345 - 5000 + 1);
+        submit_return(&e, s, &r, &refused);
+        ASSERT_EQ(refused.outcome, STORE_SUBMIT_REFUND_EXCEEDS);
+        ASSERT_TRUE(refused.have_receipt);
+        ASSERT_STREQ(refused.id, sale.id); /* the original... */
+        ASSERT_EQ(refused.total_kopecks, 12345);
+        ASSERT_EQ(refused.refunded_kopecks, 5000); /* ...and what was returned of it */
+        /* Nothing of the refused one was kept: not the row, not its key, not an event. */
+        ASSERT_EQ(count_receipts(e.path), 2);
+        ASSERT_EQ(db_int(e.path, "SELECT COUNT(*) FROM idempotency_keys WHERE key = 'ret-2'"), 0);
+        ASSERT_EQ(db_int(e.path, "SELECT COUNT(*) FROM buffer_events"), 2);
+
+        /* The key was not taken: the same key with what is left goes through. */
+        r = return_new("ret-2", "sale", 12345 - 5000);
+        submit_return(&e, s, &r, &ret);
+        ASSERT_EQ(ret.outcome, STORE_SUBMIT_CREATED);
+        r = return_new("ret-3", "sale", 1);
+        submit_return(&e, s, &r, &refused);
+        ASSERT_EQ(refused.outcome, STORE_SUBMIT_REFUND_EXCEEDS);
+        ASSERT_EQ(refused.refunded_kopecks, 12345);
+        store_free(s);
+        env_teardown(&e);
+}
+
+static void test_two_returns_in_one_group_commit_where_only_one_fits(void) {
+        Submitted sale, a = {}, b = {};
+        StoreReceiptNew ra, rb;
+        uint64_t transactions;
+        Env e;
+        Store *s;
+
+        env_setup(&e);
+        s = store_open_ok(&e, 0);
+        sale_ok(&e, s, "sale", 0, &sale);
+        transactions = store_get_stats(s)->n_transactions;
+
+        /* Queued in one loop iteration: one group, one transaction. */
+        ra = return_new("ret-a", "sale", 7000);
+        rb = return_new("ret-b", sale.id, 7000);
+        ASSERT_OK(store_submit_receipt(s, &ra, on_submit, &a));
+        ASSERT_OK(store_submit_receipt(s, &rb, on_submit, &b));
+        run_until_idle(&e, s);
+        ASSERT_EQ_U(store_get_stats(s)->n_transactions, transactions + 1);
+        ASSERT_TRUE(store_get_stats(s)->max_jobs_per_transaction >= 2);
+
+        ASSERT_OK(a.error);
+        ASSERT_OK(b.error);
+        ASSERT_EQ(a.outcome, STORE_SUBMIT_CREATED);
+        ASSERT_EQ(b.outcome, STORE_SUBMIT_REFUND_EXCEEDS);
+        ASSERT_EQ(b.refunded_kopecks, 7000);
+        ASSERT_STREQ(b.id, sale.id);
+        store_free(s);
+        ASSERT_EQ(db_int(e.path, "SELECT COUNT(*) FROM receipts WHERE original_id IS NOT NULL"), 1);
+        env_teardown(&e);
+}
+
+static void test_return_of_unknown_original_inserts_nothing(void) {
+        Submitted x;
+        StoreReceiptNew r = return_new("ret", "no-such-original", 100);
+        Env e;
+        Store *s;
+
+        env_setup(&e);
+        s = store_open_ok(&e, 0);
+        submit_return(&e, s, &r, &x);
+        ASSERT_EQ(x.outcome, STORE_SUBMIT_ORIGINAL_UNKNOWN);
+        ASSERT_FALSE(x.have_receipt);
+        ASSERT_EQ_U(store_get_counters(s)->total, 0);
+        store_free(s);
+        ASSERT_EQ(count_receipts(e.path), 0);
+        ASSERT_EQ(db_int(e.path, "SELECT COUNT(*) FROM idempotency_keys"), 0);
+        env_teardown(&e);
+}
+
+static void test_return_of_an_original_of_another_type_or_cancelled_is_a_mismatch(void) {
+        Submitted sale, ret, x, y;
+        StoreReceiptNew r;
+        Env e;
+        Store *s;
+        Got g;
+
+        env_setup(&e);
+        s = store_open_ok(&e, 0);
+        sale_ok(&e, s, "sale", 0, &sale);
+        r = return_new("ret", "sale", 100);
+        submit_return(&e, s, &r, &ret);
+        ASSERT_EQ(ret.outcome, STORE_SUBMIT_CREATED);
+
+        /* A return of a return. */
+        r = return_new("ret-of-ret", ret.id, 50);
+        submit_return(&e, s, &r, &x);
+        ASSERT_EQ(x.outcome, STORE_SUBMIT_ORIGINAL_MISMATCH);
+        ASSERT_STREQ(x.id, ret.id);
+        ASSERT_STREQ(x.receipt_type, "refund");
+        /* A purchase_refund needs a purchase. */
+        r = return_new("purchase-ret", "sale", 50);
+        r.type = "purchase_refund";
+        r.original_type = "purchase";
+        submit_return(&e, s, &r, &x);
+        ASSERT_EQ(x.outcome, STORE_SUBMIT_ORIGINAL_MISMATCH);
+        ASSERT_STREQ(x.id, sale.id);
+        /* Without original_type, any type will do. */
+        r = return_new("any-type", "sale", 50);
+        r.original_type = NULL;
+        submit_return(&e, s, &r, &y);
+        ASSERT_EQ(y.outcome, STORE_SUBMIT_CREATED);
+
+        /* A cancelled original. */
+        ASSERT_OK(set_print_rejected_sync(&e, s, sale.id, "rejected"));
+        cancel_sync(&e, s, sale.id, NULL, "admin", &g);
+        ASSERT_OK(g.error);
+        store_receipt_done(&g.r);
+        r = return_new("ret-of-cancelled", "sale", 10);
+        submit_return(&e, s, &r, &x);
+        ASSERT_EQ(x.outcome, STORE_SUBMIT_ORIGINAL_MISMATCH);
+        ASSERT_STREQ(x.id, sale.id);
+        ASSERT_EQ(x.status, STORE_STATUS_CANCELLED);
+        ASSERT_EQ(x.refunded_kopecks, 150);
+        store_free(s);
+        ASSERT_EQ(db_int(e.path, "SELECT COUNT(*) FROM receipts WHERE original_id IS NOT NULL"), 2);
+        env_teardown(&e);
+}
+
+/* CLOCK_REALTIME microseconds of "2026-11-29T03:17:26.123Z". */
+static usec_t parse_iso8601(const char *t) {
+        struct tm tm = {};
+        unsigned ms = 0;
+
+        ASSERT_EQ(sscanf(t, "%d-%d-%dT%d:%d:%d.%3uZ", &tm.tm_year, &tm.tm_mon, &tm.tm_mday, &tm.tm_hour,
+                         &tm.tm_min, &tm.tm_sec, &ms),
+                  7);
+        tm.tm_year -= 1900;
+        tm.tm_mon -= 1;
+        return (usec_t) timegm(&tm) * USEC_PER_SEC + ms * USEC_PER_MSEC;
+}
+
+static void test_return_of_an_original_not_created_before_original_before_is_too_new(void) {
+        Submitted sale, x;
+        StoreReceiptNew r;
+        usec_t created;
+        Env e;
+        Store *s;
+
+        env_setup(&e);
+        s = store_open_ok(&e, 0);
+        sale_ok(&e, s, "sale", 0, &sale);
+        created = parse_iso8601(sale.created_at);
+
+        r = return_new("ret", "sale", 100);
+        r.original_before = created - 1;
+        submit_return(&e, s, &r, &x);
+        ASSERT_EQ(x.outcome, STORE_SUBMIT_ORIGINAL_TOO_NEW);
+        ASSERT_STREQ(x.id, sale.id);
+        r.original_before = created; /* not older: the same instant */
+        submit_return(&e, s, &r, &x);
+        ASSERT_EQ(x.outcome, STORE_SUBMIT_ORIGINAL_TOO_NEW);
+        r.original_before = created + 1;
+        submit_return(&e, s, &r, &x);
+        ASSERT_EQ(x.outcome, STORE_SUBMIT_CREATED);
+        store_free(s);
+
+        /* A row of the prototype with its own spelling of the time. */
+        db_exec(e.path, "UPDATE receipts SET created_at = '2026-11-28 09:00:00.5' WHERE receipt_type = 'sale'");
+        s = store_open_ok(&e, 0);
+        r = return_new("ret-2", "sale", 100);
+        r.original_before = UINT64_C(1795856400500000); /* 2026-11-28T09:00:00.500Z */
+        submit_return(&e, s, &r, &x);
+        ASSERT_EQ(x.outcome, STORE_SUBMIT_ORIGINAL_TOO_NEW);
+        r.original_before++;
+        submit_return(&e, s, &r, &x);
+        ASSERT_EQ(x.outcome, STORE_SUBMIT_CREATED);
+        store_free(s);
+        env_teardown(&e);
+}
+
+static void test_set_print_rejected_counts_the_receipt_and_keeps_it_pending(void) {
+        Submitted a, b, c, d;
+        StoreCounters counters;
+        Env e;
+        Store *s;
+        Got g;
+
+        env_setup(&e);
+        s = store_open_ok(&e, 3);
+        sale_ok(&e, s, "a", 0, &a);
+        sale_ok(&e, s, "b", 0, &b);
+        ASSERT_OK(set_print_rejected_sync(&e, s, a.id, "FN is full"));
+        ASSERT_EQ_U(store_get_counters(s)->print_rejected, 1);
+        ASSERT_EQ_U(store_get_counters(s)->pending, 2); /* still needs an admin: still pending */
+        ASSERT_EQ_U(store_get_counters(s)->total, 2);
+
+        get_receipt(&e, s, a.id, &g);
+        ASSERT_OK(g.error);
+        ASSERT_EQ(g.r.status, STORE_STATUS_PENDING);
+        ASSERT_EQ(g.r.print_status, STORE_PRINT_REJECTED);
+        ASSERT_STREQ(g.r.last_error, "FN is full");
+        store_receipt_done(&g.r);
+        assert_db_text(e.path,
+                       "SELECT json_extract(details, '$.reason') FROM buffer_events "
+                       "WHERE event = 'print_rejected'",
+                       "FN is full");
+
+        /* From print_failed too; it counts against the capacity like any pending receipt. */
+        sale_ok(&e, s, "c", 0, &c);
+        db_exec(e.path, "UPDATE receipts SET print_status = 'print_failed' WHERE id IN "
+                        "(SELECT id FROM receipts ORDER BY hlc DESC LIMIT 1)");
+        ASSERT_OK(set_print_rejected_sync(&e, s, c.id, "wrong VAT"));
+        ASSERT_EQ_U(store_get_counters(s)->print_rejected, 2);
+        submit_ok(&e, s, "d", "h", &d);
+        ASSERT_EQ(d.outcome, STORE_SUBMIT_FULL);
+
+        /* The register cannot print it any more: a fiscal document for it is refused. */
+        ASSERT_ERROR(mark_printed_sync(&e, s, a.id, "{\"fiscal_document_number\":1}"), ESTALE);
+        ASSERT_ERROR(set_print_rejected_sync(&e, s, a.id, "again"), EALREADY);
+        ASSERT_ERROR(set_print_rejected_sync(&e, s, "no-such-receipt", "x"), ENOENT);
+        ASSERT_OK(mark_printed_sync(&e, s, b.id, "{}"));
+        ASSERT_ERROR(set_print_rejected_sync(&e, s, b.id, "late"), EALREADY);
+        ASSERT_EQ_U(store_get_counters(s)->print_rejected, 2);
+        counters = *store_get_counters(s);
+        store_free(s);
+
+        /* Counted again from the file at open. */
+        s = store_open_ok(&e, 3);
+        ASSERT_EQ(memcmp(store_get_counters(s), &counters, sizeof counters), 0);
+        store_free(s);
+        ASSERT_EQ(db_int(e.path, "SELECT COUNT(*) FROM receipts WHERE print_status = 'print_rejected'"), 2);
+        env_teardown(&e);
+}
+
+static void test_retry_print_puts_the_receipt_back_in_the_queue(void) {
+        Submitted a;
+        Env e;
+        Store *s;
+        Got g;
+
+        env_setup(&e);
+        s = store_open_ok(&e, 0);
+        sale_ok(&e, s, "a", 0, &a);
+        db_exec(e.path, "UPDATE receipts SET attempts = 3");
+        ASSERT_OK(set_print_rejected_sync(&e, s, a.id, "paper jam, for good"));
+
+        retry_print_sync(&e, s, a.id, "admin", &g);
+        ASSERT_OK(g.error);
+        ASSERT_STREQ(g.r.id, a.id);
+        ASSERT_EQ(g.r.status, STORE_STATUS_PENDING);
+        ASSERT_EQ(g.r.print_status, STORE_PRINT_UNPRINTED);
+        ASSERT_STREQ(g.r.receipt_data, receipt_new("", "").receipt_data); /* what the printer needs */
+        ASSERT_EQ(g.r.attempts, 3);
+        store_receipt_done(&g.r);
+        ASSERT_EQ_U(store_get_counters(s)->print_rejected, 0);
+        ASSERT_EQ_U(store_get_counters(s)->pending, 1);
+        assert_db_text(e.path,
+                       "SELECT json_extract(details, '$.by') FROM buffer_events WHERE event = 'print_retried'",
+                       "admin");
+
+        /* Not in print_rejected (any more): busy, not retried twice. */
+        retry_print_sync(&e, s, a.id, "admin", &g);
+        ASSERT_ERROR(g.error, EBUSY);
+        retry_print_sync(&e, s, "no-such-receipt", "admin", &g);
+        ASSERT_ERROR(g.error, ENOENT);
+
+        /* It prints as any other. */
+        ASSERT_OK(mark_printed_sync(&e, s, a.id, "{\"fiscal_document_number\":9}"));
+        retry_print_sync(&e, s, a.id, NULL, &g);
+        ASSERT_ERROR(g.error, EBUSY);
+        store_free(s);
+        env_teardown(&e);
+}
+
+static int job_select_batch(StoreConn *c, void *data) {
+        return sync_store_select_batch(c, data);
+}
+
+static void test_cancel_frees_capacity_and_is_final(void) {
+        SyncStoreBatch batch = { .limit = 50 };
+        Submitted a, b, full, after;
+        Done d = {};
+        Env e;
+        Store *s;
+        Got g;
+
+        env_setup(&e);
+        s = store_open_ok(&e, 2);
+        sale_ok(&e, s, "a", 0, &a);
+        sale_ok(&e, s, "b", 0, &b);
+        submit_ok(&e, s, "c", "h", &full);
+        ASSERT_EQ(full.outcome, STORE_SUBMIT_FULL);
+
+        /* Only from print_rejected. */
+        cancel_sync(&e, s, a.id, "duplicate", "admin", &g);
+        ASSERT_ERROR(g.error, EBUSY);
+        cancel_sync(&e, s, "no-such-receipt", NULL, NULL, &g);
+        ASSERT_ERROR(g.error, ENOENT);
+
+        ASSERT_OK(set_print_rejected_sync(&e, s, a.id, "rejected"));
+        cancel_sync(&e, s, a.id, "duplicate of b", "admin", &g);
+        ASSERT_OK(g.error);
+        ASSERT_STREQ(g.r.id, a.id);
+        ASSERT_EQ(g.r.status, STORE_STATUS_CANCELLED);
+        ASSERT_STREQ(g.r.last_error, "cancelled by admin: duplicate of b");
+        store_receipt_done(&g.r);
+        ASSERT_EQ_U(store_get_counters(s)->pending, 1);
+        ASSERT_EQ_U(store_get_counters(s)->cancelled, 1);
+        ASSERT_EQ_U(store_get_counters(s)->print_rejected, 0);
+        ASSERT_EQ_U(store_get_counters(s)->total, 2);
+        assert_db_text(e.path,
+                       "SELECT json_extract(details, '$.by') || ': ' || json_extract(details, '$.note') "
+                       "FROM buffer_events WHERE event = 'cancelled'",
+                       "admin: duplicate of b");
+
+        /* Room for one more. */
+        submit_ok(&e, s, "c", "h", &after);
+        ASSERT_EQ(after.outcome, STORE_SUBMIT_CREATED);
+
+        /* Final: nothing prints it, sends it, or takes it back. */
+        ASSERT_ERROR(mark_printed_sync(&e, s, a.id, "{\"fiscal_document_number\":3}"), ESTALE);
+        ASSERT_ERROR(mark_synced_sync(&e, s, a.id, NULL), ESTALE);
+        ASSERT_ERROR(set_print_rejected_sync(&e, s, a.id, "again"), ESTALE);
+        cancel_sync(&e, s, a.id, NULL, "admin", &g);
+        ASSERT_ERROR(g.error, ESTALE);
+        retry_print_sync(&e, s, a.id, "admin", &g);
+        ASSERT_ERROR(g.error, ESTALE);
+
+        /* Not even when its row says printed (another program's doing): the batch takes pending only. */
+        db_exec(e.path,
+                "UPDATE receipts SET print_status = 'printed', fiscal_doc = '{}' WHERE status = 'cancelled'");
+        batch.now = now(CLOCK_REALTIME);
+        ASSERT_OK(store_read(s, job_select_batch, &batch, on_done, &d));
+        run_until_idle(&e, s);
+        ASSERT_EQ(d.result, 0);
+        sync_store_batch_done(&batch);
+        store_free(s);
+
+        s = store_open_ok(&e, 2);
+        ASSERT_EQ_U(store_get_counters(s)->cancelled, 1);
+        ASSERT_EQ_U(store_get_counters(s)->pending, 2);
+        store_free(s);
+        ASSERT_EQ(db_int(e.path, "SELECT COUNT(*) FROM receipts WHERE status = 'cancelled'"), 1);
+        env_teardown(&e);
+}
+
+/* The cancellation's text without a note or a name. */
+static void test_cancel_without_note_or_who_says_so(void) {
+        Submitted a;
+        Env e;
+        Store *s;
+        Got g;
+
+        env_setup(&e);
+        s = store_open_ok(&e, 0);
+        sale_ok(&e, s, "a", 0, &a);
+        ASSERT_OK(set_print_rejected_sync(&e, s, a.id, "rejected"));
+        cancel_sync(&e, s, a.id, "", NULL, &g);
+        ASSERT_OK(g.error);
+        ASSERT_STREQ(g.r.last_error, "cancelled by unknown");
+        store_receipt_done(&g.r);
+        store_free(s);
+        env_teardown(&e);
+}
+
+typedef struct Listed {
+        bool done;
+        int error;
+        size_t n;
+        char ids[8][64];
+        StorePrintStatus print_status[8];
+} Listed;
+
+static void on_list(Store *s, int error, const StoreReceipt *receipts, size_t n, void *userdata) {
+        Listed *l = userdata;
+
+        ASSERT_FALSE(l->done);
+        l->done = true;
+        l->error = error;
+        l->n = n;
+        ASSERT_TRUE(n <= ELEMENTSOF(l->ids));
+        for (size_t i = 0; i < n; i++) {
+                snprintf(l->ids[i], sizeof l->ids[i], "%s", receipts[i].id);
+                l->print_status[i] = receipts[i].print_status;
+        }
+}
+
+static void list_sync(Env *e, Store *s, unsigned limit, Listed *ret) {
+        *ret = (Listed) {};
+        ASSERT_OK(store_list_print_rejected(s, limit, on_list, ret));
+        run_until_idle(e, s);
+        ASSERT_TRUE(ret->done);
+        ASSERT_OK(ret->error);
+}
+
+static void test_list_print_rejected_oldest_first_up_to_the_limit(void) {
+        Submitted x[5];
+        char key[16];
+        Listed l;
+        Env e;
+        Store *s;
+        Got g;
+
+        env_setup(&e);
+        s = store_open_ok(&e, 0);
+        list_sync(&e, s, 0, &l);
+        ASSERT_EQ(l.n, 0);
+
+        for (unsigned i = 0; i < ELEMENTSOF(x); i++) {
+                snprintf(key, sizeof key, "list-%u", i);
+                sale_ok(&e, s, key, 0, &x[i]);
+        }
+        /* Rejected out of order; one rejected and cancelled, one rejected and retried. */
+        ASSERT_OK(set_print_rejected_sync(&e, s, x[4].id, "r"));
+        ASSERT_OK(set_print_rejected_sync(&e, s, x[1].id, "r"));
+        ASSERT_OK(set_print_rejected_sync(&e, s, x[3].id, "r"));
+        ASSERT_OK(set_print_rejected_sync(&e, s, x[0].id, "r"));
+        ASSERT_OK(set_print_rejected_sync(&e, s, x[2].id, "r"));
+        cancel_sync(&e, s, x[0].id, NULL, "admin", &g);
+        store_receipt_done(&g.r);
+        retry_print_sync(&e, s, x[2].id, "admin", &g);
+        store_receipt_done(&g.r);
+
+        list_sync(&e, s, 0, &l);
+        ASSERT_EQ(l.n, 3);
+        ASSERT_STREQ(l.ids[0], x[1].id);
+        ASSERT_STREQ(l.ids[1], x[3].id);
+        ASSERT_STREQ(l.ids[2], x[4].id);
+        ASSERT_EQ(l.print_status[0], STORE_PRINT_REJECTED);
+
+        list_sync(&e, s, 2, &l);
+        ASSERT_EQ(l.n, 2);
+        ASSERT_STREQ(l.ids[0], x[1].id);
+        ASSERT_STREQ(l.ids[1], x[3].id);
+        list_sync(&e, s, 1, &l);
+        ASSERT_EQ(l.n, 1);
+        ASSERT_STREQ(l.ids[0], x[1].id);
+        store_free(s);
+        env_teardown(&e);
+}
+
+/* Retention takes cancelled receipts like synced ones, keys and all; the pending ones stay. */
+static void test_retention_prunes_cancelled_receipts_with_their_keys(void) {
+        Submitted a, b, again;
+        Env e;
+        Store *s;
+        Got g;
+
+        env_setup(&e);
+        s = store_open_ok(&e, 0);
+        sale_ok(&e, s, "cancelled-key", 0, &a);
+        sale_ok(&e, s, "pending-key", 0, &b);
+        ASSERT_OK(set_print_rejected_sync(&e, s, a.id, "rejected"));
+        ASSERT_OK(set_print_rejected_sync(&e, s, b.id, "rejected"));
+        cancel_sync(&e, s, a.id, NULL, "admin", &g);
+        ASSERT_OK(g.error);
+        store_receipt_done(&g.r);
+
+        ASSERT_EQ(prune_synced_sync(&e, s), 1);
+        ASSERT_EQ(count_rows(e.path, "receipts", "id", a.id), 0);
+        ASSERT_EQ(count_rows(e.path, "idempotency_keys", "receipt_id", a.id), 0);
+        ASSERT_EQ(count_rows(e.path, "receipts", "id", b.id), 1);
+        ASSERT_EQ_U(store_get_counters(s)->cancelled, 0);
+        ASSERT_EQ_U(store_get_counters(s)->print_rejected, 1);
+        ASSERT_EQ_U(store_get_counters(s)->total, 1);
+
+        /* Its key is new again. */
+        submit_ok(&e, s, "cancelled-key", "h", &again);
+        ASSERT_EQ(again.outcome, STORE_SUBMIT_CREATED);
+        store_free(s);
+        assert_db_healthy(e.path);
+        env_teardown(&e);
 }
 
 int main(void) {
@@ -1579,6 +2528,8 @@ int main(void) {
         TEST_RUN(test_open_prototype_v1_file_migrates_keeping_rows);
         TEST_RUN(test_open_prototype_file_without_user_version_migrates);
         TEST_RUN(test_open_version_2_file_moves_keys_and_counts_keeping_replays);
+        TEST_RUN(test_open_version_3_file_rebuilds_receipts_keeping_rows_keys_counts_and_replays);
+        TEST_RUN(test_open_file_that_schema_4_cannot_hold_fails_with_ebadmsg_and_stays_unchanged);
         TEST_RUN(test_key_twice_in_the_file_opens_and_replays_the_first);
         TEST_RUN(test_submit_calls_back_after_commit_with_rows_on_disk);
         TEST_RUN(test_replay_with_same_key_and_hash_returns_existing_receipt);
@@ -1605,5 +2556,19 @@ int main(void) {
         TEST_RUN(test_wal_is_checkpointed_behind_the_writer_and_stays_bounded);
         TEST_RUN(test_debug_synchronous_env_overrides_the_option);
         TEST_RUN(test_debug_max_pages_env_fills_the_disk_keeping_what_was_acknowledged);
+        TEST_RUN(test_mark_printed_keeps_the_fiscal_document_number_of_the_document);
+        TEST_RUN(test_resolve_finds_by_id_then_key_then_newest_fiscal_document_number);
+        TEST_RUN(test_return_within_the_original_total_is_accepted_and_linked);
+        TEST_RUN(test_return_beyond_what_is_left_is_refused_with_the_refunded_sum);
+        TEST_RUN(test_two_returns_in_one_group_commit_where_only_one_fits);
+        TEST_RUN(test_return_of_unknown_original_inserts_nothing);
+        TEST_RUN(test_return_of_an_original_of_another_type_or_cancelled_is_a_mismatch);
+        TEST_RUN(test_return_of_an_original_not_created_before_original_before_is_too_new);
+        TEST_RUN(test_set_print_rejected_counts_the_receipt_and_keeps_it_pending);
+        TEST_RUN(test_retry_print_puts_the_receipt_back_in_the_queue);
+        TEST_RUN(test_cancel_frees_capacity_and_is_final);
+        TEST_RUN(test_cancel_without_note_or_who_says_so);
+        TEST_RUN(test_list_print_rejected_oldest_first_up_to_the_limit);
+        TEST_RUN(test_retention_prunes_cancelled_receipts_with_their_keys);
         return 0;
 }

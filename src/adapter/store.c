@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /* The store at run time: a writer and a reader thread with a connection each, the job queues between them
- * and the loop, group commit on the writer, and the receipt jobs (submit, get, mark printed/synced). */
+ * and the loop, group commit on the writer, and the receipt jobs (submit with the checks of a return,
+ * get, resolve, mark printed/synced, the print rejections an admin retries or cancels). */
 
+#include <ctype.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <pthread.h>
@@ -13,6 +15,7 @@
 #include <systemd/sd-id128.h>
 
 #include "hlc.h"
+#include "json-util.h"
 #include "key-index.h"
 #include "log.h"
 #include "sqlite-util.h"
@@ -33,6 +36,10 @@ typedef enum JobType {
         JOB_GET,
         JOB_WRITE,
         JOB_READ,
+        JOB_RESOLVE,      /* writer: it holds the key index */
+        JOB_RETRY_PRINT,  /* writer */
+        JOB_CANCEL,       /* writer */
+        JOB_LIST_REJECTED, /* reader */
 } JobType;
 
 typedef struct Job Job;
@@ -46,6 +53,7 @@ struct Job {
                 StoreSubmitCallback submit;
                 StoreGetCallback get;
                 StoreDoneCallback done;
+                StoreListCallback list;
         } cb;
 
         /* JOB_SUBMIT input, copied from the caller's StoreReceiptNew */
@@ -55,15 +63,25 @@ struct Job {
         char *receipt_type;
         char *receipt_data;
         int64_t total_kopecks;
+        char *original;
+        char *original_type;
+        usec_t original_before;
 
-        /* JOB_GET input */
+        /* JOB_GET, JOB_RETRY_PRINT, JOB_CANCEL input: the receipt id; JOB_RESOLVE: the reference */
         char *id;
+        char *note;
+        char *who;
+
+        /* JOB_LIST_REJECTED */
+        unsigned limit;
+        StoreReceipt *receipts;
+        size_t n_receipts;
 
         /* JOB_WRITE, JOB_READ */
         StoreJobFunc fn;
         void *job_data;
 
-        /* JOB_SUBMIT, JOB_GET output */
+        /* JOB_SUBMIT, JOB_GET, JOB_RESOLVE, JOB_RETRY_PRINT, JOB_CANCEL output */
         StoreSubmitOutcome outcome;
         StoreReceipt receipt;
         bool have_receipt;
@@ -173,12 +191,14 @@ static const char *const status_table[_STORE_STATUS_MAX] = {
         [STORE_STATUS_SYNCED] = "synced",
         [STORE_STATUS_FAILED] = "failed",
         [STORE_STATUS_DLQ] = "dlq",
+        [STORE_STATUS_CANCELLED] = "cancelled",
 };
 
 static const char *const print_status_table[_STORE_PRINT_MAX] = {
         [STORE_PRINT_UNPRINTED] = "unprinted",
         [STORE_PRINT_PRINTED] = "printed",
         [STORE_PRINT_FAILED] = "print_failed",
+        [STORE_PRINT_REJECTED] = "print_rejected",
 };
 
 static const char *const submit_outcome_table[_STORE_SUBMIT_OUTCOME_MAX] = {
@@ -186,6 +206,10 @@ static const char *const submit_outcome_table[_STORE_SUBMIT_OUTCOME_MAX] = {
         [STORE_SUBMIT_REPLAY] = "replay",
         [STORE_SUBMIT_KEY_MISMATCH] = "key-mismatch",
         [STORE_SUBMIT_FULL] = "full",
+        [STORE_SUBMIT_ORIGINAL_UNKNOWN] = "original-unknown",
+        [STORE_SUBMIT_ORIGINAL_MISMATCH] = "original-mismatch",
+        [STORE_SUBMIT_REFUND_EXCEEDS] = "refund-exceeds",
+        [STORE_SUBMIT_ORIGINAL_TOO_NEW] = "original-too-new",
 };
 
 static const char *table_to_string(const char *const *table, size_t n, int i) {
@@ -235,12 +259,22 @@ void store_receipt_done(StoreReceipt *r) {
         free(r->last_error);
         free(r->fiscal_doc);
         free(r->ofd_response);
+        free(r->original_id);
         *r = (StoreReceipt) {};
+}
+
+static void receipts_free(StoreReceipt *r, size_t n) {
+        for (size_t i = 0; i < n; i++)
+                store_receipt_done(r + i);
+        free(r);
 }
 
 static void job_reset_output(Job *j) {
         store_receipt_done(&j->receipt);
         j->have_receipt = false;
+        receipts_free(j->receipts, j->n_receipts);
+        j->receipts = NULL;
+        j->n_receipts = 0;
 }
 
 static Job *job_free(Job *j) {
@@ -251,12 +285,22 @@ static Job *job_free(Job *j) {
         free(j->pos_id);
         free(j->receipt_type);
         free(j->receipt_data);
+        free(j->original);
+        free(j->original_type);
         free(j->id);
+        free(j->note);
+        free(j->who);
         job_reset_output(j);
         return mfree(j);
 }
 
 DEFINE_TRIVIAL_CLEANUP_FUNC(Job *, job_free);
+
+/* The jobs of the fiscal day's admin work, below with the other state changes. */
+static int resolve_run(StoreConn *c, Job *j);
+static int retry_print_run(StoreConn *c, Job *j);
+static int cancel_run(StoreConn *c, Job *j);
+static int list_rejected_run(StoreConn *c, Job *j);
 
 /* ---- receipt ids ---- */
 
@@ -458,6 +502,7 @@ int store_column_strdup(sqlite3_stmt *stmt, int i, char **ret) {
 int store_receipt_from_row(sqlite3_stmt *stmt, StoreReceipt *ret) {
         _cleanup_(store_receipt_done) StoreReceipt r = {};
         _cleanup_free_ char *status = NULL, *print_status = NULL;
+        int64_t fd;
         int k;
 
         assert(stmt);
@@ -475,7 +520,8 @@ int store_receipt_from_row(sqlite3_stmt *stmt, StoreReceipt *ret) {
             store_column_strdup(stmt, 12, &r.next_retry_at) < 0 ||
             store_column_strdup(stmt, 14, &r.last_error) < 0 ||
             store_column_strdup(stmt, 15, &r.fiscal_doc) < 0 ||
-            store_column_strdup(stmt, 16, &r.ofd_response) < 0)
+            store_column_strdup(stmt, 16, &r.ofd_response) < 0 ||
+            store_column_strdup(stmt, 18, &r.original_id) < 0)
                 return -ENOMEM;
 
         r.total_kopecks = sqlite3_column_int64(stmt, 3);
@@ -484,6 +530,8 @@ int store_receipt_from_row(sqlite3_stmt *stmt, StoreReceipt *ret) {
         r.hlc = (uint64_t) sqlite3_column_int64(stmt, 7);
         k = sqlite3_column_int(stmt, 13);
         r.attempts = k > 0 ? (unsigned) k : 0;
+        fd = sqlite3_column_int64(stmt, 17);
+        r.fiscal_document_number = fd > 0 && fd <= UINT32_MAX ? (uint32_t) fd : 0;
 
         *ret = r;
         r = (StoreReceipt) {};
@@ -547,6 +595,10 @@ static int conn_read_counters(StoreConn *c, unsigned capacity, StoreCounters *re
                 int64_t n = sqlite3_column_int64(stmt, 1);
                 uint64_t v = n > 0 ? (uint64_t) n : 0;
 
+                if (streq_ptr(status, STORE_COUNT_PRINT_REJECTED)) { /* a subset of pending, not a status */
+                        counters.print_rejected = v;
+                        continue;
+                }
                 counters.total += v;
                 switch (store_status_from_string(status)) {
                 case STORE_STATUS_PENDING:
@@ -560,6 +612,9 @@ static int conn_read_counters(StoreConn *c, unsigned capacity, StoreCounters *re
                         break;
                 case STORE_STATUS_DLQ:
                         counters.dlq = v;
+                        break;
+                case STORE_STATUS_CANCELLED:
+                        counters.cancelled = v;
                         break;
                 default: /* a status the prototype invented: only in the total */
                         break;
@@ -616,7 +671,188 @@ static int submit_count_pending(StoreConn *c, uint64_t *ret) {
         return r;
 }
 
-static int submit_insert(StoreConn *c, Job *j) {
+/* ---- finding the receipt a client names, and the checks of a return ---- */
+
+/* created_at as CLOCK_REALTIME microseconds: ours ("2026-11-29T03:17:26.123Z") and the prototype's forms
+ * ("2026-11-28 09:00:00", fractions of up to 6 digits, with or without the Z; all UTC). -EINVAL
+ * otherwise. */
+static int parse_created_at(const char *t, usec_t *ret) {
+        struct tm tm = {};
+        unsigned frac = 0, digits = 0;
+        const char *p;
+        time_t sec;
+        int n = 0;
+
+        if (!t)
+                return -EINVAL;
+        if (sscanf(t, "%4d-%2d-%2d%*1[T ]%2d:%2d:%2d%n", &tm.tm_year, &tm.tm_mon, &tm.tm_mday, &tm.tm_hour,
+                   &tm.tm_min, &tm.tm_sec, &n) != 6 ||
+            n == 0)
+                return -EINVAL;
+        p = t + n;
+        if (*p == '.') {
+                for (p++; isdigit((unsigned char) *p); p++)
+                        if (digits < 6) {
+                                frac = frac * 10 + (unsigned) (*p - '0');
+                                digits++;
+                        }
+                if (digits == 0)
+                        return -EINVAL;
+                for (; digits < 6; digits++)
+                        frac *= 10;
+        }
+        if (*p == 'Z')
+                p++;
+        if (*p != 0)
+                return -EINVAL;
+
+        tm.tm_year -= 1900;
+        tm.tm_mon -= 1;
+        sec = timegm(&tm);
+        if (sec == (time_t) -1 || sec < 0)
+                return -EINVAL;
+        *ret = (usec_t) sec * USEC_PER_SEC + frac;
+        return 0;
+}
+
+/* When the receipt was created; from its stamp when created_at cannot be read (the stamp's time is never
+ * earlier). */
+static usec_t receipt_created_usec(const StoreReceipt *r) {
+        usec_t t;
+
+        if (parse_created_at(r->created_at, &t) >= 0)
+                return t;
+        return hlc_physical_ms(r->hlc) * USEC_PER_MSEC;
+}
+
+/* A fiscal document number as a client writes it: decimal digits only, 1..2^32-1. */
+static bool parse_fiscal_document_number(const char *ref, uint32_t *ret) {
+        uint64_t v = 0;
+
+        if (!ref || !*ref)
+                return false;
+        for (const char *p = ref; *p; p++) {
+                if (*p < '0' || *p > '9')
+                        return false;
+                v = v * 10 + (uint64_t) (*p - '0');
+                if (v > UINT32_MAX)
+                        return false;
+        }
+        if (v == 0)
+                return false;
+        *ret = (uint32_t) v;
+        return true;
+}
+
+/* What the returns of receipt `id` that are not cancelled add up to, including those inserted earlier in
+ * the open transaction. */
+static int conn_refunded_kopecks(StoreConn *c, const char *id, int64_t *ret) {
+        sqlite3_stmt *stmt;
+        int rc, r;
+
+        r = store_conn_prepare(c,
+                               "SELECT COALESCE(SUM(total_kopecks), 0) FROM receipts "
+                               "WHERE original_id = ? AND status <> 'cancelled'",
+                               &stmt);
+        if (r < 0)
+                return r;
+        r = store_conn_bind(c, stmt, "t", id);
+        if (r < 0)
+                return r;
+        rc = sqlite3_step(stmt);
+        if (rc == SQLITE_ROW)
+                *ret = sqlite3_column_int64(stmt, 0);
+        else
+                r = conn_error(c, rc);
+        (void) sqlite3_reset(stmt);
+        return r;
+}
+
+static int conn_get_by_fiscal_document_number(StoreConn *c, uint32_t number, StoreReceipt *ret) {
+        sqlite3_stmt *stmt;
+        int rc, r;
+
+        /* Numbers start again with each fiscal storage: the newest receipt with it, the last entry of its
+         * range in idx_receipts_fiscal_document_number. */
+        r = store_conn_prepare(c,
+                               "SELECT " STORE_RECEIPT_COLUMNS " FROM receipts "
+                               "WHERE fiscal_document_number = ? ORDER BY hlc DESC LIMIT 1",
+                               &stmt);
+        if (r < 0)
+                return r;
+        r = store_conn_bind(c, stmt, "i", (int64_t) number);
+        if (r < 0)
+                return r;
+        rc = sqlite3_step(stmt);
+        if (rc == SQLITE_ROW)
+                r = store_receipt_from_row(stmt, ret);
+        else
+                r = rc == SQLITE_DONE ? -ENOENT : conn_error(c, rc);
+        (void) sqlite3_reset(stmt);
+        return r;
+}
+
+/* The receipt `ref` names: by id, else by Idempotency-Key (the writer's key index), else, all digits, by
+ * fiscal document number; with refunded_kopecks. Writer only. -ENOENT: none. */
+static int conn_resolve_receipt(StoreConn *c, const char *ref, StoreReceipt *ret) {
+        _cleanup_(store_receipt_done) StoreReceipt r = {};
+        const KeyIndexEntry *e;
+        uint32_t number;
+        int k;
+
+        assert(c->store->keys);
+
+        k = store_conn_get_receipt(c, ref, &r);
+        if (k == -ENOENT && (e = key_index_get(c->store->keys, ref)))
+                k = store_conn_get_receipt(c, e->receipt_id, &r);
+        if (k == -ENOENT && parse_fiscal_document_number(ref, &number))
+                k = conn_get_by_fiscal_document_number(c, number, &r);
+        if (k < 0)
+                return k;
+
+        k = conn_refunded_kopecks(c, r.id, &r.refunded_kopecks);
+        if (k < 0)
+                return k;
+        *ret = r;
+        r = (StoreReceipt) {};
+        return 0;
+}
+
+/* 1: the return may be inserted, linked to *ret_original_id. 0: it may not, j->outcome says why, with the
+ * original as j->receipt where the outcome has one. */
+static int submit_check_original(StoreConn *c, Job *j, char **ret_original_id) {
+        _cleanup_(store_receipt_done) StoreReceipt o = {};
+        int64_t rest;
+        int r;
+
+        r = conn_resolve_receipt(c, j->original, &o);
+        if (r == -ENOENT) {
+                j->outcome = STORE_SUBMIT_ORIGINAL_UNKNOWN;
+                return 0;
+        }
+        if (r < 0)
+                return r;
+
+        if (o.status == STORE_STATUS_CANCELLED ||
+            (j->original_type && !streq_ptr(o.receipt_type, j->original_type)))
+                j->outcome = STORE_SUBMIT_ORIGINAL_MISMATCH;
+        else if (j->original_before != 0 && receipt_created_usec(&o) >= j->original_before)
+                j->outcome = STORE_SUBMIT_ORIGINAL_TOO_NEW;
+        else if (__builtin_sub_overflow(o.total_kopecks, o.refunded_kopecks, &rest) ||
+                 j->total_kopecks > rest)
+                j->outcome = STORE_SUBMIT_REFUND_EXCEEDS;
+        else {
+                *ret_original_id = TAKE_PTR(o.id);
+                return 1;
+        }
+
+        j->receipt = o;
+        o = (StoreReceipt) {};
+        j->have_receipt = true;
+        return 0;
+}
+
+static int submit_insert(StoreConn *c, Job *j, char **original_id) {
         Store *s = c->store;
         char id[STORE_RECEIPT_ID_MAX], created[FORMAT_ISO8601_MAX], hlc_text[HLC_FORMAT_MAX];
         const uint8_t *random_bytes;
@@ -642,13 +878,13 @@ static int submit_insert(StoreConn *c, Job *j) {
         r = store_conn_prepare(c,
                                "INSERT INTO receipts (id, pos_id, receipt_data, status, created_at, "
                                "updated_at, retry_count, hlc_timestamp, hlc, total_kopecks, receipt_type, "
-                               "print_status, attempts) "
-                               "VALUES (?, ?, ?, 'pending', ?, ?, 0, ?, ?, ?, ?, 'unprinted', 0)",
+                               "print_status, attempts, original_id) "
+                               "VALUES (?, ?, ?, 'pending', ?, ?, 0, ?, ?, ?, ?, 'unprinted', 0, ?)",
                                &stmt);
         if (r < 0)
                 return r;
-        r = store_conn_bind(c, stmt, "ttttttuit", id, j->pos_id, j->receipt_data, created, created, hlc_text,
-                            stamp, j->total_kopecks, j->receipt_type);
+        r = store_conn_bind(c, stmt, "ttttttuitt", id, j->pos_id, j->receipt_data, created, created,
+                            hlc_text, stamp, j->total_kopecks, j->receipt_type, *original_id);
         if (r < 0)
                 return r;
         r = store_conn_step_done(c, stmt);
@@ -700,13 +936,17 @@ static int submit_insert(StoreConn *c, Job *j) {
         j->receipt.pos_id = TAKE_PTR(j->pos_id);
         j->receipt.receipt_type = TAKE_PTR(j->receipt_type);
         j->receipt.receipt_data = TAKE_PTR(j->receipt_data);
+        j->receipt.original_id = TAKE_PTR(*original_id);
         j->outcome = STORE_SUBMIT_CREATED;
         return 0;
 }
 
-/* Idempotency, capacity and the insert are decided in the same transaction, so two submits of one key in
- * one group cannot both insert, and the capacity counts what the group itself added. */
+/* Idempotency, a return's checks, capacity and the insert are decided in the same transaction, so two
+ * submits of one key in one group cannot both insert, two returns of one original in one group see each
+ * other, and the capacity counts what the group itself added. A return is checked before the capacity: its
+ * refusal is final, a full buffer's is not. */
 static int submit_run(StoreConn *c, Job *j) {
+        _cleanup_free_ char *original_id = NULL;
         uint64_t pending = 0;
         bool found;
         int r;
@@ -714,6 +954,12 @@ static int submit_run(StoreConn *c, Job *j) {
         r = submit_find_key(c, j, &found);
         if (r < 0 || found)
                 return r;
+
+        if (j->original) {
+                r = submit_check_original(c, j, &original_id);
+                if (r <= 0)
+                        return r;
+        }
 
         r = submit_count_pending(c, &pending);
         if (r < 0)
@@ -723,7 +969,7 @@ static int submit_run(StoreConn *c, Job *j) {
                 return 0;
         }
 
-        return submit_insert(c, j);
+        return submit_insert(c, j, &original_id);
 }
 
 int store_conn_persist_hlc(StoreConn *c) {
@@ -792,10 +1038,22 @@ static int writer_run_job(StoreConn *c, Job *j) {
         if (r < 0)
                 return r;
 
-        if (j->type == JOB_SUBMIT)
+        switch (j->type) {
+        case JOB_SUBMIT:
                 r = submit_run(c, j);
-        else
+                break;
+        case JOB_RESOLVE:
+                r = resolve_run(c, j);
+                break;
+        case JOB_RETRY_PRINT:
+                r = retry_print_run(c, j);
+                break;
+        case JOB_CANCEL:
+                r = cancel_run(c, j);
+                break;
+        default:
                 r = j->fn(c, j->job_data);
+        }
         conn_reset_busy(c);
 
         if (r >= 0) {
@@ -874,6 +1132,8 @@ static int reader_run_job(StoreConn *c, Job *j) {
                 j->have_receipt = r >= 0;
                 return r;
         }
+        if (j->type == JOB_LIST_REJECTED) /* one statement: one snapshot */
+                return list_rejected_run(c, j);
 
         r = conn_exec(c, "BEGIN");
         if (r < 0)
@@ -953,8 +1213,16 @@ static void job_complete(Store *s, Job *j) {
                                      error >= 0 && j->have_receipt ? &j->receipt : NULL, j->userdata);
                 break;
         case JOB_GET:
+        case JOB_RESOLVE:
+        case JOB_RETRY_PRINT:
+        case JOB_CANCEL:
                 if (j->cb.get)
                         j->cb.get(s, error, error >= 0 && j->have_receipt ? &j->receipt : NULL, j->userdata);
+                break;
+        case JOB_LIST_REJECTED:
+                if (j->cb.list)
+                        j->cb.list(s, error, error >= 0 ? j->receipts : NULL, error >= 0 ? j->n_receipts : 0,
+                                   j->userdata);
                 break;
         case JOB_WRITE:
         case JOB_READ:
@@ -1678,8 +1946,11 @@ int store_submit_receipt(Store *s, const StoreReceiptNew *r, StoreSubmitCallback
             strdup_or_null(r->request_hash, &j->request_hash) < 0 ||
             strdup_or_null(r->pos_id, &j->pos_id) < 0 ||
             strdup_or_null(r->type, &j->receipt_type) < 0 ||
-            strdup_or_null(r->receipt_data, &j->receipt_data) < 0)
+            strdup_or_null(r->receipt_data, &j->receipt_data) < 0 ||
+            strdup_or_null(r->original, &j->original) < 0 ||
+            strdup_or_null(r->original_type, &j->original_type) < 0)
                 return -ENOMEM;
+        j->original_before = r->original_before;
 
         k = store_enqueue(s, &s->writer, j);
         if (k < 0)
@@ -1706,6 +1977,76 @@ int store_get_receipt(Store *s, const char *id, StoreGetCallback cb, void *userd
         };
         if (!j->id)
                 return -ENOMEM;
+
+        r = store_enqueue(s, &s->reader, j);
+        if (r < 0)
+                return r;
+        TAKE_PTR(j);
+        return 0;
+}
+
+/* A job about one receipt (or reference) that calls back with a receipt. */
+static int store_queue_receipt_job(Store *s, Worker *w, JobType type, const char *id, const char *note,
+                                   const char *who, StoreGetCallback cb, void *userdata) {
+        _cleanup_(job_freep) Job *j = NULL;
+        int r;
+
+        j = new0(Job, 1);
+        if (!j)
+                return -ENOMEM;
+        *j = (Job) {
+                .type = type,
+                .cb.get = cb,
+                .userdata = userdata,
+        };
+        if (strdup_or_null(id, &j->id) < 0 || strdup_or_null(note, &j->note) < 0 ||
+            strdup_or_null(who, &j->who) < 0)
+                return -ENOMEM;
+
+        r = store_enqueue(s, w, j);
+        if (r < 0)
+                return r;
+        TAKE_PTR(j);
+        return 0;
+}
+
+int store_resolve_receipt(Store *s, const char *ref, StoreGetCallback cb, void *userdata) {
+        assert(s);
+        assert(ref);
+
+        return store_queue_receipt_job(s, &s->writer, JOB_RESOLVE, ref, NULL, NULL, cb, userdata);
+}
+
+int store_retry_print(Store *s, const char *id, const char *who, StoreGetCallback cb, void *userdata) {
+        assert(s);
+        assert(id);
+
+        return store_queue_receipt_job(s, &s->writer, JOB_RETRY_PRINT, id, NULL, who, cb, userdata);
+}
+
+int store_cancel_receipt(Store *s, const char *id, const char *note, const char *who, StoreGetCallback cb,
+                         void *userdata) {
+        assert(s);
+        assert(id);
+
+        return store_queue_receipt_job(s, &s->writer, JOB_CANCEL, id, note, who, cb, userdata);
+}
+
+int store_list_print_rejected(Store *s, unsigned limit, StoreListCallback cb, void *userdata) {
+        _cleanup_(job_freep) Job *j = NULL;
+        int r;
+
+        assert(s);
+
+        j = new0(Job, 1);
+        if (!j)
+                return -ENOMEM;
+        *j = (Job) {
+                .type = JOB_LIST_REJECTED,
+                .cb.list = cb,
+                .userdata = userdata,
+                .limit = limit == 0 ? STORE_LIST_LIMIT_DEFAULT : limit,
+        };
 
         r = store_enqueue(s, &s->reader, j);
         if (r < 0)
@@ -1816,6 +2157,8 @@ static int mark_explain(StoreConn *c, const char *id, int (*explain)(StoreStatus
 }
 
 static int mark_printed_explain(StoreStatus status, StorePrintStatus print_status) {
+        if (status == STORE_STATUS_CANCELLED || print_status == STORE_PRINT_REJECTED)
+                return -ESTALE;
         return -EALREADY;
 }
 
@@ -1826,8 +2169,10 @@ static int mark_printed_run(StoreConn *c, void *job_data) {
         int r;
 
         r = store_conn_prepare(c,
-                               "UPDATE receipts SET print_status = 'printed', fiscal_doc = ?, "
-                               "printed_at = ?, updated_at = ? WHERE id = ? AND print_status <> 'printed'",
+                               "UPDATE receipts SET print_status = 'printed', fiscal_doc = ?1, "
+                               "fiscal_document_number = " STORE_SQL_FISCAL_DOCUMENT_NUMBER("?1") ", "
+                               "printed_at = ?2, updated_at = ?3 WHERE id = ?4 "
+                               "AND print_status IN ('unprinted', 'print_failed') AND status <> 'cancelled'",
                                &stmt);
         if (r < 0)
                 return r;
@@ -1906,4 +2251,188 @@ int store_mark_synced(Store *s, const char *id, const char *ofd_response, StoreD
         assert(id);
 
         return mark_queue(s, mark_synced_run, id, ofd_response, 0, cb, userdata);
+}
+
+/* ---- the print rejections an admin resolves ---- */
+
+/* A buffer_events row with details {k1: v1, k2: v2}; a NULL key leaves its member out, a NULL value is
+ * null. */
+static int conn_log_event_fields(StoreConn *c, const char *id, const char *event, const char *k1,
+                                 const char *v1, const char *k2, const char *v2) {
+        _cleanup_(json_object_putp) json_object *o = NULL;
+        const char *details;
+        int r = 0;
+
+        o = json_object_new_object();
+        if (!o)
+                return -ENOMEM;
+        if (k1)
+                r = json_add_string_or_null(o, k1, v1);
+        if (r >= 0 && k2)
+                r = json_add_string_or_null(o, k2, v2);
+        if (r < 0)
+                return r;
+        details = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
+        if (!details)
+                return -ENOMEM;
+        return store_conn_log_event(c, id, event, details);
+}
+
+static int set_print_rejected_explain(StoreStatus status, StorePrintStatus print_status) {
+        if (status == STORE_STATUS_CANCELLED)
+                return -ESTALE;
+        if (IN_SET(print_status, STORE_PRINT_PRINTED, STORE_PRINT_REJECTED))
+                return -EALREADY;
+        return -ESTALE; /* a row of the prototype that is not pending: nothing prints it */
+}
+
+static int set_print_rejected_run(StoreConn *c, void *job_data) {
+        MarkJob *m = job_data;
+        char ts[FORMAT_ISO8601_MAX];
+        sqlite3_stmt *stmt;
+        int r;
+
+        r = store_conn_prepare(c,
+                               "UPDATE receipts SET print_status = 'print_rejected', last_error = ?1, "
+                               "updated_at = ?2 WHERE id = ?3 AND status = 'pending' "
+                               "AND print_status IN ('unprinted', 'print_failed')",
+                               &stmt);
+        if (r < 0)
+                return r;
+        r = store_conn_bind(c, stmt, "ttt", m->document,
+                            format_iso8601_utc(ts, sizeof ts, now(CLOCK_REALTIME)), m->id);
+        if (r < 0)
+                return r;
+        r = store_conn_step_done(c, stmt);
+        if (r < 0)
+                return r;
+        if (sqlite3_changes(c->db) == 0)
+                return mark_explain(c, m->id, set_print_rejected_explain);
+
+        return conn_log_event_fields(c, m->id, "print_rejected", "reason", m->document, NULL, NULL);
+}
+
+int store_set_print_rejected(Store *s, const char *id, const char *reason, StoreDoneCallback cb,
+                             void *userdata) {
+        assert(s);
+        assert(id);
+
+        return mark_queue(s, set_print_rejected_run, id, reason, 0, cb, userdata);
+}
+
+/* For retry and cancel, which both start from print_rejected. */
+static int from_rejected_explain(StoreStatus status, StorePrintStatus print_status) {
+        return status == STORE_STATUS_CANCELLED ? -ESTALE : -EBUSY;
+}
+
+static int resolve_run(StoreConn *c, Job *j) {
+        int r;
+
+        r = conn_resolve_receipt(c, j->id, &j->receipt);
+        j->have_receipt = r >= 0;
+        return r;
+}
+
+/* The receipt as the job left it, for the callback. */
+static int job_take_receipt(StoreConn *c, Job *j) {
+        int r;
+
+        r = store_conn_get_receipt(c, j->id, &j->receipt);
+        j->have_receipt = r >= 0;
+        return r;
+}
+
+static int retry_print_run(StoreConn *c, Job *j) {
+        char ts[FORMAT_ISO8601_MAX];
+        sqlite3_stmt *stmt;
+        int r;
+
+        r = store_conn_prepare(c,
+                               "UPDATE receipts SET print_status = 'unprinted', updated_at = ?1 "
+                               "WHERE id = ?2 AND status = 'pending' AND print_status = 'print_rejected'",
+                               &stmt);
+        if (r < 0)
+                return r;
+        r = store_conn_bind(c, stmt, "tt", format_iso8601_utc(ts, sizeof ts, now(CLOCK_REALTIME)), j->id);
+        if (r < 0)
+                return r;
+        r = store_conn_step_done(c, stmt);
+        if (r < 0)
+                return r;
+        if (sqlite3_changes(c->db) == 0)
+                return mark_explain(c, j->id, from_rejected_explain);
+
+        r = conn_log_event_fields(c, j->id, "print_retried", "by", j->who, NULL, NULL);
+        if (r < 0)
+                return r;
+        return job_take_receipt(c, j);
+}
+
+static int cancel_run(StoreConn *c, Job *j) {
+        _cleanup_free_ char *error = NULL;
+        char ts[FORMAT_ISO8601_MAX];
+        sqlite3_stmt *stmt;
+        int r;
+
+        if (asprintf(&error, "cancelled by %s%s%s", j->who ?: "unknown", isempty(j->note) ? "" : ": ",
+                     strempty(j->note)) < 0)
+                return -ENOMEM;
+
+        r = store_conn_prepare(c,
+                               "UPDATE receipts SET status = 'cancelled', last_error = ?1, "
+                               "next_retry_at = NULL, updated_at = ?2 WHERE id = ?3 "
+                               "AND status = 'pending' AND print_status = 'print_rejected'",
+                               &stmt);
+        if (r < 0)
+                return r;
+        r = store_conn_bind(c, stmt, "ttt", error, format_iso8601_utc(ts, sizeof ts, now(CLOCK_REALTIME)),
+                            j->id);
+        if (r < 0)
+                return r;
+        r = store_conn_step_done(c, stmt);
+        if (r < 0)
+                return r;
+        if (sqlite3_changes(c->db) == 0)
+                return mark_explain(c, j->id, from_rejected_explain);
+
+        r = conn_log_event_fields(c, j->id, "cancelled", "by", j->who, "note", j->note);
+        if (r < 0)
+                return r;
+        return job_take_receipt(c, j);
+}
+
+static int list_rejected_run(StoreConn *c, Job *j) {
+        sqlite3_stmt *stmt;
+        size_t allocated = 0;
+        int rc = SQLITE_DONE, r;
+
+        r = store_conn_prepare(c,
+                               "SELECT " STORE_RECEIPT_COLUMNS " FROM receipts "
+                               "WHERE status = 'pending' AND print_status = 'print_rejected' "
+                               "ORDER BY hlc LIMIT ?",
+                               &stmt);
+        if (r < 0)
+                return r;
+        r = store_conn_bind(c, stmt, "i", (int64_t) j->limit);
+        if (r < 0)
+                return r;
+
+        while (j->n_receipts < j->limit && (rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+                if (j->n_receipts == allocated) {
+                        size_t n = MIN(MAX(allocated * 2, (size_t) 16), (size_t) j->limit);
+                        StoreReceipt *a = reallocarray(j->receipts, n, sizeof(StoreReceipt));
+
+                        if (!a)
+                                return -ENOMEM;
+                        j->receipts = a;
+                        allocated = n;
+                }
+                r = store_receipt_from_row(stmt, j->receipts + j->n_receipts);
+                if (r < 0)
+                        return r;
+                j->n_receipts++;
+        }
+        if (j->n_receipts < j->limit && rc != SQLITE_DONE)
+                return conn_error(c, rc);
+        return (int) MIN(j->n_receipts, (size_t) INT_MAX);
 }

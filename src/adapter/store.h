@@ -41,6 +41,8 @@ typedef enum StoreStatus {
         STORE_STATUS_SYNCED,
         STORE_STATUS_FAILED,
         STORE_STATUS_DLQ,
+        STORE_STATUS_CANCELLED, /* cancelled by an admin after the register rejected it: never printed, never
+                                 * sent to the OFD, out of the capacity count; final */
         _STORE_STATUS_MAX,
         _STORE_STATUS_INVALID = -EINVAL,
 } StoreStatus;
@@ -49,6 +51,8 @@ typedef enum StorePrintStatus {
         STORE_PRINT_UNPRINTED,
         STORE_PRINT_PRINTED,
         STORE_PRINT_FAILED,
+        STORE_PRINT_REJECTED,   /* "print_rejected": the register refused the document for good; out of the
+                                 * print queue until an admin retries (store_retry_print()) or cancels it */
         _STORE_PRINT_MAX,
         _STORE_PRINT_INVALID = -EINVAL,
 } StorePrintStatus;
@@ -66,6 +70,13 @@ typedef struct StoreReceiptNew {
         const char *type;          /* receipt_type: "sale", "refund", ... */
         int64_t total_kopecks;
         const char *receipt_data;  /* canonical JSON text */
+        /* A return's original as the client named it: receipt id, Idempotency-Key or fiscal document number
+         * (decimal digits), resolved as store_resolve_receipt() does; NULL: none (no checks). */
+        const char *original;
+        const char *original_type; /* the type the original must have ("sale" for "refund", "purchase" for
+                                    * "purchase_refund"); NULL: any */
+        usec_t original_before;    /* != 0: the original must have been created before this CLOCK_REALTIME
+                                    * instant */
 } StoreReceiptNew;
 
 /* One row of receipts. Timestamps are ISO 8601 UTC text; NULL when not set. */
@@ -87,6 +98,11 @@ typedef struct StoreReceipt {
         char *last_error;
         char *fiscal_doc;          /* JSON */
         char *ofd_response;        /* JSON */
+        uint32_t fiscal_document_number; /* the "fiscal_document_number" of fiscal_doc; 0: not printed */
+        char *original_id;         /* a return's original (its receipt id); NULL: not a linked return */
+        /* Filled by store_resolve_receipt() and for the refund outcomes of a submit (0 otherwise): what the
+         * earlier returns of this receipt that are not cancelled add up to. */
+        int64_t refunded_kopecks;
 } StoreReceipt;
 
 void store_receipt_done(StoreReceipt *r);
@@ -96,6 +112,14 @@ typedef enum StoreSubmitOutcome {
         STORE_SUBMIT_REPLAY,       /* key known with the same request hash: the existing receipt */
         STORE_SUBMIT_KEY_MISMATCH, /* key known with another request hash: nothing inserted */
         STORE_SUBMIT_FULL,         /* capacity pending receipts already: nothing inserted */
+        /* For a return (StoreReceiptNew.original set); nothing inserted in each case. */
+        STORE_SUBMIT_ORIGINAL_UNKNOWN,  /* no receipt by that id, key or FD number; receipt NULL */
+        STORE_SUBMIT_ORIGINAL_MISMATCH, /* the original is not of original_type, or is cancelled; receipt =
+                                         * the original */
+        STORE_SUBMIT_REFUND_EXCEEDS,    /* total_kopecks > the original's total - its refunded_kopecks;
+                                         * receipt = the original (with refunded_kopecks) */
+        STORE_SUBMIT_ORIGINAL_TOO_NEW,  /* original_before set and the original is not older; receipt = the
+                                         * original */
         _STORE_SUBMIT_OUTCOME_MAX,
 } StoreSubmitOutcome;
 
@@ -108,6 +132,8 @@ typedef struct StoreCounters {
         uint64_t failed;
         uint64_t dlq;
         uint64_t capacity;
+        uint64_t cancelled;
+        uint64_t print_rejected; /* pending receipts in print_rejected (also in pending) */
 } StoreCounters;
 
 typedef struct StoreStats {
@@ -118,11 +144,15 @@ typedef struct StoreStats {
 } StoreStats;
 
 /* error < 0: nothing was stored (-ENOSPC: disk full); otherwise `outcome` says what happened and `receipt`
- * is the new or the existing receipt (NULL for KEY_MISMATCH and FULL), valid during the call only. */
+ * is the new or the existing receipt (NULL for KEY_MISMATCH, FULL and ORIGINAL_UNKNOWN; the original for the
+ * other refund outcomes), valid during the call only. */
 typedef void (*StoreSubmitCallback)(Store *s, int error, StoreSubmitOutcome outcome,
                                     const StoreReceipt *receipt, void *userdata);
 /* error -ENOENT: no such receipt. */
 typedef void (*StoreGetCallback)(Store *s, int error, const StoreReceipt *receipt, void *userdata);
+/* error < 0: nothing listed (receipts NULL, n 0); the receipts are valid during the call only. */
+typedef void (*StoreListCallback)(Store *s, int error, const StoreReceipt *receipts, size_t n,
+                                  void *userdata);
 /* result: what the job function returned (>= 0), or a negative errno (the job's, or its COMMIT's). */
 typedef void (*StoreDoneCallback)(Store *s, int result, void *userdata);
 typedef void (*StoreIdleCallback)(Store *s, void *userdata);
@@ -161,8 +191,15 @@ bool store_is_idle(Store *s);
 /* Called on the loop when the store becomes idle; NULL to unset. */
 void store_set_idle_callback(Store *s, StoreIdleCallback cb, void *userdata);
 
+/* For a return (r->original set), the original is resolved and checked in the same job as the idempotency
+ * check and the insert, hence in the same transaction: two returns of one original in one group commit see
+ * each other. A replay of a key with the same request hash replays, whatever the original's state now. */
 int store_submit_receipt(Store *s, const StoreReceiptNew *r, StoreSubmitCallback cb, void *userdata);
 int store_get_receipt(Store *s, const char *id, StoreGetCallback cb, void *userdata);
+/* The receipt a client names: by id, else by Idempotency-Key, else (all digits) by fiscal document number
+ * (the newest such receipt), with refunded_kopecks. Runs on the writer, which holds the key index. error
+ * -ENOENT: none. */
+int store_resolve_receipt(Store *s, const char *ref, StoreGetCallback cb, void *userdata);
 
 /* A generic job on the writer, inside the group transaction, in its own savepoint; cb (may be NULL) runs
  * after the COMMIT. job_data belongs to the caller, who must keep it alive until cb. */
@@ -171,7 +208,9 @@ int store_write(Store *s, StoreJobFunc fn, void *job_data, StoreDoneCallback cb,
 int store_read(Store *s, StoreJobFunc fn, void *job_data, StoreDoneCallback cb, void *userdata);
 
 /* print_status unprinted/print_failed -> printed, with the fiscal document (JSON) and the time it was
- * printed. -ENOENT unknown id; -EALREADY already printed (a fiscal document is never overwritten). */
+ * printed; its "fiscal_document_number" (a JSON integer in 1..2^32-1) becomes the receipt's. -ENOENT unknown
+ * id; -EALREADY already printed (a fiscal document is never overwritten); -ESTALE cancelled or in
+ * print_rejected. */
 int store_mark_printed(Store *s, const char *id, const char *fiscal_doc, usec_t printed_at,
                        StoreDoneCallback cb, void *userdata);
 /* status pending/failed -> synced, with the OFD's response (JSON, may be NULL). -ENOENT unknown id;
@@ -179,6 +218,26 @@ int store_mark_printed(Store *s, const char *id, const char *fiscal_doc, usec_t 
  * -ESTALE in the DLQ. */
 int store_mark_synced(Store *s, const char *id, const char *ofd_response, StoreDoneCallback cb,
                       void *userdata);
+
+/* The register refused the receipt for good: print_status unprinted/print_failed -> print_rejected, with
+ * last_error = reason and a buffer_events row; status stays pending (it still needs an admin, and counts
+ * against the capacity). -ENOENT unknown; -EALREADY printed or rejected already; -ESTALE cancelled (or, for
+ * a row of the prototype, not pending). */
+int store_set_print_rejected(Store *s, const char *id, const char *reason, StoreDoneCallback cb,
+                             void *userdata);
+/* An admin's retry: print_rejected (pending) -> unprinted, attempts and last_error kept, a buffer_events row
+ * with `who` (may be NULL). The callback gets the updated receipt (its receipt_data is what the printer
+ * needs). -ENOENT; -EBUSY not in print_rejected; -ESTALE cancelled. */
+int store_retry_print(Store *s, const char *id, const char *who, StoreGetCallback cb, void *userdata);
+/* An admin's cancel: print_rejected (pending) -> status cancelled (final), last_error "cancelled by <who>:
+ * <note>", a buffer_events row. The callback gets the updated receipt. -ENOENT; -EBUSY not in
+ * print_rejected; -ESTALE cancelled already. note and who may be NULL. */
+int store_cancel_receipt(Store *s, const char *id, const char *note, const char *who, StoreGetCallback cb,
+                         void *userdata);
+/* Receipts in print_rejected (pending), oldest (in HLC order) first, at most `limit` (0: 100), on the
+ * reader. */
+#define STORE_LIST_LIMIT_DEFAULT 100U
+int store_list_print_rejected(Store *s, unsigned limit, StoreListCallback cb, void *userdata);
 
 /* Kept on the loop thread from the commits' results; reading them touches no disk. */
 const StoreCounters *store_get_counters(Store *s);
@@ -214,5 +273,6 @@ int store_conn_persist_hlc(StoreConn *c);
 /* For listings: SELECT STORE_RECEIPT_COLUMNS FROM receipts ..., then store_receipt_from_row() per row. */
 #define STORE_RECEIPT_COLUMNS                                                                           \
         "id, pos_id, receipt_type, total_kopecks, receipt_data, status, print_status, hlc, created_at, " \
-        "updated_at, printed_at, synced_at, next_retry_at, attempts, last_error, fiscal_doc, ofd_response"
+        "updated_at, printed_at, synced_at, next_retry_at, attempts, last_error, fiscal_doc, "         \
+        "ofd_response, fiscal_document_number, original_id"
 int store_receipt_from_row(sqlite3_stmt *stmt, StoreReceipt *ret);

@@ -773,8 +773,10 @@ static int prune_receipts(StoreConn *c, SyncStorePrune *p, const char *select_sq
 }
 
 int sync_store_prune_synced(StoreConn *c, void *job_data) {
+        /* A cancelled receipt is as final as a synced one (it will never be printed nor sent): it goes after
+         * the same time, counted from its cancellation (updated_at). */
         return prune_receipts(c, job_data,
-                              "SELECT id FROM receipts WHERE status = 'synced' AND "
+                              "SELECT id FROM receipts WHERE status IN ('synced', 'cancelled') AND "
                               "julianday(COALESCE(synced_at, updated_at, created_at)) < julianday(?1) "
                               "LIMIT ?2",
                               false);

@@ -153,8 +153,8 @@ typedef struct SyncStorePrune {
         uint64_t n_deleted;
 } SyncStorePrune;
 
-/* Synced receipts synced (else updated, else created) before cutoff, with their idempotency keys.
- * Returns the number of receipts deleted. */
+/* Synced receipts synced (else updated, else created) before cutoff, and cancelled receipts cancelled
+ * (updated) before cutoff, with their idempotency keys. Returns the number of receipts deleted. */
 int sync_store_prune_synced(StoreConn *c, void *job_data);
 /* Receipts in the DLQ whose dead letters are all resolved before cutoff, with their dlq rows and
  * idempotency keys. Returns the number of receipts deleted. */
