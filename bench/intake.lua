@@ -8,8 +8,8 @@ local run_id = os.getenv("KKT_BENCH_RUN") or tostring(os.time())
 local threads = {}
 
 local body = '{"pos_id":"bench-pos-1","type":"sale","items":[' ..
-        '{"name":"Lens 1.6 AR","price":1234.50,"quantity":2,"total":2469.00,"vat":"vat20"},' ..
-        '{"name":"Frame","price":4999.99,"quantity":1,"total":4999.99,"vat":"vat20"}],' ..
+        '{"name":"Lens 1.6 AR","price":1234.50,"quantity":2,"total":2469.00,"vat":"vat22"},' ..
+        '{"name":"Frame","price":4999.99,"quantity":1,"total":4999.99,"vat":"vat22"}],' ..
         '"payments":[{"type":"card","amount":7468.99}]}'
 
 function setup(thread)

@@ -76,7 +76,7 @@ def closed_port():
 def receipt(i):
     price = 1000 + i % 50000
     return ('{"pos_id": "bench-%d", "type": "sale", "items": [{"name": "Lens %d", "price": %d.50, '
-            '"quantity": 1, "total": %d.50, "vat_rate": 20}], "payments": [{"type": "card", "amount": %d.50}]}'
+            '"quantity": 1, "total": %d.50, "vat_rate": 22}], "payments": [{"type": "card", "amount": %d.50}]}'
             % (i % 4, i, price, price, price))
 
 

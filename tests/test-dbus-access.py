@@ -16,7 +16,7 @@ from kkttest import Daemon, check, run_tests  # noqa: E402
 
 NAME, PATH, IFACE = "org.opticserp.KktAdapter1", "/org/opticserp/KktAdapter1", "org.opticserp.KktAdapter1"
 RECEIPT = ('{"pos_id":"POS-1","type":"sale","items":[{"name":"Frame","price":10.00,"quantity":1,'
-           '"total":10.00,"vat_rate":20}],"payments":[{"type":"cash","amount":10.00}]}')
+           '"total":10.00,"vat_rate":22}],"payments":[{"type":"cash","amount":10.00}]}')
 
 OPEN_POLICY = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-BUS Bus Configuration 1.0//EN"
  "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">

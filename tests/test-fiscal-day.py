@@ -374,7 +374,7 @@ def test_a_linked_return_may_not_exceed_what_was_sold():
         check(r2["status"] == "printed", f"the rest returned, named by FD: {r2}")
         for original, why in ((r1["receipt_id"], "a return of a return"), ("unknown-key", "an unknown original")):
             status, _, a = d.post_receipt(receipt([("Lens", 100, 1, "vat22")], [("card", 100)], kind="refund",
-                                                  original=original), f"l-bad-{why}")
+                                                  original=original), f"l-bad-{len(why)}")
             check(status == 422 and "original" in a["detail"], f"{why}: {status} {a}")
         d.stop_clean()
 
@@ -424,7 +424,13 @@ def test_kill_during_a_z_report_leaves_no_z_or_exactly_one():
                     name=f"kkt-zkill{run}") as d:
             d.start()
             post(d, receipt([("Cloth", CLOTH, 1, "vat22")], [("cash", CLOTH)]), f"k{run}")
-            t = threading.Thread(target=lambda: d.request("POST", "/v1/kkt/report/z", b"", timeout=30))
+            def z_report():
+                try:
+                    d.request("POST", "/v1/kkt/report/z", b"", timeout=30)
+                except OSError:
+                    pass  # killed before it answered: what counts is the register's journal
+
+            t = threading.Thread(target=z_report)
             t.daemon = True
             t.start()
             time.sleep(rng.uniform(0.1, 1.0))

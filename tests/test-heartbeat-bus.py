@@ -32,7 +32,7 @@ IFACE = "org.opticserp.KktAdapter1"
 SIGNALS = f"type='signal',path='{PATH}'"
 
 RECEIPT = {"pos_id": "POS-1", "type": "sale",
-           "items": [{"name": "Frame", "price": 1500.00, "quantity": 1, "total": 1500.00, "vat_rate": 20}],
+           "items": [{"name": "Frame", "price": 1500.00, "quantity": 1, "total": 1500.00, "vat_rate": 22}],
            "payments": [{"type": "cash", "amount": 1500.00}]}
 
 

@@ -149,7 +149,7 @@ def test_same_key_and_same_body_replays_the_stored_answer():
             body.replace(": ", ":").replace(", ", ",") + "\n\n",
             # other key order
             ('{"payments": [{"amount": 1500.00, "type": "card"}], "type": "sale", "pos_id": "POS-R", '
-             '"items": [{"vat_rate": 20, "total": 1500.00, "quantity": 1, "price": 1500.00, "name": "Lens"}]}'),
+             '"items": [{"vat_rate": 22, "total": 1500.00, "quantity": 1, "price": 1500.00, "name": "Lens"}]}'),
             # 1500 is 1500.00; 1 is 1.000
             sample_receipt("POS-R", "1500").replace('"quantity": 1,', '"quantity": 1.000,'),
         ]
@@ -327,7 +327,7 @@ def test_concurrent_same_key_requests_store_one_receipt():
 def test_invalid_receipts_are_rejected_with_a_detail_and_not_stored():
     def body(**changes):
         doc = {"pos_id": "POS-1", "type": "sale",
-               "items": [{"name": "Lens", "price": "@1500.00", "quantity": 1, "total": "@1500.00", "vat_rate": 20}],
+               "items": [{"name": "Lens", "price": "@1500.00", "quantity": 1, "total": "@1500.00", "vat_rate": 22}],
                "payments": [{"type": "card", "amount": "@1500.00"}]}
         for path, value in changes.items():
             *parents, last = path.split("__")
@@ -344,7 +344,7 @@ def test_invalid_receipts_are_rejected_with_a_detail_and_not_stored():
         return re.sub(r'"@([^"]*)"', r"\1", json.dumps(doc, ensure_ascii=False))
 
     DELETE = object()
-    item = {"name": "Lens", "price": 1, "quantity": 1, "total": 1, "vat_rate": 20}
+    item = {"name": "Lens", "price": 1, "quantity": 1, "total": 1, "vat_rate": 22}
     cases = [
         ("malformed JSON", '{"pos_id": "POS-1", "type": ', 400, "JSON"),
         ("trailing garbage", body() + " x", 400, "JSON"),
@@ -381,8 +381,10 @@ def test_invalid_receipts_are_rejected_with_a_detail_and_not_stored():
         ("payments empty", body(payments=[]), 422, "payments"),
         ("unknown payment type", body(payments__0__type="barter"), 422, "payments[0]"),
         ("payment zero", body(payments__0__amount=0), 422, "payments[0]"),
-        ("payments 2 kopecks short", body(payments__0__amount="@1499.98"), 422, "payments"),
-        ("payments 2 kopecks over", body(payments__0__amount="@1500.02"), 422, "payments"),
+        ("payments 1 kopeck short", body(payments__0__amount="@1499.99"), 422, "payments"),
+        ("card 1 kopeck over", body(payments__0__amount="@1500.01"), 422, "payments"),
+        ("unknown field", body(items__0__colour="red"), 422, "colour"),
+        ("vat 20 % on a 2026 sale", body(items__0__vat_rate=20), 422, "22"),
     ]
     with serving(config(buffer="MaxItems=3\n")) as d:
         for i, (what, b, want, word) in enumerate(cases):
@@ -396,14 +398,15 @@ def test_invalid_receipts_are_rejected_with_a_detail_and_not_stored():
         check(m['kkt_receipts_received_total{outcome="invalid"}'] == len(cases), f"invalid counter {m}")
         check(m['kkt_receipts_received_total{outcome="accepted"}'] == 0, "accepted counter moved")
 
-        # The limits themselves, and one kopeck of rounding either way, are accepted.
+        # The limits themselves, one kopeck of a line's rounding either way, and cash above the total (the
+        # change) are accepted; payments are exact since the fiscal day's rules.
         good = [
             body(items=[item] * 3, payments=[{"type": "cash", "amount": 3}]),
             body(items__0__name="Ж" * 255),
-            body(items__0__total="@1500.01"),
-            body(items__0__total="@1499.99"),
-            body(payments__0__amount="@1500.01"),
-            body(payments__0__amount="@1499.99"),
+            body(items__0__total="@1500.01", payments__0__amount="@1500.01"),
+            body(items__0__total="@1499.99", payments__0__amount="@1499.99"),
+            body(payments=[{"type": "cash", "amount": "@1500.01"}]),
+            body(payments=[{"type": "cash", "amount": "@2000.00"}]),
         ]
         for i, b in enumerate(good):
             status, _, p = d.post_receipt(b, f"good-{i}")

@@ -71,7 +71,7 @@ def make_receipt(i):
         qty = 2 if (i + j) % 4 == 0 else 1
         line = price * qty
         total += line
-        items.append('{"name": "Item %d-%d", "price": %s, "quantity": %d, "total": %s, "vat_rate": 20}'
+        items.append('{"name": "Item %d-%d", "price": %s, "quantity": %d, "total": %s, "vat_rate": 22}'
                      % (i, j, kopecks_text(price), qty, kopecks_text(line)))
     body = ('{"pos_id": "POS-%d", "type": "%s", "items": [%s], "payments": [{"type": "card", "amount": %s}]}'
             % (i % 4, kind, ", ".join(items), kopecks_text(total)))

@@ -83,7 +83,7 @@ state in $run/state, OFD and ERP stand-in on 127.0.0.1:$upstream_port.
 Post a receipt:
   curl -s -X POST http://127.0.0.1:$port/v1/kkt/receipt -H 'Idempotency-Key: demo-1' \\
        -H 'Content-Type: application/json' -d '{"pos_id":"POS-1","type":"sale",
-       "items":[{"name":"Frame","price":1500.00,"quantity":1,"total":1500.00,"vat_rate":20}],
+       "items":[{"name":"Frame","price":1500.00,"quantity":1,"total":1500.00,"vat_rate":22}],
        "payments":[{"type":"card","amount":1500.00}]}'
 It answers "printed" with the fiscal document from the emulated register; within seconds the receipt is
 synced to the OFD stand-in (status "synced"):

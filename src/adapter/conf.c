@@ -31,7 +31,8 @@ typedef enum ConfigType {
         CONFIG_DRIVER,     /* a known device driver */
         CONFIG_TAXATIONS,  /* taxation systems (FFD tag 1055 names), separated by commas or spaces */
         CONFIG_AUTO_CLOSE, /* off, 24h or HH:MM */
-        CONFIG_DIGITS,     /* decimal digits, min..max of them */
+        CONFIG_CASHIER,    /* a cashier's name as tag 1021 takes it */
+        CONFIG_INN,        /* an INN with a valid checksum (a cashier's: 12 digits) */
         CONFIG_UNKNOWN_FIELDS, /* reject or ignore */
 } ConfigType;
 
@@ -83,8 +84,8 @@ static const ConfigItem config_items[] = {
           1, 20, NULL },
         { "Device", "Inn", CONFIG_STRING, C(device_inn), "7700000000", 10, 12, NULL },
         { "Device", "Taxation", CONFIG_TAXATIONS, C(device_taxation), "osn", NOLIMIT, NULL },
-        { "Device", "Cashier", CONFIG_STRING, C(device_cashier), NULL, 1, 256, NULL },
-        { "Device", "CashierInn", CONFIG_DIGITS, C(device_cashier_inn), NULL, 10, 12, NULL },
+        { "Device", "Cashier", CONFIG_CASHIER, C(device_cashier), NULL, NOLIMIT, NULL },
+        { "Device", "CashierInn", CONFIG_INN, C(device_cashier_inn), NULL, NOLIMIT, NULL },
         { "Device", "AutoCloseShift", CONFIG_AUTO_CLOSE, C(device_auto_close_shift), "off", NOLIMIT, NULL },
         { "Device", "StuckAfter", CONFIG_TIMESPAN, C(device_stuck_after), "60s", USEC_PER_SEC, USEC_PER_DAY,
           NULL },
@@ -363,11 +364,16 @@ static int config_assign(Config *c, const ConfigItem *item, const char *value, c
                 return free_and_strdup(p, value);
         }
 
-        case CONFIG_DIGITS:
-                if (strspn(value, "0123456789") != strlen(value) || strlen(value) < item->min ||
-                    strlen(value) > item->max)
-                        return FAIL("must be %" PRIu64 "..%" PRIu64 " decimal digits", item->min, item->max);
+        case CONFIG_CASHIER:
+        case CONFIG_INN: {
+                const char *why = NULL;
+
+                r = item->type == CONFIG_CASHIER ? receipt_check_cashier_name(value, &why)
+                                                 : receipt_check_inn(value, &why);
+                if (r < 0)
+                        return FAIL("%s", why ?: "not valid");
                 return free_and_strdup(p, value);
+        }
 
         case CONFIG_UNKNOWN_FIELDS:
                 if (!streq(value, "reject") && !streq(value, "ignore"))

@@ -8,12 +8,14 @@
 #include "json-util.h"
 #include "log.h"
 #include "message-ids.h"
+#include "money.h"
 
 #define IDEMPOTENCY_KEY_MAX 255U
 
 struct Intake {
         Store *store;
-        ReceiptLimits limits;
+        ReceiptOptions options;   /* its strings are the copies below */
+        char *default_cashier, *default_cashier_inn;
         void *keys_in_flight; /* tsearch() tree of char* */
         unsigned n_in_flight;
         bool shutting_down;
@@ -48,14 +50,35 @@ static int key_compare(const void *a, const void *b) {
         return strcmp(a, b);
 }
 
-int intake_new(Intake **ret, Store *store, const ReceiptLimits *limits) {
+int intake_set_options(Intake *in, const ReceiptOptions *o) {
+        _cleanup_free_ char *cashier = NULL, *inn = NULL;
+
+        if ((o->default_cashier && !(cashier = strdup(o->default_cashier))) ||
+            (o->default_cashier_inn && !(inn = strdup(o->default_cashier_inn))))
+                return -ENOMEM;
+        free(in->default_cashier);
+        in->default_cashier = TAKE_PTR(cashier);
+        free(in->default_cashier_inn);
+        in->default_cashier_inn = TAKE_PTR(inn);
+        in->options = *o;
+        in->options.default_cashier = in->default_cashier;
+        in->options.default_cashier_inn = in->default_cashier_inn;
+        return 0;
+}
+
+int intake_new(Intake **ret, Store *store, const ReceiptOptions *options) {
         Intake *in;
+        int r;
 
         in = new0(Intake, 1);
         if (!in)
                 return -ENOMEM;
         in->store = store;
-        in->limits = *limits;
+        r = intake_set_options(in, options);
+        if (r < 0) {
+                free(in);
+                return r;
+        }
         in->full_ratelimit = RATELIMIT_INIT(60 * USEC_PER_SEC, 1);
         in->error_ratelimit = RATELIMIT_INIT(10 * USEC_PER_SEC, 5);
         *ret = in;
@@ -73,6 +96,8 @@ Intake *intake_free(Intake *in) {
         while (in->printing)
                 intake_job_free(in->printing);
         tdestroy(in->keys_in_flight, free_key);
+        free(in->default_cashier);
+        free(in->default_cashier_inn);
         return mfree(in);
 }
 
@@ -104,9 +129,6 @@ const IntakeStats *intake_get_stats(Intake *in) {
         return &in->stats;
 }
 
-void intake_set_limits(Intake *in, const ReceiptLimits *limits) {
-        in->limits = *limits;
-}
 
 unsigned intake_error_to_http_status(IntakeError e) {
         static const unsigned table[_INTAKE_ERROR_MAX] = {
@@ -342,6 +364,33 @@ static int intake_wait_for_print(Intake *in, IntakeJob *job, const StoreReceipt 
         return 0;
 }
 
+/* A return whose original does not allow it: 422 naming the original. */
+static void intake_answer_original(IntakeJob *job, StoreSubmitOutcome outcome, const StoreReceipt *original) {
+        char detail[384];
+
+        switch (outcome) {
+        case STORE_SUBMIT_ORIGINAL_UNKNOWN:
+                snprintf(detail, sizeof detail, "original: no receipt with this id, Idempotency-Key or fiscal "
+                         "document number");
+                break;
+        case STORE_SUBMIT_ORIGINAL_MISMATCH:
+                snprintf(detail, sizeof detail, "original: receipt %s is a %s%s, which this return cannot refund",
+                         original->id, strna(original->receipt_type),
+                         original->status == STORE_STATUS_CANCELLED ? " (cancelled)" : "");
+                break;
+        case STORE_SUBMIT_REFUND_EXCEEDS:
+                snprintf(detail, sizeof detail, "original: receipt %s was %s, %s of it returned already; %s is left to "
+                         "return", original->id, MONEY_FORMAT(original->total_kopecks, MONEY_SCALE_KOPECKS),
+                         MONEY_FORMAT(original->refunded_kopecks, MONEY_SCALE_KOPECKS),
+                         MONEY_FORMAT(MAX(original->total_kopecks - original->refunded_kopecks, 0), MONEY_SCALE_KOPECKS));
+                break;
+        default:
+                snprintf(detail, sizeof detail, "original: receipt %s is from 2026 or later: its returns take the "
+                         "VAT it was sold with, not 20 %%", original->id);
+        }
+        intake_answer(job->cb, job->userdata, INTAKE_INVALID, detail);
+}
+
 static void intake_on_stored(Store *s, int error, StoreSubmitOutcome outcome, const StoreReceipt *receipt,
                              void *userdata) {
         IntakeJob *job = userdata;
@@ -385,6 +434,13 @@ static void intake_on_stored(Store *s, int error, StoreSubmitOutcome outcome, co
                         intake_answer(job->cb, job->userdata, INTAKE_KEY_MISMATCH,
                                       "Idempotency-Key was already used with a different request body");
                         break;
+                case STORE_SUBMIT_ORIGINAL_UNKNOWN:
+                case STORE_SUBMIT_ORIGINAL_MISMATCH:
+                case STORE_SUBMIT_REFUND_EXCEEDS:
+                case STORE_SUBMIT_ORIGINAL_TOO_NEW:
+                        in->stats.rejected_invalid++;
+                        intake_answer_original(job, outcome, receipt);
+                        break;
                 case STORE_SUBMIT_FULL:
                         in->stats.rejected_full++;
                         c = store_get_counters(s);
@@ -405,6 +461,19 @@ static void intake_on_stored(Store *s, int error, StoreSubmitOutcome outcome, co
         intake_job_free(job);
 }
 
+/* What a return's original must be: a sale for a refund, a purchase for a purchase_refund. */
+static const char *original_type(ReceiptType t) {
+        return receipt_type_settlement(t) == RECEIPT_TYPE_PURCHASE_REFUND ? "purchase" : "sale";
+}
+
+/* The instant 20 % VAT ended for new sales: 2026-01-01 00:00 local time (the register's day). */
+static usec_t vat_cutoff(void) {
+        struct tm tm = { .tm_year = 2026 - 1900, .tm_mon = 0, .tm_mday = 1, .tm_isdst = -1 };
+        time_t t = mktime(&tm);
+
+        return t == (time_t) -1 ? 0 : (usec_t) t * USEC_PER_SEC;
+}
+
 static bool idempotency_key_valid(const char *key) {
         size_t l = strlen(key);
 
@@ -419,7 +488,7 @@ static bool idempotency_key_valid(const char *key) {
 int intake_submit(Intake *in, const char *idempotency_key, const char *body, size_t size, IntakeCallback cb,
                   void *userdata) {
         _cleanup_(receipt_freep) Receipt *receipt = NULL;
-        _cleanup_free_ char *detail = NULL, *canonical = NULL, *key_copy = NULL;
+        _cleanup_free_ char *detail = NULL, *canonical = NULL, *as_given = NULL, *key_copy = NULL;
         char fingerprint[65];
         IntakeJob *job;
         void *node;
@@ -441,7 +510,7 @@ int intake_submit(Intake *in, const char *idempotency_key, const char *body, siz
                 return 0;
         }
 
-        r = receipt_parse(body, size, &in->limits, &receipt, &detail);
+        r = receipt_parse_with(body, size, &in->options, &receipt, &detail);
         if (r == -EBADMSG || r == -EINVAL) {
                 in->stats.rejected_invalid++;
                 intake_answer(cb, userdata, r == -EBADMSG ? INTAKE_BAD_REQUEST : INTAKE_INVALID,
@@ -451,10 +520,15 @@ int intake_submit(Intake *in, const char *idempotency_key, const char *body, siz
         if (r < 0)
                 return r;
 
+        /* The store keeps the receipt with the register's defaults filled in; the key is compared on the text
+         * as the client gave it, so a retry still matches after [Device] Cashier= or Taxation= changed. */
         r = receipt_canonical(receipt, &canonical);
         if (r < 0)
                 return r;
-        r = receipt_fingerprint(canonical, fingerprint);
+        r = receipt_canonical_with(receipt, RECEIPT_CANONICAL_AS_GIVEN, &as_given);
+        if (r < 0)
+                return r;
+        r = receipt_fingerprint(as_given, fingerprint);
         if (r < 0)
                 return r;
 
@@ -508,6 +582,9 @@ int intake_submit(Intake *in, const char *idempotency_key, const char *body, siz
                                          .type = receipt_type_to_string(receipt->type),
                                          .total_kopecks = receipt->total,
                                          .receipt_data = canonical,
+                                         .original = receipt->original,
+                                         .original_type = receipt->original ? original_type(receipt->type) : NULL,
+                                         .original_before = receipt->needs_pre2026_original ? vat_cutoff() : 0,
                                  },
                                  intake_on_stored, job);
         if (r < 0) {

@@ -41,7 +41,8 @@ typedef struct IntakeStats {
         int last_error; /* of the last store commit: 0 after a success */
 } IntakeStats;
 
-int intake_new(Intake **ret, Store *store, const ReceiptLimits *limits);
+/* The options are copied (strings included). */
+int intake_new(Intake **ret, Store *store, const ReceiptOptions *options);
 Intake *intake_free(Intake *in);
 DEFINE_TRIVIAL_CLEANUP_FUNC(Intake *, intake_free);
 
@@ -65,7 +66,7 @@ void intake_set_admission(Intake *in, IntakeAdmissionCallback cb, void *userdata
 void intake_shutdown(Intake *in);
 unsigned intake_in_flight(Intake *in);
 const IntakeStats *intake_get_stats(Intake *in);
-void intake_set_limits(Intake *in, const ReceiptLimits *limits);
+int intake_set_options(Intake *in, const ReceiptOptions *options);
 
 unsigned intake_error_to_http_status(IntakeError e);
 /* "InvalidReceipt", "Conflict", ... appended to org.opticserp.KktAdapter1.Error. */

@@ -290,9 +290,18 @@ static void manager_on_print_event(Printer *p, const char *receipt_id, const cha
         }
 }
 
+static void manager_apply_receipt_options(Manager *m);
+
 static void manager_on_fiscal_day_change(FiscalDay *f, void *userdata) {
         Manager *m = userdata;
+        const DeviceStatus *s = m->device ? device_get_status(m->device) : NULL;
         int r;
+
+        /* The register told what it is registered for: receipts are checked against that from now on. */
+        if (s && s->taxations && s->taxations != m->taxations_applied) {
+                m->taxations_applied = s->taxations;
+                manager_apply_receipt_options(m);
+        }
 
         if (!m->bus || !m->bus_name_acquired)
                 return;
@@ -302,6 +311,39 @@ static void manager_on_fiscal_day_change(FiscalDay *f, void *userdata) {
                                            NULL);
         if (r < 0)
                 log_debug_errno(r, "Failed to emit PropertiesChanged: %m");
+}
+
+/* What intake checks receipts against: the register's taxation systems (as it reports them, else as
+ * configured), the default cashier, the unknown-fields policy. */
+static ReceiptOptions manager_receipt_options(Manager *m) {
+        const DeviceStatus *s = m->device ? device_get_status(m->device) : NULL;
+        unsigned taxations = 0;
+
+        if (s && s->taxations)
+                taxations = s->taxations;
+        else
+                (void) taxations_from_string(m->config->device_taxation, &taxations);
+        taxations &= TAXATION_ALL;
+        return (ReceiptOptions) {
+                .max_items = m->config->buffer_max_items,
+                .max_payments = 100,
+                /* Absent means the register's system; a register of several takes its first. */
+                .default_taxation = taxations ? (Taxation) (taxations & -taxations) : TAXATION_OSN,
+                .allowed_taxations = taxations,
+                .default_cashier = m->config->device_cashier,
+                .default_cashier_inn = m->config->device_cashier_inn,
+                .unknown_fields = streq(m->config->intake_unknown_fields, "ignore") ? RECEIPT_UNKNOWN_FIELDS_IGNORE
+                                                                                     : RECEIPT_UNKNOWN_FIELDS_REJECT,
+        };
+}
+
+static void manager_apply_receipt_options(Manager *m) {
+        ReceiptOptions o = manager_receipt_options(m);
+        int r;
+
+        r = intake_set_options(m->intake, &o);
+        if (r < 0)
+                log_warning_errno(r, "Failed to apply the receipt rules, keeping the old: %m");
 }
 
 static bool manager_admit_sale(void *userdata, const char **ret_detail) {
@@ -751,8 +793,7 @@ int manager_reload(Manager *m) {
         m->config = TAKE_PTR(c);
         m->n_reloads++;
         manager_apply_log_level(m);
-        intake_set_limits(m->intake, &(ReceiptLimits) { .max_items = m->config->buffer_max_items,
-                                                        .max_payments = 100 });
+        manager_apply_receipt_options(m);
         if (m->fiscal_day) {
                 FiscalDayOptions fo;
 
@@ -969,8 +1010,11 @@ int manager_start(Manager *m) {
                 return r;
         manager_lookup_groups(m);
 
-        r = intake_new(&m->intake, m->store,
-                       &(ReceiptLimits) { .max_items = m->config->buffer_max_items, .max_payments = 100 });
+        {
+                ReceiptOptions o = manager_receipt_options(m);
+
+                r = intake_new(&m->intake, m->store, &o);
+        }
         if (r < 0)
                 return log_error_errno(r, "Failed to set up intake: %m");
         intake_set_stored_callback(m->intake, manager_on_receipt_stored, m);

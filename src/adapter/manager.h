@@ -30,6 +30,7 @@ typedef struct Manager {
         char *adapter_id;
         int state_lock_fd;
         gid_t pos_gid, admin_gid; /* kkt-pos and kkt-admin, looked up once: no NSS on the loop */
+        unsigned taxations_applied; /* the register's taxation systems intake last heard of */
 
         Store *store;
         Intake *intake;

@@ -351,7 +351,7 @@ def parse_metrics(text):
 def sample_receipt(pos_id="POS-1", price="1500.00", name="Lens"):
     """A valid receipt: one item, paid by card. Amounts are JSON numbers written as given."""
     return ('{"pos_id": "%s", "type": "sale", "items": [{"name": "%s", "price": %s, "quantity": 1, '
-            '"total": %s, "vat_rate": 20}], "payments": [{"type": "card", "amount": %s}]}'
+            '"total": %s, "vat_rate": 22}], "payments": [{"type": "card", "amount": %s}]}'
             % (pos_id, name, price, price, price))
 
 
