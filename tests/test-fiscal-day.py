@@ -13,8 +13,10 @@ exactly one. The fake OFD is tests/fake-upstream.py.
 import json
 import os
 import random
+import shutil
 import sqlite3
 import sys
+import tempfile
 import threading
 import time
 
@@ -94,14 +96,23 @@ def fault(d, name, count=0):
 
 def journal(d, kind=None):
     """The emulator's fiscal memory: every document it made, oldest first."""
-    path = os.path.join(d.state_dir, "emulator-fn.db")
-    # The running emulator holds its file exclusively: read it with the daemon stopped or killed.
-    c = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+    # Read from a copy: opening the file itself would recover its WAL under the next daemon's feet, and a
+    # running emulator holds it exclusively.
+    tmp = tempfile.mkdtemp(prefix="kkt-fn-")
     try:
-        q = "SELECT fd, kind, receipt_id, shift_number, total FROM documents"
-        return c.execute(q + (" WHERE kind = ?" if kind else "") + " ORDER BY fd", (kind,) if kind else ()).fetchall()
+        for suffix in ("", "-wal"):
+            src = os.path.join(d.state_dir, "emulator-fn.db" + suffix)
+            if os.path.exists(src):
+                shutil.copy(src, os.path.join(tmp, "fn.db" + suffix))
+        c = sqlite3.connect(os.path.join(tmp, "fn.db"))
+        try:
+            q = "SELECT fd, kind, receipt_id, shift_number, total FROM documents"
+            return c.execute(q + (" WHERE kind = ?" if kind else "") + " ORDER BY fd",
+                             (kind,) if kind else ()).fetchall()
+        finally:
+            c.close()
     finally:
-        c.close()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def wait_status(d, receipt_id, status, timeout=20):

@@ -109,6 +109,10 @@ def wait_printed(d, rid, timeout):
     return wait_until(printed, timeout, f"receipt {rid} printed", interval=0.05)
 
 
+# A fresh register opens shift 1 with a fiscal document of its own (FD 1) before the first receipt.
+FIRST = 2
+
+
 def fd_of(doc):
     return doc["fiscal_document_number"]
 
@@ -143,10 +147,11 @@ def db_fiscal_docs(d):
 
 
 def check_fds_consecutive(docs, n, what):
-    """Every receipt printed once: n receipts in buffer.db hold fiscal documents 1..n, no gap, no repeat."""
+    """Every receipt printed once: n receipts in buffer.db hold fiscal documents FIRST.., no gap, no repeat."""
     fds = sorted(fd_of(doc) for ps, doc in docs.values() if doc)
     check(all(ps == "printed" for ps, _ in docs.values()), f"{what}: not all printed: {docs}")
-    check(fds == list(range(1, n + 1)), f"{what}: fiscal documents in buffer.db {fds}, expected 1..{n}")
+    check(fds == list(range(FIRST, n + FIRST)), f"{what}: fiscal documents in buffer.db {fds}, expected "
+          f"{FIRST}..{n + FIRST - 1}")
 
 
 class Bus:
@@ -202,7 +207,7 @@ def test_fifty_receipts_printed_in_order_and_numbering_continues_after_restart()
             answer, _ = post(d, f"fifty-{i}", body)
             rid = answer["receipt_id"]
             check(answer["status"] == "printed", f"receipt {i}: status {answer['status']}: {answer}")
-            check_fiscal_doc(answer["fiscal_doc"], rid, kind, total, i + 1)
+            check_fiscal_doc(answer["fiscal_doc"], rid, kind, total, i + FIRST)
             expected[rid] = (answer["fiscal_doc"], f"fifty-{i}", body)
         sys.stderr.write(f"   {n} receipts printed one after another in {time.monotonic() - started:.2f} s\n")
         signs = {doc["fiscal_sign"] for doc, _, _ in expected.values()}
@@ -213,7 +218,7 @@ def test_fifty_receipts_printed_in_order_and_numbering_continues_after_restart()
         for rid, (doc, _, _) in expected.items():
             check(docs[rid] == ("printed", doc), f"buffer.db row of {rid}: {docs[rid]}, answered {doc}")
         check_fds_consecutive(docs, n, "after 50 receipts")
-        check(device_status(d)["last_fiscal_document"] == n, f"device status: {device_status(d)}")
+        check(device_status(d)["last_fiscal_document"] == n + 1, f"device status: {device_status(d)}")
         d.stop_clean()
 
         d.start()
@@ -228,14 +233,14 @@ def test_fifty_receipts_printed_in_order_and_numbering_continues_after_restart()
         check(answer["status"] == "printed" and answer["fiscal_doc"] == doc and
               headers.get("idempotent-replayed") == "true", f"replay after the restart: {headers} {answer}")
         status = device_status(d)
-        check(status["last_fiscal_document"] == n, f"the replay made a document: {status}")
+        check(status["last_fiscal_document"] == n + 1, f"the replay made a document: {status}")
 
         body, kind, total = make_receipt(n)
         answer, _ = post(d, f"fifty-{n}", body)
         check(answer["status"] == "printed", f"the receipt after the restart: {answer}")
-        check_fiscal_doc(answer["fiscal_doc"], answer["receipt_id"], kind, total, n + 1)
+        check_fiscal_doc(answer["fiscal_doc"], answer["receipt_id"], kind, total, n + FIRST)
         status = device_status(d)
-        check(status["last_fiscal_document"] == n + 1 and status["state"] == "ready" and
+        check(status["last_fiscal_document"] == n + 2 and status["state"] == "ready" and
               status["shift_number"] == 1 and status["shift_open"], f"device status after the restart: {status}")
         check_fds_consecutive(db_fiscal_docs(d), n + 1, "after the restart")
         d.stop_clean()
@@ -245,7 +250,7 @@ def test_paper_out_flags_then_prints_once_when_cleared():
     with Daemon(config(ResponseTimeout="2s"), name="kkt-print") as d:
         d.start()
         a, _ = post(d, "paper-a", make_receipt(0)[0])
-        check(a["status"] == "printed" and fd_of(a["fiscal_doc"]) == 1, f"before the fault: {a}")
+        check(a["status"] == "printed" and fd_of(a["fiscal_doc"]) == FIRST, f"before the fault: {a}")
 
         inject(d, "paper-out", 0)
         body_b = make_receipt(1)[0]
@@ -271,7 +276,7 @@ def test_paper_out_flags_then_prints_once_when_cleared():
         waited = time.monotonic() - started
         check(c["status"] == "buffered" and 1.5 < waited < 4, f"second POST with paper out after {waited:.2f} s: {c}")
         time.sleep(0.5)  # at least one retry of receipt b has failed by now (first retry at 2 s)
-        check(device_status(d)["last_fiscal_document"] == 1, "a document was made while the paper was out")
+        check(device_status(d)["last_fiscal_document"] == FIRST, "a document was made while the paper was out")
         check(d.request("GET", "/v1/health")[2]["status"] == "degraded", "health recovered while paper is out")
 
         cleared = time.monotonic()
@@ -280,9 +285,9 @@ def test_paper_out_flags_then_prints_once_when_cleared():
         took = time.monotonic() - cleared
         sys.stderr.write(f"   printed {took:.2f} s after the paper came back\n")
         check(took <= 8.5, f"printed {took:.1f} s after the fault cleared: beyond the retry backoff")
-        check(fd_of(r["fiscal_doc"]) == 2 and r["status"] == "printed", f"receipt b once printed: {r}")
+        check(fd_of(r["fiscal_doc"]) == FIRST + 1 and r["status"] == "printed", f"receipt b once printed: {r}")
         rc = wait_printed(d, c["receipt_id"], 5)
-        check(fd_of(rc["fiscal_doc"]) == 3, f"receipt c is not printed after b (HLC order): {rc['fiscal_doc']}")
+        check(fd_of(rc["fiscal_doc"]) == FIRST + 2, f"receipt c is not printed after b (HLC order): {rc['fiscal_doc']}")
 
         replay, headers = post(d, "paper-b", body_b)
         check(replay["status"] == "printed" and replay["receipt_id"] == rid_b and
@@ -290,7 +295,7 @@ def test_paper_out_flags_then_prints_once_when_cleared():
               f"replay of the once failed receipt: {headers} {replay}")
         wait_until(lambda: d.request("GET", "/v1/health")[2]["status"] == "healthy", 5, "health to recover")
         dev = device_status(d)
-        check(dev["state"] == "ready" and dev["last_fiscal_document"] == 3 and dev["last_fault"] == "paper out",
+        check(dev["state"] == "ready" and dev["last_fiscal_document"] == FIRST + 2 and dev["last_fault"] == "paper out",
               f"device status after the paper came back: {dev}")
         check_fds_consecutive(db_fiscal_docs(d), 3, "paper out")
         d.stop_clean()
@@ -300,7 +305,7 @@ def test_unknown_outcome_is_matched_not_printed_twice():
     with Daemon(config(Timeout="500ms"), name="kkt-print") as d:
         d.start()
         a, _ = post(d, "unknown-a", make_receipt(0)[0])
-        check(fd_of(a["fiscal_doc"]) == 1, f"before the fault: {a}")
+        check(fd_of(a["fiscal_doc"]) == FIRST, f"before the fault: {a}")
 
         inject(d, "timeout-unknown", 1)
         started = time.monotonic()
@@ -312,13 +317,13 @@ def test_unknown_outcome_is_matched_not_printed_twice():
         check(waited < 3, f"the answer took {waited:.2f} s with a 500 ms register timeout")
 
         r = wait_printed(d, rid_b, 10)
-        check(fd_of(r["fiscal_doc"]) == 2, f"the matched document: {r['fiscal_doc']}")
-        check("was printed before the register's answer was lost" in d.log_text(),
-              "the log does not say the document was matched with the register's last one")
+        check(fd_of(r["fiscal_doc"]) == FIRST + 1, f"the matched document: {r['fiscal_doc']}")
+        check("was made by the register before its answer was lost" in d.log_text(),
+              "the log does not say the register was asked and had made the document")
         c, _ = post(d, "unknown-c", make_receipt(2)[0])
-        check(c["status"] == "printed" and fd_of(c["fiscal_doc"]) == 3,
+        check(c["status"] == "printed" and fd_of(c["fiscal_doc"]) == FIRST + 2,
               f"the next receipt after the match: {c}")
-        check(device_status(d)["last_fiscal_document"] == 3, f"device status: {device_status(d)}")
+        check(device_status(d)["last_fiscal_document"] == FIRST + 2, f"device status: {device_status(d)}")
         check_fds_consecutive(db_fiscal_docs(d), 3, "unknown outcome")
         d.stop_clean()
 
@@ -338,7 +343,7 @@ def test_answer_after_response_timeout_is_buffered_and_printing_goes_on():
         check(r["print_status"] == "unprinted" and r["status"] == "buffered", f"GET while printing: {r}")
         r = wait_printed(d, answer["receipt_id"], 10)
         took = time.monotonic() - started
-        check(took >= 2.9 and fd_of(r["fiscal_doc"]) == 1, f"printed after {took:.2f} s: {r['fiscal_doc']}")
+        check(took >= 2.9 and fd_of(r["fiscal_doc"]) == FIRST, f"printed after {took:.2f} s: {r['fiscal_doc']}")
         d.stop_clean()
 
 
@@ -437,8 +442,8 @@ def test_receipts_queued_at_a_crash_are_printed_once_after_restart():
         docs = db_fiscal_docs(d)
         check_fds_consecutive(docs, 4, "after kill -9")
         order = [fd_of(docs[rid][1]) for rid in rids]
-        check(order == [1, 2, 3, 4], f"printed out of order after the restart: {order}")
-        check(device_status(d)["last_fiscal_document"] == 4, f"device status: {device_status(d)}")
+        check(order == [FIRST, FIRST + 1, FIRST + 2, FIRST + 3], f"printed out of order after the restart: {order}")
+        check(device_status(d)["last_fiscal_document"] == FIRST + 3, f"device status: {device_status(d)}")
         d.stop_clean()
 
 
@@ -454,7 +459,7 @@ def emulator_memory(d):
         db = sqlite3.connect(os.path.join(tmp, "fn.db"))
         try:
             last_fd = db.execute("SELECT last_fd FROM fiscal_memory").fetchone()[0]
-            row = db.execute("SELECT receipt_id, fd FROM last_document").fetchone()
+            row = db.execute("SELECT receipt_id, fd FROM documents ORDER BY fd DESC LIMIT 1").fetchone()
         finally:
             db.close()
         return last_fd, row
@@ -476,16 +481,16 @@ def test_document_made_before_a_crash_is_matched_not_printed_again():
         docs = db_fiscal_docs(d)
         check(docs[b["receipt_id"]][0] != "printed", f"receipt b stored as printed before the kill: {docs}")
         last_fd, last = emulator_memory(d)
-        check(last_fd == 2 and last == (b["receipt_id"], 2),
+        check(last_fd == FIRST + 1 and last == (b["receipt_id"], FIRST + 1),
               f"the register did not make b's document before the kill: last_fd {last_fd}, last {last}")
 
         d.start()
         r = wait_printed(d, b["receipt_id"], 10)
-        check(fd_of(r["fiscal_doc"]) == 2, f"receipt b after the restart: {r['fiscal_doc']} (printed again?)")
+        check(fd_of(r["fiscal_doc"]) == FIRST + 1, f"receipt b after the restart: {r['fiscal_doc']} (printed again?)")
         c, _ = post(d, "window-c", make_receipt(2)[0])
         rc = wait_printed(d, c["receipt_id"], 5)
-        check(fd_of(rc["fiscal_doc"]) == 3, f"the next receipt: {rc['fiscal_doc']}")
-        check(device_status(d)["last_fiscal_document"] == 3, f"device status: {device_status(d)}")
+        check(fd_of(rc["fiscal_doc"]) == FIRST + 2, f"the next receipt: {rc['fiscal_doc']}")
+        check(device_status(d)["last_fiscal_document"] == FIRST + 2, f"device status: {device_status(d)}")
         check_fds_consecutive(db_fiscal_docs(d), 3, "crash after the document was made")
         d.stop_clean()
 
@@ -510,19 +515,19 @@ def test_dbus_device_properties_and_receipt_signals_follow_the_register():
             wait_until(lambda: "printed" in bus.receipt_states(rid_a), 5, "ReceiptStateChanged printed")
             check(bus.receipt_states(rid_a) == ["buffered", "printed"],
                   f"ReceiptStateChanged for a printed receipt: {bus.receipt_states(rid_a)}")
-            check(bus.get("LastFiscalDocument") == 1 and bus.get("ShiftNumber") == 1 and
+            check(bus.get("LastFiscalDocument") == FIRST and bus.get("ShiftNumber") == 1 and
                   bus.get("ShiftOpenUSec") > 0 and bus.get("DeviceState") == "ready",
                   "properties after the first print: " + str({p: bus.get(p) for p in (
                       "LastFiscalDocument", "ShiftNumber", "ShiftOpenUSec", "DeviceState")}))
-            wait_until(lambda: 1 in bus.changed("LastFiscalDocument"), 5,
-                       "PropertiesChanged with LastFiscalDocument=1")
+            wait_until(lambda: FIRST in bus.changed("LastFiscalDocument"), 5,
+                       "PropertiesChanged with LastFiscalDocument=FIRST")
 
             inject(d, "paper-out", 0)
             b, _ = post(d, "bus-b", make_receipt(1)[0])
             rid_b = b["receipt_id"]
             check(b["status"] == "print_failed", f"with paper out: {b}")
             wait_until(lambda: "print_failed" in bus.receipt_states(rid_b), 5, "ReceiptStateChanged print_failed")
-            check(bus.get("DeviceState") == "fault" and bus.get("LastFiscalDocument") == 1,
+            check(bus.get("DeviceState") == "fault" and bus.get("LastFiscalDocument") == FIRST,
                   f"properties with paper out: {bus.get('DeviceState')} {bus.get('LastFiscalDocument')}")
             wait_until(lambda: "fault" in bus.changed("DeviceState"), 5, "PropertiesChanged DeviceState=fault")
 
@@ -532,10 +537,10 @@ def test_dbus_device_properties_and_receipt_signals_follow_the_register():
             check(states[0] == "buffered" and states[-1] == "printed" and states.count("printed") == 1 and
                   set(states[1:-1]) == {"print_failed"}, f"ReceiptStateChanged for receipt b: {states}")
             wait_until(lambda: bus.get("DeviceState") == "ready", 5, "DeviceState ready again")
-            check(bus.get("LastFiscalDocument") == 2, f"LastFiscalDocument {bus.get('LastFiscalDocument')}")
+            check(bus.get("LastFiscalDocument") == FIRST + 1, f"LastFiscalDocument {bus.get('LastFiscalDocument')}")
             wait_until(lambda: bus.changed("DeviceState")[-1:] == ["ready"], 5, "PropertiesChanged ready")
-            wait_until(lambda: 2 in bus.changed("LastFiscalDocument"), 5,
-                       "PropertiesChanged with LastFiscalDocument=2")
+            wait_until(lambda: FIRST + 1 in bus.changed("LastFiscalDocument"), 5,
+                       "PropertiesChanged with LastFiscalDocument=FIRST + 1")
             d.stop_clean()
 
 

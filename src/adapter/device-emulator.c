@@ -788,9 +788,15 @@ static bool shift_expired(const FiscalMemory *m, usec_t t) {
         return m->shift_open && usec_sub_unsigned(t, m->shift_open_usec) >= DEVICE_SHIFT_MAX_USEC;
 }
 
+/* Whether the drive has room for `documents` more (a receipt in a closed shift needs two: the opening and
+ * itself) and is still valid. */
+static bool fn_exhausted_for(Emulator *e, const FiscalMemory *m, usec_t t, uint32_t documents) {
+        return (e->fn_capacity > 0 && (uint64_t) m->last_fd + documents > e->fn_capacity) ||
+               (uint64_t) m->last_fd + documents > UINT32_MAX || (m->fn_valid_until > 0 && t >= m->fn_valid_until);
+}
+
 static bool fn_exhausted(Emulator *e, const FiscalMemory *m, usec_t t) {
-        return (e->fn_capacity > 0 && m->last_fd >= e->fn_capacity) || m->last_fd == UINT32_MAX ||
-               (m->fn_valid_until > 0 && t >= m->fn_valid_until);
+        return fn_exhausted_for(e, m, t, 1);
 }
 
 static bool ofd_blocked(const DeviceOfdQueue *q, usec_t t) {
@@ -987,11 +993,12 @@ static int emulator_commit(Emulator *e, DeviceResult *result) {
 
 /* Whether the drive takes another document now (inside the transaction): full, expired, or blocked by the
  * OFD rule. */
-static int emulator_check_drive(Emulator *e, const FiscalMemory *m, usec_t t, DeviceResult *result) {
+static int emulator_check_drive(Emulator *e, const FiscalMemory *m, usec_t t, uint32_t documents,
+                                DeviceResult *result) {
         DeviceOfdQueue q;
         int r;
 
-        if (fn_exhausted(e, m, t))
+        if (fn_exhausted_for(e, m, t, documents))
                 return fail_fault(result, DEVICE_FAULT_FN_FULL);
         r = db_ofd_queue(e, &(FiscalMemory) { .ofd_online = false }, &q);
         if (r < 0)
@@ -1054,7 +1061,7 @@ static int emulator_make_receipt(Emulator *e, const char *receipt_id, const Emul
                 return r;
 
         t = emulator_now(e);
-        r = emulator_check_drive(e, &m, t, result);
+        r = emulator_check_drive(e, &m, t, m.shift_open ? 1 : 2, result);
         if (r < 0) {
                 db_rollback(e);
                 return r;
@@ -1227,7 +1234,7 @@ static void emulator_open_shift(Emulator *e, DeviceResult *result) {
                 emulator_refresh_status(e, result);
                 return;
         }
-        if (emulator_check_drive(e, &m, t, result) < 0) {
+        if (emulator_check_drive(e, &m, t, 1, result) < 0) {
                 db_rollback(e);
                 return;
         }
@@ -1418,8 +1425,13 @@ static int emulator_debug_apply(Emulator *e, json_object *o) {
                 m.ofd_online = json_object_get_boolean(v);
         if (json_object_object_get_ex(o, "shift_age_seconds", &v) && m.shift_open)
                 m.shift_open_usec = usec_sub_unsigned(t, (usec_t) json_object_get_int64(v) * USEC_PER_SEC);
-        if (json_object_object_get_ex(o, "fn_days_left", &v))
-                m.fn_valid_until = usec_add(t, (usec_t) json_object_get_int64(v) * USEC_PER_DAY);
+        if (json_object_object_get_ex(o, "fn_days_left", &v)) {
+                int64_t days = json_object_get_int64(v);
+
+                /* Negative: expired that many days ago. */
+                m.fn_valid_until = days >= 0 ? usec_add(t, (usec_t) days * USEC_PER_DAY)
+                                             : usec_sub_unsigned(t, (usec_t) -days * USEC_PER_DAY);
+        }
         r = db_write_memory(e, &m);
         if (r < 0)
                 return r;

@@ -20,7 +20,8 @@ extern const DeviceThreadDriver device_emulator_thread_driver;
 /* The fiscal drive blocks when a document has waited this long for the OFD's receipt (54-FZ, art. 4.1). */
 #define DEVICE_OFD_BLOCK_AFTER (30 * USEC_PER_DAY)
 
-/* The fiscal sign: HMAC-SHA256, keyed with SHA-256 of the FN number, over "fd|datetime|total|kind"
+/* The fiscal sign: HMAC-SHA256, keyed with SHA-256 of "kkt-adapter emulator FN key:" and the FN number (so
+ * each FN signs differently), over "fd|datetime|total|kind"
  * (datetime in usec, total in kopecks, kind the receipt type's name or "open_shift"/"close_shift"); the
  * first 8 bytes as a big-endian integer modulo 10^10, as 10 decimal digits. Deterministic; -EIO if libcrypto
  * fails. */

@@ -467,7 +467,6 @@ static void device_apply_result(Device *d, const Op *op, const DeviceResult *res
         /* A driver that does not report its status after every operation: what the result itself says. */
         switch (op->req.op) {
         case DEVICE_OP_PRINT:
-        case DEVICE_OP_FIND:
                 d->status.shift_open = true;
                 d->status.shift_number = result->doc.shift_number;
                 d->status.last_fiscal_document = MAX(d->status.last_fiscal_document,
@@ -556,7 +555,7 @@ static void device_kick(Device *d) {
                 Op *op = d->queue_head;
 
                 /* A register that never opened is opened first; the operation waits behind its OPEN. */
-                if (!d->opened && !IN_SET(op->req.op, DEVICE_OP_OPEN, DEVICE_OP_DEBUG)) {
+                if (!d->opened && op->req.op != DEVICE_OP_OPEN) {
                         Op *open = new0(Op, 1);
 
                         if (!open) {
@@ -607,7 +606,8 @@ static void device_on_done(const DeviceResult *result, void *userdata) {
         device_apply_result(d, op, result);
 
         if (op->internal) {
-                if (result->error < 0)
+                /* After a timeout the operation behind it was failed already by device_on_timer(). */
+                if (result->error < 0 && !late)
                         device_fail_behind_open(d, result);
                 device_kick(d);
                 return;
@@ -663,7 +663,9 @@ static int device_on_timer(sd_event_source *s, uint64_t usec, void *userdata) {
                 device_fail_behind_open(d, &(DeviceResult) { .error = -ETIMEDOUT,
                                                              .fault = DEVICE_FAULT_TIMEOUT_BEFORE });
         else
-                op_report_error(d, op, -ETIMEDOUT, DEVICE_FAULT_TIMEOUT_UNKNOWN);
+                /* Only a document-making operation may have made something; the others made nothing. */
+                op_report_error(d, op, -ETIMEDOUT,
+                                op_makes_document(op) ? DEVICE_FAULT_TIMEOUT_UNKNOWN : DEVICE_FAULT_TIMEOUT_BEFORE);
         return 0;
 }
 
