@@ -231,6 +231,9 @@ static int manager_on_counters_timer(sd_event_source *s, uint64_t usec, void *us
 void manager_counters_changed(Manager *m) {
         int r;
 
+        if (m->freeing)
+                return;
+
         /* A burst of receipts becomes one PropertiesChanged (and one STATUS=) per interval, not one each. */
         if (!m->counters_source) {
                 r = sd_event_add_time_relative(m->event, &m->counters_source, CLOCK_MONOTONIC, COUNTERS_COALESCE, 0,
@@ -912,14 +915,17 @@ Manager *manager_free(Manager *m) {
         if (!m)
                 return NULL;
 
-        sd_event_source_disable_unref(m->sigterm_source);
-        sd_event_source_disable_unref(m->sigint_source);
-        sd_event_source_disable_unref(m->sighup_source);
-        sd_event_source_disable_unref(m->exit_check_source);
-        sd_event_source_disable_unref(m->stop_deadline_source);
-        sd_event_source_disable_unref(m->stall_source);
-        sd_event_source_disable_unref(m->bus_reconnect_source);
-        sd_event_source_disable_unref(m->counters_source);
+        /* Callbacks still run below (the register's last answer, the store's last commits): they find these
+         * cleared, and change nothing that is gone. */
+        m->freeing = true;
+        m->sigterm_source = sd_event_source_disable_unref(m->sigterm_source);
+        m->sigint_source = sd_event_source_disable_unref(m->sigint_source);
+        m->sighup_source = sd_event_source_disable_unref(m->sighup_source);
+        m->exit_check_source = sd_event_source_disable_unref(m->exit_check_source);
+        m->stop_deadline_source = sd_event_source_disable_unref(m->stop_deadline_source);
+        m->stall_source = sd_event_source_disable_unref(m->stall_source);
+        m->bus_reconnect_source = sd_event_source_disable_unref(m->bus_reconnect_source);
+        m->counters_source = sd_event_source_disable_unref(m->counters_source);
         m->bus = sd_bus_flush_close_unref(m->bus);
 
         /* Teardown in dependency order; each pointer is cleared as it goes, because the callbacks that still

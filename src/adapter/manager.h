@@ -58,6 +58,7 @@ typedef struct Manager {
         sd_event_source *stall_source;
 
         bool stopping;
+        bool freeing;           /* manager_free() is tearing the modules down */
         unsigned n_reloads;
 } Manager;
 
