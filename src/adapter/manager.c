@@ -1290,6 +1290,49 @@ int manager_metrics(Manager *m, char **ret) {
                    "kkt_http_responses_total{class=\"5xx\"} %" PRIu64 "\n",
                 hs->responses_2xx, hs->responses_4xx, hs->responses_5xx);
         METRIC("kkt_http_connections", "gauge", "Open HTTP connections.", "kkt_http_connections %u", hs->connections);
+        METRIC("kkt_print_rejected", "gauge", "Receipts the register rejected, waiting for an admin.",
+               "kkt_print_rejected %" PRIu64, c->print_rejected);
+        METRIC("kkt_receipts_cancelled", "gauge", "Rejected receipts an admin cancelled, still in the buffer.",
+               "kkt_receipts_cancelled %" PRIu64, c->cancelled);
+        if (m->printer) {
+                const PrinterStats *ps = printer_get_stats(m->printer);
+
+                METRIC("kkt_receipts_printed_total", "counter", "Receipts the register printed.",
+                       "kkt_receipts_printed_total %" PRIu64, ps->printed);
+                METRIC("kkt_print_rejections_total", "counter", "Receipts the register rejected for good.",
+                       "kkt_print_rejections_total %" PRIu64, ps->rejected);
+                METRIC("kkt_print_failed_attempts_total", "counter", "Print attempts the register failed.",
+                       "kkt_print_failed_attempts_total %" PRIu64, ps->failed_attempts);
+                METRIC("kkt_print_queue_length", "gauge", "Documents waiting for the register.",
+                       "kkt_print_queue_length %u", ps->queued + !printer_is_idle(m->printer));
+                METRIC("kkt_print_queue_head_wait_seconds", "gauge",
+                       "How long the next document has waited for the register.",
+                       "kkt_print_queue_head_wait_seconds %.3f", (double) printer_head_wait(m->printer) / USEC_PER_SEC);
+        }
+        if (m->device && device_get_status(m->device)) {
+                const DeviceStatus *ds = device_get_status(m->device);
+                usec_t n = now(CLOCK_REALTIME);
+
+                METRIC("kkt_shift_open", "gauge", "Whether a shift is open at the register.", "kkt_shift_open %d",
+                       ds->shift_open);
+                METRIC("kkt_shift_open_seconds", "gauge", "How long the open shift has been open (0: none).",
+                       "kkt_shift_open_seconds %" PRIu64,
+                       ds->shift_open && ds->shift_open_usec ? usec_sub_unsigned(n, ds->shift_open_usec) / USEC_PER_SEC
+                                                             : (uint64_t) 0);
+                METRIC("kkt_shift_receipts", "gauge", "Receipts in the open shift.", "kkt_shift_receipts %" PRIu32,
+                       ds->shift_open ? device_totals_receipts(&ds->shift_totals) : 0);
+                if (ds->fn_valid_until > 0)
+                        METRIC("kkt_fiscal_memory_days_left", "gauge", "Days until the fiscal drive (FN) expires.",
+                               "kkt_fiscal_memory_days_left %.2f",
+                               ((double) ds->fn_valid_until - (double) n) / USEC_PER_DAY);
+                METRIC("kkt_ofd_unsent_documents", "gauge", "Fiscal documents the OFD has not confirmed.",
+                       "kkt_ofd_unsent_documents %" PRIu32, ds->ofd.unsent);
+                METRIC("kkt_ofd_oldest_unsent_age_seconds", "gauge",
+                       "Age of the oldest fiscal document the OFD has not confirmed (0: none).",
+                       "kkt_ofd_oldest_unsent_age_seconds %" PRIu64,
+                       ds->ofd.unsent && ds->ofd.first_unsent_usec ? usec_sub_unsigned(n, ds->ofd.first_unsent_usec) / USEC_PER_SEC
+                                                                   : (uint64_t) 0);
+        }
         if (m->sync) {
                 const SyncMetrics *sm = sync_get_metrics(m->sync);
                 BreakerState bs = sync_get_breaker_state(m->sync);

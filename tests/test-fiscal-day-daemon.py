@@ -315,6 +315,8 @@ def test_rejected_receipt_is_set_aside_the_next_prints_and_an_admin_retries_or_c
             got = call(d, "GET", f"/v1/kkt/receipt/{bad['receipt_id']}")
             check(got["status"] == "print_rejected" and got["print_status"] == "print_rejected", f"GET: {got}")
             check(call(d, "GET", "/v1/kkt/buffer/status")["print_rejected"] == 1, "buffer counter")
+            m = d.metrics()
+            check(m["kkt_print_rejected"] == 1 and m["kkt_print_rejections_total"] == 1, f"metrics: {m}")
             check(component(d, "print_queue")["status"] == "degraded", f"health: {component(d, 'print_queue')}")
             listed = call(d, "GET", "/v1/kkt/receipts/rejected")
             check([r["receipt_id"] for r in listed["receipts"]] == [bad["receipt_id"]], f"list: {listed}")
@@ -413,6 +415,9 @@ def test_fiscal_drive_health_follows_unsent_documents_and_expiry():
         check(st["ofd_unsent"] == 2 and st["ofd_unsent_days"] >= 26, f"device status: {st}")
         h = component(d, "fiscal_drive")
         check(h["status"] == "degraded" and "unsent to the OFD" in h["detail"], f"26 days: {h}")
+        m = d.metrics()
+        check(m["kkt_ofd_unsent_documents"] == 2 and m["kkt_ofd_oldest_unsent_age_seconds"] >= 26 * 86400,
+              f"metrics: {m}")
         settings(d, unsent_age_days=5)
         h = component(d, "fiscal_drive")
         check(h["status"] == "unhealthy", f"31 days: {h}")
@@ -425,6 +430,7 @@ def test_fiscal_drive_health_follows_unsent_documents_and_expiry():
         settings(d, fn_days_left=10)
         h = component(d, "fiscal_drive")
         check(h["status"] == "degraded" and "expires in" in h["detail"], f"FN expiry: {h}")
+        check(9.9 < d.metrics()["kkt_fiscal_memory_days_left"] <= 10, "kkt_fiscal_memory_days_left")
         d.stop_clean()
 
 
