@@ -3,7 +3,10 @@
 """org.opticserp.KktAdapter1 as the running daemon serves it on a private dbus-daemon: introspection against
 the contract dbus/org.opticserp.KktAdapter1.xml, SubmitReceipt/GetReceipt with their named errors and
 idempotency shared with HTTP, the admin methods' NotSupported, coalesced PropertiesChanged of the counters,
-ReceiptStateChanged once per new receipt, and the reconnection after the bus went away.
+ReceiptStateChanged once per new receipt, the fiscal day (OpenShift, PrintXReport, CloseShift and their JSON,
+the shift's properties and their change signals, CheckRefund), a receipt the register rejects (the
+PrintRejected signal and property, ListRejected, RetryPrint, CancelReceipt), and the reconnection after the
+bus went away.
 
 Usage: test-dbus-api.py [INTERFACE-XML]; meson passes the XML, else the dbus/ directory of this tree.
 Exit 77 (skipped) without dbus-daemon.
@@ -34,7 +37,7 @@ ERROR = "org.opticserp.KktAdapter1.Error."
 CONST = "org.freedesktop.DBus.Property.EmitsChangedSignal"
 
 RECEIPT = {"pos_id": "POS-1", "type": "sale",
-           "items": [{"name": "Frame", "price": 1500.00, "quantity": 1, "total": 1500.00, "vat_rate": 20}],
+           "items": [{"name": "Frame", "price": 1500.00, "quantity": 1, "total": 1500.00, "vat_rate": 22}],
            "payments": [{"type": "cash", "amount": 1500.00}]}
 OTHER_RECEIPT = {**RECEIPT, "pos_id": "POS-2"}
 BODY = json.dumps(RECEIPT)
@@ -42,6 +45,17 @@ BODY = json.dumps(RECEIPT)
 # The emulated register prints in 200-500 ms and SubmitReceipt waits for it up to [Device] ResponseTimeout=.
 ANSWER_AT_ONCE = "[Device]\nResponseTimeout=0\n"  # answers "buffered", printing goes on behind
 FAST_PRINTS = "[Device]\nResponseTimeout=0\nPrintLatencyMin=0\nPrintLatencyMax=0\n"
+# The answer waits for the print (ResponseTimeout=7s by default), which is quick.
+PRINTS_AT_ONCE = "[Device]\nPrintLatencyMin=0\nPrintLatencyMax=0\n"
+
+# What the fiscal day added to the interface: the introspection test checks that they are all there.
+FISCAL_DAY_MEMBERS = {
+    "property": {"ShiftOpen", "ShiftExpiresUSec", "ShiftReceipts", "PrintRejected", "FnValidUntilUSec",
+                 "OfdUnsent", "OfdFirstUnsentUSec"},
+    "method": {"OpenShift", "PrintXReport", "CloseShift", "CheckRefund", "RetryPrint", "CancelReceipt",
+               "ListRejected"},
+    "signal": {"PrintRejected"},
+}
 
 
 def closed_port():
@@ -70,8 +84,13 @@ class Setup:
             self.close()
             raise
 
-    def call(self, member, sig="", *args):
-        return self.conn.call(NAME, PATH, IFACE, member, sig, args)
+    def call(self, member, sig="", *args, timeout=None):
+        return self.conn.call(NAME, PATH, IFACE, member, sig, args, timeout=timeout)
+
+    def report(self, member):
+        """OpenShift(), PrintXReport() or CloseShift(): the JSON answer, parsed."""
+        (text,) = self.call(member, timeout=60)
+        return json.loads(text)
 
     def submit(self, key, body=BODY):
         return self.call("SubmitReceipt", "ss", key, body)
@@ -155,6 +174,12 @@ def test_introspection_matches_the_contract():
             for name in want:
                 check(want[name] == got[name], f"{kind} {name}: contract {want[name]}, daemon {got[name]}")
         check(contract_order == served_order, "the members are not in the contract's order")
+        for kind, names in FISCAL_DAY_MEMBERS.items():
+            check(names <= set(contract[kind]), f"the contract lacks the {kind}s "
+                  f"{sorted(names - set(contract[kind]))}")
+        check(contract["method"]["CheckRefund"] == (("id", "s", "in"), ("allowed", "b", "out"),
+                                                    ("sync_status", "s", "out"), ("reason", "s", "out")),
+              f"CheckRefund: {contract['method']['CheckRefund']}")
         # What the introspection says about const-ness holds: AdapterId and Version are there and stable.
         check(s.get("Version") and s.get("AdapterId"), "Version or AdapterId is empty")
         s.daemon.stop_clean()
@@ -325,6 +350,164 @@ def test_burst_of_50_receipts_gives_few_pending_signals():
         s.daemon.stop_clean()
 
 
+# ---- the fiscal day --------------------------------------------------------------------------------------
+
+def decimal_text(v):
+    """Amounts in reports are exact decimal strings: '1500.00', never a JSON number."""
+    return isinstance(v, str) and v.replace("-", "", 1).replace(".", "", 1).isdigit() and v[-3] == "."
+
+
+def property_changes(recorder, name):
+    return [m.body[1][name][1] for _, m in recorder.taken()
+            if m.member == "PropertiesChanged" and m.body[0] == IFACE and name in m.body[1]]
+
+
+def test_open_shift_x_and_z_reports_answer_json_and_move_the_shift_properties():
+    with Setup(PRINTS_AT_ONCE) as s:
+        opened = s.report("OpenShift")
+        check(opened["already_open"] is False and opened["shiftNumber"] >= 1 and opened["reportType"] == 0,
+              f"OpenShift: {opened}")
+        check(opened["fiscalDocumentNumber"] > 0 and len(opened["fiscalSign"]) == 10 and
+              opened["fiscalSign"].isdigit(), f"the opening is not a fiscal document: {opened}")
+        shift = opened["shiftNumber"]
+        again = s.report("OpenShift")
+        check(again["already_open"] is True and again["shiftNumber"] == shift, f"second OpenShift: {again}")
+
+        wait_until(lambda: s.get("ShiftOpen") is True, 5, "ShiftOpen true")
+        check(s.get("ShiftNumber") == shift, f"ShiftNumber {s.get('ShiftNumber')} != {shift}")
+        opened_at = s.get("ShiftOpenUSec")
+        check(opened_at > 0 and s.get("ShiftExpiresUSec") == opened_at + 24 * 3600 * 10**6,
+              f"ShiftExpiresUSec {s.get('ShiftExpiresUSec')} is not ShiftOpenUSec {opened_at} + 24 h")
+        wait_until(lambda: True in property_changes(s.recorder, "ShiftOpen"), 5,
+                   "PropertiesChanged with ShiftOpen=true")
+
+        rid, status, _ = check_answer(s.submit("day-1"))
+        check(status == "printed", f"the sale was {status}")
+        x = s.report("PrintXReport")
+        check(x["reportType"] == 1 and x["report"] == "x" and x["shiftNumber"] == shift, f"X: {x}")
+        check(x["cashTotal"] == "1500.00" and x["totalSales"] == "1500.00" and x["cardTotal"] == "0.00" and
+              x["totalRefunds"] == "0.00", f"X totals: {x}")
+        check(all(decimal_text(x[k]) for k in ("cashTotal", "cardTotal", "totalSales", "totalRefunds")),
+              f"X amounts are not decimal strings: {x}")
+        check(x["receiptCounts"]["sale"] == 1 and isinstance(x["offline"], bool), f"X counts: {x}")
+        check("fiscalDocumentNumber" not in x, f"an X report is not a fiscal document: {x}")
+        wait_until(lambda: s.get("ShiftReceipts") == 1, 5, "ShiftReceipts 1")
+
+        z = s.report("CloseShift")
+        check(z["reportType"] == 2 and z["report"] == "z" and z["shiftNumber"] == shift and
+              z["already_closed"] is False, f"Z: {z}")
+        check(z["fiscalDocumentNumber"] > opened["fiscalDocumentNumber"] and len(z["fiscalSign"]) == 10,
+              f"Z is not a later fiscal document: {z}")
+        check(z["totalSales"] == "1500.00" and z["receiptCounts"]["sale"] == 1, f"Z totals: {z}")
+        wait_until(lambda: s.get("ShiftOpen") is False, 5, "ShiftOpen false")
+        check(s.get("ShiftExpiresUSec") == 0 and s.get("ShiftReceipts") == 0,
+              f"closed shift: expires {s.get('ShiftExpiresUSec')}, receipts {s.get('ShiftReceipts')}")
+        check(s.get("LastFiscalDocument") == z["fiscalDocumentNumber"],
+              f"LastFiscalDocument {s.get('LastFiscalDocument')} != Z's {z['fiscalDocumentNumber']}")
+        wait_until(lambda: False in property_changes(s.recorder, "ShiftOpen"), 5,
+                   "PropertiesChanged with ShiftOpen=false")
+
+        expect_error("NoShift", s.call, "CloseShift")
+        # The next sale opens the next shift by itself.
+        check(check_answer(s.submit("day-2"))[1] == "printed", "the sale after the Z was not printed")
+        wait_until(lambda: s.get("ShiftOpen") is True and s.get("ShiftNumber") == shift + 1, 5,
+                   f"shift {shift + 1} opened by the sale")
+        s.daemon.stop_clean()
+
+
+def test_check_refund_names_the_original_and_waits_for_the_ofd():
+    with Setup(PRINTS_AT_ONCE) as s:
+        expect_error("NotFound", s.call, "CheckRefund", "s", "01900000-0000-7000-8000-000000000000")
+        expect_error("InvalidArgument", s.call, "CheckRefund", "s", "")
+        rid = s.submit("refund-original")[0]
+        for ref in (rid, "refund-original"):
+            allowed, sync_status, reason = s.call("CheckRefund", "s", ref)
+            check(allowed is False and sync_status in ("pending", "failed") and "not synced" in reason,
+                  f"CheckRefund({ref}) before the OFD: {allowed} {sync_status} {reason!r}")
+        # The HTTP door says the same.
+        status, _, answer = s.daemon.request("POST", "/v1/pos/refund", {"original_fiscal_doc_id": rid})
+        check(status == 409 and answer["allowed"] is False, f"POST /v1/pos/refund: {status} {answer}")
+        s.daemon.stop_clean()
+
+
+def reject_next(s):
+    """The emulated register rejects the next document (test builds' hook)."""
+    status, _, answer = s.daemon.request("POST", "/v1/kkt/debug/device/fault",
+                                         {"fault": "rejected", "count": 1})
+    check(status == 200, f"the fault hook answered {status}: {answer}")
+
+
+def test_rejected_receipt_is_signalled_listed_retried_and_cancelled():
+    with Setup(PRINTS_AT_ONCE) as s:
+        reject_next(s)
+        rid, status, fiscal = s.submit("rejected-1")
+        check(status == "print_rejected" and json.loads(fiscal) is None, f"rejected: {status} {fiscal}")
+        sig = s.recorder.wait_for(lambda m: m.member == "PrintRejected" and m.interface == IFACE, 5)
+        check(sig and sig.body[0] == rid and sig.body[1],
+              f"no PrintRejected({rid}, reason): {sig and sig.body}")
+        check((rid, "print_rejected") in receipt_signals(s.recorder),
+              f"no ReceiptStateChanged print_rejected: {receipt_signals(s.recorder)}")
+        wait_until(lambda: s.get("PrintRejected") == 1, 5, "PrintRejected property 1")
+        wait_until(lambda: 1 in property_changes(s.recorder, "PrintRejected"), 5,
+                   "PropertiesChanged with PrintRejected=1")
+
+        # The next receipt prints: one bad receipt does not stop the others.
+        check(check_answer(s.submit("after-rejected"))[1] == "printed", "the receipt after it did not print")
+
+        listed = json.loads(s.call("ListRejected")[0])
+        check([r["receipt_id"] for r in listed] == [rid] and listed[0]["status"] == "print_rejected",
+              f"ListRejected: {listed}")
+        doc = json.loads(s.call("GetReceipt", "s", rid)[0])
+        check(doc["status"] == "print_rejected", f"GetReceipt of the rejected one: {doc}")
+
+        expect_error("NotFound", s.call, "RetryPrint", "s", "no-such-receipt")
+        expect_error("InvalidArgument", s.call, "RetryPrint", "s", "")
+        printed = s.submit("printed-1")[0]
+        expect_error("Conflict", s.call, "RetryPrint", "s", printed)
+        expect_error("Conflict", s.call, "CancelReceipt", "ss", printed, "not rejected")
+
+        check(s.call("RetryPrint", "s", rid) == [], "RetryPrint did not return empty")
+        wait_until(lambda: json.loads(s.call("GetReceipt", "s", rid)[0])["status"] == "printed", 10,
+                   "the retried receipt printed")
+        states = [st for i, st in receipt_signals(s.recorder) if i == rid]
+        check(states[-2:] == ["buffered", "printed"], f"signals after RetryPrint: {states}")
+        wait_until(lambda: s.get("PrintRejected") == 0, 5, "PrintRejected property 0")
+        check(json.loads(s.call("ListRejected")[0]) == [], "ListRejected is not empty after the retry")
+
+        reject_next(s)
+        rid2, status, _ = s.submit("rejected-2")
+        check(status == "print_rejected", f"second rejection: {status}")
+        expect_error("InvalidArgument", s.call, "CancelReceipt", "ss", rid2, "")
+        check(s.call("CancelReceipt", "ss", rid2, "sold again as another receipt") == [],
+              "CancelReceipt did not return empty")
+        wait_until(lambda: (rid2, "cancelled") in receipt_signals(s.recorder), 5,
+                   "ReceiptStateChanged cancelled")
+        doc = json.loads(s.call("GetReceipt", "s", rid2)[0])
+        check(doc["status"] == "cancelled" and doc["fiscal_doc"] is None, f"cancelled: {doc}")
+        expect_error("Conflict", s.call, "CancelReceipt", "ss", rid2, "again")
+        expect_error("Conflict", s.call, "RetryPrint", "s", rid2)
+        wait_until(lambda: s.get("PrintRejected") == 0, 5, "PrintRejected property 0 after the cancel")
+        rejected = [tuple(m.body) for _, m in s.recorder.taken() if m.member == "PrintRejected"
+                    and m.interface == IFACE]
+        check([r[0] for r in rejected] == [rid, rid2], f"PrintRejected signals: {rejected}")
+        s.daemon.stop_clean()
+
+
+def test_reports_say_offline_when_the_ofd_is_unreachable():
+    """offline in a report is the OFD leg's state, the same over D-Bus as over HTTP."""
+    ofd_down = f"[OFD]\nURL=http://127.0.0.1:{closed_port()}\n[Sync]\nFailureThreshold=1\nInterval=200ms\n"
+    with Setup(PRINTS_AT_ONCE + ofd_down) as s:
+        s.submit("offline-1")
+        wait_until(lambda: s.get("CircuitState") == "open", 10, "the circuit breaker to open")
+        status, _, http_x = s.daemon.request("POST", "/v1/kkt/report/x", b"")
+        check(status == 200 and http_x["offline"] is True,
+              f"HTTP X report with the OFD down: {status} {http_x}")
+        x = s.report("PrintXReport")
+        check(x["offline"] is True,
+              f"PrintXReport() with the OFD down says offline={x['offline']}, HTTP says true")
+        s.daemon.stop_clean()
+
+
 # ---- the bus goes away -----------------------------------------------------------------------------------
 
 def test_bus_restart_http_keeps_working_and_the_daemon_comes_back():
@@ -393,6 +576,10 @@ if __name__ == "__main__":
         test_receipts_cross_between_http_and_dbus,
         test_receipt_state_changed_once_per_new_receipt_not_for_replays,
         test_burst_of_50_receipts_gives_few_pending_signals,
+        test_open_shift_x_and_z_reports_answer_json_and_move_the_shift_properties,
+        test_check_refund_names_the_original_and_waits_for_the_ofd,
+        test_rejected_receipt_is_signalled_listed_retried_and_cancelled,
         test_bus_restart_http_keeps_working_and_the_daemon_comes_back,
         test_daemon_started_before_the_bus_takes_the_name_once_it_appears,
+        test_reports_say_offline_when_the_ofd_is_unreachable,
     ])

@@ -240,6 +240,15 @@ CALLS = {
     "RetryDeadLetter": (call_args(IFACE, "RetryDeadLetter", "s", "r-1"), {"admin", "root"}),
     "ResolveDeadLetter": (call_args(IFACE, "ResolveDeadLetter", "ss", "r-1", "done"), {"admin", "root"}),
     "ResetCircuitBreaker": (call_args(IFACE, "ResetCircuitBreaker"), {"admin", "root"}),
+    # The fiscal day: the cashier's point of sale runs the shift and asks about refunds ...
+    "OpenShift": (call_args(IFACE, "OpenShift"), {"pos", "admin", "root"}),
+    "PrintXReport": (call_args(IFACE, "PrintXReport"), {"pos", "admin", "root"}),
+    "CloseShift": (call_args(IFACE, "CloseShift"), {"pos", "admin", "root"}),
+    "CheckRefund": (call_args(IFACE, "CheckRefund", "s", "r-1"), {"pos", "admin", "root"}),
+    # ... and only an administrator deals with the receipts the register rejected.
+    "RetryPrint": (call_args(IFACE, "RetryPrint", "s", "r-1"), {"admin", "root"}),
+    "CancelReceipt": (call_args(IFACE, "CancelReceipt", "ss", "r-1", "sold again"), {"admin", "root"}),
+    "ListRejected": (call_args(IFACE, "ListRejected"), {"admin", "root"}),
     # Another interface on our name: not opened to anyone but root.
     "GetManagedObjects": (call_args("org.freedesktop.DBus.ObjectManager", "GetManagedObjects"), {"root"}),
 }
@@ -374,7 +383,8 @@ def test_allowed_calls_reach_the_service_and_denied_ones_do_not(bus, who, stand_
 def test_busctl_introspect_and_get_property_work_for_everyone(bus, who, stand_in):
     ok, err, out, stderr = busctl(bus.address, who["nobody"], ["introspect", NAME, PATH, IFACE])
     check(ok, f"busctl introspect as nobody failed: {err}: {stderr[-400:]}")
-    for member in ("SubmitReceipt", "ResetCircuitBreaker", "State", "DeadLettered"):
+    for member in ("SubmitReceipt", "ResetCircuitBreaker", "State", "DeadLettered", "CloseShift",
+                   "CheckRefund", "ListRejected", "ShiftExpiresUSec", "PrintRejected"):
         check(member in out, f"busctl introspect does not show {member}:\n{out}")
     ok, err, out, _ = busctl(bus.address, who["nobody"], ["get-property", NAME, PATH, IFACE, "State"])
     check(ok and out.strip() == 's "stand-in"', f"busctl get-property as nobody: {err} {out!r}")

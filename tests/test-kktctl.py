@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 # SPDX-License-Identifier: MIT
 """kktctl against the real kkt-adapterd on a private bus: every command's output, its --json form and the
-exit statuses kktctl(1) promises to scripts.
+exit statuses kktctl(1) promises to scripts, the fiscal day's commands included (shift, shift open|close,
+report x|z, refund-check, receipt rejected|retry|cancel, device).
 
 A session-type dbus-daemon (its policy allows everything) listens on a socket in a temporary directory;
 kkt-adapterd is started on it with --bus=ADDRESS, socket-activated as systemd would, its heartbeat pointed at
@@ -22,7 +23,7 @@ import tempfile
 import xml.etree.ElementTree as ET
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
-from kkttest import Daemon, TestFailure, check, wait_until  # noqa: E402
+from kkttest import Daemon, FakeOfd, TestFailure, check, wait_until  # noqa: E402
 
 KKTCTL = os.environ.get("KKTCTL", "kktctl")
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -32,14 +33,20 @@ CAPACITY = 37
 
 # The exit statuses of kktctl(1).
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_ACCESS, EXIT_NOT_RUNNING, EXIT_REFUSED, EXIT_RETRY, \
-    EXIT_NOT_SUPPORTED = range(9)
+    EXIT_NOT_SUPPORTED, EXIT_NOT_ALLOWED, EXIT_SHIFT_EXPIRED = range(11)
 
 RECEIPT = {
     "pos_id": "pos-kktctl",
     "type": "sale",
-    "items": [{"name": "Lens 1.6 AR", "price": 1234.50, "quantity": 2, "total": 2469.00, "vat": "vat20"}],
+    "items": [{"name": "Lens 1.6 AR", "price": 1234.50, "quantity": 2, "total": 2469.00, "vat": "vat22"}],
     "payments": [{"type": "card", "amount": 2469.00}],
 }
+
+# What `kktctl --json shift` and `kktctl --json device` print: these properties and no others.
+SHIFT_PROPERTIES = {"ShiftOpen", "ShiftNumber", "ShiftOpenUSec", "ShiftExpiresUSec", "ShiftReceipts"}
+DEVICE_PROPERTIES = SHIFT_PROPERTIES | {"DeviceState", "LastFiscalDocument", "FnValidUntilUSec", "OfdUnsent",
+                                        "OfdFirstUnsentUSec"}
+ISO = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"
 
 tmp = None
 bus = None        # the dbus-daemon process
@@ -72,6 +79,10 @@ DENYING_BUS_CONFIG = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bu
           send_member="SubmitReceipt"/>
     <deny send_destination="org.opticserp.KktAdapter1" send_interface="org.opticserp.KktAdapter1"
           send_member="SyncNow"/>
+    <deny send_destination="org.opticserp.KktAdapter1" send_interface="org.opticserp.KktAdapter1"
+          send_member="CloseShift"/>
+    <deny send_destination="org.opticserp.KktAdapter1" send_interface="org.opticserp.KktAdapter1"
+          send_member="RetryPrint"/>
   </policy>
 </busconfig>
 """
@@ -147,8 +158,9 @@ def test_status_is_the_default_command_and_shows_every_field():
         expect(r, EXIT_OK, f"kktctl {' '.join(args)}")
         check(r.stderr == "", f"status wrote to stderr: {r.stderr!r}")
         labels = [l.split(":", 1)[0] for l in r.stdout.splitlines()]
-        for label in ("State", "Last heartbeat", "Consecutive", "Receipts", "Circuit breaker", "Last sync",
-                      "Register", "Shift", "Last fiscal document", "Adapter ID", "Version"):
+        for label in ("State", "Last heartbeat", "Consecutive", "Receipts", "Print rejected",
+                      "Circuit breaker", "Last sync", "Register", "Shift", "Last fiscal document",
+                      "Fiscal drive", "OFD exchange", "Adapter ID", "Version"):
             check(label in [x.strip() for x in labels], f"status lacks {label!r}:\n{r.stdout}")
         # Aligned like timedatectl: every colon in the same column.
         check(len({len(x) for x in labels}) == 1, f"labels are not aligned:\n{r.stdout}")
@@ -170,6 +182,16 @@ def test_status_json_has_every_property_of_the_interface():
             check(isinstance(o[name], str), f"{name} is {o[name]!r}, not a JSON string")
     check(o["Capacity"] == CAPACITY, f"Capacity {o['Capacity']} != [Buffer] Capacity={CAPACITY}")
     check(o["State"] in ("unknown", "online", "offline"), f"State {o['State']!r}")
+
+
+def labelled(text):
+    """{label: value} of aligned 'Label: value' lines."""
+    return {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in text.splitlines())}
+
+
+def check_aligned(r, what):
+    labels = [l.split(":", 1)[0] for l in r.stdout.splitlines()]
+    check(labels and len({len(x) for x in labels}) == 1, f"{what}: labels are not aligned:\n{r.stdout}")
 
 
 def test_status_text_and_json_agree():
@@ -332,7 +354,8 @@ def test_help_and_version():
     r = kktctl("--help", addr=False)
     expect(r, EXIT_OK, "--help")
     for word in ("status", "submit", "show", "sync", "dlq list", "dlq retry", "dlq resolve", "monitor",
-                 "--json", "--bus=", "--address=", "--key="):
+                 "shift open", "shift close", "report x", "report z", "refund-check", "receipt rejected",
+                 "receipt retry", "receipt cancel", "device", "--json", "--bus=", "--address=", "--key="):
         check(word in r.stdout, f"--help does not mention {word}")
     r = kktctl("--version", addr=False)
     expect(r, EXIT_OK, "--version")
@@ -428,6 +451,290 @@ def test_monitor_json_is_one_object_per_line_and_exits_0_on_sigterm():
           f"no Pending number: {changed}")
 
 
+# the fiscal day -------------------------------------------------------------------------------------------
+
+def shift_json():
+    r = kktctl("--json", "shift")
+    expect(r, EXIT_OK, "--json shift")
+    o = json.loads(r.stdout)
+    check(set(o) == SHIFT_PROPERTIES, f"--json shift has {sorted(o)}, not {sorted(SHIFT_PROPERTIES)}")
+    check(isinstance(o["ShiftOpen"], bool) and
+          all(isinstance(o[k], int) for k in SHIFT_PROPERTIES - {"ShiftOpen"}), f"--json shift types: {o}")
+    return o
+
+
+def report_json(*args, status=EXIT_OK):
+    r = kktctl("--json", *args)
+    expect(r, status, f"--json {' '.join(args)}")
+    check(len(r.stdout.strip().splitlines()) == 1, f"--json {' '.join(args)} is not one line: {r.stdout!r}")
+    return json.loads(r.stdout)
+
+
+def test_shift_shows_the_open_shift_and_report_x_its_figures():
+    # The receipts submitted above opened shift 1.
+    o = shift_json()
+    check(o["ShiftOpen"] and o["ShiftNumber"] >= 1 and o["ShiftReceipts"] >= 1,
+          f"the sales above did not open a shift: {o}")
+    check(o["ShiftExpiresUSec"] == o["ShiftOpenUSec"] + 24 * 3600 * 10**6,
+          f"expiry is not opening + 24 h: {o}")
+
+    r = kktctl("shift")
+    expect(r, EXIT_OK, "shift")
+    check_aligned(r, "shift")
+    f = labelled(r.stdout)
+    check(f.get("Shift") == f"{o['ShiftNumber']}, open", f"shift: {r.stdout}")
+    check(re.fullmatch(ISO, f.get("Opened", "")), f"shift has no opening time: {r.stdout}")
+    check(re.fullmatch(rf"{ISO} \(in 2[0-3]h \d+min\)", f.get("Shift expires", "")),
+          f"shift does not say when it reaches 24 hours: {r.stdout}")
+    check(f.get("Receipts") == str(o["ShiftReceipts"]), f"shift receipts: {r.stdout}")
+
+    x = report_json("report", "x")
+    check(x["reportType"] == 1 and x["shiftNumber"] == o["ShiftNumber"], f"--json report x: {x}")
+    check(x["receiptCounts"]["sale"] == o["ShiftReceipts"] and isinstance(x["totalSales"], str) and
+          x["cardTotal"] == x["totalSales"], f"report x figures (every sale here was by card): {x}")
+    r = kktctl("report", "x")
+    expect(r, EXIT_OK, "report x")
+    check_aligned(r, "report x")
+    f = labelled(r.stdout)
+    check(re.fullmatch(rf"X, shift {o['ShiftNumber']} open since {ISO}", f.get("Report", "")),
+          f"report x: {r.stdout}")
+    check(f.get("Receipts") == f"{o['ShiftReceipts']}: {o['ShiftReceipts']} sale",
+          f"report x receipts: {r.stdout}")
+    check(f.get("Sales") == x["totalSales"] and f.get("Card") == x["cardTotal"] and
+          f.get("Cash") == x["cashTotal"], f"report x text and JSON differ:\n{r.stdout}\n{x}")
+    check("Fiscal document" not in f, f"an X report is not a fiscal document: {r.stdout}")
+
+
+def test_shift_close_prints_the_z_report_and_shift_open_opens_the_next():
+    before = shift_json()
+    r = kktctl("shift", "close")
+    expect(r, EXIT_OK, "shift close")
+    check_aligned(r, "shift close")
+    f = labelled(r.stdout)
+    check(f.get("Report") == f"Z, shift {before['ShiftNumber']} closed", f"shift close: {r.stdout}")
+    check(re.fullmatch(r"\d+, fiscal sign \d{10}", f.get("Fiscal document", "")),
+          f"no Z document: {r.stdout}")
+    check(f.get("Receipts", "").startswith(f"{before['ShiftReceipts']}"), f"Z receipts: {r.stdout}")
+
+    after = shift_json()
+    check(not after["ShiftOpen"] and after["ShiftExpiresUSec"] == 0 and
+          after["ShiftNumber"] == before["ShiftNumber"], f"after the Z: {after}")
+    r = kktctl("shift")
+    expect(r, EXIT_OK, "shift with none open")
+    check(labelled(r.stdout).get("Shift") == f"none open (last: {before['ShiftNumber']})",
+          f"shift: {r.stdout}")
+
+    r = kktctl("shift", "close")
+    expect(r, EXIT_NOT_FOUND, "shift close with no shift open")
+    expect_message(r, "close the shift", "no shift")
+
+    r = kktctl("shift", "open")
+    expect(r, EXIT_OK, "shift open")
+    f = labelled(r.stdout)
+    check(f.get("Shift") == f"{before['ShiftNumber'] + 1} opened", f"shift open: {r.stdout}")
+    check(re.fullmatch(r"\d+, fiscal sign \d{10}", f.get("Fiscal document", "")),
+          f"no opening document: {r.stdout}")
+    r = kktctl("shift", "open")
+    expect(r, EXIT_OK, "shift open with a shift open")
+    check(labelled(r.stdout).get("Shift") ==
+          f"{before['ShiftNumber'] + 1} was open already; no document was made",
+          f"second shift open: {r.stdout}")
+    o = report_json("shift", "open")
+    check(o["already_open"] is True and o["shiftNumber"] == before["ShiftNumber"] + 1,
+          f"--json shift open: {o}")
+
+    # report z is shift close.
+    z = report_json("report", "z")
+    check(z["reportType"] == 2 and z["shiftNumber"] == before["ShiftNumber"] + 1 and
+          z["already_closed"] is False and len(z["fiscalSign"]) == 10 and z["fiscalDocumentNumber"] > 0,
+          f"--json report z: {z}")
+    check(z["receiptCounts"]["sale"] == 0 and z["totalSales"] == "0.00", f"an empty shift's Z: {z}")
+
+    for args, needle in ((("shift", "frob"), "Unknown shift command"),
+                         (("shift", "open", "now"), "fewer arguments"),
+                         (("report",), "more arguments"),
+                         (("report", "y"), "Unknown report")):
+        r = kktctl(*args)
+        expect(r, EXIT_USAGE, f"kktctl {' '.join(args)}")
+        expect_message(r, needle)
+
+
+def debug_hook(path, body):
+    status, _, answer = daemon.request("POST", path, body)
+    check(status == 200, f"POST {path} answered {status}: {answer}")
+    return answer
+
+
+def test_submit_when_the_shift_reaches_24_hours_exits_10_until_it_is_closed():
+    # The next sale opens a shift; the emulator's hook then makes it 23 h 56 min old.
+    r = kktctl("--json", "submit", "--key=kktctl-24h-opener", receipt_file())
+    expect(r, EXIT_OK, "the sale that opens the shift")
+    debug_hook("/v1/kkt/debug/device/settings", {"shift_age_seconds": 24 * 3600 - 4 * 60})
+    wait_until(lambda: re.search(r"ago|in [0-4]min",
+                                 labelled(kktctl("shift").stdout).get("Shift expires", "")),
+               10, "the shift to be 4 minutes from 24 hours")
+
+    r = kktctl("submit", "--key=kktctl-24h-1", receipt_file())
+    expect(r, EXIT_SHIFT_EXPIRED, "submit into a shift that reaches 24 hours")
+    expect_message(r, "submit the receipt", "kktctl shift close")
+    r = kktctl("shift", "close")
+    expect(r, EXIT_OK, "shift close")
+    r = kktctl("--json", "submit", "--key=kktctl-24h-1", receipt_file())
+    expect(r, EXIT_OK, "the same receipt again after the Z report")
+
+
+def test_refund_check_exits_0_once_the_ofd_acknowledged_the_original_and_9_before():
+    fake = FakeOfd().start()
+    proc, addr = start_bus(os.path.join(tmp, "refund-bus"))
+    try:
+        fake.mode("fail")
+        config = daemon_config(ofd=fake.url) + \
+            "[Sync]\nInterval=200ms\nInitialBackoff=100ms\nMaxBackoff=200ms\nFailureThreshold=1000\n"
+        with Daemon(config, args=[f"--bus={addr}"], name="kktctl-refund") as d:
+            d.start()
+            wait_until(lambda: kktctl("status", addr=addr).returncode == EXIT_OK, 20,
+                       "the daemon on the bus")
+            r = kktctl("refund-check", "01900000-0000-7000-8000-00000000000f", addr=addr)
+            expect(r, EXIT_NOT_FOUND, "refund-check of an unknown receipt")
+            expect_message(r, "check the refund")
+
+            r = kktctl("--json", "submit", "--key=kktctl-refund-1", receipt_file(), addr=addr)
+            expect(r, EXIT_OK, "submit the original")
+            rid = json.loads(r.stdout)["receipt_id"]
+            r = kktctl("refund-check", rid, addr=addr)
+            expect(r, EXIT_NOT_ALLOWED, "refund-check before the OFD acknowledged it")
+            check(r.stderr == "", f"a 'no' is an answer, not an error: {r.stderr!r}")
+            f = labelled(r.stdout)
+            check(f.get("Refund") == "not allowed" and f.get("Status") in ("pending", "failed") and
+                  "not synced" in f.get("Reason", ""), f"refund-check before: {r.stdout}")
+            r = kktctl("--json", "refund-check", "kktctl-refund-1", addr=addr)
+            expect(r, EXIT_NOT_ALLOWED, "--json refund-check by Idempotency-Key")
+            o = json.loads(r.stdout)
+            check(o["allowed"] is False and o["sync_status"] in ("pending", "failed") and o["reason"],
+                  f"--json refund-check before: {o}")
+
+            fake.mode("accept")
+            wait_until(lambda: json.loads(kktctl("--json", "show", rid, addr=addr).stdout)["status"]
+                       == "synced", 20, "the original synced")
+            r = kktctl("refund-check", rid, addr=addr)
+            expect(r, EXIT_OK, "refund-check once synced")
+            f = labelled(r.stdout)
+            check(f.get("Refund") == "allowed" and f.get("Status") == "synced" and "Reason" not in f,
+                  f"refund-check after: {r.stdout}")
+            o = json.loads(kktctl("--json", "refund-check", "kktctl-refund-1", addr=addr).stdout)
+            check(o == {"allowed": True, "sync_status": "synced", "reason": ""},
+                  f"--json refund-check after: {o}")
+            d.stop_clean()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+        fake.stop()
+
+
+def test_receipt_rejected_retry_and_cancel():
+    mon = Monitor()
+    try:
+        debug_hook("/v1/kkt/debug/device/fault", {"fault": "rejected", "count": 1})
+        r = kktctl("--json", "submit", "--key=kktctl-rejected-1", receipt_file())
+        expect(r, EXIT_OK, "a receipt the register rejects is still accepted")
+        first = json.loads(r.stdout)
+        rid = first["receipt_id"]
+        check(first["status"] == "print_rejected" and first["fiscal_doc"] is None, f"rejected: {first}")
+        line = mon.wait_line(lambda l: " PrintRejected " in l and rid in l, "PrintRejected in monitor")
+        check(re.match(rf"^{ISO} PrintRejected id={rid} reason=", line), f"monitor line {line!r}")
+
+        wait_until(lambda: json.loads(kktctl("--json").stdout)["PrintRejected"] == 1, 10, "PrintRejected 1")
+        check(labelled(kktctl("status").stdout).get("Print rejected", "").startswith("1 receipt set aside"),
+              "status does not show the rejected receipt")
+
+        r = kktctl("receipt", "rejected")
+        expect(r, EXIT_OK, "receipt rejected")
+        lines = r.stdout.splitlines()
+        check(lines[0].split() == ["RECEIPT", "POS", "SET", "ASIDE", "REASON"] and len(lines) == 2 and
+              lines[1].startswith(rid) and RECEIPT["pos_id"] in lines[1], f"receipt rejected:\n{r.stdout}")
+        r = kktctl("--json", "receipt", "rejected")
+        expect(r, EXIT_OK, "--json receipt rejected")
+        listed = json.loads(r.stdout)
+        check([x["receipt_id"] for x in listed] == [rid] and listed[0]["status"] == "print_rejected",
+              f"--json receipt rejected: {listed}")
+
+        r = kktctl("receipt", "retry", rid)
+        expect(r, EXIT_OK, "receipt retry")
+        check(r.stdout == "" and r.stderr == "",
+              f"receipt retry printed something: {r.stdout!r} {r.stderr!r}")
+        wait_until(lambda: json.loads(kktctl("--json", "show", rid).stdout)["status"] == "printed", 20,
+                   "the retried receipt printed")
+        r = kktctl("receipt", "retry", rid)
+        expect(r, EXIT_REFUSED, "receipt retry of a printed receipt")
+        expect_message(r, "retry the print", "refused")
+
+        debug_hook("/v1/kkt/debug/device/fault", {"fault": "rejected", "count": 1})
+        r = kktctl("--json", "submit", "--key=kktctl-rejected-2", receipt_file())
+        expect(r, EXIT_OK, "a second rejected receipt")
+        rid2 = json.loads(r.stdout)["receipt_id"]
+        check(json.loads(r.stdout)["status"] == "print_rejected", f"second: {r.stdout}")
+        r = kktctl("receipt", "cancel", rid2, "sold again as another receipt")
+        expect(r, EXIT_OK, "receipt cancel")
+        check(r.stdout == "", f"receipt cancel printed {r.stdout!r}")
+        check(json.loads(kktctl("--json", "show", rid2).stdout)["status"] == "cancelled", "not cancelled")
+        r = kktctl("receipt", "cancel", rid2, "again")
+        expect(r, EXIT_REFUSED, "receipt cancel of a cancelled receipt")
+        expect_message(r, "cancel the receipt", "refused")
+        r = kktctl("receipt", "retry", "01900000-0000-7000-8000-00000000000e")
+        expect(r, EXIT_NOT_FOUND, "receipt retry of an unknown receipt")
+
+        wait_until(lambda: kktctl("receipt", "rejected").stdout.strip() == "No rejected receipts.", 10,
+                   "no rejected receipts left")
+        check(json.loads(kktctl("--json", "receipt", "rejected").stdout) == [],
+              "--json receipt rejected is not []")
+    finally:
+        status = mon.stop()
+    check(status == EXIT_OK, f"monitor exit {status}; stderr {mon.err!r}")
+
+    for args, needle in ((("receipt",), "more arguments"),
+                         (("receipt", "frob"), "Unknown receipt command"),
+                         (("receipt", "retry"), "number of arguments"),
+                         (("receipt", "cancel", "some-id", ""), "note"),
+                         (("refund-check",), "more arguments"),
+                         (("refund-check", ""), "refund-check needs")):
+        r = kktctl(*args)
+        expect(r, EXIT_USAGE, f"kktctl {' '.join(args)}")
+        expect_message(r, needle)
+
+
+def test_device_shows_what_the_register_reports():
+    r = kktctl("device")
+    expect(r, EXIT_OK, "device")
+    check_aligned(r, "device")
+    f = labelled(r.stdout)
+    for label in ("Register", "Shift", "Last fiscal document", "Fiscal drive", "OFD exchange"):
+        check(label in f, f"device lacks {label!r}:\n{r.stdout}")
+    check(f["Register"] in ("ready", "printing"), f"device: {r.stdout}")
+    check(re.fullmatch(rf"valid until {ISO}, \d+ days? left", f["Fiscal drive"]),
+          f"fiscal drive: {r.stdout}")
+    check(f["OFD exchange"] == "every document confirmed by the OFD" or
+          re.fullmatch(rf"\d+ documents? not confirmed by the OFD, the oldest from {ISO} "
+                       rf"\(\d+ days? ago.*\)", f["OFD exchange"]), f"OFD exchange: {r.stdout}")
+
+    r = kktctl("--json", "device")
+    expect(r, EXIT_OK, "--json device")
+    o = json.loads(r.stdout)
+    check(set(o) == DEVICE_PROPERTIES, f"--json device has {sorted(o)}, not {sorted(DEVICE_PROPERTIES)}")
+    check(o["FnValidUntilUSec"] > 0 and isinstance(o["OfdUnsent"], int), f"--json device: {o}")
+    status = json.loads(kktctl("--json", "status").stdout)
+    check(all(o[k] == status[k] for k in DEVICE_PROPERTIES - {"OfdFirstUnsentUSec", "OfdUnsent"}),
+          f"device and status disagree: {o} vs {status}")
+
+    # The emulator's hook ages its documents unsent to the OFD: the days show in device and status.
+    debug_hook("/v1/kkt/debug/device/settings", {"ofd_online": False})
+    kktctl("--json", "submit", "--key=kktctl-unsent-1", receipt_file())
+    debug_hook("/v1/kkt/debug/device/settings", {"unsent_age_days": 26})
+    wait_until(lambda: "26 days ago: the register blocks at 30 days" in labelled(kktctl("device").stdout)
+               .get("OFD exchange", ""), 10, "26 days unsent in kktctl device")
+    check("26 days ago" in labelled(kktctl("status").stdout).get("OFD exchange", ""), "status lacks the age")
+    debug_hook("/v1/kkt/debug/device/settings", {"ofd_online": True})
+
+
 # not running -----------------------------------------------------------------------------------------------
 
 def test_nobody_owns_the_name_means_not_running():
@@ -437,7 +744,8 @@ def test_nobody_owns_the_name_means_not_running():
         daemon.stop()
         mon.wait_line(lambda l: l.endswith(" DaemonStopped"), "DaemonStopped")
         for args in (("status",), ("--json", "status"), ("show", "x"), ("sync",), ("dlq", "list"),
-                     ("submit", receipt_file())):
+                     ("submit", receipt_file()), ("shift",), ("shift", "close"), ("report", "x"),
+                     ("device",), ("refund-check", "x"), ("receipt", "rejected")):
             r = kktctl(*args)
             expect(r, EXIT_NOT_RUNNING, f"kktctl {' '.join(args)} without the daemon")
             expect_message(r, "not running")
@@ -472,6 +780,13 @@ def test_access_denied_by_the_bus_names_the_group():
             expect(r, EXIT_ACCESS, "sync refused by the bus policy")
             expect_message(r, "permission denied", "kkt-admin")
             check("kkt-pos" not in r.stderr, f"sync names the wrong group: {r.stderr!r}")
+            r = kktctl("shift", "close", addr=addr)
+            expect(r, EXIT_ACCESS, "shift close refused by the bus policy")
+            expect_message(r, "close the shift", "permission denied", "kkt-pos")
+            r = kktctl("receipt", "retry", "some-id", addr=addr)
+            expect(r, EXIT_ACCESS, "receipt retry refused by the bus policy")
+            expect_message(r, "retry the print", "permission denied", "kkt-admin")
+            check("kkt-pos" not in r.stderr, f"receipt retry names the wrong group: {r.stderr!r}")
     finally:
         proc.terminate()
         proc.wait(timeout=20)
@@ -512,6 +827,12 @@ TESTS = [
     test_help_and_version,
     test_monitor_prints_receipt_state_changes_and_exits_0_on_sigint,
     test_monitor_json_is_one_object_per_line_and_exits_0_on_sigterm,
+    test_shift_shows_the_open_shift_and_report_x_its_figures,
+    test_shift_close_prints_the_z_report_and_shift_open_opens_the_next,
+    test_submit_when_the_shift_reaches_24_hours_exits_10_until_it_is_closed,
+    test_refund_check_exits_0_once_the_ofd_acknowledged_the_original_and_9_before,
+    test_receipt_rejected_retry_and_cancel,
+    test_device_shows_what_the_register_reports,
     test_nobody_owns_the_name_means_not_running,
     test_a_bus_that_does_not_exist_means_not_running,
     test_access_denied_by_the_bus_names_the_group,
@@ -519,9 +840,11 @@ TESTS = [
 ]
 
 
-def daemon_config():
+def daemon_config(ofd=None):
+    # The OFD on a closed port unless given: a receipt is never acknowledged by chance.
     return (f"[Heartbeat]\nURL=http://127.0.0.1:{closed_port()}/api/v1/kkt/heartbeat\nInterval=1s\n"
-            f"[Buffer]\nCapacity={CAPACITY}\n")
+            f"[Buffer]\nCapacity={CAPACITY}\n"
+            f"[OFD]\nURL={ofd or f'http://127.0.0.1:{closed_port()}'}\n")
 
 
 def main():

@@ -41,6 +41,12 @@ static const struct {
         { KKT_BUS_ERROR("DiskFull"), EXIT_STATUS_RETRY },
         { KKT_BUS_ERROR("Conflict"), EXIT_STATUS_RETRY },
         { KKT_BUS_ERROR("Unavailable"), EXIT_STATUS_RETRY },
+        /* The register failed (paper out, no link, ...): once it is put right, the same call works. */
+        { KKT_BUS_ERROR("DeviceFault"), EXIT_STATUS_RETRY },
+        /* shift close with no shift open: there is nothing of that name to act on. */
+        { KKT_BUS_ERROR("NoShift"), EXIT_STATUS_NOT_FOUND },
+        /* Retrying does not help until someone closes the shift: a status of its own, so a script can. */
+        { KKT_BUS_ERROR("ShiftExpired"), EXIT_STATUS_SHIFT_EXPIRED },
         /* No answer in time: the outcome is unknown, and a retry (with the same key) is the way out. */
         { SD_BUS_ERROR_NO_REPLY, EXIT_STATUS_RETRY },
         { SD_BUS_ERROR_TIMEOUT, EXIT_STATUS_RETRY },
@@ -117,6 +123,10 @@ ExitStatus cli_report_bus_error(const char *action, const char *needs, const sd_
                 break;
         case EXIT_STATUS_RETRY:
                 cli_error(0, "Failed to %s, try again later: %s", action, detail);
+                break;
+        case EXIT_STATUS_SHIFT_EXPIRED:
+                cli_error(0, "Failed to %s, the shift must be closed first (kktctl shift close): %s", action,
+                          detail);
                 break;
         default:
                 cli_error(0, "Failed to %s: %s", action, detail);

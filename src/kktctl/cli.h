@@ -19,6 +19,8 @@ typedef enum ExitStatus {
         EXIT_STATUS_REFUSED = 6,
         EXIT_STATUS_RETRY = 7,
         EXIT_STATUS_NOT_SUPPORTED = 8,
+        EXIT_STATUS_NOT_ALLOWED = 9,    /* refund-check: the answer is no (not an error of the call) */
+        EXIT_STATUS_SHIFT_EXPIRED = 10, /* the register takes no receipt until the shift is closed */
 } ExitStatus;
 
 /* Prints "kktctl: <message>" on stderr (after flushing stdout); %m is strerror(error). */

@@ -13,13 +13,19 @@
 #include "manager-bus.h"
 #include "message-ids.h"
 #include "monitor.h"
+#include "report.h"
 #include "status.h"
+#include "time-util.h"
 
 /* Far above any receipt, below the system bus's message limit: a guard against `kktctl submit /dev/zero`. */
 #define SUBMIT_MAX_SIZE (16U * 1024U * 1024U)
 
 #define JSON_PLAIN (JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE)
 #define JSON_PRETTY (JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_SPACED | JSON_C_TO_STRING_NOSLASHESCAPE)
+
+/* A report waits for the register, a Z report also for the receipts queued before it: as long as HTTP waits
+ * (120 s), and a little more, rather than sd-bus's 25 s. */
+#define REPORT_CALL_TIMEOUT (130 * USEC_PER_SEC)
 
 #define NEEDS_POS "membership of the group kkt-pos or kkt-admin, or root"
 #define NEEDS_ADMIN "membership of the group kkt-admin, or root"
@@ -55,6 +61,16 @@ static void help(void) {
                "  dlq list                List the dead-lettered receipts\n"
                "  dlq retry ID            Put a dead-lettered receipt back to pending\n"
                "  dlq resolve ID NOTE     Mark a dead letter as handled outside the adapter\n"
+               "  shift                   Show the register's shift\n"
+               "  shift open              Open a shift\n"
+               "  shift close             Close the shift with a Z report and show its figures\n"
+               "  report x                Show the X report: the open shift's figures so far\n"
+               "  report z                The same as shift close\n"
+               "  refund-check ID         May the receipt ID be refunded now? (exit 0: yes, 9: no)\n"
+               "  receipt rejected        List the receipts the register rejected\n"
+               "  receipt retry ID        Put a rejected receipt back into the print queue\n"
+               "  receipt cancel ID NOTE  Cancel a rejected receipt for good\n"
+               "  device                  Show the register: shift, fiscal drive, OFD exchange\n"
                "  monitor                 Follow property changes and receipt signals until interrupted\n\n"
                "Options:\n"
                "  -h --help               Show this help\n"
@@ -218,6 +234,35 @@ static ExitStatus verb_status(sd_bus *bus, char **args) {
         } else
                 status_print(properties, stdout);
         return EXIT_STATUS_OK;
+}
+
+/* `shift` and `device`: a part of the properties, in one GetAll() call. */
+static ExitStatus show_properties(sd_bus *bus, int (*select)(json_object *p, json_object **ret),
+                                  void (*print)(json_object *p, FILE *f)) {
+        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+        _cleanup_(json_object_putp) json_object *properties = NULL, *part = NULL;
+        int r;
+
+        r = status_fetch(bus, &error, &properties);
+        if (r < 0)
+                return cli_report_bus_error("read the state of kkt-adapterd", NULL, &error, r);
+
+        if (!arg_json) {
+                print(properties, stdout);
+                return EXIT_STATUS_OK;
+        }
+        r = select(properties, &part);
+        if (r >= 0)
+                r = print_json(part, false);
+        if (r < 0) {
+                cli_error(r, "Failed to format the state: %m");
+                return EXIT_STATUS_FAILED;
+        }
+        return EXIT_STATUS_OK;
+}
+
+static ExitStatus verb_device(sd_bus *bus, char **args) {
+        return show_properties(bus, status_select_device, status_print_device);
 }
 
 /* Reads all of path ("-": stdin) into a NUL-terminated buffer; -EFBIG beyond SUBMIT_MAX_SIZE. */
@@ -411,9 +456,11 @@ static ExitStatus verb_show(sd_bus *bus, char **args) {
         return EXIT_STATUS_OK;
 }
 
-/* The methods without an answer: success prints nothing, like systemctl start. */
-static ExitStatus call_admin_method(sd_bus *bus, const char *action, const char *method, const char *types,
-                                    ...) {
+/* The methods without an answer: success prints nothing, like systemctl start. With conflict_is_final, the
+ * daemon's Conflict means that the object is not in a state the method applies to (a receipt that is not
+ * rejected, or cancelled): doing it again will not help, so that is "refused", not "try again later". */
+static ExitStatus call_admin_method(sd_bus *bus, bool conflict_is_final, const char *action,
+                                    const char *method, const char *types, ...) {
         _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *call = NULL, *reply = NULL;
         va_list ap;
@@ -435,13 +482,17 @@ static ExitStatus call_admin_method(sd_bus *bus, const char *action, const char 
                 return EXIT_STATUS_FAILED;
         }
         r = sd_bus_call(bus, call, 0, &error, &reply);
+        if (r < 0 && conflict_is_final && sd_bus_error_has_name(&error, KKT_BUS_ERROR("Conflict"))) {
+                cli_error(0, "Failed to %s, refused: %s", action, strna(error.message));
+                return EXIT_STATUS_REFUSED;
+        }
         if (r < 0)
                 return cli_report_bus_error(action, NEEDS_ADMIN, &error, r);
         return EXIT_STATUS_OK;
 }
 
 static ExitStatus verb_sync(sd_bus *bus, char **args) {
-        return call_admin_method(bus, "start a sync", "SyncNow", NULL);
+        return call_admin_method(bus, false, "start a sync", "SyncNow", NULL);
 }
 
 static const char *json_field(json_object *o, const char *key) {
@@ -505,21 +556,203 @@ static ExitStatus verb_dlq(sd_bus *bus, char **args) {
                         cli_error(0, "dlq retry needs a receipt id, not an empty string.");
                         return EXIT_STATUS_USAGE;
                 }
-                return call_admin_method(bus, "retry the dead letter", "RetryDeadLetter", "s", args[1]);
+                return call_admin_method(bus, false, "retry the dead letter", "RetryDeadLetter", "s",
+                                         args[1]);
         }
         if (streq(what, "resolve") && args[1] && args[2]) {
                 if (isempty(args[1]) || isempty(args[2])) {
                         cli_error(0, "dlq resolve needs a receipt id and a note saying how it was handled.");
                         return EXIT_STATUS_USAGE;
                 }
-                return call_admin_method(bus, "resolve the dead letter", "ResolveDeadLetter", "ss", args[1],
-                                         args[2]);
+                return call_admin_method(bus, false, "resolve the dead letter", "ResolveDeadLetter", "ss",
+                                         args[1], args[2]);
         }
 
         if (!streq(what, "list") && !streq(what, "retry") && !streq(what, "resolve"))
                 cli_error(0, "Unknown dlq command '%s': use list, retry ID or resolve ID NOTE.", what);
         else
                 cli_error(0, "Wrong number of arguments: use dlq list, retry ID or resolve ID NOTE.");
+        return EXIT_STATUS_USAGE;
+}
+
+/* ---- the fiscal day ---- */
+
+/* OpenShift(), PrintXReport(), CloseShift(): one call that answers with the report as JSON. */
+static ExitStatus call_report(sd_bus *bus, const char *method, const char *action) {
+        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *call = NULL, *reply = NULL;
+        _cleanup_(json_object_putp) json_object *o = NULL;
+        const char *json;
+        int r;
+
+        r = sd_bus_message_new_method_call(bus, &call, KKT_BUS_NAME, KKT_BUS_PATH, KKT_BUS_INTERFACE,
+                                           method);
+        if (r < 0) {
+                cli_error(r, "Failed to build the %s() call: %m", method);
+                return EXIT_STATUS_FAILED;
+        }
+        r = sd_bus_call(bus, call, REPORT_CALL_TIMEOUT, &error, &reply);
+        if (r < 0)
+                return cli_report_bus_error(action, NEEDS_POS, &error, r);
+        r = sd_bus_message_read(reply, "s", &json);
+        if (r < 0) {
+                cli_error(r, "Failed to read the answer to %s(): %m", method);
+                return EXIT_STATUS_FAILED;
+        }
+        o = json_tokener_parse(json);
+        if (!o || !json_object_is_type(o, json_type_object)) {
+                cli_error(0, "Failed to %s: kkt-adapterd's answer is not a JSON object.", action);
+                return EXIT_STATUS_FAILED;
+        }
+        if (arg_json) {
+                /* Verbatim: the amounts stay the exact strings the daemon wrote. */
+                puts(json);
+                return EXIT_STATUS_OK;
+        }
+        report_print(o, stdout);
+        return EXIT_STATUS_OK;
+}
+
+static ExitStatus verb_shift(sd_bus *bus, char **args) {
+        if (!args[0])
+                return show_properties(bus, status_select_shift, status_print_shift);
+        if (streq(args[0], "open") && !args[1])
+                return call_report(bus, "OpenShift", "open the shift");
+        if (streq(args[0], "close") && !args[1])
+                return call_report(bus, "CloseShift", "close the shift");
+
+        if (!streq(args[0], "open") && !streq(args[0], "close"))
+                cli_error(0, "Unknown shift command '%s': use shift, shift open or shift close.", args[0]);
+        else
+                cli_error(0, "Wrong number of arguments: use shift, shift open or shift close.");
+        return EXIT_STATUS_USAGE;
+}
+
+static ExitStatus verb_report(sd_bus *bus, char **args) {
+        if (streq(args[0], "x"))
+                return call_report(bus, "PrintXReport", "make the X report");
+        if (streq(args[0], "z"))
+                return call_report(bus, "CloseShift", "close the shift");
+        cli_error(0, "Unknown report '%s': use report x, or report z (shift close).", args[0]);
+        return EXIT_STATUS_USAGE;
+}
+
+static ExitStatus verb_refund_check(sd_bus *bus, char **args) {
+        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        const char *sync_status, *reason;
+        int allowed, r;
+
+        if (isempty(args[0])) {
+                cli_error(0, "refund-check needs the original's receipt id, Idempotency-Key or fiscal "
+                          "document number, not an empty string.");
+                return EXIT_STATUS_USAGE;
+        }
+        r = sd_bus_call_method(bus, KKT_BUS_NAME, KKT_BUS_PATH, KKT_BUS_INTERFACE, "CheckRefund", &error,
+                               &reply, "s", args[0]);
+        if (r == -EINVAL && !sd_bus_error_is_set(&error)) {
+                cli_error(0, "Failed to check the refund: the id is not valid UTF-8 text.");
+                return EXIT_STATUS_USAGE;
+        }
+        if (r < 0)
+                return cli_report_bus_error("check the refund", NEEDS_POS, &error, r);
+        r = sd_bus_message_read(reply, "bss", &allowed, &sync_status, &reason);
+        if (r < 0) {
+                cli_error(r, "Failed to read the answer to CheckRefund(): %m");
+                return EXIT_STATUS_FAILED;
+        }
+
+        if (arg_json) {
+                _cleanup_(json_object_putp) json_object *o = json_object_new_object();
+
+                if (!o || json_object_object_add(o, "allowed", json_object_new_boolean(allowed)) < 0 ||
+                    json_object_object_add(o, "sync_status", json_object_new_string(sync_status)) < 0 ||
+                    json_object_object_add(o, "reason", json_object_new_string(reason)) < 0 ||
+                    print_json(o, false) < 0) {
+                        cli_error(ENOMEM, "Failed to format the answer: %m");
+                        return EXIT_STATUS_FAILED;
+                }
+        } else {
+                printf("Refund: %s\n"
+                       "Status: %s\n",
+                       allowed ? "allowed" : "not allowed", sync_status);
+                if (!isempty(reason))
+                        printf("Reason: %s\n", reason);
+        }
+        /* The answer "no" is not a failure of kktctl, but a script must be able to tell it apart. */
+        return allowed ? EXIT_STATUS_OK : EXIT_STATUS_NOT_ALLOWED;
+}
+
+static ExitStatus receipt_rejected(sd_bus *bus) {
+        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        _cleanup_(json_object_putp) json_object *a = NULL;
+        const char *json;
+        size_t n;
+        int r;
+
+        r = sd_bus_call_method(bus, KKT_BUS_NAME, KKT_BUS_PATH, KKT_BUS_INTERFACE, "ListRejected", &error,
+                               &reply, NULL);
+        if (r < 0)
+                return cli_report_bus_error("list the rejected receipts", NEEDS_ADMIN, &error, r);
+        r = sd_bus_message_read(reply, "s", &json);
+        if (r < 0) {
+                cli_error(r, "Failed to read the answer to ListRejected(): %m");
+                return EXIT_STATUS_FAILED;
+        }
+        a = json_tokener_parse(json);
+        if (!a || !json_object_is_type(a, json_type_array)) {
+                cli_error(0, "Failed to list the rejected receipts: kkt-adapterd's answer is not a JSON "
+                          "array.");
+                return EXIT_STATUS_FAILED;
+        }
+        if (arg_json) {
+                puts(json);
+                return EXIT_STATUS_OK;
+        }
+
+        n = json_object_array_length(a);
+        if (n == 0) {
+                puts("No rejected receipts.");
+                return EXIT_STATUS_OK;
+        }
+        printf("%-36s %-16s %-24s %s\n", "RECEIPT", "POS", "SET ASIDE", "REASON");
+        for (size_t i = 0; i < n; i++) {
+                json_object *d = json_object_array_get_idx(a, i);
+
+                printf("%-36s %-16s %-24s %s\n", json_field(d, "receipt_id"), json_field(d, "pos_id"),
+                       json_field(d, "updated_at"), json_field(d, "last_error"));
+        }
+        return EXIT_STATUS_OK;
+}
+
+static ExitStatus verb_receipt(sd_bus *bus, char **args) {
+        const char *what = args[0];
+
+        if (streq(what, "rejected") && !args[1])
+                return receipt_rejected(bus);
+        if (streq(what, "retry") && args[1] && !args[2]) {
+                if (isempty(args[1])) {
+                        cli_error(0, "receipt retry needs a receipt id, not an empty string.");
+                        return EXIT_STATUS_USAGE;
+                }
+                return call_admin_method(bus, true, "retry the print", "RetryPrint", "s", args[1]);
+        }
+        if (streq(what, "cancel") && args[1] && args[2]) {
+                if (isempty(args[1]) || isempty(args[2])) {
+                        cli_error(0, "receipt cancel needs a receipt id and a note saying why it is "
+                                  "cancelled.");
+                        return EXIT_STATUS_USAGE;
+                }
+                return call_admin_method(bus, true, "cancel the receipt", "CancelReceipt", "ss", args[1],
+                                         args[2]);
+        }
+
+        if (!streq(what, "rejected") && !streq(what, "retry") && !streq(what, "cancel"))
+                cli_error(0, "Unknown receipt command '%s': use rejected, retry ID or cancel ID NOTE.",
+                          what);
+        else
+                cli_error(0, "Wrong number of arguments: use receipt rejected, retry ID or cancel ID NOTE.");
         return EXIT_STATUS_USAGE;
 }
 
@@ -553,6 +786,11 @@ static const Verb verbs[] = {
         { "show", 1, 1, verb_show },
         { "sync", 0, 0, verb_sync },
         { "dlq", 1, 3, verb_dlq },
+        { "shift", 0, 1, verb_shift },
+        { "report", 1, 1, verb_report },
+        { "refund-check", 1, 1, verb_refund_check },
+        { "receipt", 1, 3, verb_receipt },
+        { "device", 0, 0, verb_device },
         { "monitor", 0, 0, verb_monitor },
 };
 

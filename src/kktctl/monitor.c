@@ -23,6 +23,7 @@ struct Monitor {
         sd_bus_slot *properties_slot;
         sd_bus_slot *receipt_slot;
         sd_bus_slot *dead_letter_slot;
+        sd_bus_slot *print_rejected_slot;
         sd_bus_slot *owner_slot;
         sd_bus_slot *disconnect_slot;
 
@@ -47,6 +48,7 @@ Monitor *monitor_free(Monitor *m) {
         sd_bus_slot_unref(m->properties_slot);
         sd_bus_slot_unref(m->receipt_slot);
         sd_bus_slot_unref(m->dead_letter_slot);
+        sd_bus_slot_unref(m->print_rejected_slot);
         sd_bus_slot_unref(m->owner_slot);
         sd_bus_slot_unref(m->disconnect_slot);
         sd_event_source_disable_unref(m->sigint_source);
@@ -168,12 +170,13 @@ static int monitor_on_properties_changed(sd_bus_message *message, void *userdata
         return monitor_emit_or_exit(m, "PropertiesChanged", fields);
 }
 
-/* ReceiptStateChanged(id, status) and DeadLettered(id, reason) have the same shape. */
+/* ReceiptStateChanged(id, status), DeadLettered(id, reason) and PrintRejected(id, reason) have the same
+ * shape. */
 static int monitor_on_receipt_signal(sd_bus_message *message, void *userdata, sd_bus_error *error) {
         _cleanup_(json_object_putp) json_object *fields = NULL;
         Monitor *m = userdata;
         const char *member = sd_bus_message_get_member(message);
-        bool dead = streq_ptr(member, "DeadLettered");
+        bool state = streq_ptr(member, "ReceiptStateChanged");
         const char *id, *what;
         int r;
 
@@ -183,9 +186,9 @@ static int monitor_on_receipt_signal(sd_bus_message *message, void *userdata, sd
 
         fields = json_object_new_object();
         if (!fields || json_object_object_add(fields, "id", json_object_new_string(id)) < 0 ||
-            json_object_object_add(fields, dead ? "reason" : "status", json_object_new_string(what)) < 0)
+            json_object_object_add(fields, state ? "status" : "reason", json_object_new_string(what)) < 0)
                 return -ENOMEM;
-        return monitor_emit_or_exit(m, dead ? "DeadLettered" : "ReceiptStateChanged", fields);
+        return monitor_emit_or_exit(m, member, fields);
 }
 
 static int monitor_on_name_owner_changed(sd_bus_message *message, void *userdata, sd_bus_error *error) {
@@ -288,6 +291,10 @@ int monitor_new(Monitor **ret, sd_bus *bus, bool json, FILE *out) {
                 return r;
         r = sd_bus_match_signal(m->bus, &m->dead_letter_slot, KKT_BUS_NAME, KKT_BUS_PATH, KKT_BUS_INTERFACE,
                                 "DeadLettered", monitor_on_receipt_signal, m);
+        if (r < 0)
+                return r;
+        r = sd_bus_match_signal(m->bus, &m->print_rejected_slot, KKT_BUS_NAME, KKT_BUS_PATH,
+                                KKT_BUS_INTERFACE, "PrintRejected", monitor_on_receipt_signal, m);
         if (r < 0)
                 return r;
 

@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 #pragma once
 
-/* `kktctl monitor`: follows the daemon's PropertiesChanged, ReceiptStateChanged and DeadLettered signals
- * and its coming and going on the bus, one line per event, until SIGINT or SIGTERM. */
+/* `kktctl monitor`: follows the daemon's PropertiesChanged, ReceiptStateChanged, DeadLettered and
+ * PrintRejected signals and its coming and going on the bus, one line per event, until SIGINT or SIGTERM. */
 
 #include <stdbool.h>
 #include <stdio.h>

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
-/* Owns `kktctl status`: fetching every property at once (so the view is one consistent snapshot) and laying
- * it out for people. The JSON form is the fetched object itself. */
+/* Owns the views built from the daemon's properties: `kktctl status`, `kktctl shift` and `kktctl device`.
+ * All properties are fetched at once (so each view is one consistent snapshot) and laid out for people;
+ * the JSON form is the fetched object itself, or the part of it that the view shows. */
 
 #include <inttypes.h>
 #include <stdarg.h>
@@ -14,6 +15,26 @@
 /* strlen("Last fiscal document"), the longest label, so the colons line up. */
 #define LABEL_WIDTH 20
 
+/* The register's part of the properties: what `kktctl device` shows. */
+static const char *const device_properties[] = {
+        "DeviceState",
+        "ShiftOpen",
+        "ShiftNumber",
+        "ShiftOpenUSec",
+        "ShiftExpiresUSec",
+        "ShiftReceipts",
+        "LastFiscalDocument",
+        "FnValidUntilUSec",
+        "OfdUnsent",
+        "OfdFirstUnsentUSec",
+        NULL,
+};
+
+/* The shift's part: what `kktctl shift` shows. */
+static const char *const shift_properties[] = {
+        "ShiftOpen", "ShiftNumber", "ShiftOpenUSec", "ShiftExpiresUSec", "ShiftReceipts", NULL,
+};
+
 int status_fetch(sd_bus *bus, sd_bus_error *error, json_object **ret) {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
         int r;
@@ -26,6 +47,34 @@ int status_fetch(sd_bus *bus, sd_bus_error *error, json_object **ret) {
         if (r < 0)
                 return r;
         return bus_message_read_properties_json(reply, ret);
+}
+
+static int status_select(json_object *p, const char *const *names, json_object **ret) {
+        _cleanup_(json_object_putp) json_object *o = json_object_new_object();
+
+        if (!o)
+                return -ENOMEM;
+        for (const char *const *n = names; *n; n++) {
+                json_object *v;
+
+                /* A daemon older than this kktctl lacks some: left out, as GetAll() left them out. */
+                if (!json_object_object_get_ex(p, *n, &v))
+                        continue;
+                if (json_object_object_add(o, *n, json_object_get(v)) < 0) {
+                        json_object_put(v);
+                        return -ENOMEM;
+                }
+        }
+        *ret = TAKE_PTR(o);
+        return 0;
+}
+
+int status_select_shift(json_object *p, json_object **ret) {
+        return status_select(p, shift_properties, ret);
+}
+
+int status_select_device(json_object *p, json_object **ret) {
+        return status_select(p, device_properties, ret);
 }
 
 static const char *prop_string(json_object *p, const char *name) {
@@ -42,6 +91,15 @@ static bool prop_u64(json_object *p, const char *name, uint64_t *ret) {
         if (!json_object_object_get_ex(p, name, &v) || !json_object_is_type(v, json_type_int))
                 return false;
         *ret = json_object_get_uint64(v);
+        return true;
+}
+
+static bool prop_bool(json_object *p, const char *name, bool *ret) {
+        json_object *v;
+
+        if (!json_object_object_get_ex(p, name, &v) || !json_object_is_type(v, json_type_boolean))
+                return false;
+        *ret = json_object_get_boolean(v);
         return true;
 }
 
@@ -67,8 +125,141 @@ static const char *format_when(char *buf, size_t l, json_object *p, const char *
         return format_iso8601_utc(buf, l, usec);
 }
 
+/* A span for people, to the minute (or the second under a minute): "3h 12min", "2d 4h", "45s". */
+#define FORMAT_AGE_MAX 32
+static const char *format_age(char *buf, size_t l, usec_t t) {
+        uint64_t d = t / USEC_PER_DAY, h = t % USEC_PER_DAY / USEC_PER_HOUR,
+                 m = t % USEC_PER_HOUR / USEC_PER_MINUTE;
+
+        if (d > 0)
+                snprintf(buf, l, "%" PRIu64 "d %" PRIu64 "h", d, h);
+        else if (h > 0)
+                snprintf(buf, l, "%" PRIu64 "h %" PRIu64 "min", h, m);
+        else if (m > 0)
+                snprintf(buf, l, "%" PRIu64 "min", m);
+        else
+                snprintf(buf, l, "%" PRIu64 "s", t / USEC_PER_SEC);
+        return buf;
+}
+
+/* Whole days, rounded towards minus infinity as the daemon's fn_days_left is: half a day left is day 0, an
+ * hour overdue is -1. */
+static int64_t days_between(usec_t from, usec_t to) {
+        if (to >= from)
+                return (int64_t) ((to - from) / USEC_PER_DAY);
+        return -(int64_t) ((from - to + USEC_PER_DAY - 1) / USEC_PER_DAY);
+}
+
+/* "open": from ShiftOpen where the daemon has it, else (older daemons) from a shift number. */
+static bool shift_is_open(json_object *p, uint64_t number) {
+        bool open;
+
+        return prop_bool(p, "ShiftOpen", &open) ? open : number > 0;
+}
+
+/* No shift open; ShiftNumber is then the last one closed, 0 when none ever was. */
+static void shift_none(FILE *f, const char *label, uint64_t last) {
+        if (last > 0)
+                field(f, label, "none open (last: %" PRIu64 ")", last);
+        else
+                field(f, label, "none open, never opened");
+}
+
+/* One line for the shift: "12, opened ..., 3 receipts" or "none open (last: 11)". */
+static void shift_summary(json_object *p, FILE *f, const char *label) {
+        char when[FORMAT_ISO8601_MAX];
+        uint64_t number, opened, receipts;
+
+        if (!prop_u64(p, "ShiftNumber", &number))
+                field(f, label, "n/a");
+        else if (!shift_is_open(p, number))
+                shift_none(f, label, number);
+        else if (prop_u64(p, "ShiftOpenUSec", &opened) && opened > 0) {
+                if (prop_u64(p, "ShiftReceipts", &receipts))
+                        field(f, label, "%" PRIu64 ", opened %s, %" PRIu64 " receipt%s", number,
+                              format_iso8601_utc(when, sizeof when, opened), receipts,
+                              receipts == 1 ? "" : "s");
+                else
+                        field(f, label, "%" PRIu64 ", opened %s", number,
+                              format_iso8601_utc(when, sizeof when, opened));
+        } else
+                field(f, label, "%" PRIu64, number);
+}
+
+/* When the open shift reaches 24 hours, and how far off that is; nothing when no shift is open. */
+static void shift_expiry(json_object *p, FILE *f, usec_t n) {
+        char when[FORMAT_ISO8601_MAX], age[FORMAT_AGE_MAX];
+        uint64_t number = 0, expires;
+
+        if (!prop_u64(p, "ShiftExpiresUSec", &expires) || expires == 0 ||
+            (prop_u64(p, "ShiftNumber", &number) && !shift_is_open(p, number)))
+                return;
+        if (n < expires)
+                field(f, "Shift expires", "%s (in %s)", format_iso8601_utc(when, sizeof when, expires),
+                      format_age(age, sizeof age, expires - n));
+        else
+                field(f, "Shift expires", "%s (%s ago: the register refuses sales, kktctl shift close)",
+                      format_iso8601_utc(when, sizeof when, expires),
+                      format_age(age, sizeof age, n - expires));
+}
+
+static void fiscal_drive(json_object *p, FILE *f, usec_t n) {
+        char when[FORMAT_ISO8601_MAX];
+        uint64_t until;
+        int64_t days;
+
+        if (!prop_u64(p, "FnValidUntilUSec", &until))
+                field(f, "Fiscal drive", "n/a");
+        else if (until == 0)
+                field(f, "Fiscal drive", "expiry not known");
+        else if ((days = days_between(n, until)) >= 0)
+                field(f, "Fiscal drive", "valid until %s, %" PRIi64 " day%s left",
+                      format_iso8601_utc(when, sizeof when, until), days, days == 1 ? "" : "s");
+        else
+                field(f, "Fiscal drive", "expired %s: the register makes no documents until it is replaced",
+                      format_iso8601_utc(when, sizeof when, until));
+}
+
+static void ofd_exchange(json_object *p, FILE *f, usec_t n) {
+        char when[FORMAT_ISO8601_MAX];
+        uint64_t unsent, first;
+        int64_t days;
+
+        if (!prop_u64(p, "OfdUnsent", &unsent))
+                field(f, "OFD exchange", "n/a");
+        else if (unsent == 0)
+                field(f, "OFD exchange", "every document confirmed by the OFD");
+        else if (!prop_u64(p, "OfdFirstUnsentUSec", &first) || first == 0)
+                field(f, "OFD exchange", "%" PRIu64 " document%s not confirmed by the OFD", unsent,
+                      unsent == 1 ? "" : "s");
+        else {
+                /* The register blocks 30 days after the oldest; the daemon's health warns from 25. */
+                days = days_between(first, n);
+                field(f, "OFD exchange",
+                      "%" PRIu64 " document%s not confirmed by the OFD, the oldest from %s "
+                      "(%" PRIi64 " day%s ago%s)",
+                      unsent, unsent == 1 ? "" : "s", format_iso8601_utc(when, sizeof when, first), days,
+                      days == 1 ? "" : "s",
+                      days >= 30   ? ": the register blocks until they are sent"
+                      : days >= 25 ? ": the register blocks at 30 days"
+                                   : "");
+        }
+}
+
+static void last_fiscal_document(json_object *p, FILE *f) {
+        uint64_t a;
+
+        if (!prop_u64(p, "LastFiscalDocument", &a))
+                field(f, "Last fiscal document", "n/a");
+        else if (a == 0)
+                field(f, "Last fiscal document", "none");
+        else
+                field(f, "Last fiscal document", "%" PRIu64, a);
+}
+
 void status_print(json_object *p, FILE *f) {
         char when[FORMAT_ISO8601_MAX];
+        usec_t n = now(CLOCK_REALTIME);
         uint64_t a, b, c, d, e;
         const char *s;
 
@@ -95,26 +286,60 @@ void status_print(json_object *p, FILE *f) {
         else
                 field(f, "Receipts", "n/a");
 
+        if (!prop_u64(p, "PrintRejected", &a))
+                field(f, "Print rejected", "n/a");
+        else if (a == 0)
+                field(f, "Print rejected", "none");
+        else
+                field(f, "Print rejected",
+                      "%" PRIu64 " receipt%s set aside for an administrator (kktctl receipt rejected)", a,
+                      a == 1 ? "" : "s");
+
         field(f, "Circuit breaker", "%s", strna(prop_string(p, "CircuitState")));
         field(f, "Last sync", "%s", format_when(when, sizeof when, p, "LastSyncUSec"));
         field(f, "Register", "%s", strna(prop_string(p, "DeviceState")));
-
-        if (!prop_u64(p, "ShiftNumber", &a))
-                field(f, "Shift", "n/a");
-        else if (a == 0)
-                field(f, "Shift", "none open");
-        else if (prop_u64(p, "ShiftOpenUSec", &b) && b > 0)
-                field(f, "Shift", "%" PRIu64 ", opened %s", a, format_iso8601_utc(when, sizeof when, b));
-        else
-                field(f, "Shift", "%" PRIu64, a);
-
-        if (!prop_u64(p, "LastFiscalDocument", &a))
-                field(f, "Last fiscal document", "n/a");
-        else if (a == 0)
-                field(f, "Last fiscal document", "none");
-        else
-                field(f, "Last fiscal document", "%" PRIu64, a);
-
+        shift_summary(p, f, "Shift");
+        shift_expiry(p, f, n);
+        last_fiscal_document(p, f);
+        fiscal_drive(p, f, n);
+        ofd_exchange(p, f, n);
         field(f, "Adapter ID", "%s", strna(prop_string(p, "AdapterId")));
         field(f, "Version", "%s", strna(prop_string(p, "Version")));
+}
+
+void status_print_shift(json_object *p, FILE *f) {
+        char when[FORMAT_ISO8601_MAX];
+        uint64_t number, opened, receipts;
+
+        assert(p);
+        assert(f);
+
+        if (!prop_u64(p, "ShiftNumber", &number)) {
+                field(f, "Shift", "n/a");
+                return;
+        }
+        if (!shift_is_open(p, number)) {
+                shift_none(f, "Shift", number);
+                return;
+        }
+        field(f, "Shift", "%" PRIu64 ", open", number);
+        if (prop_u64(p, "ShiftOpenUSec", &opened) && opened > 0)
+                field(f, "Opened", "%s", format_iso8601_utc(when, sizeof when, opened));
+        shift_expiry(p, f, now(CLOCK_REALTIME));
+        if (prop_u64(p, "ShiftReceipts", &receipts))
+                field(f, "Receipts", "%" PRIu64, receipts);
+}
+
+void status_print_device(json_object *p, FILE *f) {
+        usec_t n = now(CLOCK_REALTIME);
+
+        assert(p);
+        assert(f);
+
+        field(f, "Register", "%s", strna(prop_string(p, "DeviceState")));
+        shift_summary(p, f, "Shift");
+        shift_expiry(p, f, n);
+        last_fiscal_document(p, f);
+        fiscal_drive(p, f, n);
+        ofd_exchange(p, f, n);
 }

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 #pragma once
 
-/* `kktctl status`: the daemon's properties fetched in one GetAll() call, and their view for people. */
+/* `kktctl status`, `kktctl shift` and `kktctl device`: the daemon's properties fetched in one GetAll() call,
+ * and their views for people. */
 
 #include <json-c/json.h>
 #include <stdio.h>
@@ -10,5 +11,12 @@
 /* All properties of org.opticserp.KktAdapter1 as an object keyed by property name; *error says why not. */
 int status_fetch(sd_bus *bus, sd_bus_error *error, json_object **ret);
 
+/* The properties `kktctl shift` and `kktctl device` show, as a new object (the --json output); those the
+ * daemon did not send are left out. */
+int status_select_shift(json_object *properties, json_object **ret);
+int status_select_device(json_object *properties, json_object **ret);
+
 /* Aligned "Label: value" lines like timedatectl's; a property the daemon did not send shows as "n/a". */
 void status_print(json_object *properties, FILE *f);
+void status_print_shift(json_object *properties, FILE *f);
+void status_print_device(json_object *properties, FILE *f);
