@@ -13,6 +13,10 @@
 #include "message-ids.h"
 #include "money.h"
 
+/* How often the fiscal day looks at the queue and the ages of things; the register's status is read every
+ * [Device] StatusInterval=. */
+#define FISCAL_DAY_TICK (5 * USEC_PER_SEC)
+
 typedef struct ReportRequest ReportRequest;
 struct ReportRequest {
         FiscalDay *fiscal_day;
@@ -34,8 +38,10 @@ struct FiscalDay {
         FiscalDayOptions options;
 
         sd_event_source *close_source;  /* CLOCK_REALTIME: the next closing on schedule */
-        sd_event_source *status_source; /* CLOCK_MONOTONIC: the next status read */
+        sd_event_source *tick_source;   /* CLOCK_MONOTONIC: the periodic look at the register and the queue */
+        usec_t status_requested;        /* CLOCK_MONOTONIC of the last status read asked for */
         bool status_pending;
+        bool stuck_logged;              /* the print queue's head was said to be stuck */
         bool stopping;
 
         ReportRequest *requests;        /* waiting for the register */
@@ -394,19 +400,44 @@ static void fiscal_day_on_status(Device *d, const DeviceResult *result, void *us
         /* The device applied the status; its change callback tells the rest. */
 }
 
-static int fiscal_day_on_status_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+/* The print queue's head has not moved for [Device] StuckAfter=: said once, until it moves again. */
+static void fiscal_day_check_stuck(FiscalDay *f) {
+        usec_t wait = printer_head_wait(f->printer), limit = f->options.stuck_after ?: FISCAL_DAY_STUCK_AFTER_DEFAULT;
+        char span[FORMAT_TIMESPAN_MAX];
+
+        if (wait <= limit) {
+                f->stuck_logged = false;
+                return;
+        }
+        if (f->stuck_logged)
+                return;
+        f->stuck_logged = true;
+        log_struct(LOG_WARNING, MESSAGE_ID_PRINT_STUCK, NULL,
+                   "The print queue has not moved for %s: the register is %s%s%s; %u documents wait.",
+                   format_timespan(span, sizeof span, wait / USEC_PER_SEC * USEC_PER_SEC),
+                   device_state_to_string(device_get_state(f->device)),
+                   device_get_fault(f->device) != DEVICE_FAULT_NONE ? ", " : "",
+                   device_get_fault(f->device) != DEVICE_FAULT_NONE ? device_fault_to_text(device_get_fault(f->device)) : "",
+                   printer_get_stats(f->printer)->queued + !printer_is_idle(f->printer));
+}
+
+static int fiscal_day_on_tick(sd_event_source *s, uint64_t usec, void *userdata) {
         FiscalDay *f = userdata;
+        usec_t n = now(CLOCK_MONOTONIC), interval = f->options.status_interval ?: FISCAL_DAY_STATUS_INTERVAL_DEFAULT;
         int r;
 
-        if (!f->status_pending && !f->stopping) {
+        if (!f->status_pending && !f->stopping && usec_sub_unsigned(n, f->status_requested) >= interval) {
                 r = device_submit(f->device, &(DeviceRequest) { .op = DEVICE_OP_STATUS }, fiscal_day_on_status, f);
-                if (r >= 0)
+                if (r >= 0) {
                         f->status_pending = true;
+                        f->status_requested = n;
+                }
         }
-        (void) sd_event_source_set_time_relative(s, f->options.status_interval ?: FISCAL_DAY_STATUS_INTERVAL_DEFAULT);
+        (void) sd_event_source_set_time_relative(s, FISCAL_DAY_TICK);
         (void) sd_event_source_set_enabled(s, f->stopping ? SD_EVENT_OFF : SD_EVENT_ONESHOT);
         /* Ages change with time alone: the verdicts are looked at again even without a new status. */
         fiscal_day_check_drive(f);
+        fiscal_day_check_stuck(f);
         fiscal_day_changed(f);
         return 0;
 }
@@ -433,12 +464,13 @@ int fiscal_day_new(FiscalDay **ret, sd_event *event, Device *device, Printer *pr
         f->printer = printer;
         f->options = *o;
 
-        r = sd_event_add_time_relative(event, &f->status_source, CLOCK_MONOTONIC,
-                                       f->options.status_interval ?: FISCAL_DAY_STATUS_INTERVAL_DEFAULT,
-                                       USEC_PER_SEC, fiscal_day_on_status_timer, f);
+        /* The first status comes with the register's OPEN; the next after the interval. */
+        f->status_requested = now(CLOCK_MONOTONIC);
+        r = sd_event_add_time_relative(event, &f->tick_source, CLOCK_MONOTONIC, FISCAL_DAY_TICK, USEC_PER_SEC,
+                                       fiscal_day_on_tick, f);
         if (r < 0)
                 return r;
-        (void) sd_event_source_set_description(f->status_source, "fiscal-day-status");
+        (void) sd_event_source_set_description(f->tick_source, "fiscal-day-tick");
 
         device_set_change_callback(device, fiscal_day_on_device_change, f);
         printer_set_shift_callback(printer, fiscal_day_on_shift_document, f);
@@ -457,7 +489,7 @@ FiscalDay *fiscal_day_free(FiscalDay *f) {
         while (f->requests)
                 request_free(f->requests);
         f->close_source = sd_event_source_disable_unref(f->close_source);
-        f->status_source = sd_event_source_disable_unref(f->status_source);
+        f->tick_source = sd_event_source_disable_unref(f->tick_source);
         sd_event_unref(f->event);
         return mfree(f);
 }
@@ -474,8 +506,8 @@ void fiscal_day_stop(FiscalDay *f) {
         f->stopping = true;
         if (f->close_source)
                 (void) sd_event_source_set_enabled(f->close_source, SD_EVENT_OFF);
-        if (f->status_source)
-                (void) sd_event_source_set_enabled(f->status_source, SD_EVENT_OFF);
+        if (f->tick_source)
+                (void) sd_event_source_set_enabled(f->tick_source, SD_EVENT_OFF);
 }
 
 void fiscal_day_set_change_callback(FiscalDay *f, FiscalDayChangeCallback cb, void *userdata) {
@@ -584,8 +616,10 @@ int fiscal_day_report_to_json(const DeviceReport *r, bool offline, json_object *
 
         format_iso8601_utc(ts, sizeof ts, r->datetime);
         /* The ERP's keys (camelCase), then the same in snake case. Money as exact decimal strings. */
-        if ((k = json_add(o, "reportType", json_object_new_int(report_type))) < 0 ||
-            (k = json_add(o, "shiftNumber", json_object_new_int64(r->shift_number))) < 0 ||
+        /* The ERP's report types: 1 X, 2 Z; an opening of the shift has none. */
+        if (report_type > 0 && (k = json_add(o, "reportType", json_object_new_int(report_type))) < 0)
+                return k;
+        if ((k = json_add(o, "shiftNumber", json_object_new_int64(r->shift_number))) < 0 ||
             (k = json_add(o, "dateTime", json_object_new_string(ts))) < 0 ||
             (k = json_add_money(o, "cashTotal", cash)) < 0 || (k = json_add_money(o, "cardTotal", card)) < 0 ||
             (k = json_add_money(o, "totalSales", t->by_type[RECEIPT_TYPE_SALE].total)) < 0 ||
@@ -598,8 +632,9 @@ int fiscal_day_report_to_json(const DeviceReport *r, bool offline, json_object *
              (k = json_add(o, "fiscalSign", json_object_new_string(r->fiscal_sign))) < 0))
                 return k;
 
-        if ((k = json_add(o, "report_type", json_object_new_int(report_type))) < 0 ||
-            (k = json_add(o, "report", json_object_new_string(device_report_type_to_string(r->type)))) < 0 ||
+        if (report_type > 0 && (k = json_add(o, "report_type", json_object_new_int(report_type))) < 0)
+                return k;
+        if ((k = json_add(o, "report", json_object_new_string(device_report_type_to_string(r->type)))) < 0 ||
             (k = json_add(o, "shift_number", json_object_new_int64(r->shift_number))) < 0 ||
             (k = json_add(o, "shift_open", json_object_new_boolean(r->type == DEVICE_REPORT_X ? r->shift_open
                                                                                                 : r->type == DEVICE_REPORT_OPEN))) < 0 ||
