@@ -365,7 +365,8 @@ def property_changes(recorder, name):
 def test_open_shift_x_and_z_reports_answer_json_and_move_the_shift_properties():
     with Setup(PRINTS_AT_ONCE) as s:
         opened = s.report("OpenShift")
-        check(opened["already_open"] is False and opened["shiftNumber"] >= 1 and opened["reportType"] == 0,
+        check(opened["already_open"] is False and opened["shiftNumber"] >= 1 and "reportType" not in opened and
+              opened["report"] == "open",
               f"OpenShift: {opened}")
         check(opened["fiscalDocumentNumber"] > 0 and len(opened["fiscalSign"]) == 10 and
               opened["fiscalSign"].isdigit(), f"the opening is not a fiscal document: {opened}")
@@ -380,6 +381,12 @@ def test_open_shift_x_and_z_reports_answer_json_and_move_the_shift_properties():
               f"ShiftExpiresUSec {s.get('ShiftExpiresUSec')} is not ShiftOpenUSec {opened_at} + 24 h")
         wait_until(lambda: True in property_changes(s.recorder, "ShiftOpen"), 5,
                    "PropertiesChanged with ShiftOpen=true")
+        got = json.loads(s.call("GetShift")[0])
+        check(got["shift_open"] is True and got["shift_number"] == shift and got["sales_refused"] is False,
+              f"GetShift: {got}")
+        dev = json.loads(s.call("GetDeviceStatus")[0])
+        check(dev["shift_open"] is True and dev["driver"] == "emulator" and len(dev["fn_number"]) == 16,
+              f"GetDeviceStatus: {dev}")
 
         rid, status, _ = check_answer(s.submit("day-1"))
         check(status == "printed", f"the sale was {status}")

@@ -249,6 +249,9 @@ CALLS = {
     "RetryPrint": (call_args(IFACE, "RetryPrint", "s", "r-1"), {"admin", "root"}),
     "CancelReceipt": (call_args(IFACE, "CancelReceipt", "ss", "r-1", "sold again"), {"admin", "root"}),
     "ListRejected": (call_args(IFACE, "ListRejected"), {"admin", "root"}),
+    # The register's and the shift's state as JSON: the same facts as the properties, for everyone.
+    "GetDeviceStatus": (call_args(IFACE, "GetDeviceStatus"), {"nobody", "pos", "admin", "root"}),
+    "GetShift": (call_args(IFACE, "GetShift"), {"nobody", "pos", "admin", "root"}),
     # Another interface on our name: not opened to anyone but root.
     "GetManagedObjects": (call_args("org.freedesktop.DBus.ObjectManager", "GetManagedObjects"), {"root"}),
 }

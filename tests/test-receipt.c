@@ -603,7 +603,8 @@ static void test_canonical_equal_for_equivalent_bodies(void) {
                 "\"quantity\":1,\"total\":1500.00,\"vat\":\"vat22\"}],"
                 "\"payments\":[{\"type\":\"cash\",\"amount\":1500.00}]}",
                 /* vat both ways, defaults spelled out, nulls for absent fields, a zero discount, and the
-                 * derived keys of the canonical text (ignored, whatever they say) */
+                 * derived keys of the canonical text (the tags and VAT amounts ignored, whatever they say;
+                 * a stated total and change must be right) */
                 "{\"pos_id\":\"POS-1\",\"type\":\"sale\",\"type_tag1054\":3,\"taxation\":\"osn\","
                 "\"taxation_tag1055\":32,\"items\":[{"
                 "\"name\":\"Frame\",\"price\":1500.00,\"quantity\":1,\"total\":1500.00,\"vat_rate\":22,"
@@ -614,7 +615,7 @@ static void test_canonical_equal_for_equivalent_bodies(void) {
                 "\"payments\":[{\"type\":\"cash\",\"amount\":1500.00,\"amount_tag\":1081}],"
                 "\"customer\":null,\"cashier\":null,\"correction\":null,\"original\":null,"
                 "\"original_date\":null,\"discount\":0,"
-                "\"total\":\"1.00\",\"change\":\"5.00\",\"vat_amounts\":[{\"vat\":\"x\"}]}",
+                "\"total\":\"1500.00\",\"change\":\"0.00\",\"vat_amounts\":[{\"vat\":\"x\"}]}",
         };
         _cleanup_free_ char *expected = canonical_of(base);
 
@@ -1910,6 +1911,19 @@ static void test_unknown_fields_ignored_with_ignore(void) {
         ASSERT_NULL(strstr(c, "note"));
 }
 
+static void test_stated_total_and_change_must_match(void) {
+        _cleanup_(receipt_freep) Receipt *r = NULL;
+
+        /* The base receipt totals 1500.00, paid exactly by card. */
+        r = ACCEPT(WITH("/total", "1500.00"));
+        ASSERT_EQ(r->total, 150000);
+        receipt_free(TAKE_PTR(r));
+        r = ACCEPT(WITH("/total", "\"1500.00\"", "/change", "0"));
+        ASSERT_EQ(r->change, 0);
+        REJECT(WITH("/total", "1499.99"), "total: 1499.99 does not match the receipt's 1500.00");
+        REJECT(WITH("/change", "0.01"), "change: 0.01 does not match the receipt's 0.00");
+}
+
 /* ---- the canonical text as given ---- */
 
 static void test_canonical_as_given_leaves_out_defaulted_taxation_and_cashier(void) {
@@ -2128,6 +2142,7 @@ int main(void) {
         TEST_RUN(test_unknown_fields_named_at_every_level);
         TEST_RUN(test_unknown_fields_list_is_bounded);
         TEST_RUN(test_unknown_fields_ignored_with_ignore);
+        TEST_RUN(test_stated_total_and_change_must_match);
         TEST_RUN(test_canonical_as_given_leaves_out_defaulted_taxation_and_cashier);
         TEST_RUN(test_canonical_as_given_keeps_what_the_body_gave);
         TEST_RUN(test_canonical_as_given_fingerprint_survives_a_changed_default_cashier);

@@ -597,7 +597,7 @@ static int json_add_money(json_object *o, const char *key, int64_t v) {
 int fiscal_day_report_to_json(const DeviceReport *r, bool offline, json_object **ret) {
         _cleanup_(json_object_putp) json_object *o = NULL, *counts = NULL, *counts2 = NULL, *totals = NULL;
         const DeviceTotals *t = &r->totals;
-        char ts[FORMAT_ISO8601_MAX], ts_open[FORMAT_ISO8601_MAX];
+        char ts[FORMAT_ISO8601_MAX] = "", ts_open[FORMAT_ISO8601_MAX];
         int64_t cash = device_totals_net(t, DEVICE_PAYMENT_CASH), card = device_totals_net(t, DEVICE_PAYMENT_ELECTRONIC);
         int report_type = r->type == DEVICE_REPORT_Z ? 2 : r->type == DEVICE_REPORT_X ? 1 : 0;
         int k;
@@ -614,20 +614,22 @@ int fiscal_day_report_to_json(const DeviceReport *r, bool offline, json_object *
         if (k < 0)
                 return k;
 
-        format_iso8601_utc(ts, sizeof ts, r->datetime);
+        /* An opening answered "already open" made no document: no time, number or sign of its own. */
+        if (r->datetime > 0)
+                format_iso8601_utc(ts, sizeof ts, r->datetime);
         /* The ERP's keys (camelCase), then the same in snake case. Money as exact decimal strings. */
         /* The ERP's report types: 1 X, 2 Z; an opening of the shift has none. */
         if (report_type > 0 && (k = json_add(o, "reportType", json_object_new_int(report_type))) < 0)
                 return k;
         if ((k = json_add(o, "shiftNumber", json_object_new_int64(r->shift_number))) < 0 ||
-            (k = json_add(o, "dateTime", json_object_new_string(ts))) < 0 ||
+            (k = json_add_string_or_null(o, "dateTime", r->datetime > 0 ? ts : NULL)) < 0 ||
             (k = json_add_money(o, "cashTotal", cash)) < 0 || (k = json_add_money(o, "cardTotal", card)) < 0 ||
             (k = json_add_money(o, "totalSales", t->by_type[RECEIPT_TYPE_SALE].total)) < 0 ||
             (k = json_add_money(o, "totalRefunds", t->by_type[RECEIPT_TYPE_REFUND].total)) < 0 ||
             (k = json_add(o, "receiptCounts", TAKE_PTR(counts))) < 0 ||
             (k = json_add(o, "offline", json_object_new_boolean(offline))) < 0)
                 return k;
-        if (r->type != DEVICE_REPORT_X &&
+        if (r->type != DEVICE_REPORT_X && r->fiscal_document_number > 0 &&
             ((k = json_add(o, "fiscalDocumentNumber", json_object_new_int64(r->fiscal_document_number))) < 0 ||
              (k = json_add(o, "fiscalSign", json_object_new_string(r->fiscal_sign))) < 0))
                 return k;
@@ -642,7 +644,7 @@ int fiscal_day_report_to_json(const DeviceReport *r, bool offline, json_object *
                                          r->shift_open_usec ? format_iso8601_utc(ts_open, sizeof ts_open,
                                                                                  r->shift_open_usec)
                                                             : NULL)) < 0 ||
-            (k = json_add(o, "date_time", json_object_new_string(ts))) < 0 ||
+            (k = json_add_string_or_null(o, "date_time", r->datetime > 0 ? ts : NULL)) < 0 ||
             (k = json_add_money(o, "cash_total", cash)) < 0 || (k = json_add_money(o, "card_total", card)) < 0 ||
             (k = json_add_money(o, "total_sales", t->by_type[RECEIPT_TYPE_SALE].total)) < 0 ||
             (k = json_add_money(o, "total_refunds", t->by_type[RECEIPT_TYPE_REFUND].total)) < 0 ||
@@ -654,7 +656,7 @@ int fiscal_day_report_to_json(const DeviceReport *r, bool offline, json_object *
             (k = json_add(o, "ofd_unsent", json_object_new_int64(r->ofd.unsent))) < 0 ||
             (k = json_add(o, "last_fiscal_document", json_object_new_int64(r->last_fiscal_document))) < 0)
                 return k;
-        if (r->type != DEVICE_REPORT_X &&
+        if (r->type != DEVICE_REPORT_X && r->fiscal_document_number > 0 &&
             ((k = json_add(o, "fiscal_document_number", json_object_new_int64(r->fiscal_document_number))) < 0 ||
              (k = json_add(o, "fiscal_sign", json_object_new_string(r->fiscal_sign))) < 0))
                 return k;

@@ -39,6 +39,8 @@ typedef struct IntakeJob {
         IntakeCallback cb;
         void *userdata;
 
+        const char *refusal;           /* static: why the register refuses new receipts now, or NULL */
+        int64_t change;                /* kopecks: the cash given back, said in the answer */
         struct IntakeJob *prev, *next; /* in Intake.printing */
         char *receipt_id;
         sd_event_source *timeout_source;
@@ -209,6 +211,10 @@ int intake_reply_to_json(const IntakeReply *reply, json_object **ret) {
             json_object_object_add(o, "fiscal_doc", TAKE_PTR(fiscal)) < 0 ||
             json_object_object_add(o, "message", json_object_new_string(message)) < 0)
                 return -ENOMEM;
+        if (reply->change > 0 &&
+            json_object_object_add(o, "change",
+                                   json_object_new_string(MONEY_FORMAT(reply->change, MONEY_SCALE_KOPECKS))) < 0)
+                return -ENOMEM;
         *ret = TAKE_PTR(o);
         return 0;
 }
@@ -299,7 +305,8 @@ static void intake_answer_printed(IntakeJob *job, const char *status, const char
                 .fiscal_doc = (char *) fiscal_json,
         };
 
-        job->cb(&(IntakeReply) { .error = INTAKE_OK, .receipt = &r, .detail = reason }, job->userdata);
+        job->cb(&(IntakeReply) { .error = INTAKE_OK, .receipt = &r, .detail = reason, .change = job->change },
+                job->userdata);
 }
 
 static void intake_on_printed(Printer *p, const char *receipt_id, const char *status, const char *fiscal_json,
@@ -426,7 +433,8 @@ static void intake_on_stored(Store *s, int error, StoreSubmitOutcome outcome, co
                                 in->stats.replayed++;
                         job->cb(&(IntakeReply) { .error = INTAKE_OK,
                                                  .replayed = outcome == STORE_SUBMIT_REPLAY,
-                                                 .receipt = receipt },
+                                                 .receipt = receipt,
+                                                 .change = job->change },
                                 job->userdata);
                         break;
                 case STORE_SUBMIT_KEY_MISMATCH:
@@ -440,6 +448,10 @@ static void intake_on_stored(Store *s, int error, StoreSubmitOutcome outcome, co
                 case STORE_SUBMIT_ORIGINAL_TOO_NEW:
                         in->stats.rejected_invalid++;
                         intake_answer_original(job, outcome, receipt);
+                        break;
+                case STORE_SUBMIT_REFUSED:
+                        in->stats.rejected_refused++;
+                        intake_answer(job->cb, job->userdata, INTAKE_SHIFT_EXPIRED, job->refusal);
                         break;
                 case STORE_SUBMIT_FULL:
                         in->stats.rejected_full++;
@@ -532,17 +544,6 @@ int intake_submit(Intake *in, const char *idempotency_key, const char *body, siz
         if (r < 0)
                 return r;
 
-        /* A sale the register would refuse anyway, said now instead of being stored to wait. */
-        if (in->admission_cb) {
-                const char *why = NULL;
-
-                if (in->admission_cb(in->admission_userdata, &why)) {
-                        in->stats.rejected_invalid++;
-                        intake_answer(cb, userdata, INTAKE_SHIFT_EXPIRED, why ?: "The register refuses sales now");
-                        return 0;
-                }
-        }
-
         /* The same key while its first request is still being stored (or printed): 409, as the draft says. */
         if (tfind(idempotency_key, &in->keys_in_flight, key_compare)) {
                 in->stats.rejected_conflict++;
@@ -572,6 +573,13 @@ int intake_submit(Intake *in, const char *idempotency_key, const char *body, siz
         job->intake = in;
         job->cb = cb;
         job->userdata = userdata;
+        job->change = receipt->change;
+        /* A receipt the register would refuse anyway is said now instead of being stored to wait; a replay of
+         * one accepted before still answers as it did. */
+        if (in->admission_cb && in->admission_cb(in->admission_userdata, &job->refusal))
+                job->refusal = job->refusal ?: "The register refuses sales now";
+        else
+                job->refusal = NULL;
         in->n_in_flight++;
 
         r = store_submit_receipt(in->store,
@@ -585,6 +593,7 @@ int intake_submit(Intake *in, const char *idempotency_key, const char *body, siz
                                          .original = receipt->original,
                                          .original_type = receipt->original ? original_type(receipt->type) : NULL,
                                          .original_before = receipt->needs_pre2026_original ? vat_cutoff() : 0,
+                                         .refuse_new = job->refusal != NULL,
                                  },
                                  intake_on_stored, job);
         if (r < 0) {

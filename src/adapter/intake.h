@@ -31,13 +31,14 @@ typedef struct IntakeReply {
         const char *detail;            /* for errors; on success, why printing failed */
         bool replayed;                 /* the stored answer to an earlier request with this key */
         const StoreReceipt *receipt;   /* on success */
+        int64_t change;                /* on success: kopecks of cash given back (0: none) */
 } IntakeReply;
 
 /* Called exactly once per submission, possibly before intake_submit() returns. */
 typedef void (*IntakeCallback)(const IntakeReply *reply, void *userdata);
 
 typedef struct IntakeStats {
-        uint64_t accepted, replayed, rejected_invalid, rejected_conflict, rejected_full, failed;
+        uint64_t accepted, replayed, rejected_invalid, rejected_conflict, rejected_full, rejected_refused, failed;
         int last_error; /* of the last store commit: 0 after a success */
 } IntakeStats;
 
@@ -72,7 +73,7 @@ unsigned intake_error_to_http_status(IntakeError e);
 /* "InvalidReceipt", "Conflict", ... appended to org.opticserp.KktAdapter1.Error. */
 const char *intake_error_to_bus_error(IntakeError e);
 
-/* The prototype's answer: {status, receipt_id, fiscal_doc, message}. */
+/* The prototype's answer: {status, receipt_id, fiscal_doc, message}, and "change" when cash is given back. */
 int intake_reply_to_json(const IntakeReply *reply, json_object **ret);
 
 /* A stored receipt as GET /v1/kkt/receipt/{id} and GetReceipt() show it. */

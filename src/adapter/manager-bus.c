@@ -421,8 +421,25 @@ static int method_reset_breaker(sd_bus_message *message, void *userdata, sd_bus_
 
 /* ---- the fiscal day ---- */
 
+/* A report call on the bus: answered with the register's result, or after REPORT_CALL_WAIT with the same
+ * word HTTP gives (the Z report stays queued). */
+#define REPORT_CALL_WAIT (120 * USEC_PER_SEC)
+
+typedef struct ReportCall {
+        Manager *manager;
+        sd_bus_message *message;
+        sd_event_source *timer;
+} ReportCall;
+
+static void report_call_free(ReportCall *c) {
+        sd_event_source_disable_unref(c->timer);
+        sd_bus_message_unref(c->message);
+        free(c);
+}
+
 static void method_on_report(FiscalDay *f, const DeviceResult *result, void *userdata) {
-        _cleanup_(sd_bus_message_unrefp) sd_bus_message *message = userdata;
+        ReportCall *c = userdata;
+        sd_bus_message *message = c->message;
         const char *member = sd_bus_message_get_member(message);
         json_object *o = NULL;
         int r;
@@ -435,7 +452,7 @@ static void method_on_report(FiscalDay *f, const DeviceResult *result, void *use
                                                result->fault != DEVICE_FAULT_NONE ? device_fault_to_text(result->fault)
                                                                                   : strerror(-result->error),
                                                isempty(result->message) ? "" : ": ", result->message);
-        else if ((r = fiscal_day_report_to_json(&result->report, false, &o)) < 0 ||
+        else if ((r = fiscal_day_report_to_json(&result->report, manager_ofd_offline(c->manager), &o)) < 0 ||
                  (!streq(member, "PrintXReport") &&
                   (r = json_add(o, streq(member, "OpenShift") ? "already_open" : "already_closed",
                                 json_object_new_boolean(result->error == -EALREADY))) < 0))
@@ -447,12 +464,29 @@ static void method_on_report(FiscalDay *f, const DeviceResult *result, void *use
         json_object_put(o);
         if (r < 0)
                 log_debug_errno(r, "Failed to answer %s(): %m", member);
+        report_call_free(c);
+}
+
+static int method_on_report_timeout(sd_event_source *s, uint64_t usec, void *userdata) {
+        ReportCall *c = userdata;
+        int r;
+
+        fiscal_day_forget(c->manager->fiscal_day, c);
+        r = sd_bus_reply_method_errorf(c->message, KKT_BUS_ERROR("Unavailable"),
+                                       "Still waiting for the fiscal register (%u documents ahead); a Z report "
+                                       "stays queued and is made when they are printed",
+                                       printer_get_stats(c->manager->printer)->queued);
+        if (r < 0)
+                log_debug_errno(r, "Failed to answer %s(): %m", sd_bus_message_get_member(c->message));
+        report_call_free(c);
+        return 0;
 }
 
 /* OpenShift(), PrintXReport(), CloseShift(): for the cashier (group kkt-pos) and admins. */
 static int method_report(sd_bus_message *message, void *userdata, sd_bus_error *error) {
         Manager *m = userdata;
         const char *member = sd_bus_message_get_member(message);
+        ReportCall *c;
         int r;
 
         r = manager_check_caller(userdata, message, PRIVILEGE_POS, error);
@@ -461,15 +495,19 @@ static int method_report(sd_bus_message *message, void *userdata, sd_bus_error *
         if (!m->fiscal_day)
                 return sd_bus_error_set(error, KKT_BUS_ERROR("Unavailable"), "The fiscal register is not set up");
 
-        sd_bus_message_ref(message);
+        c = new0(ReportCall, 1);
+        if (!c)
+                return -ENOMEM;
+        c->manager = m;
+        c->message = sd_bus_message_ref(message);
         if (streq(member, "OpenShift"))
-                r = fiscal_day_open_shift(m->fiscal_day, NULL, NULL, method_on_report, message);
+                r = fiscal_day_open_shift(m->fiscal_day, NULL, NULL, method_on_report, c);
         else if (streq(member, "PrintXReport"))
-                r = fiscal_day_report_x(m->fiscal_day, NULL, NULL, method_on_report, message);
+                r = fiscal_day_report_x(m->fiscal_day, NULL, NULL, method_on_report, c);
         else
-                r = fiscal_day_close_shift(m->fiscal_day, NULL, NULL, method_on_report, message);
+                r = fiscal_day_close_shift(m->fiscal_day, NULL, NULL, method_on_report, c);
         if (r < 0) {
-                sd_bus_message_unref(message);
+                report_call_free(c);
                 if (r == -EBUSY)
                         return sd_bus_error_set(error, KKT_BUS_ERROR("Conflict"), "A Z report is already queued or running");
                 if (r == -ENOENT)
@@ -478,7 +516,28 @@ static int method_report(sd_bus_message *message, void *userdata, sd_bus_error *
                         return sd_bus_error_set(error, KKT_BUS_ERROR("Unavailable"), "Shutting down");
                 return r;
         }
+        r = sd_event_add_time_relative(m->event, &c->timer, CLOCK_MONOTONIC, REPORT_CALL_WAIT, USEC_PER_SEC,
+                                       method_on_report_timeout, c);
+        if (r >= 0)
+                (void) sd_event_source_set_description(c->timer, "bus-report-wait");
         return 1;
+}
+
+/* GetDeviceStatus(), GetShift(): what GET /v1/kkt/device/status and GET /v1/kkt/shift answer. */
+static int method_get_json(sd_bus_message *message, void *userdata, sd_bus_error *error) {
+        _cleanup_(json_object_putp) json_object *o = NULL;
+        Manager *m = userdata;
+        int r;
+
+        if (!m->device)
+                return sd_bus_error_set(error, KKT_BUS_ERROR("Unavailable"), "The fiscal register is not set up");
+        r = streq(sd_bus_message_get_member(message), "GetShift") ? manager_shift_to_json(m, &o)
+                                                                    : device_state_to_json(m->device, &o);
+        if (r < 0)
+                return r;
+        return sd_bus_reply_method_return(message, "s",
+                                          json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN |
+                                                                                    JSON_C_TO_STRING_NOSLASHESCAPE));
 }
 
 static void method_on_refund_check(const RefundCheck *check, void *userdata) {
@@ -681,6 +740,10 @@ const sd_bus_vtable manager_vtable[] = {
         SD_BUS_METHOD_WITH_NAMES("CancelReceipt", "ss", SD_BUS_PARAM(id) SD_BUS_PARAM(note), NULL, ,
                                  method_print_admin, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_NAMES("ListRejected", NULL, , "s", SD_BUS_PARAM(json), method_list_rejected,
+                                 SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_NAMES("GetDeviceStatus", NULL, , "s", SD_BUS_PARAM(json), method_get_json,
+                                 SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_NAMES("GetShift", NULL, , "s", SD_BUS_PARAM(json), method_get_json,
                                  SD_BUS_VTABLE_UNPRIVILEGED),
 
         SD_BUS_SIGNAL_WITH_NAMES("ReceiptStateChanged", "ss", SD_BUS_PARAM(id) SD_BUS_PARAM(status), 0),

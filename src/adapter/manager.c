@@ -1272,9 +1272,10 @@ int manager_metrics(Manager *m, char **ret) {
                    "kkt_receipts_received_total{outcome=\"invalid\"} %" PRIu64 "\n"
                    "kkt_receipts_received_total{outcome=\"conflict\"} %" PRIu64 "\n"
                    "kkt_receipts_received_total{outcome=\"buffer_full\"} %" PRIu64 "\n"
+                   "kkt_receipts_received_total{outcome=\"refused\"} %" PRIu64 "\n"
                    "kkt_receipts_received_total{outcome=\"failed\"} %" PRIu64 "\n",
                 is->accepted, is->replayed, is->rejected_invalid, is->rejected_conflict, is->rejected_full,
-                is->failed);
+                is->rejected_refused, is->failed);
         METRIC("kkt_store_transactions_total", "counter", "Group transactions committed.",
                "kkt_store_transactions_total %" PRIu64, st->n_transactions);
         METRIC("kkt_store_jobs_total", "counter", "Jobs committed in group transactions.",

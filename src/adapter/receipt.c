@@ -1359,6 +1359,23 @@ static bool payment_is_cash(const ReceiptPayment *p) {
         return p->type == PAYMENT_TYPE_CASH;
 }
 
+/* A derived amount the body states: absent is fine, present must equal what the receipt adds up to. */
+static int check_stated(json_object *o, const char *key, int64_t computed, char **detail) {
+        json_object *v = field_get(o, key);
+        int64_t stated = 0;
+        int k;
+
+        if (!v)
+                return 0;
+        k = parse_decimal(v, NULL, key, MONEY_SCALE_KOPECKS, &stated, detail);
+        if (k < 0)
+                return k;
+        if (stated != computed)
+                return fail(detail, -EINVAL, "%s: %s does not match the receipt's %s", key,
+                            MONEY_FORMAT(stated, MONEY_SCALE_KOPECKS), MONEY_FORMAT(computed, MONEY_SCALE_KOPECKS));
+        return 0;
+}
+
 static int receipt_validate(ParseContext *c, json_object *o, Receipt *r, char **detail) {
         json_object *v;
         int k, value = 0;
@@ -1486,6 +1503,15 @@ static int receipt_validate(ParseContext *c, json_object *o, Receipt *r, char **
                             MONEY_FORMAT(r->total - paid, MONEY_SCALE_KOPECKS));
         r->paid = paid;
         r->change = paid - r->total;
+
+        /* The totals the text itself carries (a POS that states them, or a canonical text read back) must be
+         * ours: a receipt whose sender counts differently is a mistake to show, not to print. */
+        k = check_stated(o, "total", r->total, detail);
+        if (k < 0)
+                return k;
+        k = check_stated(o, "change", r->change, detail);
+        if (k < 0)
+                return k;
 
         v = field_get(o, "customer");
         if (v) {

@@ -66,6 +66,7 @@ struct Job {
         char *original;
         char *original_type;
         usec_t original_before;
+        bool refuse_new;
 
         /* JOB_GET, JOB_RETRY_PRINT, JOB_CANCEL input: the receipt id; JOB_RESOLVE: the reference */
         char *id;
@@ -206,6 +207,7 @@ static const char *const submit_outcome_table[_STORE_SUBMIT_OUTCOME_MAX] = {
         [STORE_SUBMIT_REPLAY] = "replay",
         [STORE_SUBMIT_KEY_MISMATCH] = "key-mismatch",
         [STORE_SUBMIT_FULL] = "full",
+        [STORE_SUBMIT_REFUSED] = "refused",
         [STORE_SUBMIT_ORIGINAL_UNKNOWN] = "original-unknown",
         [STORE_SUBMIT_ORIGINAL_MISMATCH] = "original-mismatch",
         [STORE_SUBMIT_REFUND_EXCEEDS] = "refund-exceeds",
@@ -954,6 +956,10 @@ static int submit_run(StoreConn *c, Job *j) {
         r = submit_find_key(c, j, &found);
         if (r < 0 || found)
                 return r;
+        if (j->refuse_new) {
+                j->outcome = STORE_SUBMIT_REFUSED;
+                return 0;
+        }
 
         if (j->original) {
                 r = submit_check_original(c, j, &original_id);
@@ -1951,6 +1957,7 @@ int store_submit_receipt(Store *s, const StoreReceiptNew *r, StoreSubmitCallback
             strdup_or_null(r->original_type, &j->original_type) < 0)
                 return -ENOMEM;
         j->original_before = r->original_before;
+        j->refuse_new = r->refuse_new;
 
         k = store_enqueue(s, &s->writer, j);
         if (k < 0)

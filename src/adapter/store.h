@@ -77,6 +77,8 @@ typedef struct StoreReceiptNew {
                                     * "purchase_refund"); NULL: any */
         usec_t original_before;    /* != 0: the original must have been created before this CLOCK_REALTIME
                                     * instant */
+        bool refuse_new;           /* a replay of a known key still replays; anything new is REFUSED (the
+                                    * register refuses sales now) */
 } StoreReceiptNew;
 
 /* One row of receipts. Timestamps are ISO 8601 UTC text; NULL when not set. */
@@ -112,6 +114,7 @@ typedef enum StoreSubmitOutcome {
         STORE_SUBMIT_REPLAY,       /* key known with the same request hash: the existing receipt */
         STORE_SUBMIT_KEY_MISMATCH, /* key known with another request hash: nothing inserted */
         STORE_SUBMIT_FULL,         /* capacity pending receipts already: nothing inserted */
+        STORE_SUBMIT_REFUSED,      /* refuse_new and the key is new: nothing inserted */
         /* For a return (StoreReceiptNew.original set); nothing inserted in each case. */
         STORE_SUBMIT_ORIGINAL_UNKNOWN,  /* no receipt by that id, key or FD number; receipt NULL */
         STORE_SUBMIT_ORIGINAL_MISMATCH, /* the original is not of original_type, or is cancelled; receipt =

@@ -261,8 +261,34 @@ static ExitStatus show_properties(sd_bus *bus, int (*select)(json_object *p, jso
         return EXIT_STATUS_OK;
 }
 
+/* The register as it reports itself: GetDeviceStatus(), the JSON of GET /v1/kkt/device/status. */
 static ExitStatus verb_device(sd_bus *bus, char **args) {
-        return show_properties(bus, status_select_device, status_print_device);
+        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        _cleanup_(json_object_putp) json_object *o = NULL;
+        const char *json;
+        int r;
+
+        r = sd_bus_call_method(bus, KKT_BUS_NAME, KKT_BUS_PATH, KKT_BUS_INTERFACE, "GetDeviceStatus", &error,
+                               &reply, NULL);
+        if (r < 0)
+                return cli_report_bus_error("read the register's state", NULL, &error, r);
+        r = sd_bus_message_read(reply, "s", &json);
+        if (r < 0) {
+                cli_error(r, "Failed to read the answer to GetDeviceStatus(): %m");
+                return EXIT_STATUS_FAILED;
+        }
+        o = json_tokener_parse(json);
+        if (!o || !json_object_is_type(o, json_type_object)) {
+                cli_error(0, "Failed to read the register's state: kkt-adapterd's answer is not a JSON object.");
+                return EXIT_STATUS_FAILED;
+        }
+        if (arg_json) {
+                puts(json);
+                return EXIT_STATUS_OK;
+        }
+        status_print_device_json(o, stdout);
+        return EXIT_STATUS_OK;
 }
 
 /* Reads all of path ("-": stdin) into a NUL-terminated buffer; -EFBIG beyond SUBMIT_MAX_SIZE. */

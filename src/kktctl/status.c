@@ -15,21 +15,6 @@
 /* strlen("Last fiscal document"), the longest label, so the colons line up. */
 #define LABEL_WIDTH 20
 
-/* The register's part of the properties: what `kktctl device` shows. */
-static const char *const device_properties[] = {
-        "DeviceState",
-        "ShiftOpen",
-        "ShiftNumber",
-        "ShiftOpenUSec",
-        "ShiftExpiresUSec",
-        "ShiftReceipts",
-        "LastFiscalDocument",
-        "FnValidUntilUSec",
-        "OfdUnsent",
-        "OfdFirstUnsentUSec",
-        NULL,
-};
-
 /* The shift's part: what `kktctl shift` shows. */
 static const char *const shift_properties[] = {
         "ShiftOpen", "ShiftNumber", "ShiftOpenUSec", "ShiftExpiresUSec", "ShiftReceipts", NULL,
@@ -71,10 +56,6 @@ static int status_select(json_object *p, const char *const *names, json_object *
 
 int status_select_shift(json_object *p, json_object **ret) {
         return status_select(p, shift_properties, ret);
-}
-
-int status_select_device(json_object *p, json_object **ret) {
-        return status_select(p, device_properties, ret);
 }
 
 static const char *prop_string(json_object *p, const char *name) {
@@ -330,16 +311,73 @@ void status_print_shift(json_object *p, FILE *f) {
                 field(f, "Receipts", "%" PRIu64, receipts);
 }
 
-void status_print_device(json_object *p, FILE *f) {
-        usec_t n = now(CLOCK_REALTIME);
+static const char *json_str(json_object *o, const char *key) {
+        json_object *v;
 
-        assert(p);
+        if (!json_object_object_get_ex(o, key, &v) || !v)
+                return NULL;
+        return json_object_get_string(v);
+}
+
+static bool json_i64(json_object *o, const char *key, int64_t *ret) {
+        json_object *v;
+
+        if (!json_object_object_get_ex(o, key, &v) || !v || !json_object_is_type(v, json_type_int))
+                return false;
+        *ret = json_object_get_int64(v);
+        return true;
+}
+
+void status_print_device_json(json_object *o, FILE *f) {
+        json_object *tax, *shift;
+        int64_t v, capacity = 0, days;
+        const char *fault = json_str(o, "fault");
+
+        assert(o);
         assert(f);
 
-        field(f, "Register", "%s", strna(prop_string(p, "DeviceState")));
-        shift_summary(p, f, "Shift");
-        shift_expiry(p, f, n);
-        last_fiscal_document(p, f);
-        fiscal_drive(p, f, n);
-        ofd_exchange(p, f, n);
+        field(f, "Driver", "%s", strna(json_str(o, "driver")));
+        field(f, "State", "%s%s%s", strna(json_str(o, "state")), fault ? ", fault " : "", strempty(fault));
+        if (json_str(o, "last_fault"))
+                field(f, "Last fault", "%s", json_str(o, "last_fault"));
+        if (!json_str(o, "model")) {
+                field(f, "Register", "has not answered yet");
+                return;
+        }
+        field(f, "Model", "%s", json_str(o, "model"));
+        field(f, "Serial", "%s", strna(json_str(o, "serial")));
+        field(f, "Registration", "%s, INN %s", strna(json_str(o, "registration_number")), strna(json_str(o, "inn")));
+        if (json_object_object_get_ex(o, "taxations", &tax) && json_object_is_type(tax, json_type_array)) {
+                char list[128] = "";
+
+                for (size_t i = 0; i < json_object_array_length(tax); i++) {
+                        if (i > 0)
+                                strncat(list, ", ", sizeof list - strlen(list) - 1);
+                        strncat(list, json_object_get_string(json_object_array_get_idx(tax, i)),
+                                sizeof list - strlen(list) - 1);
+                }
+                field(f, "Taxation", "%s", isempty(list) ? "n/a" : list);
+        }
+        if (json_i64(o, "fn_days_left", &days))
+                field(f, "Fiscal drive", "FN %s, valid until %s, %" PRIi64 " day%s left", strna(json_str(o, "fn_number")),
+                      strna(json_str(o, "fn_valid_until")), days, days == 1 ? "" : "s");
+        else
+                field(f, "Fiscal drive", "FN %s, expiry not known", strna(json_str(o, "fn_number")));
+        if (json_i64(o, "fn_documents", &v)) {
+                if (json_i64(o, "fn_capacity", &capacity) && capacity > 0)
+                        field(f, "Documents", "%" PRIi64 " of %" PRIi64, v, capacity);
+                else
+                        field(f, "Documents", "%" PRIi64, v);
+        }
+        if (json_i64(o, "ofd_unsent", &v) && v > 0 && json_i64(o, "ofd_unsent_days", &days))
+                field(f, "OFD exchange", "%" PRIi64 " document%s unsent, the oldest (FD %s) %" PRIi64 " day%s old",
+                      v, v == 1 ? "" : "s", strna(json_str(o, "ofd_first_unsent")), days, days == 1 ? "" : "s");
+        else
+                field(f, "OFD exchange", "every document confirmed by the OFD");
+        if (json_object_object_get_ex(o, "shift_open", &shift) && json_object_get_boolean(shift))
+                field(f, "Shift", "%s open since %s, expires %s", strna(json_str(o, "shift_number")),
+                      strna(json_str(o, "shift_open_time")), strna(json_str(o, "shift_expires_time")));
+        else
+                field(f, "Shift", "closed (last %s)", strna(json_str(o, "shift_number")));
+        field(f, "Last document", "%s", strna(json_str(o, "last_fiscal_document")));
 }
