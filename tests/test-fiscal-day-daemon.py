@@ -157,6 +157,10 @@ def test_a_day_of_sales_reports_exactly_and_the_next_sale_opens_shift_two():
         for i, (items, payments, change) in enumerate(plan):
             a = post(d, receipt(items, payments), f"day-{i}")
             check(a["status"] == "printed", f"sale {i}: {a}")
+            if i == 0:
+                # 22/122 of 15000.00, exact to the kopeck, carried into the fiscal document.
+                check(a["fiscal_doc"]["vat_amounts"] == [{"vat": "vat22", "tag1199": 11, "base": "15000.00",
+                                                          "amount": "2704.92"}], f"VAT: {a['fiscal_doc']}")
             total = sum(p * q for _, p, q, _ in items)
             sales += total
             sale_ids.append(a["receipt_id"])

@@ -349,12 +349,22 @@ static void printer_store_document(Printer *p) {
 }
 
 static int printer_keep_document(PrintJob *j, const DeviceDocument *doc) {
-        _cleanup_(json_object_putp) json_object *o = NULL;
+        _cleanup_(json_object_putp) json_object *o = NULL, *receipt = NULL;
+        json_object *vat;
         int r;
 
         r = device_document_to_json(doc, &o);
         if (r < 0)
                 return r;
+        /* The VAT sums per rate (tags 1102-1107 and their successors) are the receipt's, computed exactly at
+         * intake: the document carries them as the register printed them. */
+        receipt = json_tokener_parse(j->canonical);
+        if (receipt && json_object_object_get_ex(receipt, "vat_amounts", &vat) &&
+            json_object_is_type(vat, json_type_array)) {
+                r = json_add(o, "vat_amounts", json_object_get(vat));
+                if (r < 0)
+                        return r;
+        }
         free(j->fiscal_json);
         j->fiscal_json = strdup(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN |
                                                                           JSON_C_TO_STRING_NOSLASHESCAPE));
