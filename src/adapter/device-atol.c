@@ -45,7 +45,8 @@
 #define ATOL_MAX_RESPONSE ((size_t) 4 * 1024 * 1024)
 /* The register's wall clock as the QR string shows it, "YYYYMMDDTHHMM" (with room to spare). */
 #define ATOL_LOCAL_MAX 32
-/* A receipt's documents are found by these FFD tags in getFnDocument's documentTLV [OFDC]. */
+/* The fiscal drive stops signing when a document has waited this long for the OFD (54-FZ art. 4.1, as the
+ * emulator models it). */
 #define ATOL_OFD_BLOCK_AFTER (30 * USEC_PER_DAY)
 
 /* ---- mapping our receipt to ATOL's task ---- */
@@ -1218,6 +1219,7 @@ struct Atol {
         bool poll;              /* GET until every task is final (or the budget is spent) */
         bool posted;            /* a POST of this exchange was handed over */
         bool duplicate;         /* the POST met a uuid the server has (409) */
+        bool accepted;          /* the POST was answered 201 */
         usec_t interval;
         AtolHandler handler;
         void (*timer_fn)(Atol *a);
@@ -1475,7 +1477,7 @@ static void atol_fetch(Atol *a, const char *uuid, bool poll, AtolHandler handler
         assert(!a->handler);
         strcpy(a->uuid, uuid);
         a->poll = poll;
-        a->posted = a->duplicate = false;
+        a->posted = a->duplicate = a->accepted = false;
         a->interval = ATOL_POLL_MIN;
         a->handler = handler;
         atol_get_now(a);
@@ -1498,7 +1500,7 @@ static void atol_on_post(CurlRequest *req, int error, long status, const char *b
                 return;
         }
         if (status == 201) { /* Created [AWS: SC_CREATED; the 1C and FAD clients check 201] */
-                a->posted = true;
+                a->posted = a->accepted = true;
                 atol_schedule(a, a->interval, atol_get_now);
                 return;
         }
@@ -1525,7 +1527,7 @@ static void atol_submit(Atol *a, const char *uuid, const char *tasks, AtolHandle
         assert(!a->handler);
         strcpy(a->uuid, uuid);
         a->poll = true;
-        a->posted = a->duplicate = false;
+        a->posted = a->duplicate = a->accepted = false;
         a->interval = ATOL_POLL_MIN;
         a->handler = handler;
         if (asprintf(&body, "{\"uuid\":\"%s\",\"request\":%s}", uuid, tasks) < 0) {
@@ -1896,11 +1898,34 @@ static int report_from(Atol *a, json_object *fp, json_object *tlv, DeviceReport 
         return 0;
 }
 
-/* The document is made: fiscal parameters (fp) or its record in the fiscal drive (tlv). */
-static void atol_made(Atol *a, json_object *task_result, json_object *tlv) {
+static void atol_made(Atol *a, json_object *task_result, json_object *tlv, uint32_t before);
+
+static void made_on_reconciled(Atol *a, AtolVerdict v) {
+        if (v == ATOL_MADE) {
+                atol_made(a, NULL, a->found_tlv, 0);
+                return;
+        }
+        /* The web server says made, the register shows nothing we recognise: not for us to settle. */
+        if (a->lookup_only) {
+                atol_finish(a);
+                return;
+        }
+        atol_fail_fault(a, a->op == DEVICE_OP_FIND ? DEVICE_FAULT_ERROR : DEVICE_FAULT_TIMEOUT_UNKNOWN,
+                        "the web server reports the document made, its fiscal data cannot be read");
+}
+
+/* The document is made: fiscal parameters (fp) or its record in the fiscal drive (tlv). A result without
+ * readable fiscal parameters (a server's own recovery may leave none [AWS: getLastFiscalParams]) is read
+ * back from the fiscal drive, after the number noted before the request. */
+static void atol_made(Atol *a, json_object *task_result, json_object *tlv, uint32_t before) {
         json_object *fp = task_result ? get_key(task_result, "fiscalParams") : NULL;
         bool b;
         int r;
+
+        if (!tlv && !get_key(fp, "fiscalDocumentNumber")) {
+                reconcile(a, before, made_on_reconciled);
+                return;
+        }
 
         /* warnings.notPrinted: "Документ закрыт, но не допечатан" [KSL WarningFlags]: the fiscal drive has
          * it, the paper copy is incomplete: continuePrint ("Допечатать документ" [KSL], which "завершится с
@@ -1972,7 +1997,7 @@ static void post_finish_not_made(Atol *a) {
 static void post_on_reconciled(Atol *a, AtolVerdict v) {
         switch (v) {
         case ATOL_MADE:
-                atol_made(a, NULL, a->found_tlv);
+                atol_made(a, NULL, a->found_tlv, 0);
                 break;
         case ATOL_NOT_MADE:
                 post_finish_not_made(a);
@@ -1999,6 +2024,11 @@ static void post_on_reply(Atol *a, AtolReply *r) {
 
         switch (r->outcome) {
         case ATOL_REPLY_UNKNOWN_UUID:
+                if (a->accepted) {
+                        /* Taken (201), then unknown: the server lost its record; the register decides later. */
+                        atol_fail_fault(a, DEVICE_FAULT_TIMEOUT_UNKNOWN, "the web server lost the request it took");
+                        return;
+                }
                 /* Sent, the answer lost, and the server has no such request: it never took it. */
                 atol_fail_fault(a, DEVICE_FAULT_TIMEOUT_BEFORE, "the web server did not take the request");
                 return;
@@ -2039,7 +2069,7 @@ static void post_on_reply(Atol *a, AtolReply *r) {
         }
         switch (v) {
         case ATOL_MADE:
-                atol_made(a, atol_task_result(r->results, json_object_array_length(r->results) - 1), NULL);
+                atol_made(a, atol_task_result(r->results, json_object_array_length(r->results) - 1), NULL, before);
                 break;
         case ATOL_NOT_MADE:
                 post_finish_not_made(a);
@@ -2106,7 +2136,7 @@ static void walk_on_reconciled(Atol *a, AtolVerdict v) {
                         (void) report_from(a, NULL, tlv, &a->result.report);
                         atol_finish(a);
                 } else
-                        atol_made(a, NULL, a->found_tlv);
+                        atol_made(a, NULL, a->found_tlv, 0);
                 break;
         case ATOL_NOT_MADE:
                 walk_free(a);
@@ -2136,7 +2166,7 @@ static void walk_judge(Atol *a, json_object *results) {
                                            NULL, &a->result.report);
                         atol_finish(a);
                 } else
-                        atol_made(a, atol_task_result(results, json_object_array_length(results) - 1), NULL);
+                        atol_made(a, atol_task_result(results, json_object_array_length(results) - 1), NULL, before);
                 break;
         case ATOL_NOT_MADE:
                 walk_free(a);
