@@ -113,7 +113,9 @@ class Fake:
         self.unblocked = False
         if os.path.exists(path):
             with open(path) as f:
-                self.s = json.load(f, parse_float=D)
+                # Amounts in stored results are the register's JSON numbers; the tasks' amounts were stored
+                # as exact decimal strings.
+                self.s = json.load(f)
         else:
             self.s = {
                 "fn_number": "9999078902000123", "registration_number": "0000000001002345",
@@ -463,7 +465,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         pass
 
     def answer(self, status, obj=None, text=None):
-        body = (json.dumps(obj, ensure_ascii=False) if obj is not None else (text or "")).encode()
+        body = (json.dumps(obj, ensure_ascii=False, default=lambda o: float(o) if isinstance(o, D) else str(o))
+                if obj is not None else (text or "")).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json; charset=utf-8")
         self.send_header("Content-Length", str(len(body)))

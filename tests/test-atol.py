@@ -16,6 +16,7 @@ import http.client
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -285,6 +286,7 @@ def test_a_day_through_the_atol_web_server():
               f"request body: {first}")
     finally:
         fake.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 # ---- faults ------------------------------------------------------------------------------------------------
@@ -384,6 +386,7 @@ def test_every_fault_of_the_register():
         check_one_document_each(fake, ids, "faults")
     finally:
         fake.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 # ---- kill -9 -----------------------------------------------------------------------------------------------
@@ -444,6 +447,7 @@ def crash_run(run, rng, receipts=8, budget=120):
         log(f"run {run}: {victim} killed at {delay:.2f}s, {len(acked)} receipts, one document each")
     finally:
         fake.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def crash_runs(n, seed=None):
