@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /* The atol-web driver on a real sd-event loop, through curl-glue, against tests/fake-atol.py: every
  * operation, how every fault of the register is classified, the exact money in the JSON sent, and the
- * decision after a lost answer (the fake dies after committing, after accepting, drops the answer, blocks its
- * queue) that never makes a second document: each case counts the fake's fiscal journal. */
+ * decision after a lost answer (the fake dies after committing, after accepting, drops the answer, blocks
+ * its queue) that never makes a second document: each case counts the fake's fiscal journal. */
 
 #include <curl/curl.h>
 #include <fcntl.h>
@@ -246,8 +246,8 @@ static void driver_new(usec_t timeout, const char *token) {
         char url[64];
 
         snprintf(url, sizeof url, "http://127.0.0.1:%u/", fake_port);
-        ASSERT_OK(device_atol_driver.create(&drv, &(DeviceContext) { .event = event, .glue = glue },
-                                            &(DeviceOptions) {
+        ASSERT_OK(device_atol_driver.create(&drv, &(DeviceContext){ .event = event, .glue = glue },
+                                            &(DeviceOptions){
                                                     .driver = "atol-web",
                                                     .timeout = timeout,
                                                     .url = url,
@@ -281,20 +281,20 @@ static DeviceResult run(const DeviceRequest *req) {
 }
 
 static DeviceResult op(DeviceOperation operation) {
-        DeviceResult r = run(&(DeviceRequest) { .op = operation });
+        DeviceResult r = run(&(DeviceRequest){ .op = operation });
 
         if (r.error < 0 && r.error != -EALREADY)
-                fprintf(stderr, "   %s: %s (%s) \"%s\"\n", device_operation_to_string(operation), strerror(-r.error),
-                        device_fault_to_string(r.fault), r.message);
+                fprintf(stderr, "   %s: %s (%s) \"%s\"\n", device_operation_to_string(operation),
+                        strerror(-r.error), device_fault_to_string(r.fault), r.message);
         return r;
 }
 
 static DeviceResult print(const char *id, const char *json) {
-        return run(&(DeviceRequest) { .op = DEVICE_OP_PRINT, .receipt_id = id, .receipt_json = json });
+        return run(&(DeviceRequest){ .op = DEVICE_OP_PRINT, .receipt_id = id, .receipt_json = json });
 }
 
 static DeviceResult find(const char *id, const char *json) {
-        return run(&(DeviceRequest) { .op = DEVICE_OP_FIND, .receipt_id = id, .receipt_json = json });
+        return run(&(DeviceRequest){ .op = DEVICE_OP_FIND, .receipt_id = id, .receipt_json = json });
 }
 
 static void assert_fault(const DeviceResult *r, DeviceFault f) {
@@ -321,13 +321,17 @@ static void assert_printed(const DeviceResult *r) {
 
 /* A canonical sale: the keys in canonical order, money as decimal strings. */
 static const char sale_json[] =
-        "{\"pos_id\":\"POS-1\",\"type\":\"sale\",\"type_tag1054\":1,\"taxation\":\"osn\",\"taxation_tag1055\":1,"
+        "{\"pos_id\":\"POS-1\",\"type\":\"sale\",\"type_tag1054\":1,\"taxation\":\"osn\",\"taxation_"
+        "tag1055\":1,"
         "\"cashier\":{\"name\":\"Иванова А.\",\"inn\":\"132202672804\"},"
-        "\"items\":[{\"name\":\"Lens \\\"Acuvue\\\"\",\"price\":\"1500.00\",\"quantity\":\"1.000\",\"total\":\"1500.00\","
+        "\"items\":[{\"name\":\"Lens "
+        "\\\"Acuvue\\\"\",\"price\":\"1500.00\",\"quantity\":\"1.000\",\"total\":\"1500.00\","
         "\"vat\":\"vat22\",\"vat_tag1199\":11,\"vat_amount\":\"270.49\",\"payment_method\":\"full_payment\","
         "\"payment_method_tag1214\":4,\"payment_object\":\"commodity\",\"payment_object_tag1212\":1,"
-        "\"measure\":\"piece\",\"measure_tag2108\":0,\"mark_code\":\"0104600439931256215&abc\\u001d91FFD0\"},"
-        "{\"name\":\"Solution\",\"price\":\"333.33\",\"quantity\":\"0.750\",\"total\":\"240.00\",\"discount\":\"10.00\","
+        "\"measure\":\"piece\",\"measure_tag2108\":0,\"mark_code\":\"0104600439931256215&abc\\u001d91FFD0\"}"
+        ","
+        "{\"name\":\"Solution\",\"price\":\"333.33\",\"quantity\":\"0.750\",\"total\":\"240.00\","
+        "\"discount\":\"10.00\","
         "\"vat\":\"vat122\",\"vat_tag1199\":12,\"vat_amount\":\"43.28\",\"payment_method\":\"full_payment\","
         "\"payment_method_tag1214\":4,\"payment_object\":\"commodity\",\"payment_object_tag1212\":1,"
         "\"measure\":\"liter\",\"measure_tag2108\":41}],"
@@ -341,18 +345,23 @@ static char *receipt(const char *type, const char *amount, const char *payment, 
                      const char *taxation, const char *correction) {
         char *s;
 
-        ASSERT_TRUE(asprintf(&s,
-                             "{\"pos_id\":\"POS-1\",\"type\":\"%s\",\"type_tag1054\":1,\"taxation\":\"%s\","
-                             "\"taxation_tag1055\":%d,%s"
-                             "\"items\":[{\"name\":\"Item\",\"price\":\"%s\",\"quantity\":\"1.000\",\"total\":\"%s\","
-                             "\"vat\":\"vat20\",\"vat_tag1199\":1,\"vat_amount\":\"0.00\","
-                             "\"payment_method\":\"full_prepayment\",\"payment_method_tag1214\":1,"
-                             "\"payment_object\":\"service\",\"payment_object_tag1212\":4,\"measure\":\"piece\","
-                             "\"measure_tag2108\":0}],"
-                             "\"payments\":[{\"type\":\"%s\",\"amount\":\"%s\",\"amount_tag\":%d}],"
-                             "\"total\":\"%s\",\"vat_amounts\":[]}",
-                             type, taxation, streq(taxation, "osn") ? 1 : streq(taxation, "usn_income") ? 2 : 32,
-                             correction ?: "", amount, amount, payment, amount, payment_tag, amount) > 0);
+        ASSERT_TRUE(
+                asprintf(&s,
+                         "{\"pos_id\":\"POS-1\",\"type\":\"%s\",\"type_tag1054\":1,\"taxation\":\"%s\","
+                         "\"taxation_tag1055\":%d,%s"
+                         "\"items\":[{\"name\":\"Item\",\"price\":\"%s\",\"quantity\":\"1.000\",\"total\":"
+                         "\"%s\","
+                         "\"vat\":\"vat20\",\"vat_tag1199\":1,\"vat_amount\":\"0.00\","
+                         "\"payment_method\":\"full_prepayment\",\"payment_method_tag1214\":1,"
+                         "\"payment_object\":\"service\",\"payment_object_tag1212\":4,\"measure\":\"piece\","
+                         "\"measure_tag2108\":0}],"
+                         "\"payments\":[{\"type\":\"%s\",\"amount\":\"%s\",\"amount_tag\":%d}],"
+                         "\"total\":\"%s\",\"vat_amounts\":[]}",
+                         type, taxation,
+                         streq(taxation, "osn")          ? 1
+                         : streq(taxation, "usn_income") ? 2
+                                                         : 32,
+                         correction ?: "", amount, amount, payment, amount, payment_tag, amount) > 0);
         return s;
 }
 
@@ -389,33 +398,43 @@ static void test_task_maps_every_field_with_exact_money(void) {
         ASSERT_NOT_NULL(strstr(task, "\"taxationType\":\"osn\""));
         ASSERT_NOT_NULL(strstr(task, "\"operator\":{\"name\":\"Иванова А.\",\"vatin\":\"132202672804\"}"));
         ASSERT_NOT_NULL(strstr(task, "\"clientInfo\":{\"emailOrPhone\":\"buyer@example.com\"}"));
-        ASSERT_NOT_NULL(strstr(task, "\"name\":\"Lens \\\"Acuvue\\\"\",\"price\":1500.00,\"quantity\":1.000,\"amount\":1500.00"));
+        ASSERT_NOT_NULL(strstr(
+                task,
+                "\"name\":\"Lens \\\"Acuvue\\\"\",\"price\":1500.00,\"quantity\":1.000,\"amount\":1500.00"));
         ASSERT_NOT_NULL(strstr(task, "\"tax\":{\"type\":\"vat22\"}"));
         ASSERT_NOT_NULL(strstr(task, "\"tax\":{\"type\":\"vat122\"}"));
-        ASSERT_NOT_NULL(strstr(task, "\"price\":333.33,\"quantity\":0.750,\"amount\":240.00,\"infoDiscountAmount\":10.00"));
-        ASSERT_NOT_NULL(strstr(task, "\"paymentMethod\":\"fullPayment\",\"paymentObject\":\"commodity\",\"measurementUnit\":\"piece\""));
+        ASSERT_NOT_NULL(strstr(
+                task, "\"price\":333.33,\"quantity\":0.750,\"amount\":240.00,\"infoDiscountAmount\":10.00"));
+        ASSERT_NOT_NULL(strstr(task, "\"paymentMethod\":\"fullPayment\",\"paymentObject\":\"commodity\","
+                                     "\"measurementUnit\":\"piece\""));
         ASSERT_NOT_NULL(strstr(task, "\"measurementUnit\":\"liter\""));
         /* base64 of the code with its GS separator */
-        ASSERT_NOT_NULL(strstr(task, "\"imcParams\":{\"imcType\":\"auto\",\"imc\":\"MDEwNDYwMDQzOTkzMTI1NjIxNSZhYmMdOTFGRkQw\","
-                                     "\"itemEstimatedStatus\":\"itemPieceSold\",\"imcModeProcessing\":0}"));
-        ASSERT_NOT_NULL(strstr(task, "\"payments\":[{\"type\":\"electronically\",\"sum\":1000.00},{\"type\":\"cash\",\"sum\":800.00}]"));
+        ASSERT_NOT_NULL(strstr(
+                task,
+                "\"imcParams\":{\"imcType\":\"auto\",\"imc\":\"MDEwNDYwMDQzOTkzMTI1NjIxNSZhYmMdOTFGRkQw\","
+                "\"itemEstimatedStatus\":\"itemPieceSold\",\"imcModeProcessing\":0}"));
+        ASSERT_NOT_NULL(strstr(task, "\"payments\":[{\"type\":\"electronically\",\"sum\":1000.00},{\"type\":"
+                                     "\"cash\",\"sum\":800.00}]"));
         ASSERT_NOT_NULL(strstr(task, "\"total\":1740.00"));
 
         /* The configured cashier when the receipt names none; a correction's fields. */
         {
-                _cleanup_free_ char *r = receipt("refund_correction", "10.00", "prepayment", 1215, "usn_income",
+                _cleanup_free_ char *r = receipt("refund_correction", "10.00", "prepayment", 1215,
+                                                 "usn_income",
                                                  "\"correction\":{\"type\":\"by_order\",\"type_tag1173\":1,"
                                                  "\"date\":\"2025-12-30\",\"order_number\":\"ЕД-7/123\"},"),
-                                  *t = NULL;
+                                    *t = NULL;
 
                 ASSERT_OK(device_atol_receipt_task(r, "Default", "7714406168", &t, &why));
                 ASSERT_NOT_NULL(strstr(t, "\"type\":\"sellReturnCorrection\""));
                 ASSERT_NOT_NULL(strstr(t, "\"taxationType\":\"usnIncome\""));
                 ASSERT_NOT_NULL(strstr(t, "\"operator\":{\"name\":\"Default\",\"vatin\":\"7714406168\"}"));
-                ASSERT_NOT_NULL(strstr(t, "\"correctionType\":\"instruction\",\"correctionBaseDate\":\"2025.12.30\","
-                                          "\"correctionBaseNumber\":\"ЕД-7/123\""));
+                ASSERT_NOT_NULL(
+                        strstr(t, "\"correctionType\":\"instruction\",\"correctionBaseDate\":\"2025.12.30\","
+                                  "\"correctionBaseNumber\":\"ЕД-7/123\""));
                 ASSERT_NOT_NULL(strstr(t, "\"type\":\"prepaid\",\"sum\":10.00"));
-                ASSERT_NOT_NULL(strstr(t, "\"paymentMethod\":\"fullPrepayment\",\"paymentObject\":\"service\""));
+                ASSERT_NOT_NULL(
+                        strstr(t, "\"paymentMethod\":\"fullPrepayment\",\"paymentObject\":\"service\""));
         }
         /* Every receipt type and payment form. */
         {
@@ -436,7 +455,9 @@ static void test_task_maps_every_field_with_exact_money(void) {
                         bool corr = strstr(cases[i].type, "correction") != NULL;
 
                         r = receipt(cases[i].type, "0.01", cases[i].payment, cases[i].tag, "patent",
-                                    corr ? "\"correction\":{\"type\":\"self\",\"type_tag1173\":0,\"date\":\"2026-01-02\"}," : NULL);
+                                    corr ? "\"correction\":{\"type\":\"self\",\"type_tag1173\":0,\"date\":"
+                                           "\"2026-01-02\"},"
+                                         : NULL);
                         ASSERT_OK(device_atol_receipt_task(r, NULL, NULL, &t, &why));
                         ASSERT_TRUE(asprintf(&want, "{\"type\":\"%s\"", cases[i].task) > 0);
                         ASSERT_TRUE(asprintf(&pay, "{\"type\":\"%s\",\"sum\":0.01}", cases[i].atol) > 0);
@@ -445,12 +466,14 @@ static void test_task_maps_every_field_with_exact_money(void) {
                         ASSERT_NOT_NULL(strstr(t, "\"taxationType\":\"patent\""));
                         ASSERT_NULL(strstr(t, "\"operator\""));
                         if (corr)
-                                ASSERT_NOT_NULL(strstr(t, "\"correctionType\":\"self\",\"correctionBaseDate\":\"2026.01.02\""));
+                                ASSERT_NOT_NULL(strstr(t, "\"correctionType\":\"self\","
+                                                          "\"correctionBaseDate\":\"2026.01.02\""));
                 }
         }
         /* What the driver refuses to map: a correction without its block, a VAT ATOL has no name for. */
         {
-                _cleanup_free_ char *r = receipt("sale_correction", "1.00", "cash", 1031, "osn", NULL), *t = NULL;
+                _cleanup_free_ char *r = receipt("sale_correction", "1.00", "cash", 1031, "osn", NULL),
+                                    *t = NULL;
 
                 ASSERT_ERROR(device_atol_receipt_task(r, NULL, NULL, &t, &why), EINVAL);
                 ASSERT_NOT_NULL(why);
@@ -549,8 +572,12 @@ static void test_print_again_and_find_answer_the_same_document(void) {
 }
 
 static void test_every_receipt_type_prints(void) {
-        static const char *const types[] = { "refund", "purchase", "purchase_refund", "sale_correction",
-                                             "refund_correction", "purchase_correction",
+        static const char *const types[] = { "refund",
+                                             "purchase",
+                                             "purchase_refund",
+                                             "sale_correction",
+                                             "refund_correction",
+                                             "purchase_correction",
                                              "purchase_refund_correction" };
 
         for (size_t i = 0; i < ELEMENTSOF(types); i++) {
@@ -559,7 +586,9 @@ static void test_every_receipt_type_prints(void) {
                 DeviceResult res;
 
                 r = receipt(types[i], "12.34", "cash", 1031, "usn_income",
-                            corr ? "\"correction\":{\"type\":\"self\",\"type_tag1173\":0,\"date\":\"2026-01-02\"}," : NULL);
+                            corr ? "\"correction\":{\"type\":\"self\",\"type_tag1173\":0,\"date\":\"2026-01-"
+                                   "02\"},"
+                                 : NULL);
                 ASSERT_TRUE(asprintf(&id, "type-%zu", i) > 0);
                 res = print(id, r);
                 assert_printed(&res);
@@ -697,7 +726,8 @@ static void test_duplicate_uuid_takes_the_existing_result(void) {
 
         ASSERT_OK(device_atol_receipt_uuid("dup", 0, uuid));
         ASSERT_OK(device_atol_receipt_task(r, NULL, NULL, &task, NULL));
-        ASSERT_TRUE(asprintf(&body, "{\"uuid\":\"%s\",\"request\":[{\"type\":\"getFnStatus\"},%s]}", uuid, task) > 0);
+        ASSERT_TRUE(asprintf(&body, "{\"uuid\":\"%s\",\"request\":[{\"type\":\"getFnStatus\"},%s]}", uuid,
+                             task) > 0);
         json_object_put(fake_http("POST", "/api/v2/requests", body, &status));
         ASSERT_EQ(status, 201);
         json_object_put(fake_http("POST", "/api/v2/requests", body, &status));
@@ -725,7 +755,8 @@ static void test_slow_server_does_not_block_the_loop(void) {
         a = print("slow", r);
         assert_printed(&a);
         ASSERT_TRUE(now(CLOCK_MONOTONIC) - t0 >= 1200 * USEC_PER_MSEC);
-        fprintf(stderr, "   %u ticks in %" PRIu64 " ms\n", ticks, (now(CLOCK_MONOTONIC) - t0) / USEC_PER_MSEC);
+        fprintf(stderr, "   %u ticks in %" PRIu64 " ms\n", ticks,
+                (now(CLOCK_MONOTONIC) - t0) / USEC_PER_MSEC);
         ASSERT_TRUE(ticks >= 60);
         control("{\"clear\": true}");
 
@@ -750,8 +781,8 @@ static void test_slow_server_does_not_block_the_loop(void) {
         driver_new(10 * USEC_PER_SEC, NULL);
 }
 
-/* A blocked queue: a request that waits behind it is withdrawn (nothing made for sure), the blocked one stays
- * undecided until the server resolves it. */
+/* A blocked queue: a request that waits behind it is withdrawn (nothing made for sure), the blocked one
+ * stays undecided until the server resolves it. */
 static void test_blocked_queue_and_withdrawn_request(void) {
         _cleanup_free_ char *ra = sale("11.00"), *rb = sale("22.00");
         DeviceResult a, b;
@@ -800,7 +831,7 @@ static void test_shift_operations_are_idempotent(void) {
         ASSERT_EQ(r.report.shift_number, shift);
 
         closes = journal_count("closeShift", NULL);
-        z = run(&(DeviceRequest) { .op = DEVICE_OP_CLOSE_SHIFT, .shift_number = shift, .cashier = "Петров" });
+        z = run(&(DeviceRequest){ .op = DEVICE_OP_CLOSE_SHIFT, .shift_number = shift, .cashier = "Петров" });
         ASSERT_OK(z.error);
         ASSERT_EQ(z.report.type, DEVICE_REPORT_Z);
         ASSERT_EQ(z.report.shift_number, shift);
@@ -810,14 +841,14 @@ static void test_shift_operations_are_idempotent(void) {
         ASSERT_EQ(journal_count("closeShift", NULL), closes + 1);
 
         /* Again: -EALREADY with the Z it made, never a second one. */
-        r = run(&(DeviceRequest) { .op = DEVICE_OP_CLOSE_SHIFT, .shift_number = shift });
+        r = run(&(DeviceRequest){ .op = DEVICE_OP_CLOSE_SHIFT, .shift_number = shift });
         ASSERT_ERROR(r.error, EALREADY);
         ASSERT_EQ(r.fault, DEVICE_FAULT_NONE);
         ASSERT_EQ(r.report.fiscal_document_number, z.report.fiscal_document_number);
         ASSERT_STREQ(r.report.fiscal_sign, z.report.fiscal_sign);
-        r = run(&(DeviceRequest) { .op = DEVICE_OP_CLOSE_SHIFT });
+        r = run(&(DeviceRequest){ .op = DEVICE_OP_CLOSE_SHIFT });
         ASSERT_ERROR(r.error, EALREADY);
-        r = run(&(DeviceRequest) { .op = DEVICE_OP_CLOSE_SHIFT, .shift_number = shift + 5 });
+        r = run(&(DeviceRequest){ .op = DEVICE_OP_CLOSE_SHIFT, .shift_number = shift + 5 });
         ASSERT_ERROR(r.error, ENOENT);
         ASSERT_EQ(journal_count("closeShift", NULL), closes + 1);
 
@@ -834,10 +865,10 @@ static void test_shift_operations_are_idempotent(void) {
         /* The Z's answer lost (the fake dies after committing it): asked again, it answers -EALREADY with
          * that Z, found by its uuid. */
         control("{\"fault\": \"die_after_commit\", \"count\": 1}");
-        r = run(&(DeviceRequest) { .op = DEVICE_OP_CLOSE_SHIFT, .shift_number = shift + 1 });
+        r = run(&(DeviceRequest){ .op = DEVICE_OP_CLOSE_SHIFT, .shift_number = shift + 1 });
         assert_fault(&r, DEVICE_FAULT_TIMEOUT_UNKNOWN);
         restart_fake();
-        r = run(&(DeviceRequest) { .op = DEVICE_OP_CLOSE_SHIFT, .shift_number = shift + 1 });
+        r = run(&(DeviceRequest){ .op = DEVICE_OP_CLOSE_SHIFT, .shift_number = shift + 1 });
         ASSERT_ERROR(r.error, EALREADY);
         ASSERT_TRUE(r.report.fiscal_document_number > 0);
         ASSERT_EQ(journal_count("closeShift", NULL), closes + 2);
@@ -854,7 +885,7 @@ static void test_shift_operations_are_idempotent(void) {
                 assert_fault(&r, DEVICE_FAULT_SHIFT_EXPIRED);
                 ASSERT_EQ(journal_count("receipt", "expired"), 0);
         }
-        r = run(&(DeviceRequest) { .op = DEVICE_OP_CLOSE_SHIFT });
+        r = run(&(DeviceRequest){ .op = DEVICE_OP_CLOSE_SHIFT });
         ASSERT_OK(r.error);
 }
 
@@ -874,9 +905,9 @@ static void test_server_down_is_not_connected_and_free_cancels(void) {
 
         /* free() in the middle of an operation: done once, with -ECANCELED, the outcome unknown. */
         control("{\"delay_ms\": 1000}");
-        ASSERT_OK(device_atol_driver.start(drv, &(DeviceRequest) { .op = DEVICE_OP_PRINT, .receipt_id = "freed",
-                                                                   .receipt_json = r },
-                                           on_done, &o));
+        ASSERT_OK(device_atol_driver.start(
+                drv, &(DeviceRequest){ .op = DEVICE_OP_PRINT, .receipt_id = "freed", .receipt_json = r },
+                on_done, &o));
         for (unsigned i = 0; i < 20; i++)
                 ASSERT_OK(sd_event_run(event, 10 * USEC_PER_MSEC));
         ASSERT_FALSE(o.done);
@@ -928,7 +959,8 @@ int main(void) {
         ASSERT_EQ(curl_global_init(CURL_GLOBAL_DEFAULT), CURLE_OK);
         ASSERT_OK(sd_event_new(&event));
         ASSERT_OK(curl_glue_new(&glue, event));
-        ASSERT_OK(sd_event_add_time_relative(event, &tick_source, CLOCK_MONOTONIC, 10 * USEC_PER_MSEC, 1, on_tick, NULL));
+        ASSERT_OK(sd_event_add_time_relative(event, &tick_source, CLOCK_MONOTONIC, 10 * USEC_PER_MSEC, 1,
+                                             on_tick, NULL));
         ASSERT_OK(sd_event_source_set_enabled(tick_source, SD_EVENT_OFF));
 
         TEST_RUN(test_uuid_is_rfc4122_v5_and_deterministic);

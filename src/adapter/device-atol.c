@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: MIT */
-/* The atol-web driver: our receipts and shift documents as ATOL JSON tasks for ATOL's web server, the request
- * queue (POST /api/v2/requests, GET /api/v2/requests/{uuid}, DELETE for a request still waiting) on the loop
- * through curl-glue, the reading of the register's answers (fiscal parameters, status, documents from its
- * fiscal drive), and the decision after an unknown outcome: the web server's record of our uuid first, the
- * register's own documents after the number noted before the request second, never a guess.
+/* The atol-web driver: our receipts and shift documents as ATOL JSON tasks for ATOL's web server, the
+ * request queue (POST /api/v2/requests, GET /api/v2/requests/{uuid}, DELETE for a request still waiting) on
+ * the loop through curl-glue, the reading of the register's answers (fiscal parameters, status, documents
+ * from its fiscal drive), and the decision after an unknown outcome: the web server's record of our uuid
+ * first, the register's own documents after the number noted before the request second, never a guess.
  *
  * Sources, cited at each mapping below with these keys (see also the man page's ATOL WEB SERVER section):
  *   [KSL]  ExLuzZziVo/KKTServiceLib, KKTServiceLib.Atol/Types: a typed C# model of ATOL's JSON tasks written
@@ -86,8 +86,8 @@ static const IntName taxation_table[] = {
 
 /* paymentMethod by FFD tag 1214 [KSL PaymentMethodType, NAR]: the order of both equals 1..7. */
 static const IntName payment_method_table[] = {
-        { 1, "fullPrepayment" }, { 2, "prepayment" },     { 3, "advance" },       { 4, "fullPayment" },
-        { 5, "partialPayment" }, { 6, "credit" },          { 7, "creditPayment" },
+        { 1, "fullPrepayment" }, { 2, "prepayment" }, { 3, "advance" },       { 4, "fullPayment" },
+        { 5, "partialPayment" }, { 6, "credit" },     { 7, "creditPayment" },
 };
 
 /* paymentObject by FFD tag 1212 [KSL PaymentObjectType, whose numbers are the 1212 values; its names are
@@ -160,14 +160,15 @@ static const IntName measure_table[] = {
 /* payments[].type by the FFD tag the amount is reported in [KSL PaymentType: cash 0, electronically 1,
  * prepaid 2, credit 3, other 4; NAR; the 1C module]; the canonical receipt carries the tag as amount_tag. */
 static const IntName payment_type_table[] = {
-        { 1031, "cash" }, { 1081, "electronically" }, { 1215, "prepaid" }, { 1216, "credit" }, { 1217, "other" },
+        { 1031, "cash" },   { 1081, "electronically" }, { 1215, "prepaid" },
+        { 1216, "credit" }, { 1217, "other" },
 };
 
 /* Our payment names, for a receipt that carries no amount_tag. */
 static int payment_tag_from_name(const char *s) {
         static const IntName names[] = {
-                { 1031, "cash" }, { 1081, "card" }, { 1081, "electronic" }, { 1215, "prepayment" },
-                { 1216, "credit" }, { 1217, "other" },
+                { 1031, "cash" },       { 1081, "card" },   { 1081, "electronic" },
+                { 1215, "prepayment" }, { 1216, "credit" }, { 1217, "other" },
         };
         for (size_t i = 0; i < ELEMENTSOF(names); i++)
                 if (streq(names[i].name, s))
@@ -179,7 +180,8 @@ static int payment_tag_from_name(const char *s) {
  * vat120, vat5, vat105, vat7, vat107; NAR tax.ts and the 1C module add vat22 and vat122, which need a 2026
  * driver and firmware]. */
 static const char *const atol_vat_names[] = {
-        "none", "vat0", "vat5", "vat7", "vat10", "vat20", "vat22", "vat105", "vat107", "vat110", "vat120", "vat122",
+        "none",  "vat0",   "vat5",   "vat7",   "vat10",  "vat20",
+        "vat22", "vat105", "vat107", "vat110", "vat120", "vat122",
 };
 
 static bool atol_vat_known(const char *name) {
@@ -279,7 +281,8 @@ static int atol_money(json_object *v, int64_t *ret) {
         if (*p < '0' || *p > '9')
                 return -EINVAL;
         for (; *p >= '0' && *p <= '9'; p++)
-                if (__builtin_mul_overflow(units, 10, &units) || __builtin_add_overflow(units, *p - '0', &units))
+                if (__builtin_mul_overflow(units, 10, &units) ||
+                    __builtin_add_overflow(units, *p - '0', &units))
                         return -ERANGE;
         if (*p == '.') {
                 for (p++; *p >= '0' && *p <= '9'; p++, digits++) {
@@ -295,7 +298,8 @@ static int atol_money(json_object *v, int64_t *ret) {
                 return -EINVAL; /* an exponent or garbage: not an amount we read */
         if (digits == 1)
                 frac *= 10;
-        if (__builtin_mul_overflow(units, 100, &units) || __builtin_add_overflow(units, frac + round_up, &units))
+        if (__builtin_mul_overflow(units, 100, &units) ||
+            __builtin_add_overflow(units, frac + round_up, &units))
                 return -ERANGE;
         *ret = neg ? -units : units;
         return 0;
@@ -448,10 +452,12 @@ static int item_to_position(json_object *item, ReceiptType type, json_object **r
             (r = add_decimal(p, "infoDiscountAmount", discount, MONEY_SCALE_KOPECKS)) < 0)
                 return r;
         if ((r = add_string(tax, "type", vat)) < 0 || (r = json_add(p, "tax", TAKE_PTR(tax))) < 0 ||
-            (r = add_string(p, "paymentMethod",
-                            int_name_lookup(payment_method_table, ELEMENTSOF(payment_method_table), method))) < 0 ||
-            (r = add_string(p, "paymentObject",
-                            int_name_lookup(payment_object_table, ELEMENTSOF(payment_object_table), object))) < 0 ||
+            (r = add_string(
+                     p, "paymentMethod",
+                     int_name_lookup(payment_method_table, ELEMENTSOF(payment_method_table), method))) < 0 ||
+            (r = add_string(
+                     p, "paymentObject",
+                     int_name_lookup(payment_object_table, ELEMENTSOF(payment_object_table), object))) < 0 ||
             (r = add_string(p, "measurementUnit",
                             int_name_lookup(measure_table, ELEMENTSOF(measure_table), measure))) < 0)
                 return r;
@@ -505,7 +511,8 @@ static int atol_receipt_parse(const char *receipt_json, const char *cashier, con
                 *why = "total is not an exact decimal";
                 return -EINVAL;
         }
-        if (get_key(o, "change") && (money_field(o, "change", MONEY_SCALE_KOPECKS, &rc.change) < 0 || rc.change < 0)) {
+        if (get_key(o, "change") &&
+            (money_field(o, "change", MONEY_SCALE_KOPECKS, &rc.change) < 0 || rc.change < 0)) {
                 *why = "change is not an exact decimal";
                 return -EINVAL;
         }
@@ -528,8 +535,9 @@ static int atol_receipt_parse(const char *receipt_json, const char *cashier, con
                         s = get_string(o, "taxation");
                         bit = s ? (int64_t) taxation_from_string(s) : -1;
                 }
-                name = bit > 0 && bit < INT_MAX ? int_name_lookup(taxation_table, ELEMENTSOF(taxation_table), (int) bit)
-                                                : NULL;
+                name = bit > 0 && bit < INT_MAX
+                               ? int_name_lookup(taxation_table, ELEMENTSOF(taxation_table), (int) bit)
+                               : NULL;
                 if (!name) {
                         *why = "a taxation system ATOL has no name for";
                         return -EINVAL;
@@ -575,8 +583,9 @@ static int atol_receipt_parse(const char *receipt_json, const char *cashier, con
                         *why = "a correction receipt without the date of the corrected settlement";
                         return -EINVAL;
                 }
-                if ((r = add_string(task, "correctionType", streq(ctype, "self") ? "self" : "instruction")) < 0 ||
-                    (r = add_string(task, "correctionBaseDate", date)) < 0)
+                /* "self" is the register's word too; "by_order" is its "instruction". */
+                r = add_string(task, "correctionType", streq(ctype, "self") ? "self" : "instruction");
+                if (r < 0 || (r = add_string(task, "correctionBaseDate", date)) < 0)
                         return r;
                 s = get_string(v, "order_number");
                 if (streq(ctype, "by_order")) {
@@ -597,7 +606,8 @@ static int atol_receipt_parse(const char *receipt_json, const char *cashier, con
 
                 if (!ci)
                         return -ENOMEM;
-                if ((r = add_string(ci, "emailOrPhone", s)) < 0 || (r = json_add(task, "clientInfo", TAKE_PTR(ci))) < 0)
+                if ((r = add_string(ci, "emailOrPhone", s)) < 0 ||
+                    (r = json_add(task, "clientInfo", TAKE_PTR(ci))) < 0)
                         return r;
         }
 
@@ -636,7 +646,8 @@ static int atol_receipt_parse(const char *receipt_json, const char *cashier, con
                         s = get_string(e, "type");
                         tag = s ? payment_tag_from_name(s) : -1;
                 }
-                name = tag > 0 && tag < INT_MAX ? int_name_lookup(payment_type_table, ELEMENTSOF(payment_type_table), (int) tag)
+                name = tag > 0 && tag < INT_MAX ? int_name_lookup(payment_type_table,
+                                                                  ELEMENTSOF(payment_type_table), (int) tag)
                                                 : NULL;
                 if (!name || money_field(e, "amount", MONEY_SCALE_KOPECKS, &amount) < 0) {
                         *why = "a payment of a type ATOL has no name for, or an inexact amount";
@@ -660,8 +671,8 @@ static int atol_receipt_parse(const char *receipt_json, const char *cashier, con
                 return r;
 
         if (ret_task) {
-                *ret_task = strdup(json_object_to_json_string_ext(task, JSON_C_TO_STRING_PLAIN |
-                                                                                JSON_C_TO_STRING_NOSLASHESCAPE));
+                *ret_task = strdup(json_object_to_json_string_ext(
+                        task, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
                 if (!*ret_task)
                         return -ENOMEM;
         }
@@ -669,8 +680,8 @@ static int atol_receipt_parse(const char *receipt_json, const char *cashier, con
         return 0;
 }
 
-int device_atol_receipt_task(const char *receipt_json, const char *cashier, const char *cashier_inn, char **ret,
-                             const char **ret_why) {
+int device_atol_receipt_task(const char *receipt_json, const char *cashier, const char *cashier_inn,
+                             char **ret, const char **ret_why) {
         AtolReceipt rc;
         const char *why = NULL;
         int r;
@@ -695,8 +706,8 @@ static const uint8_t atol_uuid_namespace[16] = {
 
 static void uuid_format(const uint8_t b[16], char ret[static DEVICE_ATOL_UUID_MAX]) {
         snprintf(ret, DEVICE_ATOL_UUID_MAX,
-                 "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0], b[1], b[2], b[3],
-                 b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]);
+                 "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0], b[1], b[2],
+                 b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]);
 }
 
 static int uuid_v5(const char *name, char ret[static DEVICE_ATOL_UUID_MAX]) {
@@ -717,7 +728,8 @@ static int uuid_v5(const char *name, char ret[static DEVICE_ATOL_UUID_MAX]) {
         return 0;
 }
 
-int device_atol_receipt_uuid(const char *receipt_id, unsigned attempt, char ret[static DEVICE_ATOL_UUID_MAX]) {
+int device_atol_receipt_uuid(const char *receipt_id, unsigned attempt,
+                             char ret[static DEVICE_ATOL_UUID_MAX]) {
         _cleanup_free_ char *name = NULL;
 
         assert(receipt_id);
@@ -758,11 +770,12 @@ typedef struct AtolError {
 
 /* LIBFPTR_ERROR_* [ERR]. "uncertain": the task may have made its document all the same, so the register is
  * asked. These are the codes on which ATOL's web server itself stops its queue and later compares the fiscal
- * drive's last document number with the one noted before the task [AWS DriverWorker.isNeedBlock: 2, 3, 4, 15,
- * 115-122, 124, 133-138, 141, 142, 159], the connection and interruption codes a Web Requests clone blocks on
- * as well (1, 241, 166, 177), and the printer's own (44-47, 114, 150), because a printer can fail after the
- * fiscal drive committed the document (assumption; ATOL's answer for that case is a ready task with
- * warnings.notPrinted [KSL WarningFlags], but asking costs one query). Every code not listed is uncertain. */
+ * drive's last document number with the one noted before the task [AWS DriverWorker.isNeedBlock: 2, 3, 4,
+ * 15, 115-122, 124, 133-138, 141, 142, 159], the connection and interruption codes a Web Requests clone
+ * blocks on as well (1, 241, 166, 177), and the printer's own (44-47, 114, 150), because a printer can fail
+ * after the fiscal drive committed the document (assumption; ATOL's answer for that case is a ready task
+ * with warnings.notPrinted [KSL WarningFlags], but asking costs one query). Every code not listed is
+ * uncertain. */
 static const AtolError atol_errors[] = {
         { 1, DEVICE_FAULT_NOT_CONNECTED, true },   /* CONNECTION_DISABLED */
         { 2, DEVICE_FAULT_NOT_CONNECTED, true },   /* NO_CONNECTION */
@@ -812,11 +825,11 @@ static const AtolError atol_errors[] = {
         { 249, DEVICE_FAULT_ERROR, false },        /* DOCUMENT_CANCELED */
         { 412, DEVICE_FAULT_REJECTED, false },     /* INVALID_MEASUREMENT_UNIT */
         { 413, DEVICE_FAULT_REJECTED, false },     /* OPERATION_DENIED_IN_CURRENT_FFD */
-        { 501, DEVICE_FAULT_REJECTED, false },     /* RECEIPT_PARSE_ERROR: the web server cannot read the task */
-        { 502, DEVICE_FAULT_ERROR, false },        /* INTERRUPTED_BY_PREVIOUS_ERRORS */
-        { 503, DEVICE_FAULT_ERROR, false },        /* DRIVER_SCRIPT_ERROR */
-        { 504, DEVICE_FAULT_ERROR, false },        /* VALIDATE_FUNC_NOT_FOUND */
-        { 505, DEVICE_FAULT_ERROR, false },        /* WEB_FAIL */
+        { 501, DEVICE_FAULT_REJECTED, false }, /* RECEIPT_PARSE_ERROR: the web server cannot read the task */
+        { 502, DEVICE_FAULT_ERROR, false },    /* INTERRUPTED_BY_PREVIOUS_ERRORS */
+        { 503, DEVICE_FAULT_ERROR, false },    /* DRIVER_SCRIPT_ERROR */
+        { 504, DEVICE_FAULT_ERROR, false },    /* VALIDATE_FUNC_NOT_FOUND */
+        { 505, DEVICE_FAULT_ERROR, false },    /* WEB_FAIL */
 };
 
 DeviceFault device_atol_error_fault(int code, bool *ret_uncertain) {
@@ -855,9 +868,12 @@ typedef enum AtolStatus {
 
 static AtolStatus atol_status(json_object *e) {
         static const char *const names[] = {
-                [ATOL_STATUS_WAIT] = "wait",           [ATOL_STATUS_IN_PROGRESS] = "inProgress",
-                [ATOL_STATUS_READY] = "ready",         [ATOL_STATUS_ERROR] = "error",
-                [ATOL_STATUS_INTERRUPTED] = "interrupted", [ATOL_STATUS_BLOCKED] = "blocked",
+                [ATOL_STATUS_WAIT] = "wait",
+                [ATOL_STATUS_IN_PROGRESS] = "inProgress",
+                [ATOL_STATUS_READY] = "ready",
+                [ATOL_STATUS_ERROR] = "error",
+                [ATOL_STATUS_INTERRUPTED] = "interrupted",
+                [ATOL_STATUS_BLOCKED] = "blocked",
                 [ATOL_STATUS_CANCELED] = "canceled",
         };
         const char *s = get_string(e, "status");
@@ -870,7 +886,8 @@ static AtolStatus atol_status(json_object *e) {
 }
 
 static bool atol_status_final(AtolStatus s) {
-        return IN_SET(s, ATOL_STATUS_READY, ATOL_STATUS_ERROR, ATOL_STATUS_INTERRUPTED, ATOL_STATUS_CANCELED);
+        return IN_SET(s, ATOL_STATUS_READY, ATOL_STATUS_ERROR, ATOL_STATUS_INTERRUPTED,
+                      ATOL_STATUS_CANCELED);
 }
 
 /* The error of a task: /api/v2 answers {"error": {"code", "description"}}, the older /requests
@@ -907,7 +924,8 @@ static int atol_datetime(const char *s, usec_t *ret, char *local) {
 
         if (!s)
                 return -EINVAL;
-        if (sscanf(s, "%4d-%2d-%2d%n", &y, &mo, &d, &n) != 3 && sscanf(s, "%4d.%2d.%2d%n", &y, &mo, &d, &n) != 3)
+        if (sscanf(s, "%4d-%2d-%2d%n", &y, &mo, &d, &n) != 3 &&
+            sscanf(s, "%4d.%2d.%2d%n", &y, &mo, &d, &n) != 3)
                 return -EINVAL;
         p = s + n;
         if (*p == 'T' || *p == ' ') {
@@ -930,7 +948,8 @@ static int atol_datetime(const char *s, usec_t *ret, char *local) {
                         int oh, om = 0;
 
                         n = 0;
-                        if (sscanf(p + 1, "%2d:%2d%n", &oh, &om, &n) != 2 && sscanf(p + 1, "%2d%2d%n", &oh, &om, &n) != 2)
+                        if (sscanf(p + 1, "%2d:%2d%n", &oh, &om, &n) != 2 &&
+                            sscanf(p + 1, "%2d%2d%n", &oh, &om, &n) != 2)
                                 return -EINVAL;
                         off = (oh * 60 + om) * 60 * (*p == '-' ? -1 : 1);
                         p += 1 + n;
@@ -939,7 +958,12 @@ static int atol_datetime(const char *s, usec_t *ret, char *local) {
         if (*p != 0 || y < 1970 || mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || sec > 60)
                 return -EINVAL;
 
-        tm = (struct tm) { .tm_year = y - 1900, .tm_mon = mo - 1, .tm_mday = d, .tm_hour = h, .tm_min = mi, .tm_sec = sec };
+        tm = (struct tm){ .tm_year = y - 1900,
+                          .tm_mon = mo - 1,
+                          .tm_mday = d,
+                          .tm_hour = h,
+                          .tm_min = mi,
+                          .tm_sec = sec };
         t = timegm(&tm);
         if (t == (time_t) -1 || t - off < 0)
                 return -EINVAL;
@@ -1016,7 +1040,7 @@ static void read_totals(json_object *res, DeviceTotals *ret) {
                 { "buyReturn", RECEIPT_TYPE_PURCHASE_REFUND },
         };
         static const char *const forms[_DEVICE_PAYMENT_MAX] = {
-                [DEVICE_PAYMENT_CASH] = "cash",         [DEVICE_PAYMENT_ELECTRONIC] = "electronically",
+                [DEVICE_PAYMENT_CASH] = "cash",          [DEVICE_PAYMENT_ELECTRONIC] = "electronically",
                 [DEVICE_PAYMENT_PREPAYMENT] = "prepaid", [DEVICE_PAYMENT_CREDIT] = "credit",
                 [DEVICE_PAYMENT_OTHER] = "other",
         };
@@ -1065,11 +1089,13 @@ static void read_query(const char *type, json_object *res, AtolState *st) {
                 if (s->shift_open) {
                         usec_t t;
 
-                        if (atol_datetime(get_string(o, "expiredTime"), &t, NULL) >= 0 && t > DEVICE_SHIFT_MAX_USEC)
+                        if (atol_datetime(get_string(o, "expiredTime"), &t, NULL) >= 0 &&
+                            t > DEVICE_SHIFT_MAX_USEC)
                                 s->shift_open_usec = t - DEVICE_SHIFT_MAX_USEC;
                 }
         } else if (streq(type, "getFnStatus")) {
-                /* fnStatus.fiscalDocumentNumber: the last document [NAR fn-status.ts; OFDC get_last_fd_number]. */
+                /* fnStatus.fiscalDocumentNumber: the last document [NAR fn-status.ts; OFDC
+                 * get_last_fd_number]. */
                 if (get_u32(get_key(res, "fnStatus"), "fiscalDocumentNumber", &s->last_fiscal_document))
                         st->have_fd = true;
         } else if (streq(type, "getDeviceStatus")) {
@@ -1104,7 +1130,8 @@ static void read_query(const char *type, json_object *res, AtolState *st) {
                 (void) get_u32(o, "notSentCount", &st->ofd.unsent);
                 (void) get_u32(o, "notSentFirstDocNumber", &st->ofd.first_unsent);
                 if (st->ofd.unsent > 0)
-                        (void) atol_datetime(get_string(o, "notSentFirstDocDateTime"), &st->ofd.first_unsent_usec, NULL);
+                        (void) atol_datetime(get_string(o, "notSentFirstDocDateTime"),
+                                             &st->ofd.first_unsent_usec, NULL);
                 s->ofd = st->ofd;
         } else if (streq(type, "getDeviceInfo")) {
                 /* deviceInfo {model, modelName, serial, firmwareVersion, ...} [KSL KKTInfo]. */
@@ -1162,14 +1189,14 @@ typedef enum AtolOutcome {
 
 typedef struct AtolReply {
         AtolOutcome outcome;
-        int error;              /* FAILED */
+        int error; /* FAILED */
         long http_status;
-        bool sent;              /* our POST was handed over: the server may have taken it */
-        bool final;             /* RESULTS: every task is ready, error, interrupted or canceled */
-        bool all_wait;          /* RESULTS: no task has started yet */
+        bool sent;     /* our POST was handed over: the server may have taken it */
+        bool final;    /* RESULTS: every task is ready, error, interrupted or canceled */
+        bool all_wait; /* RESULTS: no task has started yet */
         json_object *root;
-        json_object *results;   /* RESULTS: the "results" array, one element per task */
-        char message[128];      /* REFUSED: the server's words */
+        json_object *results; /* RESULTS: the "results" array, one element per task */
+        char message[128];    /* REFUSED: the server's words */
 } AtolReply;
 
 typedef void (*AtolHandler)(Atol *a, AtolReply *r);
@@ -1193,8 +1220,8 @@ typedef enum AtolKind {
 struct Atol {
         sd_event *event;
         CurlGlue *glue;
-        char *url_requests;     /* <URL>/api/v2/requests */
-        char *auth_header;      /* "Authorization: Basic ..."; NULL: none. Never logged. */
+        char *url_requests; /* <URL>/api/v2/requests */
+        char *auth_header;  /* "Authorization: Basic ..."; NULL: none. Never logged. */
         usec_t timeout;
         char *cashier, *cashier_inn;
 
@@ -1204,7 +1231,7 @@ struct Atol {
         char inn[DEVICE_INN_MAX + 1];
         char serial[DEVICE_SERIAL_MAX + 1];
         uint32_t last_fd;
-        bool continue_print;    /* a document was closed but not fully printed: continuePrint first */
+        bool continue_print; /* a document was closed but not fully printed: continuePrint first */
 
         /* The receipt seen last: its requests [0, cache_free) exist and made nothing. */
         char cache_receipt[DEVICE_RECEIPT_ID_MAX + 1];
@@ -1216,10 +1243,10 @@ struct Atol {
 
         /* The exchange with the web server under way. */
         char uuid[DEVICE_ATOL_UUID_MAX];
-        bool poll;              /* GET until every task is final (or the budget is spent) */
-        bool posted;            /* a POST of this exchange was handed over */
-        bool duplicate;         /* the POST met a uuid the server has (409) */
-        bool accepted;          /* the POST was answered 201 */
+        bool poll;      /* GET until every task is final (or the budget is spent) */
+        bool posted;    /* a POST of this exchange was handed over */
+        bool duplicate; /* the POST met a uuid the server has (409) */
+        bool accepted;  /* the POST was answered 201 */
         usec_t interval;
         AtolHandler handler;
         void (*timer_fn)(Atol *a);
@@ -1234,25 +1261,25 @@ struct Atol {
         void *userdata;
         DeviceResult result;
         usec_t deadline, hard_deadline; /* CLOCK_MONOTONIC */
-        bool maybe_made;        /* a fiscal request of this operation may have been taken */
+        bool maybe_made;                /* a fiscal request of this operation may have been taken */
         void (*after_prelude)(Atol *a);
 
         AtolKind kind;
         AtolReceipt receipt;
-        char *task;             /* the fiscal task, JSON */
-        uint32_t shift;         /* the shift a shift document's uuid names */
-        unsigned attempt;       /* the request (slot) of the walk */
-        bool lookup_only;       /* the walk only looks for a document (Z of a closed shift) */
+        char *task;                /* the fiscal task, JSON */
+        uint32_t shift;            /* the shift a shift document's uuid names */
+        unsigned attempt;          /* the request (slot) of the walk */
+        bool lookup_only;          /* the walk only looks for a document (Z of a closed shift) */
         json_object *last_results; /* the walk: the results of the slot before `attempt` */
-        bool walk_unasked;      /* the walk failed to reach the web server at all */
-        uint32_t before;        /* reconciling: the register's last document before the request */
+        bool walk_unasked;         /* the walk failed to reach the web server at all */
+        uint32_t before;           /* reconciling: the register's last document before the request */
         uint32_t rec_last;
         unsigned rec_count;
         AtolVerdictHandler on_verdict;
         json_object *found_tlv; /* reconciling: the document that is ours */
         int fail_code;          /* the ATOL error of a request that made nothing */
         char fail_message[128];
-        AtolState state;        /* shift operations: what the register said before */
+        AtolState state; /* shift operations: what the register said before */
 };
 
 static void atol_start_prelude(Atol *a);
@@ -1313,7 +1340,8 @@ static int atol_on_done(sd_event_source *s, void *userdata) {
         atol_clear_op(a);
         if (result.error < 0)
                 log_debug("atol-web: %s failed: %s (%s) %s", device_operation_to_string(a->op),
-                          strerror(-result.error), strna(device_fault_to_string(result.fault)), result.message);
+                          strerror(-result.error), strna(device_fault_to_string(result.fault)),
+                          result.message);
         done(&result, u);
         return 0;
 }
@@ -1335,7 +1363,7 @@ static void atol_schedule(Atol *a, usec_t delay, void (*fn)(Atol *a)) {
 
 static int atol_on_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         Atol *a = userdata;
-        void (*fn)(Atol *a) = a->timer_fn;
+        void (*fn)(Atol * a) = a->timer_fn;
 
         a->timer_fn = NULL;
         if (fn)
@@ -1376,15 +1404,17 @@ static void http_message(const char *body, char *buf, size_t l) {
         copy_text(buf, l, d ?: (o ? NULL : body));
 }
 
-typedef void (*CurlDone)(CurlRequest *req, int error, long status, const char *body, size_t size, void *userdata);
+typedef void (*CurlDone)(CurlRequest *req, int error, long status, const char *body, size_t size,
+                         void *userdata);
 
-static int atol_http(Atol *a, const char *method, const char *url, const char *body, bool hard, CurlDone cb) {
+static int atol_http(Atol *a, const char *method, const char *url, const char *body, bool hard,
+                     CurlDone cb) {
         const char *headers[] = { a->auth_header, NULL };
         usec_t left = MAX(atol_left(a, hard), ATOL_HTTP_TIMEOUT_MIN);
 
         assert(!a->http);
         return curl_glue_request_new(a->glue, &a->http, method, url,
-                                     &(CurlRequestOptions) {
+                                     &(CurlRequestOptions){
                                              .body = body,
                                              .body_size = body ? strlen(body) : 0,
                                              .content_type = body ? "application/json" : NULL,
@@ -1398,7 +1428,8 @@ static int atol_http(Atol *a, const char *method, const char *url, const char *b
 
 static void atol_get_now(Atol *a);
 
-static void atol_on_get(CurlRequest *req, int error, long status, const char *body, size_t size, void *userdata) {
+static void atol_on_get(CurlRequest *req, int error, long status, const char *body, size_t size,
+                        void *userdata) {
         Atol *a = userdata;
         /* The body lives as long as the request: freed when this returns. */
         _cleanup_(curl_request_freep) CurlRequest *owned = TAKE_PTR(a->http);
@@ -1419,7 +1450,8 @@ static void atol_on_get(CurlRequest *req, int error, long status, const char *bo
                 /* A 409 without such a uuid is not a duplicate: Web Requests answers 409 for a register that
                  * is not connected ("ККТ [id] не подключена") as well. */
                 if (a->duplicate)
-                        atol_reply_simple(a, ATOL_REPLY_REFUSED, -ENOTCONN, 409, "the register is not connected");
+                        atol_reply_simple(a, ATOL_REPLY_REFUSED, -ENOTCONN, 409,
+                                          "the register is not connected");
                 else
                         atol_reply_simple(a, ATOL_REPLY_UNKNOWN_UUID, 0, status, NULL);
                 return;
@@ -1483,7 +1515,8 @@ static void atol_fetch(Atol *a, const char *uuid, bool poll, AtolHandler handler
         atol_get_now(a);
 }
 
-static void atol_on_post(CurlRequest *req, int error, long status, const char *body, size_t size, void *userdata) {
+static void atol_on_post(CurlRequest *req, int error, long status, const char *body, size_t size,
+                         void *userdata) {
         Atol *a = userdata;
         char m[128];
 
@@ -1553,7 +1586,8 @@ static void atol_query(Atol *a, const char *tasks, AtolHandler handler) {
         atol_submit(a, uuid, tasks, handler);
 }
 
-static void atol_on_delete(CurlRequest *req, int error, long status, const char *body, size_t size, void *userdata) {
+static void atol_on_delete(CurlRequest *req, int error, long status, const char *body, size_t size,
+                           void *userdata) {
         Atol *a = userdata;
 
         a->http = curl_request_free(a->http);
@@ -1639,7 +1673,8 @@ static int document_from_params(Atol *a, json_object *fp, DeviceDocument *ret) {
         (void) get_u32(fp, "fiscalReceiptNumber", &d.document_number_in_shift);
         if (copy_id(d.fn_number, sizeof d.fn_number, get_key(fp, "fnNumber")) < 0)
                 strcpy(d.fn_number, a->fn_number);
-        if (copy_id(d.registration_number, sizeof d.registration_number, get_key(fp, "registrationNumber")) < 0)
+        r = copy_id(d.registration_number, sizeof d.registration_number, get_key(fp, "registrationNumber"));
+        if (r < 0)
                 strcpy(d.registration_number, a->registration_number);
         r = atol_money(get_key(fp, "total"), &d.total);
         if (r < 0)
@@ -1684,12 +1719,13 @@ static int tlv_datetime(json_object *tlv, usec_t *ret, char local[static ATOL_LO
                 if (t < 0 || !gmtime_r(&t, &tm))
                         return -EINVAL;
                 *ret = (usec_t) t * USEC_PER_SEC;
-                snprintf(local, ATOL_LOCAL_MAX, "%04d%02d%02dT%02d%02d", (tm.tm_year + 1900) % 10000, (tm.tm_mon + 1) % 100,
-                         tm.tm_mday % 100, tm.tm_hour % 100, tm.tm_min % 100);
+                snprintf(local, ATOL_LOCAL_MAX, "%04d%02d%02dT%02d%02d", (tm.tm_year + 1900) % 10000,
+                         (tm.tm_mon + 1) % 100, tm.tm_mday % 100, tm.tm_hour % 100, tm.tm_min % 100);
                 return 0;
         }
-        return atol_datetime(v && json_object_is_type(v, json_type_string) ? json_object_get_string(v) : NULL, ret,
-                             local);
+        return atol_datetime(v && json_object_is_type(v, json_type_string) ? json_object_get_string(v)
+                                                                           : NULL,
+                             ret, local);
 }
 
 /* A document read back from the fiscal drive (getFnDocument's documentTLV: FFD tags as keys, amounts in
@@ -1698,7 +1734,8 @@ static int document_from_tlv(Atol *a, json_object *tlv, DeviceDocument *ret) {
         DeviceDocument d = {};
         char local[ATOL_LOCAL_MAX];
 
-        if (!tlv_u32(tlv, 1040, &d.fiscal_document_number) || atol_fiscal_sign(tlv_get(tlv, 1077), d.fiscal_sign) < 0 ||
+        if (!tlv_u32(tlv, 1040, &d.fiscal_document_number) ||
+            atol_fiscal_sign(tlv_get(tlv, 1077), d.fiscal_sign) < 0 ||
             tlv_datetime(tlv, &d.datetime, local) < 0 || atol_money(tlv_get(tlv, 1020), &d.total) < 0)
                 return -EBADMSG;
         (void) tlv_u32(tlv, 1038, &d.shift_number);
@@ -1735,9 +1772,11 @@ static bool tlv_is_ours(Atol *a, json_object *tlv) {
         case ATOL_KIND_CLOSE_SHIFT:
                 return streq(form, "closeShift");
         case ATOL_KIND_RECEIPT:
-                if (!streq(form, receipt_type_is_correction(a->receipt.type) ? "receiptCorrection" : "receipt"))
+                if (!streq(form,
+                           receipt_type_is_correction(a->receipt.type) ? "receiptCorrection" : "receipt"))
                         return false;
-                return tlv_u32(tlv, 1054, &settlement) && settlement == receipt_type_to_ffd(a->receipt.type) &&
+                return tlv_u32(tlv, 1054, &settlement) &&
+                       settlement == receipt_type_to_ffd(a->receipt.type) &&
                        atol_money(tlv_get(tlv, 1020), &total) >= 0 && total == a->receipt.total;
         }
         return false;
@@ -1747,8 +1786,8 @@ static bool tlv_is_ours(Atol *a, json_object *tlv) {
 
 /* A fiscal request is [getFnStatus, <fiscal task>]: the first task notes the register's last document
  * before the second runs, in the web server's own record of the request. */
-static AtolVerdict judge(json_object *results, uint32_t *ret_before, int *ret_code, const char **ret_description,
-                         bool *ret_final) {
+static AtolVerdict judge(json_object *results, uint32_t *ret_before, int *ret_code,
+                         const char **ret_description, bool *ret_final) {
         size_t n = json_object_array_length(results);
         json_object *e = json_object_array_get_idx(results, n - 1);
         AtolStatus st = atol_status(e);
@@ -1759,7 +1798,8 @@ static AtolVerdict judge(json_object *results, uint32_t *ret_before, int *ret_co
         *ret_description = NULL;
         *ret_before = 0;
         if (n >= 2)
-                (void) get_u32(get_key(atol_task_result(results, 0), "fnStatus"), "fiscalDocumentNumber", ret_before);
+                (void) get_u32(get_key(atol_task_result(results, 0), "fnStatus"), "fiscalDocumentNumber",
+                               ret_before);
 
         switch (st) {
         case ATOL_STATUS_READY:
@@ -1798,14 +1838,16 @@ static void rec_on_docs(Atol *a, AtolReply *r) {
                 }
                 if (tlv_is_ours(a, tlv)) {
                         a->found_tlv = json_object_get(tlv);
-                        log_notice("atol-web: document %" PRIu32 " in the fiscal drive is ours (%s), made before "
+                        log_notice("atol-web: document %" PRIu32
+                                   " in the fiscal drive is ours (%s), made before "
                                    "its answer was lost.",
                                    a->before + 1 + (uint32_t) i, a->receipt_id ?: "shift document");
                         cont(a, ATOL_MADE);
                         return;
                 }
         }
-        cont(a, complete && a->rec_last - a->before <= DEVICE_ATOL_RECONCILE_WINDOW ? ATOL_NOT_MADE : ATOL_UNDECIDED);
+        cont(a, complete && a->rec_last - a->before <= DEVICE_ATOL_RECONCILE_WINDOW ? ATOL_NOT_MADE
+                                                                                    : ATOL_UNDECIDED);
 }
 
 static void rec_on_status(Atol *a, AtolReply *r) {
@@ -1813,7 +1855,9 @@ static void rec_on_status(Atol *a, AtolReply *r) {
         json_object *fs;
         size_t n = 0;
 
-        fs = r->outcome == ATOL_REPLY_RESULTS && r->final ? get_key(atol_task_result(r->results, 0), "fnStatus") : NULL;
+        fs = r->outcome == ATOL_REPLY_RESULTS && r->final
+                     ? get_key(atol_task_result(r->results, 0), "fnStatus")
+                     : NULL;
         if (!fs || !get_u32(fs, "fiscalDocumentNumber", &a->rec_last)) {
                 a->on_verdict(a, ATOL_UNDECIDED);
                 return;
@@ -1935,14 +1979,16 @@ static void atol_made(Atol *a, json_object *task_result, json_object *tlv, uint3
                 a->continue_print = true;
 
         if (a->kind == ATOL_KIND_RECEIPT) {
-                r = fp ? document_from_params(a, fp, &a->result.doc) : document_from_tlv(a, tlv, &a->result.doc);
+                r = fp ? document_from_params(a, fp, &a->result.doc)
+                       : document_from_tlv(a, tlv, &a->result.doc);
                 if (r >= 0)
                         atol_note_fd(a, a->result.doc.fiscal_document_number);
         } else
                 r = report_from(a, fp, tlv, &a->result.report);
         if (r < 0) {
                 /* Made, but its attributes cannot be read: never "not made". Asked again (FIND). */
-                atol_fail_fault(a, DEVICE_FAULT_TIMEOUT_UNKNOWN, "the register made the document, its answer is unreadable");
+                atol_fail_fault(a, DEVICE_FAULT_TIMEOUT_UNKNOWN,
+                                "the register made the document, its answer is unreadable");
                 return;
         }
         if (a->kind == ATOL_KIND_RECEIPT) {
@@ -1980,14 +2026,17 @@ static void post_finish_not_made(Atol *a) {
         /* The request made nothing: the next attempt is a new request. */
         atol_note_attempts(a, a->attempt + 1);
         if (a->kind == ATOL_KIND_OPEN_SHIFT && a->fail_code == 83) { /* DENIED_IN_OPENED_SHIFT */
-                a->result.report = (DeviceReport) { .type = DEVICE_REPORT_OPEN, .shift_open = true,
-                                                    .shift_number = a->shift, .last_fiscal_document = a->last_fd };
+                a->result.report = (DeviceReport){ .type = DEVICE_REPORT_OPEN,
+                                                   .shift_open = true,
+                                                   .shift_number = a->shift,
+                                                   .last_fiscal_document = a->last_fd };
                 atol_fail(a, -EALREADY, DEVICE_FAULT_NONE, NULL);
                 return;
         }
         if (a->kind == ATOL_KIND_CLOSE_SHIFT && a->fail_code == 73) { /* DENIED_IN_CLOSED_SHIFT */
-                a->result.report = (DeviceReport) { .type = DEVICE_REPORT_Z, .shift_number = a->shift,
-                                                    .last_fiscal_document = a->last_fd };
+                a->result.report = (DeviceReport){ .type = DEVICE_REPORT_Z,
+                                                   .shift_number = a->shift,
+                                                   .last_fiscal_document = a->last_fd };
                 atol_fail(a, -EALREADY, DEVICE_FAULT_NONE, NULL);
                 return;
         }
@@ -2011,7 +2060,8 @@ static void post_on_cancelled(Atol *a, AtolReply *r) {
         if (r->outcome == ATOL_REPLY_RESULTS) {
                 /* It never started and never will: nothing was made. */
                 atol_note_attempts(a, a->attempt + 1);
-                atol_fail_fault(a, DEVICE_FAULT_TIMEOUT_BEFORE, "the web server's queue did not reach the request");
+                atol_fail_fault(a, DEVICE_FAULT_TIMEOUT_BEFORE,
+                                "the web server's queue did not reach the request");
         } else
                 atol_fail_fault(a, DEVICE_FAULT_TIMEOUT_UNKNOWN, NULL);
 }
@@ -2025,8 +2075,10 @@ static void post_on_reply(Atol *a, AtolReply *r) {
         switch (r->outcome) {
         case ATOL_REPLY_UNKNOWN_UUID:
                 if (a->accepted) {
-                        /* Taken (201), then unknown: the server lost its record; the register decides later. */
-                        atol_fail_fault(a, DEVICE_FAULT_TIMEOUT_UNKNOWN, "the web server lost the request it took");
+                        /* Taken (201), then unknown: the server lost its record; the register decides later.
+                         */
+                        atol_fail_fault(a, DEVICE_FAULT_TIMEOUT_UNKNOWN,
+                                        "the web server lost the request it took");
                         return;
                 }
                 /* Sent, the answer lost, and the server has no such request: it never took it. */
@@ -2034,7 +2086,8 @@ static void post_on_reply(Atol *a, AtolReply *r) {
                 return;
         case ATOL_REPLY_FAILED:
                 if (r->sent)
-                        atol_fail_fault(a, DEVICE_FAULT_TIMEOUT_UNKNOWN, "no answer from the ATOL web server");
+                        atol_fail_fault(a, DEVICE_FAULT_TIMEOUT_UNKNOWN,
+                                        "no answer from the ATOL web server");
                 else
                         atol_fail_http(a, r);
                 return;
@@ -2044,7 +2097,8 @@ static void post_on_reply(Atol *a, AtolReply *r) {
                          * [AWS; the 1C client's message for 400]): this document, for good. */
                         char m[128];
 
-                        snprintf(m, sizeof m, "%s", isempty(r->message) ? "the web server refused the request" : r->message);
+                        snprintf(m, sizeof m, "%s",
+                                 isempty(r->message) ? "the web server refused the request" : r->message);
                         atol_fail(a, -EINVAL, DEVICE_FAULT_REJECTED, m);
                 } else
                         atol_fail_http(a, r);
@@ -2064,12 +2118,14 @@ static void post_on_reply(Atol *a, AtolReply *r) {
                         strcpy(uuid, a->uuid);
                         atol_cancel(a, uuid, post_on_cancelled);
                 } else
-                        atol_fail_fault(a, DEVICE_FAULT_TIMEOUT_UNKNOWN, "the register did not finish in time");
+                        atol_fail_fault(a, DEVICE_FAULT_TIMEOUT_UNKNOWN,
+                                        "the register did not finish in time");
                 return;
         }
         switch (v) {
         case ATOL_MADE:
-                atol_made(a, atol_task_result(r->results, json_object_array_length(r->results) - 1), NULL, before);
+                atol_made(a, atol_task_result(r->results, json_object_array_length(r->results) - 1), NULL,
+                          before);
                 break;
         case ATOL_NOT_MADE:
                 post_finish_not_made(a);
@@ -2121,7 +2177,8 @@ static void walk_undecided(Atol *a, DeviceFault fault, const char *message) {
                 atol_fail_fault(a, fault, message);
                 return;
         }
-        /* An earlier request's fate is unknown: never a new one on a guess. PRINT hands the question to FIND. */
+        /* An earlier request's fate is unknown: never a new one on a guess. PRINT hands the question to
+         * FIND. */
         if (a->op == DEVICE_OP_FIND)
                 atol_fail_fault(a, fault, message);
         else
@@ -2142,7 +2199,8 @@ static void walk_on_reconciled(Atol *a, AtolVerdict v) {
                 walk_free(a);
                 break;
         default:
-                walk_undecided(a, DEVICE_FAULT_NOT_CONNECTED, "cannot tell whether the register made the document");
+                walk_undecided(a, DEVICE_FAULT_NOT_CONNECTED,
+                               "cannot tell whether the register made the document");
         }
 }
 
@@ -2155,18 +2213,22 @@ static void walk_judge(Atol *a, json_object *results) {
         AtolVerdict v = judge(results, &before, &code, &desc, &final);
 
         if (!final) {
-                walk_undecided(a, DEVICE_FAULT_NOT_CONNECTED, "an earlier request is still at the ATOL web server");
+                walk_undecided(a, DEVICE_FAULT_NOT_CONNECTED,
+                               "an earlier request is still at the ATOL web server");
                 return;
         }
         switch (v) {
         case ATOL_MADE:
                 if (a->lookup_only) {
-                        (void) report_from(a, get_key(atol_task_result(results, json_object_array_length(results) - 1),
-                                                      "fiscalParams"),
-                                           NULL, &a->result.report);
+                        (void) report_from(
+                                a,
+                                get_key(atol_task_result(results, json_object_array_length(results) - 1),
+                                        "fiscalParams"),
+                                NULL, &a->result.report);
                         atol_finish(a);
                 } else
-                        atol_made(a, atol_task_result(results, json_object_array_length(results) - 1), NULL, before);
+                        atol_made(a, atol_task_result(results, json_object_array_length(results) - 1), NULL,
+                                  before);
                 break;
         case ATOL_NOT_MADE:
                 walk_free(a);
@@ -2220,8 +2282,8 @@ static void walk_on_slot(Atol *a, AtolReply *r) {
                 return;
         case ATOL_REPLY_RESULTS:
                 /* A request that made the document ends the walk whatever follows it. */
-                if (atol_status(json_object_array_get_idx(r->results, json_object_array_length(r->results) - 1)) ==
-                    ATOL_STATUS_READY) {
+                if (atol_status(json_object_array_get_idx(r->results, json_object_array_length(r->results) -
+                                                                              1)) == ATOL_STATUS_READY) {
                         walk_judge(a, r->results);
                         return;
                 }
@@ -2252,7 +2314,8 @@ static void walk_next(Atol *a) {
                 if (a->lookup_only)
                         atol_finish(a);
                 else
-                        atol_fail(a, -E2BIG, DEVICE_FAULT_ERROR, "too many failed attempts for one document");
+                        atol_fail(a, -E2BIG, DEVICE_FAULT_ERROR,
+                                  "too many failed attempts for one document");
                 return;
         }
         r = slot_uuid(a, a->attempt, uuid);
@@ -2278,7 +2341,8 @@ static void walk_start(Atol *a, unsigned from) {
 
 /* {"name": ..., "vatin": ...} of a report or shift document: the request's cashier, else the default. */
 static int operator_json(Atol *a, json_object *task) {
-        const char *name = a->req_cashier ?: a->cashier, *inn = a->req_cashier ? a->req_cashier_inn : a->cashier_inn;
+        const char *name = a->req_cashier ?: a->cashier,
+                   *inn = a->req_cashier ? a->req_cashier_inn : a->cashier_inn;
         _cleanup_(json_object_putp) json_object *op = NULL;
         int r;
 
@@ -2287,7 +2351,8 @@ static int operator_json(Atol *a, json_object *task) {
         op = json_object_new_object();
         if (!op)
                 return -ENOMEM;
-        if ((r = add_string(op, "name", name)) < 0 || (!isempty(inn) && (r = add_string(op, "vatin", inn)) < 0))
+        if ((r = add_string(op, "name", name)) < 0 ||
+            (!isempty(inn) && (r = add_string(op, "vatin", inn)) < 0))
                 return r;
         return json_add(task, "operator", TAKE_PTR(op));
 }
@@ -2301,7 +2366,8 @@ static int simple_task(Atol *a, const char *type, char **ret) {
                 return -ENOMEM;
         if ((r = add_string(t, "type", type)) < 0 || (r = operator_json(a, t)) < 0)
                 return r;
-        *ret = strdup(json_object_to_json_string_ext(t, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
+        *ret = strdup(
+                json_object_to_json_string_ext(t, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
         return *ret ? 0 : -ENOMEM;
 }
 
@@ -2330,7 +2396,7 @@ static int read_state(Atol *a, json_object *results, const char *const *types, s
                       int *ret_code, const char **ret_description) {
         int failed = -1;
 
-        *st = (AtolState) {};
+        *st = (AtolState){};
         for (size_t i = 0; i < n && i < json_object_array_length(results); i++) {
                 json_object *e = json_object_array_get_idx(results, i);
 
@@ -2394,10 +2460,10 @@ static void status_on_reply(Atol *a, AtolReply *r) {
                 return;
         }
         if (failed > 0)
-                log_debug("atol-web: %s failed (%d: %s); its part of the status stays unknown.", status_types[failed],
-                          code, strna(desc));
+                log_debug("atol-web: %s failed (%d: %s); its part of the status stays unknown.",
+                          status_types[failed], code, strna(desc));
         if (!st.have_totals)
-                st.status.shift_totals = (DeviceTotals) {};
+                st.status.shift_totals = (DeviceTotals){};
         a->result.status = st.status;
         a->result.have_status = true;
         atol_finish(a);
@@ -2417,7 +2483,8 @@ static void op_status(Atol *a) {
 
 /* REPORT_X: the shift's figures, then reportX (not a fiscal document [KSL: Operations/NonFiscal; AWS does
  * not count it as fiscal]). */
-static const char *const report_x_types[] = { "getShiftStatus", "getShiftTotals", "getFnStatus", "ofdExchangeStatus" };
+static const char *const report_x_types[] = { "getShiftStatus", "getShiftTotals", "getFnStatus",
+                                              "ofdExchangeStatus" };
 
 static void report_x_on_reply(Atol *a, AtolReply *r) {
         DeviceReport *rep = &a->result.report;
@@ -2431,18 +2498,19 @@ static void report_x_on_reply(Atol *a, AtolReply *r) {
         if (failed >= 0 || atol_status(json_object_array_get_idx(r->results, ELEMENTSOF(report_x_types))) !=
                                    ATOL_STATUS_READY) {
                 if (failed < 0)
-                        code = atol_error(json_object_array_get_idx(r->results, ELEMENTSOF(report_x_types)), &desc);
+                        code = atol_error(json_object_array_get_idx(r->results, ELEMENTSOF(report_x_types)),
+                                          &desc);
                 atol_fail_task(a, code, desc);
                 return;
         }
-        *rep = (DeviceReport) {
+        *rep = (DeviceReport){
                 .type = DEVICE_REPORT_X,
                 .shift_open = st.status.shift_open,
                 .shift_number = st.status.shift_number,
                 .shift_open_usec = st.status.shift_open ? st.status.shift_open_usec : 0,
                 .datetime = now(CLOCK_REALTIME) / USEC_PER_SEC * USEC_PER_SEC,
                 .last_fiscal_document = st.status.last_fiscal_document,
-                .totals = st.status.shift_open ? st.status.shift_totals : (DeviceTotals) {},
+                .totals = st.status.shift_open ? st.status.shift_totals : (DeviceTotals){},
                 .ofd = st.ofd,
         };
         atol_finish(a);
@@ -2488,7 +2556,7 @@ static void open_shift_on_state(Atol *a, AtolReply *r) {
         if (!shift_state(a, r))
                 return;
         if (s->shift_open) {
-                a->result.report = (DeviceReport) {
+                a->result.report = (DeviceReport){
                         .type = DEVICE_REPORT_OPEN,
                         .shift_open = true,
                         .shift_number = s->shift_number,
@@ -2537,7 +2605,7 @@ static void close_shift_on_state(Atol *a, AtolReply *r) {
         a->kind = ATOL_KIND_CLOSE_SHIFT;
         a->shift = target;
         if (!s->shift_open || target != s->shift_number) {
-                a->result.report = (DeviceReport) {
+                a->result.report = (DeviceReport){
                         .type = DEVICE_REPORT_Z,
                         .shift_number = target,
                         .last_fiscal_document = s->last_fiscal_document,
@@ -2591,7 +2659,7 @@ static void op_receipt(Atol *a) {
                         return;
                 }
                 /* FIND still finds by uuid; a receipt we cannot read was never printed by us. */
-                a->receipt = (AtolReceipt) { .type = _RECEIPT_TYPE_INVALID };
+                a->receipt = (AtolReceipt){ .type = _RECEIPT_TYPE_INVALID };
         }
         if (streq(a->cache_receipt, a->receipt_id))
                 from = a->cache_free;
@@ -2679,7 +2747,8 @@ static int atol_create(void **ret_state, const DeviceContext *ctx, const DeviceO
                 return -ENOMEM;
         if (!isempty(o->token)) {
                 /* The web server's optional HTTP Basic authentication [the 1C client's HTTPConnection(host,
-                 * port, login, password); a Node agent's ATOL_USE_AUTH]; the credential is "login:password". */
+                 * port, login, password); a Node agent's ATOL_USE_AUTH]; the credential is "login:password".
+                 */
                 _cleanup_free_ char *b64 = NULL;
 
                 if (!strchr(o->token, ':'))
@@ -2730,11 +2799,14 @@ static int atol_start(void *state, const DeviceRequest *req, DeviceDriverDone do
 
         if (a->busy)
                 return -EBUSY;
-        if (IN_SET(req->op, DEVICE_OP_PRINT, DEVICE_OP_FIND) && (isempty(req->receipt_id) || !req->receipt_json ||
-                                                                 strlen(req->receipt_id) > DEVICE_RECEIPT_ID_MAX))
+        if (IN_SET(req->op, DEVICE_OP_PRINT, DEVICE_OP_FIND) &&
+            (isempty(req->receipt_id) || !req->receipt_json ||
+             strlen(req->receipt_id) > DEVICE_RECEIPT_ID_MAX))
                 return -EINVAL;
-        if (strdup_maybe(req->receipt_id, &a->receipt_id) < 0 || strdup_maybe(req->receipt_json, &a->receipt_json) < 0 ||
-            strdup_maybe(req->cashier, &a->req_cashier) < 0 || strdup_maybe(req->cashier_inn, &a->req_cashier_inn) < 0) {
+        if (strdup_maybe(req->receipt_id, &a->receipt_id) < 0 ||
+            strdup_maybe(req->receipt_json, &a->receipt_json) < 0 ||
+            strdup_maybe(req->cashier, &a->req_cashier) < 0 ||
+            strdup_maybe(req->cashier_inn, &a->req_cashier_inn) < 0) {
                 atol_clear_op(a);
                 return -ENOMEM;
         }
@@ -2745,13 +2817,13 @@ static int atol_start(void *state, const DeviceRequest *req, DeviceDriverDone do
         a->req_shift = req->shift_number;
         a->done = done;
         a->userdata = userdata;
-        a->result = (DeviceResult) {};
+        a->result = (DeviceResult){};
         a->deadline = n + a->timeout / ATOL_BUDGET_DEN * ATOL_BUDGET_NUM;
         a->hard_deadline = n + a->timeout / ATOL_HARD_DEN * ATOL_HARD_NUM;
         a->maybe_made = false;
         a->lookup_only = false;
         a->kind = ATOL_KIND_RECEIPT;
-        a->receipt = (AtolReceipt) { .type = _RECEIPT_TYPE_INVALID };
+        a->receipt = (AtolReceipt){ .type = _RECEIPT_TYPE_INVALID };
         a->fail_code = 0;
         a->fail_message[0] = 0;
 
@@ -2803,12 +2875,12 @@ static void atol_free(void *state) {
                 void *u = a->userdata;
                 DeviceResult result = a->result;
 
-                /* Nothing can be waited for here: what is in flight is dropped. A fiscal request that may have
-                 * been taken leaves an unknown outcome, which FIND decides later. */
+                /* Nothing can be waited for here: what is in flight is dropped. A fiscal request that may
+                 * have been taken leaves an unknown outcome, which FIND decides later. */
                 a->http = curl_request_free(a->http);
                 (void) sd_event_source_set_enabled(a->timer_source, SD_EVENT_OFF);
                 if (sd_event_source_get_enabled(a->done_source, NULL) <= 0) {
-                        result = (DeviceResult) {
+                        result = (DeviceResult){
                                 .error = -ECANCELED,
                                 .fault = a->maybe_made ? DEVICE_FAULT_TIMEOUT_UNKNOWN : DEVICE_FAULT_NONE,
                         };

@@ -29,7 +29,8 @@ extern const DeviceDriver device_atol_driver;
 
 /* The uuid of attempt `attempt` (0, 1, ...) of a receipt: an RFC 4122 version 5 UUID (SHA-1, a namespace of
  * our own) of "receipt:<receipt_id>:<attempt>". The same receipt gets the same uuids in every process. */
-int device_atol_receipt_uuid(const char *receipt_id, unsigned attempt, char ret[static DEVICE_ATOL_UUID_MAX]);
+int device_atol_receipt_uuid(const char *receipt_id, unsigned attempt,
+                             char ret[static DEVICE_ATOL_UUID_MAX]);
 /* The same for a shift document: op "open-shift" or "close-shift", the fiscal drive's number, the shift. */
 int device_atol_shift_uuid(const char *op, const char *fn_number, uint32_t shift, unsigned attempt,
                            char ret[static DEVICE_ATOL_UUID_MAX]);
@@ -37,8 +38,8 @@ int device_atol_shift_uuid(const char *op, const char *fn_number, uint32_t shift
 /* The ATOL JSON task (one object: {"type": "sell", ...}) for a canonical receipt, as PRINT sends it;
  * cashier/cashier_inn are the defaults for a receipt that names no cashier (NULL: none). -EINVAL with a
  * reason in *ret_why (static text) for a receipt the driver cannot map; -ENOMEM. */
-int device_atol_receipt_task(const char *receipt_json, const char *cashier, const char *cashier_inn, char **ret,
-                             const char **ret_why);
+int device_atol_receipt_task(const char *receipt_json, const char *cashier, const char *cashier_inn,
+                             char **ret, const char **ret_why);
 
 /* How the driver reads an ATOL error code (LIBFPTR_ERROR_*): the fault it stands for, and whether a fiscal
  * task that failed with it may have made its document all the same (then the register is asked). */
