@@ -2464,6 +2464,8 @@ static void status_on_reply(Atol *a, AtolReply *r) {
                           status_types[failed], code, strna(desc));
         if (!st.have_totals)
                 st.status.shift_totals = (DeviceTotals){};
+        /* The documents the drive holds are its document numbers so far; its capacity is not reported. */
+        st.status.fn_documents = st.status.last_fiscal_document;
         a->result.status = st.status;
         a->result.have_status = true;
         atol_finish(a);
