@@ -92,6 +92,7 @@ static const ConfigItem config_items[] = {
         { "Device", "StatusInterval", CONFIG_TIMESPAN, C(device_status_interval), "60s", USEC_PER_SEC,
           USEC_PER_HOUR, NULL },
         { "Device", "URL", CONFIG_URL, C(device_url), "http://127.0.0.1:16732", NOLIMIT, NULL },
+        { "Device", "AuthFile", CONFIG_PATH, C(device_auth_file), NULL, NOLIMIT, NULL },
 
         { "Intake", "UnknownFields", CONFIG_UNKNOWN_FIELDS, C(intake_unknown_fields), "reject", NOLIMIT, NULL },
 

@@ -47,6 +47,8 @@ typedef struct Config {
         usec_t device_stuck_after;
         usec_t device_status_interval;
         char *device_url;               /* a networked register's service (atol-web) */
+        char *device_auth_file;         /* its HTTP Basic credential "login:password" (the systemd credential
+                                         * "atol-web-auth" first, like the OFD token); NULL: none */
 
         /* [Intake] */
         char *intake_unknown_fields;    /* "reject" or "ignore" */

@@ -5,6 +5,7 @@
 
 #include <inttypes.h>
 
+#include "device-atol.h"
 #include "device-emulator.h"
 #include "device.h"
 #include "json-util.h"
@@ -188,6 +189,7 @@ const char *device_operation_to_string(DeviceOperation o) {
 const DeviceDriver *device_driver_find(const char *name) {
         static const DeviceDriver *const drivers[] = {
                 &device_emulator_driver,
+                &device_atol_driver,
         };
 
         if (!name)
@@ -199,7 +201,7 @@ const DeviceDriver *device_driver_find(const char *name) {
 }
 
 const char *const *device_driver_names(void) {
-        static const char *const names[] = { "emulator", NULL };
+        static const char *const names[] = { "emulator", "atol-web", NULL };
         return names;
 }
 
