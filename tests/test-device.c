@@ -929,8 +929,10 @@ static void test_bad_arguments_are_einval(void) {
         ASSERT_STREQ(device_report_type_to_string(DEVICE_REPORT_Z), "z");
         ASSERT_NOT_NULL(device_driver_find("emulator"));
         ASSERT_NULL(device_driver_find("atol-v10"));
+        ASSERT_NOT_NULL(device_driver_find("atol-web"));
         ASSERT_STREQ(device_driver_names()[0], "emulator");
-        ASSERT_NULL(device_driver_names()[1]);
+        ASSERT_STREQ(device_driver_names()[1], "atol-web");
+        ASSERT_NULL(device_driver_names()[2]);
         env_teardown(&e);
 }
 

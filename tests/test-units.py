@@ -223,7 +223,7 @@ def test_service_keeps_what_the_daemon_needs():
     # Every loaded credential has a fallback, or systemd 252 refuses to start without the file.
     loads = {v.split(":", 1)[0] for v in u[s].get("LoadCredential", [])}
     sets = {v.split(":", 1)[0] for v in u[s].get("SetCredential", [])}
-    check(loads == {"ofd-token", "heartbeat-token"}, f"LoadCredential= ids {loads}")
+    check(loads == {"ofd-token", "heartbeat-token", "atol-web-auth"}, f"LoadCredential= ids {loads}")
     check(loads <= sets, f"credentials without a SetCredential= fallback: {loads - sets}")
 
 

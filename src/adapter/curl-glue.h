@@ -72,7 +72,10 @@ int curl_request_get_header(CurlRequest *r, const char *name, const char **ret);
 int curl_request_get_retry_after(CurlRequest *r, usec_t *ret);
 /* True when the request line, headers and the whole body had been handed to the connection before the
  * transfer ended: a failure after that is an unknown outcome (the upstream may have acted on it), while a
- * failure before it means the upstream cannot have seen the complete request. */
+ * failure before it means the upstream cannot have seen the complete request — of the last attempt only:
+ * when a kept-alive connection dies without an answer, libcurl sends the request again on a new one and
+ * reports that attempt, so the upstream may have received an earlier copy. Callers whose requests are not
+ * idempotent by themselves make them so (an Idempotency-Key, a request uuid) and ask after any failure. */
 bool curl_request_was_sent(CurlRequest *r);
 /* Wall time of the whole transfer, name lookup to last byte (or failure). */
 usec_t curl_request_get_total_time(CurlRequest *r);

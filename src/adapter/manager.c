@@ -371,6 +371,7 @@ int manager_fiscal_day_options(Manager *m, const Config *c, FiscalDayOptions *re
 }
 
 static int manager_setup_device(Manager *m) {
+        _cleanup_(token_freep) char *auth = NULL;
         _cleanup_free_ char *copy = NULL, *emulator_path = NULL;
         FiscalDayOptions fo;
         unsigned taxations = 0;
@@ -380,6 +381,10 @@ static int manager_setup_device(Manager *m) {
         if (!copy || asprintf(&emulator_path, "%s/emulator-fn.db", dirname(copy)) < 0)
                 return log_oom();
         (void) taxations_from_string(m->config->device_taxation, &taxations); /* checked by the configuration */
+        /* A networked register's credential: the systemd credential first, then [Device] AuthFile=. */
+        r = manager_read_token(m->config->device_auth_file, "atol-web-auth", &auth);
+        if (r < 0)
+                return r;
 
         r = device_new(&m->device, &(DeviceContext) { .event = m->event, .glue = m->glue },
                        &(DeviceOptions) {
@@ -396,6 +401,7 @@ static int manager_setup_device(Manager *m) {
                                .print_latency_min = m->config->device_print_latency_min,
                                .print_latency_max = m->config->device_print_latency_max,
                                .url = m->config->device_url,
+                               .token = auth,
                        });
         if (r < 0)
                 return log_error_errno(r, "Failed to set up the fiscal register (%s): %m", m->config->device_driver);
