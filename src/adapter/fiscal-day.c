@@ -3,6 +3,7 @@
  * closes the shift, the early refusal of sales before the 24-hour limit, the periodic status read, and the
  * health verdicts on the shift, the fiscal drive and the print queue. */
 
+#include <ctype.h>
 #include <inttypes.h>
 #include <time.h>
 
@@ -67,7 +68,10 @@ int auto_close_from_string(const char *s, AutoClose *ret) {
                 *ret = (AutoClose) { .mode = AUTO_CLOSE_LIMIT };
                 return 0;
         }
-        if (strlen(s) != 5 || sscanf(s, "%2u:%2u%n", &h, &m, &n) != 2 || n != 5 || s[2] != ':' || h > 23 || m > 59)
+        /* Exactly HH:MM: sscanf() alone would also take blanks and signs (" 1:05", "+1:05"). */
+        if (strlen(s) != 5 || !isdigit((unsigned char) s[0]) || !isdigit((unsigned char) s[1]) || s[2] != ':' ||
+            !isdigit((unsigned char) s[3]) || !isdigit((unsigned char) s[4]) ||
+            sscanf(s, "%2u:%2u%n", &h, &m, &n) != 2 || n != 5 || h > 23 || m > 59)
                 return -EINVAL;
         *ret = (AutoClose) { .mode = AUTO_CLOSE_DAILY, .minute_of_day = h * 60 + m };
         return 0;
@@ -445,7 +449,10 @@ static int fiscal_day_on_tick(sd_event_source *s, uint64_t usec, void *userdata)
 static void fiscal_day_on_device_change(Device *d, void *userdata) {
         FiscalDay *f = userdata;
 
-        fiscal_day_arm_close(f);
+        /* Only the 24-hour closing moves with the shift; the daily one stays where it is (re-arming it now
+         * could push a timer that is due this very moment to tomorrow). */
+        if (f->options.auto_close.mode == AUTO_CLOSE_LIMIT)
+                fiscal_day_arm_close(f);
         fiscal_day_check_drive(f);
         fiscal_day_changed(f);
 }
@@ -495,10 +502,16 @@ FiscalDay *fiscal_day_free(FiscalDay *f) {
 }
 
 int fiscal_day_set_options(FiscalDay *f, const FiscalDayOptions *o) {
+        bool same_close = o->auto_close.mode == f->options.auto_close.mode &&
+                          o->auto_close.minute_of_day == f->options.auto_close.minute_of_day &&
+                          o->shift_margin == f->options.shift_margin;
+
         f->options = *o;
         printer_set_options(f->printer, &(PrinterOptions) { .auto_close = o->auto_close.mode != AUTO_CLOSE_OFF,
                                                             .shift_margin = o->shift_margin });
-        fiscal_day_arm_close(f);
+        /* A reload that keeps AutoCloseShift= keeps its timer, due or not. */
+        if (!same_close)
+                fiscal_day_arm_close(f);
         return 0;
 }
 

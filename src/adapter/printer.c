@@ -34,11 +34,13 @@ struct PrintJob {
         void *waiter_userdata;
         bool unknown_outcome;  /* the register may have made it: ask (FIND) before printing */
         bool guard_reported;   /* held back by the 24-hour rule: said once */
+        bool shift_checked;    /* the register said a shift is open (OPEN_SHIFT answered 0 or -EALREADY) */
         char *fiscal_json;     /* printed, but storing it failed: store again, never print again */
         usec_t printed_at;
 
         /* JOB_CLOSE_SHIFT */
         uint32_t shift_number; /* the shift to close; 0: the open one when it starts */
+        bool close_unknown;    /* an attempt's answer was lost: "closed already" may mean by that attempt */
         char *cashier, *cashier_inn;
         PrinterReportCallback report_cb;
         void *report_userdata;
@@ -57,6 +59,7 @@ struct Printer {
         bool loading;          /* the unprinted receipts are being read from the store */
         usec_t retry_delay;
         sd_event_source *retry_source;
+        bool holding;          /* the retry timer runs because the 24-hour rule holds the head back */
         usec_t progress_at;    /* CLOCK_MONOTONIC of the last finished job, or when the queue filled */
 
         PrinterEventCallback event_cb;
@@ -179,8 +182,21 @@ static void printer_emit(Printer *p, const char *receipt_id, const char *status,
 }
 
 static int printer_on_retry(sd_event_source *s, uint64_t usec, void *userdata) {
-        printer_next(userdata);
+        Printer *p = userdata;
+
+        p->holding = false;
+        printer_next(p);
         return 0;
+}
+
+/* A receipt held back by the 24-hour rule waits on the retry timer; what can release it (a Z report queued,
+ * AutoCloseShift= turned on) goes at once instead of after that wait. */
+static void printer_release_hold(Printer *p) {
+        if (!p->holding)
+                return;
+        p->holding = false;
+        if (p->retry_source)
+                (void) sd_event_source_set_enabled(p->retry_source, SD_EVENT_OFF);
 }
 
 static void printer_schedule_retry(Printer *p) {
@@ -475,6 +491,7 @@ static void printer_on_opened(Device *d, const DeviceResult *result, void *userd
                 p->shift_cb(p, DEVICE_OP_OPEN_SHIFT, result, p->shift_userdata);
         if (result->error >= 0 || result->error == -EALREADY) {
                 /* Open now, by us or already: the receipt follows. */
+                p->current->shift_checked = true;
                 printer_again_now(p);
                 return;
         }
@@ -497,11 +514,22 @@ static void printer_on_closed(Device *d, const DeviceResult *result, void *userd
 
         assert(j && j->kind == JOB_CLOSE_SHIFT);
 
+        if (result->error == -EALREADY && j->close_unknown && result->report.fiscal_document_number > 0) {
+                /* The attempt whose answer was lost made this Z: it is ours, not an earlier one. */
+                DeviceResult made = *result;
+
+                made.error = 0;
+                printer_report(p, j, &made);
+                printer_finish_current(p);
+                return;
+        }
         if (result->error >= 0 || result->error == -EALREADY || (result->error == -ENOENT && result->fault == DEVICE_FAULT_NONE)) {
                 printer_report(p, j, result);
                 printer_finish_current(p);
                 return;
         }
+        if (result->fault == DEVICE_FAULT_TIMEOUT_UNKNOWN)
+                j->close_unknown = true;
 
         /* An unknown outcome is asked again with the same shift number, which the register answers with
          * the Z it made, if it made one: never two. Any other fault: retried when the register recovers. */
@@ -561,8 +589,9 @@ static void printer_run(Printer *p) {
                                                      .receipt_id = j->receipt_id,
                                                      .receipt_json = j->canonical },
                                   printer_on_found, p);
-        else if ((s = device_get_status(p->device)) && !s->shift_open)
-                /* The shift is opened on its own, before the receipt: a document of its own. */
+        else if (!j->shift_checked && (!(s = device_get_status(p->device)) || !s->shift_open))
+                /* The shift is opened on its own, before the receipt: a document of its own. Also when the
+                 * register has not said yet whether one is open: it answers -EALREADY if so. */
                 r = device_submit(p->device, &(DeviceRequest) { .op = DEVICE_OP_OPEN_SHIFT }, printer_on_opened, p);
         else
                 r = device_submit(p->device,
@@ -616,6 +645,7 @@ static bool printer_hold_for_shift(Printer *p) {
                 printer_emit(p, j->receipt_id, "print_failed", reason);
         }
         printer_schedule_retry(p);
+        p->holding = true;
         return true;
 }
 
@@ -706,6 +736,7 @@ int printer_close_shift(Printer *p, const char *cashier, const char *cashier_inn
         j->report_cb = cb;
         j->report_userdata = userdata;
         printer_push(p, j);
+        printer_release_hold(p);
         printer_next(p);
         return 0;
 }
@@ -928,6 +959,8 @@ Printer *printer_free(Printer *p) {
 
 void printer_set_options(Printer *p, const PrinterOptions *o) {
         p->options = *o;
+        if (o->auto_close)
+                printer_release_hold(p);
         printer_next(p);
 }
 
