@@ -4,10 +4,8 @@
  * memory's versions, fiscal signs and the QR string, refusals, shift totals, shifts and their reports, the
  * OFD exchange and the FN's validity, and each fault, natural or injected. The register's clock is faked. */
 
-#include <dirent.h>
 #include <limits.h>
 #include <sqlite3.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include "device-emulator.h"
@@ -15,6 +13,7 @@
 #include "json-util.h"
 #include "receipt.h"
 #include "sqlite-util.h"
+#include "test-util.h"
 #include "tests.h"
 #include "time-util.h"
 
@@ -61,30 +60,8 @@ static void env_setup(Env *e) {
         };
 }
 
-static void rm_rf(const char *path) {
-        DIR *d = opendir(path);
-        struct dirent *de;
-
-        ASSERT_NOT_NULL(d);
-        while ((de = readdir(d))) {
-                char sub[PATH_MAX];
-                struct stat st;
-
-                if (streq(de->d_name, ".") || streq(de->d_name, ".."))
-                        continue;
-                snprintf(sub, sizeof sub, "%s/%s", path, de->d_name);
-                ASSERT_OK(lstat(sub, &st));
-                if (S_ISDIR(st.st_mode))
-                        rm_rf(sub);
-                else
-                        ASSERT_OK(unlink(sub));
-        }
-        closedir(d);
-        ASSERT_OK(rmdir(path));
-}
-
 static void env_teardown(Env *e) {
-        rm_rf(e->dir);
+        test_rm_rf(e->dir);
 }
 
 /* ---- driving the emulator ---- */

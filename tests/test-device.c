@@ -4,10 +4,8 @@
  * and their recovery, the internal OPEN, shifts, the state the loop keeps and its JSON, and shutting down in
  * the middle of a print. */
 
-#include <dirent.h>
 #include <limits.h>
 #include <sqlite3.h>
-#include <sys/stat.h>
 #include <systemd/sd-event.h>
 #include <unistd.h>
 
@@ -15,6 +13,7 @@
 #include "json-util.h"
 #include "receipt.h"
 #include "sqlite-util.h"
+#include "test-util.h"
 #include "tests.h"
 #include "time-util.h"
 
@@ -61,30 +60,8 @@ static void env_setup(Env *e) {
         };
 }
 
-static void rm_rf(const char *path) {
-        DIR *d = opendir(path);
-        struct dirent *de;
-
-        ASSERT_NOT_NULL(d);
-        while ((de = readdir(d))) {
-                char sub[PATH_MAX];
-                struct stat st;
-
-                if (streq(de->d_name, ".") || streq(de->d_name, ".."))
-                        continue;
-                snprintf(sub, sizeof sub, "%s/%s", path, de->d_name);
-                ASSERT_OK(lstat(sub, &st));
-                if (S_ISDIR(st.st_mode))
-                        rm_rf(sub);
-                else
-                        ASSERT_OK(unlink(sub));
-        }
-        closedir(d);
-        ASSERT_OK(rmdir(path));
-}
-
 static void env_teardown(Env *e) {
-        rm_rf(e->dir);
+        test_rm_rf(e->dir);
         e->event = sd_event_unref(e->event);
 }
 

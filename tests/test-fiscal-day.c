@@ -4,10 +4,8 @@
  * reports, opening and closing the shift, the early refusal of sales, the health verdicts on the shift, the
  * fiscal drive and the print queue, and closing on schedule (24h and HH:MM). */
 
-#include <dirent.h>
 #include <limits.h>
 #include <sqlite3.h>
-#include <sys/stat.h>
 #include <systemd/sd-event.h>
 #include <time.h>
 #include <unistd.h>
@@ -18,6 +16,7 @@
 #include "money.h"
 #include "printer.h"
 #include "store.h"
+#include "test-util.h"
 #include "tests.h"
 #include "time-util.h"
 
@@ -49,28 +48,6 @@ typedef struct Answer {
 } Answer;
 
 /* ---- the environment ---- */
-
-static void rm_rf(const char *path) {
-        DIR *d = opendir(path);
-        struct dirent *de;
-
-        ASSERT_NOT_NULL(d);
-        while ((de = readdir(d))) {
-                char sub[PATH_MAX];
-                struct stat st;
-
-                if (streq(de->d_name, ".") || streq(de->d_name, ".."))
-                        continue;
-                snprintf(sub, sizeof sub, "%s/%s", path, de->d_name);
-                ASSERT_OK(lstat(sub, &st));
-                if (S_ISDIR(st.st_mode))
-                        rm_rf(sub);
-                else
-                        ASSERT_OK(unlink(sub));
-        }
-        closedir(d);
-        ASSERT_OK(rmdir(path));
-}
 
 #define RUN_UNTIL_WITHIN(e, cond, usec)                                                                 \
         do {                                                                                            \
@@ -158,7 +135,7 @@ static void env_teardown(Env *e) {
         if (e->device)
                 env_close(e);
         e->event = sd_event_unref(e->event);
-        rm_rf(e->dir);
+        test_rm_rf(e->dir);
 }
 
 /* The first column of the first row of a query on the fiscal memory, once the register is closed (it holds

@@ -5,10 +5,8 @@
  * (FIND) before anything is printed again, Z reports queued behind the receipts before them, the 24-hour
  * rule with and without auto close, the admin's retry and cancel, the head's wait, and freeing. */
 
-#include <dirent.h>
 #include <limits.h>
 #include <sqlite3.h>
-#include <sys/stat.h>
 #include <systemd/sd-event.h>
 #include <unistd.h>
 
@@ -17,6 +15,7 @@
 #include "money.h"
 #include "printer.h"
 #include "store.h"
+#include "test-util.h"
 #include "tests.h"
 #include "time-util.h"
 
@@ -68,28 +67,6 @@ typedef struct Slip {
 } Slip;
 
 /* ---- the environment ---- */
-
-static void rm_rf(const char *path) {
-        DIR *d = opendir(path);
-        struct dirent *de;
-
-        ASSERT_NOT_NULL(d);
-        while ((de = readdir(d))) {
-                char sub[PATH_MAX];
-                struct stat st;
-
-                if (streq(de->d_name, ".") || streq(de->d_name, ".."))
-                        continue;
-                snprintf(sub, sizeof sub, "%s/%s", path, de->d_name);
-                ASSERT_OK(lstat(sub, &st));
-                if (S_ISDIR(st.st_mode))
-                        rm_rf(sub);
-                else
-                        ASSERT_OK(unlink(sub));
-        }
-        closedir(d);
-        ASSERT_OK(rmdir(path));
-}
 
 static void on_event(Printer *p, const char *receipt_id, const char *status, const char *reason,
                      void *userdata) {
@@ -202,7 +179,7 @@ static void env_teardown(Env *e) {
         env_close_device(e);
         e->store = store_free(e->store);
         e->event = sd_event_unref(e->event);
-        rm_rf(e->dir);
+        test_rm_rf(e->dir);
 }
 
 /* ---- receipts ---- */

@@ -144,29 +144,6 @@ static void fiscal_day_on_device_result(Device *d, const DeviceResult *result, v
         request_finish(q, result);
 }
 
-static int fiscal_day_submit(FiscalDay *f, DeviceOperation op, const char *cashier, const char *cashier_inn,
-                             FiscalDayReportCallback cb, void *userdata) {
-        ReportRequest *q;
-        int r;
-
-        if (f->stopping)
-                return -ESHUTDOWN;
-        r = request_new(f, cb, userdata, &q);
-        if (r < 0)
-                return r;
-        r = device_submit(f->device,
-                          &(DeviceRequest) { .op = op, .cashier = cashier, .cashier_inn = cashier_inn },
-                          fiscal_day_on_device_result, q);
-        if (r < 0)
-                request_free(q);
-        return r;
-}
-
-int fiscal_day_report_x(FiscalDay *f, const char *cashier, const char *cashier_inn, FiscalDayReportCallback cb,
-                        void *userdata) {
-        return fiscal_day_submit(f, DEVICE_OP_REPORT_X, cashier, cashier_inn, cb, userdata);
-}
-
 static void fiscal_day_log_shift(FiscalDay *f, DeviceOperation op, const DeviceResult *result) {
         const DeviceReport *r = &result->report;
         char fd[16], shift[16];
@@ -186,21 +163,16 @@ static void fiscal_day_log_shift(FiscalDay *f, DeviceOperation op, const DeviceR
                            fd, device_totals_receipts(&r->totals));
 }
 
-static void fiscal_day_on_opened(FiscalDay *f, const DeviceResult *result, void *userdata) {
+static void fiscal_day_on_opened(Device *d, const DeviceResult *result, void *userdata) {
         ReportRequest *q = userdata;
 
-        fiscal_day_log_shift(f, DEVICE_OP_OPEN_SHIFT, result);
+        fiscal_day_log_shift(q->fiscal_day, DEVICE_OP_OPEN_SHIFT, result);
         request_finish(q, result);
 }
 
-static void fiscal_day_on_open_result(Device *d, const DeviceResult *result, void *userdata) {
-        ReportRequest *q = userdata;
-
-        fiscal_day_on_opened(q->fiscal_day, result, q);
-}
-
-int fiscal_day_open_shift(FiscalDay *f, const char *cashier, const char *cashier_inn, FiscalDayReportCallback cb,
-                          void *userdata) {
+/* An X report or an opening, straight to the register (nothing in the print queue waits for them). */
+static int fiscal_day_submit(FiscalDay *f, DeviceOperation op, const char *cashier, const char *cashier_inn,
+                             FiscalDayReportCallback cb, void *userdata) {
         ReportRequest *q;
         int r;
 
@@ -210,11 +182,21 @@ int fiscal_day_open_shift(FiscalDay *f, const char *cashier, const char *cashier
         if (r < 0)
                 return r;
         r = device_submit(f->device,
-                          &(DeviceRequest) { .op = DEVICE_OP_OPEN_SHIFT, .cashier = cashier, .cashier_inn = cashier_inn },
-                          fiscal_day_on_open_result, q);
+                          &(DeviceRequest) { .op = op, .cashier = cashier, .cashier_inn = cashier_inn },
+                          op == DEVICE_OP_OPEN_SHIFT ? fiscal_day_on_opened : fiscal_day_on_device_result, q);
         if (r < 0)
                 request_free(q);
         return r;
+}
+
+int fiscal_day_report_x(FiscalDay *f, const char *cashier, const char *cashier_inn, FiscalDayReportCallback cb,
+                        void *userdata) {
+        return fiscal_day_submit(f, DEVICE_OP_REPORT_X, cashier, cashier_inn, cb, userdata);
+}
+
+int fiscal_day_open_shift(FiscalDay *f, const char *cashier, const char *cashier_inn, FiscalDayReportCallback cb,
+                          void *userdata) {
+        return fiscal_day_submit(f, DEVICE_OP_OPEN_SHIFT, cashier, cashier_inn, cb, userdata);
 }
 
 static void fiscal_day_on_closed(Printer *p, const DeviceResult *result, void *userdata) {

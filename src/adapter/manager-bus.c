@@ -336,25 +336,37 @@ static void method_on_dlq_change(Sync *s, int error, void *userdata) {
                 log_debug_errno(r, "Failed to answer %s(): %m", sd_bus_message_get_member(message));
 }
 
+/* The arguments of an admin's call on one receipt: (id) or (id, note), both not empty, and who called. */
+static int read_admin_call(sd_bus_message *message, Manager *m, bool with_note, const char *note_required,
+                           const char **ret_id, const char **ret_note, char who[static 64], sd_bus_error *error) {
+        int r;
+
+        r = manager_check_caller(m, message, PRIVILEGE_ADMIN, error);
+        if (r < 0)
+                return r;
+        *ret_note = NULL;
+        r = with_note ? sd_bus_message_read(message, "ss", ret_id, ret_note) : sd_bus_message_read(message, "s", ret_id);
+        if (r < 0)
+                return r;
+        if (isempty(*ret_id))
+                return sd_bus_error_set(error, KKT_BUS_ERROR("InvalidArgument"), "Receipt id must not be empty");
+        if (with_note && isempty(*ret_note))
+                return sd_bus_error_set(error, KKT_BUS_ERROR("InvalidArgument"), note_required);
+        caller_name(message, who, 64);
+        return 0;
+}
+
 static int method_dead_letter(sd_bus_message *message, void *userdata, sd_bus_error *error) {
         Manager *m = userdata;
-        const char *id, *note = NULL;
+        const char *id, *note;
         char who[64];
         bool resolve = streq(sd_bus_message_get_member(message), "ResolveDeadLetter");
         int r;
 
-        r = manager_check_caller(userdata, message, PRIVILEGE_ADMIN, error);
+        r = read_admin_call(message, m, resolve, "A note saying how the receipt was resolved is required", &id,
+                            &note, who, error);
         if (r < 0)
                 return r;
-        r = resolve ? sd_bus_message_read(message, "ss", &id, &note) : sd_bus_message_read(message, "s", &id);
-        if (r < 0)
-                return r;
-        if (isempty(id))
-                return sd_bus_error_set(error, KKT_BUS_ERROR("InvalidArgument"), "Receipt id must not be empty");
-        if (resolve && isempty(note))
-                return sd_bus_error_set(error, KKT_BUS_ERROR("InvalidArgument"),
-                                        "A note saying how the receipt was resolved is required");
-        caller_name(message, who, sizeof who);
 
         sd_bus_message_ref(message);
         r = resolve ? sync_dlq_resolve(m->sync, id, note, who, method_on_dlq_change, message)
@@ -603,22 +615,14 @@ static void method_on_print_admin(Printer *p, int error, const StoreReceipt *rec
 static int method_print_admin(sd_bus_message *message, void *userdata, sd_bus_error *error) {
         Manager *m = userdata;
         bool cancel = streq(sd_bus_message_get_member(message), "CancelReceipt");
-        const char *id, *note = NULL;
+        const char *id, *note;
         char who[64];
         int r;
 
-        r = manager_check_caller(userdata, message, PRIVILEGE_ADMIN, error);
+        r = read_admin_call(message, m, cancel, "A note saying why the receipt is cancelled is required", &id,
+                            &note, who, error);
         if (r < 0)
                 return r;
-        r = cancel ? sd_bus_message_read(message, "ss", &id, &note) : sd_bus_message_read(message, "s", &id);
-        if (r < 0)
-                return r;
-        if (isempty(id))
-                return sd_bus_error_set(error, KKT_BUS_ERROR("InvalidArgument"), "Receipt id must not be empty");
-        if (cancel && isempty(note))
-                return sd_bus_error_set(error, KKT_BUS_ERROR("InvalidArgument"),
-                                        "A note saying why the receipt is cancelled is required");
-        caller_name(message, who, sizeof who);
 
         sd_bus_message_ref(message);
         r = cancel ? printer_cancel_rejected(m->printer, id, note, who, method_on_print_admin, message)

@@ -261,32 +261,52 @@ static ExitStatus show_properties(sd_bus *bus, int (*select)(json_object *p, jso
         return EXIT_STATUS_OK;
 }
 
+/* The one JSON text a method answered, parsed; it must be of `type` (json_type_null: any). With --json the
+ * text is printed as it came (re-encoding could change how the daemon wrote an amount) and *ret stays NULL:
+ * the caller is done. Returns EXIT_STATUS_OK, or the status to exit with after saying why. */
+static ExitStatus json_reply(sd_bus_message *reply, const char *method, const char *action, json_type type,
+                             json_object **ret) {
+        json_object *o;
+        const char *json;
+        int r;
+
+        *ret = NULL;
+        r = sd_bus_message_read(reply, "s", &json);
+        if (r < 0) {
+                cli_error(r, "Failed to read the answer to %s(): %m", method);
+                return EXIT_STATUS_FAILED;
+        }
+        o = json_tokener_parse(json);
+        if (!o || (type != json_type_null && !json_object_is_type(o, type))) {
+                json_object_put(o);
+                cli_error(0, "Failed to %s: kkt-adapterd's answer is not %s.", action,
+                          type == json_type_array ? "a JSON array" : type == json_type_object ? "a JSON object" : "JSON");
+                return EXIT_STATUS_FAILED;
+        }
+        if (arg_json) {
+                json_object_put(o);
+                puts(json);
+                return EXIT_STATUS_OK;
+        }
+        *ret = o;
+        return EXIT_STATUS_OK;
+}
+
 /* The register as it reports itself: GetDeviceStatus(), the JSON of GET /v1/kkt/device/status. */
 static ExitStatus verb_device(sd_bus *bus, char **args) {
         _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
         _cleanup_(json_object_putp) json_object *o = NULL;
-        const char *json;
+        ExitStatus e;
         int r;
 
         r = sd_bus_call_method(bus, KKT_BUS_NAME, KKT_BUS_PATH, KKT_BUS_INTERFACE, "GetDeviceStatus", &error,
                                &reply, NULL);
         if (r < 0)
                 return cli_report_bus_error("read the register's state", NULL, &error, r);
-        r = sd_bus_message_read(reply, "s", &json);
-        if (r < 0) {
-                cli_error(r, "Failed to read the answer to GetDeviceStatus(): %m");
-                return EXIT_STATUS_FAILED;
-        }
-        o = json_tokener_parse(json);
-        if (!o || !json_object_is_type(o, json_type_object)) {
-                cli_error(0, "Failed to read the register's state: kkt-adapterd's answer is not a JSON object.");
-                return EXIT_STATUS_FAILED;
-        }
-        if (arg_json) {
-                puts(json);
-                return EXIT_STATUS_OK;
-        }
+        e = json_reply(reply, "GetDeviceStatus", "read the register's state", json_type_object, &o);
+        if (e != EXIT_STATUS_OK || !o)
+                return e;
         status_print_device_json(o, stdout);
         return EXIT_STATUS_OK;
 }
@@ -448,7 +468,7 @@ static ExitStatus verb_show(sd_bus *bus, char **args) {
         _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
         _cleanup_(json_object_putp) json_object *o = NULL;
-        const char *json;
+        ExitStatus e;
         int r;
 
         if (isempty(args[0])) {
@@ -460,21 +480,9 @@ static ExitStatus verb_show(sd_bus *bus, char **args) {
                                &reply, "s", args[0]);
         if (r < 0)
                 return cli_report_bus_error("show the receipt", NEEDS_POS, &error, r);
-        r = sd_bus_message_read(reply, "s", &json);
-        if (r < 0) {
-                cli_error(r, "Failed to read the answer to GetReceipt(): %m");
-                return EXIT_STATUS_FAILED;
-        }
-        o = json_tokener_parse(json);
-        if (!o) {
-                cli_error(0, "Failed to show the receipt: kkt-adapterd's answer is not JSON.");
-                return EXIT_STATUS_FAILED;
-        }
-        if (arg_json) {
-                /* Verbatim: re-encoding could change how the daemon wrote a number. */
-                puts(json);
-                return EXIT_STATUS_OK;
-        }
+        e = json_reply(reply, "GetReceipt", "show the receipt", json_type_null, &o);
+        if (e != EXIT_STATUS_OK || !o)
+                return e;
         if (print_json(o, true) < 0) {
                 cli_error(ENOMEM, "Failed to format the receipt: %m");
                 return EXIT_STATUS_FAILED;
@@ -533,7 +541,7 @@ static ExitStatus dlq_list(sd_bus *bus) {
         _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
         _cleanup_(json_object_putp) json_object *a = NULL;
-        const char *json;
+        ExitStatus e;
         size_t n;
         int r;
 
@@ -541,20 +549,9 @@ static ExitStatus dlq_list(sd_bus *bus) {
                                &reply, "b", 1);
         if (r < 0)
                 return cli_report_bus_error("list the dead letters", NEEDS_ADMIN, &error, r);
-        r = sd_bus_message_read(reply, "s", &json);
-        if (r < 0) {
-                cli_error(r, "Failed to read the answer to ListDeadLetters(): %m");
-                return EXIT_STATUS_FAILED;
-        }
-        a = json_tokener_parse(json);
-        if (!a || !json_object_is_type(a, json_type_array)) {
-                cli_error(0, "Failed to list the dead letters: kkt-adapterd's answer is not a JSON array.");
-                return EXIT_STATUS_FAILED;
-        }
-        if (arg_json) {
-                puts(json);
-                return EXIT_STATUS_OK;
-        }
+        e = json_reply(reply, "ListDeadLetters", "list the dead letters", json_type_array, &a);
+        if (e != EXIT_STATUS_OK || !a)
+                return e;
 
         n = json_object_array_length(a);
         if (n == 0) {
@@ -608,7 +605,7 @@ static ExitStatus call_report(sd_bus *bus, const char *method, const char *actio
         _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *call = NULL, *reply = NULL;
         _cleanup_(json_object_putp) json_object *o = NULL;
-        const char *json;
+        ExitStatus e;
         int r;
 
         r = sd_bus_message_new_method_call(bus, &call, KKT_BUS_NAME, KKT_BUS_PATH, KKT_BUS_INTERFACE,
@@ -620,21 +617,9 @@ static ExitStatus call_report(sd_bus *bus, const char *method, const char *actio
         r = sd_bus_call(bus, call, REPORT_CALL_TIMEOUT, &error, &reply);
         if (r < 0)
                 return cli_report_bus_error(action, NEEDS_POS, &error, r);
-        r = sd_bus_message_read(reply, "s", &json);
-        if (r < 0) {
-                cli_error(r, "Failed to read the answer to %s(): %m", method);
-                return EXIT_STATUS_FAILED;
-        }
-        o = json_tokener_parse(json);
-        if (!o || !json_object_is_type(o, json_type_object)) {
-                cli_error(0, "Failed to %s: kkt-adapterd's answer is not a JSON object.", action);
-                return EXIT_STATUS_FAILED;
-        }
-        if (arg_json) {
-                /* Verbatim: the amounts stay the exact strings the daemon wrote. */
-                puts(json);
-                return EXIT_STATUS_OK;
-        }
+        e = json_reply(reply, method, action, json_type_object, &o);
+        if (e != EXIT_STATUS_OK || !o)
+                return e;
         report_print(o, stdout);
         return EXIT_STATUS_OK;
 }
@@ -713,7 +698,7 @@ static ExitStatus receipt_rejected(sd_bus *bus) {
         _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
         _cleanup_(json_object_putp) json_object *a = NULL;
-        const char *json;
+        ExitStatus e;
         size_t n;
         int r;
 
@@ -721,21 +706,9 @@ static ExitStatus receipt_rejected(sd_bus *bus) {
                                &reply, NULL);
         if (r < 0)
                 return cli_report_bus_error("list the rejected receipts", NEEDS_ADMIN, &error, r);
-        r = sd_bus_message_read(reply, "s", &json);
-        if (r < 0) {
-                cli_error(r, "Failed to read the answer to ListRejected(): %m");
-                return EXIT_STATUS_FAILED;
-        }
-        a = json_tokener_parse(json);
-        if (!a || !json_object_is_type(a, json_type_array)) {
-                cli_error(0, "Failed to list the rejected receipts: kkt-adapterd's answer is not a JSON "
-                          "array.");
-                return EXIT_STATUS_FAILED;
-        }
-        if (arg_json) {
-                puts(json);
-                return EXIT_STATUS_OK;
-        }
+        e = json_reply(reply, "ListRejected", "list the rejected receipts", json_type_array, &a);
+        if (e != EXIT_STATUS_OK || !a)
+                return e;
 
         n = json_object_array_length(a);
         if (n == 0) {
