@@ -5,6 +5,7 @@
  * the middle of a print. */
 
 #include <limits.h>
+#include <sys/stat.h>
 #include <sqlite3.h>
 #include <systemd/sd-event.h>
 #include <unistd.h>

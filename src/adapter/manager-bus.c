@@ -52,6 +52,13 @@ static int manager_check_caller(Manager *m, sd_bus_message *message, Privilege p
                                  p == PRIVILEGE_POS ? "kkt-pos or kkt-admin" : "kkt-admin");
 }
 
+/* Answers a method with one JSON text, as the HTTP API writes it. */
+static int reply_json(sd_bus_message *message, json_object *o) {
+        return sd_bus_reply_method_return(message, "s",
+                                          json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN |
+                                                                                    JSON_C_TO_STRING_NOSLASHESCAPE));
+}
+
 static int property_get_state(sd_bus *bus, const char *path, const char *interface, const char *property,
                               sd_bus_message *reply, void *userdata, sd_bus_error *error) {
         return sd_bus_message_append(reply, "s", manager_network_status(userdata));
@@ -253,9 +260,7 @@ static void method_get_on_receipt(Store *s, int error, const StoreReceipt *recei
         else if ((r = intake_receipt_to_json(receipt, &o)) < 0)
                 r = sd_bus_reply_method_errnof(message, r, "Failed to render the receipt: %m");
         else {
-                r = sd_bus_reply_method_return(message, "s",
-                                               json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN |
-                                                                                         JSON_C_TO_STRING_NOSLASHESCAPE));
+                r = reply_json(message, o);
                 json_object_put(o);
         }
         if (r < 0)
@@ -390,9 +395,7 @@ static void method_on_dlq_list(Sync *s, int error, const SyncDeadLetter *entries
         else if ((r = sync_dead_letters_to_json(entries, n_entries, &a)) < 0)
                 r = sd_bus_reply_method_errnof(message, r, "Failed to render the dead letters: %m");
         else {
-                r = sd_bus_reply_method_return(message, "s",
-                                               json_object_to_json_string_ext(a, JSON_C_TO_STRING_PLAIN |
-                                                                                         JSON_C_TO_STRING_NOSLASHESCAPE));
+                r = reply_json(message, a);
                 json_object_put(a);
         }
         if (r < 0)
@@ -470,9 +473,7 @@ static void method_on_report(FiscalDay *f, const DeviceResult *result, void *use
                                 json_object_new_boolean(result->error == -EALREADY))) < 0))
                 r = sd_bus_reply_method_errnof(message, r, "Failed to render the report: %m");
         else
-                r = sd_bus_reply_method_return(message, "s",
-                                               json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN |
-                                                                                         JSON_C_TO_STRING_NOSLASHESCAPE));
+                r = reply_json(message, o);
         json_object_put(o);
         if (r < 0)
                 log_debug_errno(r, "Failed to answer %s(): %m", member);
@@ -547,9 +548,7 @@ static int method_get_json(sd_bus_message *message, void *userdata, sd_bus_error
                                                                     : device_state_to_json(m->device, &o);
         if (r < 0)
                 return r;
-        return sd_bus_reply_method_return(message, "s",
-                                          json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN |
-                                                                                    JSON_C_TO_STRING_NOSLASHESCAPE));
+        return reply_json(message, o);
 }
 
 static void method_on_refund_check(const RefundCheck *check, void *userdata) {
@@ -658,9 +657,7 @@ static void method_on_rejected_list(Store *s, int error, const StoreReceipt *rec
                         goto finish;
                 }
         }
-        r = sd_bus_reply_method_return(message, "s",
-                                       json_object_to_json_string_ext(a, JSON_C_TO_STRING_PLAIN |
-                                                                                 JSON_C_TO_STRING_NOSLASHESCAPE));
+        r = reply_json(message, a);
 finish:
         if (r < 0)
                 log_debug_errno(r, "Failed to answer ListRejected(): %m");
