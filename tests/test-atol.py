@@ -204,6 +204,9 @@ def test_a_day_through_the_atol_web_server():
             check(dv["driver"] == "atol-web", f"driver: {dv}")
             check(dv["fn_number"] == "9999078902000123" and dv["serial"] == "00106712345678" and
                   "АТОЛ" in dv["model"] and dv["registration_number"] == "0000000001002345", f"identity: {dv}")
+            # The chain's FN alert reads this from a real driver too: the fake's drive expires in 400 days.
+            days = d.metrics().get("kkt_fiscal_memory_days_left")
+            check(days is not None and 399 < days < 401, f"kkt_fiscal_memory_days_left from atol-web: {days}")
 
             opened = call(d, "POST", "/v1/kkt/shift/open", {"cashier": {"name": "Иванова А."}})
             check(opened["shift_number"] == 1 and opened["fiscal_document_number"] == 1 and

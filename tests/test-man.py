@@ -8,6 +8,8 @@
 - kkt-adapterd(8) documents every command-line option and every environment variable the daemon reads;
 - org.opticserp.KktAdapter1(5) matches dbus/org.opticserp.KktAdapter1.xml member for member and names every
   D-Bus error the daemon can return;
+- kkt-adapterd(8) METRICS lists every metric family src/adapter/metrics.c renders, with its type, and
+  nothing else;
 - man/kkt-adapter.catalog has a well-formed entry for every MESSAGE_ID of src/adapter/message-ids.h that the
   daemon logs, and none for an id it defines but never logs (the catalog would explain an event that never
   happens).
@@ -355,6 +357,33 @@ def test_daemon_page_documents_every_environment_variable():
         check(re.search(rf"\b{name}\b", environment), f"kkt-adapterd(8) ENVIRONMENT lacks {name}")
 
 
+def rendered_metric_families():
+    """{name: type} of the families src/adapter/metrics.c writes: family(f, NAME, TYPE, ...), and the
+    helpers that name their type (gauge_u64, gauge_seconds: gauges; counter; histogram)."""
+    text = read(src("src", "adapter", "metrics.c"))
+    families = dict(re.findall(r'\bfamily\(\s*f,\s*"(kkt_\w+)",\s*"(\w+)"', text))
+    for helper, kind in (("gauge_u64", "gauge"), ("gauge_seconds", "gauge"), ("counter", "counter"),
+                         ("histogram", "histogram")):
+        families.update({n: kind for n in re.findall(rf'\b{helper}\(\s*f,\s*"(kkt_\w+)"', text)})
+    check(len(families) > 30, f"found only {len(families)} metric families in src/adapter/metrics.c")
+    return families
+
+
+def test_daemon_page_lists_every_metric_with_its_type():
+    metrics = section_text("kkt-adapterd.8", "METRICS")
+    families = rendered_metric_families()
+    documented = {}
+    for names, kind in re.findall(r"^ {7}(kkt_\S.*?) \((gauge|counter|histogram)s?\)$", metrics, re.M):
+        for name in re.findall(r"(kkt_\w+)", names):
+            documented[name] = kind
+    for name, kind in sorted(families.items()):
+        check(name in documented, f"kkt-adapterd(8) METRICS lacks {name}")
+        check(documented[name] == kind, f"kkt-adapterd(8) METRICS says {name} is a {documented[name]}, "
+              f"metrics.c renders a {kind}")
+    stray = set(documented) - set(families)
+    check(not stray, f"kkt-adapterd(8) METRICS lists metrics the daemon does not export: {sorted(stray)}")
+
+
 # the D-Bus page --------------------------------------------------------------------------------------------
 
 def interface_block():
@@ -561,6 +590,7 @@ TESTS = [
     test_daemon_page_documents_every_option,
     test_kktctl_page_documents_every_option,
     test_daemon_page_documents_every_environment_variable,
+    test_daemon_page_lists_every_metric_with_its_type,
     test_dbus_page_matches_the_introspection_xml,
     test_dbus_page_names_every_error_the_daemon_returns,
     test_catalog_has_a_valid_entry_for_every_message_id,

@@ -1701,6 +1701,56 @@ static void test_mark_printed_then_synced_moves_states_and_counters(void) {
         env_teardown(&e);
 }
 
+static void test_oldest_unsynced_follows_the_oldest_receipt_the_ofd_has_not_acknowledged(void) {
+        usec_t before, after, t2026 = UINT64_C(1767225600) * USEC_PER_SEC; /* 2026-01-01T00:00:00Z */
+        Submitted a, b;
+        Env e;
+        Store *s;
+
+        env_setup(&e);
+        s = store_open_ok(&e, 0);
+        ASSERT_EQ_U(store_get_counters(s)->oldest_unsynced, 0);
+
+        before = now(CLOCK_REALTIME);
+        submit_ok(&e, s, "old-a", "h", &a);
+        submit_ok(&e, s, "old-b", "h", &b);
+        after = now(CLOCK_REALTIME);
+        /* created_at keeps milliseconds. */
+        ASSERT_TRUE(store_get_counters(s)->oldest_unsynced + USEC_PER_MSEC >= before);
+        ASSERT_TRUE(store_get_counters(s)->oldest_unsynced <= after);
+        store_free(s);
+
+        /* What the file says counts, after a restart too; the prototype's form of created_at is read. */
+        db_exec(e.path, "UPDATE receipts SET created_at = '2026-01-01 00:00:00' WHERE id = (SELECT id FROM "
+                        "receipts ORDER BY hlc LIMIT 1)");
+        s = store_open_ok(&e, 0);
+        ASSERT_EQ_U(store_get_counters(s)->oldest_unsynced, t2026);
+
+        /* Acknowledged by the OFD: the next one is the oldest, and the commit that synced it says so. */
+        ASSERT_OK(mark_printed_sync(&e, s, a.id, "{\"fd\":1}"));
+        ASSERT_EQ_U(store_get_counters(s)->oldest_unsynced, t2026);
+        ASSERT_OK(mark_synced_sync(&e, s, a.id, NULL));
+        ASSERT_TRUE(store_get_counters(s)->oldest_unsynced > t2026);
+        ASSERT_TRUE(store_get_counters(s)->oldest_unsynced <= after);
+        store_free(s);
+
+        /* failed counts (it is retried); the DLQ and cancelled receipts do not. */
+        db_exec(e.path, "UPDATE receipts SET status = 'failed', created_at = '2026-01-01T00:00:00.500Z' "
+                        "WHERE status = 'pending'");
+        s = store_open_ok(&e, 0);
+        ASSERT_EQ_U(store_get_counters(s)->oldest_unsynced, t2026 + 500 * USEC_PER_MSEC);
+        store_free(s);
+        db_exec(e.path, "UPDATE receipts SET status = 'dlq' WHERE status = 'failed'");
+        s = store_open_ok(&e, 0);
+        ASSERT_EQ_U(store_get_counters(s)->oldest_unsynced, 0);
+        store_free(s);
+
+        /* Two lookups in the status index, not a scan of the buffer, for every group commit. */
+        assert_plan(e.path, "SELECT created_at, hlc FROM receipts WHERE status = ? ORDER BY hlc LIMIT 1",
+                    "SEARCH receipts USING INDEX idx_receipts_status_hlc (status=?)");
+        env_teardown(&e);
+}
+
 static void test_store_read_runs_on_the_reader_and_cannot_write(void) {
         Submitted x;
         Done d = {}, w = {};
@@ -2548,6 +2598,7 @@ int main(void) {
         TEST_RUN(test_unopenable_path_fails_with_errno);
         TEST_RUN(test_get_receipt_unknown_is_enoent_and_known_returns_all_fields);
         TEST_RUN(test_mark_printed_then_synced_moves_states_and_counters);
+        TEST_RUN(test_oldest_unsynced_follows_the_oldest_receipt_the_ofd_has_not_acknowledged);
         TEST_RUN(test_store_read_runs_on_the_reader_and_cannot_write);
         TEST_RUN(test_free_finishes_queued_jobs_and_runs_their_callbacks);
         TEST_RUN(test_idle_callback_runs_when_the_last_job_completes);

@@ -222,8 +222,8 @@ def test_offline_receipts_all_delivered_once_in_hlc_order_with_fiscal_attributes
         ofd = health(d)["components"]["ofd"]
         check(ofd["status"] == "degraded" and "open" in ofd["detail"], f"health's ofd while open: {ofd}")
         m = d.metrics()
-        check(m['kkt_circuit_breaker_state{state="open"}'] == 1 and
-              m['kkt_circuit_breaker_state{state="closed"}'] == 0 and m["kkt_receipts_synced_total"] == 0,
+        check(m["kkt_circuit_breaker_state"] == 2 and m['kkt_circuit_breaker_status{state="open"}'] == 1 and
+              m['kkt_circuit_breaker_status{state="closed"}'] == 0 and m["kkt_receipts_synced_total"] == 0,
               f"metrics while open: { {k: v for k, v in m.items() if 'circuit' in k} }")
         failed_before = m["kkt_sync_failed_attempts_total"]
         check(failed_before >= 5, f"failed attempts while refused: {failed_before}")
@@ -271,7 +271,8 @@ def test_offline_receipts_all_delivered_once_in_hlc_order_with_fiscal_attributes
         check(m["kkt_sync_duration_seconds_count"] >= 1 and m["kkt_sync_requests_total"] >= 50 + failed_before,
               f"sync duration count {m['kkt_sync_duration_seconds_count']}, requests "
               f"{m['kkt_sync_requests_total']}")
-        check(m['kkt_circuit_breaker_state{state="closed"}'] == 1 and m["kkt_dlq_size"] == 0,
+        check(m["kkt_circuit_breaker_state"] == 0 and m['kkt_circuit_breaker_status{state="closed"}'] == 1 and
+              m["kkt_dlq_size"] == 0,
               "metrics after recovery")
         ofd = health(d)["components"]["ofd"]
         check(ofd["status"] == "healthy", f"health's ofd after recovery: {ofd}")

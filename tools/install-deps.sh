@@ -8,6 +8,7 @@ packages=(
         meson ninja-build pkg-config gcc
         libsystemd-dev libcurl4-openssl-dev libsqlite3-dev libjson-c-dev libmicrohttpd-dev libinih-dev libssl-dev
         dbus dbus-daemon systemd curl python3 sqlite3 scdoc groff-base man-db
+        python3-yaml prometheus # promtool, for the tests of the metrics and of contrib/ (not the server)
 )
 
 missing=()
@@ -27,5 +28,17 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 echo "Installing: ${missing[*]}" >&2
 export DEBIAN_FRONTEND=noninteractive
+
+# Installing a package with a service (prometheus) would start it: on a machine without a policy of its
+# own, a temporary policy-rc.d keeps invoke-rc.d and deb-systemd-invoke from starting anything. Only
+# promtool is used; the service stays stopped (systemd machines: enabled for the next boot, so
+# `systemctl disable prometheus` if that is not wanted).
+policy=/usr/sbin/policy-rc.d
+if [ ! -e "$policy" ]; then
+        trap '$sudo rm -f "$policy"' EXIT
+        printf '#!/bin/sh\n# temporary, from kkt-adapter tools/install-deps.sh\nexit 101\n' | $sudo tee "$policy" >/dev/null
+        $sudo chmod 755 "$policy"
+fi
+
 $sudo apt-get update -qq
 $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -405,6 +405,7 @@ static void device_set_condition(Device *d, DeviceState condition, DeviceFault f
                 log_info("Fiscal register %s is ready.", d->driver->name);
         else if (fault != DEVICE_FAULT_NONE) {
                 _cleanup_free_ char *text = NULL;
+                const char *receipt_status;
 
                 if (fault == DEVICE_FAULT_ERROR && error < 0)
                         (void) asprintf(&text, "%s: %s", device_fault_to_text(fault), strerror(-error));
@@ -415,10 +416,13 @@ static void device_set_condition(Device *d, DeviceState condition, DeviceFault f
                         d->last_fault_text = TAKE_PTR(text);
                 }
                 /* Logged on the change only, so a retried print does not repeat it. Without a receipt the
-                 * NULL key ends the field list early. */
+                 * NULL key ends the field list early. The receipt's status is the printer's verdict on
+                 * such a fault: set aside for a permanent one, retried otherwise. */
+                receipt_status = device_fault_is_permanent(fault) ? "print_rejected" : "print_failed";
                 log_struct(LOG_WARNING, MESSAGE_ID_DEVICE_FAULT,
                            LOG_FIELDS({ "DEVICE_FAULT", device_fault_to_string(fault) },
-                                      { receipt_id ? "RECEIPT_ID" : NULL, receipt_id }),
+                                      { receipt_id ? "RECEIPT_ID" : NULL, receipt_id },
+                                      { "RECEIPT_STATUS", receipt_status }),
                            "Fiscal register %s: %s%s%s.", d->driver->name, strna(d->last_fault_text),
                            receipt_id ? ", receipt " : "", strempty(receipt_id));
         }

@@ -12,6 +12,13 @@
 
 #define IDEMPOTENCY_KEY_MAX 255U
 
+/* From validation alone (a few ms) to a print wait of [Device] ResponseTimeout= (seconds). */
+const usec_t intake_latency_bounds[INTAKE_LATENCY_BUCKETS] = {
+        1 * USEC_PER_MSEC,   2500 /* 2.5 ms */, 5 * USEC_PER_MSEC,   10 * USEC_PER_MSEC,  25 * USEC_PER_MSEC,
+        50 * USEC_PER_MSEC,  100 * USEC_PER_MSEC, 250 * USEC_PER_MSEC, 500 * USEC_PER_MSEC, 1 * USEC_PER_SEC,
+        2500 * USEC_PER_MSEC, 5 * USEC_PER_SEC,   10 * USEC_PER_SEC,   30 * USEC_PER_SEC,
+};
+
 struct Intake {
         Store *store;
         ReceiptOptions options;   /* its strings are the copies below */
@@ -44,9 +51,21 @@ typedef struct IntakeJob {
         struct IntakeJob *prev, *next; /* in Intake.printing */
         char *receipt_id;
         sd_event_source *timeout_source;
+        usec_t started;                /* CLOCK_MONOTONIC, when intake_submit() was called */
 } IntakeJob;
 
 static void intake_job_free(IntakeJob *job);
+
+/* One answer given, `started` being when its submission came in. */
+static void intake_observe(Intake *in, usec_t started) {
+        usec_t v = usec_sub_unsigned(now(CLOCK_MONOTONIC), started);
+
+        for (size_t i = 0; i < INTAKE_LATENCY_BUCKETS; i++)
+                if (v <= intake_latency_bounds[i])
+                        in->stats.latency.le[i]++;
+        in->stats.latency.count++;
+        in->stats.latency.sum = usec_add(in->stats.latency.sum, v);
+}
 
 static int key_compare(const void *a, const void *b) {
         return strcmp(a, b);
@@ -307,6 +326,7 @@ static void intake_answer_printed(IntakeJob *job, const char *status, const char
 
         job->cb(&(IntakeReply) { .error = INTAKE_OK, .receipt = &r, .detail = reason, .change = job->change },
                 job->userdata);
+        intake_observe(job->intake, job->started);
 }
 
 static void intake_on_printed(Printer *p, const char *receipt_id, const char *status, const char *fiscal_json,
@@ -470,6 +490,7 @@ static void intake_on_stored(Store *s, int error, StoreSubmitOutcome outcome, co
                         assert(false);
                 }
 
+        intake_observe(in, job->started);
         intake_job_free(job);
 }
 
@@ -497,8 +518,9 @@ static bool idempotency_key_valid(const char *key) {
         return true;
 }
 
-int intake_submit(Intake *in, const char *idempotency_key, const char *body, size_t size, IntakeCallback cb,
-                  void *userdata) {
+/* 0: answered before returning; 1: a job answers later (and observes its latency then). */
+static int intake_submit_one(Intake *in, usec_t started, const char *idempotency_key, const char *body, size_t size,
+                             IntakeCallback cb, void *userdata) {
         _cleanup_(receipt_freep) Receipt *receipt = NULL;
         _cleanup_free_ char *detail = NULL, *canonical = NULL, *as_given = NULL, *key_copy = NULL;
         char fingerprint[65];
@@ -573,6 +595,7 @@ int intake_submit(Intake *in, const char *idempotency_key, const char *body, siz
         job->intake = in;
         job->cb = cb;
         job->userdata = userdata;
+        job->started = started;
         job->change = receipt->change;
         /* A receipt the register would refuse anyway is said now instead of being stored to wait; a replay of
          * one accepted before still answers as it did. */
@@ -600,5 +623,16 @@ int intake_submit(Intake *in, const char *idempotency_key, const char *body, siz
                 intake_job_free(job);
                 return r;
         }
-        return 0;
+        return 1;
+}
+
+int intake_submit(Intake *in, const char *idempotency_key, const char *body, size_t size, IntakeCallback cb,
+                  void *userdata) {
+        usec_t started = now(CLOCK_MONOTONIC);
+        int r;
+
+        r = intake_submit_one(in, started, idempotency_key, body, size, cb, userdata);
+        if (r == 0)
+                intake_observe(in, started);
+        return MIN(r, 0);
 }

@@ -37,9 +37,23 @@ typedef struct IntakeReply {
 /* Called exactly once per submission, possibly before intake_submit() returns. */
 typedef void (*IntakeCallback)(const IntakeReply *reply, void *userdata);
 
+/* Cumulative buckets of the time from a submission to its answer, for a Prometheus histogram: le[i] counts
+ * answers given within intake_latency_bounds[i]; the +Inf bucket is count. */
+#define INTAKE_LATENCY_BUCKETS 14
+extern const usec_t intake_latency_bounds[INTAKE_LATENCY_BUCKETS];
+
+typedef struct IntakeLatency {
+        uint64_t le[INTAKE_LATENCY_BUCKETS];
+        uint64_t count;
+        usec_t sum;
+} IntakeLatency;
+
 typedef struct IntakeStats {
         uint64_t accepted, replayed, rejected_invalid, rejected_conflict, rejected_full, rejected_refused, failed;
         int last_error; /* of the last store commit: 0 after a success */
+        /* Every answered submission, whatever the answer, from intake_submit() to the callback (CLOCK_MONOTONIC,
+         * on the loop): validation, the group commit and, with a printer, the wait for the print. */
+        IntakeLatency latency;
 } IntakeStats;
 
 /* The options are copied (strings included). */

@@ -21,3 +21,9 @@
 #define MESSAGE_ID_SHIFT_CLOSED "27d3800fd06848a9ad0107b448e53866"
 #define MESSAGE_ID_FN_WARNING   "9a0550b506494694a4976d087899d3de"
 #define MESSAGE_ID_PRINT_STUCK  "2041a6e86ca6459f91b4b3ab5f853e63"
+
+/* The fields of every journal entry about one receipt, for LOG_FIELDS(): its id, and its status as clients
+ * see it after the event (intake_receipt_status(): "buffered", "printed", "print_failed", "print_rejected",
+ * "cancelled", "synced", "dead_letter"). journalctl and Loki queries select on them (README, "Monitoring a
+ * fleet"). */
+#define LOG_RECEIPT_FIELDS(id, status) { "RECEIPT_ID", (id) }, { "RECEIPT_STATUS", (status) }

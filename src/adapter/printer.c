@@ -313,7 +313,8 @@ static void printer_reject_current(Printer *p, const char *reason) {
         int r;
 
         p->stats.rejected++;
-        log_struct(LOG_ERR, MESSAGE_ID_PRINT_REJECTED, LOG_FIELDS({ "RECEIPT_ID", j->receipt_id }),
+        log_struct(LOG_ERR, MESSAGE_ID_PRINT_REJECTED,
+                   LOG_FIELDS(LOG_RECEIPT_FIELDS(j->receipt_id, "print_rejected")),
                    "The fiscal register rejected receipt %s (%s); it is set aside as print_rejected and the "
                    "next receipt prints. Fix it and retry, or cancel it: kktctl receipt retry|cancel %s.",
                    j->receipt_id, reason, j->receipt_id);
@@ -397,7 +398,8 @@ static void printer_fail_current(Printer *p, int error, const char *reason) {
 
         p->stats.failed_attempts++;
         if (ratelimit_below(&p->log_ratelimit, NULL))
-                log_struct_errno(LOG_WARNING, error, NULL, LOG_FIELDS({ "RECEIPT_ID", j->receipt_id }),
+                log_struct_errno(LOG_WARNING, error, NULL,
+                                 LOG_FIELDS(LOG_RECEIPT_FIELDS(j->receipt_id, "print_failed")),
                                  "Printing receipt %s failed: %s; it stays buffered and is retried.",
                                  j->receipt_id, reason);
         printer_flag_failed(p, j, reason);
@@ -638,7 +640,8 @@ static bool printer_hold_for_shift(Printer *p) {
                  s && s->shift_open_usec ? format_iso8601_utc(ts, sizeof ts, s->shift_open_usec) : "unknown");
         if (!j->guard_reported) {
                 j->guard_reported = true;
-                log_struct(LOG_WARNING, MESSAGE_ID_SHIFT_EXPIRING, LOG_FIELDS({ "RECEIPT_ID", j->receipt_id }),
+                log_struct(LOG_WARNING, MESSAGE_ID_SHIFT_EXPIRING,
+                           LOG_FIELDS(LOG_RECEIPT_FIELDS(j->receipt_id, "print_failed")),
                            "Receipt %s waits: %s.", j->receipt_id, reason);
                 printer_flag_failed(p, j, reason);
                 printer_notify_waiter(p, j, "print_failed", NULL, reason);

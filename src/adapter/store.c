@@ -584,6 +584,8 @@ int store_conn_log_event(StoreConn *c, const char *receipt_id, const char *event
         return store_conn_step_done(c, stmt);
 }
 
+static int conn_read_oldest_unsynced(StoreConn *c, usec_t *ret);
+
 static int conn_read_counters(StoreConn *c, unsigned capacity, StoreCounters *ret) {
         StoreCounters counters = { .capacity = capacity };
         sqlite3_stmt *stmt;
@@ -625,6 +627,10 @@ static int conn_read_counters(StoreConn *c, unsigned capacity, StoreCounters *re
         (void) sqlite3_reset(stmt);
         if (rc != SQLITE_DONE)
                 return conn_error(c, rc);
+
+        r = conn_read_oldest_unsynced(c, &counters.oldest_unsynced);
+        if (r < 0)
+                return r;
 
         *ret = counters;
         return 0;
@@ -725,6 +731,42 @@ static usec_t receipt_created_usec(const StoreReceipt *r) {
         if (parse_created_at(r->created_at, &t) >= 0)
                 return t;
         return hlc_physical_ms(r->hlc) * USEC_PER_MSEC;
+}
+
+/* The first receipt in HLC order of each status the OFD has yet to acknowledge: two lookups in
+ * idx_receipts_status_hlc, cheap enough for every group commit. */
+static int conn_read_oldest_unsynced(StoreConn *c, usec_t *ret) {
+        static const StoreStatus statuses[] = { STORE_STATUS_PENDING, STORE_STATUS_FAILED };
+        usec_t oldest = 0;
+        sqlite3_stmt *stmt;
+        int rc, r;
+
+        r = store_conn_prepare(c, "SELECT created_at, hlc FROM receipts WHERE status = ? ORDER BY hlc LIMIT 1",
+                               &stmt);
+        if (r < 0)
+                return r;
+        for (size_t i = 0; i < ELEMENTSOF(statuses); i++) {
+                StoreReceipt row = {};
+
+                r = store_conn_bind(c, stmt, "t", store_status_to_string(statuses[i]));
+                if (r < 0)
+                        return r;
+                rc = sqlite3_step(stmt);
+                if (rc == SQLITE_ROW) {
+                        usec_t t;
+
+                        row.created_at = (char *) sqlite3_column_text(stmt, 0);
+                        row.hlc = (uint64_t) sqlite3_column_int64(stmt, 1);
+                        t = receipt_created_usec(&row);
+                        if (t > 0 && (oldest == 0 || t < oldest))
+                                oldest = t;
+                }
+                (void) sqlite3_reset(stmt);
+                if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+                        return conn_error(c, rc);
+        }
+        *ret = oldest;
+        return 0;
 }
 
 /* A fiscal document number as a client writes it: decimal digits only, 1..2^32-1. */

@@ -137,6 +137,9 @@ typedef struct StoreCounters {
         uint64_t capacity;
         uint64_t cancelled;
         uint64_t print_rejected; /* pending receipts in print_rejected (also in pending) */
+        /* CLOCK_REALTIME creation of the oldest receipt the OFD has not acknowledged (status pending or
+         * failed: printed or not, print_rejected included; not the DLQ, not cancelled); 0: none. */
+        usec_t oldest_unsynced;
 } StoreCounters;
 
 typedef struct StoreStats {

@@ -549,9 +549,11 @@ static void sync_log_failure(Sync *s, const char *id, const SyncVerdict *v, unsi
 
         if (!ratelimit_below(&s->log_ratelimit, &suppressed))
                 return;
-        log_warning("Sending receipt %s to the OFD failed (attempt %u): %s%s%s%s%s", id, attempt, v->reason,
-                    isempty(detail) ? "" : " (", strempty(detail), isempty(detail) ? "" : ")",
-                    suppressed > 0 ? " (Earlier messages were suppressed.)" : "");
+        /* Still printed and pending: retried, or dead-lettered (said by its own entry). */
+        log_struct(LOG_WARNING, NULL, LOG_FIELDS(LOG_RECEIPT_FIELDS(id, "printed")),
+                   "Sending receipt %s to the OFD failed (attempt %u): %s%s%s%s%s", id, attempt, v->reason,
+                   isempty(detail) ? "" : " (", strempty(detail), isempty(detail) ? "" : ")",
+                   suppressed > 0 ? " (Earlier messages were suppressed.)" : "");
 }
 
 /* The OFD's answer as ofd_response: its JSON as it is, anything else as a JSON string. */
@@ -939,7 +941,8 @@ static void sync_on_recorded(Sync *s, SyncJob *j, int result) {
                 s->metrics.failed_attempts++;
                 if (ratelimit_below(&s->dead_ratelimit, &suppressed))
                         log_struct(LOG_WARNING, MESSAGE_ID_DEAD_LETTERED,
-                                   LOG_FIELDS({ "RECEIPT_ID", a->id }, { "DLQ_REASON", a->dead_reason }),
+                                   LOG_FIELDS(LOG_RECEIPT_FIELDS(a->id, "dead_letter"),
+                                              { "DLQ_REASON", a->dead_reason }),
                                    "Receipt %s moved to the dead-letter queue after %u attempt%s: %s%s",
                                    a->id, a->attempts, a->attempts == 1 ? "" : "s", strna(a->dead_reason),
                                    suppressed > 0 ? " (Earlier messages were suppressed.)" : "");
@@ -1135,9 +1138,11 @@ static void sync_on_dlq_done(Sync *s, SyncJob *j, int result) {
 
         case SYNC_JOB_DLQ_RETRY:
                 if (result >= 0) {
-                        log_info("Receipt %s retried from the dead-letter queue%s%s.",
-                                 j->u.change.receipt_id, j->u.change.who ? " by " : "",
-                                 strempty(j->u.change.who));
+                        log_struct(LOG_INFO, NULL,
+                                   LOG_FIELDS(LOG_RECEIPT_FIELDS(j->u.change.receipt_id, "printed")),
+                                   "Receipt %s retried from the dead-letter queue%s%s.",
+                                   j->u.change.receipt_id, j->u.change.who ? " by " : "",
+                                   strempty(j->u.change.who));
                         sync_mark_counters_changed(s);
                         if (s->cbs.receipt_changed)
                                 s->cbs.receipt_changed(s, j->u.change.receipt_id, STORE_STATUS_PENDING,
@@ -1151,8 +1156,10 @@ static void sync_on_dlq_done(Sync *s, SyncJob *j, int result) {
 
         case SYNC_JOB_DLQ_RESOLVE:
                 if (result >= 0) {
-                        log_info("Dead letter of receipt %s resolved%s%s.", j->u.change.receipt_id,
-                                 j->u.change.who ? " by " : "", strempty(j->u.change.who));
+                        log_struct(LOG_INFO, NULL,
+                                   LOG_FIELDS(LOG_RECEIPT_FIELDS(j->u.change.receipt_id, "dead_letter")),
+                                   "Dead letter of receipt %s resolved%s%s.", j->u.change.receipt_id,
+                                   j->u.change.who ? " by " : "", strempty(j->u.change.who));
                         sync_mark_counters_changed(s);
                 }
                 if (j->done_cb)
