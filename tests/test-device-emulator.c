@@ -640,6 +640,15 @@ static void assert_json_string(json_object *o, const char *key, const char *expe
         ASSERT_STREQ(json_object_get_string(v), expected);
 }
 
+/* A JSON number whose token is exactly `expected` (money written from kopecks, not through a double). */
+static void assert_json_number_token(json_object *o, const char *key, const char *expected) {
+        json_object *v;
+
+        ASSERT_TRUE(json_object_object_get_ex(o, key, &v));
+        ASSERT_TRUE(json_object_is_type(v, json_type_double));
+        ASSERT_STREQ(json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN), expected);
+}
+
 static void assert_json_int(json_object *o, const char *key, int64_t expected) {
         json_object *v;
 
@@ -675,20 +684,48 @@ static void test_document_json_has_the_fiscal_attributes(void) {
         assert_json_string(o, "inn", INN);
         assert_json_string(o, "serial", SERIAL);
         assert_json_string(o, "datetime", "2026-11-29T03:17:26.000Z");
-        assert_json_string(o, "total", "1500.00");
+        assert_json_number_token(o, "total", "1500.00");
         assert_json_string(o, "receipt_type", "sale");
         assert_json_string(o, "qr", doc.qr);
         ASSERT_FALSE(json_object_object_get_ex(o, "change", &v));
-        ASSERT_EQ(json_object_object_length(o), 13);
+        /* The prototype's names beside ours, for its clients. */
+        assert_json_int(o, "fiscal_doc_number", 2);
+        assert_json_string(o, "fiscal_datetime", "2026-11-29T03:17:26.000Z");
+        assert_json_string(o, "qr_code_data", doc.qr);
+        assert_json_string(o, "kkt_number", SERIAL);
+        assert_json_string(o, "rn_kkt", REGISTRATION_NUMBER);
+        assert_json_int(o, "receipt_number", 1);
+        assert_json_string(o, "ofd_name", "");
+        ASSERT_EQ(json_object_object_length(o), 13 + 7);
 
         /* Cash above the total: the change is an attribute of its own. */
         ASSERT_EQ(changed.change, 50000);
         ASSERT_EQ(changed.total, 150000);
         ASSERT_OK(device_document_to_json(&changed, &c));
         assert_json_string(c, "change", "500.00");
-        assert_json_string(c, "total", "1500.00");
+        assert_json_number_token(c, "total", "1500.00");
         assert_json_int(c, "fiscal_document_number", 3);
-        ASSERT_EQ(json_object_object_length(c), 14);
+        ASSERT_EQ(json_object_object_length(c), 14 + 7);
+
+        /* A document stored before the prototype's keys were written gets them, its total as a number. */
+        {
+                _cleanup_(json_object_putp) json_object *old = json_tokener_parse(
+                        "{\"fiscal_document_number\":7,\"datetime\":null,\"qr\":\"t=1\",\"serial\":\"S\","
+                        "\"registration_number\":\"R\",\"document_number_in_shift\":3,\"total\":\"12.30\"}");
+
+                ASSERT_OK(device_document_add_prototype_keys(old));
+                assert_json_int(old, "fiscal_doc_number", 7);
+                ASSERT_TRUE(json_object_object_get_ex(old, "fiscal_datetime", &v));
+                ASSERT_NULL(v);
+                assert_json_string(old, "qr_code_data", "t=1");
+                assert_json_string(old, "kkt_number", "S");
+                assert_json_string(old, "rn_kkt", "R");
+                assert_json_int(old, "receipt_number", 3);
+                assert_json_number_token(old, "total", "12.30");
+                /* Idempotent. */
+                ASSERT_OK(device_document_add_prototype_keys(old));
+                ASSERT_EQ(json_object_object_length(old), 7 + 7);
+        }
 
         doc.receipt_type = _RECEIPT_TYPE_MAX;
         ASSERT_ERROR(device_document_to_json(&doc, &o), EINVAL);
@@ -728,7 +765,7 @@ static void test_canonical_receipt_from_the_receipt_module_is_printed(void) {
 
         ASSERT_OK(device_document_to_json(&doc, &o));
         assert_json_string(o, "change", "100.00");
-        assert_json_string(o, "total", "1500.00");
+        assert_json_number_token(o, "total", "1500.00");
 }
 
 static void test_find_finds_a_printed_receipt_and_enoent_for_another(void) {

@@ -410,7 +410,7 @@ def test_x_and_z_reports_work_with_the_ofd_down():
     with Daemon(config(Sync={"FailureThreshold": "1"}), name="kkt-offline") as d:
         d.start()
         post(d, receipt([("Cloth", CLOTH, 1, "vat22")], [("cash", CLOTH)]), "o-1")
-        wait_until(lambda: call(d, "GET", "/v1/kkt/buffer/status")["cb_state"] == "open", 15, "the breaker open")
+        wait_until(lambda: call(d, "GET", "/v1/kkt/buffer/status")["cb_state"] == "OPEN", 15, "the breaker open")
         x = call(d, "POST", "/v1/kkt/report/x")
         check(x["offline"] is True and x["receiptCounts"]["sale"] == 1, f"X offline: {x}")
         z = call(d, "POST", "/v1/kkt/report/z")

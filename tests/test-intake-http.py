@@ -674,7 +674,7 @@ def test_get_receipt_shows_the_stored_receipt_and_404_for_unknown_ids():
         db = d.db()
         hlc, created = db.execute("SELECT hlc, created_at FROM receipts WHERE id = ?", (rid,)).fetchone()
         db.close()
-        check(r["hlc"] == hlc and r["created_at"] == created, f"GET receipt {r['hlc']}/{r['created_at']} "
+        check(r["hlc"] == str(hlc) and r["created_at"] == created, f"GET receipt {r['hlc']}/{r['created_at']} "
                                                               f"vs on disk {hlc}/{created}")
         status, _, r2 = d.request("GET", f"/v1/kkt/receipt/{rid}/")
         check(status == 200 and r2["receipt_id"] == rid, f"trailing slash: {status}")

@@ -157,6 +157,8 @@ typedef struct Submitted {
         uint32_t fiscal_document_number;
         char original_id[64];
         char receipt_type[32];
+        unsigned response_status;
+        char response[256];
         /* When set, the callback counts this receipt's rows through a connection of its own. */
         const char *check_path;
         int64_t rows_at_callback;
@@ -182,6 +184,8 @@ static void on_submit(Store *s, int error, StoreSubmitOutcome outcome, const Sto
                 x->fiscal_document_number = r->fiscal_document_number;
                 snprintf(x->original_id, sizeof x->original_id, "%s", strempty(r->original_id));
                 snprintf(x->receipt_type, sizeof x->receipt_type, "%s", strempty(r->receipt_type));
+                x->response_status = r->response_status;
+                snprintf(x->response, sizeof x->response, "%s", strempty(r->response));
         }
         if (x->check_path && r) {
                 char sql[256];
@@ -977,7 +981,7 @@ static void test_open_version_3_file_rebuilds_receipts_keeping_rows_keys_counts_
         ASSERT_EQ(d.result, 1);
         store_free(s);
 
-        ASSERT_EQ(db_int(e.path, "PRAGMA user_version"), 4);
+        ASSERT_EQ(db_int(e.path, "PRAGMA user_version"), STORE_SCHEMA_VERSION);
         for (size_t i = 0; i < ELEMENTSOF(v3_tables); i++) {
                 _cleanup_free_ char *after = db_dump(e.path, v3_tables[i][0], v3_tables[i][1]);
 
@@ -986,6 +990,10 @@ static void test_open_version_3_file_rebuilds_receipts_keeping_rows_keys_counts_
                 free(before[i]);
         }
         ASSERT_EQ(db_int(e.path, "SELECT COUNT(*) FROM idempotency_keys"), 6);
+        /* Schema 5: no first answer is on record for these keys. */
+        ASSERT_EQ(db_int(e.path, "SELECT COUNT(*) FROM idempotency_keys WHERE response IS NULL "
+                                 "AND response_status IS NULL"),
+                  6);
         /* The numbers of the documents that have them. */
         assert_db_text(e.path,
                        "SELECT group_concat(coalesce(fiscal_document_number, '-'), ' ') FROM "
@@ -1164,6 +1172,61 @@ static void test_replay_with_same_key_and_hash_returns_existing_receipt(void) {
         ASSERT_EQ(count_receipts(e.path), 1);
         ASSERT_EQ(db_int(e.path, "SELECT COUNT(*) FROM buffer_events WHERE event = 'received'"), 1);
         ASSERT_EQ_U(store_get_counters(s)->total, 1);
+        store_free(s);
+        env_teardown(&e);
+}
+
+static int set_response_sync(Env *e, Store *s, const char *id, const char *response) {
+        Done d = {};
+
+        ASSERT_OK(store_set_response(s, id, 200, response, on_done, &d));
+        run_until_idle(e, s);
+        ASSERT_TRUE(d.done);
+        return d.result;
+}
+
+static void test_replay_returns_the_first_answer_stored_by_the_insert_or_later(void) {
+        StoreReceiptNew r = receipt_new("key-answered", "h");
+        Submitted first = {}, again;
+        Env e;
+        Store *s;
+
+        env_setup(&e);
+        s = store_open_ok(&e, 0);
+
+        /* Known before the commit: written by the INSERT. */
+        r.response_status = 200;
+        r.response = "{\"status\":\"buffered\"}";
+        ASSERT_OK(store_submit_receipt(s, &r, on_submit, &first));
+        run_until_idle(&e, s);
+        ASSERT_EQ(first.outcome, STORE_SUBMIT_CREATED);
+        ASSERT_EQ_U(first.response_status, 0); /* only replays carry it */
+        submit_ok(&e, s, "key-answered", "h", &again);
+        ASSERT_EQ(again.outcome, STORE_SUBMIT_REPLAY);
+        ASSERT_EQ_U(again.response_status, 200);
+        ASSERT_STREQ(again.response, "{\"status\":\"buffered\"}");
+        /* The first answer stays, whatever comes later. */
+        ASSERT_EQ(set_response_sync(&e, s, first.id, "{\"status\":\"printed\"}"), 0);
+        submit_ok(&e, s, "key-answered", "h", &again);
+        ASSERT_STREQ(again.response, "{\"status\":\"buffered\"}");
+
+        /* Decided after the commit: stored by an UPDATE of the key's row. */
+        submit_ok(&e, s, "key-later", "h", &first);
+        submit_ok(&e, s, "key-later", "h", &again);
+        ASSERT_EQ(again.outcome, STORE_SUBMIT_REPLAY);
+        ASSERT_EQ_U(again.response_status, 0);
+        ASSERT_STREQ(again.response, "");
+        ASSERT_EQ(set_response_sync(&e, s, first.id, "{\"status\":\"printed\"}"), 1);
+        ASSERT_ERROR(set_response_sync(&e, s, "no-such-receipt", "{}"), ENOENT);
+        store_free(s);
+
+        /* On disk, across a restart. */
+        s = store_open_ok(&e, 0);
+        submit_ok(&e, s, "key-later", "h", &again);
+        ASSERT_EQ_U(again.response_status, 200);
+        ASSERT_STREQ(again.response, "{\"status\":\"printed\"}");
+        ASSERT_EQ(count_receipts(e.path), 2);
+        ASSERT_EQ(db_int(e.path, "SELECT COUNT(*) FROM idempotency_keys WHERE response_status = 200"), 2);
         store_free(s);
         env_teardown(&e);
 }
@@ -2583,6 +2646,7 @@ int main(void) {
         TEST_RUN(test_key_twice_in_the_file_opens_and_replays_the_first);
         TEST_RUN(test_submit_calls_back_after_commit_with_rows_on_disk);
         TEST_RUN(test_replay_with_same_key_and_hash_returns_existing_receipt);
+        TEST_RUN(test_replay_returns_the_first_answer_stored_by_the_insert_or_later);
         TEST_RUN(test_same_key_twice_in_one_group_inserts_once);
         TEST_RUN(test_same_key_with_other_hash_is_key_mismatch);
         TEST_RUN(test_capacity_reached_is_full_and_inserts_nothing);

@@ -215,7 +215,7 @@ def test_offline_receipts_all_delivered_once_in_hlc_order_with_fiscal_attributes
         # Refused: everything stays pending and the breaker opens.
         wait_until(lambda: worker(d)["circuit_breaker"]["state"] == "open", 10, "the breaker to open")
         b = buffer_status(d)
-        check(b["pending"] == 50 and b["synced"] == 0 and b["cb_state"] == "open", f"buffer while refused: {b}")
+        check(b["pending"] == 50 and b["synced"] == 0 and b["cb_state"] == "OPEN", f"buffer while refused: {b}")
         w = worker(d)
         check(w["totals"]["failures"]["connection"] >= 5 and w["totals"]["synced"] == 0,
               f"worker while refused: {w['totals']}")

@@ -1154,6 +1154,98 @@ static void test_concurrent_triggers_coalesce_into_one_pass(void) {
         env_teardown(&e);
 }
 
+typedef struct Waited {
+        unsigned calls;
+        int error;
+        SyncPassStats stats;
+} Waited;
+
+static void on_waited(Sync *s, int error, const SyncPassStats *stats, void *userdata) {
+        Waited *w = userdata;
+
+        w->calls++;
+        w->error = error;
+        ASSERT_TRUE((error < 0) == (stats == NULL));
+        if (stats)
+                w->stats = *stats;
+        /* Told after the pass's end, not from inside it. */
+        ASSERT_FALSE(sync_is_syncing(s));
+}
+
+static Waited *waited_list[3];
+static bool waited_all(Env *e) {
+        for (size_t i = 0; i < ELEMENTSOF(waited_list); i++)
+                if (waited_list[i] && waited_list[i]->calls == 0)
+                        return false;
+        return true;
+}
+
+static void test_trigger_wait_reports_the_pass_it_started_or_joined(void) {
+        _cleanup_free_ Receipts *r = new0(Receipts, 1);
+        SyncOptions o = test_options();
+        Waited a = {}, b = {}, c = {}, gone = {};
+        SyncWaiter *wa, *wb, *wc, *wgone;
+        SyncTriggerResult t;
+        unsigned passes;
+        Env e;
+
+        env_setup(&e);
+        env_start(&e, &o);
+        make_receipts(&e, r, 5, true);
+        fake_mode("{\"target\": \"ofd\", \"mode\": \"slow\", \"delay\": 0.05}");
+        passes = e.n_passes;
+
+        /* The first starts a pass; the second joins it before it runs; nothing is called from inside. */
+        ASSERT_OK(sync_trigger_wait(e.sync, &t, on_waited, &a, &wa));
+        ASSERT_EQ(t, SYNC_TRIGGER_STARTED);
+        ASSERT_OK(sync_trigger_wait(e.sync, &t, on_waited, &b, &wb));
+        ASSERT_EQ(t, SYNC_TRIGGER_ALREADY_RUNNING);
+        ASSERT_NOT_NULL(wa);
+        ASSERT_NOT_NULL(wb);
+        ASSERT_EQ(a.calls + b.calls, 0U);
+        /* One that gives up is never called. */
+        ASSERT_OK(sync_trigger_wait(e.sync, &t, on_waited, &gone, &wgone));
+        ASSERT_NULL(sync_waiter_free(wgone));
+        /* One that comes while the pass is running joins that pass. */
+        run_until(&e, request_in_flight, 5 * USEC_PER_SEC);
+        ASSERT_OK(sync_trigger_wait(e.sync, &t, on_waited, &c, &wc));
+        ASSERT_EQ(t, SYNC_TRIGGER_ALREADY_RUNNING);
+
+        waited_list[0] = &a;
+        waited_list[1] = &b;
+        waited_list[2] = &c;
+        run_until(&e, waited_all, 10 * USEC_PER_SEC);
+        ASSERT_EQ(e.n_passes, passes + 1);
+        ASSERT_EQ(a.calls, 1U);
+        ASSERT_EQ(b.calls, 1U);
+        ASSERT_EQ(c.calls, 1U);
+        ASSERT_EQ(gone.calls, 0U);
+        ASSERT_OK(a.error);
+        ASSERT_EQ(a.stats.synced, 5U);
+        ASSERT_EQ(a.stats.result, SYNC_PASS_OK);
+        ASSERT_EQ(b.stats.synced, 5U);
+        ASSERT_EQ(c.stats.synced, 5U);
+
+        /* A pass asked for and then stopped before it started: its waiter hears -ESHUTDOWN, at once. */
+        a = (Waited){};
+        ASSERT_OK(sync_trigger_wait(e.sync, &t, on_waited, &a, &wa));
+        ASSERT_EQ(t, SYNC_TRIGGER_STARTED);
+        sync_stop(e.sync);
+        ASSERT_EQ(a.calls, 1U);
+        ASSERT_ERROR(a.error, ESHUTDOWN);
+        ASSERT_ERROR(sync_trigger_wait(e.sync, &t, on_waited, &b, &wb), ESHUTDOWN);
+
+        /* Freed with a waiter: it hears -ESHUTDOWN too. */
+        ASSERT_OK(sync_start(e.sync));
+        a = (Waited){};
+        ASSERT_OK(sync_trigger_wait(e.sync, &t, on_waited, &a, &wa));
+        e.sync = sync_free(e.sync);
+        ASSERT_EQ(a.calls, 1U);
+        ASSERT_ERROR(a.error, ESHUTDOWN);
+        memset(waited_list, 0, sizeof waited_list);
+        env_teardown(&e);
+}
+
 static void test_stop_lets_the_request_finish_and_keeps_the_receipt(void) {
         _cleanup_free_ Receipts *r = new0(Receipts, 1);
         SyncOptions o = test_options();
@@ -1561,6 +1653,7 @@ int main(void) {
         TEST_RUN(test_hang_times_out_as_unknown_outcome_without_blocking_the_loop);
         TEST_RUN(test_dropped_answer_is_resent_with_the_same_key_and_synced_once);
         TEST_RUN(test_concurrent_triggers_coalesce_into_one_pass);
+        TEST_RUN(test_trigger_wait_reports_the_pass_it_started_or_joined);
         TEST_RUN(test_stop_lets_the_request_finish_and_keeps_the_receipt);
         TEST_RUN(test_restart_in_the_middle_of_a_send_loses_nothing_and_stores_nothing_twice);
         TEST_RUN(test_flapping_ofd_opens_and_closes_the_breaker_and_everything_arrives_once);

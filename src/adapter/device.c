@@ -259,12 +259,68 @@ static int json_add_money(json_object *o, const char *key, int64_t v) {
         return json_add_string(o, key, MONEY_FORMAT(v, MONEY_SCALE_KOPECKS));
 }
 
+/* A JSON number token that is the exact decimal text ("1500.00"); the double beside it is only what json-c
+ * hands a reader that asks for one, never what is written. */
+static json_object *json_number_from_decimal(const char *text) {
+        return json_object_new_double_s(strtod(text, NULL), text);
+}
+
 static int json_add_time(json_object *o, const char *key, usec_t t) {
         char ts[FORMAT_ISO8601_MAX];
 
         if (t == 0)
                 return json_object_object_add(o, key, NULL) < 0 ? -ENOMEM : 0; /* JSON null */
         return json_add_string(o, key, format_iso8601_utc(ts, sizeof ts, t));
+}
+
+/* The prototype's names for our keys: its clients read these. */
+static const struct {
+        const char *ours, *prototype;
+} prototype_aliases[] = {
+        { "fiscal_document_number", "fiscal_doc_number" },
+        { "datetime", "fiscal_datetime" },
+        { "qr", "qr_code_data" },
+        { "serial", "kkt_number" },
+        { "registration_number", "rn_kkt" },
+        { "document_number_in_shift", "receipt_number" },
+};
+
+int device_document_add_prototype_keys(json_object *doc) {
+        json_object *v;
+        int r;
+
+        assert(doc);
+
+        if (!json_object_is_type(doc, json_type_object))
+                return -EINVAL;
+        for (size_t i = 0; i < ELEMENTSOF(prototype_aliases); i++) {
+                if (!json_object_object_get_ex(doc, prototype_aliases[i].ours, &v) ||
+                    json_object_object_get_ex(doc, prototype_aliases[i].prototype, NULL))
+                        continue;
+                /* The same value under both names; JSON null stays null. */
+                if (json_object_object_add(doc, prototype_aliases[i].prototype, json_object_get(v)) < 0) {
+                        json_object_put(v);
+                        return -ENOMEM;
+                }
+        }
+        /* The prototype's mock register named its OFD; ours knows none, and says so with an empty name
+         * rather than a made-up one. */
+        if (!json_object_object_get_ex(doc, "ofd_name", NULL) &&
+            (r = json_add(doc, "ofd_name", json_object_new_string(""))) < 0)
+                return r;
+        /* "total" was a JSON number there: documents written before carry our decimal string, which becomes
+         * the same text as a number token. */
+        if (json_object_object_get_ex(doc, "total", &v) && json_object_is_type(v, json_type_string)) {
+                int64_t kopecks;
+
+                if (money_parse_decimal(json_object_get_string(v), MONEY_SCALE_KOPECKS, &kopecks) < 0)
+                        return -EBADMSG;
+                r = json_add(doc, "total",
+                             json_number_from_decimal(MONEY_FORMAT(kopecks, MONEY_SCALE_KOPECKS)));
+                if (r < 0)
+                        return r;
+        }
+        return 0;
 }
 
 int device_document_to_json(const DeviceDocument *doc, json_object **ret) {
@@ -292,12 +348,16 @@ int device_document_to_json(const DeviceDocument *doc, json_object **ret) {
             (r = json_add_string(o, "inn", doc->inn)) < 0 ||
             (r = json_add_string(o, "serial", doc->serial)) < 0 ||
             (r = json_add_time(o, "datetime", doc->datetime)) < 0 ||
-            (r = json_add_money(o, "total", doc->total)) < 0)
+            (r = json_add(o, "total",
+                          json_number_from_decimal(MONEY_FORMAT(doc->total, MONEY_SCALE_KOPECKS)))) < 0)
                 return r;
         if (doc->change > 0 && (r = json_add_money(o, "change", doc->change)) < 0)
                 return r;
         if ((r = json_add_string(o, "receipt_type", type)) < 0 ||
             (r = json_add_string(o, "qr", doc->qr)) < 0)
+                return r;
+        r = device_document_add_prototype_keys(o);
+        if (r < 0)
                 return r;
 
         *ret = TAKE_PTR(o);

@@ -147,9 +147,19 @@ typedef struct DeviceDocument {
 
 /* {"fiscal_document_number": 17, "fiscal_sign": "0123456789", "fn_number": "...", "shift_number": 2,
  *  "document_number_in_shift": 5, "registration_number": "...", "inn": "...", "serial": "...",
- *  "datetime": "2026-11-29T03:17:26.000Z", "total": "1500.00", "change": "0.50" (when any),
- *  "receipt_type": "sale", "qr": "t=..."} plus "receipt_id". Money as decimal strings, never a double. */
+ *  "datetime": "2026-11-29T03:17:26.000Z", "total": 1500.00, "change": "0.50" (when any),
+ *  "receipt_type": "sale", "qr": "t=..."} plus "receipt_id", and the prototype's keys (below). "total" is a
+ * JSON number token written from kopecks ("1500.00", never through a double), as the prototype's was; the
+ * other amounts are decimal strings. */
 int device_document_to_json(const DeviceDocument *doc, json_object **ret);
+
+/* Adds the prototype's keys to a document of ours where they are missing, for its clients:
+ * "fiscal_doc_number" (= fiscal_document_number), "fiscal_datetime" (= datetime), "qr_code_data" (= qr),
+ * "kkt_number" (= serial), "rn_kkt" (= registration_number), "receipt_number" (= document_number_in_shift),
+ * "ofd_name" (empty: the register does not tell us) and "total" as a JSON number (a document stored before
+ * had it as a string). fiscal_sign, fn_number, inn and shift_number have the same names in both. -EBADMSG
+ * for a "total" string that is not an amount. */
+int device_document_add_prototype_keys(json_object *doc);
 
 typedef enum DeviceReportType {
         DEVICE_REPORT_X,        /* the shift so far; not a fiscal document, changes nothing */

@@ -10,14 +10,109 @@
 #include "manager.h"
 #include "refund.h"
 
+/* JavaScript reads a JSON number into a double: an integer beyond 2^53 would lose digits there, so it is
+ * written as a string. Our stamps (hlc) are strings anyway; this catches whatever else might get there. */
+#define JSON_SAFE_INTEGER_MAX (UINT64_C(1) << 53)
+
+static void api_safe_integers(json_object *o) {
+        if (json_object_is_type(o, json_type_object)) {
+                json_object_object_foreach(o, key, v) {
+                        if (json_object_is_type(v, json_type_int)) {
+                                int64_t i = json_object_get_int64(v);
+
+                                if ((i >= 0 && json_object_get_uint64(v) > JSON_SAFE_INTEGER_MAX) ||
+                                    (i < 0 && (uint64_t) - (i + 1) >= JSON_SAFE_INTEGER_MAX))
+                                        /* Replacing the value of a key keeps the table as it is. */
+                                        (void) json_object_object_add(
+                                                o, key, json_object_new_string(json_object_get_string(v)));
+                        } else
+                                api_safe_integers(v);
+                }
+        } else if (json_object_is_type(o, json_type_array))
+                for (size_t i = 0, n = json_object_array_length(o); i < n; i++) {
+                        json_object *v = json_object_array_get_idx(o, i);
+                        int64_t k;
+
+                        if (!json_object_is_type(v, json_type_int)) {
+                                api_safe_integers(v);
+                                continue;
+                        }
+                        k = json_object_get_int64(v);
+                        if ((k >= 0 && json_object_get_uint64(v) > JSON_SAFE_INTEGER_MAX) ||
+                            (k < 0 && (uint64_t) - (k + 1) >= JSON_SAFE_INTEGER_MAX))
+                                (void) json_object_array_put_idx(
+                                        o, i, json_object_new_string(json_object_get_string(v)));
+                }
+}
+
+static int api_reply(HttpRequest *req, unsigned status, json_object *o) {
+        if (o)
+                api_safe_integers(o);
+        return http_request_reply_json(req, status, o);
+}
+
 static int api_root(HttpRequest *req, void *userdata) {
         json_object *o = json_object_new_object();
 
         if (!o)
                 return -ENOMEM;
-        json_object_object_add(o, "name", json_object_new_string(PACKAGE_NAME));
+        /* The prototype's keys, then ours. */
+        json_object_object_add(o, "message", json_object_new_string("KKT Adapter API"));
         json_object_object_add(o, "version", json_object_new_string(PACKAGE_VERSION));
-        return http_request_reply_json(req, 200, o);
+        json_object_object_add(o, "docs", json_object_new_string("/docs"));
+        json_object_object_add(o, "health", json_object_new_string("/v1/health"));
+        json_object_object_add(o, "status", json_object_new_string("operational"));
+        json_object_object_add(o, "name", json_object_new_string(PACKAGE_NAME));
+        return api_reply(req, 200, o);
+}
+
+/* GET /docs: where the prototype served its OpenAPI pages; here the paths this daemon answers and where
+ * they are described. */
+static int api_docs(HttpRequest *req, void *userdata) {
+        json_object *o = json_object_new_object(), *paths = json_object_new_array();
+
+        if (!o || !paths) {
+                json_object_put(o);
+                json_object_put(paths);
+                return -ENOMEM;
+        }
+        for (const HttpRoute *route = http_api_routes; route->pattern; route++) {
+                static const struct {
+                        HttpMethod method;
+                        const char *name;
+                } methods[] = { { HTTP_GET, "GET" },
+                                { HTTP_POST, "POST" },
+                                { HTTP_PUT, "PUT" },
+                                { HTTP_DELETE, "DELETE" } };
+                char path[256];
+                size_t l = 0;
+
+                for (const char *p = route->pattern; *p && l + 5 < sizeof path; p++)
+                        if (*p == '*') {
+                                memcpy(path + l, "{id}", 4);
+                                l += 4;
+                        } else
+                                path[l++] = *p;
+                path[l] = 0;
+                for (size_t i = 0; i < ELEMENTSOF(methods); i++) {
+                        json_object *e;
+
+                        if (!(route->method & methods[i].method))
+                                continue;
+                        e = json_object_new_object();
+                        if (!e || json_add(e, "method", json_object_new_string(methods[i].name)) < 0 ||
+                            json_add(e, "path", json_object_new_string(path)) < 0 ||
+                            json_object_array_add(paths, e) < 0) {
+                                json_object_put(e);
+                                json_object_put(paths);
+                                json_object_put(o);
+                                return -ENOMEM;
+                        }
+                }
+        }
+        json_object_object_add(o, "paths", paths);
+        json_object_object_add(o, "manual", json_object_new_string("man 8 kkt-adapterd"));
+        return api_reply(req, 200, o);
 }
 
 static void api_on_intake(const IntakeReply *reply, void *userdata) {
@@ -40,7 +135,7 @@ static void api_on_intake(const IntakeReply *reply, void *userdata) {
         }
         if (reply->replayed)
                 (void) http_request_add_header(req, "Idempotent-Replayed", "true");
-        (void) http_request_reply_json(req, 200, o);
+        (void) api_reply(req, 200, o);
 }
 
 static int api_post_receipt(HttpRequest *req, void *userdata) {
@@ -71,7 +166,7 @@ static void api_on_receipt(Store *s, int error, const StoreReceipt *receipt, voi
                 (void) http_request_reply_error(req, 500, "Failed to render receipt: %s", strerror(-r));
                 return;
         }
-        (void) http_request_reply_json(req, 200, o);
+        (void) api_reply(req, 200, o);
 }
 
 static int api_get_receipt(HttpRequest *req, void *userdata) {
@@ -83,7 +178,6 @@ static int api_get_receipt(HttpRequest *req, void *userdata) {
 static int api_buffer_status(HttpRequest *req, void *userdata) {
         Manager *m = userdata;
         const StoreCounters *c = store_get_counters(m->store);
-        double percent = c->capacity > 0 ? 100.0 * (double) c->pending / (double) c->capacity : 0;
         json_object *o = json_object_new_object();
 
         if (!o)
@@ -91,8 +185,9 @@ static int api_buffer_status(HttpRequest *req, void *userdata) {
         /* The prototype's keys, then the ones the ERP side reads. */
         json_object_object_add(o, "total_capacity", json_object_new_uint64(c->capacity));
         json_object_object_add(o, "current_queued", json_object_new_uint64(c->pending));
-        json_object_object_add(o, "percent_full", json_object_new_double(percent));
-        json_object_object_add(o, "network_status", json_object_new_string(manager_network_status(m)));
+        json_object_object_add(o, "percent_full", manager_percent_full_to_json(m));
+        json_object_object_add(o, "network_status",
+                               json_object_new_string(manager_buffer_network_status(m)));
         json_object_object_add(o, "total_receipts", json_object_new_uint64(c->total));
         json_object_object_add(o, "pending", json_object_new_uint64(c->pending));
         json_object_object_add(o, "synced", json_object_new_uint64(c->synced));
@@ -100,10 +195,11 @@ static int api_buffer_status(HttpRequest *req, void *userdata) {
         json_object_object_add(o, "dlq_size", json_object_new_uint64(c->dlq));
         json_object_object_add(o, "print_rejected", json_object_new_uint64(c->print_rejected));
         json_object_object_add(o, "cancelled", json_object_new_uint64(c->cancelled));
-        json_object_object_add(o, "buffer_percent", json_object_new_double(percent));
+        json_object_object_add(o, "buffer_percent", manager_percent_full_to_json(m));
         json_object_object_add(o, "buffer_count", json_object_new_uint64(c->pending));
-        json_object_object_add(o, "cb_state", json_string_or_null(manager_circuit_state(m)));
-        return http_request_reply_json(req, 200, o);
+        /* The ERP module's offline indicator compares with "OPEN", as the prototype spelt it. */
+        json_object_object_add(o, "cb_state", json_string_or_null(manager_circuit_state_upper(m)));
+        return api_reply(req, 200, o);
 }
 
 static int api_heartbeat_status(HttpRequest *req, void *userdata) {
@@ -114,7 +210,7 @@ static int api_heartbeat_status(HttpRequest *req, void *userdata) {
         r = heartbeat_to_json(m->heartbeat, &o);
         if (r < 0)
                 return r;
-        return http_request_reply_json(req, 200, o);
+        return api_reply(req, 200, o);
 }
 
 static int api_device_status(HttpRequest *req, void *userdata) {
@@ -125,7 +221,7 @@ static int api_device_status(HttpRequest *req, void *userdata) {
         r = device_state_to_json(m->device, &o);
         if (r < 0)
                 return r;
-        return http_request_reply_json(req, 200, o);
+        return api_reply(req, 200, o);
 }
 
 #if ENABLE_DEBUG_HOOKS
@@ -149,7 +245,7 @@ static int api_debug_device_fault(HttpRequest *req, void *userdata) {
         if (r < 0)
                 return http_request_reply_error(req, 422, "Cannot inject %s: %s", json_object_get_string(f),
                                                 strerror(-r));
-        return http_request_reply_json(req, 200, json_object_get(o));
+        return api_reply(req, 200, json_object_get(o));
 }
 #endif
 
@@ -245,7 +341,7 @@ static void api_on_report(FiscalDay *f, const DeviceResult *result, void *userda
                 json_object_put(o);
                 (void) http_request_reply_error(req, 500, "Failed to render the report: %s", strerror(-r));
         } else
-                (void) http_request_reply_json(req, 200, o);
+                (void) api_reply(req, 200, o);
         report_wait_free(w);
 }
 
@@ -331,7 +427,7 @@ static int api_shift_status(HttpRequest *req, void *userdata) {
         r = manager_shift_to_json(m, &o);
         if (r < 0)
                 return r;
-        return http_request_reply_json(req, 200, o);
+        return api_reply(req, 200, o);
 }
 
 #if ENABLE_DEBUG_HOOKS
@@ -349,7 +445,7 @@ static void api_on_debug_device(Device *d, const DeviceResult *result, void *use
                 (void) http_request_reply_error(req, 500, "Failed to render the device");
                 return;
         }
-        (void) http_request_reply_json(req, 200, o);
+        (void) api_reply(req, 200, o);
 }
 
 static int api_debug_device_settings(HttpRequest *req, void *userdata) {
@@ -389,7 +485,7 @@ static void api_on_refund_check(const RefundCheck *check, void *userdata) {
                 (void) http_request_reply_error(req, 500, "Failed to render the answer: %s", strerror(-r));
                 return;
         }
-        (void) http_request_reply_json(req, check->allowed ? 200 : 409, o);
+        (void) api_reply(req, check->allowed ? 200 : 409, o);
 }
 
 /* POST /v1/pos/refund {"original_fiscal_doc_id": "..."}: the ERP's question before a return. */
@@ -447,7 +543,7 @@ static void api_on_print_admin(Printer *p, int error, const StoreReceipt *receip
                 (void) http_request_reply_error(req, 500, "Failed to render the receipt: %s", strerror(-r));
                 return;
         }
-        (void) http_request_reply_json(req, 200, o);
+        (void) api_reply(req, 200, o);
 }
 
 /* POST /v1/kkt/receipt/{id}/retry: a rejected receipt back into the print queue. */
@@ -500,7 +596,7 @@ static void api_on_rejected_list(Store *s, int error, const StoreReceipt *receip
         }
         if (json_add(o, "count", json_object_new_uint64(n)) < 0 || json_add(o, "receipts", TAKE_PTR(a)) < 0)
                 goto oom;
-        (void) http_request_reply_json(req, 200, o);
+        (void) api_reply(req, 200, o);
         return;
 oom:
         json_object_put(a);
@@ -515,26 +611,182 @@ static int api_rejected_list(HttpRequest *req, void *userdata) {
         return store_list_print_rejected(m->store, 0, api_on_rejected_list, req);
 }
 
-static int api_sync_now(HttpRequest *req, void *userdata) {
-        Manager *m = userdata;
-        SyncTriggerResult t;
-        json_object *o;
-        int r;
+/* The longest ?wait= of POST /v1/kkt/buffer/sync. */
+#define API_SYNC_WAIT_MAX 60U
 
-        r = sync_trigger(m->sync, &t);
-        if (r == -ESHUTDOWN)
-                return http_request_reply_error(req, 503, "The sync worker is stopping");
-        if (r < 0)
-                return r;
-        /* 202: the pass runs on the loop after this answer, never inside the request. */
-        o = json_object_new_object();
+typedef struct SyncWait {
+        Manager *manager;
+        HttpRequest *req;
+        SyncTriggerResult trigger;
+        SyncWaiter *waiter;
+        sd_event_source *timer;
+        unsigned seconds;
+} SyncWait;
+
+static void sync_wait_free(SyncWait *w) {
+        sync_waiter_free(w->waiter);
+        sd_event_source_disable_unref(w->timer);
+        free(w);
+}
+
+/* Seconds with two decimals from microseconds, as the prototype rounded them, written exactly. */
+static json_object *json_seconds_2(usec_t usec) {
+        uint64_t hundredths = (usec + 5000) / 10000;
+        char text[32];
+
+        snprintf(text, sizeof text, "%" PRIu64 ".%02" PRIu64, hundredths / 100, hundredths % 100);
+        return json_object_new_double_s(strtod(text, NULL), text);
+}
+
+static const char *sync_pass_message(const SyncPassStats *st, uint64_t pending) {
+        switch (st->result) {
+        case SYNC_PASS_OK:
+                return "Manual sync completed successfully";
+        case SYNC_PASS_NOTHING:
+                /* Printed receipts are sent when their retry is due; the others wait for the register. */
+                return pending == 0 ? "No pending receipts"
+                                    : "No receipts due to be sent now: the pending ones wait for their next "
+                                      "retry "
+                                      "or for printing";
+        case SYNC_PASS_FAILURES:
+                return "Manual sync completed; some receipts failed and will be retried (see GET "
+                       "/v1/kkt/dlq for "
+                       "dead letters)";
+        case SYNC_PASS_CIRCUIT_OPEN:
+                return "The OFD circuit breaker is open: nothing was sent";
+        case SYNC_PASS_HELD:
+                return "The OFD asked to wait (Retry-After): nothing was sent";
+        case SYNC_PASS_ERROR:
+                return "The receipt buffer could not be read";
+        default:
+                return "The sync worker stopped";
+        }
+}
+
+/* The answer of POST /v1/kkt/buffer/sync: ours (status, pending, circuit_breaker) and the prototype's
+ * (synced, failed, skipped, duration_seconds, message); the counts are the pass's when it is known. */
+static int api_sync_answer(HttpRequest *req, Manager *m, const char *status, const SyncPassStats *st,
+                           const char *message) {
+        json_object *o = json_object_new_object();
+        unsigned failed = 0, skipped = 0;
+
         if (!o)
                 return -ENOMEM;
-        json_object_object_add(o, "status", json_object_new_string(sync_trigger_result_to_string(t)));
+        if (st) {
+                failed = st->retried + st->dead_lettered;
+                skipped = st->selected > st->synced + failed ? st->selected - st->synced - failed : 0;
+        }
+        json_object_object_add(o, "status", json_object_new_string(status));
+        json_object_object_add(o, "synced", json_object_new_uint64(st ? st->synced : 0));
+        json_object_object_add(o, "failed", json_object_new_uint64(failed));
+        json_object_object_add(o, "skipped", json_object_new_uint64(skipped));
+        json_object_object_add(o, "duration_seconds", json_seconds_2(st ? st->duration : 0));
+        json_object_object_add(o, "message", json_object_new_string(message));
+        if (st)
+                json_object_object_add(o, "result",
+                                       json_object_new_string(sync_pass_result_to_string(st->result)));
         json_object_object_add(o, "pending", json_object_new_uint64(store_get_counters(m->store)->pending));
         json_object_object_add(o, "circuit_breaker",
                                json_object_new_string(breaker_state_to_string(sync_get_breaker_state(m->sync))));
-        return http_request_reply_json(req, 202, o);
+        /* 202 as before, and as the prototype declared, whether or not the pass is over. */
+        return api_reply(req, 202, o);
+}
+
+static void api_on_sync_done(Sync *s, int error, const SyncPassStats *stats, void *userdata) {
+        SyncWait *w = userdata;
+
+        w->waiter = NULL; /* freed by the sync after this call */
+        if (error < 0)
+                (void) http_request_reply_error(w->req, 503, "The sync worker is stopping");
+        else
+                (void) api_sync_answer(
+                        w->req, w->manager, "completed", stats,
+                        sync_pass_message(stats, store_get_counters(w->manager->store)->pending));
+        sync_wait_free(w);
+}
+
+static int api_on_sync_wait_timeout(sd_event_source *s, uint64_t usec, void *userdata) {
+        SyncWait *w = userdata;
+        char message[160];
+
+        snprintf(message, sizeof message,
+                 "The sync pass is still running after %u s; GET /v1/kkt/worker/status "
+                 "shows its result",
+                 w->seconds);
+        (void) api_sync_answer(w->req, w->manager, "running", NULL, message);
+        sync_wait_free(w);
+        return 0;
+}
+
+/* ?wait=SECONDS: whole seconds, 0..API_SYNC_WAIT_MAX. */
+static int parse_wait(const char *t, unsigned *ret) {
+        unsigned v = 0;
+
+        if (isempty(t))
+                return -EINVAL;
+        for (const char *p = t; *p; p++) {
+                if (*p < '0' || *p > '9')
+                        return -EINVAL;
+                v = v * 10 + (unsigned) (*p - '0');
+                if (v > API_SYNC_WAIT_MAX)
+                        return -ERANGE;
+        }
+        *ret = v;
+        return 0;
+}
+
+static int api_sync_now(HttpRequest *req, void *userdata) {
+        Manager *m = userdata;
+        const char *wait = http_request_query(req, "wait");
+        unsigned seconds = 0;
+        SyncTriggerResult t;
+        SyncWait *w;
+        int r;
+
+        if (wait && parse_wait(wait, &seconds) < 0)
+                return http_request_reply_error(req, 400, "wait: expected whole seconds, 0 to %u",
+                                                API_SYNC_WAIT_MAX);
+
+        if (seconds == 0) {
+                r = sync_trigger(m->sync, &t);
+                if (r == -ESHUTDOWN)
+                        return http_request_reply_error(req, 503, "The sync worker is stopping");
+                if (r < 0)
+                        return r;
+                /* 202: the pass runs on the loop after this answer, never inside the request. */
+                return api_sync_answer(
+                        req, m, sync_trigger_result_to_string(t), NULL,
+                        t == SYNC_TRIGGER_CIRCUIT_OPEN
+                                ? "The OFD circuit breaker is open: nothing was started"
+                                : "Sync started in the background; ?wait=SECONDS waits for its result");
+        }
+
+        /* The request waits (suspended) for the end of the pass; nothing waits on the loop. */
+        w = new0(SyncWait, 1);
+        if (!w)
+                return -ENOMEM;
+        *w = (SyncWait) { .manager = m, .req = req, .seconds = seconds };
+        r = sync_trigger_wait(m->sync, &w->trigger, api_on_sync_done, w, &w->waiter);
+        if (r < 0) {
+                free(w);
+                if (r == -ESHUTDOWN)
+                        return http_request_reply_error(req, 503, "The sync worker is stopping");
+                return r;
+        }
+        if (!w->waiter) {
+                t = w->trigger;
+                free(w);
+                return api_sync_answer(req, m, sync_trigger_result_to_string(t), NULL,
+                                       "The OFD circuit breaker is open: nothing was started");
+        }
+        r = sd_event_add_time_relative(m->event, &w->timer, CLOCK_MONOTONIC, seconds * USEC_PER_SEC,
+                                       USEC_PER_MSEC, api_on_sync_wait_timeout, w);
+        if (r < 0) {
+                sync_wait_free(w);
+                return r;
+        }
+        (void) sd_event_source_set_description(w->timer, "http-sync-wait");
+        return 0;
 }
 
 static int api_worker_status(HttpRequest *req, void *userdata) {
@@ -543,9 +795,15 @@ static int api_worker_status(HttpRequest *req, void *userdata) {
         int r;
 
         r = sync_to_json(m->sync, &o);
-        if (r < 0)
+        if (r >= 0)
+                /* The prototype's: its worker task "running" or "stopped". */
+                r = json_add(o, "task_status",
+                             json_object_new_string(sync_is_running(m->sync) ? "running" : "stopped"));
+        if (r < 0) {
+                json_object_put(o);
                 return r;
-        return http_request_reply_json(req, 200, o);
+        }
+        return api_reply(req, 200, o);
 }
 
 static void api_on_dlq_list(Sync *s, int error, const SyncDeadLetter *entries, size_t n_entries, void *userdata) {
@@ -566,7 +824,7 @@ static void api_on_dlq_list(Sync *s, int error, const SyncDeadLetter *entries, s
         }
         json_object_object_add(o, "count", json_object_new_uint64(n_entries));
         json_object_object_add(o, "dead_letters", a);
-        (void) http_request_reply_json(req, 200, o);
+        (void) api_reply(req, 200, o);
 }
 
 static int api_dlq_list(HttpRequest *req, void *userdata) {
@@ -601,7 +859,7 @@ static void api_on_dlq_change(Sync *s, int error, void *userdata) {
         json_object_object_add(o, "receipt_id", json_object_new_string(id));
         json_object_object_add(o, "status", json_object_new_string(
                 strstr(http_request_path(req), "/retry") ? "pending" : "resolved"));
-        (void) http_request_reply_json(req, 200, o);
+        (void) api_reply(req, 200, o);
 }
 
 /* {"note": "...", "resolved_by": "..."}, both optional for retry; the note is required to resolve. */
@@ -663,19 +921,69 @@ static int api_breaker_reset(HttpRequest *req, void *userdata) {
                 return -ENOMEM;
         json_object_object_add(o, "status", json_object_new_string(breaker_state_to_string(sync_get_breaker_state(m->sync))));
         json_object_object_add(o, "changed", json_object_new_boolean(r > 0));
-        return http_request_reply_json(req, 200, o);
+        return api_reply(req, 200, o);
 }
 
-static int api_health(HttpRequest *req, void *userdata) {
-        Manager *m = userdata;
+typedef struct HealthCount {
+        Manager *manager;
+        HttpRequest *req;
+        int64_t dead_letters;
+} HealthCount;
+
+static void api_health_reply(HttpRequest *req, Manager *m, uint64_t dead_letters) {
         json_object *o = NULL;
         ManagerHealth h;
         int r;
 
-        r = manager_health(m, &h, &o);
+        r = manager_health(m, dead_letters, &h, &o);
+        if (r < 0)
+                (void) http_request_reply_error(req, 500, "Failed to check the health: %s", strerror(-r));
+        else
+                (void) api_reply(req, h == MANAGER_UNHEALTHY ? 503 : 200, o);
+}
+
+/* On the reader: the dead letters not resolved, as the prototype counted its dead-letter queue. */
+static int api_count_dead_letters(StoreConn *c, void *job_data) {
+        HealthCount *hc = job_data;
+        sqlite3_stmt *stmt;
+        int rc, r;
+
+        r = store_conn_prepare(c, "SELECT COUNT(*) FROM dlq WHERE resolved = 0", &stmt);
         if (r < 0)
                 return r;
-        return http_request_reply_json(req, h == MANAGER_UNHEALTHY ? 503 : 200, o);
+        rc = sqlite3_step(stmt);
+        if (rc == SQLITE_ROW)
+                hc->dead_letters = sqlite3_column_int64(stmt, 0);
+        else
+                r = -EIO;
+        (void) sqlite3_reset(stmt);
+        return r;
+}
+
+static void api_on_dead_letters_counted(Store *s, int result, void *userdata) {
+        HealthCount *hc = userdata;
+
+        /* Without the count, the receipts in the DLQ stand in for it. */
+        api_health_reply(hc->req, hc->manager,
+                         result >= 0 && hc->dead_letters >= 0 ? (uint64_t) hc->dead_letters : UINT64_MAX);
+        free(hc);
+}
+
+static int api_health(HttpRequest *req, void *userdata) {
+        Manager *m = userdata;
+        HealthCount *hc;
+        int r;
+
+        hc = new0(HealthCount, 1);
+        if (!hc)
+                return -ENOMEM;
+        *hc = (HealthCount) { .manager = m, .req = req, .dead_letters = -1 };
+        r = store_read(m->store, api_count_dead_letters, hc, api_on_dead_letters_counted, hc);
+        if (r < 0) {
+                free(hc);
+                api_health_reply(req, m, UINT64_MAX);
+        }
+        return 0;
 }
 
 static int api_metrics(HttpRequest *req, void *userdata) {
@@ -691,6 +999,7 @@ static int api_metrics(HttpRequest *req, void *userdata) {
 
 const HttpRoute http_api_routes[] = {
         { HTTP_GET, "/", api_root },
+        { HTTP_GET, "/docs", api_docs },
         { HTTP_POST, "/v1/kkt/receipt", api_post_receipt },
         { HTTP_GET, "/v1/kkt/receipt/*", api_get_receipt },
         { HTTP_GET, "/v1/kkt/buffer/status", api_buffer_status },

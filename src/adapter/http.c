@@ -237,10 +237,14 @@ int http_request_reply_text(HttpRequest *req, unsigned status, const char *conte
 
 int http_request_reply_json(HttpRequest *req, unsigned status, json_object *body) {
         _cleanup_(json_object_putp) json_object *b = body;
+        _cleanup_free_ char *text = NULL;
 
-        return http_request_reply_text(
-                req, status, "application/json",
-                b ? json_object_to_json_string_ext(b, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE) : NULL);
+        /* Ends with a newline, so that a terminal's prompt does not follow the answer on its line. */
+        if (b && asprintf(&text, "%s\n",
+                          json_object_to_json_string_ext(b, JSON_C_TO_STRING_PLAIN |
+                                                                    JSON_C_TO_STRING_NOSLASHESCAPE)) < 0)
+                return -ENOMEM;
+        return http_request_reply_text(req, status, "application/json", text);
 }
 
 int http_request_reply_error(HttpRequest *req, unsigned status, const char *format, ...) {

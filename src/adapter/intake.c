@@ -52,6 +52,15 @@ typedef struct IntakeJob {
         char *receipt_id;
         sd_event_source *timeout_source;
         usec_t started;                /* CLOCK_MONOTONIC, when intake_submit() was called */
+
+        /* The answer, once decided: what it says, kept while it is stored with the key (a replay says the
+         * same), or, when it went into the key's INSERT, from the submit on. */
+        bool answer_in_insert;
+        char *answer_id;
+        char *answer_status;
+        char *answer_message;
+        char *answer_fiscal_doc;
+        bool answer_replayed;
 } IntakeJob;
 
 static void intake_job_free(IntakeJob *job);
@@ -191,44 +200,76 @@ const char *intake_receipt_status(const StoreReceipt *r) {
         return "buffered";
 }
 
+/* A stored fiscal document for an answer, with the prototype's keys (a document stored before they were
+ * written lacks them); NULL text: JSON null. */
+static int fiscal_doc_to_json(const char *text, json_object **ret) {
+        _cleanup_(json_object_putp) json_object *o = NULL;
+        int r;
+
+        *ret = NULL;
+        if (!text)
+                return 0;
+        o = json_tokener_parse(text);
+        if (!o || !json_object_is_type(o, json_type_object))
+                return -EBADMSG;
+        r = device_document_add_prototype_keys(o);
+        if (r < 0)
+                return r;
+        *ret = TAKE_PTR(o);
+        return 0;
+}
+
+/* The message of an answer with this status ("printed", "buffered", "print_failed", "print_rejected"; any
+ * other: a replay of a key whose first answer is not on record); detail says why printing failed. */
+static int intake_answer_message(const char *status, const char *detail, char **ret) {
+        char *m = NULL;
+        int k = 0;
+
+        assert(status);
+        assert(ret);
+
+        if (streq(status, "printed"))
+                m = strdup("Receipt printed successfully"); /* the prototype's words, which its clients
+                                                               compare */
+        else if (streq(status, "print_failed"))
+                k = asprintf(&m,
+                             "Printing failed (%s); the receipt is stored and will be printed when the "
+                             "register is ready",
+                             strna(detail));
+        else if (streq(status, "print_rejected"))
+                k = asprintf(
+                        &m,
+                        "The fiscal register rejected this receipt (%s); it is stored, set aside and not "
+                        "printed until an administrator retries or cancels it",
+                        strna(detail));
+        else if (streq(status, "buffered"))
+                m = strdup("Receipt stored durably; it will be printed and sent to the OFD");
+        else
+                m = strdup("Receipt already accepted under this Idempotency-Key");
+        if (k < 0 || !m)
+                return -ENOMEM;
+        *ret = m;
+        return 0;
+}
+
 int intake_reply_to_json(const IntakeReply *reply, json_object **ret) {
         _cleanup_(json_object_putp) json_object *o = NULL, *fiscal = NULL;
-        _cleanup_free_ char *failed = NULL;
         const StoreReceipt *r = reply->receipt;
-        const char *status, *message;
+        int k;
 
-        assert(reply->error == INTAKE_OK && r);
+        assert(reply->error == INTAKE_OK && r && reply->message);
 
-        if (r->fiscal_doc) {
-                fiscal = json_tokener_parse(r->fiscal_doc);
-                if (!fiscal)
-                        return -EBADMSG;
-        }
-        status = intake_receipt_status(r);
-        if (reply->replayed)
-                message = "Receipt already accepted under this Idempotency-Key";
-        else if (streq(status, "printed"))
-                message = "Receipt printed and stored; it will be sent to the OFD";
-        else if (streq(status, "print_failed")) {
-                if (asprintf(&failed, "Printing failed (%s); the receipt is stored and will be printed when the "
-                             "register is ready", strna(reply->detail)) < 0)
-                        return -ENOMEM;
-                message = failed;
-        } else if (streq(status, "print_rejected")) {
-                if (asprintf(&failed, "The fiscal register rejected this receipt (%s); it is stored, set aside and "
-                             "not printed until an administrator retries or cancels it", strna(reply->detail)) < 0)
-                        return -ENOMEM;
-                message = failed;
-        } else
-                message = "Receipt stored durably; it will be printed and sent to the OFD";
+        k = fiscal_doc_to_json(r->fiscal_doc, &fiscal);
+        if (k < 0)
+                return k;
 
         o = json_object_new_object();
         if (!o)
                 return -ENOMEM;
-        if (json_object_object_add(o, "status", json_object_new_string(status)) < 0 ||
+        if (json_object_object_add(o, "status", json_object_new_string(intake_receipt_status(r))) < 0 ||
             json_object_object_add(o, "receipt_id", json_object_new_string(r->id)) < 0 ||
             json_object_object_add(o, "fiscal_doc", TAKE_PTR(fiscal)) < 0 ||
-            json_object_object_add(o, "message", json_object_new_string(message)) < 0)
+            json_object_object_add(o, "message", json_object_new_string(reply->message)) < 0)
                 return -ENOMEM;
         if (reply->change > 0 &&
             json_object_object_add(o, "change",
@@ -247,6 +288,8 @@ int intake_reply_to_json(const IntakeReply *reply, json_object **ret) {
 int intake_receipt_to_json(const StoreReceipt *r, json_object **ret) {
         _cleanup_(json_object_putp) json_object *o = NULL;
         json_object *doc = NULL, *fiscal = NULL, *ofd = NULL;
+        char hlc[24]; /* 2^64 has 20 digits */
+        int k;
 
         o = json_object_new_object();
         if (!o)
@@ -259,7 +302,9 @@ int intake_receipt_to_json(const StoreReceipt *r, json_object **ret) {
         JSON_ADD(o, "print_status", json_object_new_string(store_print_status_to_string(r->print_status)));
         JSON_ADD(o, "pos_id", json_string_or_null(r->pos_id));
         JSON_ADD(o, "type", json_string_or_null(r->receipt_type));
-        JSON_ADD(o, "hlc", json_object_new_uint64(r->hlc));
+        /* A string: stamps are above 2^53, where JavaScript's numbers lose digits. */
+        snprintf(hlc, sizeof hlc, "%" PRIu64, r->hlc);
+        JSON_ADD(o, "hlc", json_object_new_string(hlc));
         JSON_ADD(o, "created_at", json_string_or_null(r->created_at));
         JSON_ADD(o, "updated_at", json_string_or_null(r->updated_at));
         JSON_ADD(o, "printed_at", json_string_or_null(r->printed_at));
@@ -267,9 +312,10 @@ int intake_receipt_to_json(const StoreReceipt *r, json_object **ret) {
         JSON_ADD(o, "next_retry_at", json_string_or_null(r->next_retry_at));
         JSON_ADD(o, "attempts", json_object_new_int64(r->attempts));
         JSON_ADD(o, "last_error", json_string_or_null(r->last_error));
-        if (r->fiscal_doc && !(fiscal = json_tokener_parse(r->fiscal_doc))) {
+        k = fiscal_doc_to_json(r->fiscal_doc, &fiscal);
+        if (k < 0) {
                 json_object_put(doc);
-                return -EBADMSG;
+                return k;
         }
         JSON_ADD(o, "fiscal_doc", fiscal);
         if (r->ofd_response && !(ofd = json_tokener_parse(r->ofd_response)))
@@ -284,22 +330,38 @@ static void intake_answer(IntakeCallback cb, void *userdata, IntakeError error, 
         cb(&(IntakeReply) { .error = error, .detail = detail }, userdata);
 }
 
-static void intake_job_free(IntakeJob *job) {
+/* A job's answer, its latency observed; the caller then frees the job. */
+static void intake_job_reply(IntakeJob *job, const IntakeReply *reply) {
+        job->cb(reply, job->userdata);
+        intake_observe(job->intake, job->started);
+}
+
+static void intake_job_fail(IntakeJob *job, IntakeError error, const char *detail) {
+        intake_job_reply(job, &(IntakeReply) { .error = error, .detail = detail });
+}
+
+/* Off the list of jobs waiting for the register, its timeout gone: nothing answers it from there now. */
+static void intake_job_detach(IntakeJob *job) {
         Intake *in = job->intake;
-        void *node;
 
         if (job->receipt_id) {
-                /* It was waiting for the register: unlink it. */
                 if (job->prev)
                         job->prev->next = job->next;
                 else
                         in->printing = job->next;
                 if (job->next)
                         job->next->prev = job->prev;
-                free(job->receipt_id);
+                job->prev = job->next = NULL;
+                job->receipt_id = mfree(job->receipt_id);
         }
-        sd_event_source_disable_unref(job->timeout_source);
+        job->timeout_source = sd_event_source_disable_unref(job->timeout_source);
+}
 
+static void intake_job_free(IntakeJob *job) {
+        Intake *in = job->intake;
+        void *node;
+
+        intake_job_detach(job);
         node = tfind(job->key, &in->keys_in_flight, key_compare);
         if (node) {
                 char *stored = *(char **) node;
@@ -308,33 +370,134 @@ static void intake_job_free(IntakeJob *job) {
         }
         assert(in->n_in_flight > 0);
         in->n_in_flight--;
+        free(job->answer_id);
+        free(job->answer_status);
+        free(job->answer_message);
+        free(job->answer_fiscal_doc);
         free(job->key);
         free(job);
 }
 
-/* The answer for a receipt that is durable, with the first outcome of its print, or none yet (NULL). */
-static void intake_answer_printed(IntakeJob *job, const char *status, const char *fiscal_json, const char *reason) {
-        StoreReceipt r = {
-                .id = job->receipt_id,
-                .status = STORE_STATUS_PENDING,
-                .print_status = streq_ptr(status, "printed")          ? STORE_PRINT_PRINTED
-                                : streq_ptr(status, "print_rejected") ? STORE_PRINT_REJECTED
-                                : status                              ? STORE_PRINT_FAILED
-                                                                      : STORE_PRINT_UNPRINTED,
-                .fiscal_doc = (char *) fiscal_json,
+/* ---- the first answer, stored with the key ---- */
+
+/* The store and the print status that intake_receipt_status() turns into `status`; -EINVAL for others. */
+static int receipt_status_from_string(const char *status, StoreStatus *ret, StorePrintStatus *ret_print) {
+        static const struct {
+                const char *name;
+                StoreStatus status;
+                StorePrintStatus print_status;
+        } table[] = {
+                { "buffered", STORE_STATUS_PENDING, STORE_PRINT_UNPRINTED },
+                { "printed", STORE_STATUS_PENDING, STORE_PRINT_PRINTED },
+                { "print_failed", STORE_STATUS_PENDING, STORE_PRINT_FAILED },
+                { "print_rejected", STORE_STATUS_PENDING, STORE_PRINT_REJECTED },
+                { "synced", STORE_STATUS_SYNCED, STORE_PRINT_PRINTED },
+                { "dead_letter", STORE_STATUS_DLQ, STORE_PRINT_PRINTED },
+                { "cancelled", STORE_STATUS_CANCELLED, STORE_PRINT_REJECTED },
         };
 
-        job->cb(&(IntakeReply) { .error = INTAKE_OK, .receipt = &r, .detail = reason, .change = job->change },
-                job->userdata);
-        intake_observe(job->intake, job->started);
+        for (size_t i = 0; i < ELEMENTSOF(table); i++)
+                if (streq_ptr(status, table[i].name)) {
+                        *ret = table[i].status;
+                        *ret_print = table[i].print_status;
+                        return 0;
+                }
+        return -EINVAL;
 }
 
-static void intake_on_printed(Printer *p, const char *receipt_id, const char *status, const char *fiscal_json,
-                              const char *reason, void *userdata) {
+/* The answer as idempotency_keys.response keeps it: {"status", "message", "fiscal_doc": true or null,
+ * "change" (when any)}. Its receipt id is the key's receipt, and "fiscal_doc": true stands for the receipt's
+ * fiscal document, which is never overwritten once printed. */
+static int stored_answer_format(const char *status, const char *message, bool fiscal_doc, int64_t change,
+                                char **ret) {
+        _cleanup_(json_object_putp) json_object *o = NULL;
+        char *t;
+
+        o = json_object_new_object();
+        if (!o || json_add(o, "status", json_object_new_string(status)) < 0 ||
+            json_add(o, "message", json_object_new_string(message)) < 0 ||
+            json_object_object_add(o, "fiscal_doc", fiscal_doc ? json_object_new_boolean(true) : NULL) < 0 ||
+            (change > 0 &&
+             json_add(o, "change", json_object_new_string(MONEY_FORMAT(change, MONEY_SCALE_KOPECKS))) < 0))
+                return -ENOMEM;
+        t = strdup(
+                json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
+        if (!t)
+                return -ENOMEM;
+        *ret = t;
+        return 0;
+}
+
+/* Gives the answer the job holds and ends the job. */
+static void intake_job_give_answer(IntakeJob *job) {
+        StoreReceipt r = {
+                .id = job->answer_id,
+                .fiscal_doc = job->answer_fiscal_doc,
+        };
+
+        if (receipt_status_from_string(job->answer_status, &r.status, &r.print_status) < 0)
+                assert(!"an answer with a status of its own");
+        intake_job_reply(job, &(IntakeReply) { .error = INTAKE_OK,
+                                               .replayed = job->answer_replayed,
+                                               .receipt = &r,
+                                               .change = job->change,
+                                               .message = job->answer_message });
+        intake_job_free(job);
+}
+
+static void intake_on_answer_stored(Store *s, int result, void *userdata) {
         IntakeJob *job = userdata;
 
-        intake_answer_printed(job, status, fiscal_json, reason);
-        intake_job_free(job);
+        if (result < 0 && ratelimit_below(&job->intake->error_ratelimit, NULL))
+                log_warning_errno(result,
+                                  "Failed to store the answer to receipt %s with its Idempotency-Key, a "
+                                  "replay will answer from the receipt's state: %m",
+                                  job->answer_id);
+        intake_job_give_answer(job);
+}
+
+/* The answer for receipt `id` is decided: keeps it in the job, stores it with the key, and gives it once
+ * that is committed (a replay after a crash then says the same). The strings are copied. */
+static void intake_job_answer(IntakeJob *job, const char *id, const char *status, const char *fiscal_doc,
+                              const char *message, bool replayed) {
+        _cleanup_free_ char *stored = NULL;
+        int r;
+
+        intake_job_detach(job);
+        if (!(job->answer_id = strdup(id)) || !(job->answer_status = strdup(status)) ||
+            !(job->answer_message = strdup(message)) ||
+            (fiscal_doc && !(job->answer_fiscal_doc = strdup(fiscal_doc)))) {
+                intake_job_fail(job, INTAKE_UNAVAILABLE, "Out of memory");
+                intake_job_free(job);
+                return;
+        }
+        job->answer_replayed = replayed;
+
+        r = stored_answer_format(status, message, fiscal_doc, job->change, &stored);
+        if (r >= 0)
+                r = store_set_response(job->intake->store, id, 200, stored, intake_on_answer_stored, job);
+        if (r < 0)
+                intake_on_answer_stored(job->intake->store, r, job);
+}
+
+/* The answer for a receipt that is durable, with the first outcome of its print, or none yet (NULL). */
+static void intake_answer_printed(IntakeJob *job, const char *receipt_id, const char *status,
+                                  const char *fiscal_json, const char *reason) {
+        _cleanup_free_ char *id = NULL, *message = NULL;
+
+        status = status ?: "buffered";
+        id = strdup(receipt_id); /* the job's copy goes when it stops waiting for the register */
+        if (!id || intake_answer_message(status, reason, &message) < 0) {
+                intake_job_fail(job, INTAKE_UNAVAILABLE, "Out of memory");
+                intake_job_free(job);
+                return;
+        }
+        intake_job_answer(job, id, status, streq(status, "printed") ? fiscal_json : NULL, message, false);
+}
+
+static void intake_on_printed(Printer *p, const char *receipt_id, const char *status,
+                              const char *fiscal_json, const char *reason, void *userdata) {
+        intake_answer_printed(userdata, receipt_id, status, fiscal_json, reason);
 }
 
 static int intake_on_print_timeout(sd_event_source *s, uint64_t usec, void *userdata) {
@@ -342,8 +505,7 @@ static int intake_on_print_timeout(sd_event_source *s, uint64_t usec, void *user
 
         /* The receipt is durable; the register is slow. Answer now, printing goes on. */
         printer_forget_waiter(job->intake->printer, job->receipt_id);
-        intake_answer_printed(job, NULL, NULL, NULL);
-        intake_job_free(job);
+        intake_answer_printed(job, job->receipt_id, NULL, NULL, NULL);
         return 0;
 }
 
@@ -378,13 +540,8 @@ static int intake_wait_for_print(Intake *in, IntakeJob *job, const StoreReceipt 
                 if (r < 0)
                         log_warning_errno(r, "Failed to wait for the print of %s, answering now: %m", receipt->id);
                 printer_forget_waiter(in->printer, receipt->id);
-                /* Unlink again: the caller answers and frees the job as for a store-only intake. */
-                in->printing = job->next;
-                if (job->next)
-                        job->next->prev = NULL;
-                job->next = NULL;
-                job->timeout_source = sd_event_source_disable_unref(job->timeout_source);
-                job->receipt_id = mfree(job->receipt_id);
+                /* Unlink again: the caller answers as for a store-only intake. */
+                intake_job_detach(job);
                 return -EAGAIN;
         }
         (void) sd_event_source_set_description(job->timeout_source, "intake-print-wait");
@@ -415,7 +572,56 @@ static void intake_answer_original(IntakeJob *job, StoreSubmitOutcome outcome, c
                 snprintf(detail, sizeof detail, "original: receipt %s is from 2026 or later: its returns take the "
                          "VAT it was sold with, not 20 %%", original->id);
         }
-        intake_answer(job->cb, job->userdata, INTAKE_INVALID, detail);
+        intake_job_fail(job, INTAKE_INVALID, detail);
+}
+
+/* The same key with the same body: the first answer again, as stored with the key. A key without one (from
+ * an older version, or whose first answer never went out) answers from the receipt's state, which is then
+ * stored as its answer. */
+static void intake_replay(IntakeJob *job, const StoreReceipt *receipt) {
+        _cleanup_(json_object_putp) json_object *o = NULL;
+        _cleanup_free_ char *message = NULL;
+        json_object *status, *msg, *fiscal;
+        StoreStatus st;
+        StorePrintStatus pst;
+
+        if (receipt->response) {
+                o = json_tokener_parse(receipt->response);
+                if (o && json_object_object_get_ex(o, "status", &status) &&
+                    receipt_status_from_string(json_object_get_string(status), &st, &pst) >= 0 &&
+                    json_object_object_get_ex(o, "message", &msg) &&
+                    json_object_is_type(msg, json_type_string)) {
+                        StoreReceipt r = {
+                                .id = receipt->id,
+                                .status = st,
+                                .print_status = pst,
+                                .fiscal_doc = json_object_object_get_ex(o, "fiscal_doc", &fiscal) &&
+                                                              json_object_get_boolean(fiscal)
+                                                      ? receipt->fiscal_doc
+                                                      : NULL,
+                        };
+
+                        intake_job_reply(job, &(IntakeReply) { .error = INTAKE_OK,
+                                                               .replayed = true,
+                                                               .receipt = &r,
+                                                               .change = job->change,
+                                                               .message = json_object_get_string(msg) });
+                        intake_job_free(job);
+                        return;
+                }
+                if (ratelimit_below(&job->intake->error_ratelimit, NULL))
+                        log_warning(
+                                "The stored answer to receipt %s cannot be read, answering from its state.",
+                                receipt->id);
+        }
+
+        if (intake_answer_message("replayed", NULL, &message) < 0) {
+                intake_job_fail(job, INTAKE_UNAVAILABLE, "Out of memory");
+                intake_job_free(job);
+                return;
+        }
+        intake_job_answer(job, receipt->id, intake_receipt_status(receipt), receipt->fiscal_doc, message,
+                          true);
 }
 
 static void intake_on_stored(Store *s, int error, StoreSubmitOutcome outcome, const StoreReceipt *receipt,
@@ -431,35 +637,41 @@ static void intake_on_stored(Store *s, int error, StoreSubmitOutcome outcome, co
                 if (ratelimit_below(&in->error_ratelimit, NULL))
                         log_struct_errno(LOG_ERR, error, MESSAGE_ID_BUFFER_FULL, NULL,
                                          "Disk full: a receipt could not be stored: %m");
-                intake_answer(job->cb, job->userdata, INTAKE_DISK_FULL,
+                intake_job_fail(job, INTAKE_DISK_FULL,
                               "Insufficient storage: the receipt buffer's disk is full");
         } else if (error < 0) {
                 in->stats.failed++;
                 if (ratelimit_below(&in->error_ratelimit, NULL))
                         log_error_errno(error, "Failed to store a receipt: %m");
                 snprintf(detail, sizeof detail, "Receipt buffer unavailable: %s", strerror(-error));
-                intake_answer(job->cb, job->userdata, INTAKE_UNAVAILABLE, detail);
+                intake_job_fail(job, INTAKE_UNAVAILABLE, detail);
         } else
                 switch (outcome) {
                 case STORE_SUBMIT_CREATED:
+                        in->stats.accepted++;
+                        if (in->stored_cb)
+                                in->stored_cb(receipt, in->stored_userdata);
+                        if (in->printer && intake_wait_for_print(in, job, receipt) >= 0)
+                                return; /* answered once printed, or when the wait is over */
+                        if (job->answer_in_insert) {
+                                /* Stored by the INSERT already. */
+                                job->answer_id = strdup(receipt->id);
+                                if (job->answer_id) {
+                                        intake_job_give_answer(job);
+                                        return;
+                                }
+                                intake_job_fail(job, INTAKE_UNAVAILABLE, "Out of memory");
+                                break;
+                        }
+                        intake_answer_printed(job, receipt->id, NULL, NULL, NULL);
+                        return;
                 case STORE_SUBMIT_REPLAY:
-                        if (outcome == STORE_SUBMIT_CREATED) {
-                                in->stats.accepted++;
-                                if (in->stored_cb)
-                                        in->stored_cb(receipt, in->stored_userdata);
-                                if (in->printer && intake_wait_for_print(in, job, receipt) >= 0)
-                                        return; /* answered once printed, or when the wait is over */
-                        } else
-                                in->stats.replayed++;
-                        job->cb(&(IntakeReply) { .error = INTAKE_OK,
-                                                 .replayed = outcome == STORE_SUBMIT_REPLAY,
-                                                 .receipt = receipt,
-                                                 .change = job->change },
-                                job->userdata);
-                        break;
+                        in->stats.replayed++;
+                        intake_replay(job, receipt);
+                        return;
                 case STORE_SUBMIT_KEY_MISMATCH:
                         in->stats.rejected_invalid++;
-                        intake_answer(job->cb, job->userdata, INTAKE_KEY_MISMATCH,
+                        intake_job_fail(job, INTAKE_KEY_MISMATCH,
                                       "Idempotency-Key was already used with a different request body");
                         break;
                 case STORE_SUBMIT_ORIGINAL_UNKNOWN:
@@ -471,7 +683,7 @@ static void intake_on_stored(Store *s, int error, StoreSubmitOutcome outcome, co
                         break;
                 case STORE_SUBMIT_REFUSED:
                         in->stats.rejected_refused++;
-                        intake_answer(job->cb, job->userdata, INTAKE_SHIFT_EXPIRED, job->refusal);
+                        intake_job_fail(job, INTAKE_SHIFT_EXPIRED, job->refusal);
                         break;
                 case STORE_SUBMIT_FULL:
                         in->stats.rejected_full++;
@@ -481,16 +693,19 @@ static void intake_on_stored(Store *s, int error, StoreSubmitOutcome outcome, co
                                            "Receipt buffer full (%" PRIu64 " pending, capacity %" PRIu64
                                            "): refusing new receipts until some are sent.",
                                            c->pending, c->capacity);
+                        /* "Buffer full" and pending/capacity: the prototype's words, which its clients look
+                         * for. */
                         snprintf(detail, sizeof detail,
-                                 "Receipt buffer full: %" PRIu64 " receipts pending, capacity %" PRIu64, c->pending,
-                                 c->capacity);
-                        intake_answer(job->cb, job->userdata, INTAKE_BUFFER_FULL, detail);
+                                 "Buffer full: %" PRIu64 "/%" PRIu64
+                                 " receipts pending. Cannot accept new receipts "
+                                 "until some are sent to the OFD.",
+                                 c->pending, c->capacity);
+                        intake_job_fail(job, INTAKE_BUFFER_FULL, detail);
                         break;
                 default:
                         assert(false);
                 }
 
-        intake_observe(in, job->started);
         intake_job_free(job);
 }
 
@@ -522,7 +737,8 @@ static bool idempotency_key_valid(const char *key) {
 static int intake_submit_one(Intake *in, usec_t started, const char *idempotency_key, const char *body, size_t size,
                              IntakeCallback cb, void *userdata) {
         _cleanup_(receipt_freep) Receipt *receipt = NULL;
-        _cleanup_free_ char *detail = NULL, *canonical = NULL, *as_given = NULL, *key_copy = NULL;
+        _cleanup_free_ char *detail = NULL, *canonical = NULL, *as_given = NULL, *key_copy = NULL,
+                            *answer = NULL;
         char fingerprint[65];
         IntakeJob *job;
         void *node;
@@ -605,20 +821,39 @@ static int intake_submit_one(Intake *in, usec_t started, const char *idempotency
                 job->refusal = NULL;
         in->n_in_flight++;
 
-        r = store_submit_receipt(in->store,
-                                 &(StoreReceiptNew) {
-                                         .idempotency_key = idempotency_key,
-                                         .request_hash = fingerprint,
-                                         .pos_id = receipt->pos_id,
-                                         .type = receipt_type_to_string(receipt->type),
-                                         .total_kopecks = receipt->total,
-                                         .receipt_data = canonical,
-                                         .original = receipt->original,
-                                         .original_type = receipt->original ? original_type(receipt->type) : NULL,
-                                         .original_before = receipt->needs_pre2026_original ? vat_cutoff() : 0,
-                                         .refuse_new = job->refusal != NULL,
-                                 },
-                                 intake_on_stored, job);
+        /* Answered once durable (no register, or nobody waits for the print): the answer is known now and
+         * goes into the key's INSERT, without a write of its own. */
+        if (!in->printer || in->response_timeout == 0) {
+                job->answer_in_insert = true;
+                job->answer_status = strdup("buffered");
+                r = job->answer_status ? intake_answer_message("buffered", NULL, &job->answer_message)
+                                       : -ENOMEM;
+                if (r >= 0)
+                        r = stored_answer_format("buffered", job->answer_message, false, job->change,
+                                                 &answer);
+                if (r < 0) {
+                        intake_job_free(job);
+                        return r;
+                }
+        }
+
+        r = store_submit_receipt(
+                in->store,
+                &(StoreReceiptNew){
+                        .idempotency_key = idempotency_key,
+                        .request_hash = fingerprint,
+                        .pos_id = receipt->pos_id,
+                        .type = receipt_type_to_string(receipt->type),
+                        .total_kopecks = receipt->total,
+                        .receipt_data = canonical,
+                        .original = receipt->original,
+                        .original_type = receipt->original ? original_type(receipt->type) : NULL,
+                        .original_before = receipt->needs_pre2026_original ? vat_cutoff() : 0,
+                        .refuse_new = job->refusal != NULL,
+                        .response_status = answer ? 200 : 0,
+                        .response = answer,
+                },
+                intake_on_stored, job);
         if (r < 0) {
                 intake_job_free(job);
                 return r;

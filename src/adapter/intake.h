@@ -28,10 +28,13 @@ typedef enum IntakeError {
 
 typedef struct IntakeReply {
         IntakeError error;
-        const char *detail;            /* for errors; on success, why printing failed */
+        const char *detail;            /* for errors */
         bool replayed;                 /* the stored answer to an earlier request with this key */
-        const StoreReceipt *receipt;   /* on success */
-        int64_t change;                /* on success: kopecks of cash given back (0: none) */
+        /* On success: the receipt as the answer shows it (a replay: as the first answer showed it, which is
+         * what is stored with the key, not its state now), the cash given back (0: none) and the message. */
+        const StoreReceipt *receipt;
+        int64_t change;
+        const char *message;
 } IntakeReply;
 
 /* Called exactly once per submission, possibly before intake_submit() returns. */
@@ -87,10 +90,12 @@ unsigned intake_error_to_http_status(IntakeError e);
 /* "InvalidReceipt", "Conflict", ... appended to org.opticserp.KktAdapter1.Error. */
 const char *intake_error_to_bus_error(IntakeError e);
 
-/* The prototype's answer: {status, receipt_id, fiscal_doc, message}, and "change" when cash is given back. */
+/* The prototype's answer: {status, receipt_id, fiscal_doc, message}, and "change" when cash is given back.
+ * fiscal_doc carries the prototype's keys beside ours (device_document_add_prototype_keys()). */
 int intake_reply_to_json(const IntakeReply *reply, json_object **ret);
 
-/* A stored receipt as GET /v1/kkt/receipt/{id} and GetReceipt() show it. */
+/* A stored receipt as GET /v1/kkt/receipt/{id} and GetReceipt() show it: its state now; "hlc" as a decimal
+ * string (stamps exceed 2^53). */
 int intake_receipt_to_json(const StoreReceipt *r, json_object **ret);
 
 /* Client-visible status of a stored receipt: "buffered", "printed", "print_failed", "print_rejected",

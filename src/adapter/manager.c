@@ -37,6 +37,46 @@ const char *manager_network_status(Manager *m) {
         return heartbeat_state_to_string(m->heartbeat ? heartbeat_get_state(m->heartbeat) : HEARTBEAT_UNKNOWN);
 }
 
+const char *manager_buffer_network_status(Manager *m) {
+        const StoreCounters *c = store_get_counters(m->store);
+        HeartbeatState h = m->heartbeat ? heartbeat_get_state(m->heartbeat) : HEARTBEAT_UNKNOWN;
+
+        if (h == HEARTBEAT_OFFLINE)
+                return "offline";
+        /* The prototype's rule, which its clients know: receipts still waiting for the OFD make the link
+         * "degraded", half the capacity waiting or more "offline". */
+        if (c->pending > 0)
+                return c->pending * 2 < c->capacity ? "degraded" : "offline";
+        return heartbeat_state_to_string(h);
+}
+
+json_object *manager_percent_full_to_json(Manager *m) {
+        const StoreCounters *c = store_get_counters(m->store);
+        uint64_t hundredths = 0;
+        char text[32];
+
+        /* pending / capacity * 100 rounded to two decimals, as the prototype's view did, in integers; the
+         * number token is that text. */
+        if (c->capacity > 0)
+                hundredths = (MIN(c->pending, UINT64_MAX / 20000) * 20000 / c->capacity + 1) / 2;
+        snprintf(text, sizeof text, "%" PRIu64 ".%02" PRIu64, hundredths / 100, hundredths % 100);
+        return json_object_new_double_s(strtod(text, NULL), text);
+}
+
+const char *manager_circuit_state_upper(Manager *m) {
+        static const char *const names[_BREAKER_STATE_MAX] = {
+                [BREAKER_CLOSED] = "CLOSED",
+                [BREAKER_OPEN] = "OPEN",
+                [BREAKER_HALF_OPEN] = "HALF_OPEN",
+        };
+        BreakerState s;
+
+        if (!m->sync)
+                return NULL;
+        s = sync_get_breaker_state(m->sync);
+        return s >= 0 && s < _BREAKER_STATE_MAX ? names[s] : NULL;
+}
+
 bool manager_ofd_offline(Manager *m) {
         return m->sync && sync_get_breaker_state(m->sync) != BREAKER_CLOSED;
 }
@@ -1098,24 +1138,34 @@ static const char *const health_names[] = {
         [MANAGER_UNHEALTHY] = "unhealthy",
 };
 
-static int health_add(json_object *components, const char *name, ManagerHealth h, const char *detail,
-                      ManagerHealth *overall) {
+/* Adds components[name] = {"status", "detail"}; *ret (may be NULL) is that object, for more keys. */
+static int health_add_component(json_object *components, const char *name, ManagerHealth h,
+                                const char *detail, ManagerHealth *overall, json_object **ret) {
         json_object *c = json_object_new_object();
 
         if (!c)
                 return -ENOMEM;
         json_object_object_add(c, "status", json_object_new_string(health_names[h]));
         json_object_object_add(c, "detail", json_object_new_string(detail));
-        if (json_object_object_add(components, name, c) < 0)
+        if (json_object_object_add(components, name, c) < 0) {
+                json_object_put(c);
                 return -ENOMEM;
+        }
         if (h > *overall)
                 *overall = h;
+        if (ret)
+                *ret = c;
         return 0;
 }
 
-int manager_health(Manager *m, ManagerHealth *ret, json_object **ret_json) {
+static int health_add(json_object *components, const char *name, ManagerHealth h, const char *detail,
+                      ManagerHealth *overall) {
+        return health_add_component(components, name, h, detail, overall, NULL);
+}
+
+int manager_health(Manager *m, uint64_t dead_letters_open, ManagerHealth *ret, json_object **ret_json) {
         _cleanup_(json_object_putp) json_object *o = NULL;
-        json_object *components;
+        json_object *components, *component;
         const StoreCounters *c = store_get_counters(m->store);
         const IntakeStats *is = intake_get_stats(m->intake);
         ManagerHealth overall = MANAGER_HEALTHY, h;
@@ -1144,6 +1194,14 @@ int manager_health(Manager *m, ManagerHealth *ret, json_object **ret_json) {
         r = health_add(components, "store", h, detail, &overall);
         if (r < 0)
                 return r;
+        /* The prototype's name for it, with what its clients read. */
+        r = health_add_component(components, "database", h, detail, &overall, &component);
+        if (r >= 0)
+                r = json_add(component, "type", json_object_new_string("SQLite"));
+        if (r >= 0)
+                r = json_add(component, "mode", json_object_new_string("WAL"));
+        if (r < 0)
+                return r;
 
         /* Disk space where the buffer lives. */
         dir = strdup(store_get_path(m->store));
@@ -1170,7 +1228,24 @@ int manager_health(Manager *m, ManagerHealth *ret, json_object **ret_json) {
         else
                 h = MANAGER_HEALTHY;
         snprintf(detail, sizeof detail, "%" PRIu64 " of %" PRIu64 " pending", c->pending, c->capacity);
-        r = health_add(components, "buffer", h, detail, &overall);
+        if (dead_letters_open == UINT64_MAX)
+                dead_letters_open = c->dlq;
+        r = health_add_component(components, "buffer", h, detail, &overall, &component);
+        if (r >= 0)
+                r = json_add(component, "percent_full", manager_percent_full_to_json(m));
+        if (r >= 0)
+                r = json_add(component, "dlq_size", json_object_new_uint64(dead_letters_open));
+        if (r >= 0)
+                r = json_add(component, "pending", json_object_new_uint64(c->pending));
+        if (r < 0)
+                return r;
+
+        /* Dead letters wait for an administrator; receipts still come in, but a growing queue means someone
+         * should look (the prototype's rule and threshold). */
+        h = dead_letters_open > MANAGER_HEALTH_DEAD_LETTERS_DEGRADED ? MANAGER_DEGRADED : MANAGER_HEALTHY;
+        snprintf(detail, sizeof detail, "%" PRIu64 " receipts in the dead-letter queue, not resolved%s",
+                 dead_letters_open, h == MANAGER_DEGRADED ? "; see GET /v1/kkt/dlq" : "");
+        r = health_add(components, "dead_letters", h, detail, &overall);
         if (r < 0)
                 return r;
 
@@ -1217,6 +1292,20 @@ int manager_health(Manager *m, ManagerHealth *ret, json_object **ret_json) {
                 r = health_add(components, "ofd", h, detail, &overall);
                 if (r < 0)
                         return r;
+
+                /* The prototype's view of the same breaker: failures and successes since the start. */
+                r = health_add_component(components, "circuit_breaker", h, detail, &overall, &component);
+                if (r >= 0)
+                        r = json_add(component, "state",
+                                     json_object_new_string(manager_circuit_state_upper(m)));
+                if (r >= 0)
+                        r = json_add(component, "failure_count",
+                                     json_object_new_uint64(sync_get_breaker(m->sync)->n_failures));
+                if (r >= 0)
+                        r = json_add(component, "success_count",
+                                     json_object_new_uint64(sync_get_breaker(m->sync)->n_successes));
+                if (r < 0)
+                        return r;
         }
 
         /* The ERP heartbeat: offline means receipts wait in the buffer, which is what it is for. */
@@ -1241,6 +1330,9 @@ int manager_health(Manager *m, ManagerHealth *ret, json_object **ret_json) {
 
         json_object_object_add(o, "status", json_object_new_string(health_names[overall]));
         json_object_object_add(o, "version", json_object_new_string(PACKAGE_VERSION));
+        /* What the chain's desk monitor reads. */
+        json_object_object_add(o, "circuit_breaker_state",
+                               json_object_new_string(manager_circuit_state_upper(m) ?: "UNKNOWN"));
         *ret = overall;
         *ret_json = TAKE_PTR(o);
         return 0;

@@ -98,8 +98,16 @@ typedef enum ManagerHealth {
         MANAGER_UNHEALTHY,  /* cannot take receipts */
 } ManagerHealth;
 
-/* The health of every component; *ret_json is the body of GET /v1/health. */
-int manager_health(Manager *m, ManagerHealth *ret, json_object **ret_json);
+/* A dead-letter queue longer than this makes the health "degraded" (the prototype's threshold). */
+#define MANAGER_HEALTH_DEAD_LETTERS_DEGRADED 50U
+
+/* The health of every component; *ret_json is the body of GET /v1/health: ours ("store", "disk",
+ * "buffer", "device", the fiscal day's, "ofd", "heartbeat", "dead_letters") and the prototype's
+ * ("buffer" with percent_full, dlq_size and pending; "circuit_breaker" with state and failure_count;
+ * "database" with type and mode), the overall "status" and "version", and "circuit_breaker_state" as the
+ * prototype spelt it. dead_letters_open: the dead letters not resolved (UINT64_MAX: not known, the
+ * receipts in the DLQ count instead). */
+int manager_health(Manager *m, uint64_t dead_letters_open, ManagerHealth *ret, json_object **ret_json);
 
 /* [Device] keys of the fiscal day as its options; -EINVAL for a bad AutoCloseShift=. */
 int manager_fiscal_day_options(Manager *m, const Config *c, FiscalDayOptions *ret);
@@ -107,8 +115,15 @@ int manager_fiscal_day_options(Manager *m, const Config *c, FiscalDayOptions *re
 /* Prometheus text exposition of the counters. */
 int manager_metrics(Manager *m, char **ret);
 
-/* "online", "offline" or "unknown" (no heartbeat yet). */
+/* "online", "offline" or "unknown" (no heartbeat yet): the ERP heartbeat's state. */
 const char *manager_network_status(Manager *m);
+/* network_status of GET /v1/kkt/buffer/status, by the prototype's rule: "offline" when the heartbeat says
+ * so or half the capacity is pending, "degraded" while fewer receipts wait for the OFD, else the
+ * heartbeat's state. */
+const char *manager_buffer_network_status(Manager *m);
+/* The buffer's percent_full as the prototype gave it: pending / capacity * 100 rounded to two decimals, a
+ * JSON number token written exactly ("0.50"). */
+json_object *manager_percent_full_to_json(Manager *m);
 
 /* Tells bus clients that receipt counters changed; coalesced into one signal per 200 ms. */
 void manager_counters_changed(Manager *m);
@@ -121,3 +136,5 @@ int manager_shift_to_json(Manager *m, json_object **ret);
 
 /* The OFD circuit breaker's state, or NULL while there is no sync module. */
 const char *manager_circuit_state(Manager *m);
+/* The same as the prototype spelt it: "CLOSED", "OPEN", "HALF_OPEN". */
+const char *manager_circuit_state_upper(Manager *m);

@@ -336,7 +336,7 @@ int manager_metrics(Manager *m, char **ret) {
         ManagerHealth h;
 
         /* The same verdict as GET /v1/health; a failure to build it only leaves kkt_health_state out. */
-        if (manager_health(m, &h, &health) >= 0)
+        if (manager_health(m, UINT64_MAX, &h, &health) >= 0)
                 s.health = h == MANAGER_UNHEALTHY  ? METRICS_HEALTH_UNHEALTHY
                            : h == MANAGER_DEGRADED ? METRICS_HEALTH_DEGRADED
                                                    : METRICS_HEALTH_HEALTHY;

@@ -246,6 +246,20 @@ static const char schema_v4_swap[] =
         "        WHERE fiscal_document_number IS NOT NULL;\n"
         "CREATE INDEX idx_receipts_original_id ON receipts (original_id) WHERE original_id IS NOT NULL;\n";
 
+/* Schema 5: the first answer to each Idempotency-Key, so that a replay says what the first answer said (the
+ * IETF httpapi Idempotency-Key draft) and not the receipt's state now. Stored with the key, in the row the
+ * intake commit writes anyway: response_status (the HTTP status, 200) and response, the answer's own fields
+ * as JSON ({"status", "message", "fiscal_doc": true or null, "change"}); its receipt_id is the key's
+ * receipt and its fiscal document the receipt's, which is never overwritten once printed, so neither is
+ * copied. When the answer is known before the commit (it comes once the receipt is durable: no register,
+ * or [Device] ResponseTimeout=0) the INSERT writes it: about a hundred bytes more in a page the commit
+ * writes anyway. When the answer waits for the register, an UPDATE of the row, group-committed like any
+ * write, stores it before the answer goes out. NULL: a key of an older version, or one whose answer never
+ * went out (a crash before it); its next replay answers from the receipt's state and stores that. */
+static const char schema_v5[] =
+        "ALTER TABLE idempotency_keys ADD COLUMN response_status INTEGER;\n"
+        "ALTER TABLE idempotency_keys ADD COLUMN response TEXT;\n";
+
 static int migrate_v4(sqlite3 *db);
 
 /* migrations[i] takes a file from version i to version i + 1: SQL text, or code where text is not enough. */
@@ -259,6 +273,7 @@ static const Migration migrations[STORE_SCHEMA_VERSION] = {
         { .sql = schema_v2 },
         { .sql = schema_v3 },
         { .run = migrate_v4 },
+        { .sql = schema_v5 },
 };
 
 /* The per-status counts, on the writer's connection only: the triggers fire for its writes, and nothing

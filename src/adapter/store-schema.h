@@ -2,11 +2,11 @@
 #pragma once
 
 /* The layout of buffer.db, compiled in, and the steps that bring an older file up to it. Version 1 is the
- * prototype's layout (other tools read those tables and the view), versions 2 to 4 are ours. */
+ * prototype's layout (other tools read those tables and the view), versions 2 to 5 are ours. */
 
 #include <sqlite3.h>
 
-#define STORE_SCHEMA_VERSION 4
+#define STORE_SCHEMA_VERSION 5
 
 /* PRAGMA user_version; -EBADMSG when the file is not a database. */
 int store_schema_get_version(sqlite3 *db, int *ret);

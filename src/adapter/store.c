@@ -67,6 +67,8 @@ struct Job {
         char *original_type;
         usec_t original_before;
         bool refuse_new;
+        unsigned response_status;
+        char *response;
 
         /* JOB_GET, JOB_RETRY_PRINT, JOB_CANCEL input: the receipt id; JOB_RESOLVE: the reference */
         char *id;
@@ -262,6 +264,7 @@ void store_receipt_done(StoreReceipt *r) {
         free(r->fiscal_doc);
         free(r->ofd_response);
         free(r->original_id);
+        free(r->response);
         *r = (StoreReceipt) {};
 }
 
@@ -292,6 +295,7 @@ static Job *job_free(Job *j) {
         free(j->id);
         free(j->note);
         free(j->who);
+        free(j->response);
         job_reset_output(j);
         return mfree(j);
 }
@@ -638,6 +642,31 @@ static int conn_read_counters(StoreConn *c, unsigned capacity, StoreCounters *re
 
 /* ---- jobs on the writer ---- */
 
+/* The first answer stored with the key of receipt `id`, into r->response_status and r->response (NULL when
+ * none was stored). Replays only: a primary key lookup in idempotency_keys. */
+static int conn_get_response(StoreConn *c, const char *id, StoreReceipt *r) {
+        sqlite3_stmt *stmt;
+        int rc, k;
+
+        k = store_conn_prepare(
+                c, "SELECT response_status, response FROM idempotency_keys WHERE receipt_id = ?", &stmt);
+        if (k < 0)
+                return k;
+        k = store_conn_bind(c, stmt, "t", id);
+        if (k < 0)
+                return k;
+        rc = sqlite3_step(stmt);
+        if (rc == SQLITE_ROW) {
+                int64_t status = sqlite3_column_int64(stmt, 0);
+
+                k = store_column_strdup(stmt, 1, &r->response);
+                r->response_status = r->response && status >= 100 && status <= 599 ? (unsigned) status : 0;
+        } else if (rc != SQLITE_DONE)
+                k = conn_error(c, rc);
+        (void) sqlite3_reset(stmt);
+        return k;
+}
+
 /* The key index in memory equals idempotency_keys within the writer's transaction (key-index.h). */
 static int submit_find_key(StoreConn *c, Job *j, bool *ret_found) {
         const KeyIndexEntry *e;
@@ -657,7 +686,7 @@ static int submit_find_key(StoreConn *c, Job *j, bool *ret_found) {
                 return r == -ENOENT ? -EBADMSG : r; /* the foreign key makes this impossible */
         j->have_receipt = true;
         j->outcome = STORE_SUBMIT_REPLAY;
-        return 0;
+        return conn_get_response(c, e->receipt_id, &j->receipt);
 }
 
 static int submit_count_pending(StoreConn *c, uint64_t *ret) {
@@ -936,12 +965,14 @@ static int submit_insert(StoreConn *c, Job *j, char **original_id) {
                 return r;
 
         r = store_conn_prepare(c,
-                               "INSERT INTO idempotency_keys (receipt_id, key, request_hash, created_at) "
-                               "VALUES (?, ?, ?, ?)",
+                               "INSERT INTO idempotency_keys (receipt_id, key, request_hash, created_at, "
+                               "response_status, response) VALUES (?, ?, ?, ?, ?, ?)",
                                &stmt);
         if (r < 0)
                 return r;
-        r = store_conn_bind(c, stmt, "tttt", id, j->idempotency_key, j->request_hash, created);
+        r = j->response ? store_conn_bind(c, stmt, "ttttit", id, j->idempotency_key, j->request_hash,
+                                          created, (int64_t) j->response_status, j->response)
+                        : store_conn_bind(c, stmt, "tttt", id, j->idempotency_key, j->request_hash, created);
         if (r < 0)
                 return r;
         r = store_conn_step_done(c, stmt);
@@ -1996,10 +2027,12 @@ int store_submit_receipt(Store *s, const StoreReceiptNew *r, StoreSubmitCallback
             strdup_or_null(r->type, &j->receipt_type) < 0 ||
             strdup_or_null(r->receipt_data, &j->receipt_data) < 0 ||
             strdup_or_null(r->original, &j->original) < 0 ||
-            strdup_or_null(r->original_type, &j->original_type) < 0)
+            strdup_or_null(r->original_type, &j->original_type) < 0 ||
+            strdup_or_null(r->response, &j->response) < 0)
                 return -ENOMEM;
         j->original_before = r->original_before;
         j->refuse_new = r->refuse_new;
+        j->response_status = r->response_status;
 
         k = store_enqueue(s, &s->writer, j);
         if (k < 0)
@@ -2142,8 +2175,9 @@ int store_read(Store *s, StoreJobFunc fn, void *job_data, StoreDoneCallback cb, 
 
 typedef struct MarkJob {
         char *id;
-        char *document; /* fiscal_doc or ofd_response */
+        char *document; /* fiscal_doc, ofd_response or an answer */
         usec_t at;
+        unsigned status; /* an answer's HTTP status */
         StoreDoneCallback cb;
         void *userdata;
 } MarkJob;
@@ -2245,6 +2279,61 @@ int store_mark_printed(Store *s, const char *id, const char *fiscal_doc, usec_t 
         assert(fiscal_doc);
 
         return mark_queue(s, mark_printed_run, id, fiscal_doc, printed_at, cb, userdata);
+}
+
+static int set_response_run(StoreConn *c, void *job_data) {
+        MarkJob *m = job_data;
+        sqlite3_stmt *stmt;
+        int rc, r;
+
+        /* The first answer stays: a key keeps what it was answered with. */
+        r = store_conn_prepare(c,
+                               "UPDATE idempotency_keys SET response_status = ?, response = ? "
+                               "WHERE receipt_id = ? AND response IS NULL",
+                               &stmt);
+        if (r < 0)
+                return r;
+        r = store_conn_bind(c, stmt, "itt", (int64_t) m->status, m->document, m->id);
+        if (r < 0)
+                return r;
+        r = store_conn_step_done(c, stmt);
+        if (r < 0)
+                return r;
+        if (sqlite3_changes(c->db) > 0)
+                return 1;
+
+        r = store_conn_prepare(c, "SELECT 1 FROM idempotency_keys WHERE receipt_id = ?", &stmt);
+        if (r < 0)
+                return r;
+        r = store_conn_bind(c, stmt, "t", m->id);
+        if (r < 0)
+                return r;
+        rc = sqlite3_step(stmt);
+        r = rc == SQLITE_ROW ? 0 : rc == SQLITE_DONE ? -ENOENT : conn_error(c, rc);
+        (void) sqlite3_reset(stmt);
+        return r;
+}
+
+int store_set_response(Store *s, const char *id, unsigned status, const char *response, StoreDoneCallback cb,
+                       void *userdata) {
+        _cleanup_(mark_job_freep) MarkJob *m = NULL;
+        int r;
+
+        assert(s);
+        assert(id);
+        assert(response);
+
+        m = new0(MarkJob, 1);
+        if (!m)
+                return -ENOMEM;
+        *m = (MarkJob) { .status = status, .cb = cb, .userdata = userdata };
+        if (strdup_or_null(id, &m->id) < 0 || strdup_or_null(response, &m->document) < 0)
+                return -ENOMEM;
+        r = store_write(s, set_response_run, m, mark_on_done, m);
+        if (r < 0)
+                return r;
+        TAKE_PTR(m);
+        return 0;
 }
 
 static int mark_synced_explain(StoreStatus status, StorePrintStatus print_status) {

@@ -79,6 +79,10 @@ typedef struct StoreReceiptNew {
                                     * instant */
         bool refuse_new;           /* a replay of a known key still replays; anything new is REFUSED (the
                                     * register refuses sales now) */
+        /* The answer to this request when it is known before the commit, stored with the key in the same
+         * INSERT (see store_set_response()); NULL: stored later, or never. */
+        unsigned response_status;
+        const char *response;
 } StoreReceiptNew;
 
 /* One row of receipts. Timestamps are ISO 8601 UTC text; NULL when not set. */
@@ -105,6 +109,10 @@ typedef struct StoreReceipt {
         /* Filled by store_resolve_receipt() and for the refund outcomes of a submit (0 otherwise): what the
          * earlier returns of this receipt that are not cancelled add up to. */
         int64_t refunded_kopecks;
+        /* STORE_SUBMIT_REPLAY only: the first answer stored with the key (store_set_response()); NULL: none
+         * was stored. */
+        unsigned response_status;
+        char *response;
 } StoreReceipt;
 
 void store_receipt_done(StoreReceipt *r);
@@ -206,6 +214,12 @@ int store_get_receipt(Store *s, const char *id, StoreGetCallback cb, void *userd
  * (the newest such receipt), with refunded_kopecks. Runs on the writer, which holds the key index. error
  * -ENOENT: none. */
 int store_resolve_receipt(Store *s, const char *ref, StoreGetCallback cb, void *userdata);
+
+/* Stores the first answer to the Idempotency-Key of receipt `id`: its HTTP status and `response` (text,
+ * the caller's format), for replays to say the same. A key keeps the answer it has: the callback's result
+ * is 1 when this one was stored, 0 when the key had one already; -ENOENT: no key for that receipt. */
+int store_set_response(Store *s, const char *id, unsigned status, const char *response, StoreDoneCallback cb,
+                       void *userdata);
 
 /* A generic job on the writer, inside the group transaction, in its own savepoint; cb (may be NULL) runs
  * after the COMMIT. job_data belongs to the caller, who must keep it alive until cb. */

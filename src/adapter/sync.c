@@ -120,6 +120,14 @@ typedef struct SyncPass {
         SyncPassStats stats;
 } SyncPass;
 
+struct SyncWaiter {
+        Sync *sync;
+        uint64_t pass; /* the number (metrics.passes) of the pass it waits for */
+        SyncWaitCallback cb;
+        void *userdata;
+        SyncWaiter *prev, *next;
+};
+
 typedef struct SyncRetention {
         bool running;
         SyncRetentionStep step;
@@ -167,6 +175,7 @@ struct Sync {
         SyncMetrics metrics;
 
         SyncJob *jobs;
+        SyncWaiter *waiters; /* manual syncs waiting for the end of a pass */
 
         RateLimit log_ratelimit;
         RateLimit dead_ratelimit;
@@ -486,6 +495,43 @@ static void sync_pass_release(Sync *s) {
         sync_store_batch_done(&p->batch);
 }
 
+static void sync_waiter_unlink(SyncWaiter *w) {
+        Sync *s = w->sync;
+
+        if (w->prev)
+                w->prev->next = w->next;
+        else
+                s->waiters = w->next;
+        if (w->next)
+                w->next->prev = w->prev;
+        w->prev = w->next = NULL;
+}
+
+SyncWaiter *sync_waiter_free(SyncWaiter *w) {
+        if (!w)
+                return NULL;
+        sync_waiter_unlink(w);
+        return mfree(w);
+}
+
+/* Tells the waiters for passes up to `last` (stats: that pass's), or with error, those for `first` and
+ * later. One at a time from the head: a callback may free other waiters or add new ones. */
+static void sync_notify_waiters(Sync *s, int error, uint64_t first, uint64_t last,
+                                const SyncPassStats *stats) {
+        for (;;) {
+                SyncWaiter *w;
+
+                for (w = s->waiters; w; w = w->next)
+                        if (error < 0 ? w->pass >= first : w->pass <= last)
+                                break;
+                if (!w)
+                        return;
+                sync_waiter_unlink(w);
+                w->cb(s, error, error < 0 ? NULL : stats, w->userdata);
+                free(w);
+        }
+}
+
 static void sync_pass_finish(Sync *s) {
         SyncPass *p = &s->pass;
         SyncPassStats *st = &p->stats;
@@ -531,6 +577,7 @@ static void sync_pass_finish(Sync *s) {
 
         if (s->cbs.pass_finished)
                 s->cbs.pass_finished(s, &s->last_pass, s->userdata);
+        sync_notify_waiters(s, 0, 0, s->metrics.passes, &s->last_pass);
 }
 
 static void sync_pass_maybe_finish(Sync *s) {
@@ -1339,6 +1386,8 @@ Sync *sync_free(Sync *s) {
         if (!s)
                 return NULL;
 
+        /* Nobody is told of a pass any more. */
+        sync_notify_waiters(s, -ESHUTDOWN, 0, 0, NULL);
         sync_pass_release(s);
         while (s->jobs) {
                 SyncJob *j = s->jobs;
@@ -1401,6 +1450,8 @@ void sync_stop(Sync *s) {
                 if (s->pass.forced < 0 && s->pass.stats.sent == 0)
                         s->pass.forced = SYNC_PASS_STOPPED;
         }
+        /* The pass running finishes and tells its waiters; no other starts. */
+        sync_notify_waiters(s, -ESHUTDOWN, s->metrics.passes + !!s->pass.running, 0, NULL);
 }
 
 bool sync_is_idle(Sync *s) {
@@ -1440,6 +1491,45 @@ int sync_trigger(Sync *s, SyncTriggerResult *ret) {
 
         if (ret)
                 *ret = result;
+        return 0;
+}
+
+int sync_trigger_wait(Sync *s, SyncTriggerResult *ret, SyncWaitCallback cb, void *userdata,
+                      SyncWaiter **ret_waiter) {
+        _cleanup_free_ SyncWaiter *w = NULL;
+        SyncTriggerResult result;
+        int r;
+
+        assert(s);
+        assert(cb);
+        assert(ret_waiter);
+
+        w = new0(SyncWaiter, 1);
+        if (!w)
+                return -ENOMEM;
+        r = sync_trigger(s, &result);
+        if (r < 0)
+                return r;
+        if (ret)
+                *ret = result;
+        if (result == SYNC_TRIGGER_CIRCUIT_OPEN) {
+                *ret_waiter = NULL;
+                return 0;
+        }
+
+        /* The pass running now, or the one about to start (sync_trigger() coalesced into it or asked for
+         * it). */
+        *w = (SyncWaiter){
+                .sync = s,
+                .pass = s->metrics.passes + !s->pass.running,
+                .cb = cb,
+                .userdata = userdata,
+                .next = s->waiters,
+        };
+        if (s->waiters)
+                s->waiters->prev = w;
+        s->waiters = w;
+        *ret_waiter = TAKE_PTR(w);
         return 0;
 }
 

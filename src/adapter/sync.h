@@ -151,7 +151,8 @@ typedef struct SyncCallbacks {
 int sync_new(Sync **ret, sd_event *event, Store *store, CurlGlue *glue, const SyncOptions *o,
              SyncCallbacks cbs, void *userdata);
 /* Cancels requests in flight (their receipts stay pending: resent later with the same Idempotency-Key)
- * and detaches queued store jobs: no callback fires afterwards. Accepts NULL. */
+ * and detaches queued store jobs: no callback fires afterwards, but for the waiters of
+ * sync_trigger_wait(), which hear -ESHUTDOWN first. Accepts NULL. */
 Sync *sync_free(Sync *s);
 DEFINE_TRIVIAL_CLEANUP_FUNC(Sync *, sync_free);
 
@@ -184,6 +185,19 @@ const char *sync_trigger_result_to_string(SyncTriggerResult r);
 
 /* A manual sync. Never runs the pass inside the call. -ESHUTDOWN when not started (or stopped). */
 int sync_trigger(Sync *s, SyncTriggerResult *ret);
+
+/* A manual sync whose end is reported, for a caller that waits for its result. */
+typedef struct SyncWaiter SyncWaiter;
+/* Called once: error 0 with the stats of the awaited pass when it finished, or -ESHUTDOWN (stats NULL) when
+ * it will not come (sync_stop(), sync_free()). The waiter is freed after the call. */
+typedef void (*SyncWaitCallback)(Sync *s, int error, const SyncPassStats *stats, void *userdata);
+/* sync_trigger(), and a waiter for the pass it started or coalesced into (the one running, or the one
+ * about to start). SYNC_TRIGGER_CIRCUIT_OPEN starts nothing: *ret_waiter is NULL then, and nothing is
+ * called. Never runs the pass inside the call; the callback never comes from inside it. */
+int sync_trigger_wait(Sync *s, SyncTriggerResult *ret, SyncWaitCallback cb, void *userdata,
+                      SyncWaiter **ret_waiter);
+/* Forgets a waiter before its callback (its caller gave up waiting). Accepts NULL. */
+SyncWaiter *sync_waiter_free(SyncWaiter *w);
 
 /* A reload: the new URL, token and timeout apply from the next request, batch size and concurrency from
  * the next pass, the interval reschedules the next pass (from the start of the last one), breaker
