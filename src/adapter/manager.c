@@ -139,6 +139,60 @@ static int manager_read_token(const char *path, const char *credential, char **r
         return 0;
 }
 
+/* [HTTP] PosToken=, AdminToken=, TLSCertificate=, TLSKey=: a credential's name, or an absolute path. */
+static int manager_read_http_secret(const char *key, const char *value, SecretFlags flags, char **ret) {
+        bool is_path = value && value[0] == '/';
+        int r;
+
+        r = read_secret(is_path ? value : NULL, is_path ? NULL : value, flags, ret);
+        if (r < 0)
+                return log_error_errno(r, "Failed to read [HTTP] %s= (%s %s): %m", key,
+                                       is_path ? "file" : "credential", value);
+        return 0;
+}
+
+static int manager_setup_http(Manager *m) {
+        _cleanup_(token_freep) char *pos_token = NULL, *admin_token = NULL, *certificate = NULL, *key = NULL;
+        const Config *c = m->config;
+        int r;
+
+        r = manager_read_http_secret("PosToken", c->http_pos_token, 0, &pos_token);
+        if (r >= 0)
+                r = manager_read_http_secret("AdminToken", c->http_admin_token, 0, &admin_token);
+        if (r >= 0)
+                r = manager_read_http_secret("TLSCertificate", c->http_tls_certificate, SECRET_PEM | SECRET_PUBLIC,
+                                             &certificate);
+        if (r >= 0)
+                r = manager_read_http_secret("TLSKey", c->http_tls_key, SECRET_PEM, &key);
+        if (r < 0)
+                return r;
+        if (pos_token && admin_token && token_equal(pos_token, admin_token))
+                return log_error_errno(EINVAL, "[HTTP] PosToken= and AdminToken= hold the same token; the POS "
+                                       "would be an administrator. Give each its own.");
+
+        r = http_server_new(&m->http, m->event,
+                            &(HttpServerOptions) {
+                                    .max_body_size = c->http_max_body_size,
+                                    .max_connections = c->http_max_connections,
+                                    .connection_timeout = c->http_connection_timeout,
+                                    .max_header_size = c->http_max_header_size,
+                                    .listen = c->http_listen,
+                                    .pos_token = pos_token,
+                                    .admin_token = admin_token,
+                                    .tls_certificate = certificate,
+                                    .tls_key = key,
+                                    .allow_insecure = c->http_allow_insecure,
+                            },
+                            http_api_routes, m);
+        if (r < 0)
+                return r;
+        log_info("Serving HTTP%s on %s, buffer %s; POS paths %s, admin paths %s.", key ? "S (TLS)" : "",
+                 http_server_describe(m->http), store_get_path(m->store),
+                 pos_token ? "need the POS token" : "open (no POS token configured)",
+                 admin_token ? "need the admin token" : "closed (no admin token configured)");
+        return 0;
+}
+
 static int manager_heartbeat_options(Manager *m, HeartbeatOptions *o, char **token) {
         int r;
 
@@ -797,6 +851,13 @@ int manager_reload(Manager *m) {
             c->buffer_capacity != m->config->buffer_capacity || !streq(c->bus_address, m->config->bus_address))
                 log_notice("Changes to [HTTP] Listen=, [Buffer] Path=/Capacity= and [Bus] Address= take effect "
                            "after a restart.");
+        if (!streq(c->http_pos_token, m->config->http_pos_token) ||
+            !streq(c->http_admin_token, m->config->http_admin_token) ||
+            !streq(c->http_tls_certificate, m->config->http_tls_certificate) ||
+            !streq(c->http_tls_key, m->config->http_tls_key) ||
+            c->http_allow_insecure != m->config->http_allow_insecure)
+                log_notice("Changes to [HTTP] PosToken=, AdminToken=, TLSCertificate=, TLSKey= and AllowInsecure= "
+                           "take effect after a restart (systemd passes credentials when a service starts).");
 
         config_free(m->config);
         m->config = TAKE_PTR(c);
@@ -1041,18 +1102,9 @@ int manager_start(Manager *m) {
                 return r;
         m->counters_published = *store_get_counters(m->store);
 
-        r = http_server_new(&m->http, m->event,
-                            &(HttpServerOptions) {
-                                    .max_body_size = m->config->http_max_body_size,
-                                    .max_connections = m->config->http_max_connections,
-                                    .connection_timeout = m->config->http_connection_timeout,
-                                    .max_header_size = m->config->http_max_header_size,
-                                    .listen = m->config->http_listen,
-                            },
-                            http_api_routes, m);
+        r = manager_setup_http(m);
         if (r < 0)
                 return r;
-        log_info("Serving HTTP on %s, buffer %s.", http_server_describe(m->http), store_get_path(m->store));
 
         {
                 _cleanup_(token_freep) char *token = NULL;
