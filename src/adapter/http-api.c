@@ -586,7 +586,12 @@ static void api_on_dlq_change(Sync *s, int error, void *userdata) {
                 return;
         }
         if (error == -EALREADY) {
-                (void) http_request_reply_error(req, 409, "Receipt %s has no open dead letter", id);
+                (void) http_request_reply_error(req, 409, "Receipt %s is not in the dead-letter queue", id);
+                return;
+        }
+        if (error == -ESTALE) {
+                (void) http_request_reply_error(req, 409, "The dead letter of receipt %s is resolved: it was "
+                                                "handled outside the adapter, and that is final", id);
                 return;
         }
         if (error < 0) {

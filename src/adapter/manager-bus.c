@@ -331,7 +331,11 @@ static void method_on_dlq_change(Sync *s, int error, void *userdata) {
                 r = sd_bus_reply_method_errorf(message, KKT_BUS_ERROR("NotFound"), "No receipt with this id");
         else if (error == -EALREADY)
                 r = sd_bus_reply_method_errorf(message, KKT_BUS_ERROR("Conflict"),
-                                               "The receipt has no open dead letter");
+                                               "The receipt is not in the dead-letter queue");
+        else if (error == -ESTALE)
+                r = sd_bus_reply_method_errorf(message, KKT_BUS_ERROR("Conflict"),
+                                               "The dead letter is resolved: it was handled outside the "
+                                               "adapter, and that is final");
         else if (error < 0)
                 r = sd_bus_reply_method_errorf(message, KKT_BUS_ERROR("Unavailable"),
                                                "Receipt buffer unavailable: %s", strerror(-error));
