@@ -10,6 +10,7 @@ Python's standard library only, so it runs on a bare Debian machine.
 import json
 import os
 import secrets
+import shlex
 import shutil
 import signal
 import socket
@@ -57,7 +58,7 @@ class Daemon:
     pos-token, when given. credentials: more credentials, {name: text}."""
 
     def __init__(self, config="", env=None, watchdog_usec=None, args=(), socket_activation=True, name="kkt",
-                 admin_token=True, pos_token=None, credentials=None):
+                 admin_token=True, pos_token=None, credentials=None, private_files=None):
         self.tmp = tempfile.mkdtemp(prefix=f"{name}-")
         self.state_dir = os.path.join(self.tmp, "state")
         os.mkdir(self.state_dir)
@@ -65,6 +66,9 @@ class Daemon:
         os.mkdir(self.credentials_dir, 0o700)
         self.admin_token = secrets.token_urlsafe(24) if admin_token is True else admin_token
         self.pos_token = pos_token
+        # {"/etc/group": "/tmp/.../group"}: the daemon runs in a mount namespace of its own (unshare, as root)
+        # where these files are bind-mounted over the system's; nothing outside it sees them.
+        self.private_files = dict(private_files or {})
         creds = dict(credentials or {})
         if self.admin_token:
             creds["admin-token"] = self.admin_token + "\n"
@@ -148,8 +152,14 @@ class Daemon:
             pass_fds = (3,)
 
         # LISTEN_PID must be the daemon's own pid: let the shell put in its $$ and exec into the daemon.
-        cmd = ["/bin/sh", "-c", 'if [ -n "$LISTEN_FDS" ]; then export LISTEN_PID=$$; fi; exec "$0" "$@"',
-               DAEMON, f"--config={self.config_path}"] + self.args
+        script = 'if [ -n "$LISTEN_FDS" ]; then export LISTEN_PID=$$; fi; exec "$0" "$@"'
+        prefix = []
+        if self.private_files:
+            # unshare execs the shell in the same process, so $$ is still the daemon's pid.
+            prefix = ["unshare", "--mount", "--propagation", "private"]
+            script = "".join(f"mount --bind {shlex.quote(src)} {shlex.quote(dst)} || exit 1; "
+                             for dst, src in self.private_files.items()) + script
+        cmd = prefix + ["/bin/sh", "-c", script, DAEMON, f"--config={self.config_path}"] + self.args
         if getattr(self, "log", None):
             self.log.close()
         self.log = open(self.log_path, "ab")
