@@ -447,8 +447,10 @@ static bool http_request_check_access(HttpRequest *req, HttpAccess access) {
         bearer = http_request_bearer(req, &l);
         if (bearer) {
                 token = strndup(bearer, l);
-                if (!token)
-                        return (void) http_request_reply_error(req, 500, "Out of memory"), false;
+                if (!token) {
+                        (void) http_request_reply_error(req, 500, "Out of memory");
+                        return false;
+                }
                 /* Both compared, so the time does not tell which one matched. */
                 is_admin = s->admin_token && token_equal(token, s->admin_token);
                 is_pos = s->pos_token && token_equal(token, s->pos_token);
@@ -913,6 +915,7 @@ int http_server_new(HttpServer **ret, sd_event *event, const HttpServerOptions *
                     void *userdata) {
         _cleanup_(http_server_freep) HttpServer *s = NULL;
         char **names = NULL;
+        bool refused = false;
         int n, r = 0;
 
         s = new0(HttpServer, 1);
@@ -952,9 +955,9 @@ int http_server_new(HttpServer **ret, sd_event *event, const HttpServerOptions *
                 /* Whatever systemd passed, listening yet or not: it is served only if it may be. */
                 if (getsockname(fd, (struct sockaddr *) &ss, &sl) >= 0 && IN_SET(ss.ss_family, AF_INET, AF_INET6)) {
                         (void) http_describe_fd(fd, &what);
-                        r = http_server_check_exposure(s, (struct sockaddr *) &ss, sl,
-                                                       strna(what));
+                        r = http_server_check_exposure(s, (struct sockaddr *) &ss, sl, strna(what));
                         if (r < 0) {
+                                refused = true;
                                 for (int j = i; j < n; j++)
                                         safe_close(SD_LISTEN_FDS_START + j);
                                 break;
@@ -980,8 +983,8 @@ int http_server_new(HttpServer **ret, sd_event *event, const HttpServerOptions *
                         free(names[i]);
                 free(names);
         }
-        if (r == -EPERM)
-                return r; /* refused above, with its reason */
+        if (refused)
+                return r; /* logged with its reason */
         if (n > 0 && r < 0)
                 return log_error_errno(r, "Failed to serve HTTP on the passed socket: %m");
 

@@ -151,45 +151,25 @@ static int manager_read_http_secret(const char *key, const char *value, SecretFl
         return 0;
 }
 
-static int manager_setup_http(Manager *m) {
-        _cleanup_(token_freep) char *pos_token = NULL, *admin_token = NULL, *certificate = NULL, *key = NULL;
+/* The HTTP API's secrets; each NULL when not configured. */
+static int manager_read_http_secrets(Manager *m, char **ret_pos_token, char **ret_admin_token,
+                                     char **ret_certificate, char **ret_key) {
         const Config *c = m->config;
         int r;
 
-        r = manager_read_http_secret("PosToken", c->http_pos_token, 0, &pos_token);
+        r = manager_read_http_secret("PosToken", c->http_pos_token, 0, ret_pos_token);
         if (r >= 0)
-                r = manager_read_http_secret("AdminToken", c->http_admin_token, 0, &admin_token);
+                r = manager_read_http_secret("AdminToken", c->http_admin_token, 0, ret_admin_token);
         if (r >= 0)
                 r = manager_read_http_secret("TLSCertificate", c->http_tls_certificate, SECRET_PEM | SECRET_PUBLIC,
-                                             &certificate);
+                                             ret_certificate);
         if (r >= 0)
-                r = manager_read_http_secret("TLSKey", c->http_tls_key, SECRET_PEM, &key);
+                r = manager_read_http_secret("TLSKey", c->http_tls_key, SECRET_PEM, ret_key);
         if (r < 0)
                 return r;
-        if (pos_token && admin_token && token_equal(pos_token, admin_token))
+        if (*ret_pos_token && *ret_admin_token && token_equal(*ret_pos_token, *ret_admin_token))
                 return log_error_errno(EINVAL, "[HTTP] PosToken= and AdminToken= hold the same token; the POS "
                                        "would be an administrator. Give each its own.");
-
-        r = http_server_new(&m->http, m->event,
-                            &(HttpServerOptions) {
-                                    .max_body_size = c->http_max_body_size,
-                                    .max_connections = c->http_max_connections,
-                                    .connection_timeout = c->http_connection_timeout,
-                                    .max_header_size = c->http_max_header_size,
-                                    .listen = c->http_listen,
-                                    .pos_token = pos_token,
-                                    .admin_token = admin_token,
-                                    .tls_certificate = certificate,
-                                    .tls_key = key,
-                                    .allow_insecure = c->http_allow_insecure,
-                            },
-                            http_api_routes, m);
-        if (r < 0)
-                return r;
-        log_info("Serving HTTP%s on %s, buffer %s; POS paths %s, admin paths %s.", key ? "S (TLS)" : "",
-                 http_server_describe(m->http), store_get_path(m->store),
-                 pos_token ? "need the POS token" : "open (no POS token configured)",
-                 admin_token ? "need the admin token" : "closed (no admin token configured)");
         return 0;
 }
 
@@ -1038,6 +1018,7 @@ static int manager_add_signal(Manager *m, sd_event_source **s, int sig, sd_event
 }
 
 int manager_start(Manager *m) {
+        _cleanup_(token_freep) char *pos_token = NULL, *admin_token = NULL, *certificate = NULL, *key = NULL;
         int r;
 
         /* The signals are blocked by main() before any thread exists, so they arrive only here. */
@@ -1102,9 +1083,30 @@ int manager_start(Manager *m) {
                 return r;
         m->counters_published = *store_get_counters(m->store);
 
-        r = manager_setup_http(m);
+        r = manager_read_http_secrets(m, &pos_token, &admin_token, &certificate, &key);
         if (r < 0)
                 return r;
+        r = http_server_new(&m->http, m->event,
+                            &(HttpServerOptions) {
+                                    .max_body_size = m->config->http_max_body_size,
+                                    .max_connections = m->config->http_max_connections,
+                                    .connection_timeout = m->config->http_connection_timeout,
+                                    .max_header_size = m->config->http_max_header_size,
+                                    .listen = m->config->http_listen,
+                                    .pos_token = pos_token,
+                                    .admin_token = admin_token,
+                                    .tls_certificate = certificate,
+                                    .tls_key = key,
+                                    .allow_insecure = m->config->http_allow_insecure,
+                            },
+                            http_api_routes, m);
+        if (r < 0)
+                return r;
+        log_info("Serving HTTP%s on %s, buffer %s.", key ? "S" : "", http_server_describe(m->http),
+                 store_get_path(m->store));
+        log_info("HTTP access: POS paths %s, administrative paths %s.",
+                 pos_token ? "need the POS token" : "open (no POS token configured)",
+                 admin_token ? "need the admin token" : "closed (no admin token configured)");
 
         {
                 _cleanup_(token_freep) char *token = NULL;
