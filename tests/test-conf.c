@@ -231,9 +231,9 @@ static void test_every_kind_of_bad_value(void) {
 static void test_http_access_keys(void) {
         _cleanup_(config_freep) Config *c = NULL, *d = NULL;
         _cleanup_free_ char *error = NULL;
-        _cleanup_free_ char *path = write_file("access.conf", "[HTTP]\nPosToken=/etc/kkt-adapter/pos\n"
-                                                              "AdminToken=erp-admin\nTLSKey=/etc/ssl/key.pem\n"
-                                                              "AllowInsecure=Yes\n");
+        _cleanup_free_ char *path = write_file("access.conf",
+                                               "[HTTP]\nPosToken=/etc/kkt-adapter/pos\nAdminToken=erp-admin\n"
+                                               "TLSKey=/etc/ssl/key.pem\nAllowInsecure=Yes\n");
 
         clear_env();
         ASSERT_OK(config_load("/dev/null", &c, &error));
@@ -279,9 +279,10 @@ static void test_dump_reads_back_unchanged(void) {
         _cleanup_(config_freep) Config *a = NULL, *b = NULL;
         _cleanup_free_ char *error = NULL, *dump_a = NULL, *dump_b = NULL;
         size_t la = 0, lb = 0;
-        _cleanup_free_ char *path = write_file("dump-src.conf", "[HTTP]\nConnectionTimeout=90s\nAllowInsecure=true\n"
-                                                        "AdminToken=/etc/a\n[Sync]\nMaxBackoff=90500ms\n"
-                                                        "[Adapter]\nId=desk\n");
+        _cleanup_free_ char *path = write_file("dump-src.conf",
+                                               "[HTTP]\nConnectionTimeout=90s\nAllowInsecure=true\n"
+                                               "AdminToken=/etc/a\n[Sync]\nMaxBackoff=90500ms\n"
+                                               "[Adapter]\nId=desk\n");
         _cleanup_free_ char *dump_path = NULL;
         FILE *f;
 

@@ -61,7 +61,8 @@ static void test_every_route_has_its_intended_access(void) {
                         found = true;
                         if (expected[i].access != r->access) {
                                 fprintf(stderr, "%s is %s, expected %s\n", r->pattern,
-                                        http_access_to_string(r->access), http_access_to_string(expected[i].access));
+                                        http_access_to_string(r->access),
+                                        http_access_to_string(expected[i].access));
                                 exit(EXIT_FAILURE);
                         }
                 }

@@ -815,7 +815,7 @@ static void test_resolved_dead_letter_keeps_its_receipt_in_the_dlq_for_good(void
                           "WHERE receipt_id = ?",
                       r->ids[0]);
         ASSERT_STREQ(row, "1/filed on paper/ops");
-        /* Resolved is final: neither resolved again nor retried (that would send what was handled by hand). */
+        /* Resolved is final: not resolved again nor retried (that would send what was handled by hand). */
         ASSERT_ERROR(dlq_resolve(&e, r->ids[0], "again"), ESTALE);
         ASSERT_ERROR(dlq_retry(&e, r->ids[0]), ESTALE);
         assert_status(&e, r->ids[0], "dlq");

@@ -160,8 +160,9 @@ static void test_not_a_regular_file_is_refused(void) {
 
 static void test_pem_keeps_its_lines_and_a_certificate_may_be_public(void) {
         static const char pem[] = "-----BEGIN CERTIFICATE-----\r\nMIIB\tAA==\n-----END CERTIFICATE-----\n\n";
-        _cleanup_free_ char *cert = write_token("cert.pem", pem, 0644), *key = write_token("key.pem", pem, 0644),
-                            *ctrl = write_token("ctrl.pem", "-----BEGIN\x01-----\n", 0600), *big = NULL;
+        _cleanup_free_ char *cert = write_token("cert.pem", pem, 0644);
+        _cleanup_free_ char *key = write_token("key.pem", pem, 0644);
+        _cleanup_free_ char *ctrl = write_token("ctrl.pem", "-----BEGIN\x01-----\n", 0600), *big = NULL;
         _cleanup_free_ char *huge = malloc(SECRET_PEM_SIZE_MAX + 1);
         _cleanup_(token_freep) char *c = NULL, *ok = NULL;
         char *t = NULL;
@@ -220,7 +221,8 @@ static uint64_t time_compare(const char *presented, const char *expected, unsign
                 r = token_equal(presented, expected);
                 clock_gettime(CLOCK_MONOTONIC, &b);
                 (void) r;
-                d = (uint64_t) (b.tv_sec - a.tv_sec) * 1000000000ULL + (uint64_t) b.tv_nsec - (uint64_t) a.tv_nsec;
+                d = (uint64_t) (b.tv_sec - a.tv_sec) * 1000000000ULL + (uint64_t) b.tv_nsec -
+                    (uint64_t) a.tv_nsec;
                 best = MIN(best, d);
         }
         return best;

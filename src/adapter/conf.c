@@ -268,7 +268,8 @@ static bool credential_valid(const char *s) {
 }
 
 static int boolean_from_string(const char *s) {
-        static const char *const yes[] = { "yes", "true", "on", "1" }, *const no[] = { "no", "false", "off", "0" };
+        static const char *const yes[] = { "yes", "true", "on", "1" };
+        static const char *const no[] = { "no", "false", "off", "0" };
 
         for (size_t i = 0; i < ELEMENTSOF(yes); i++) {
                 if (strcasecmp(s, yes[i]) == 0)
@@ -415,8 +416,8 @@ static int config_assign(Config *c, const ConfigItem *item, const char *value, c
 
         case CONFIG_CREDENTIAL:
                 if (!credential_valid(value))
-                        return FAIL("not a credential name (a file name without '/' or spaces) or an absolute "
-                                    "path");
+                        return FAIL("not a credential name (a file name without '/' or spaces) or an "
+                                    "absolute path");
                 return free_and_strdup(p, value);
 
         case CONFIG_BOOLEAN:

@@ -590,8 +590,10 @@ static void api_on_dlq_change(Sync *s, int error, void *userdata) {
                 return;
         }
         if (error == -ESTALE) {
-                (void) http_request_reply_error(req, 409, "The dead letter of receipt %s is resolved: it was "
-                                                "handled outside the adapter, and that is final", id);
+                (void) http_request_reply_error(req, 409,
+                                                "The dead letter of receipt %s is resolved: it was handled "
+                                                "outside the adapter, and that is final",
+                                                id);
                 return;
         }
         if (error < 0) {

@@ -462,8 +462,9 @@ static bool http_request_check_access(HttpRequest *req, HttpAccess access) {
         if (access == HTTP_ACCESS_ADMIN && !s->admin_token) {
                 status = 403;
                 challenge = NULL;
-                why = "Administrative operations over HTTP are disabled: no admin token is configured ([HTTP] "
-                      "AdminToken=, credential admin-token); use kktctl over D-Bus as a member of kkt-admin";
+                why = "Administrative operations over HTTP are disabled: no admin token is configured "
+                      "([HTTP] AdminToken=, credential admin-token); use kktctl over D-Bus as a member of "
+                      "kkt-admin";
         } else if (is_pos) {
                 status = 403;
                 challenge = HTTP_AUTH_REALM ", error=\"insufficient_scope\"";
@@ -471,9 +472,12 @@ static bool http_request_check_access(HttpRequest *req, HttpAccess access) {
         } else {
                 status = 401;
                 challenge = bearer ? HTTP_AUTH_REALM ", error=\"invalid_token\"" : HTTP_AUTH_REALM;
-                why = bearer ? "The bearer token is not valid"
-                             : access == HTTP_ACCESS_ADMIN ? "This needs the admin token: Authorization: Bearer TOKEN"
-                                                            : "This needs a token: Authorization: Bearer TOKEN";
+                if (bearer)
+                        why = "The bearer token is not valid";
+                else if (access == HTTP_ACCESS_ADMIN)
+                        why = "This needs the admin token: Authorization: Bearer TOKEN";
+                else
+                        why = "This needs a token: Authorization: Bearer TOKEN";
         }
 
         if (ratelimit_below(&s->log_ratelimit, NULL)) {
@@ -784,7 +788,8 @@ bool http_sockaddr_is_loopback(const struct sockaddr *sa, socklen_t len) {
 
 /* A listener other machines can reach carries receipts and bearer tokens over the network: only with TLS
  * and a POS token, unless the configuration accepts the risk. */
-static int http_server_check_exposure(HttpServer *s, const struct sockaddr *sa, socklen_t len, const char *what) {
+static int http_server_check_exposure(HttpServer *s, const struct sockaddr *sa, socklen_t len,
+                                      const char *what) {
         const char *missing;
 
         if (http_sockaddr_is_loopback(sa, len) || (s->tls_key && s->pos_token))
@@ -798,10 +803,12 @@ static int http_server_check_exposure(HttpServer *s, const struct sockaddr *sa, 
                             "receipts.", what, missing);
                 return 0;
         }
-        return log_error_errno(EPERM, "Refusing to serve HTTP on %s: it is not a loopback address and %s. Set "
-                               "[HTTP] TLSCertificate= and TLSKey= (credentials tls-certificate and tls-key) and "
-                               "[HTTP] PosToken= (credential pos-token), or [HTTP] AllowInsecure=yes to serve "
-                               "it anyway.", what, missing);
+        return log_error_errno(EPERM,
+                               "Refusing to serve HTTP on %s: it is not a loopback address and %s. Set "
+                               "[HTTP] TLSCertificate= and TLSKey= (credentials tls-certificate and "
+                               "tls-key) and [HTTP] PosToken= (credential pos-token), or [HTTP] "
+                               "AllowInsecure=yes to serve it anyway.",
+                               what, missing);
 }
 
 static int http_bind(HttpServer *s, const char *listen_address, int *ret_fd) {
@@ -936,12 +943,14 @@ int http_server_new(HttpServer **ret, sd_event *event, const HttpServerOptions *
             secret_dup(options->tls_key, &s->tls_key) < 0)
                 return log_oom();
         if (!s->tls_certificate != !s->tls_key)
-                return log_error_errno(EINVAL, "TLS needs both a certificate and its key ([HTTP] TLSCertificate= "
+                return log_error_errno(EINVAL,
+                                       "TLS needs both a certificate and its key ([HTTP] TLSCertificate= "
                                        "and TLSKey=), only the %s was given.",
                                        s->tls_key ? "key" : "certificate");
         if (s->tls_key && MHD_is_feature_supported(MHD_FEATURE_TLS) != MHD_YES)
-                return log_error_errno(EOPNOTSUPP, "libmicrohttpd was built without TLS; [HTTP] TLSCertificate= "
-                                       "and TLSKey= cannot be used.");
+                return log_error_errno(EOPNOTSUPP,
+                                       "libmicrohttpd was built without TLS; [HTTP] TLSCertificate= and "
+                                       "TLSKey= cannot be used.");
 
         n = sd_listen_fds_with_names(true, &names);
         if (n < 0)
@@ -953,7 +962,8 @@ int http_server_new(HttpServer **ret, sd_event *event, const HttpServerOptions *
                 _cleanup_free_ char *what = NULL;
 
                 /* Whatever systemd passed, listening yet or not: it is served only if it may be. */
-                if (getsockname(fd, (struct sockaddr *) &ss, &sl) >= 0 && IN_SET(ss.ss_family, AF_INET, AF_INET6)) {
+                if (getsockname(fd, (struct sockaddr *) &ss, &sl) >= 0 &&
+                    IN_SET(ss.ss_family, AF_INET, AF_INET6)) {
                         (void) http_describe_fd(fd, &what);
                         r = http_server_check_exposure(s, (struct sockaddr *) &ss, sl, strna(what));
                         if (r < 0) {

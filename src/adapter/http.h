@@ -32,8 +32,8 @@ typedef int (*HttpHandler)(HttpRequest *req, void *userdata);
 /* Who may call a route, checked before the handler runs (and before a body is read). ADMIN is 0 on purpose:
  * a route that does not say is closed, not open. */
 typedef enum HttpAccess {
-        HTTP_ACCESS_ADMIN = 0, /* "Authorization: Bearer" with the admin token; 403 while none is configured */
-        HTTP_ACCESS_POS,       /* the POS token or the admin token, while a POS token is configured; else open */
+        HTTP_ACCESS_ADMIN = 0, /* the admin token; 403 while none is configured */
+        HTTP_ACCESS_POS,       /* the POS or the admin token while a POS token is configured; else open */
         HTTP_ACCESS_PUBLIC,    /* whoever reaches the listener */
 } HttpAccess;
 

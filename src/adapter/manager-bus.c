@@ -37,8 +37,9 @@ static int bus_caller_credentials(sd_bus_message *message, uid_t *ret_uid, uint3
 
         if (!sender)
                 return -ENXIO; /* not from a bus: nobody vouches for it */
-        r = sd_bus_call_method(sd_bus_message_get_bus(message), "org.freedesktop.DBus", "/org/freedesktop/DBus",
-                               "org.freedesktop.DBus", "GetConnectionCredentials", &error, &reply, "s", sender);
+        r = sd_bus_call_method(sd_bus_message_get_bus(message), "org.freedesktop.DBus",
+                               "/org/freedesktop/DBus", "org.freedesktop.DBus", "GetConnectionCredentials",
+                               &error, &reply, "s", sender);
         if (r < 0)
                 return r;
         r = sd_bus_message_enter_container(reply, 'a', "{sv}");
@@ -107,8 +108,10 @@ static int manager_check_caller(Manager *m, sd_bus_message *message, Privilege p
 
         r = bus_caller_credentials(message, &uid, &gids, &n_gids);
         if (r < 0 && !(r == -ENODATA && uid != (uid_t) -1)) {
-                log_debug_errno(r, "Cannot ask the bus who %s is: %m", strna(sd_bus_message_get_sender(message)));
-                return sd_bus_error_set(error, KKT_BUS_ERROR("AccessDenied"), "Caller's identity is unknown");
+                log_debug_errno(r, "Cannot ask the bus who %s is: %m",
+                                strna(sd_bus_message_get_sender(message)));
+                return sd_bus_error_set(error, KKT_BUS_ERROR("AccessDenied"),
+                                        "Caller's identity is unknown");
         }
         if (ret_uid)
                 *ret_uid = uid;
@@ -117,14 +120,15 @@ static int manager_check_caller(Manager *m, sd_bus_message *message, Privilege p
 
         if (r == -ENODATA)
                 return sd_bus_error_setf(error, KKT_BUS_ERROR("AccessDenied"),
-                                         "Only root and members of %s may do this, and this bus does not say "
-                                         "which groups the caller is in",
+                                         "Only root and members of %s may do this, and this bus does not "
+                                         "say which groups the caller is in",
                                          p == PRIVILEGE_POS ? "kkt-pos or kkt-admin" : "kkt-admin");
         for (size_t i = 0; i < n_gids; i++)
                 if (gid_allowed(m, (gid_t) gids[i], p))
                         return 0;
 
-        return sd_bus_error_setf(error, KKT_BUS_ERROR("AccessDenied"), "Only root and members of %s may do this",
+        return sd_bus_error_setf(error, KKT_BUS_ERROR("AccessDenied"),
+                                 "Only root and members of %s may do this",
                                  p == PRIVILEGE_POS ? "kkt-pos or kkt-admin" : "kkt-admin");
 }
 

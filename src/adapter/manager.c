@@ -161,15 +161,16 @@ static int manager_read_http_secrets(Manager *m, char **ret_pos_token, char **re
         if (r >= 0)
                 r = manager_read_http_secret("AdminToken", c->http_admin_token, 0, ret_admin_token);
         if (r >= 0)
-                r = manager_read_http_secret("TLSCertificate", c->http_tls_certificate, SECRET_PEM | SECRET_PUBLIC,
-                                             ret_certificate);
+                r = manager_read_http_secret("TLSCertificate", c->http_tls_certificate,
+                                             SECRET_PEM | SECRET_PUBLIC, ret_certificate);
         if (r >= 0)
                 r = manager_read_http_secret("TLSKey", c->http_tls_key, SECRET_PEM, ret_key);
         if (r < 0)
                 return r;
         if (*ret_pos_token && *ret_admin_token && token_equal(*ret_pos_token, *ret_admin_token))
-                return log_error_errno(EINVAL, "[HTTP] PosToken= and AdminToken= hold the same token; the POS "
-                                       "would be an administrator. Give each its own.");
+                return log_error_errno(EINVAL,
+                                       "[HTTP] PosToken= and AdminToken= hold the same token; the POS would "
+                                       "be an administrator. Give each its own.");
         return 0;
 }
 
@@ -836,8 +837,9 @@ int manager_reload(Manager *m) {
             !streq(c->http_tls_certificate, m->config->http_tls_certificate) ||
             !streq(c->http_tls_key, m->config->http_tls_key) ||
             c->http_allow_insecure != m->config->http_allow_insecure)
-                log_notice("Changes to [HTTP] PosToken=, AdminToken=, TLSCertificate=, TLSKey= and AllowInsecure= "
-                           "take effect after a restart (systemd passes credentials when a service starts).");
+                log_notice("Changes to [HTTP] PosToken=, AdminToken=, TLSCertificate=, TLSKey= and "
+                           "AllowInsecure= take effect after a restart (systemd passes credentials when a "
+                           "service starts).");
 
         config_free(m->config);
         m->config = TAKE_PTR(c);

@@ -34,7 +34,8 @@ bool token_equal(const char *presented, const char *expected) {
         /* Every byte of the expected token is looked at, wherever the first difference is: no early exit,
          * and the accumulator is volatile so that the compiler does not add one. */
         for (size_t i = 0; i < m; i++)
-                d |= (unsigned char) ((i < n ? (unsigned char) presented[i] : 0U) ^ (unsigned char) expected[i]);
+                d |= (unsigned char) ((i < n ? (unsigned char) presented[i] : 0U) ^
+                                      (unsigned char) expected[i]);
         return (d | (unsigned char) (n != m)) == 0;
 }
 

@@ -15,7 +15,7 @@
 #define SECRET_PEM_SIZE_MAX ((size_t) 256 * 1024)
 
 typedef enum SecretFlags {
-        SECRET_PEM = 1 << 0,    /* PEM text: line breaks and tabs inside are fine; up to SECRET_PEM_SIZE_MAX */
+        SECRET_PEM = 1 << 0,    /* PEM text: line breaks and tabs are fine; up to SECRET_PEM_SIZE_MAX */
         SECRET_PUBLIC = 1 << 1, /* not a secret (a certificate): others may read the file */
 } SecretFlags;
 
