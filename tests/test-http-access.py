@@ -271,6 +271,10 @@ def test_tls_serves_1_2_and_1_3_and_refuses_older(d, ca, other_ca):
     check(status == 200 and "total_receipts" in body, f"over TLS: {status} {body}")
     status, headers, _ = d.request("GET", "/v1/kkt/buffer/status", context=ctx, token=None)
     check(status == 401 and headers.get("www-authenticate", "").startswith("Bearer"), f"no token: {status}")
+    # A receipt: its request waits (suspended) for the commit and the print, then answers over TLS.
+    status, _, answer = d.request("POST", "/v1/kkt/receipt", sample_receipt(), {"Idempotency-Key": "tls-1"},
+                                  context=ctx, token=POS_TOKEN)
+    check(status == 200 and answer["status"] == "printed", f"receipt over TLS: {status} {answer}")
 
 
 @with_tls
