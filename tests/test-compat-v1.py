@@ -68,11 +68,18 @@ def multiple_items():
 
 # -- HTTP, with the raw text: number tokens and the trailing newline are checked on it ----------------------
 
+# The administrative paths, which the ERP calls with the admin token it is configured with (README, "The ERP
+# on another machine"); the POS paths are called as the prototype's clients call them, without a token.
+ADMIN_PATHS = ("/v1/kkt/buffer/sync", "/v1/kkt/dlq", "/v1/kkt/circuit_breaker/")
+
+
 def raw(d, method, path, body=None, headers=None, timeout=30):
     """(status, headers, parsed JSON, raw text)."""
     conn = http.client.HTTPConnection("127.0.0.1", d.port, timeout=timeout)
     try:
         h = dict(headers or {})
+        if path.startswith(ADMIN_PATHS):
+            h["Authorization"] = f"Bearer {d.admin_token}"
         if body is not None:
             body = json.dumps(body).encode()
             h["Content-Type"] = "application/json"
@@ -165,10 +172,19 @@ def test_root_and_docs_answer_the_prototypes_keys():
         check(root["message"] == "KKT Adapter API" and root["docs"] == "/docs" and root["health"] == "/v1/health"
               and root["status"] == "operational" and root["version"] == "0.1.0", f"GET /: {root}")
         docs = get(d, "/docs")
-        paths = {(p["method"], p["path"]) for p in docs["paths"]}
+        paths = {(p["method"], p["path"]): p["access"] for p in docs["paths"]}
         for p in (("POST", "/v1/kkt/receipt"), ("GET", "/v1/kkt/receipt/{id}"), ("GET", "/v1/kkt/buffer/status"),
                   ("POST", "/v1/kkt/buffer/sync"), ("GET", "/v1/kkt/worker/status"), ("GET", "/v1/health")):
             check(p in paths, f"/docs lacks {p}: {sorted(paths)}")
+        # Who may call each: the prototype's clients need no token but on the paths this test's raw() sends
+        # the admin token to (tests/test-http.c checks the whole table).
+        for (method, path), access in paths.items():
+            if path.startswith(ADMIN_PATHS):
+                check(access == "admin", f"/docs: {method} {path} is {access}")
+        for p in (("POST", "/v1/kkt/receipt"), ("GET", "/v1/kkt/receipt/{id}"), ("GET", "/v1/kkt/buffer/status"),
+                  ("GET", "/v1/kkt/worker/status"), ("GET", "/v1/kkt/heartbeat/status")):
+            check(paths[p] == "pos", f"/docs: {p} is {paths[p]}")
+        check(paths[("GET", "/v1/health")] == "public", f"/docs: /v1/health is {paths[('GET', '/v1/health')]}")
         d.stop_clean()
 
 

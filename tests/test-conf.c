@@ -221,6 +221,43 @@ static void test_every_kind_of_bad_value(void) {
         expect_bad("[Bus]\nAddress=nowhere\n", "[Bus] Address=nowhere: not a bus", NULL);
         expect_bad("[Device]\nPrintLatencyMin=2s\nPrintLatencyMax=1s\n", "PrintLatencyMin= must not exceed", NULL);
         expect_bad("[Sync]\nInitialBackoff=10min\nMaxBackoff=1min\n", "InitialBackoff= must not exceed", NULL);
+        expect_bad("[HTTP]\nAllowInsecure=maybe\n", "[HTTP] AllowInsecure=maybe: not a boolean", NULL);
+        expect_bad("[HTTP]\nAdminToken=../admin\n", "[HTTP] AdminToken=../admin: not a credential name", NULL);
+        expect_bad("[HTTP]\nPosToken=pos token\n", "not a credential name", NULL);
+        expect_bad("[HTTP]\nTLSKey=..\n", "not a credential name", NULL);
+}
+
+/* The HTTP listener's secrets name systemd credentials by default; a path names a file instead. */
+static void test_http_access_keys(void) {
+        _cleanup_(config_freep) Config *c = NULL, *d = NULL;
+        _cleanup_free_ char *error = NULL;
+        _cleanup_free_ char *path = write_file("access.conf",
+                                               "[HTTP]\nPosToken=/etc/kkt-adapter/pos\nAdminToken=erp-admin\n"
+                                               "TLSKey=/etc/ssl/key.pem\nAllowInsecure=Yes\n");
+
+        clear_env();
+        ASSERT_OK(config_load("/dev/null", &c, &error));
+        ASSERT_STREQ(c->http_pos_token, "pos-token");
+        ASSERT_STREQ(c->http_admin_token, "admin-token");
+        ASSERT_STREQ(c->http_tls_certificate, "tls-certificate");
+        ASSERT_STREQ(c->http_tls_key, "tls-key");
+        ASSERT_FALSE(c->http_allow_insecure);
+
+        ASSERT_OK(config_load(path, &d, &error));
+        ASSERT_STREQ(d->http_pos_token, "/etc/kkt-adapter/pos");
+        ASSERT_STREQ(d->http_admin_token, "erp-admin");
+        ASSERT_STREQ(d->http_tls_certificate, "tls-certificate");
+        ASSERT_STREQ(d->http_tls_key, "/etc/ssl/key.pem");
+        ASSERT_TRUE(d->http_allow_insecure);
+        ASSERT_OK(config_set(d, "HTTP", "AllowInsecure", "off", "test", 1, &error));
+        ASSERT_FALSE(d->http_allow_insecure);
+        ASSERT_OK(config_set(d, "HTTP", "AllowInsecure", "1", "test", 1, &error));
+        ASSERT_TRUE(d->http_allow_insecure);
+        /* Empty is the default again. */
+        ASSERT_OK(config_set(d, "HTTP", "AllowInsecure", "", "test", 1, &error));
+        ASSERT_FALSE(d->http_allow_insecure);
+        ASSERT_OK(config_set(d, "HTTP", "PosToken", "", "test", 1, &error));
+        ASSERT_STREQ(d->http_pos_token, "pos-token");
 }
 
 static void test_unreadable_file(void) {
@@ -242,8 +279,10 @@ static void test_dump_reads_back_unchanged(void) {
         _cleanup_(config_freep) Config *a = NULL, *b = NULL;
         _cleanup_free_ char *error = NULL, *dump_a = NULL, *dump_b = NULL;
         size_t la = 0, lb = 0;
-        _cleanup_free_ char *path = write_file("dump-src.conf", "[HTTP]\nConnectionTimeout=90s\n[Sync]\nMaxBackoff=90500ms\n"
-                                                        "[Adapter]\nId=desk\n");
+        _cleanup_free_ char *path = write_file("dump-src.conf",
+                                               "[HTTP]\nConnectionTimeout=90s\nAllowInsecure=true\n"
+                                               "AdminToken=/etc/a\n[Sync]\nMaxBackoff=90500ms\n"
+                                               "[Adapter]\nId=desk\n");
         _cleanup_free_ char *dump_path = NULL;
         FILE *f;
 
@@ -255,6 +294,8 @@ static void test_dump_reads_back_unchanged(void) {
         ASSERT_NOT_NULL(strstr(dump_a, "[HTTP]\n"));
         ASSERT_NOT_NULL(strstr(dump_a, "ConnectionTimeout=90s\n"));
         ASSERT_NOT_NULL(strstr(dump_a, "MaxBackoff=90500ms\n"));
+        ASSERT_NOT_NULL(strstr(dump_a, "AllowInsecure=yes\n"));
+        ASSERT_NOT_NULL(strstr(dump_a, "AdminToken=/etc/a\n"));
 
         dump_path = write_file("dumped.conf", dump_a);
         ASSERT_OK(config_load(dump_path, &b, &error));
@@ -288,6 +329,7 @@ int main(void) {
         TEST_RUN(test_environment_overrides_files);
         TEST_RUN(test_bad_environment_names_the_variable);
         TEST_RUN(test_every_kind_of_bad_value);
+        TEST_RUN(test_http_access_keys);
         TEST_RUN(test_unreadable_file);
         TEST_RUN(test_dump_reads_back_unchanged);
         TEST_RUN(test_config_set_applies_one_key);

@@ -629,6 +629,36 @@ def test_refund_check_exits_0_once_the_ofd_acknowledged_the_original_and_9_befor
         fake.stop()
 
 
+def test_a_resolved_dead_letter_is_final_refused_not_try_again():
+    fake = FakeOfd().start()
+    proc, addr = start_bus(os.path.join(tmp, "dlq-bus"))
+    try:
+        fake.mode("status", status=422)  # a permanent refusal: dead-lettered at once
+        config = daemon_config(ofd=fake.url) + "[Sync]\nInterval=200ms\n"
+        with Daemon(config, args=[f"--bus={addr}"], name="kktctl-dlq") as d:
+            d.start()
+            wait_until(lambda: kktctl("status", addr=addr).returncode == EXIT_OK, 20, "the daemon on the bus")
+            r = kktctl("--json", "submit", "--key=kktctl-dlq-1", receipt_file(), addr=addr)
+            expect(r, EXIT_OK, "submit")
+            rid = json.loads(r.stdout)["receipt_id"]
+            wait_until(lambda: [e["receipt_id"] for e in json.loads(kktctl("--json", "dlq", "list",
+                                                                           addr=addr).stdout)] == [rid],
+                       20, "the receipt dead-lettered")
+            r = kktctl("dlq", "resolve", rid, "entered at the OFD portal by hand", addr=addr)
+            expect(r, EXIT_OK, "dlq resolve")
+            r = kktctl("dlq", "resolve", rid, "again", addr=addr)
+            expect(r, EXIT_REFUSED, "dlq resolve of a resolved dead letter")
+            expect_message(r, "resolve the dead letter", "refused", "is resolved")
+            r = kktctl("dlq", "retry", rid, addr=addr)
+            expect(r, EXIT_REFUSED, "dlq retry of a resolved dead letter")
+            expect_message(r, "retry the dead letter", "refused", "final")
+            d.stop_clean()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+        fake.stop()
+
+
 def test_receipt_rejected_retry_and_cancel():
     mon = Monitor()
     try:
@@ -830,6 +860,7 @@ TESTS = [
     test_shift_close_prints_the_z_report_and_shift_open_opens_the_next,
     test_submit_when_the_shift_reaches_24_hours_exits_10_until_it_is_closed,
     test_refund_check_exits_0_once_the_ofd_acknowledged_the_original_and_9_before,
+    test_a_resolved_dead_letter_is_final_refused_not_try_again,
     test_receipt_rejected_retry_and_cancel,
     test_device_shows_what_the_register_reports,
     test_nobody_owns_the_name_means_not_running,

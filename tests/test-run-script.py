@@ -71,6 +71,15 @@ def test_run_script_serves_prints_syncs_and_stops_cleanly():
             return s == 200 and r["state"] == "online"
         wait_until(online, 30, "the heartbeat to go online")
 
+        # The administrative paths: closed without the token run.sh made, open with it.
+        status, _ = http("POST", f"{base}/v1/kkt/buffer/sync")
+        check(status == 401, f"sync without the admin token: {status}")
+        with open(os.path.join(run_dir, "credentials", "admin-token")) as f:
+            token = f.read().strip()
+        check("credentials/admin-token" in text, "the banner does not say where the admin token is")
+        status, answer = http("POST", f"{base}/v1/kkt/buffer/sync", headers={"Authorization": f"Bearer {token}"})
+        check(status == 202, f"sync with the admin token: {status} {answer}")
+
         r = subprocess.run([os.path.join(BUILD, "src", "kktctl", "kktctl"),
                             f"--address=unix:path={run_dir}/bus", "status"],
                            capture_output=True, text=True, timeout=30)

@@ -27,6 +27,7 @@ sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "lib"))
 import dbusclient  # noqa: E402
+from dbusclient import DBusError  # noqa: E402
 from kkttest import (Daemon, FakeOfd, TestFailure, check, closed_port, run_tests,  # noqa: E402
                      sample_receipt, wait_until)
 
@@ -425,9 +426,25 @@ def test_rejected_receipt_is_dead_lettered_then_retried_or_resolved():
         check(status == 200 and answer == {"receipt_id": c, "status": "resolved"},
               f"resolve: {status} {answer}")
 
-        # Refused: retrying a synced receipt, resolving twice, an unknown id, a resolve without a note.
-        check(d.request("POST", f"/v1/kkt/dlq/{a}/retry", b"")[0] == 409, "retry of a synced receipt")
-        check(d.request("POST", f"/v1/kkt/dlq/{c}/resolve", {"note": "again"})[0] == 409, "second resolve")
+        # Refused: retrying a synced receipt, resolving twice, retrying a resolved one (final: it was handled
+        # by hand, a send now would record it twice), an unknown id, a resolve without a note.
+        status, _, answer = d.request("POST", f"/v1/kkt/dlq/{a}/retry", b"")
+        check(status == 409 and "not in the dead-letter queue" in answer["detail"], f"retry of a synced receipt: "
+              f"{status} {answer}")
+        status, _, answer = d.request("POST", f"/v1/kkt/dlq/{c}/resolve", {"note": "again"})
+        check(status == 409 and "is resolved" in answer["detail"] and "final" in answer["detail"],
+              f"second resolve: {status} {answer}")
+        status, _, answer = d.request("POST", f"/v1/kkt/dlq/{c}/retry", b"")
+        check(status == 409 and "is resolved" in answer["detail"], f"retry of a resolved one: {status} {answer}")
+        check(rows(d)[c]["status"] == "dlq", "the resolved receipt left the dead-letter queue")
+        if s.recorder:
+            for member, sig, args in (("RetryDeadLetter", "s", (c,)), ("ResolveDeadLetter", "ss", (c, "again"))):
+                try:
+                    s.call(member, sig, *args)
+                    raise TestFailure(f"{member} of a resolved dead letter succeeded")
+                except DBusError as e:
+                    check(e.name == "org.opticserp.KktAdapter1.Error.Conflict" and "is resolved" in e.message,
+                          f"{member}: {e.name}: {e.message}")
         check(d.request("POST", "/v1/kkt/dlq/no-such-receipt/retry", b"")[0] == 404, "retry of an unknown id")
         check(d.request("POST", f"/v1/kkt/dlq/{c}/resolve", {})[0] == 422, "resolve without a note")
 

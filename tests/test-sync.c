@@ -783,7 +783,9 @@ static void test_rejected_receipt_is_dead_lettered_and_retried_from_the_dlq(void
                 ASSERT_STREQ(note, "retried/admin");
         }
 
+        /* Retried and synced: out of the DLQ, so neither retried nor resolved again (not "resolved"). */
         ASSERT_ERROR(dlq_retry(&e, r->ids[0]), EALREADY);
+        ASSERT_ERROR(dlq_resolve(&e, r->ids[0], "late"), EALREADY);
         ASSERT_ERROR(dlq_retry(&e, "00000000-0000-7000-8000-000000000000"), ENOENT);
         dlq_list(&e, true);
         ASSERT_EQ(e.n_dlq, 0);
@@ -793,7 +795,7 @@ static void test_rejected_receipt_is_dead_lettered_and_retried_from_the_dlq(void
         env_teardown(&e);
 }
 
-static void test_resolved_dead_letter_keeps_its_receipt_in_the_dlq(void) {
+static void test_resolved_dead_letter_keeps_its_receipt_in_the_dlq_for_good(void) {
         _cleanup_free_ Receipts *r = new0(Receipts, 1);
         _cleanup_free_ char *row = NULL;
         SyncOptions o = test_options();
@@ -813,7 +815,10 @@ static void test_resolved_dead_letter_keeps_its_receipt_in_the_dlq(void) {
                           "WHERE receipt_id = ?",
                       r->ids[0]);
         ASSERT_STREQ(row, "1/filed on paper/ops");
-        ASSERT_ERROR(dlq_resolve(&e, r->ids[0], "again"), EALREADY);
+        /* Resolved is final: not resolved again nor retried (that would send what was handled by hand). */
+        ASSERT_ERROR(dlq_resolve(&e, r->ids[0], "again"), ESTALE);
+        ASSERT_ERROR(dlq_retry(&e, r->ids[0]), ESTALE);
+        assert_status(&e, r->ids[0], "dlq");
         ASSERT_ERROR(dlq_resolve(&e, "00000000-0000-7000-8000-000000000000", NULL), ENOENT);
 
         /* Unresolved first. */
@@ -1644,7 +1649,7 @@ int main(void) {
         TEST_RUN(test_unprinted_receipts_are_never_sent);
         TEST_RUN(test_failures_are_retried_with_backoff_then_synced);
         TEST_RUN(test_rejected_receipt_is_dead_lettered_and_retried_from_the_dlq);
-        TEST_RUN(test_resolved_dead_letter_keeps_its_receipt_in_the_dlq);
+        TEST_RUN(test_resolved_dead_letter_keeps_its_receipt_in_the_dlq_for_good);
         TEST_RUN(test_rate_limit_retry_after_is_honoured);
         TEST_RUN(test_retry_after_as_http_date_is_honoured);
         TEST_RUN(test_persistent_failure_dead_letters_after_max_attempts);

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* Pins down where tokens come from (credential before file), what is stripped, and which files are
- * refused: shared with everyone, not regular, empty, too big, or with control characters inside. */
+ * refused: shared with everyone, not regular, empty, too big, or with control characters inside; PEM
+ * secrets with their lines; and that tokens are compared in constant time. */
 
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE 1 /* asprintf */
@@ -10,6 +11,7 @@
 #include <ftw.h>
 #include <stdio.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include "tests.h"
 #include "token.h"
@@ -156,6 +158,99 @@ static void test_not_a_regular_file_is_refused(void) {
         ASSERT_NULL(t);
 }
 
+static void test_pem_keeps_its_lines_and_a_certificate_may_be_public(void) {
+        static const char pem[] = "-----BEGIN CERTIFICATE-----\r\nMIIB\tAA==\n-----END CERTIFICATE-----\n\n";
+        _cleanup_free_ char *cert = write_token("cert.pem", pem, 0644);
+        _cleanup_free_ char *key = write_token("key.pem", pem, 0644);
+        _cleanup_free_ char *ctrl = write_token("ctrl.pem", "-----BEGIN\x01-----\n", 0600), *big = NULL;
+        _cleanup_free_ char *huge = malloc(SECRET_PEM_SIZE_MAX + 1);
+        _cleanup_(token_freep) char *c = NULL, *ok = NULL;
+        char *t = NULL;
+
+        /* Lines inside are part of it; the trailing newlines are stripped as for a token. */
+        ASSERT_OK(read_secret(cert, NULL, SECRET_PEM | SECRET_PUBLIC, &c));
+        ASSERT_STREQ(c, "-----BEGIN CERTIFICATE-----\r\nMIIB\tAA==\n-----END CERTIFICATE-----");
+        /* A private key readable by everyone is refused; a token with lines is refused. */
+        ASSERT_ERROR(read_secret(key, NULL, SECRET_PEM, &t), EPERM);
+        ASSERT_ERROR(read_token(cert, NULL, &t), EPERM);
+        ASSERT_OK(chmod(cert, 0600));
+        ASSERT_ERROR(read_token(cert, NULL, &t), EBADMSG);
+        ASSERT_ERROR(read_secret(ctrl, NULL, SECRET_PEM, &t), EBADMSG);
+        /* A certificate chain may be far longer than a token. */
+        ASSERT_NOT_NULL(huge);
+        memset(huge, 'A', SECRET_PEM_SIZE_MAX + 1);
+        big = write_file(tmpdir, "big.pem", huge, SECRET_PEM_SIZE_MAX + 1, 0600);
+        ASSERT_ERROR(read_secret(big, NULL, SECRET_PEM, &t), EFBIG);
+        free(big);
+        big = write_file(tmpdir, "chain.pem", huge, TOKEN_SIZE_MAX * 4, 0600);
+        ASSERT_OK(read_secret(big, NULL, SECRET_PEM, &ok));
+        ASSERT_EQ(strlen(ok), TOKEN_SIZE_MAX * 4);
+        ASSERT_NULL(t);
+}
+
+static void test_token_equal_is_exact(void) {
+        ASSERT_TRUE(token_equal("s3cr3t-token", "s3cr3t-token"));
+        ASSERT_TRUE(token_equal("", ""));
+        /* Differences anywhere: first byte, last byte, case. */
+        ASSERT_FALSE(token_equal("x3cr3t-token", "s3cr3t-token"));
+        ASSERT_FALSE(token_equal("s3cr3t-tokeN", "s3cr3t-token"));
+        ASSERT_FALSE(token_equal("S3CR3T-TOKEN", "s3cr3t-token"));
+        /* A prefix, an extension, or nothing is not the token, in either direction. */
+        ASSERT_FALSE(token_equal("s3cr3t", "s3cr3t-token"));
+        ASSERT_FALSE(token_equal("s3cr3t-token-and-more", "s3cr3t-token"));
+        ASSERT_FALSE(token_equal("", "s3cr3t-token"));
+        ASSERT_FALSE(token_equal("s3cr3t-token", ""));
+        /* Bytes that differ only in the high bit, or a NUL-free byte that XORs to a small value. */
+        ASSERT_FALSE(token_equal("a\x80", "a\x81"));
+        ASSERT_FALSE(token_equal("\xff", "\x7f"));
+}
+
+/* The comparison reads every byte of the expected token whatever the presented one holds: counted with a
+ * presented token that differs in its first byte, one that differs in its last, and the right one, the
+ * time is the same to within noise. Medians of many rounds, so a busy machine does not make it flaky;
+ * an early-exit comparison (memcmp, strcmp) differs by far more than the margin on a 64 KiB token. */
+static uint64_t time_compare(const char *presented, const char *expected, unsigned rounds) {
+        uint64_t best = UINT64_MAX;
+
+        for (unsigned i = 0; i < rounds; i++) {
+                struct timespec a, b;
+                volatile bool r;
+                uint64_t d;
+
+                clock_gettime(CLOCK_MONOTONIC, &a);
+                r = token_equal(presented, expected);
+                clock_gettime(CLOCK_MONOTONIC, &b);
+                (void) r;
+                d = (uint64_t) (b.tv_sec - a.tv_sec) * 1000000000ULL + (uint64_t) b.tv_nsec -
+                    (uint64_t) a.tv_nsec;
+                best = MIN(best, d);
+        }
+        return best;
+}
+
+static void test_token_equal_takes_the_same_time_wherever_the_difference_is(void) {
+        size_t n = 64 * 1024;
+        _cleanup_free_ char *expected = malloc(n + 1), *first = malloc(n + 1), *last = malloc(n + 1);
+        uint64_t t_first, t_last, t_equal;
+
+        ASSERT_TRUE(expected && first && last);
+        memset(expected, 'k', n);
+        expected[n] = 0;
+        memcpy(first, expected, n + 1);
+        memcpy(last, expected, n + 1);
+        first[0] = 'x';
+        last[n - 1] = 'x';
+
+        t_first = time_compare(first, expected, 200);
+        t_last = time_compare(last, expected, 200);
+        t_equal = time_compare(expected, expected, 200);
+        fprintf(stderr, "token_equal on %zu bytes: first byte differs %" PRIu64 " ns, last %" PRIu64
+                " ns, equal %" PRIu64 " ns\n", n, t_first, t_last, t_equal);
+        /* An early exit would make the first case thousands of times faster than the last. */
+        ASSERT_TRUE(t_first * 4 >= t_last);
+        ASSERT_TRUE(t_first * 4 >= t_equal);
+}
+
 static void test_token_free_accepts_null(void) {
         ASSERT_NULL(token_free(NULL));
         ASSERT_NULL(token_free(strdup("secret")));
@@ -178,6 +273,9 @@ int main(void) {
         TEST_RUN(test_file_shared_with_others_is_refused);
         TEST_RUN(test_bad_contents_are_refused);
         TEST_RUN(test_not_a_regular_file_is_refused);
+        TEST_RUN(test_pem_keeps_its_lines_and_a_certificate_may_be_public);
+        TEST_RUN(test_token_equal_is_exact);
+        TEST_RUN(test_token_equal_takes_the_same_time_wherever_the_difference_is);
         TEST_RUN(test_token_free_accepts_null);
 
         ASSERT_OK(nftw(tmpdir, remove_entry, 16, FTW_DEPTH | FTW_PHYS));

@@ -223,7 +223,8 @@ def test_service_keeps_what_the_daemon_needs():
     # Every loaded credential has a fallback, or systemd 252 refuses to start without the file.
     loads = {v.split(":", 1)[0] for v in u[s].get("LoadCredential", [])}
     sets = {v.split(":", 1)[0] for v in u[s].get("SetCredential", [])}
-    check(loads == {"ofd-token", "heartbeat-token", "atol-web-auth"}, f"LoadCredential= ids {loads}")
+    check(loads == {"ofd-token", "heartbeat-token", "atol-web-auth", "pos-token", "admin-token", "tls-certificate",
+                    "tls-key"}, f"LoadCredential= ids {loads}")
     check(loads <= sets, f"credentials without a SetCredential= fallback: {loads - sets}")
 
 
@@ -234,6 +235,39 @@ def test_socket_listens_on_loopback_port_8000_named_http():
     check(one(u, "Socket", "FileDescriptorName") == "http", "FileDescriptorName= is not http")
     check(one(u, "Install", "WantedBy") == "sockets.target", "not wanted by sockets.target")
     check("man:kkt-adapterd(8)" in one(u, "Unit", "Documentation"), "no Documentation=")
+
+
+LAN_DROPIN = os.path.join(SOURCE_ROOT or "", "units", "kkt-adapter-lan.socket.conf")
+
+
+def test_lan_dropin_verifies_keeps_loopback_and_adds_the_lan_address():
+    """The example for the LAN: as a drop-in of the socket it verifies cleanly, keeps 127.0.0.1:8000 for the
+    desk's POS, adds a LAN address bound even before the interface is up, and names the credentials the
+    service loads (the daemon refuses that address without TLS and a POS token)."""
+    with open(LAN_DROPIN) as f:
+        text = f.read()
+    lines = [l for l in text.splitlines() if l.startswith("ListenStream=")]
+    check(lines and lines[0] == "ListenStream=", "the drop-in does not reset the socket's ListenStream= first")
+    u = parse_unit(LAN_DROPIN)
+    listen = u["Socket"]["ListenStream"]
+    check(listen[0] == "127.0.0.1:8000" and len(listen) == 2 and not listen[1].startswith("127."),
+          f"ListenStream= {listen}")
+    check(one(u, "Socket", "FreeBind") == "yes", "FreeBind= is not yes")
+    service = parse_unit(SERVICE_UNIT)
+    loads = {v.split(":", 1)[0]: v.split(":", 1)[1] for v in service["Service"].get("LoadCredential", [])}
+    for cred in ("tls-certificate", "tls-key", "pos-token", "admin-token"):
+        check(loads.get(cred, "") in text, f"the drop-in does not say where {cred} goes ({loads.get(cred)})")
+    with tempfile.TemporaryDirectory(prefix="kkt-units-") as tmp:
+        service_path, sock = copy_units(tmp)
+        os.mkdir(sock + ".d")
+        shutil.copyfile(LAN_DROPIN, os.path.join(sock + ".d", "50-lan.conf"))
+        rc, err = verify(service_path, sock)
+        check(rc == 0 and err.strip() == "", f"systemd-analyze verify with the drop-in (rc {rc}):\n{err}")
+        # verify reads the drop-in at all: a misspelt key in it must show.
+        with open(os.path.join(sock + ".d", "50-lan.conf"), "a") as f:
+            f.write("ListenStreem=1\n")
+        rc, err = verify(service_path, sock)
+        check("ListenStreem" in err, f"verify did not read the drop-in: {err!r}")
 
 
 def test_sysusers_creates_the_user_and_both_groups():
@@ -302,6 +336,13 @@ def test_install_puts_every_file_in_place():
 
         catalog = pkgconfig_dir("catalogdir", prefix, "lib/systemd/catalog") + "/kkt-adapter.catalog"
         installed(catalog)
+
+        example = os.path.join(under(opts["datadir"]), "doc", "kkt-adapter", "examples", "kkt-adapter.socket.d",
+                               "50-lan.conf")
+        with open(installed(example)) as a, open(LAN_DROPIN) as b:
+            check(a.read() == b.read(), "the installed LAN example differs from the source")
+        check(not [p for p in tree if "/systemd/system/kkt-adapter.socket.d/" in p],
+              "a socket drop-in is installed where systemd would apply it")
 
         config = os.path.join(under(opts["sysconfdir"]), "kkt-adapter", "kkt-adapter.conf")
         with open(installed(config)) as f:
@@ -470,6 +511,7 @@ TESTS = [
     test_exposure_rises_without_the_sandbox,
     test_service_keeps_what_the_daemon_needs,
     test_socket_listens_on_loopback_port_8000_named_http,
+    test_lan_dropin_verifies_keeps_loopback_and_adds_the_lan_address,
     test_sysusers_creates_the_user_and_both_groups,
     test_install_puts_every_file_in_place,
     test_daemon_runs_as_the_units_start_it,

@@ -7,7 +7,7 @@ set -euo pipefail
 packages=(
         meson ninja-build pkg-config gcc
         libsystemd-dev libcurl4-openssl-dev libsqlite3-dev libjson-c-dev libmicrohttpd-dev libinih-dev libssl-dev
-        dbus dbus-daemon systemd curl python3 sqlite3 scdoc groff-base man-db
+        dbus dbus-daemon systemd curl openssl python3 sqlite3 scdoc groff-base man-db
         python3-yaml prometheus # promtool, for the tests of the metrics and of contrib/ (not the server)
 )
 

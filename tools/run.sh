@@ -30,6 +30,11 @@ if [ "${KKT_SKIP_BUILD:-0}" != 1 ]; then
 fi
 
 mkdir -p "$run/state"
+# The administrative HTTP paths need the admin token: a random one, passed as the systemd credential would be.
+mkdir -p -m 0700 "$run/credentials"
+if [ ! -s "$run/credentials/admin-token" ]; then
+        (umask 077; od -An -tx1 -N24 /dev/urandom | tr -d ' \n' >"$run/credentials/admin-token")
+fi
 bus_address="unix:path=$run/bus"
 rm -f "$run/bus"
 
@@ -99,7 +104,7 @@ for _ in $(seq 50); do
 done
 
 systemd-socket-activate -l "127.0.0.1:$port" --fdname=http \
-        -E STATE_DIRECTORY="$run/state" -E PATH="$PATH" \
+        -E STATE_DIRECTORY="$run/state" -E CREDENTIALS_DIRECTORY="$run/credentials" -E PATH="$PATH" \
         "$build/src/adapter/kkt-adapterd" --config="$run/kkt-adapter.conf" --bus="$bus_address" &
 daemon=$!
 pids+=($daemon)
@@ -131,6 +136,9 @@ Look around:
   curl -s http://127.0.0.1:$port/v1/kkt/heartbeat/status
   curl -s http://127.0.0.1:$port/v1/health
   curl -s http://127.0.0.1:$port/metrics
+Administrative paths need the admin token ($run/credentials/admin-token):
+  curl -s -X POST -H "Authorization: Bearer \$(cat $run/credentials/admin-token)" \\
+       http://127.0.0.1:$port/v1/kkt/buffer/sync
 The fiscal day (X report, Z report closing the shift):
   curl -s -X POST http://127.0.0.1:$port/v1/kkt/report/x
   curl -s -X POST http://127.0.0.1:$port/v1/kkt/report/z

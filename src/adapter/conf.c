@@ -34,6 +34,8 @@ typedef enum ConfigType {
         CONFIG_CASHIER,    /* a cashier's name as tag 1021 takes it */
         CONFIG_INN,        /* an INN with a valid checksum (a cashier's: 12 digits) */
         CONFIG_UNKNOWN_FIELDS, /* reject or ignore */
+        CONFIG_CREDENTIAL, /* a systemd credential's name, or an absolute path */
+        CONFIG_BOOLEAN,    /* bool: yes/no, true/false, on/off, 1/0 */
 } ConfigType;
 
 typedef struct ConfigItem {
@@ -54,6 +56,12 @@ static const ConfigItem config_items[] = {
         { "Adapter", "LogLevel", CONFIG_LOG_LEVEL, C(log_level), "info", NOLIMIT, NULL },
 
         { "HTTP", "Listen", CONFIG_LISTEN, C(http_listen), "127.0.0.1:8000", NOLIMIT, NULL },
+        { "HTTP", "PosToken", CONFIG_CREDENTIAL, C(http_pos_token), "pos-token", NOLIMIT, NULL },
+        { "HTTP", "AdminToken", CONFIG_CREDENTIAL, C(http_admin_token), "admin-token", NOLIMIT, NULL },
+        { "HTTP", "TLSCertificate", CONFIG_CREDENTIAL, C(http_tls_certificate), "tls-certificate", NOLIMIT,
+          NULL },
+        { "HTTP", "TLSKey", CONFIG_CREDENTIAL, C(http_tls_key), "tls-key", NOLIMIT, NULL },
+        { "HTTP", "AllowInsecure", CONFIG_BOOLEAN, C(http_allow_insecure), "no", NOLIMIT, NULL },
         { "HTTP", "MaxBodySize", CONFIG_SIZE, C(http_max_body_size), "256K", 1024, 64ULL << 20, NULL },
         { "HTTP", "MaxConnections", CONFIG_UNSIGNED, C(http_max_connections), "256", 1, 65536, NULL },
         { "HTTP", "ConnectionTimeout", CONFIG_TIMESPAN, C(http_connection_timeout), "30s", USEC_PER_SEC,
@@ -161,7 +169,7 @@ int taxations_from_string(const char *s, unsigned *ret) {
 }
 
 static bool config_type_is_string(ConfigType t) {
-        return !IN_SET(t, CONFIG_TIMESPAN, CONFIG_SIZE, CONFIG_UNSIGNED, CONFIG_LOG_LEVEL);
+        return !IN_SET(t, CONFIG_TIMESPAN, CONFIG_SIZE, CONFIG_UNSIGNED, CONFIG_LOG_LEVEL, CONFIG_BOOLEAN);
 }
 
 static int config_error(char **ret_error, const char *source, unsigned line, const ConfigItem *item,
@@ -245,6 +253,31 @@ static bool listen_address_valid(const char *s) {
         if (s[0] == '[') /* [::1]:8000 */
                 return colon[-1] == ']';
         return true;
+}
+
+/* A file name inside $CREDENTIALS_DIRECTORY as LoadCredential= names it, or an absolute path. */
+static bool credential_valid(const char *s) {
+        if (s[0] == '/')
+                return true;
+        if (strlen(s) > 255 || streq(s, ".") || streq(s, ".."))
+                return false;
+        for (const char *p = s; *p; p++)
+                if ((unsigned char) *p <= ' ' || *p == '/' || *p == 0x7f)
+                        return false;
+        return true;
+}
+
+static int boolean_from_string(const char *s) {
+        static const char *const yes[] = { "yes", "true", "on", "1" };
+        static const char *const no[] = { "no", "false", "off", "0" };
+
+        for (size_t i = 0; i < ELEMENTSOF(yes); i++) {
+                if (strcasecmp(s, yes[i]) == 0)
+                        return 1;
+                if (strcasecmp(s, no[i]) == 0)
+                        return 0;
+        }
+        return -EINVAL;
 }
 
 static bool url_valid(const char *s) {
@@ -380,6 +413,19 @@ static int config_assign(Config *c, const ConfigItem *item, const char *value, c
                 if (!streq(value, "reject") && !streq(value, "ignore"))
                         return FAIL("expected reject or ignore");
                 return free_and_strdup(p, value);
+
+        case CONFIG_CREDENTIAL:
+                if (!credential_valid(value))
+                        return FAIL("not a credential name (a file name without '/' or spaces) or an "
+                                    "absolute path");
+                return free_and_strdup(p, value);
+
+        case CONFIG_BOOLEAN:
+                r = boolean_from_string(value);
+                if (r < 0)
+                        return FAIL("not a boolean (expected yes or no)");
+                *(bool *) p = r;
+                return 0;
         }
 #undef FAIL
         assert(false);
@@ -626,6 +672,9 @@ int config_dump(const Config *c, FILE *f) {
                         break;
                 case CONFIG_LOG_LEVEL:
                         fputs(log_level_to_string(*(const int *) p), f);
+                        break;
+                case CONFIG_BOOLEAN:
+                        fputs(*(const bool *) p ? "yes" : "no", f);
                         break;
                 default:
                         fputs(strempty(*(char *const *) p), f);

@@ -4,6 +4,7 @@
 /* The configuration: its defaults, the INI files (main file, then drop-ins in lexical order), the
  * prototype's environment variables on top, validation with file/line/key messages, and the dump. */
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 
@@ -17,6 +18,13 @@ typedef struct Config {
 
         /* [HTTP] */
         char *http_listen;
+        /* Each a credential name (in $CREDENTIALS_DIRECTORY) or an absolute path; a credential that was not
+         * passed (or is empty) means "not configured". */
+        char *http_pos_token;
+        char *http_admin_token;
+        char *http_tls_certificate;
+        char *http_tls_key;
+        bool http_allow_insecure; /* serve a non-loopback address without TLS and a POS token */
         uint64_t http_max_body_size;
         unsigned http_max_connections;
         usec_t http_connection_timeout;

@@ -66,9 +66,14 @@ static int api_root(HttpRequest *req, void *userdata) {
         return api_reply(req, 200, o);
 }
 
-/* GET /docs: where the prototype served its OpenAPI pages; here the paths this daemon answers and where
- * they are described. */
+/* GET /docs: where the prototype served its OpenAPI pages; here the paths this daemon answers, who may call
+ * each (ACCESS in kkt-adapterd(8)) and where they are described. */
 static int api_docs(HttpRequest *req, void *userdata) {
+        static const char *const access[] = {
+                [HTTP_ACCESS_ADMIN] = "admin",
+                [HTTP_ACCESS_POS] = "pos",
+                [HTTP_ACCESS_PUBLIC] = "public",
+        };
         json_object *o = json_object_new_object(), *paths = json_object_new_array();
 
         if (!o || !paths) {
@@ -102,6 +107,7 @@ static int api_docs(HttpRequest *req, void *userdata) {
                         e = json_object_new_object();
                         if (!e || json_add(e, "method", json_object_new_string(methods[i].name)) < 0 ||
                             json_add(e, "path", json_object_new_string(path)) < 0 ||
+                            json_add(e, "access", json_object_new_string(access[route->access])) < 0 ||
                             json_object_array_add(paths, e) < 0) {
                                 json_object_put(e);
                                 json_object_put(paths);
@@ -844,7 +850,14 @@ static void api_on_dlq_change(Sync *s, int error, void *userdata) {
                 return;
         }
         if (error == -EALREADY) {
-                (void) http_request_reply_error(req, 409, "Receipt %s has no open dead letter", id);
+                (void) http_request_reply_error(req, 409, "Receipt %s is not in the dead-letter queue", id);
+                return;
+        }
+        if (error == -ESTALE) {
+                (void) http_request_reply_error(req, 409,
+                                                "The dead letter of receipt %s is resolved: it was handled "
+                                                "outside the adapter, and that is final",
+                                                id);
                 return;
         }
         if (error < 0) {
@@ -997,37 +1010,44 @@ static int api_metrics(HttpRequest *req, void *userdata) {
         return http_request_reply_text(req, 200, "text/plain; version=0.0.4; charset=utf-8", text);
 }
 
+/* Who may call what. The classes are those of the D-Bus policy (org.opticserp.KktAdapter1(5)): what group
+ * kkt-pos may call over the bus needs the POS token here (when one is configured), what only kkt-admin and
+ * root may call needs the admin token (and is closed while none is configured); what everyone may read on
+ * the bus as properties (the register, the shift, the counters) is a POS read here, since the status paths
+ * are the POS's and the ERP's. The shift (open, X, Z) is the cashier's, as on the bus. Health, metrics and
+ * the name stay open for monitoring: counts and states, no receipt, no id. */
 const HttpRoute http_api_routes[] = {
-        { HTTP_GET, "/", api_root },
-        { HTTP_GET, "/docs", api_docs },
-        { HTTP_POST, "/v1/kkt/receipt", api_post_receipt },
-        { HTTP_GET, "/v1/kkt/receipt/*", api_get_receipt },
-        { HTTP_GET, "/v1/kkt/buffer/status", api_buffer_status },
-        { HTTP_GET, "/v1/kkt/heartbeat/status", api_heartbeat_status },
-        { HTTP_GET, "/v1/kkt/device/status", api_device_status },
-        { HTTP_POST, "/v1/kkt/buffer/sync", api_sync_now },
-        { HTTP_GET, "/v1/kkt/worker/status", api_worker_status },
-        { HTTP_GET, "/v1/kkt/dlq", api_dlq_list },
-        { HTTP_POST, "/v1/kkt/dlq/*/retry", api_dlq_retry },
-        { HTTP_POST, "/v1/kkt/dlq/*/resolve", api_dlq_resolve },
-        { HTTP_POST, "/v1/kkt/circuit_breaker/reset", api_breaker_reset },
-        { HTTP_POST, "/v1/kkt/report/x", api_report_x },
-        { HTTP_POST, "/v1/kkt/x_report", api_report_x },
-        { HTTP_POST, "/v1/kkt/report/z", api_report_z },
-        { HTTP_POST, "/v1/kkt/z_report", api_report_z },
-        { HTTP_POST, "/v1/kkt/shift/close", api_report_z },
-        { HTTP_POST, "/v1/kkt/shift/open", api_shift_open },
-        { HTTP_GET, "/v1/kkt/shift", api_shift_status },
-        { HTTP_POST, "/v1/pos/refund", api_refund_check },
-        { HTTP_POST, "/v1/kkt/receipt/*/retry", api_receipt_retry },
-        { HTTP_POST, "/v1/kkt/receipt/*/cancel", api_receipt_cancel },
-        { HTTP_GET, "/v1/kkt/receipts/rejected", api_rejected_list },
+        { HTTP_GET, "/", api_root, HTTP_ACCESS_PUBLIC },
+        { HTTP_GET, "/docs", api_docs, HTTP_ACCESS_PUBLIC },
+        { HTTP_POST, "/v1/kkt/receipt", api_post_receipt, HTTP_ACCESS_POS },
+        { HTTP_GET, "/v1/kkt/receipt/*", api_get_receipt, HTTP_ACCESS_POS },
+        { HTTP_GET, "/v1/kkt/buffer/status", api_buffer_status, HTTP_ACCESS_POS },
+        { HTTP_GET, "/v1/kkt/heartbeat/status", api_heartbeat_status, HTTP_ACCESS_POS },
+        { HTTP_GET, "/v1/kkt/device/status", api_device_status, HTTP_ACCESS_POS },
+        { HTTP_POST, "/v1/kkt/buffer/sync", api_sync_now, HTTP_ACCESS_ADMIN },
+        { HTTP_GET, "/v1/kkt/worker/status", api_worker_status, HTTP_ACCESS_POS },
+        { HTTP_GET, "/v1/kkt/dlq", api_dlq_list, HTTP_ACCESS_ADMIN },
+        { HTTP_POST, "/v1/kkt/dlq/*/retry", api_dlq_retry, HTTP_ACCESS_ADMIN },
+        { HTTP_POST, "/v1/kkt/dlq/*/resolve", api_dlq_resolve, HTTP_ACCESS_ADMIN },
+        { HTTP_POST, "/v1/kkt/circuit_breaker/reset", api_breaker_reset, HTTP_ACCESS_ADMIN },
+        { HTTP_POST, "/v1/kkt/report/x", api_report_x, HTTP_ACCESS_POS },
+        { HTTP_POST, "/v1/kkt/x_report", api_report_x, HTTP_ACCESS_POS },
+        { HTTP_POST, "/v1/kkt/report/z", api_report_z, HTTP_ACCESS_POS },
+        { HTTP_POST, "/v1/kkt/z_report", api_report_z, HTTP_ACCESS_POS },
+        { HTTP_POST, "/v1/kkt/shift/close", api_report_z, HTTP_ACCESS_POS },
+        { HTTP_POST, "/v1/kkt/shift/open", api_shift_open, HTTP_ACCESS_POS },
+        { HTTP_GET, "/v1/kkt/shift", api_shift_status, HTTP_ACCESS_POS },
+        { HTTP_POST, "/v1/pos/refund", api_refund_check, HTTP_ACCESS_POS },
+        { HTTP_POST, "/v1/kkt/receipt/*/retry", api_receipt_retry, HTTP_ACCESS_ADMIN },
+        { HTTP_POST, "/v1/kkt/receipt/*/cancel", api_receipt_cancel, HTTP_ACCESS_ADMIN },
+        { HTTP_GET, "/v1/kkt/receipts/rejected", api_rejected_list, HTTP_ACCESS_ADMIN },
 #if ENABLE_DEBUG_HOOKS
-        { HTTP_POST, "/v1/kkt/debug/device/fault", api_debug_device_fault },
-        { HTTP_POST, "/v1/kkt/debug/device/settings", api_debug_device_settings },
+        /* Test builds only; they make the register fail or age: an admin's business. */
+        { HTTP_POST, "/v1/kkt/debug/device/fault", api_debug_device_fault, HTTP_ACCESS_ADMIN },
+        { HTTP_POST, "/v1/kkt/debug/device/settings", api_debug_device_settings, HTTP_ACCESS_ADMIN },
 #endif
-        { HTTP_GET, "/v1/health", api_health },
-        { HTTP_GET, "/health", api_health },
-        { HTTP_GET, "/metrics", api_metrics },
+        { HTTP_GET, "/v1/health", api_health, HTTP_ACCESS_PUBLIC },
+        { HTTP_GET, "/health", api_health, HTTP_ACCESS_PUBLIC },
+        { HTTP_GET, "/metrics", api_metrics, HTTP_ACCESS_PUBLIC },
         {},
 };

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* Owns libmicrohttpd inside sd-event: one MHD daemon per listening socket in external-epoll mode, its epoll
- * fd as an io source and MHD_get_timeout() as a relative timer; request bodies, limits, routing, and
+ * fd as an io source and MHD_get_timeout() as a relative timer; TLS, the refusal of a listener on the
+ * network without it, bearer-token authorization of each route; request bodies, limits, routing, and
  * answers given while the handler runs or later from a suspended connection. */
 
 #include <arpa/inet.h>
@@ -15,6 +16,7 @@
 #include "http.h"
 #include "json-util.h"
 #include "log.h"
+#include "token.h"
 
 #define HTTP_MAX_ARGS 4
 /* MHD's own hard limit on connections sits above ours, so that the ones over our limit still get a 503
@@ -23,6 +25,9 @@
 /* MHD takes no answer while a body is being received, so a body without Content-Length that outgrows the
  * limit is read to its end and dropped, then answered 413; past this much more, the connection is closed. */
 #define HTTP_DISCARD_MAX (1024U * 1024U)
+/* TLS 1.2 and 1.3 only, GnuTLS's default ciphers for them. */
+#define HTTP_TLS_PRIORITIES "NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2"
+#define HTTP_AUTH_REALM "Bearer realm=\"kkt-adapter\""
 
 typedef struct HttpListener {
         HttpServer *server;
@@ -48,6 +53,11 @@ struct HttpServer {
         HttpServerStats stats;
         char *description;
         RateLimit log_ratelimit;
+        bool starting; /* MHD's messages while a listener starts explain a failure: logged louder */
+
+        /* Our copies of the secrets in options, wiped in http_server_free(). */
+        char *pos_token, *admin_token;
+        char *tls_certificate, *tls_key;
 };
 
 struct HttpRequest {
@@ -368,6 +378,127 @@ static enum MHD_Result http_request_queue(HttpRequest *req) {
         return MHD_queue_response(req->connection, req->status, req->response);
 }
 
+const char *http_access_to_string(HttpAccess a) {
+        switch (a) {
+        case HTTP_ACCESS_ADMIN:
+                return "admin";
+        case HTTP_ACCESS_POS:
+                return "pos";
+        case HTTP_ACCESS_PUBLIC:
+                return "public";
+        }
+        return NULL;
+}
+
+/* The route the request will be dispatched to, NULL when none matches path and method (404 and 405 are
+ * answered after the body, as before). */
+static const HttpRoute *http_server_find_route(HttpServer *s, HttpRequest *req) {
+        for (const HttpRoute *route = s->routes; route && route->pattern; route++)
+                if (route->method == req->method && http_route_match(route->pattern, req->path, NULL))
+                        return route;
+        return NULL;
+}
+
+static void http_request_peer(HttpRequest *req, char *buf, size_t l) {
+        const union MHD_ConnectionInfo *info =
+                MHD_get_connection_info(req->connection, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+        const struct sockaddr *sa = info ? info->client_addr : NULL;
+
+        if (sa && sa->sa_family == AF_INET)
+                inet_ntop(AF_INET, &((const struct sockaddr_in *) sa)->sin_addr, buf, (socklen_t) l);
+        else if (sa && sa->sa_family == AF_INET6)
+                inet_ntop(AF_INET6, &((const struct sockaddr_in6 *) sa)->sin6_addr, buf, (socklen_t) l);
+        else
+                snprintf(buf, l, "a local peer");
+}
+
+/* The token of "Authorization: Bearer TOKEN" (RFC 6750: the scheme in any case), NULL for none or another
+ * scheme. Points into MHD's copy of the header. */
+static const char *http_request_bearer(HttpRequest *req, size_t *ret_len) {
+        const char *h = MHD_lookup_connection_value(req->connection, MHD_HEADER_KIND,
+                                                    MHD_HTTP_HEADER_AUTHORIZATION);
+        size_t l;
+
+        if (!h || strncasecmp(h, "Bearer", 6) != 0 || !IN_SET(h[6], ' ', '\t'))
+                return NULL;
+        h += 6;
+        h += strspn(h, " \t");
+        l = strlen(h);
+        while (l > 0 && IN_SET(h[l - 1], ' ', '\t'))
+                l--;
+        if (l == 0)
+                return NULL;
+        *ret_len = l;
+        return h;
+}
+
+/* Answers 401 or 403 unless the request may call a route of this access class. Tokens are compared in
+ * constant time and never logged. Returns true when the request may go on. */
+static bool http_request_check_access(HttpRequest *req, HttpAccess access) {
+        HttpServer *s = req->server;
+        _cleanup_(token_freep) char *token = NULL;
+        bool is_admin = false, is_pos = false;
+        const char *bearer, *challenge, *why;
+        char peer[INET6_ADDRSTRLEN + 1];
+        unsigned status;
+        size_t l = 0;
+
+        if (access == HTTP_ACCESS_PUBLIC)
+                return true;
+        if (access == HTTP_ACCESS_POS && !s->pos_token)
+                return true; /* no POS token configured: open, as on loopback it always was */
+
+        bearer = http_request_bearer(req, &l);
+        if (bearer) {
+                token = strndup(bearer, l);
+                if (!token) {
+                        (void) http_request_reply_error(req, 500, "Out of memory");
+                        return false;
+                }
+                /* Both compared, so the time does not tell which one matched. */
+                is_admin = s->admin_token && token_equal(token, s->admin_token);
+                is_pos = s->pos_token && token_equal(token, s->pos_token);
+        }
+
+        if (is_admin || (access == HTTP_ACCESS_POS && is_pos))
+                return true;
+
+        if (access == HTTP_ACCESS_ADMIN && !s->admin_token) {
+                status = 403;
+                challenge = NULL;
+                why = "Administrative operations over HTTP are disabled: no admin token is configured "
+                      "([HTTP] AdminToken=, credential admin-token); use kktctl over D-Bus as a member of "
+                      "kkt-admin";
+        } else if (is_pos) {
+                status = 403;
+                challenge = HTTP_AUTH_REALM ", error=\"insufficient_scope\"";
+                why = "This needs the admin token; the POS token does not allow it";
+        } else {
+                status = 401;
+                challenge = bearer ? HTTP_AUTH_REALM ", error=\"invalid_token\"" : HTTP_AUTH_REALM;
+                if (bearer)
+                        why = "The bearer token is not valid";
+                else if (access == HTTP_ACCESS_ADMIN)
+                        why = "This needs the admin token: Authorization: Bearer TOKEN";
+                else
+                        why = "This needs a token: Authorization: Bearer TOKEN";
+        }
+
+        if (ratelimit_below(&s->log_ratelimit, NULL)) {
+                http_request_peer(req, peer, sizeof peer);
+                log_full(bearer && !is_pos ? LOG_NOTICE : LOG_DEBUG, "HTTP: refused %s from %s with %u: %s.",
+                         req->path, peer, status,
+                         bearer && !is_pos ? "a bearer token that matches none" : why);
+        }
+        if (challenge)
+                (void) http_request_add_header(req, MHD_HTTP_HEADER_WWW_AUTHENTICATE, challenge);
+        /* The body, if any, is not read: the connection cannot be used for another request. */
+        if (req->method != HTTP_GET)
+                (void) http_request_add_header(req, MHD_HTTP_HEADER_CONNECTION, "close");
+        (void) http_request_reply_error(req, status, "%s", why);
+        return false;
+}
+
 static enum MHD_Result http_on_access(void *cls, struct MHD_Connection *connection, const char *url,
                                       const char *method, const char *version, const char *upload_data,
                                       size_t *upload_data_size, void **con_cls) {
@@ -376,6 +507,7 @@ static enum MHD_Result http_on_access(void *cls, struct MHD_Connection *connecti
         HttpRequest *req = *con_cls;
 
         if (!req) {
+                const HttpRoute *route;
                 const char *cl;
 
                 req = new0(HttpRequest, 1);
@@ -406,6 +538,9 @@ static enum MHD_Result http_on_access(void *cls, struct MHD_Connection *connecti
                         (void) http_request_reply_error(req, 405, "Method %s not allowed", method);
                         return http_request_queue(req);
                 }
+                route = http_server_find_route(s, req);
+                if (route && !http_request_check_access(req, route->access))
+                        return http_request_queue(req);
 
                 /* Refuse an announced oversized body before reading any of it. */
                 cl = MHD_lookup_connection_value(connection, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
@@ -512,11 +647,11 @@ static void http_on_mhd_log(void *cls, const char *format, va_list ap) {
         HttpServer *s = cls;
         char buf[512];
 
-        if (!ratelimit_below(&s->log_ratelimit, NULL))
+        if (!s->starting && !ratelimit_below(&s->log_ratelimit, NULL))
                 return;
         vsnprintf(buf, sizeof buf, format, ap);
         buf[strcspn(buf, "\n")] = 0;
-        log_debug("HTTP: %s", buf);
+        log_full(s->starting ? LOG_WARNING : LOG_DEBUG, "HTTP: %s", buf);
 }
 
 static void http_listener_arm_timer(HttpListener *l) {
@@ -575,10 +710,20 @@ static int http_listener_start(HttpServer *s, HttpListener *l, int fd) {
         l->server = s;
         l->fd = fd;
 
+        /* MHD hands the key and certificate to GnuTLS when the daemon starts; our copies outlive it. */
+        struct MHD_OptionItem tls_options[] = {
+                { MHD_OPTION_HTTPS_MEM_KEY, 0, s->tls_key },
+                { MHD_OPTION_HTTPS_MEM_CERT, 0, s->tls_certificate },
+                { MHD_OPTION_HTTPS_PRIORITIES, 0, (void *) HTTP_TLS_PRIORITIES },
+                { MHD_OPTION_END, 0, NULL },
+        };
+
         timeout_sec = (unsigned) ((s->options.connection_timeout + USEC_PER_SEC - 1) / USEC_PER_SEC);
+        s->starting = true;
         l->daemon = MHD_start_daemon(
-                MHD_USE_EPOLL | MHD_USE_ITC | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG | MHD_USE_TURBO, 0,
-                NULL, NULL, http_on_access, l,
+                MHD_USE_EPOLL | MHD_USE_ITC | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG | MHD_USE_TURBO |
+                        (s->tls_key ? MHD_USE_TLS : 0),
+                0, NULL, NULL, http_on_access, l,
                 MHD_OPTION_EXTERNAL_LOGGER, http_on_mhd_log, s, /* first, so that no message escapes it */
                 MHD_OPTION_LISTEN_SOCKET, fd,
                 MHD_OPTION_CONNECTION_LIMIT, s->options.max_connections + HTTP_CONNECTION_HEADROOM,
@@ -586,7 +731,9 @@ static int http_listener_start(HttpServer *s, HttpListener *l, int fd) {
                 MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t) s->options.max_header_size,
                 MHD_OPTION_NOTIFY_COMPLETED, http_on_completed, l,
                 MHD_OPTION_NOTIFY_CONNECTION, http_on_connection, l,
+                MHD_OPTION_ARRAY, s->tls_key ? tls_options : tls_options + 3,
                 MHD_OPTION_END);
+        s->starting = false;
         if (!l->daemon)
                 return -EIO;
 
@@ -630,7 +777,45 @@ static void http_listener_done(HttpListener *l) {
         l->fd = safe_close(l->fd);
 }
 
-static int http_bind(const char *listen_address, int *ret_fd) {
+bool http_sockaddr_is_loopback(const struct sockaddr *sa, socklen_t len) {
+        if (sa->sa_family == AF_UNIX)
+                return true;
+        if (sa->sa_family == AF_INET && len >= sizeof(struct sockaddr_in))
+                return (ntohl(((const struct sockaddr_in *) sa)->sin_addr.s_addr) >> 24) == 127;
+        if (sa->sa_family == AF_INET6 && len >= sizeof(struct sockaddr_in6)) {
+                const struct in6_addr *a = &((const struct sockaddr_in6 *) sa)->sin6_addr;
+
+                return IN6_IS_ADDR_LOOPBACK(a) || (IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127);
+        }
+        return false; /* the wildcard, a real address, or a family we do not know */
+}
+
+/* A listener other machines can reach carries receipts and bearer tokens over the network: only with TLS
+ * and a POS token, unless the configuration accepts the risk. */
+static int http_server_check_exposure(HttpServer *s, const struct sockaddr *sa, socklen_t len,
+                                      const char *what) {
+        const char *missing;
+
+        if (http_sockaddr_is_loopback(sa, len) || (s->tls_key && s->pos_token))
+                return 0;
+        missing = !s->tls_key && !s->pos_token ? "neither TLS nor a POS token is configured"
+                  : !s->tls_key                ? "TLS is not configured"
+                                               : "no POS token is configured";
+        if (s->options.allow_insecure) {
+                log_warning("Serving HTTP on %s, which is not a loopback address, although %s ([HTTP] "
+                            "AllowInsecure=yes): anyone on the network can read what crosses it or submit "
+                            "receipts.", what, missing);
+                return 0;
+        }
+        return log_error_errno(EPERM,
+                               "Refusing to serve HTTP on %s: it is not a loopback address and %s. Set "
+                               "[HTTP] TLSCertificate= and TLSKey= (credentials tls-certificate and "
+                               "tls-key) and [HTTP] PosToken= (credential pos-token), or [HTTP] "
+                               "AllowInsecure=yes to serve it anyway.",
+                               what, missing);
+}
+
+static int http_bind(HttpServer *s, const char *listen_address, int *ret_fd) {
         _cleanup_free_ char *host = NULL;
         _cleanup_close_ int fd = -1;
         struct addrinfo hints = {
@@ -643,17 +828,25 @@ static int http_bind(const char *listen_address, int *ret_fd) {
         int r;
 
         if (!colon)
-                return -EINVAL;
+                return log_error_errno(EINVAL, "Not an address with a port: %s", listen_address);
         if (listen_address[0] == '[')
                 host = strndup(listen_address + 1, (size_t) (colon - listen_address - 2));
         else
                 host = strndup(listen_address, (size_t) (colon - listen_address));
         if (!host)
-                return -ENOMEM;
+                return log_oom();
 
         r = getaddrinfo(host, colon + 1, &hints, &res);
         if (r != 0)
-                return r == EAI_SYSTEM ? -errno : -EADDRNOTAVAIL;
+                return log_error_errno(r == EAI_SYSTEM ? errno : EADDRNOTAVAIL, "Failed to resolve %s: %s",
+                                       listen_address, r == EAI_SYSTEM ? strerror(errno) : gai_strerror(r));
+
+        /* Before anything is bound: a refused address is never listened on, not even for a moment. */
+        r = http_server_check_exposure(s, res->ai_addr, res->ai_addrlen, listen_address);
+        if (r < 0) {
+                freeaddrinfo(res);
+                return r;
+        }
 
         fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
         if (fd < 0) {
@@ -667,7 +860,7 @@ static int http_bind(const char *listen_address, int *ret_fd) {
         if (bind(fd, res->ai_addr, res->ai_addrlen) < 0 || listen(fd, SOMAXCONN) < 0) {
                 r = -errno;
                 freeaddrinfo(res);
-                return r;
+                return log_error_errno(r, "Failed to listen on %s: %m", listen_address);
         }
         freeaddrinfo(res);
         *ret_fd = TAKE_FD(fd);
@@ -721,10 +914,19 @@ static int http_server_add_listener(HttpServer *s, int fd) {
         return 0;
 }
 
+static int secret_dup(const char *s, char **ret) {
+        *ret = NULL;
+        if (!s)
+                return 0;
+        *ret = strdup(s);
+        return *ret ? 0 : -ENOMEM;
+}
+
 int http_server_new(HttpServer **ret, sd_event *event, const HttpServerOptions *options, const HttpRoute *routes,
                     void *userdata) {
         _cleanup_(http_server_freep) HttpServer *s = NULL;
         char **names = NULL;
+        bool refused = false;
         int n, r = 0;
 
         s = new0(HttpServer, 1);
@@ -733,15 +935,48 @@ int http_server_new(HttpServer **ret, sd_event *event, const HttpServerOptions *
         s->event = sd_event_ref(event);
         s->options = *options;
         s->options.listen = NULL;
+        s->options.pos_token = s->options.admin_token = NULL;
+        s->options.tls_certificate = s->options.tls_key = NULL;
         s->routes = routes;
         s->userdata = userdata;
         s->log_ratelimit = RATELIMIT_INIT(10 * USEC_PER_SEC, 20);
+
+        if (secret_dup(options->pos_token, &s->pos_token) < 0 ||
+            secret_dup(options->admin_token, &s->admin_token) < 0 ||
+            secret_dup(options->tls_certificate, &s->tls_certificate) < 0 ||
+            secret_dup(options->tls_key, &s->tls_key) < 0)
+                return log_oom();
+        if (!s->tls_certificate != !s->tls_key)
+                return log_error_errno(EINVAL,
+                                       "TLS needs both a certificate and its key ([HTTP] TLSCertificate= "
+                                       "and TLSKey=), only the %s was given.",
+                                       s->tls_key ? "key" : "certificate");
+        if (s->tls_key && MHD_is_feature_supported(MHD_FEATURE_TLS) != MHD_YES)
+                return log_error_errno(EOPNOTSUPP,
+                                       "libmicrohttpd was built without TLS; [HTTP] TLSCertificate= and "
+                                       "TLSKey= cannot be used.");
 
         n = sd_listen_fds_with_names(true, &names);
         if (n < 0)
                 return log_error_errno(n, "Failed to read the sockets passed by systemd: %m");
         for (int i = 0; i < n; i++) {
                 int fd = SD_LISTEN_FDS_START + i;
+                struct sockaddr_storage ss;
+                socklen_t sl = sizeof ss;
+                _cleanup_free_ char *what = NULL;
+
+                /* Whatever systemd passed, listening yet or not: it is served only if it may be. */
+                if (getsockname(fd, (struct sockaddr *) &ss, &sl) >= 0 &&
+                    IN_SET(ss.ss_family, AF_INET, AF_INET6)) {
+                        (void) http_describe_fd(fd, &what);
+                        r = http_server_check_exposure(s, (struct sockaddr *) &ss, sl, strna(what));
+                        if (r < 0) {
+                                refused = true;
+                                for (int j = i; j < n; j++)
+                                        safe_close(SD_LISTEN_FDS_START + j);
+                                break;
+                        }
+                }
 
                 if (sd_is_socket(fd, AF_UNSPEC, SOCK_STREAM, 1) <= 0) {
                         log_warning("Ignoring passed fd %i (%s): not a listening stream socket.", fd,
@@ -762,15 +997,17 @@ int http_server_new(HttpServer **ret, sd_event *event, const HttpServerOptions *
                         free(names[i]);
                 free(names);
         }
+        if (refused)
+                return r; /* logged with its reason */
         if (n > 0 && r < 0)
                 return log_error_errno(r, "Failed to serve HTTP on the passed socket: %m");
 
         if (s->n_listeners == 0) {
                 int fd = -1;
 
-                r = http_bind(options->listen, &fd);
+                r = http_bind(s, options->listen, &fd);
                 if (r < 0)
-                        return log_error_errno(r, "Failed to listen on %s: %m", options->listen);
+                        return r;
                 r = http_server_add_listener(s, fd);
                 if (r < 0)
                         return log_error_errno(r, "Failed to serve HTTP on %s: %m", options->listen);
@@ -810,6 +1047,10 @@ HttpServer *http_server_free(HttpServer *s) {
                 http_listener_done(&s->listeners[i]);
         free(s->listeners);
         free(s->description);
+        token_free(s->pos_token);
+        token_free(s->admin_token);
+        token_free(s->tls_certificate);
+        token_free(s->tls_key);
         sd_event_unref(s->event);
         return mfree(s);
 }

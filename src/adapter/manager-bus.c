@@ -2,7 +2,6 @@
 /* Owns what org.opticserp.KktAdapter1 looks like on the bus: properties read from the Manager's modules,
  * methods that call into them, and who may call what (checked here again, behind the bus policy). */
 
-
 #include "intake.h"
 #include "json-util.h"
 #include "log.h"
@@ -20,35 +19,116 @@ static bool gid_allowed(Manager *m, gid_t gid, Privilege p) {
                 (gid_is_valid(m->admin_gid) && gid == m->admin_gid);
 }
 
-/* Defence in depth: the bus policy already filtered, but a misconfigured bus must not open the door. */
-static int manager_check_caller(Manager *m, sd_bus_message *message, Privilege p, sd_bus_error *error) {
-        _cleanup_(sd_bus_creds_unrefp) sd_bus_creds *creds = NULL;
-        const gid_t *gids = NULL;
-        uid_t uid;
-        gid_t gid;
-        int n, r;
+/* The caller as the bus vouches for it, asked of the bus driver itself (GetConnectionCredentials): the
+ * uid, and the groups (UnixGroupIDs: dbus-daemon and dbus-broker take them from the kernel, SO_PEERGROUPS,
+ * when the caller connects; -ENODATA with the uid set when this bus does not send them). sd-bus's own
+ * query (libsystemd 252) keeps the uid but drops the groups, and fills them from /proc only when asked to
+ * augment: not done here, since the sender's PID may already be another process's by then, and the
+ * unit's ProtectProc=invisible hides other users' processes anyway. */
+static int bus_caller_credentials(sd_bus_message *message, uid_t *ret_uid, uint32_t **ret_gids,
+                                  size_t *ret_n_gids) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+        _cleanup_free_ uint32_t *gids = NULL;
+        const char *sender = sd_bus_message_get_sender(message);
+        bool have_uid = false, have_gids = false;
+        size_t n_gids = 0;
+        int r;
 
-        r = sd_bus_query_sender_creds(message, SD_BUS_CREDS_EUID | SD_BUS_CREDS_UID | SD_BUS_CREDS_GID |
-                                                       SD_BUS_CREDS_SUPPLEMENTARY_GIDS | SD_BUS_CREDS_AUGMENT,
-                                      &creds);
+        if (!sender)
+                return -ENXIO; /* not from a bus: nobody vouches for it */
+        r = sd_bus_call_method(sd_bus_message_get_bus(message), "org.freedesktop.DBus",
+                               "/org/freedesktop/DBus", "org.freedesktop.DBus", "GetConnectionCredentials",
+                               &error, &reply, "s", sender);
         if (r < 0)
                 return r;
-        r = sd_bus_creds_get_euid(creds, &uid);
+        r = sd_bus_message_enter_container(reply, 'a', "{sv}");
         if (r < 0)
-                r = sd_bus_creds_get_uid(creds, &uid);
+                return r;
+        while ((r = sd_bus_message_enter_container(reply, 'e', "sv")) > 0) {
+                const char *key;
+
+                r = sd_bus_message_read(reply, "s", &key);
+                if (r < 0)
+                        return r;
+                if (streq(key, "UnixUserID")) {
+                        uint32_t u;
+
+                        r = sd_bus_message_read(reply, "v", "u", &u);
+                        if (r < 0)
+                                return r;
+                        *ret_uid = (uid_t) u;
+                        have_uid = true;
+                } else if (streq(key, "UnixGroupIDs")) {
+                        const void *p;
+                        size_t size;
+
+                        r = sd_bus_message_enter_container(reply, 'v', "au");
+                        if (r >= 0)
+                                r = sd_bus_message_read_array(reply, 'u', &p, &size);
+                        if (r >= 0)
+                                r = sd_bus_message_exit_container(reply);
+                        if (r < 0)
+                                return r;
+                        free(gids);
+                        gids = malloc(MAX(size, 1U));
+                        if (!gids)
+                                return -ENOMEM;
+                        memcpy(gids, p, size);
+                        n_gids = size / sizeof(uint32_t);
+                        have_gids = true;
+                } else {
+                        r = sd_bus_message_skip(reply, "v");
+                        if (r < 0)
+                                return r;
+                }
+                r = sd_bus_message_exit_container(reply);
+                if (r < 0)
+                        return r;
+        }
         if (r < 0)
-                return sd_bus_error_set(error, SD_BUS_ERROR_ACCESS_DENIED, "Caller's identity is unknown");
+                return r;
+        if (!have_uid)
+                return -ENODATA;
+        *ret_n_gids = n_gids;
+        *ret_gids = TAKE_PTR(gids);
+        return have_gids ? 0 : -ENODATA;
+}
+
+/* Defence in depth: the bus policy already filtered, but a misconfigured bus must not open the door. Only
+ * what the bus vouches for counts: root and our own user by uid, everyone else by the groups the bus says
+ * the caller's process had when it connected (so a new member of kkt-pos logs in again, as for the bus
+ * policy). *ret_uid (may be NULL) is the caller's uid, for the record of who did it. */
+static int manager_check_caller(Manager *m, sd_bus_message *message, Privilege p, uid_t *ret_uid,
+                                sd_bus_error *error) {
+        _cleanup_free_ uint32_t *gids = NULL;
+        size_t n_gids = 0;
+        uid_t uid = (uid_t) -1;
+        int r;
+
+        r = bus_caller_credentials(message, &uid, &gids, &n_gids);
+        if (r < 0 && !(r == -ENODATA && uid != (uid_t) -1)) {
+                log_debug_errno(r, "Cannot ask the bus who %s is: %m",
+                                strna(sd_bus_message_get_sender(message)));
+                return sd_bus_error_set(error, KKT_BUS_ERROR("AccessDenied"),
+                                        "Caller's identity is unknown");
+        }
+        if (ret_uid)
+                *ret_uid = uid;
         if (uid == 0 || uid == geteuid())
                 return 0;
 
-        if (sd_bus_creds_get_gid(creds, &gid) >= 0 && gid_allowed(m, gid, p))
-                return 0;
-        n = sd_bus_creds_get_supplementary_gids(creds, &gids);
-        for (int i = 0; i < n; i++)
-                if (gid_allowed(m, gids[i], p))
+        if (r == -ENODATA)
+                return sd_bus_error_setf(error, KKT_BUS_ERROR("AccessDenied"),
+                                         "Only root and members of %s may do this, and this bus does not "
+                                         "say which groups the caller is in",
+                                         p == PRIVILEGE_POS ? "kkt-pos or kkt-admin" : "kkt-admin");
+        for (size_t i = 0; i < n_gids; i++)
+                if (gid_allowed(m, (gid_t) gids[i], p))
                         return 0;
 
-        return sd_bus_error_setf(error, SD_BUS_ERROR_ACCESS_DENIED, "Only root and members of %s may do this",
+        return sd_bus_error_setf(error, KKT_BUS_ERROR("AccessDenied"),
+                                 "Only root and members of %s may do this",
                                  p == PRIVILEGE_POS ? "kkt-pos or kkt-admin" : "kkt-admin");
 }
 
@@ -230,12 +310,18 @@ static int method_submit_receipt(sd_bus_message *message, void *userdata, sd_bus
         const char *key, *json;
         int r;
 
-        r = manager_check_caller(userdata, message, PRIVILEGE_POS, error);
+        r = manager_check_caller(userdata, message, PRIVILEGE_POS, NULL, error);
         if (r < 0)
                 return r;
         r = sd_bus_message_read(message, "ss", &key, &json);
         if (r < 0)
                 return r;
+        /* The limit POST /v1/kkt/receipt has: a bus message may be far larger than any receipt. */
+        if (strlen(json) > m->config->http_max_body_size)
+                return sd_bus_error_setf(error, KKT_BUS_ERROR("ReceiptTooLarge"),
+                                         "The receipt is %zu bytes, more than the %" PRIu64 " [HTTP] "
+                                         "MaxBodySize= allows",
+                                         strlen(json), m->config->http_max_body_size);
 
         /* The answer comes once the receipt is durable; the message is kept until then. */
         sd_bus_message_ref(message);
@@ -272,7 +358,7 @@ static int method_get_receipt(sd_bus_message *message, void *userdata, sd_bus_er
         const char *id;
         int r;
 
-        r = manager_check_caller(userdata, message, PRIVILEGE_POS, error);
+        r = manager_check_caller(userdata, message, PRIVILEGE_POS, NULL, error);
         if (r < 0)
                 return r;
         r = sd_bus_message_read(message, "s", &id);
@@ -295,7 +381,7 @@ static int method_sync_now(sd_bus_message *message, void *userdata, sd_bus_error
         SyncTriggerResult t;
         int r;
 
-        r = manager_check_caller(userdata, message, PRIVILEGE_ADMIN, error);
+        r = manager_check_caller(userdata, message, PRIVILEGE_ADMIN, NULL, error);
         if (r < 0)
                 return r;
         r = sync_trigger(m->sync, &t);
@@ -310,14 +396,9 @@ static int method_sync_now(sd_bus_message *message, void *userdata, sd_bus_error
         return sd_bus_reply_method_return(message, NULL);
 }
 
-/* Who did it, for the dead-letter queue's resolved_by: the caller's uid, without an NSS lookup. */
-static void caller_name(sd_bus_message *message, char *buf, size_t l) {
-        _cleanup_(sd_bus_creds_unrefp) sd_bus_creds *creds = NULL;
-        uid_t uid;
-
-        if (sd_bus_query_sender_creds(message, SD_BUS_CREDS_EUID | SD_BUS_CREDS_UID | SD_BUS_CREDS_AUGMENT,
-                                      &creds) >= 0 &&
-            (sd_bus_creds_get_euid(creds, &uid) >= 0 || sd_bus_creds_get_uid(creds, &uid) >= 0))
+/* Who did it, for the dead-letter queue's resolved_by: the caller's uid as the bus vouched for it. */
+static void caller_name(uid_t uid, char *buf, size_t l) {
+        if (uid != (uid_t) -1)
                 snprintf(buf, l, "dbus:uid=%u", (unsigned) uid);
         else
                 snprintf(buf, l, "dbus");
@@ -331,7 +412,11 @@ static void method_on_dlq_change(Sync *s, int error, void *userdata) {
                 r = sd_bus_reply_method_errorf(message, KKT_BUS_ERROR("NotFound"), "No receipt with this id");
         else if (error == -EALREADY)
                 r = sd_bus_reply_method_errorf(message, KKT_BUS_ERROR("Conflict"),
-                                               "The receipt has no open dead letter");
+                                               "The receipt is not in the dead-letter queue");
+        else if (error == -ESTALE)
+                r = sd_bus_reply_method_errorf(message, KKT_BUS_ERROR("Conflict"),
+                                               "The dead letter is resolved: it was handled outside the "
+                                               "adapter, and that is final");
         else if (error < 0)
                 r = sd_bus_reply_method_errorf(message, KKT_BUS_ERROR("Unavailable"),
                                                "Receipt buffer unavailable: %s", strerror(-error));
@@ -344,9 +429,10 @@ static void method_on_dlq_change(Sync *s, int error, void *userdata) {
 /* The arguments of an admin's call on one receipt: (id) or (id, note), both not empty, and who called. */
 static int read_admin_call(sd_bus_message *message, Manager *m, bool with_note, const char *note_required,
                            const char **ret_id, const char **ret_note, char who[static 64], sd_bus_error *error) {
+        uid_t uid = (uid_t) -1;
         int r;
 
-        r = manager_check_caller(m, message, PRIVILEGE_ADMIN, error);
+        r = manager_check_caller(m, message, PRIVILEGE_ADMIN, &uid, error);
         if (r < 0)
                 return r;
         *ret_note = NULL;
@@ -357,7 +443,7 @@ static int read_admin_call(sd_bus_message *message, Manager *m, bool with_note, 
                 return sd_bus_error_set(error, KKT_BUS_ERROR("InvalidArgument"), "Receipt id must not be empty");
         if (with_note && isempty(*ret_note))
                 return sd_bus_error_set(error, KKT_BUS_ERROR("InvalidArgument"), note_required);
-        caller_name(message, who, 64);
+        caller_name(uid, who, 64);
         return 0;
 }
 
@@ -406,7 +492,7 @@ static int method_list_dead_letters(sd_bus_message *message, void *userdata, sd_
         Manager *m = userdata;
         int all, r;
 
-        r = manager_check_caller(userdata, message, PRIVILEGE_ADMIN, error);
+        r = manager_check_caller(userdata, message, PRIVILEGE_ADMIN, NULL, error);
         if (r < 0)
                 return r;
         r = sd_bus_message_read(message, "b", &all);
@@ -425,7 +511,7 @@ static int method_reset_breaker(sd_bus_message *message, void *userdata, sd_bus_
         Manager *m = userdata;
         int r;
 
-        r = manager_check_caller(userdata, message, PRIVILEGE_ADMIN, error);
+        r = manager_check_caller(userdata, message, PRIVILEGE_ADMIN, NULL, error);
         if (r < 0)
                 return r;
         r = sync_reset_breaker(m->sync);
@@ -502,7 +588,7 @@ static int method_report(sd_bus_message *message, void *userdata, sd_bus_error *
         ReportCall *c;
         int r;
 
-        r = manager_check_caller(userdata, message, PRIVILEGE_POS, error);
+        r = manager_check_caller(userdata, message, PRIVILEGE_POS, NULL, error);
         if (r < 0)
                 return r;
         if (!m->fiscal_day)
@@ -572,7 +658,7 @@ static int method_check_refund(sd_bus_message *message, void *userdata, sd_bus_e
         const char *id;
         int r;
 
-        r = manager_check_caller(userdata, message, PRIVILEGE_POS, error);
+        r = manager_check_caller(userdata, message, PRIVILEGE_POS, NULL, error);
         if (r < 0)
                 return r;
         r = sd_bus_message_read(message, "s", &id);
@@ -667,7 +753,7 @@ static int method_list_rejected(sd_bus_message *message, void *userdata, sd_bus_
         Manager *m = userdata;
         int r;
 
-        r = manager_check_caller(userdata, message, PRIVILEGE_ADMIN, error);
+        r = manager_check_caller(userdata, message, PRIVILEGE_ADMIN, NULL, error);
         if (r < 0)
                 return r;
         sd_bus_message_ref(message);

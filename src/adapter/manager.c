@@ -179,6 +179,41 @@ static int manager_read_token(const char *path, const char *credential, char **r
         return 0;
 }
 
+/* [HTTP] PosToken=, AdminToken=, TLSCertificate=, TLSKey=: a credential's name, or an absolute path. */
+static int manager_read_http_secret(const char *key, const char *value, SecretFlags flags, char **ret) {
+        bool is_path = value && value[0] == '/';
+        int r;
+
+        r = read_secret(is_path ? value : NULL, is_path ? NULL : value, flags, ret);
+        if (r < 0)
+                return log_error_errno(r, "Failed to read [HTTP] %s= (%s %s): %m", key,
+                                       is_path ? "file" : "credential", value);
+        return 0;
+}
+
+/* The HTTP API's secrets; each NULL when not configured. */
+static int manager_read_http_secrets(Manager *m, char **ret_pos_token, char **ret_admin_token,
+                                     char **ret_certificate, char **ret_key) {
+        const Config *c = m->config;
+        int r;
+
+        r = manager_read_http_secret("PosToken", c->http_pos_token, 0, ret_pos_token);
+        if (r >= 0)
+                r = manager_read_http_secret("AdminToken", c->http_admin_token, 0, ret_admin_token);
+        if (r >= 0)
+                r = manager_read_http_secret("TLSCertificate", c->http_tls_certificate,
+                                             SECRET_PEM | SECRET_PUBLIC, ret_certificate);
+        if (r >= 0)
+                r = manager_read_http_secret("TLSKey", c->http_tls_key, SECRET_PEM, ret_key);
+        if (r < 0)
+                return r;
+        if (*ret_pos_token && *ret_admin_token && token_equal(*ret_pos_token, *ret_admin_token))
+                return log_error_errno(EINVAL,
+                                       "[HTTP] PosToken= and AdminToken= hold the same token; the POS would "
+                                       "be an administrator. Give each its own.");
+        return 0;
+}
+
 static int manager_heartbeat_options(Manager *m, HeartbeatOptions *o, char **token) {
         int r;
 
@@ -837,6 +872,14 @@ int manager_reload(Manager *m) {
             c->buffer_capacity != m->config->buffer_capacity || !streq(c->bus_address, m->config->bus_address))
                 log_notice("Changes to [HTTP] Listen=, [Buffer] Path=/Capacity= and [Bus] Address= take effect "
                            "after a restart.");
+        if (!streq(c->http_pos_token, m->config->http_pos_token) ||
+            !streq(c->http_admin_token, m->config->http_admin_token) ||
+            !streq(c->http_tls_certificate, m->config->http_tls_certificate) ||
+            !streq(c->http_tls_key, m->config->http_tls_key) ||
+            c->http_allow_insecure != m->config->http_allow_insecure)
+                log_notice("Changes to [HTTP] PosToken=, AdminToken=, TLSCertificate=, TLSKey= and "
+                           "AllowInsecure= take effect after a restart (systemd passes credentials when a "
+                           "service starts).");
 
         config_free(m->config);
         m->config = TAKE_PTR(c);
@@ -1017,6 +1060,7 @@ static int manager_add_signal(Manager *m, sd_event_source **s, int sig, sd_event
 }
 
 int manager_start(Manager *m) {
+        _cleanup_(token_freep) char *pos_token = NULL, *admin_token = NULL, *certificate = NULL, *key = NULL;
         int r;
 
         /* The signals are blocked by main() before any thread exists, so they arrive only here. */
@@ -1081,6 +1125,9 @@ int manager_start(Manager *m) {
                 return r;
         m->counters_published = *store_get_counters(m->store);
 
+        r = manager_read_http_secrets(m, &pos_token, &admin_token, &certificate, &key);
+        if (r < 0)
+                return r;
         r = http_server_new(&m->http, m->event,
                             &(HttpServerOptions) {
                                     .max_body_size = m->config->http_max_body_size,
@@ -1088,11 +1135,20 @@ int manager_start(Manager *m) {
                                     .connection_timeout = m->config->http_connection_timeout,
                                     .max_header_size = m->config->http_max_header_size,
                                     .listen = m->config->http_listen,
+                                    .pos_token = pos_token,
+                                    .admin_token = admin_token,
+                                    .tls_certificate = certificate,
+                                    .tls_key = key,
+                                    .allow_insecure = m->config->http_allow_insecure,
                             },
                             http_api_routes, m);
         if (r < 0)
                 return r;
-        log_info("Serving HTTP on %s, buffer %s.", http_server_describe(m->http), store_get_path(m->store));
+        log_info("Serving HTTP%s on %s, buffer %s.", key ? "S" : "", http_server_describe(m->http),
+                 store_get_path(m->store));
+        log_info("HTTP access: POS paths %s, administrative paths %s.",
+                 pos_token ? "need the POS token" : "open (no POS token configured)",
+                 admin_token ? "need the admin token" : "closed (no admin token configured)");
 
         {
                 _cleanup_(token_freep) char *token = NULL;

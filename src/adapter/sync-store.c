@@ -584,6 +584,34 @@ static int dlq_resolve_rows(StoreConn *c, const char *id, const char *note, cons
         return sqlite3_changes(store_conn_get_db(c));
 }
 
+/* Whether the receipt has dead letters: any (open_only false) or unresolved ones. */
+static int dlq_rows_exist(StoreConn *c, const char *id, bool open_only) {
+        sqlite3_stmt *stmt;
+        int rc, r;
+
+        r = store_conn_prepare(c,
+                               open_only ? "SELECT 1 FROM dlq WHERE receipt_id = ? AND resolved = 0 LIMIT 1"
+                                         : "SELECT 1 FROM dlq WHERE receipt_id = ? LIMIT 1",
+                               &stmt);
+        if (r < 0)
+                return r;
+        r = store_conn_bind(c, stmt, "t", id);
+        if (r < 0)
+                return r;
+        rc = sqlite3_step(stmt);
+        r = rc == SQLITE_ROW ? 1 : rc == SQLITE_DONE ? 0 : step_error(c, rc);
+        (void) sqlite3_reset(stmt);
+        return r;
+}
+
+static int dlq_has_rows(StoreConn *c, const char *id) {
+        return dlq_rows_exist(c, id, false);
+}
+
+static int dlq_open_rows(StoreConn *c, const char *id) {
+        return dlq_rows_exist(c, id, true);
+}
+
 int sync_store_dlq_retry(StoreConn *c, void *job_data) {
         SyncStoreDlqChange *d = job_data;
         char ts[FORMAT_ISO8601_MAX];
@@ -600,6 +628,13 @@ int sync_store_dlq_retry(StoreConn *c, void *job_data) {
                 return r;
         if (status != STORE_STATUS_DLQ)
                 return -EALREADY;
+        /* Resolved means handled outside the adapter (entered at the OFD's portal, say): sending it now
+         * would make a second record of the same sale. Final. */
+        r = dlq_open_rows(c, d->receipt_id);
+        if (r < 0)
+                return r;
+        if (r == 0 && dlq_has_rows(c, d->receipt_id) > 0)
+                return -ESTALE;
 
         r = store_conn_prepare(c,
                                "UPDATE receipts SET status = 'pending', attempts = 0, next_retry_at = NULL, "
@@ -619,22 +654,6 @@ int sync_store_dlq_retry(StoreConn *c, void *job_data) {
         return log_event(c, d->receipt_id, "dlq_retried", "by", d->who, NULL, NULL, "resolved", r);
 }
 
-static int dlq_has_rows(StoreConn *c, const char *id) {
-        sqlite3_stmt *stmt;
-        int rc, r;
-
-        r = store_conn_prepare(c, "SELECT 1 FROM dlq WHERE receipt_id = ? LIMIT 1", &stmt);
-        if (r < 0)
-                return r;
-        r = store_conn_bind(c, stmt, "t", id);
-        if (r < 0)
-                return r;
-        rc = sqlite3_step(stmt);
-        r = rc == SQLITE_ROW ? 1 : rc == SQLITE_DONE ? 0 : step_error(c, rc);
-        (void) sqlite3_reset(stmt);
-        return r;
-}
-
 int sync_store_dlq_resolve(StoreConn *c, void *job_data) {
         SyncStoreDlqChange *d = job_data;
         StoreStatus status;
@@ -648,16 +667,17 @@ int sync_store_dlq_resolve(StoreConn *c, void *job_data) {
         if (r < 0)
                 return r;
         if (r == 0) {
-                /* Nothing open: a known receipt (or one pruned with its dead letters left) or none. */
+                /* Nothing open: resolved already (the receipt still in the DLQ, or pruned with its dead
+                 * letters left), not in the DLQ (never, or retried from it), or no such receipt. */
                 r = read_status(c, d->receipt_id, &status, NULL);
                 if (r >= 0)
-                        return -EALREADY;
+                        return status == STORE_STATUS_DLQ ? -ESTALE : -EALREADY;
                 if (r != -ENOENT)
                         return r;
                 r = dlq_has_rows(c, d->receipt_id);
                 if (r < 0)
                         return r;
-                return r > 0 ? -EALREADY : -ENOENT;
+                return r > 0 ? -ESTALE : -ENOENT;
         }
 
         return log_event(c, d->receipt_id, "dlq_resolved", "by", d->who, "note", d->note, "resolved", r);

@@ -241,10 +241,11 @@ typedef void (*SyncDoneCallback)(Sync *s, int error, void *userdata);
 int sync_dlq_list(Sync *s, unsigned limit, bool unresolved_only, SyncDlqListCallback cb, void *userdata);
 /* The receipt back to pending (attempts 0, due at once), its dead letters resolved with the note
  * "retried" by `who`; a pass follows when the worker runs. Callback errors: -ENOENT unknown receipt,
- * -EALREADY not in the DLQ. */
+ * -EALREADY not in the DLQ, -ESTALE its dead letter was resolved (handled outside the adapter: final). */
 int sync_dlq_retry(Sync *s, const char *id, const char *who, SyncDoneCallback cb, void *userdata);
 /* Its open dead letters resolved with note and who; the receipt stays in the DLQ (and is pruned after
- * DeadLetterRetention). Callback errors: -ENOENT unknown, -EALREADY nothing open. */
+ * DeadLetterRetention). Callback errors: -ENOENT unknown, -ESTALE resolved already, -EALREADY not in the
+ * DLQ (never, or retried from it). */
 int sync_dlq_resolve(Sync *s, const char *id, const char *note, const char *who, SyncDoneCallback cb,
                      void *userdata);
 /* A JSON array of sync_dead_letter_to_json() objects. */

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-/* Owns the reading of secret tokens: where they are looked for, which files are trusted, and wiping them
- * from memory when they are dropped. */
+/* Owns the reading of secrets (tokens, TLS certificates and keys): where they are looked for, which files
+ * are trusted, comparing tokens in constant time, and wiping them from memory when they are dropped. */
 
 #include <assert.h>
 #include <fcntl.h>
@@ -22,8 +22,32 @@ static bool credential_name_is_valid(const char *name) {
         return !isempty(name) && !strchr(name, '/') && !streq(name, ".") && !streq(name, "..");
 }
 
-static int token_read_fd(int fd, char **ret) {
+bool token_equal(const char *presented, const char *expected) {
+        volatile unsigned char d = 0;
+        size_t n, m;
+
+        assert(presented);
+        assert(expected);
+
+        n = strlen(presented);
+        m = strlen(expected);
+        /* Every byte of the expected token is looked at, wherever the first difference is: no early exit,
+         * and the accumulator is volatile so that the compiler does not add one. */
+        for (size_t i = 0; i < m; i++)
+                d |= (unsigned char) ((i < n ? (unsigned char) presented[i] : 0U) ^
+                                      (unsigned char) expected[i]);
+        return (d | (unsigned char) (n != m)) == 0;
+}
+
+static bool secret_char_allowed(char c, SecretFlags flags) {
+        if ((flags & SECRET_PEM) && IN_SET(c, '\n', '\r', '\t'))
+                return true;
+        return (unsigned char) c >= 0x20 && c != 0x7f;
+}
+
+static int secret_read_fd(int fd, SecretFlags flags, char **ret) {
         _cleanup_(token_freep) char *buf = NULL;
+        size_t max = (flags & SECRET_PEM) ? SECRET_PEM_SIZE_MAX : TOKEN_SIZE_MAX;
         struct stat st;
         size_t n = 0;
 
@@ -31,18 +55,18 @@ static int token_read_fd(int fd, char **ret) {
                 return -errno;
         if (!S_ISREG(st.st_mode))
                 return -EBADF;
-        if (st.st_mode & (S_IROTH | S_IWOTH))
+        if (!(flags & SECRET_PUBLIC) && (st.st_mode & (S_IROTH | S_IWOTH)))
                 return -EPERM;
-        if ((uint64_t) st.st_size > TOKEN_SIZE_MAX)
+        if ((uint64_t) st.st_size > max)
                 return -EFBIG;
 
         /* One byte more than allowed, to notice a file that grew after the fstat(). */
-        buf = malloc(TOKEN_SIZE_MAX + 2);
+        buf = malloc(max + 2);
         if (!buf)
                 return -ENOMEM;
 
         for (;;) {
-                ssize_t k = read(fd, buf + n, TOKEN_SIZE_MAX + 1 - n);
+                ssize_t k = read(fd, buf + n, max + 1 - n);
 
                 if (k < 0) {
                         if (errno == EINTR)
@@ -52,7 +76,7 @@ static int token_read_fd(int fd, char **ret) {
                 if (k == 0)
                         break;
                 n += (size_t) k;
-                if (n > TOKEN_SIZE_MAX)
+                if (n > max)
                         return -EFBIG;
         }
         buf[n] = 0;
@@ -64,24 +88,24 @@ static int token_read_fd(int fd, char **ret) {
         if (n == 0)
                 return -ENODATA;
         for (size_t i = 0; i < n; i++)
-                if ((unsigned char) buf[i] < 0x20 || buf[i] == 0x7f)
+                if (!secret_char_allowed(buf[i], flags))
                         return -EBADMSG;
 
         *ret = TAKE_PTR(buf);
         return 0;
 }
 
-static int token_read_file(const char *path, char **ret) {
+static int secret_read_file(const char *path, SecretFlags flags, char **ret) {
         _cleanup_close_ int fd = -1;
 
         /* O_NONBLOCK: a FIFO put there by mistake must not hang the start; it is refused below. */
         fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
         if (fd < 0)
                 return -errno;
-        return token_read_fd(fd, ret);
+        return secret_read_fd(fd, flags, ret);
 }
 
-int read_token(const char *path, const char *credential_name, char **ret) {
+int read_secret(const char *path, const char *credential_name, SecretFlags flags, char **ret) {
         const char *dir;
         int r;
 
@@ -98,7 +122,7 @@ int read_token(const char *path, const char *credential_name, char **ret) {
 
                 /* An empty credential counts as not passed: systemd 252 has no optional LoadCredential=,
                  * so the unit sets a lone newline with SetCredential= as the fallback for a missing file. */
-                r = token_read_file(p, ret);
+                r = secret_read_file(p, flags, ret);
                 if (!IN_SET(r, -ENOENT, -ENODATA))
                         return r;
         }
@@ -108,5 +132,5 @@ int read_token(const char *path, const char *credential_name, char **ret) {
                 return 0;
         }
 
-        return token_read_file(path, ret);
+        return secret_read_file(path, flags, ret);
 }

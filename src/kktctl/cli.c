@@ -37,6 +37,8 @@ static const struct {
         { KKT_BUS_ERROR("InvalidArgument"), EXIT_STATUS_REFUSED },
         { KKT_BUS_ERROR("InvalidReceipt"), EXIT_STATUS_REFUSED },
         { KKT_BUS_ERROR("KeyMismatch"), EXIT_STATUS_REFUSED },
+        /* Over [HTTP] MaxBodySize=: the same receipt will not fit next time either. */
+        { KKT_BUS_ERROR("ReceiptTooLarge"), EXIT_STATUS_REFUSED },
         { KKT_BUS_ERROR("BufferFull"), EXIT_STATUS_RETRY },
         { KKT_BUS_ERROR("DiskFull"), EXIT_STATUS_RETRY },
         { KKT_BUS_ERROR("Conflict"), EXIT_STATUS_RETRY },

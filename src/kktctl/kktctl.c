@@ -492,7 +492,8 @@ static ExitStatus verb_show(sd_bus *bus, char **args) {
 
 /* The methods without an answer: success prints nothing, like systemctl start. With conflict_is_final, the
  * daemon's Conflict means that the object is not in a state the method applies to (a receipt that is not
- * rejected, or cancelled): doing it again will not help, so that is "refused", not "try again later". */
+ * rejected, or cancelled; a dead letter resolved already, or a receipt not in the dead-letter queue): doing
+ * it again will not help, so that is "refused", not "try again later". */
 static ExitStatus call_admin_method(sd_bus *bus, bool conflict_is_final, const char *action,
                                     const char *method, const char *types, ...) {
         _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
@@ -579,7 +580,7 @@ static ExitStatus verb_dlq(sd_bus *bus, char **args) {
                         cli_error(0, "dlq retry needs a receipt id, not an empty string.");
                         return EXIT_STATUS_USAGE;
                 }
-                return call_admin_method(bus, false, "retry the dead letter", "RetryDeadLetter", "s",
+                return call_admin_method(bus, true, "retry the dead letter", "RetryDeadLetter", "s",
                                          args[1]);
         }
         if (streq(what, "resolve") && args[1] && args[2]) {
@@ -587,7 +588,7 @@ static ExitStatus verb_dlq(sd_bus *bus, char **args) {
                         cli_error(0, "dlq resolve needs a receipt id and a note saying how it was handled.");
                         return EXIT_STATUS_USAGE;
                 }
-                return call_admin_method(bus, false, "resolve the dead letter", "ResolveDeadLetter", "ss",
+                return call_admin_method(bus, true, "resolve the dead letter", "ResolveDeadLetter", "ss",
                                          args[1], args[2]);
         }
 

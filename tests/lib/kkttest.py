@@ -2,12 +2,15 @@
 """Starts the real kkt-adapterd the way systemd would, for the integration tests.
 
 The daemon gets its HTTP listener as fd 3 (LISTEN_FDS/LISTEN_PID/LISTEN_FDNAMES), a NOTIFY_SOCKET that the
-test reads, optionally WATCHDOG_USEC, a temporary state directory and a configuration file. Python's
-standard library only, so it runs on a bare Debian machine.
+test reads, optionally WATCHDOG_USEC, a temporary state directory, a configuration file and a credentials
+directory ($CREDENTIALS_DIRECTORY) with an admin token, which Daemon.request() sends unless told otherwise.
+Python's standard library only, so it runs on a bare Debian machine.
 """
 
 import json
 import os
+import secrets
+import shlex
 import shutil
 import signal
 import socket
@@ -42,13 +45,37 @@ def wait_until(predicate, timeout, what, interval=0.02):
     raise TestFailure(f"timed out after {timeout}s waiting for {what}")
 
 
-class Daemon:
-    """One kkt-adapterd process with its sockets, state directory and log."""
+# Daemon.request(token=DEFAULT_TOKEN) sends the daemon's admin token, if it has one.
+DEFAULT_TOKEN = object()
 
-    def __init__(self, config="", env=None, watchdog_usec=None, args=(), socket_activation=True, name="kkt"):
+
+class Daemon:
+    """One kkt-adapterd process with its sockets, state directory, credentials and log.
+
+    admin_token: True (the default) makes a random admin token, passed as the credential admin-token and sent
+    by request() unless it is given another token= (None: no Authorization header); None configures no admin
+    token (the administrative paths are then closed); a string is that token. pos_token: the credential
+    pos-token, when given. credentials: more credentials, {name: text}."""
+
+    def __init__(self, config="", env=None, watchdog_usec=None, args=(), socket_activation=True, name="kkt",
+                 admin_token=True, pos_token=None, credentials=None, private_files=None):
         self.tmp = tempfile.mkdtemp(prefix=f"{name}-")
         self.state_dir = os.path.join(self.tmp, "state")
         os.mkdir(self.state_dir)
+        self.credentials_dir = os.path.join(self.tmp, "credentials")
+        os.mkdir(self.credentials_dir, 0o700)
+        self.admin_token = secrets.token_urlsafe(24) if admin_token is True else admin_token
+        self.pos_token = pos_token
+        # {"/etc/group": "/tmp/.../group"}: the daemon runs in a mount namespace of its own (unshare, as root)
+        # where these files are bind-mounted over the system's; nothing outside it sees them.
+        self.private_files = dict(private_files or {})
+        creds = dict(credentials or {})
+        if self.admin_token:
+            creds["admin-token"] = self.admin_token + "\n"
+        if self.pos_token:
+            creds["pos-token"] = self.pos_token + "\n"
+        for cred_name, text in creds.items():
+            self.write_credential(cred_name, text)
         self.config_path = os.path.join(self.tmp, "kkt-adapter.conf")
         self.write_config(config)
         self.log_path = os.path.join(self.tmp, "daemon.log")
@@ -76,6 +103,16 @@ class Daemon:
         with open(self.config_path, "w") as f:
             f.write(text)
 
+    def write_credential(self, cred_name, text, mode=0o600):
+        """A file in the credentials directory, as systemd's LoadCredential= leaves it (read at the start)."""
+        path = os.path.join(self.credentials_dir, cred_name)
+        if os.path.exists(path):
+            os.unlink(path)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.chmod(path, mode)
+
     # process -----------------------------------------------------------------------------------------------
     def start(self, wait_ready=True, timeout=20):
         """Starts the daemon (again, on the same state directory and listener, after a stop or a kill)."""
@@ -85,6 +122,7 @@ class Daemon:
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "NOTIFY_SOCKET": self.notify_path,
             "STATE_DIRECTORY": self.state_dir,
+            "CREDENTIALS_DIRECTORY": self.credentials_dir,
             "LANG": "C.UTF-8",
         }
         for k in ("ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS", "MALLOC_PERTURB_"):
@@ -114,8 +152,14 @@ class Daemon:
             pass_fds = (3,)
 
         # LISTEN_PID must be the daemon's own pid: let the shell put in its $$ and exec into the daemon.
-        cmd = ["/bin/sh", "-c", 'if [ -n "$LISTEN_FDS" ]; then export LISTEN_PID=$$; fi; exec "$0" "$@"',
-               DAEMON, f"--config={self.config_path}"] + self.args
+        script = 'if [ -n "$LISTEN_FDS" ]; then export LISTEN_PID=$$; fi; exec "$0" "$@"'
+        prefix = []
+        if self.private_files:
+            # unshare execs the shell in the same process, so $$ is still the daemon's pid.
+            prefix = ["unshare", "--mount", "--propagation", "private"]
+            script = "".join(f"mount --bind {shlex.quote(src)} {shlex.quote(dst)} || exit 1; "
+                             for dst, src in self.private_files.items()) + script
+        cmd = prefix + ["/bin/sh", "-c", script, DAEMON, f"--config={self.config_path}"] + self.args
         if getattr(self, "log", None):
             self.log.close()
         self.log = open(self.log_path, "ab")
@@ -219,15 +263,23 @@ class Daemon:
             self.cleanup()  # even when stderr is gone (a closed pipe): never leave a daemon behind
 
     # HTTP --------------------------------------------------------------------------------------------------
-    def request(self, method, path, body=None, headers=None, timeout=30):
-        """Returns (status, headers dict, parsed JSON or raw text)."""
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+    def request(self, method, path, body=None, headers=None, timeout=30, token=DEFAULT_TOKEN, context=None):
+        """Returns (status, headers dict, parsed JSON or raw text). token: the bearer token to send (by
+        default the admin token; None: none). context: an ssl.SSLContext to speak HTTPS with."""
+        if context is not None:
+            conn = http.client.HTTPSConnection("127.0.0.1", self.port, timeout=timeout, context=context)
+        else:
+            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        if token is DEFAULT_TOKEN:
+            token = self.admin_token
         try:
             if isinstance(body, (dict, list)):
                 body = json.dumps(body)
             if isinstance(body, str):
                 body = body.encode()  # JSON is UTF-8; http.client would send a str as Latin-1
             h = {"Content-Type": "application/json"} if body is not None else {}
+            if token:
+                h["Authorization"] = f"Bearer {token}"
             h.update(headers or {})
             conn.request(method, path, body=body, headers=h)
             r = conn.getresponse()
@@ -260,10 +312,10 @@ class Daemon:
         check(status == 200, f"/metrics answered {status}")
         return parse_metrics(text)
 
-    def post_receipt(self, body, key, timeout=30):
+    def post_receipt(self, body, key, timeout=30, token=DEFAULT_TOKEN):
         """POST /v1/kkt/receipt with an Idempotency-Key (None: without one)."""
         headers = {} if key is None else {"Idempotency-Key": key}
-        return self.request("POST", "/v1/kkt/receipt", body, headers, timeout=timeout)
+        return self.request("POST", "/v1/kkt/receipt", body, headers, timeout=timeout, token=token)
 
 
 class FakeOfd:
