@@ -156,6 +156,24 @@ static void test_healthy_snapshot_is_well_formed_with_build_info_and_zeroes(void
         ASSERT_NULL(strstr(text, "kkt_shift_open"));
 }
 
+static void test_dead_letters_resolved_stay_in_the_size_not_in_unresolved(void) {
+        MetricsSnapshot s = snapshot();
+        _cleanup_free_ char *text = NULL, *uncounted = NULL;
+
+        s.counters.dlq = 5;
+        s.dlq_unresolved = 2;
+        text = render(&s);
+        ASSERT_VALUE(text, "kkt_dlq_size", "5");
+        ASSERT_VALUE(text, "kkt_dlq_unresolved", "2");
+
+        /* The reader could not count them: left out rather than a made-up 0. */
+        s.dlq_unresolved = UINT64_MAX;
+        uncounted = render(&s);
+        assert_well_formed(uncounted);
+        ASSERT_VALUE(uncounted, "kkt_dlq_size", "5");
+        ASSERT_NULL(strstr(uncounted, "kkt_dlq_unresolved"));
+}
+
 static void test_breaker_is_one_number_zero_closed_one_half_open_two_open(void) {
         static const struct {
                 BreakerState state;
@@ -297,6 +315,7 @@ static void test_label_values_are_escaped_and_unknown_parts_left_out(void) {
 int main(void) {
         TEST_RUN(test_numbers_are_written_exactly_without_a_negative_zero);
         TEST_RUN(test_healthy_snapshot_is_well_formed_with_build_info_and_zeroes);
+        TEST_RUN(test_dead_letters_resolved_stay_in_the_size_not_in_unresolved);
         TEST_RUN(test_breaker_is_one_number_zero_closed_one_half_open_two_open);
         TEST_RUN(test_buffer_percent_full_is_0_to_100_and_100_when_full);
         TEST_RUN(test_heartbeat_online_and_state);

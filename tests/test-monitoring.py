@@ -59,6 +59,7 @@ EXPECTED = {
     "register-unsent-26-days": {"KktReceiptUnsynced24h", "KktReceiptUnsynced25d"},
     "both-unacknowledged-26-days": {"KktReceiptUnsynced24h", "KktReceiptUnsynced25d"},
     "dead-letter": {"KktDeadLetters"},
+    "dead-letter-resolved": set(),
     "down": {"KktAdapterDown"},
 }
 
@@ -271,7 +272,14 @@ def collect_states(fake):
             wait_online(d)
             post(d, "dlq-1")
             wait_metric(d, "kkt_dlq_size", lambda v: v == 1, "a dead letter")
-            scrape(d, "dead-letter")
+            m = scrape(d, "dead-letter")
+            check(m["kkt_dlq_unresolved"] == 1, f"kkt_dlq_unresolved {m['kkt_dlq_unresolved']}")
+            # Resolved by an admin: still in the queue until pruned, no longer an alert.
+            rid = d.request("GET", "/v1/kkt/dlq")[2]["dead_letters"][0]["receipt_id"]
+            status, _, body = d.request("POST", f"/v1/kkt/dlq/{rid}/resolve", {"note": "sent by hand"})
+            check(status == 200, f"resolve: {status} {body}")
+            m = scrape(d, "dead-letter-resolved")
+            check(m["kkt_dlq_size"] == 1 and m["kkt_dlq_unresolved"] == 0, "a resolved dead letter")
             d.stop_clean()
     finally:
         fake.mode("accept")

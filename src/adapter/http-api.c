@@ -937,27 +937,20 @@ static int api_breaker_reset(HttpRequest *req, void *userdata) {
         return api_reply(req, 200, o);
 }
 
-typedef struct HealthCount {
+/* /v1/health and /metrics answer with the dead letters not resolved, which only the store knows: counted on
+ * the reader, then answered on the loop. */
+typedef void (*DeadLettersReply)(HttpRequest *req, Manager *m, uint64_t dead_letters_open);
+
+typedef struct DeadLettersCount {
         Manager *manager;
         HttpRequest *req;
-        int64_t dead_letters;
-} HealthCount;
-
-static void api_health_reply(HttpRequest *req, Manager *m, uint64_t dead_letters) {
-        json_object *o = NULL;
-        ManagerHealth h;
-        int r;
-
-        r = manager_health(m, dead_letters, &h, &o);
-        if (r < 0)
-                (void) http_request_reply_error(req, 500, "Failed to check the health: %s", strerror(-r));
-        else
-                (void) api_reply(req, h == MANAGER_UNHEALTHY ? 503 : 200, o);
-}
+        DeadLettersReply reply;
+        int64_t n;
+} DeadLettersCount;
 
 /* On the reader: the dead letters not resolved, as the prototype counted its dead-letter queue. */
 static int api_count_dead_letters(StoreConn *c, void *job_data) {
-        HealthCount *hc = job_data;
+        DeadLettersCount *dc = job_data;
         sqlite3_stmt *stmt;
         int rc, r;
 
@@ -966,7 +959,7 @@ static int api_count_dead_letters(StoreConn *c, void *job_data) {
                 return r;
         rc = sqlite3_step(stmt);
         if (rc == SQLITE_ROW)
-                hc->dead_letters = sqlite3_column_int64(stmt, 0);
+                dc->n = sqlite3_column_int64(stmt, 0);
         else
                 r = -EIO;
         (void) sqlite3_reset(stmt);
@@ -974,40 +967,58 @@ static int api_count_dead_letters(StoreConn *c, void *job_data) {
 }
 
 static void api_on_dead_letters_counted(Store *s, int result, void *userdata) {
-        HealthCount *hc = userdata;
+        DeadLettersCount *dc = userdata;
 
-        /* Without the count, the receipts in the DLQ stand in for it. */
-        api_health_reply(hc->req, hc->manager,
-                         result >= 0 && hc->dead_letters >= 0 ? (uint64_t) hc->dead_letters : UINT64_MAX);
-        free(hc);
+        /* Without the count, the answer says what it can (UINT64_MAX: not known). */
+        dc->reply(dc->req, dc->manager, result >= 0 && dc->n >= 0 ? (uint64_t) dc->n : UINT64_MAX);
+        free(dc);
 }
 
-static int api_health(HttpRequest *req, void *userdata) {
-        Manager *m = userdata;
-        HealthCount *hc;
+static int api_with_dead_letters(HttpRequest *req, Manager *m, DeadLettersReply reply) {
+        DeadLettersCount *dc;
         int r;
 
-        hc = new0(HealthCount, 1);
-        if (!hc)
+        dc = new(DeadLettersCount, 1);
+        if (!dc)
                 return -ENOMEM;
-        *hc = (HealthCount) { .manager = m, .req = req, .dead_letters = -1 };
-        r = store_read(m->store, api_count_dead_letters, hc, api_on_dead_letters_counted, hc);
+        *dc = (DeadLettersCount) { .manager = m, .req = req, .reply = reply, .n = -1 };
+        r = store_read(m->store, api_count_dead_letters, dc, api_on_dead_letters_counted, dc);
         if (r < 0) {
-                free(hc);
-                api_health_reply(req, m, UINT64_MAX);
+                free(dc);
+                reply(req, m, UINT64_MAX);
         }
         return 0;
 }
 
-static int api_metrics(HttpRequest *req, void *userdata) {
-        Manager *m = userdata;
+static void api_health_reply(HttpRequest *req, Manager *m, uint64_t dead_letters_open) {
+        json_object *o = NULL;
+        ManagerHealth h;
+        int r;
+
+        r = manager_health(m, dead_letters_open, &h, &o);
+        if (r < 0)
+                (void) http_request_reply_error(req, 500, "Failed to check the health: %s", strerror(-r));
+        else
+                (void) api_reply(req, h == MANAGER_UNHEALTHY ? 503 : 200, o);
+}
+
+static int api_health(HttpRequest *req, void *userdata) {
+        return api_with_dead_letters(req, userdata, api_health_reply);
+}
+
+static void api_metrics_reply(HttpRequest *req, Manager *m, uint64_t dead_letters_open) {
         _cleanup_free_ char *text = NULL;
         int r;
 
-        r = manager_metrics(m, &text);
+        r = manager_metrics(m, dead_letters_open, &text);
         if (r < 0)
-                return r;
-        return http_request_reply_text(req, 200, "text/plain; version=0.0.4; charset=utf-8", text);
+                (void) http_request_reply_error(req, 500, "Failed to render the metrics: %s", strerror(-r));
+        else
+                (void) http_request_reply_text(req, 200, "text/plain; version=0.0.4; charset=utf-8", text);
+}
+
+static int api_metrics(HttpRequest *req, void *userdata) {
+        return api_with_dead_letters(req, userdata, api_metrics_reply);
 }
 
 /* Who may call what. The classes are those of the D-Bus policy (org.opticserp.KktAdapter1(5)): what group

@@ -112,8 +112,9 @@ int manager_health(Manager *m, uint64_t dead_letters_open, ManagerHealth *ret, j
 /* [Device] keys of the fiscal day as its options; -EINVAL for a bad AutoCloseShift=. */
 int manager_fiscal_day_options(Manager *m, const Config *c, FiscalDayOptions *ret);
 
-/* Prometheus text exposition of the counters. */
-int manager_metrics(Manager *m, char **ret);
+/* Prometheus text exposition of the counters; dead_letters_open as for manager_health() (UINT64_MAX leaves
+ * kkt_dlq_unresolved out). */
+int manager_metrics(Manager *m, uint64_t dead_letters_open, char **ret);
 
 /* "online", "offline" or "unknown" (no heartbeat yet): the ERP heartbeat's state. */
 const char *manager_network_status(Manager *m);

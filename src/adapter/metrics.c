@@ -113,7 +113,11 @@ static void render_buffer(FILE *f, const MetricsSnapshot *s) {
                 "kkt_buffer_receipts{status=\"synced\"} %" PRIu64 "\n"
                 "kkt_buffer_receipts{status=\"failed\"} %" PRIu64 "\n",
                 c->pending, c->synced, c->failed);
-        gauge_u64(f, "kkt_dlq_size", "Receipts in the dead-letter queue.", c->dlq);
+        gauge_u64(f, "kkt_dlq_size", "Receipts in the dead-letter queue, resolved or not, until pruned.", c->dlq);
+        if (s->dlq_unresolved != UINT64_MAX)
+                gauge_u64(f, "kkt_dlq_unresolved",
+                          "Dead letters no administrator has resolved: not sent again until one acts.",
+                          s->dlq_unresolved);
         gauge_u64(f, "kkt_print_rejected",
                   "Receipts the register rejected, set aside until an admin retries or cancels them.",
                   c->print_rejected);
@@ -318,12 +322,13 @@ int metrics_render(const MetricsSnapshot *s, char **ret) {
 }
 
 /* Declared in manager.h: the snapshot of the Manager's modules, rendered. */
-int manager_metrics(Manager *m, char **ret) {
+int manager_metrics(Manager *m, uint64_t dead_letters_open, char **ret) {
         _cleanup_(json_object_putp) json_object *health = NULL;
         MetricsSnapshot s = {
                 .now = now(CLOCK_REALTIME),
                 .version = PACKAGE_VERSION,
                 .counters = *store_get_counters(m->store),
+                .dlq_unresolved = dead_letters_open,
                 .store = *store_get_stats(m->store),
                 .intake = *intake_get_stats(m->intake),
                 .http = *http_server_get_stats(m->http),
@@ -336,7 +341,7 @@ int manager_metrics(Manager *m, char **ret) {
         ManagerHealth h;
 
         /* The same verdict as GET /v1/health; a failure to build it only leaves kkt_health_state out. */
-        if (manager_health(m, UINT64_MAX, &h, &health) >= 0)
+        if (manager_health(m, dead_letters_open, &h, &health) >= 0)
                 s.health = h == MANAGER_UNHEALTHY  ? METRICS_HEALTH_UNHEALTHY
                            : h == MANAGER_DEGRADED ? METRICS_HEALTH_DEGRADED
                                                    : METRICS_HEALTH_HEALTHY;

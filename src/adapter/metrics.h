@@ -36,6 +36,7 @@ typedef struct MetricsSnapshot {
         const char *version;
 
         StoreCounters counters;
+        uint64_t dlq_unresolved; /* UINT64_MAX: not counted (the reader failed) */
         StoreStats store;
         IntakeStats intake;
         HttpServerStats http;
