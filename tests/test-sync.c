@@ -116,7 +116,10 @@ static void on_breaker_changed(Sync *s, BreakerState state, void *userdata) {
 
         ASSERT_EQ(state, sync_get_breaker_state(s));
         ASSERT_TRUE(e->n_breaker_changes < ELEMENTSOF(e->breaker_changes));
-        e->breaker_change_times[e->n_breaker_changes] = now(CLOCK_MONOTONIC);
+        /* When it opened is the breaker's own time (its open timeout counts from there), taken before the
+         * send's result was handled: now() here can be later by however long that took on a loaded machine. */
+        e->breaker_change_times[e->n_breaker_changes] = state == BREAKER_OPEN ? sync_get_breaker(s)->opened_at
+                                                                               : now(CLOCK_MONOTONIC);
         e->breaker_changes[e->n_breaker_changes++] = state;
 }
 
