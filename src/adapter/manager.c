@@ -1045,7 +1045,7 @@ int manager_start(Manager *m) {
                             &(HttpServerOptions) {
                                     .max_body_size = m->config->http_max_body_size,
                                     .max_connections = m->config->http_max_connections,
-                                    .connection_timeout = m->config->http_connection_timeout,
+                                    .connection_timeout = m->config->http_idle_timeout,
                                     .max_header_size = m->config->http_max_header_size,
                                     .listen = m->config->http_listen,
                             },
