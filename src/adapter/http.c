@@ -25,8 +25,15 @@
  * closed socket. */
 #define HTTP_CONNECTION_HEADROOM 64U
 /* MHD takes no answer while a body is being received, so a body without Content-Length that outgrows the
- * limit is read to its end and dropped, then answered 413; past this much more, the connection is closed. */
-#define HTTP_DISCARD_MAX (1024U * 1024U)
+ * limit is read to its end (within the body's deadline) and dropped, then answered 413; past this much
+ * more, the connection is closed. */
+#define HTTP_DISCARD_MAX (16U * 1024U * 1024U)
+/* MHD answers headers that outgrow its per-connection memory with its own HTML page, and offers no hook to
+ * change it. Its memory is sized well above [HTTP] MaxHeaderSize= so that we see the headers first and
+ * answer a JSON 431 ourselves; only headers past this many times the limit still meet MHD's page. */
+#define HTTP_HEADER_POOL_FACTOR 4U
+#define HTTP_HEADER_POOL_EXTRA (16U * 1024U) /* header records, the answer's headers */
+#define HTTP_HEADER_POOL_MAX_EXTRA (1024U * 1024U)
 /* MHD's own inactivity timeout, as the longest any of our deadlines may be ([HTTP] *Timeout= allow 1h). */
 #define HTTP_MHD_TIMEOUT USEC_PER_HOUR
 /* The deadline timer may fire this much late: deadlines are whole seconds, a connection is closed in a
@@ -789,6 +796,7 @@ static enum MHD_Result http_on_access(void *cls, struct MHD_Connection *connecti
         HttpConnection *c = http_connection_of(connection);
 
         if (!req) {
+                const union MHD_ConnectionInfo *info;
                 const char *cl;
 
                 req = new0(HttpRequest, 1);
@@ -821,6 +829,16 @@ static enum MHD_Result http_on_access(void *cls, struct MHD_Connection *connecti
                                 (void) http_request_reply_error(req, 503,
                                                                 "Too many connections (limit %u), all busy",
                                                                 s->limits.max_connections);
+                        return http_request_queue(req);
+                }
+                /* MHD's memory holds several times the limit, so headers past it arrive here and are refused
+                 * with a JSON body rather than MHD's HTML page. */
+                info = MHD_get_connection_info(connection, MHD_CONNECTION_INFO_REQUEST_HEADER_SIZE);
+                if (info && info->header_size > s->limits.max_header_size) {
+                        (void) http_request_add_header(req, MHD_HTTP_HEADER_CONNECTION, "close");
+                        (void) http_request_reply_error(
+                                req, 431, "Request header fields too large: %zu bytes, limit %" PRIu64,
+                                info->header_size, s->limits.max_header_size);
                         return http_request_queue(req);
                 }
                 if (req->method == 0) {
@@ -869,7 +887,7 @@ static enum MHD_Result http_on_access(void *cls, struct MHD_Connection *connecti
                         req->discarded += n;
                         if (req->discarded > s->limits.max_body_size + HTTP_DISCARD_MAX)
                                 return MHD_NO;
-                        return MHD_YES;
+                        return MHD_YES; /* and BodyTimeout= bounds how long */
                 }
                 char *b = realloc(req->body, req->body_size + n + 1);
                 if (!b)
@@ -1198,7 +1216,9 @@ int http_server_new(HttpServer **ret, sd_event *event, const HttpServerOptions *
         s->limits = options->limits;
         s->mhd_connection_limit = s->limits.max_connections + HTTP_CONNECTION_HEADROOM;
         s->mhd_max_header_size = s->limits.max_header_size;
-        s->mhd_pool_size = (size_t) s->limits.max_header_size;
+        s->mhd_pool_size = (size_t) MIN(s->limits.max_header_size * HTTP_HEADER_POOL_FACTOR,
+                                        s->limits.max_header_size + HTTP_HEADER_POOL_MAX_EXTRA) +
+                           HTTP_HEADER_POOL_EXTRA;
         s->routes = routes;
         s->userdata = userdata;
         s->log_ratelimit = RATELIMIT_INIT(10 * USEC_PER_SEC, 20);
