@@ -139,6 +139,23 @@ def test_idempotency_key_is_required_and_must_be_visible_ascii():
         check(counts(d) == (2, 2), f"rows after two good keys: {counts(d)}")
 
 
+def test_idempotency_key_is_trimmed_on_both_sides():
+    with serving(config()) as d:
+        body = sample_receipt("POS-trim")
+        rid, headers = post_ok(d, body, "trim-1 \t ")
+        check("idempotent-replayed" not in headers, "the first request is a replay")
+        for key in ("trim-1", "  trim-1", "\ttrim-1\t", "trim-1   "):
+            again, headers = post_ok(d, body, key)
+            check(again == rid and headers.get("idempotent-replayed") == "true",
+                  f"key {key!r} is not the same key as 'trim-1 \\t ': {again} vs {rid}, {headers}")
+        status, _, p = d.post_receipt(body, " \t ")
+        check_detail(status, p, 400, "Idempotency-Key")
+        db = d.db()
+        keys = [k for (k,) in db.execute("SELECT key FROM idempotency_keys")]
+        db.close()
+        check(keys == ["trim-1"], f"stored keys {keys}")
+
+
 def test_same_key_and_same_body_replays_the_stored_answer():
     with serving(config()) as d:
         body = sample_receipt("POS-R", "1500.00")
@@ -800,6 +817,7 @@ def test_fifty_concurrent_posts_all_land_exactly_once():
 run_tests([
     test_valid_receipt_is_answered_buffered_and_is_on_disk,
     test_idempotency_key_is_required_and_must_be_visible_ascii,
+    test_idempotency_key_is_trimmed_on_both_sides,
     test_same_key_and_same_body_replays_the_stored_answer,
     test_same_key_while_in_flight_is_409,
     test_client_gone_while_in_flight_still_gets_its_receipt_stored,
