@@ -91,10 +91,7 @@ typedef struct HttpListener {
 
 struct HttpServer {
         sd_event *event;
-        HttpServerLimits limits;
-        unsigned mhd_connection_limit; /* what MHD was started with */
-        uint64_t mhd_max_header_size;
-        size_t mhd_pool_size;
+        HttpServerOptions options;
         const HttpRoute *routes;
         void *userdata;
 
@@ -108,6 +105,10 @@ struct HttpServer {
         char *description;
         RateLimit log_ratelimit;
         RateLimit limit_ratelimit; /* the notice that a limit was reached */
+
+        unsigned mhd_connection_limit; /* what MHD was started with */
+        uint64_t mhd_max_header_size;
+        size_t mhd_pool_size;
 
         HttpConnection *phase_head[_HTTP_PHASE_TIMED], *phase_tail[_HTTP_PHASE_TIMED];
         unsigned n_admitted;
@@ -287,12 +288,12 @@ static usec_t http_phase_timeout(const HttpServer *s, HttpPhase p) {
         switch (p) {
         case HTTP_PHASE_HEADERS:
         case HTTP_PHASE_REFUSED:
-                return s->limits.header_timeout;
+                return s->options.limits.header_timeout;
         case HTTP_PHASE_BODY:
         case HTTP_PHASE_ANSWER:
-                return s->limits.body_timeout;
+                return s->options.limits.body_timeout;
         case HTTP_PHASE_IDLE:
-                return s->limits.idle_timeout;
+                return s->options.limits.idle_timeout;
         default:
                 return USEC_INFINITY;
         }
@@ -532,7 +533,7 @@ static void http_server_evict(HttpServer *s, HttpConnection *victim, const char 
 static void http_server_admit(HttpServer *s, HttpConnection *c) {
         HttpConnection *victim;
 
-        while (c->peer && c->peer->n_admitted >= s->limits.max_connections_per_address) {
+        while (c->peer && c->peer->n_admitted >= s->options.limits.max_connections_per_address) {
                 victim = http_server_pick_victim(s, c->peer);
                 if (!victim) {
                         c->refused_per_address = true;
@@ -541,16 +542,16 @@ static void http_server_admit(HttpServer *s, HttpConnection *c) {
                         return;
                 }
                 http_server_evict(s, victim, "per-address connection",
-                                  s->limits.max_connections_per_address);
+                                  s->options.limits.max_connections_per_address);
         }
-        while (s->n_admitted >= s->limits.max_connections) {
+        while (s->n_admitted >= s->options.limits.max_connections) {
                 victim = http_server_pick_victim(s, NULL);
                 if (!victim) {
                         s->stats.refused++;
                         http_connection_enter(c, HTTP_PHASE_REFUSED);
                         return;
                 }
-                http_server_evict(s, victim, "connection", s->limits.max_connections);
+                http_server_evict(s, victim, "connection", s->options.limits.max_connections);
         }
         c->admitted = true;
         s->n_admitted++;
@@ -824,21 +825,21 @@ static enum MHD_Result http_on_access(void *cls, struct MHD_Connection *connecti
                                 (void) http_request_reply_error(
                                         req, 503, "Too many connections from %s (limit %u), all busy",
                                         http_peer_to_string(c->peer, buf),
-                                        s->limits.max_connections_per_address);
+                                        s->options.limits.max_connections_per_address);
                         else
                                 (void) http_request_reply_error(req, 503,
                                                                 "Too many connections (limit %u), all busy",
-                                                                s->limits.max_connections);
+                                                                s->options.limits.max_connections);
                         return http_request_queue(req);
                 }
                 /* MHD's memory holds several times the limit, so headers past it arrive here and are refused
                  * with a JSON body rather than MHD's HTML page. */
                 info = MHD_get_connection_info(connection, MHD_CONNECTION_INFO_REQUEST_HEADER_SIZE);
-                if (info && info->header_size > s->limits.max_header_size) {
+                if (info && info->header_size > s->options.limits.max_header_size) {
                         (void) http_request_add_header(req, MHD_HTTP_HEADER_CONNECTION, "close");
                         (void) http_request_reply_error(
                                 req, 431, "Request header fields too large: %zu bytes, limit %" PRIu64,
-                                info->header_size, s->limits.max_header_size);
+                                info->header_size, s->options.limits.max_header_size);
                         return http_request_queue(req);
                 }
                 if (req->method == 0) {
@@ -855,10 +856,10 @@ static enum MHD_Result http_on_access(void *cls, struct MHD_Connection *connecti
 
                         errno = 0;
                         v = strtoull(cl, &end, 10);
-                        if (errno == 0 && *end == 0 && v > s->limits.max_body_size) {
+                        if (errno == 0 && *end == 0 && v > s->options.limits.max_body_size) {
                                 (void) http_request_add_header(req, MHD_HTTP_HEADER_CONNECTION, "close");
                                 (void) http_request_reply_error(req, 413, "Body too large: %llu bytes, limit %" PRIu64,
-                                                                v, s->limits.max_body_size);
+                                                                v, s->options.limits.max_body_size);
                                 return http_request_queue(req);
                         }
                 }
@@ -874,7 +875,7 @@ static enum MHD_Result http_on_access(void *cls, struct MHD_Connection *connecti
                 size_t n = *upload_data_size;
 
                 *upload_data_size = 0;
-                if (req->body_too_large || req->body_size + n > s->limits.max_body_size) {
+                if (req->body_too_large || req->body_size + n > s->options.limits.max_body_size) {
                         /* A chunked body that grew past the limit. MHD_queue_response() refuses an answer
                          * until the body ended (and failing here would reset the connection without any),
                          * so keep nothing more, drop the rest and answer 413 at its end. */
@@ -885,7 +886,7 @@ static enum MHD_Result http_on_access(void *cls, struct MHD_Connection *connecti
                                 req->body_size = 0;
                         }
                         req->discarded += n;
-                        if (req->discarded > s->limits.max_body_size + HTTP_DISCARD_MAX)
+                        if (req->discarded > s->options.limits.max_body_size + HTTP_DISCARD_MAX)
                                 return MHD_NO;
                         return MHD_YES; /* and BodyTimeout= bounds how long */
                 }
@@ -903,7 +904,7 @@ static enum MHD_Result http_on_access(void *cls, struct MHD_Connection *connecti
                 (void) http_request_add_header(req, MHD_HTTP_HEADER_CONNECTION, "close");
                 (void) http_request_reply_error(req, 413,
                                                 "Body too large: %" PRIu64 " bytes, limit %" PRIu64,
-                                                req->discarded, s->limits.max_body_size);
+                                                req->discarded, s->options.limits.max_body_size);
                 return http_request_queue(req);
         }
 
@@ -1213,16 +1214,18 @@ int http_server_new(HttpServer **ret, sd_event *event, const HttpServerOptions *
         if (!s)
                 return -ENOMEM;
         s->event = sd_event_ref(event);
-        s->limits = options->limits;
-        s->mhd_connection_limit = s->limits.max_connections + HTTP_CONNECTION_HEADROOM;
-        s->mhd_max_header_size = s->limits.max_header_size;
-        s->mhd_pool_size = (size_t) MIN(s->limits.max_header_size * HTTP_HEADER_POOL_FACTOR,
-                                        s->limits.max_header_size + HTTP_HEADER_POOL_MAX_EXTRA) +
-                           HTTP_HEADER_POOL_EXTRA;
+        s->options = *options;
+        s->options.listen = NULL;
         s->routes = routes;
         s->userdata = userdata;
         s->log_ratelimit = RATELIMIT_INIT(10 * USEC_PER_SEC, 20);
         s->limit_ratelimit = RATELIMIT_INIT(60 * USEC_PER_SEC, 1);
+
+        s->mhd_connection_limit = options->limits.max_connections + HTTP_CONNECTION_HEADROOM;
+        s->mhd_max_header_size = options->limits.max_header_size;
+        s->mhd_pool_size = (size_t) MIN(options->limits.max_header_size * HTTP_HEADER_POOL_FACTOR,
+                                        options->limits.max_header_size + HTTP_HEADER_POOL_MAX_EXTRA) +
+                           HTTP_HEADER_POOL_EXTRA;
 
         r = sd_event_add_time(s->event, &s->deadline_source, CLOCK_MONOTONIC, USEC_INFINITY,
                               HTTP_DEADLINE_ACCURACY, http_server_on_deadline, s);
@@ -1325,7 +1328,7 @@ void http_server_set_limits(HttpServer *s, const HttpServerLimits *limits) {
                 l.max_header_size = MIN(l.max_header_size, s->mhd_max_header_size);
         }
         /* Connections over a lowered limit stay until they end or a new one needs a place. */
-        s->limits = l;
+        s->options.limits = l;
         http_server_arm_deadlines(s);
 }
 
