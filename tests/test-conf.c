@@ -305,6 +305,48 @@ static void test_dump_reads_back_unchanged(void) {
         ASSERT_STREQ(dump_a, dump_b);
 }
 
+static void test_http_deadlines_and_the_deprecated_connection_timeout(void) {
+        _cleanup_free_ char *only_old = write_file("old.conf", "[HTTP]\nConnectionTimeout=2s\n");
+        _cleanup_free_ char *both = write_file("both.conf",
+                                               "[HTTP]\nIdleTimeout=40s\nConnectionTimeout=2s\nHeaderTimeout=\n");
+        _cleanup_free_ char *error = NULL, *dump = NULL;
+        size_t l = 0;
+        Config *c = NULL;
+        FILE *f;
+
+        clear_env();
+        /* Defaults: separate deadlines, the old key unset. */
+        ASSERT_OK(config_load("/dev/null", &c, &error));
+        ASSERT_EQ_U(c->http_header_timeout, 10 * USEC_PER_SEC);
+        ASSERT_EQ_U(c->http_body_timeout, 30 * USEC_PER_SEC);
+        ASSERT_EQ_U(c->http_idle_timeout, 15 * USEC_PER_SEC);
+        ASSERT_EQ_U(c->http_connection_timeout, 0);
+        ASSERT_EQ(c->http_max_connections_per_address, 64);
+        f = open_memstream(&dump, &l);
+        ASSERT_OK(config_dump(c, f));
+        fclose(f);
+        ASSERT_NOT_NULL(strstr(dump, "\nConnectionTimeout=\n")); /* unset reads back unset */
+        c = config_free(c);
+
+        /* A configuration of before: the old key stands for all three. */
+        ASSERT_OK(config_load(only_old, &c, &error));
+        ASSERT_EQ_U(c->http_header_timeout, 2 * USEC_PER_SEC);
+        ASSERT_EQ_U(c->http_body_timeout, 2 * USEC_PER_SEC);
+        ASSERT_EQ_U(c->http_idle_timeout, 2 * USEC_PER_SEC);
+        c = config_free(c);
+
+        /* One given explicitly wins, before or after it; one reset to empty is given (its default). */
+        ASSERT_OK(config_load(both, &c, &error));
+        ASSERT_EQ_U(c->http_idle_timeout, 40 * USEC_PER_SEC);
+        ASSERT_EQ_U(c->http_header_timeout, 10 * USEC_PER_SEC);
+        ASSERT_EQ_U(c->http_body_timeout, 2 * USEC_PER_SEC);
+        c = config_free(c);
+
+        expect_bad("[HTTP]\nHeaderTimeout=0\n", "[HTTP] HeaderTimeout=0: must be at least 1s", NULL);
+        expect_bad("[HTTP]\nIdleTimeout=2h\n", "must be at most 1h", NULL);
+        expect_bad("[HTTP]\nMaxConnectionsPerAddress=0\n", "must be in the range 1..65536", NULL);
+}
+
 static void test_config_set_applies_one_key(void) {
         _cleanup_(config_freep) Config *c = NULL;
         _cleanup_free_ char *error = NULL;
@@ -332,6 +374,7 @@ int main(void) {
         TEST_RUN(test_http_access_keys);
         TEST_RUN(test_unreadable_file);
         TEST_RUN(test_dump_reads_back_unchanged);
+        TEST_RUN(test_http_deadlines_and_the_deprecated_connection_timeout);
         TEST_RUN(test_config_set_applies_one_key);
 
         char cmd[600];

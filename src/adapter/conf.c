@@ -64,7 +64,16 @@ static const ConfigItem config_items[] = {
         { "HTTP", "AllowInsecure", CONFIG_BOOLEAN, C(http_allow_insecure), "no", NOLIMIT, NULL },
         { "HTTP", "MaxBodySize", CONFIG_SIZE, C(http_max_body_size), "256K", 1024, 64ULL << 20, NULL },
         { "HTTP", "MaxConnections", CONFIG_UNSIGNED, C(http_max_connections), "256", 1, 65536, NULL },
-        { "HTTP", "ConnectionTimeout", CONFIG_TIMESPAN, C(http_connection_timeout), "30s", USEC_PER_SEC,
+        { "HTTP", "MaxConnectionsPerAddress", CONFIG_UNSIGNED, C(http_max_connections_per_address), "64", 1,
+          65536, NULL },
+        { "HTTP", "HeaderTimeout", CONFIG_TIMESPAN, C(http_header_timeout), "10s", USEC_PER_SEC,
+          USEC_PER_HOUR, NULL },
+        { "HTTP", "BodyTimeout", CONFIG_TIMESPAN, C(http_body_timeout), "30s", USEC_PER_SEC, USEC_PER_HOUR,
+          NULL },
+        { "HTTP", "IdleTimeout", CONFIG_TIMESPAN, C(http_idle_timeout), "15s", USEC_PER_SEC, USEC_PER_HOUR,
+          NULL },
+        /* Deprecated: before the three above, one timeout for all. */
+        { "HTTP", "ConnectionTimeout", CONFIG_TIMESPAN, C(http_connection_timeout), NULL, USEC_PER_SEC,
           USEC_PER_HOUR, NULL },
         { "HTTP", "MaxHeaderSize", CONFIG_SIZE, C(http_max_header_size), "16K", 1024, 1ULL << 20, NULL },
 
@@ -296,6 +305,11 @@ static int config_assign(Config *c, const ConfigItem *item, const char *value, c
 
         if (isempty(value)) {
                 if (!item->def) {
+                        if (item->type == CONFIG_TIMESPAN) {
+                                *(usec_t *) p = 0;
+                                return 0;
+                        }
+                        assert(config_type_is_string(item->type));
                         free(*(char **) p);
                         *(char **) p = NULL;
                         return 0;
@@ -594,6 +608,15 @@ static int config_parse_environment(Config *c, char **ret_error) {
         return 0;
 }
 
+static const char *const http_timeout_keys[] = { "HeaderTimeout", "BodyTimeout", "IdleTimeout" };
+
+static usec_t *config_http_timeout(Config *c, const char *key) {
+        const ConfigItem *item = config_find("HTTP", key, NULL);
+
+        assert(item && item->type == CONFIG_TIMESPAN);
+        return (usec_t *) ((uint8_t *) c + item->offset);
+}
+
 int config_load(const char *path, Config **ret, char **ret_error) {
         _cleanup_(config_freep) Config *c = NULL;
         const char *main_path = path ?: CONFIG_MAIN_FILE;
@@ -602,6 +625,10 @@ int config_load(const char *path, Config **ret, char **ret_error) {
         r = config_new(&c);
         if (r < 0)
                 return r;
+
+        /* Marked "not given" (no file can set this), to tell which follow [HTTP] ConnectionTimeout=. */
+        for (size_t i = 0; i < ELEMENTSOF(http_timeout_keys); i++)
+                *config_http_timeout(c, http_timeout_keys[i]) = USEC_INFINITY;
 
         /* An explicitly named file must exist; the default one may be absent (all defaults apply). */
         r = config_parse_file(c, main_path, !path, ret_error);
@@ -613,6 +640,23 @@ int config_load(const char *path, Config **ret, char **ret_error) {
         r = config_parse_environment(c, ret_error);
         if (r < 0)
                 return r;
+
+        /* The deprecated ConnectionTimeout= stands for each of the three that no file gave; an explicit one
+         * wins, whichever comes first in the files. */
+        for (size_t i = 0; i < ELEMENTSOF(http_timeout_keys); i++) {
+                usec_t *t = config_http_timeout(c, http_timeout_keys[i]);
+
+                if (*t != USEC_INFINITY)
+                        continue;
+                if (c->http_connection_timeout > 0)
+                        *t = c->http_connection_timeout;
+                else {
+                        r = config_assign(c, config_find("HTTP", http_timeout_keys[i], NULL), NULL,
+                                          "defaults", 0, ret_error);
+                        if (r < 0)
+                                return r;
+                }
+        }
 
         if (!c->buffer_path) {
                 /* systemd's StateDirectory= tells us where our state lives; else the compiled-in default. */
@@ -662,7 +706,9 @@ int config_dump(const Config *c, FILE *f) {
                 fprintf(f, "%s=", item->key);
                 switch (item->type) {
                 case CONFIG_TIMESPAN:
-                        fputs(format_timespan(buf, sizeof buf, *(const usec_t *) p), f);
+                        /* Unset (0 where there is no default) is written empty, which reads back unset. */
+                        if (item->def || *(const usec_t *) p != 0)
+                                fputs(format_timespan(buf, sizeof buf, *(const usec_t *) p), f);
                         break;
                 case CONFIG_SIZE:
                         fputs(format_size(buf, sizeof buf, *(const uint64_t *) p), f);

@@ -27,7 +27,11 @@ typedef struct Config {
         bool http_allow_insecure; /* serve a non-loopback address without TLS and a POS token */
         uint64_t http_max_body_size;
         unsigned http_max_connections;
-        usec_t http_connection_timeout;
+        unsigned http_max_connections_per_address;
+        usec_t http_connection_timeout; /* 0: unset; deprecated, the three below when they are not given */
+        usec_t http_header_timeout;
+        usec_t http_body_timeout;
+        usec_t http_idle_timeout;
         uint64_t http_max_header_size;
 
         /* [Buffer] */

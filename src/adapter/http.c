@@ -2,13 +2,16 @@
 /* Owns libmicrohttpd inside sd-event: one MHD daemon per listening socket in external-epoll mode, its epoll
  * fd as an io source and MHD_get_timeout() as a relative timer; TLS, the refusal of a listener on the
  * network without it, bearer-token authorization of each route; request bodies, limits, routing, and
- * answers given while the handler runs or later from a suspended connection. */
+ * answers given while the handler runs or later from a suspended connection. It also follows every
+ * connection through its phases to hold each to its own deadline, to count connections per peer address,
+ * and to evict the least useful one when a new one needs its place. */
 
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <microhttpd.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <search.h>
 #include <stdarg.h>
 #include <sys/socket.h>
 #include <systemd/sd-daemon.h>
@@ -19,12 +22,65 @@
 #include "token.h"
 
 #define HTTP_MAX_ARGS 4
-/* MHD's own hard limit on connections sits above ours, so that the ones over our limit still get a 503
- * with a JSON body instead of a closed socket. */
+/* MHD's own hard limit on connections sits above ours: evicted connections stay MHD's until its next run,
+ * and the ones refused (over a limit with nothing to evict) still get a 503 with a JSON body instead of a
+ * closed socket. */
 #define HTTP_CONNECTION_HEADROOM 64U
 /* MHD takes no answer while a body is being received, so a body without Content-Length that outgrows the
- * limit is read to its end and dropped, then answered 413; past this much more, the connection is closed. */
-#define HTTP_DISCARD_MAX (1024U * 1024U)
+ * limit is read to its end (within the body's deadline) and dropped, then answered 413; past this much
+ * more, the connection is closed. */
+#define HTTP_DISCARD_MAX (16U * 1024U * 1024U)
+/* MHD answers headers that outgrow its per-connection memory with its own HTML page, and offers no hook to
+ * change it. Its memory is sized well above [HTTP] MaxHeaderSize= so that we see the headers first and
+ * answer a JSON 431 ourselves; only headers past this many times the limit still meet MHD's page. */
+#define HTTP_HEADER_POOL_FACTOR 4U
+#define HTTP_HEADER_POOL_EXTRA (16U * 1024U) /* header records, the answer's headers */
+#define HTTP_HEADER_POOL_MAX_EXTRA (1024U * 1024U)
+/* MHD's own inactivity timeout, as the longest any of our deadlines may be ([HTTP] *Timeout= allow 1h). */
+#define HTTP_MHD_TIMEOUT USEC_PER_HOUR
+/* The deadline timer may fire this much late: deadlines are whole seconds, a connection is closed in a
+ * batch with its neighbours. */
+#define HTTP_DEADLINE_ACCURACY (100 * USEC_PER_MSEC)
+
+/* Where a connection is; the first ones have deadlines and a list each, in the order they entered it. */
+typedef enum HttpPhase {
+        HTTP_PHASE_HEADERS, /* sending its request line and headers */
+        HTTP_PHASE_BODY,    /* sending its body */
+        HTTP_PHASE_IDLE,    /* kept alive between requests */
+        HTTP_PHASE_ANSWER,  /* taking its answer */
+        HTTP_PHASE_REFUSED, /* over a limit with nothing to evict: sending the request its 503 answers */
+        _HTTP_PHASE_TIMED,
+        HTTP_PHASE_WORKING = _HTTP_PHASE_TIMED, /* its request is with a handler */
+        HTTP_PHASE_CLOSING,                     /* shut down by us, MHD has not noticed yet */
+} HttpPhase;
+
+typedef struct HttpConnection HttpConnection;
+
+/* Connections from one address, IPv4-mapped IPv6 counted as IPv4. */
+typedef struct HttpPeer {
+        int family;
+        union {
+                struct in_addr in;
+                struct in6_addr in6;
+        } address;
+        unsigned n_admitted;
+        HttpConnection *connections; /* all of them, admitted or not */
+} HttpPeer;
+
+struct HttpConnection {
+        HttpServer *server;
+        struct HttpListener *listener;
+        struct MHD_Connection *connection;
+        int fd;
+        HttpPeer *peer; /* NULL: not an IP connection */
+        HttpConnection *peer_prev, *peer_next;
+
+        HttpPhase phase;
+        usec_t since; /* when the phase's clock started */
+        HttpConnection *phase_prev, *phase_next;
+        bool admitted; /* counted against the limits */
+        bool refused_per_address;
+};
 /* TLS 1.2 and 1.3 only, GnuTLS's default ciphers for them. */
 #define HTTP_TLS_PRIORITIES "NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2"
 #define HTTP_AUTH_REALM "Bearer realm=\"kkt-adapter\""
@@ -58,6 +114,17 @@ struct HttpServer {
         /* Our copies of the secrets in options, wiped in http_server_free(). */
         char *pos_token, *admin_token;
         char *tls_certificate, *tls_key;
+
+        RateLimit limit_ratelimit; /* the notice that a limit was reached */
+
+        unsigned mhd_connection_limit; /* what MHD was started with */
+        uint64_t mhd_max_header_size;
+        size_t mhd_pool_size;
+
+        HttpConnection *phase_head[_HTTP_PHASE_TIMED], *phase_tail[_HTTP_PHASE_TIMED];
+        unsigned n_admitted;
+        void *peers; /* tsearch() tree of HttpPeer */
+        sd_event_source *deadline_source;
 };
 
 struct HttpRequest {
@@ -204,6 +271,360 @@ static void http_listener_run_soon(HttpListener *l) {
         r = sd_event_source_set_enabled(l->defer_source, SD_EVENT_ONESHOT);
         if (r < 0)
                 log_warning_errno(r, "Failed to schedule the HTTP server: %m");
+}
+
+/* ---- connections: phases, deadlines, limits ---------------------------------------------------------- */
+
+static const char *http_phase_to_string(HttpPhase p) {
+        switch (p) {
+        case HTTP_PHASE_HEADERS:
+                return "sending its headers";
+        case HTTP_PHASE_BODY:
+                return "sending its body";
+        case HTTP_PHASE_IDLE:
+                return "idle";
+        case HTTP_PHASE_ANSWER:
+                return "taking its answer";
+        case HTTP_PHASE_REFUSED:
+                return "refused";
+        case HTTP_PHASE_WORKING:
+                return "being answered";
+        case HTTP_PHASE_CLOSING:
+                return "closing";
+        }
+        return "unknown";
+}
+
+static usec_t http_phase_timeout(const HttpServer *s, HttpPhase p) {
+        switch (p) {
+        case HTTP_PHASE_HEADERS:
+        case HTTP_PHASE_REFUSED:
+                return s->options.limits.header_timeout;
+        case HTTP_PHASE_BODY:
+        case HTTP_PHASE_ANSWER:
+                return s->options.limits.body_timeout;
+        case HTTP_PHASE_IDLE:
+                return s->options.limits.idle_timeout;
+        default:
+                return USEC_INFINITY;
+        }
+}
+
+/* Computed rather than stored: new limits apply to open connections, and each phase's list, in the order
+ * its connections entered it, stays in the order of their deadlines. */
+static usec_t http_connection_deadline(const HttpConnection *c) {
+        return usec_add(c->since, http_phase_timeout(c->server, c->phase));
+}
+
+static HttpConnection *http_connection_of(struct MHD_Connection *connection) {
+        const union MHD_ConnectionInfo *i;
+
+        if (!connection)
+                return NULL;
+        i = MHD_get_connection_info(connection, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+        return i ? i->socket_context : NULL;
+}
+
+static void http_connection_unlink_phase(HttpConnection *c) {
+        HttpServer *s = c->server;
+
+        if (c->phase >= _HTTP_PHASE_TIMED)
+                return;
+        if (c->phase_prev)
+                c->phase_prev->phase_next = c->phase_next;
+        else
+                s->phase_head[c->phase] = c->phase_next;
+        if (c->phase_next)
+                c->phase_next->phase_prev = c->phase_prev;
+        else
+                s->phase_tail[c->phase] = c->phase_prev;
+        c->phase_prev = c->phase_next = NULL;
+}
+
+/* Moves the connection into `phase` and starts that phase's clock. */
+static void http_connection_enter(HttpConnection *c, HttpPhase phase) {
+        HttpServer *s = c->server;
+
+        if (c->phase == HTTP_PHASE_CLOSING)
+                return;
+        http_connection_unlink_phase(c);
+        c->phase = phase;
+        c->since = now(CLOCK_MONOTONIC);
+        if (phase >= _HTTP_PHASE_TIMED)
+                return;
+        c->phase_prev = s->phase_tail[phase];
+        if (s->phase_tail[phase])
+                s->phase_tail[phase]->phase_next = c;
+        else
+                s->phase_head[phase] = c;
+        s->phase_tail[phase] = c;
+}
+
+static void http_connection_unadmit(HttpConnection *c) {
+        HttpServer *s = c->server;
+
+        if (!c->admitted)
+                return;
+        c->admitted = false;
+        assert(s->n_admitted > 0);
+        s->n_admitted--;
+        if (c->peer) {
+                assert(c->peer->n_admitted > 0);
+                c->peer->n_admitted--;
+        }
+}
+
+/* MHD is closing the connection by itself: it no longer counts, and has no deadline. */
+static void http_connection_forget(HttpConnection *c) {
+        http_connection_unadmit(c);
+        http_connection_unlink_phase(c);
+        c->phase = HTTP_PHASE_CLOSING;
+}
+
+/* Closes the connection from outside MHD's callbacks for it: shutting the socket down makes it readable at
+ * end of file (and hung up), which MHD handles in its next run as a client gone. The socket stays MHD's,
+ * open until MHD says the connection is closed, so the descriptor cannot be another one's by then. */
+static void http_connection_close(HttpConnection *c) {
+        if (c->phase == HTTP_PHASE_CLOSING)
+                return;
+        http_connection_forget(c);
+        (void) shutdown(c->fd, SHUT_RDWR);
+        http_listener_run_soon(c->listener);
+}
+
+static const char *http_peer_to_string(const HttpPeer *p, char buf[static INET6_ADDRSTRLEN]) {
+        if (!p)
+                return "a local socket";
+        return inet_ntop(p->family, &p->address, buf, INET6_ADDRSTRLEN) ?: "an unknown address";
+}
+
+static int http_peer_compare(const void *a, const void *b) {
+        const HttpPeer *x = a, *y = b;
+
+        if (x->family != y->family)
+                return x->family < y->family ? -1 : 1;
+        return memcmp(&x->address, &y->address,
+                      x->family == AF_INET ? sizeof(struct in_addr) : sizeof(struct in6_addr));
+}
+
+/* The peer for a client address, made on its first connection; NULL when not an IP address, or without
+ * memory (that connection then counts against MaxConnections= only). */
+static HttpPeer *http_server_get_peer(HttpServer *s, const struct sockaddr *sa) {
+        HttpPeer key = {}, *p;
+        void *found;
+
+        if (!sa)
+                return NULL;
+        if (sa->sa_family == AF_INET) {
+                key.family = AF_INET;
+                key.address.in = ((const struct sockaddr_in *) sa)->sin_addr;
+        } else if (sa->sa_family == AF_INET6) {
+                const struct in6_addr *a = &((const struct sockaddr_in6 *) sa)->sin6_addr;
+
+                if (IN6_IS_ADDR_V4MAPPED(a)) {
+                        key.family = AF_INET;
+                        memcpy(&key.address.in, a->s6_addr + 12, sizeof(struct in_addr));
+                } else {
+                        key.family = AF_INET6;
+                        key.address.in6 = *a;
+                }
+        } else
+                return NULL;
+
+        found = tfind(&key, &s->peers, http_peer_compare);
+        if (found)
+                return *(HttpPeer **) found;
+        p = new0(HttpPeer, 1);
+        if (!p)
+                return NULL;
+        *p = key;
+        if (!tsearch(p, &s->peers, http_peer_compare))
+                return mfree(p);
+        return p;
+}
+
+static HttpConnection *http_connection_new(HttpListener *l, struct MHD_Connection *connection) {
+        const union MHD_ConnectionInfo *i;
+        HttpConnection *c;
+
+        i = MHD_get_connection_info(connection, MHD_CONNECTION_INFO_CONNECTION_FD);
+        if (!i)
+                return NULL;
+        c = new0(HttpConnection, 1);
+        if (!c)
+                return NULL;
+        c->server = l->server;
+        c->listener = l;
+        c->connection = connection;
+        c->fd = i->connect_fd;
+        c->phase = HTTP_PHASE_WORKING; /* untimed until admitted or refused */
+
+        i = MHD_get_connection_info(connection, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+        c->peer = http_server_get_peer(l->server, i ? i->client_addr : NULL);
+        if (c->peer) {
+                c->peer_next = c->peer->connections;
+                if (c->peer_next)
+                        c->peer_next->peer_prev = c;
+                c->peer->connections = c;
+        }
+        return c;
+}
+
+static void http_connection_free(HttpConnection *c) {
+        HttpServer *s;
+
+        if (!c)
+                return;
+        s = c->server;
+        http_connection_forget(c);
+        if (c->peer) {
+                if (c->peer_prev)
+                        c->peer_prev->peer_next = c->peer_next;
+                else
+                        c->peer->connections = c->peer_next;
+                if (c->peer_next)
+                        c->peer_next->peer_prev = c->peer_prev;
+                if (!c->peer->connections) {
+                        (void) tdelete(c->peer, &s->peers, http_peer_compare);
+                        free(c->peer);
+                }
+        }
+        free(c);
+}
+
+static bool http_connection_evictable(const HttpConnection *c) {
+        return c->admitted && IN_SET(c->phase, HTTP_PHASE_IDLE, HTTP_PHASE_HEADERS, HTTP_PHASE_BODY);
+}
+
+/* The connection to give up for a new one: among those idle or still sending their request (never one whose
+ * request is being answered), the one nearest its deadline, that is the longest idle or the slowest
+ * relative to what its phase allows; only `peer`'s when given. NULL: none. */
+static HttpConnection *http_server_pick_victim(HttpServer *s, HttpPeer *peer) {
+        HttpConnection *best = NULL;
+        usec_t best_deadline = USEC_INFINITY;
+
+        if (peer) {
+                for (HttpConnection *c = peer->connections; c; c = c->peer_next)
+                        if (http_connection_evictable(c) &&
+                            (!best || http_connection_deadline(c) < best_deadline)) {
+                                best = c;
+                                best_deadline = http_connection_deadline(c);
+                        }
+                return best;
+        }
+        /* Each list is in deadline order: only its first admitted connection can be the nearest. */
+        for (HttpPhase p = HTTP_PHASE_HEADERS; p <= HTTP_PHASE_IDLE; p++)
+                for (HttpConnection *c = s->phase_head[p]; c; c = c->phase_next)
+                        if (http_connection_evictable(c)) {
+                                if (!best || http_connection_deadline(c) < best_deadline) {
+                                        best = c;
+                                        best_deadline = http_connection_deadline(c);
+                                }
+                                break;
+                        }
+        return best;
+}
+
+static void http_server_evict(HttpServer *s, HttpConnection *victim, const char *which, unsigned limit) {
+        char buf[INET6_ADDRSTRLEN];
+
+        s->stats.evicted++;
+        /* Operators should learn that a limit is being hit, not about each connection it costs. */
+        if (ratelimit_below(&s->limit_ratelimit, NULL))
+                log_notice("HTTP %s limit (%u) reached: closed a connection from %s, %s for %" PRIu64
+                           " s, to admit a new one (%" PRIu64 " evicted since start).",
+                           which, limit, http_peer_to_string(victim->peer, buf),
+                           http_phase_to_string(victim->phase),
+                           (now(CLOCK_MONOTONIC) - victim->since) / USEC_PER_SEC, s->stats.evicted);
+        http_connection_close(victim);
+}
+
+/* A new connection takes its place, making room when needed; one over a limit with nothing to evict is
+ * refused: its request gets a 503. */
+static void http_server_admit(HttpServer *s, HttpConnection *c) {
+        HttpConnection *victim;
+
+        while (c->peer && c->peer->n_admitted >= s->options.limits.max_connections_per_address) {
+                victim = http_server_pick_victim(s, c->peer);
+                if (!victim) {
+                        c->refused_per_address = true;
+                        s->stats.refused++;
+                        http_connection_enter(c, HTTP_PHASE_REFUSED);
+                        return;
+                }
+                http_server_evict(s, victim, "per-address connection",
+                                  s->options.limits.max_connections_per_address);
+        }
+        while (s->n_admitted >= s->options.limits.max_connections) {
+                victim = http_server_pick_victim(s, NULL);
+                if (!victim) {
+                        s->stats.refused++;
+                        http_connection_enter(c, HTTP_PHASE_REFUSED);
+                        return;
+                }
+                http_server_evict(s, victim, "connection", s->options.limits.max_connections);
+        }
+        c->admitted = true;
+        s->n_admitted++;
+        if (c->peer)
+                c->peer->n_admitted++;
+        /* A new connection's headers are due within HeaderTimeout= of its opening. */
+        http_connection_enter(c, HTTP_PHASE_HEADERS);
+}
+
+static void http_server_arm_deadlines(HttpServer *s) {
+        usec_t next = USEC_INFINITY;
+        int r;
+
+        if (!s->deadline_source)
+                return;
+        for (HttpPhase p = 0; p < _HTTP_PHASE_TIMED; p++)
+                if (s->phase_head[p])
+                        next = MIN(next, http_connection_deadline(s->phase_head[p]));
+        if (next == USEC_INFINITY) {
+                (void) sd_event_source_set_enabled(s->deadline_source, SD_EVENT_OFF);
+                return;
+        }
+        r = sd_event_source_set_time(s->deadline_source, next);
+        if (r >= 0)
+                r = sd_event_source_set_enabled(s->deadline_source, SD_EVENT_ONESHOT);
+        if (r < 0)
+                log_warning_errno(r, "Failed to arm the HTTP deadline timer: %m");
+}
+
+static int http_server_on_deadline(sd_event_source *source, uint64_t usec, void *userdata) {
+        HttpServer *s = userdata;
+        usec_t n = now(CLOCK_MONOTONIC);
+
+        for (HttpPhase p = 0; p < _HTTP_PHASE_TIMED; p++) {
+                HttpConnection *c;
+
+                while ((c = s->phase_head[p]) && http_connection_deadline(c) <= n) {
+                        char buf[INET6_ADDRSTRLEN];
+
+                        switch (p) {
+                        case HTTP_PHASE_HEADERS:
+                        case HTTP_PHASE_REFUSED:
+                                s->stats.timed_out_headers++;
+                                break;
+                        case HTTP_PHASE_BODY:
+                                s->stats.timed_out_body++;
+                                break;
+                        case HTTP_PHASE_IDLE:
+                                s->stats.timed_out_idle++;
+                                break;
+                        default:
+                                s->stats.timed_out_answer++;
+                                break;
+                        }
+                        if (p != HTTP_PHASE_IDLE && ratelimit_below(&s->log_ratelimit, NULL))
+                                log_debug("HTTP: closing the connection from %s, %s past its deadline.",
+                                          http_peer_to_string(c->peer, buf), http_phase_to_string(p));
+                        http_connection_close(c);
+                }
+        }
+        http_server_arm_deadlines(s);
+        return 0;
 }
 
 /* Hands the prepared answer to MHD: during the handler directly, else by resuming the connection, whose
@@ -374,6 +795,10 @@ static void http_server_dispatch(HttpServer *s, HttpRequest *req) {
 }
 
 static enum MHD_Result http_request_queue(HttpRequest *req) {
+        HttpConnection *c = http_connection_of(req->connection);
+
+        if (c)
+                http_connection_enter(c, HTTP_PHASE_ANSWER);
         req->queued = true;
         return MHD_queue_response(req->connection, req->status, req->response);
 }
@@ -505,9 +930,11 @@ static enum MHD_Result http_on_access(void *cls, struct MHD_Connection *connecti
         HttpListener *l = cls;
         HttpServer *s = l->server;
         HttpRequest *req = *con_cls;
+        HttpConnection *c = http_connection_of(connection);
 
         if (!req) {
                 const HttpRoute *route;
+                const union MHD_ConnectionInfo *info;
                 const char *cl;
 
                 req = new0(HttpRequest, 1);
@@ -526,11 +953,30 @@ static enum MHD_Result http_on_access(void *cls, struct MHD_Connection *connecti
                 s->in_flight++;
                 s->stats.requests++;
 
-                if (s->stats.connections > s->options.max_connections) {
+                if (c && c->phase == HTTP_PHASE_REFUSED) {
+                        char buf[INET6_ADDRSTRLEN];
+
                         (void) http_request_add_header(req, MHD_HTTP_HEADER_CONNECTION, "close");
                         (void) http_request_add_header(req, MHD_HTTP_HEADER_RETRY_AFTER, "1");
-                        (void) http_request_reply_error(req, 503, "Too many connections (limit %u)",
-                                                        s->options.max_connections);
+                        if (c->refused_per_address)
+                                (void) http_request_reply_error(
+                                        req, 503, "Too many connections from %s (limit %u), all busy",
+                                        http_peer_to_string(c->peer, buf),
+                                        s->options.limits.max_connections_per_address);
+                        else
+                                (void) http_request_reply_error(req, 503,
+                                                                "Too many connections (limit %u), all busy",
+                                                                s->options.limits.max_connections);
+                        return http_request_queue(req);
+                }
+                /* MHD's memory holds several times the limit, so headers past it arrive here and are refused
+                 * with a JSON body rather than MHD's HTML page. */
+                info = MHD_get_connection_info(connection, MHD_CONNECTION_INFO_REQUEST_HEADER_SIZE);
+                if (info && info->header_size > s->options.limits.max_header_size) {
+                        (void) http_request_add_header(req, MHD_HTTP_HEADER_CONNECTION, "close");
+                        (void) http_request_reply_error(
+                                req, 431, "Request header fields too large: %zu bytes, limit %" PRIu64,
+                                info->header_size, s->options.limits.max_header_size);
                         return http_request_queue(req);
                 }
                 if (req->method == 0) {
@@ -550,13 +996,15 @@ static enum MHD_Result http_on_access(void *cls, struct MHD_Connection *connecti
 
                         errno = 0;
                         v = strtoull(cl, &end, 10);
-                        if (errno == 0 && *end == 0 && v > s->options.max_body_size) {
+                        if (errno == 0 && *end == 0 && v > s->options.limits.max_body_size) {
                                 (void) http_request_add_header(req, MHD_HTTP_HEADER_CONNECTION, "close");
                                 (void) http_request_reply_error(req, 413, "Body too large: %llu bytes, limit %" PRIu64,
-                                                                v, s->options.max_body_size);
+                                                                v, s->options.limits.max_body_size);
                                 return http_request_queue(req);
                         }
                 }
+                if (c)
+                        http_connection_enter(c, HTTP_PHASE_BODY);
                 return MHD_YES;
         }
 
@@ -567,7 +1015,7 @@ static enum MHD_Result http_on_access(void *cls, struct MHD_Connection *connecti
                 size_t n = *upload_data_size;
 
                 *upload_data_size = 0;
-                if (req->body_too_large || req->body_size + n > s->options.max_body_size) {
+                if (req->body_too_large || req->body_size + n > s->options.limits.max_body_size) {
                         /* A chunked body that grew past the limit. MHD_queue_response() refuses an answer
                          * until the body ended (and failing here would reset the connection without any),
                          * so keep nothing more, drop the rest and answer 413 at its end. */
@@ -578,9 +1026,9 @@ static enum MHD_Result http_on_access(void *cls, struct MHD_Connection *connecti
                                 req->body_size = 0;
                         }
                         req->discarded += n;
-                        if (req->discarded > s->options.max_body_size + HTTP_DISCARD_MAX)
+                        if (req->discarded > s->options.limits.max_body_size + HTTP_DISCARD_MAX)
                                 return MHD_NO;
-                        return MHD_YES;
+                        return MHD_YES; /* and BodyTimeout= bounds how long */
                 }
                 char *b = realloc(req->body, req->body_size + n + 1);
                 if (!b)
@@ -596,7 +1044,7 @@ static enum MHD_Result http_on_access(void *cls, struct MHD_Connection *connecti
                 (void) http_request_add_header(req, MHD_HTTP_HEADER_CONNECTION, "close");
                 (void) http_request_reply_error(req, 413,
                                                 "Body too large: %" PRIu64 " bytes, limit %" PRIu64,
-                                                req->discarded, s->options.max_body_size);
+                                                req->discarded, s->options.limits.max_body_size);
                 return http_request_queue(req);
         }
 
@@ -605,6 +1053,8 @@ static enum MHD_Result http_on_access(void *cls, struct MHD_Connection *connecti
                 return MHD_NO;
         if (!req->dispatched) {
                 req->dispatched = true;
+                if (c)
+                        http_connection_enter(c, HTTP_PHASE_WORKING);
                 http_server_dispatch(s, req);
         }
         if (req->answered)
@@ -623,6 +1073,13 @@ static enum MHD_Result http_on_access(void *cls, struct MHD_Connection *connecti
 static void http_on_completed(void *cls, struct MHD_Connection *connection, void **con_cls,
                               enum MHD_RequestTerminationCode toe) {
         HttpRequest *req = *con_cls;
+        HttpConnection *c = http_connection_of(connection);
+
+        /* Also said when the connection closes after the answer; it is forgotten soon after in that case. */
+        if (c && toe == MHD_REQUEST_TERMINATED_COMPLETED_OK)
+                http_connection_enter(c, c->admitted ? HTTP_PHASE_IDLE : HTTP_PHASE_REFUSED);
+        else if (c)
+                http_connection_forget(c);
 
         if (!req)
                 return;
@@ -633,14 +1090,41 @@ static void http_on_completed(void *cls, struct MHD_Connection *connection, void
         http_request_finish(req);
 }
 
+/* The request line is in: on a kept-alive connection, the headers' clock starts now. */
+static void *http_on_request_line(void *cls, const char *uri, struct MHD_Connection *connection) {
+        HttpConnection *c = http_connection_of(connection);
+
+        if (c && c->phase == HTTP_PHASE_IDLE)
+                http_connection_enter(c, HTTP_PHASE_HEADERS);
+        return NULL; /* the access handler's first call still sees no request */
+}
+
 static void http_on_connection(void *cls, struct MHD_Connection *connection, void **socket_context,
                                enum MHD_ConnectionNotificationCode toe) {
         HttpListener *l = cls;
+        HttpServer *s = l->server;
 
-        if (toe == MHD_CONNECTION_NOTIFY_STARTED)
-                l->server->stats.connections++;
-        else if (l->server->stats.connections > 0)
-                l->server->stats.connections--;
+        if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+                HttpConnection *c;
+
+                s->stats.connections++;
+                c = http_connection_new(l, connection);
+                if (!c) {
+                        /* Without memory to follow it, it would escape every limit: closed at once. */
+                        const union MHD_ConnectionInfo *i =
+                                MHD_get_connection_info(connection, MHD_CONNECTION_INFO_CONNECTION_FD);
+                        if (i)
+                                (void) shutdown(i->connect_fd, SHUT_RDWR);
+                        return;
+                }
+                *socket_context = c;
+                http_server_admit(s, c);
+                return;
+        }
+        if (s->stats.connections > 0)
+                s->stats.connections--;
+        http_connection_free(*socket_context);
+        *socket_context = NULL;
 }
 
 static void http_on_mhd_log(void *cls, const char *format, va_list ap) {
@@ -680,6 +1164,8 @@ static int http_listener_run(HttpListener *l) {
         if (MHD_run(l->daemon) != MHD_YES)
                 log_debug("MHD_run() reported a failure.");
         http_listener_arm_timer(l);
+        /* Connections came, went and changed phase in that run. */
+        http_server_arm_deadlines(l->server);
         return 0;
 }
 
@@ -704,7 +1190,6 @@ static int http_on_defer_prepare(sd_event_source *source, void *userdata) {
 
 static int http_listener_start(HttpServer *s, HttpListener *l, int fd) {
         const union MHD_DaemonInfo *info;
-        unsigned timeout_sec;
         int r;
 
         l->server = s;
@@ -718,7 +1203,6 @@ static int http_listener_start(HttpServer *s, HttpListener *l, int fd) {
                 { MHD_OPTION_END, 0, NULL },
         };
 
-        timeout_sec = (unsigned) ((s->options.connection_timeout + USEC_PER_SEC - 1) / USEC_PER_SEC);
         s->starting = true;
         l->daemon = MHD_start_daemon(
                 MHD_USE_EPOLL | MHD_USE_ITC | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG | MHD_USE_TURBO |
@@ -726,9 +1210,13 @@ static int http_listener_start(HttpServer *s, HttpListener *l, int fd) {
                 0, NULL, NULL, http_on_access, l,
                 MHD_OPTION_EXTERNAL_LOGGER, http_on_mhd_log, s, /* first, so that no message escapes it */
                 MHD_OPTION_LISTEN_SOCKET, fd,
-                MHD_OPTION_CONNECTION_LIMIT, s->options.max_connections + HTTP_CONNECTION_HEADROOM,
-                MHD_OPTION_CONNECTION_TIMEOUT, timeout_sec,
-                MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t) s->options.max_header_size,
+                MHD_OPTION_CONNECTION_LIMIT, s->mhd_connection_limit,
+                /* MHD's one timeout counts from a connection's last activity, which a slow client keeps
+                 * fresh: the deadlines are ours (http_server_on_deadline()). Its own stays as a backstop,
+                 * at the most any of ours may be. */
+                MHD_OPTION_CONNECTION_TIMEOUT, (unsigned) (HTTP_MHD_TIMEOUT / USEC_PER_SEC),
+                MHD_OPTION_CONNECTION_MEMORY_LIMIT, s->mhd_pool_size,
+                MHD_OPTION_URI_LOG_CALLBACK, http_on_request_line, l,
                 MHD_OPTION_NOTIFY_COMPLETED, http_on_completed, l,
                 MHD_OPTION_NOTIFY_CONNECTION, http_on_connection, l,
                 MHD_OPTION_ARRAY, s->tls_key ? tls_options : tls_options + 3,
@@ -940,6 +1428,20 @@ int http_server_new(HttpServer **ret, sd_event *event, const HttpServerOptions *
         s->routes = routes;
         s->userdata = userdata;
         s->log_ratelimit = RATELIMIT_INIT(10 * USEC_PER_SEC, 20);
+        s->limit_ratelimit = RATELIMIT_INIT(60 * USEC_PER_SEC, 1);
+
+        s->mhd_connection_limit = options->limits.max_connections + HTTP_CONNECTION_HEADROOM;
+        s->mhd_max_header_size = options->limits.max_header_size;
+        s->mhd_pool_size = (size_t) MIN(options->limits.max_header_size * HTTP_HEADER_POOL_FACTOR,
+                                        options->limits.max_header_size + HTTP_HEADER_POOL_MAX_EXTRA) +
+                           HTTP_HEADER_POOL_EXTRA;
+
+        r = sd_event_add_time(s->event, &s->deadline_source, CLOCK_MONOTONIC, USEC_INFINITY,
+                              HTTP_DEADLINE_ACCURACY, http_server_on_deadline, s);
+        if (r < 0)
+                return log_error_errno(r, "Failed to set up the HTTP deadline timer: %m");
+        (void) sd_event_source_set_enabled(s->deadline_source, SD_EVENT_OFF);
+        (void) sd_event_source_set_description(s->deadline_source, "http-deadlines");
 
         if (secret_dup(options->pos_token, &s->pos_token) < 0 ||
             secret_dup(options->admin_token, &s->admin_token) < 0 ||
@@ -1043,8 +1545,12 @@ HttpServer *http_server_free(HttpServer *s) {
                         for (unsigned k = 0; k < 2; k++)
                                 (void) MHD_run(s->listeners[i].daemon);
 
+        /* MHD says each of its connections closed while it stops. */
         for (size_t i = 0; i < s->n_listeners; i++)
                 http_listener_done(&s->listeners[i]);
+        /* Empty by now: each peer went with its last connection. */
+        tdestroy(s->peers, free);
+        s->deadline_source = sd_event_source_disable_unref(s->deadline_source);
         free(s->listeners);
         free(s->description);
         token_free(s->pos_token);
@@ -1053,6 +1559,23 @@ HttpServer *http_server_free(HttpServer *s) {
         token_free(s->tls_key);
         sd_event_unref(s->event);
         return mfree(s);
+}
+
+void http_server_set_limits(HttpServer *s, const HttpServerLimits *limits) {
+        unsigned max_connections = s->mhd_connection_limit - HTTP_CONNECTION_HEADROOM;
+        HttpServerLimits l = *limits;
+
+        if (l.max_connections > max_connections || l.max_header_size > s->mhd_max_header_size) {
+                log_notice("[HTTP] MaxConnections=%u and MaxHeaderSize=%" PRIu64
+                           " above their values at start (%u, %" PRIu64 ") take effect after a restart; "
+                           "keeping those until then.",
+                           l.max_connections, l.max_header_size, max_connections, s->mhd_max_header_size);
+                l.max_connections = MIN(l.max_connections, max_connections);
+                l.max_header_size = MIN(l.max_header_size, s->mhd_max_header_size);
+        }
+        /* Connections over a lowered limit stay until they end or a new one needs a place. */
+        s->options.limits = l;
+        http_server_arm_deadlines(s);
 }
 
 void http_server_stop_accepting(HttpServer *s) {

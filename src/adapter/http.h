@@ -3,9 +3,9 @@
 
 /* The HTTP server: libmicrohttpd on our sd-event loop (its epoll fd as an io source, its timeout as a
  * relative timer), listeners from socket activation or bound from [HTTP] Listen=, TLS, who may call each
- * route (bearer tokens), the limits (body size, connections, idle time, header size), a route table, and
- * requests that a handler may answer later (the connection is suspended meanwhile). It knows nothing of
- * receipts. */
+ * route (bearer tokens), the limits (body size, header size, connections in all and per peer address, a
+ * deadline for each phase of a connection), a route table, and requests that a handler may answer later (the
+ * connection is suspended meanwhile). It knows nothing of receipts. */
 
 #include <json-c/json.h>
 #include <stdbool.h>
@@ -44,11 +44,23 @@ typedef struct HttpRoute {
         HttpAccess access;
 } HttpRoute;
 
-typedef struct HttpServerOptions {
+/* What a client may take. Each connection is in one phase at a time, and the loop closes it when the phase
+ * outlasts its deadline: the request line and headers (from the connection's opening, or on a kept-alive
+ * connection from the request line), the body (from the end of the headers), the answer being taken, and
+ * the wait between requests on a kept-alive connection. A request with its handler has no deadline. */
+typedef struct HttpServerLimits {
         uint64_t max_body_size;
-        unsigned max_connections;
-        usec_t connection_timeout;
-        uint64_t max_header_size;
+        uint64_t max_header_size; /* request line and headers */
+        unsigned max_connections; /* at the limit, a new connection evicts the one nearest its deadline
+                                   * among those idle or still sending their request */
+        unsigned max_connections_per_address;
+        usec_t header_timeout;
+        usec_t body_timeout; /* also the time the client has to take the answer */
+        usec_t idle_timeout;
+} HttpServerLimits;
+
+typedef struct HttpServerOptions {
+        HttpServerLimits limits;
         const char *listen; /* used when no socket was passed in */
 
         /* Bearer tokens (NULL: not configured) and the TLS certificate chain and private key in PEM (both or
@@ -70,6 +82,11 @@ int http_server_new(HttpServer **ret, sd_event *event, const HttpServerOptions *
 HttpServer *http_server_free(HttpServer *s);
 DEFINE_TRIVIAL_CLEANUP_FUNC(HttpServer *, http_server_free);
 
+/* Applies new limits (on reload) to every connection, open ones included. MaxConnections= and
+ * MaxHeaderSize= size libmicrohttpd when it starts: above those first values they take effect after a
+ * restart, which is logged. */
+void http_server_set_limits(HttpServer *s, const HttpServerLimits *limits);
+
 /* Stops accepting new connections; requests in flight are still answered. */
 void http_server_stop_accepting(HttpServer *s);
 
@@ -81,6 +98,9 @@ typedef struct HttpServerStats {
         uint64_t requests;
         uint64_t responses_2xx, responses_4xx, responses_5xx;
         unsigned connections;
+        uint64_t evicted; /* closed to admit a new connection */
+        uint64_t refused; /* over a limit with nothing to evict: answered 503 */
+        uint64_t timed_out_headers, timed_out_body, timed_out_idle, timed_out_answer;
 } HttpServerStats;
 const HttpServerStats *http_server_get_stats(HttpServer *s);
 

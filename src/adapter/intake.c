@@ -733,6 +733,23 @@ static bool idempotency_key_valid(const char *key) {
         return true;
 }
 
+/* The key without the spaces and tabs around it (a header value's optional whitespace, RFC 9110 5.5), so
+ * that " k " and "k" are one key; NULL stays NULL. */
+static int idempotency_key_trim(const char *key, char **ret) {
+        size_t l;
+
+        if (!key) {
+                *ret = NULL;
+                return 0;
+        }
+        key += strspn(key, " \t");
+        l = strlen(key);
+        while (l > 0 && IN_SET(key[l - 1], ' ', '\t'))
+                l--;
+        *ret = strndup(key, l);
+        return *ret ? 0 : -ENOMEM;
+}
+
 /* 0: answered before returning; 1: a job answers later (and observes its latency then). */
 static int intake_submit_one(Intake *in, usec_t started, const char *idempotency_key, const char *body, size_t size,
                              IntakeCallback cb, void *userdata) {
@@ -863,10 +880,14 @@ static int intake_submit_one(Intake *in, usec_t started, const char *idempotency
 
 int intake_submit(Intake *in, const char *idempotency_key, const char *body, size_t size, IntakeCallback cb,
                   void *userdata) {
+        _cleanup_free_ char *key = NULL;
         usec_t started = now(CLOCK_MONOTONIC);
         int r;
 
-        r = intake_submit_one(in, started, idempotency_key, body, size, cb, userdata);
+        r = idempotency_key_trim(idempotency_key, &key);
+        if (r < 0)
+                return r;
+        r = intake_submit_one(in, started, key, body, size, cb, userdata);
         if (r == 0)
                 intake_observe(in, started);
         return MIN(r, 0);

@@ -852,6 +852,22 @@ static int manager_on_stop_signal(sd_event_source *s, const struct signalfd_sigi
         return 0;
 }
 
+/* Also says, at start and on each reload, that the deprecated key is in use. */
+static HttpServerLimits manager_http_limits(const Config *c) {
+        if (c->http_connection_timeout > 0)
+                log_notice("[HTTP] ConnectionTimeout= is deprecated: it now stands for HeaderTimeout=, "
+                           "BodyTimeout= and IdleTimeout= where those are not set; set them instead.");
+        return (HttpServerLimits) {
+                .max_body_size = c->http_max_body_size,
+                .max_header_size = c->http_max_header_size,
+                .max_connections = c->http_max_connections,
+                .max_connections_per_address = c->http_max_connections_per_address,
+                .header_timeout = c->http_header_timeout,
+                .body_timeout = c->http_body_timeout,
+                .idle_timeout = c->http_idle_timeout,
+        };
+}
+
 int manager_reload(Manager *m) {
         _cleanup_(config_freep) Config *c = NULL;
         _cleanup_free_ char *error = NULL;
@@ -911,6 +927,11 @@ int manager_reload(Manager *m) {
                         r = heartbeat_set_options(m->heartbeat, &o);
                 if (r < 0)
                         log_warning_errno(r, "Failed to apply the new heartbeat settings, keeping the old: %m");
+        }
+        if (m->http) {
+                HttpServerLimits l = manager_http_limits(m->config);
+
+                http_server_set_limits(m->http, &l);
         }
 
         log_struct(LOG_INFO, MESSAGE_ID_RELOADED, NULL, "Configuration reloaded from %s.",
@@ -1130,10 +1151,7 @@ int manager_start(Manager *m) {
                 return r;
         r = http_server_new(&m->http, m->event,
                             &(HttpServerOptions) {
-                                    .max_body_size = m->config->http_max_body_size,
-                                    .max_connections = m->config->http_max_connections,
-                                    .connection_timeout = m->config->http_connection_timeout,
-                                    .max_header_size = m->config->http_max_header_size,
+                                    .limits = manager_http_limits(m->config),
                                     .listen = m->config->http_listen,
                                     .pos_token = pos_token,
                                     .admin_token = admin_token,
