@@ -8,13 +8,11 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "memory-util.h"
 #include "token.h"
 
 char *token_free(char *token) {
-        if (!token)
-                return NULL;
-        explicit_bzero(token, strlen(token));
-        return mfree(token);
+        return erase_and_free(token);
 }
 
 /* A credential name is one file name inside the directory, as systemd's LoadCredential= makes it. */
