@@ -5,7 +5,8 @@
 set -euo pipefail
 
 packages=(
-        meson ninja-build pkg-config gcc
+        meson ninja-build pkg-config gcc libtsan2 # libtsan2: gcc's ThreadSanitizer runtime, the TSan pass
+        clang libclang-rt-14-dev # the fuzz pass: libFuzzer and clang's sanitizer runtimes
         libsystemd-dev libcurl4-openssl-dev libsqlite3-dev libjson-c-dev libmicrohttpd-dev libinih-dev libssl-dev
         dbus dbus-daemon systemd curl openssl python3 sqlite3 scdoc groff-base man-db
         python3-yaml prometheus # promtool, for the tests of the metrics and of contrib/ (not the server)
