@@ -17,14 +17,15 @@ import re
 import select
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import xml.etree.ElementTree as ET
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
-from kkttest import Daemon, FakeOfd, TestFailure, check, wait_until  # noqa: E402
+import dbusclient  # noqa: E402
+from busdaemon import DaemonOnBus  # noqa: E402
+from kkttest import FakeOfd, TestFailure, check, closed_port, wait_until  # noqa: E402
 
 KKTCTL = os.environ.get("KKTCTL", "kktctl")
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -51,17 +52,8 @@ ISO = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+03:00"
 ISO_UTC = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"
 
 tmp = None
-bus = None        # the dbus-daemon process
-address = None    # its address
+address = None    # the private bus's address
 daemon = None     # the kkt-adapterd Daemon
-
-
-def closed_port():
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 # A session-like bus whose mandatory policy refuses what kkt-pos and kkt-admin may do, even to root.
@@ -90,23 +82,6 @@ DENYING_BUS_CONFIG = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bu
   </policy>
 </busconfig>
 """
-
-
-def start_bus(path, config=None):
-    if config:
-        config_path = path + ".conf"
-        with open(config_path, "w") as f:
-            f.write(config.format(path=path))
-        how = [f"--config-file={config_path}"]
-    else:
-        how = ["--session", f"--address=unix:path={path}"]
-    proc = subprocess.Popen(["dbus-daemon", *how, "--nofork", "--print-address"],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    ready, _, _ = select.select([proc.stdout], [], [], 20)
-    check(ready, "dbus-daemon did not print its address within 20s")
-    line = proc.stdout.readline().strip()
-    check(line.startswith("unix:"), f"dbus-daemon printed {line!r}")
-    return proc, f"unix:path={path}"
 
 
 def kktctl_env():
@@ -214,7 +189,7 @@ def test_status_text_and_json_agree():
           f"AdapterId differs:\n{text}")
     check(re.search(rf"^\s*Last heartbeat: {ISO} \(.+\)$", text, re.M),
           f"the last heartbeat has no time and result:\n{text}")
-    check(re.search(rf"^\s*Consecutive: \d+ succeeded, [1-9]\d* failed$", text, re.M),
+    check(re.search(r"^\s*Consecutive: \d+ succeeded, [1-9]\d* failed$", text, re.M),
           f"the failed heartbeats are not counted:\n{text}")
 
 
@@ -355,15 +330,13 @@ def test_dlq_list_when_empty():
 
 def test_breaker_reset_closes_the_open_breaker_and_sends_at_once():
     fake = FakeOfd().start()
-    proc, addr = start_bus(os.path.join(tmp, "breaker-bus"))
     try:
         fake.mode("status", status=503)
         # One failure opens the breaker, for an hour: only the reset can close it within the test.
         config = daemon_config(ofd=fake.url) + \
             "[Sync]\nInterval=200ms\nFailureThreshold=1\nOpenTimeout=1h\n"
-        with Daemon(config, args=[f"--bus={addr}"], name="kktctl-breaker") as d:
-            d.start()
-            wait_until(lambda: kktctl("status", addr=addr).returncode == EXIT_OK, 20, "the daemon on the bus")
+        with DaemonOnBus(config, name="kktctl-breaker", record=None, helpers=[fake]) as setup:
+            addr, d = setup.address, setup.daemon
             r = kktctl("--json", "submit", "--key=kktctl-breaker-1", receipt_file(), addr=addr)
             expect(r, EXIT_OK, "submit")
             rid = json.loads(r.stdout)["receipt_id"]
@@ -385,8 +358,6 @@ def test_breaker_reset_closes_the_open_breaker_and_sends_at_once():
             expect(r, EXIT_OK, "breaker reset of a closed breaker")
             d.stop_clean()
     finally:
-        proc.terminate()
-        proc.wait(timeout=20)
         fake.stop()
 
 
@@ -720,15 +691,12 @@ def test_submit_when_the_shift_reaches_24_hours_exits_10_until_it_is_closed():
 
 def test_refund_check_exits_0_once_the_ofd_acknowledged_the_original_and_9_before():
     fake = FakeOfd().start()
-    proc, addr = start_bus(os.path.join(tmp, "refund-bus"))
     try:
         fake.mode("fail")
         config = daemon_config(ofd=fake.url) + \
             "[Sync]\nInterval=200ms\nInitialBackoff=100ms\nMaxBackoff=200ms\nFailureThreshold=1000\n"
-        with Daemon(config, args=[f"--bus={addr}"], name="kktctl-refund") as d:
-            d.start()
-            wait_until(lambda: kktctl("status", addr=addr).returncode == EXIT_OK, 20,
-                       "the daemon on the bus")
+        with DaemonOnBus(config, name="kktctl-refund", record=None, helpers=[fake]) as setup:
+            addr, d = setup.address, setup.daemon
             r = kktctl("refund-check", "01900000-0000-7000-8000-00000000000f", addr=addr)
             expect(r, EXIT_NOT_FOUND, "refund-check of an unknown receipt")
             expect_message(r, "check the refund")
@@ -761,20 +729,16 @@ def test_refund_check_exits_0_once_the_ofd_acknowledged_the_original_and_9_befor
                   f"--json refund-check after: {o}")
             d.stop_clean()
     finally:
-        proc.terminate()
-        proc.wait(timeout=20)
         fake.stop()
 
 
 def test_a_resolved_dead_letter_is_final_refused_not_try_again():
     fake = FakeOfd().start()
-    proc, addr = start_bus(os.path.join(tmp, "dlq-bus"))
     try:
         fake.mode("status", status=422)  # a permanent refusal: dead-lettered at once
         config = daemon_config(ofd=fake.url) + "[Sync]\nInterval=200ms\n"
-        with Daemon(config, args=[f"--bus={addr}"], name="kktctl-dlq") as d:
-            d.start()
-            wait_until(lambda: kktctl("status", addr=addr).returncode == EXIT_OK, 20, "the daemon on the bus")
+        with DaemonOnBus(config, name="kktctl-dlq", record=None, helpers=[fake]) as setup:
+            addr, d = setup.address, setup.daemon
             r = kktctl("--json", "submit", "--key=kktctl-dlq-1", receipt_file(), addr=addr)
             expect(r, EXIT_OK, "submit")
             rid = json.loads(r.stdout)["receipt_id"]
@@ -811,8 +775,6 @@ def test_a_resolved_dead_letter_is_final_refused_not_try_again():
             expect_message(r, "retry the dead letter", "refused", "final")
             d.stop_clean()
     finally:
-        proc.terminate()
-        proc.wait(timeout=20)
         fake.stop()
 
 
@@ -954,49 +916,40 @@ def test_a_bus_that_does_not_exist_means_not_running():
 
 
 def test_access_denied_by_the_bus_names_the_group():
-    proc, addr = start_bus(os.path.join(tmp, "denying-bus"), DENYING_BUS_CONFIG)
-    try:
-        with Daemon(daemon_config(), args=[f"--bus={addr}"], name="kktctl-denied") as d:
-            d.start()
-            wait_until(lambda: kktctl("status", addr=addr).returncode == EXIT_OK, 20, "the daemon on the bus")
-            r = kktctl("submit", "--key=kktctl-denied-1", receipt_file(), addr=addr)
-            expect(r, EXIT_ACCESS, "submit refused by the bus policy")
-            expect_message(r, "permission denied", "kkt-pos")
-            r = kktctl("sync", addr=addr)
-            expect(r, EXIT_ACCESS, "sync refused by the bus policy")
-            expect_message(r, "permission denied", "kkt-admin")
-            check("kkt-pos" not in r.stderr, f"sync names the wrong group: {r.stderr!r}")
-            r = kktctl("shift", "close", addr=addr)
-            expect(r, EXIT_ACCESS, "shift close refused by the bus policy")
-            expect_message(r, "close the shift", "permission denied", "kkt-pos")
-            r = kktctl("receipt", "retry", "some-id", addr=addr)
-            expect(r, EXIT_ACCESS, "receipt retry refused by the bus policy")
-            expect_message(r, "retry the print", "permission denied", "kkt-admin")
-            check("kkt-pos" not in r.stderr, f"receipt retry names the wrong group: {r.stderr!r}")
-            r = kktctl("breaker", "reset", addr=addr)
-            expect(r, EXIT_ACCESS, "breaker reset refused by the bus policy")
-            expect_message(r, "reset the circuit breaker", "permission denied", "kkt-admin")
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
+    with DaemonOnBus(daemon_config(), name="kktctl-denied", record=None,
+                     bus_config=DENYING_BUS_CONFIG) as setup:
+        addr = setup.address
+        r = kktctl("submit", "--key=kktctl-denied-1", receipt_file(), addr=addr)
+        expect(r, EXIT_ACCESS, "submit refused by the bus policy")
+        expect_message(r, "permission denied", "kkt-pos")
+        r = kktctl("sync", addr=addr)
+        expect(r, EXIT_ACCESS, "sync refused by the bus policy")
+        expect_message(r, "permission denied", "kkt-admin")
+        check("kkt-pos" not in r.stderr, f"sync names the wrong group: {r.stderr!r}")
+        r = kktctl("shift", "close", addr=addr)
+        expect(r, EXIT_ACCESS, "shift close refused by the bus policy")
+        expect_message(r, "close the shift", "permission denied", "kkt-pos")
+        r = kktctl("receipt", "retry", "some-id", addr=addr)
+        expect(r, EXIT_ACCESS, "receipt retry refused by the bus policy")
+        expect_message(r, "retry the print", "permission denied", "kkt-admin")
+        check("kkt-pos" not in r.stderr, f"receipt retry names the wrong group: {r.stderr!r}")
+        r = kktctl("breaker", "reset", addr=addr)
+        expect(r, EXIT_ACCESS, "breaker reset refused by the bus policy")
+        expect_message(r, "reset the circuit breaker", "permission denied", "kkt-admin")
 
 
 def test_monitor_exits_5_when_the_bus_goes_away():
-    second_path = os.path.join(tmp, "bus2")
-    proc, addr2 = start_bus(second_path)
+    bus2 = dbusclient.PrivateBus(tmp, "bus2").start()
     try:
-        mon = Monitor(addr=addr2)
+        mon = Monitor(addr=bus2.address)
         check(b"not running yet" in mon.err, f"monitor did not say the daemon is not running: {mon.err!r}")
-        proc.terminate()
-        proc.wait(timeout=20)
+        bus2.stop()
         mon.proc.wait(timeout=20)
         mon.stop()
         check(mon.proc.returncode == EXIT_NOT_RUNNING, f"monitor exit {mon.proc.returncode}, {mon.err!r}")
         check(b"Lost the connection" in mon.err, f"no message: {mon.err!r}")
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        bus2.stop()
 
 
 TESTS = [
@@ -1042,19 +995,16 @@ def daemon_config(ofd=None):
 
 
 def main():
-    global tmp, bus, address, daemon
+    global tmp, address, daemon
     if not shutil.which("dbus-daemon"):
         sys.stderr.write("dbus-daemon not found, skipping\n")
         sys.exit(77)
     tmp = tempfile.mkdtemp(prefix="kktctl-")
     failed = None
     try:
-        bus, address = start_bus(os.path.join(tmp, "bus"))
-        daemon = Daemon(daemon_config(), args=[f"--bus={address}"], name="kktctl")
-        try:
-            daemon.start()
-            # READY=1 may come before the name is owned; wait until the bus knows it.
-            wait_until(lambda: kktctl("status").returncode == EXIT_OK, 20, "the daemon on the bus")
+        # Started once the daemon owns its name (READY=1 may come before).
+        with DaemonOnBus(daemon_config(), name="kktctl", record=None) as setup:
+            address, daemon = setup.address, setup.daemon
             for t in TESTS:
                 sys.stderr.write(f"== {t.__name__}\n")
                 sys.stderr.flush()
@@ -1065,12 +1015,7 @@ def main():
                     break
             if failed:
                 sys.stderr.write(failed + "\n---- daemon log ----\n" + daemon.log_text() + "\n")
-        finally:
-            daemon.cleanup()
     finally:
-        if bus and bus.poll() is None:
-            bus.terminate()
-            bus.wait(timeout=20)
         shutil.rmtree(tmp, ignore_errors=True)
     sys.exit(1 if failed else 0)
 

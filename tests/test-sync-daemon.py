@@ -28,7 +28,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "lib"))
 import dbusclient  # noqa: E402
 from dbusclient import DBusError  # noqa: E402
-from kkttest import (Daemon, FakeOfd, TestFailure, check, closed_port, run_tests,  # noqa: E402
+from kkttest import (DOWN, Daemon, FakeOfd, TestFailure, check, closed_port, ini, run_tests,  # noqa: E402
                      sample_receipt, wait_until)
 
 NAME = "org.opticserp.KktAdapter1"
@@ -36,8 +36,6 @@ PATH = "/org/opticserp/KktAdapter1"
 IFACE = "org.opticserp.KktAdapter1"
 HAVE_DBUS = shutil.which("dbus-daemon") is not None
 BUS = None  # the private dbus-daemon shared by the tests, started in main()
-DOWN = closed_port()  # the heartbeat goes nowhere, quickly and quietly
-
 
 def log(msg):
     sys.stderr.write(f"   {msg}\n")
@@ -56,12 +54,8 @@ DEFAULTS = {
 
 
 def make_config(ofd_url, bus, sections):
-    merged = {k: dict(v) for k, v in DEFAULTS.items()}
-    merged["OFD"]["URL"] = ofd_url
-    merged["Bus"] = {"Address": BUS.address if bus and BUS else "none"}
-    for section, keys in sections.items():
-        merged.setdefault(section, {}).update(keys)
-    return "".join(f"[{s}]\n" + "".join(f"{k}={v}\n" for k, v in keys.items()) for s, keys in merged.items())
+    return ini(DEFAULTS, {"OFD": {"URL": ofd_url}, "Bus": {"Address": BUS.address if bus and BUS else "none"}},
+               sections)
 
 
 class Setup:
