@@ -31,31 +31,25 @@ static void show_document(json_object *o, FILE *f, const char *label, const char
                                                                                  : json_object_to_json_string_ext(v, JSON_PLAIN));
 }
 
-static void show_items(json_object *body, FILE *f) {
-        json_object *items = output_get(body, "items");
-
-        if (!items || !json_object_is_type(items, json_type_array))
-                return;
-        for (size_t i = 0; i < json_object_array_length(items); i++) {
-                json_object *item = json_object_array_get_idx(items, i);
-
-                field(f, "Item", "%s, %s x %s = %s, %s", strna(output_get_string(item, "name")),
-                      strna(output_get_string(item, "quantity")), strna(output_get_string(item, "price")),
-                      strna(output_get_string(item, "total")), strna(output_get_string(item, "vat")));
-        }
+static void show_item(json_object *item, FILE *f) {
+        field(f, "Item", "%s, %s x %s = %s, %s", strna(output_get_string(item, "name")),
+              strna(output_get_string(item, "quantity")), strna(output_get_string(item, "price")),
+              strna(output_get_string(item, "total")), strna(output_get_string(item, "vat")));
 }
 
-static void show_payments(json_object *body, FILE *f) {
-        json_object *payments = output_get(body, "payments");
+static void show_payment(json_object *payment, FILE *f) {
+        field(f, "Payment", "%s %s", strna(output_get_string(payment, "type")),
+              strna(output_get_string(payment, "amount")));
+}
 
-        if (!payments || !json_object_is_type(payments, json_type_array))
+/* One line per element of the receipt's array `key` (its items, its payments). */
+static void show_each(json_object *body, const char *key, FILE *f, void (*show)(json_object *o, FILE *f)) {
+        json_object *a = output_get(body, key);
+
+        if (!a || !json_object_is_type(a, json_type_array))
                 return;
-        for (size_t i = 0; i < json_object_array_length(payments); i++) {
-                json_object *p = json_object_array_get_idx(payments, i);
-
-                field(f, "Payment", "%s %s", strna(output_get_string(p, "type")),
-                      strna(output_get_string(p, "amount")));
-        }
+        for (size_t i = 0; i < json_object_array_length(a); i++)
+                show(json_object_array_get_idx(a, i), f);
 }
 
 void show_print_receipt(json_object *o, FILE *f, bool utc) {
@@ -83,6 +77,6 @@ void show_print_receipt(json_object *o, FILE *f, bool utc) {
         else
                 field(f, "Fiscal document", "none yet");
         show_document(o, f, "OFD response", "ofd_response");
-        show_items(body, f);
-        show_payments(body, f);
+        show_each(body, "items", f, show_item);
+        show_each(body, "payments", f, show_payment);
 }
