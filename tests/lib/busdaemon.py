@@ -16,23 +16,27 @@ IFACE = "org.opticserp.KktAdapter1"
 
 
 class DaemonOnBus:
-    """config: the daemon's configuration; name: its temporary directory's prefix. record: the match rule of
-    the signal recorder (the default: every signal of our object), or None for none. bus_config: the
-    bus's own configuration (see dbusclient.PrivateBus), default a session bus that allows everything.
+    """config: the daemon's configuration; name: its temporary directory's prefix. bus: None (the default)
+    starts a bus of its own, a started dbusclient.PrivateBus is shared (and left running), False means no
+    bus at all (no recorder, no connection). record: the match rule of the signal recorder (the default:
+    every signal of our object), or None for none. bus_config: the own bus's configuration (see
+    dbusclient.PrivateBus), default a session bus that allows everything.
     helpers: what else the test started for it (fake upstreams), stopped after the daemon. start=False
     leaves the daemon to start(). close() undoes everything in reverse order; a with-block left by an
     exception first prints the tail of the daemon's log."""
 
-    def __init__(self, config="", name="kkt-bus", record=f"type='signal',path='{PATH}'", bus_config=None,
-                 helpers=(), start=True, **daemon_args):
+    def __init__(self, config="", name="kkt-bus", bus=None, record=f"type='signal',path='{PATH}'",
+                 bus_config=None, helpers=(), start=True, **daemon_args):
         self.tmp = tempfile.mkdtemp(prefix=f"{name}-")
         self.helpers = list(helpers)
+        self.own_bus = bus is None
         self.bus = self.recorder = self.daemon = self.conn = None
         try:
-            self.bus = dbusclient.PrivateBus(self.tmp, config=bus_config).start()
-            if record:
+            self.bus = dbusclient.PrivateBus(self.tmp, config=bus_config).start() if self.own_bus else bus
+            if self.bus and record:
                 self.recorder = dbusclient.SignalRecorder(self.bus.address, record)
-            self.daemon = Daemon(config, args=[f"--bus={self.bus.address}"], name=name, **daemon_args)
+            args = [f"--bus={self.bus.address}"] if self.bus else []
+            self.daemon = Daemon(config, args=args, name=name, **daemon_args)
             if start:
                 self.start()
         except BaseException:
@@ -46,6 +50,8 @@ class DaemonOnBus:
     def start(self):
         """Starts the daemon (again) and waits until it owns its name."""
         self.daemon.start()
+        if not self.bus:
+            return
         check(dbusclient.wait_for_name(self.bus.address, NAME, timeout=10),
               f"the daemon did not take {NAME} on the bus; log:\n{self.daemon.log_text()}")
         if self.conn is None:
@@ -66,7 +72,7 @@ class DaemonOnBus:
             self.recorder.close()
         for helper in reversed(self.helpers):
             helper.stop()
-        if self.bus:
+        if self.bus and self.own_bus:
             self.bus.stop()
         shutil.rmtree(self.tmp, ignore_errors=True)
 

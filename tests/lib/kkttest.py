@@ -527,20 +527,12 @@ def read_response(sock, timeout=10):
 
 def run_tests(tests):
     """Runs named test functions; prints each name; exits 1 on the first failure."""
-    for t in tests:
-        sys.stderr.write(f"== {t.__name__}\n")
-        sys.stderr.flush()
-        try:
-            t()
-        except TestFailure as e:
-            sys.stderr.write(f"FAIL {t.__name__}: {e}\n")
-            sys.exit(1)
-    sys.exit(0)
+    sys.exit(run_all(tests, stop_at_failure=True, exit=False))
 
 
-def run_all(tests):
-    """Runs every test, even after a failure; a Skip is reported. Exits 1 when one failed, 77 (skipped) when
-    all were skipped, else 0."""
+def run_all(tests, stop_at_failure=False, exit=True):
+    """Runs every test (up to the first failure with stop_at_failure); a Skip is reported. The status, 1 when
+    one failed, 77 (skipped) when all were skipped, else 0, is exited with, or returned when not exit."""
     failed, skipped = [], []
     for t in tests:
         sys.stderr.write(f"== {t.__name__}\n")
@@ -553,8 +545,12 @@ def run_all(tests):
         except TestFailure as e:
             sys.stderr.write(f"FAIL {t.__name__}: {e}\n")
             failed.append(t.__name__)
-    sys.stderr.write(f"{len(tests) - len(failed) - len(skipped)} passed, {len(failed)} failed, "
-                     f"{len(skipped)} skipped\n")
-    if failed:
-        sys.exit(1)
-    sys.exit(77 if len(skipped) == len(tests) else 0)
+            if stop_at_failure:
+                break
+    if not stop_at_failure:
+        sys.stderr.write(f"{len(tests) - len(failed) - len(skipped)} passed, {len(failed)} failed, "
+                         f"{len(skipped)} skipped\n")
+    status = 1 if failed else 77 if tests and len(skipped) == len(tests) else 0
+    if exit:
+        sys.exit(status)
+    return status
