@@ -25,7 +25,7 @@ import xml.etree.ElementTree as ET
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
 import dbusclient  # noqa: E402
 from busdaemon import DaemonOnBus  # noqa: E402
-from kkttest import FakeOfd, TestFailure, check, closed_port, wait_until  # noqa: E402
+from kkttest import FakeOfd, check, closed_port, run_all, wait_until  # noqa: E402
 
 KKTCTL = os.environ.get("KKTCTL", "kktctl")
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -1000,24 +1000,17 @@ def main():
         sys.stderr.write("dbus-daemon not found, skipping\n")
         sys.exit(77)
     tmp = tempfile.mkdtemp(prefix="kktctl-")
-    failed = None
+    status = 1
     try:
         # Started once the daemon owns its name (READY=1 may come before).
         with DaemonOnBus(daemon_config(), name="kktctl", record=None) as setup:
             address, daemon = setup.address, setup.daemon
-            for t in TESTS:
-                sys.stderr.write(f"== {t.__name__}\n")
-                sys.stderr.flush()
-                try:
-                    t()
-                except TestFailure as e:
-                    failed = f"FAIL {t.__name__}: {e}"
-                    break
-            if failed:
-                sys.stderr.write(failed + "\n---- daemon log ----\n" + daemon.log_text() + "\n")
+            status = run_all(TESTS, stop_at_failure=True, exit=False)
+            if status:
+                sys.stderr.write("---- daemon log ----\n" + daemon.log_text() + "\n")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    sys.exit(1 if failed else 0)
+    sys.exit(status)
 
 
 if __name__ == "__main__":

@@ -135,36 +135,35 @@ def test_run_script_serves_prints_syncs_and_stops_cleanly():
     shutil.rmtree(run_dir, ignore_errors=True)
 
 
-def test_a_stand_in_that_cannot_start_is_shown_with_its_log_and_no_banner():
+def run_with_a_port_taken(which):
+    """A run whose daemon ("daemon") or stand-in ("upstream") finds its port taken: (exit status, output,
+    daemon port, stand-in port). The run directory is removed afterwards."""
     run_dir = tempfile.mkdtemp(prefix="kkt-run-")
-    taken, upstream = listening_port()
-    port = closed_port()
+    taken, busy = listening_port()
+    port, upstream = (busy, closed_port()) if which == "daemon" else (closed_port(), busy)
     try:
         status, text = run_script_to_end(run_dir, port, upstream)
+        check(not os.path.exists(os.path.join(run_dir, "run.pid")), "run.pid left behind")
     finally:
         taken.close()
-    check(status != 0 and "stand-in (tests/fake-upstream.py) did not start" in text and
-          "Address already in use" in text and "Logs follow" not in text,
+        shutil.rmtree(run_dir, ignore_errors=True)
+    check(status != 0 and "Logs follow" not in text, f"{which}'s port taken: exit {status}\n{text}")
+    return status, text, port, upstream
+
+
+def test_a_stand_in_that_cannot_start_is_shown_with_its_log_and_no_banner():
+    status, text, port, _ = run_with_a_port_taken("upstream")
+    check("stand-in (tests/fake-upstream.py) did not start" in text and "Address already in use" in text,
           f"a stand-in on a taken port: exit {status}\n{text}")
     check(http("GET", f"http://127.0.0.1:{port}/")[0] is None, "the daemon was started all the same")
-    check(not os.path.exists(os.path.join(run_dir, "run.pid")), "run.pid left behind")
-    shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def test_a_daemon_that_cannot_listen_is_reported_and_no_banner():
-    run_dir = tempfile.mkdtemp(prefix="kkt-run-")
-    taken, port = listening_port()
-    upstream = closed_port()
-    try:
-        status, text = run_script_to_end(run_dir, port, upstream)
-    finally:
-        taken.close()
-    check(status != 0 and "kkt-adapterd exited" in text and "Logs follow" not in text,
-          f"the daemon's port taken: exit {status}\n{text}")
+    status, text, _, upstream = run_with_a_port_taken("daemon")
+    check("kkt-adapterd exited" in text, f"the daemon's port taken: exit {status}\n{text}")
     # What the script started went with it: the stand-in is gone.
     wait_until(lambda: http("GET", f"http://127.0.0.1:{upstream}/_control/state")[0] is None, 20,
                "the OFD stand-in to stop with the script")
-    shutil.rmtree(run_dir, ignore_errors=True)
 
 
 run_tests([test_run_script_serves_prints_syncs_and_stops_cleanly,
