@@ -371,7 +371,12 @@ def main():
 
     Handler.verbose = args.verbose
     cls = Server6 if args.host == "::1" else Server
-    server = cls((args.host, args.port), Handler)
+    try:
+        server = cls((args.host, args.port), Handler)
+    except OSError as e:
+        # One line that says why, for tools/run.sh to show (its port is often the one that is taken).
+        sys.stderr.write(f"fake-upstream.py: cannot listen on {args.host} port {args.port}: {e.strerror}\n")
+        return 1
     port = server.server_address[1]
 
     def stop(*_):

@@ -26,13 +26,14 @@ import uuid
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
-from kkttest import Daemon, TestFailure, check, closed_port, run_tests, wait_until  # noqa: E402
+import kkttest  # noqa: E402
+from kkttest import (DOWN, Daemon, TestFailure, call, check, ini, run_tests,  # noqa: E402
+                     wait_until)
 
 FAKE_ATOL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fake-atol.py")
 PYTHON = "/usr/bin/python3"
 # The driver's uuid namespace (device-atol.c): the request uuids of receipt R are uuid5(NS, "receipt:R:<n>").
 NS = uuid.UUID("2d20aa2a-1fca-43c1-ac47-3ae347156911")
-DOWN = closed_port()
 
 
 def log(msg):
@@ -130,15 +131,12 @@ def check_one_document_each(fake, receipt_ids, what=""):
 
 
 def config(fake, timeout="4s", **sections):
-    merged = {
+    return ini({
         "Heartbeat": {"URL": f"http://127.0.0.1:{DOWN}/hb", "Interval": "1h"},
         "OFD": {"URL": f"http://127.0.0.1:{DOWN}/", "Timeout": "2s"},
         "Device": {"Driver": "atol-web", "URL": fake.url(), "Timeout": timeout},
         "Bus": {"Address": "none"},
-    }
-    for section, keys in sections.items():
-        merged.setdefault(section, {}).update(keys)
-    return "".join(f"[{s}]\n" + "".join(f"{k}={v}\n" for k, v in keys.items()) for s, keys in merged.items())
+    }, sections)
 
 
 def money(k):
@@ -169,22 +167,8 @@ def post(d, body, key, expect=200, timeout=30):
     return answer
 
 
-def call(d, method, path, body=None, expect=200, timeout=60):
-    status, _, answer = d.request(method, path, body if body is not None else (b"" if method == "POST" else None),
-                                  timeout=timeout)
-    check(status == expect, f"{method} {path} answered {status}, expected {expect}: {answer}")
-    return answer
-
-
 def wait_status(d, receipt_id, status, timeout=60):
-    def probe():
-        _, _, r = d.request("GET", f"/v1/kkt/receipt/{receipt_id}")
-        return r if r and r.get("status") == status else None
-    try:
-        return wait_until(probe, timeout, f"receipt {receipt_id} {status}", interval=0.1)
-    except TestFailure:
-        _, _, r = d.request("GET", f"/v1/kkt/receipt/{receipt_id}")
-        raise TestFailure(f"receipt {receipt_id} is {r and r.get('status')}, not {status}: {r}") from None
+    return kkttest.wait_status(d, receipt_id, status, timeout, interval=0.1)
 
 
 # ---- a day -------------------------------------------------------------------------------------------------

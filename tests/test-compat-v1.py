@@ -21,23 +21,18 @@ import uuid
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
-from kkttest import Daemon, FakeOfd, check, closed_port, run_tests, wait_until  # noqa: E402
-
-DOWN = closed_port()
+from kkttest import DOWN, Daemon, FakeOfd, check, ini, run_tests, wait_until  # noqa: E402
 
 
 def config(ofd_url=None, **sections):
     """Upstreams down unless an OFD is given; a fast register; no bus."""
-    merged = {
+    return ini({
         "Bus": {"Address": "none"},
         "Heartbeat": {"URL": f"http://127.0.0.1:{DOWN}/hb", "Interval": "1h"},
         "OFD": {"URL": ofd_url or f"http://127.0.0.1:{DOWN}/", "Timeout": "2s"},
         "Sync": {"Interval": "300ms", "InitialBackoff": "100ms", "MaxBackoff": "1s", "OpenTimeout": "1h"},
         "Device": {"PrintLatencyMin": "5ms", "PrintLatencyMax": "20ms"},
-    }
-    for section, keys in sections.items():
-        merged.setdefault(section, {}).update(keys)
-    return "".join(f"[{s}]\n" + "".join(f"{k}={v}\n" for k, v in keys.items()) for s, keys in merged.items())
+    }, sections)
 
 
 # -- the prototype's request shapes (tests/unit/test_fastapi_endpoints.py valid_receipt_data and its

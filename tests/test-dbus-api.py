@@ -15,7 +15,6 @@ Exit 77 (skipped) without dbus-daemon.
 import json
 import os
 import shutil
-import socket
 import sys
 import tempfile
 import time
@@ -25,8 +24,9 @@ sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "lib"))
 import dbusclient  # noqa: E402
+from busdaemon import DaemonOnBus  # noqa: E402
 from dbusclient import DBusError  # noqa: E402
-from kkttest import Daemon, TestFailure, check, run_tests, wait_until  # noqa: E402
+from kkttest import Daemon, TestFailure, check, closed_port, run_tests, wait_until  # noqa: E402
 
 INTERFACE_XML = sys.argv[1] if len(sys.argv) > 1 else os.path.join(HERE, "..", "dbus",
                                                                    "org.opticserp.KktAdapter1.xml")
@@ -58,34 +58,12 @@ FISCAL_DAY_MEMBERS = {
 }
 
 
-def closed_port():
-    """A loopback port nobody listens on, so the heartbeat fails fast and quietly (refused)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Setup:
+class Setup(DaemonOnBus):
     """A private bus, a recorder of our object's signals on it, and the daemon."""
 
     def __init__(self, config=""):
-        self.tmp = tempfile.mkdtemp(prefix="kkt-dbus-api-")
-        self.bus = self.recorder = self.daemon = self.conn = None
-        try:
-            self.bus = dbusclient.PrivateBus(self.tmp).start()
-            self.recorder = dbusclient.SignalRecorder(self.bus.address, f"type='signal',path='{PATH}'")
-            heartbeat = f"[Heartbeat]\nURL=http://127.0.0.1:{closed_port()}/hb\nInterval=1h\n"
-            self.daemon = Daemon(heartbeat + config, args=[f"--bus={self.bus.address}"], name="kkt-dbus-api")
-            self.daemon.start()
-            check(dbusclient.wait_for_name(self.bus.address, NAME, timeout=10),
-                  f"the daemon did not take {NAME} on the bus; log:\n{self.daemon.log_text()}")
-            self.conn = dbusclient.Connection(self.bus.address)
-        except BaseException:
-            self.close()
-            raise
-
-    def call(self, member, sig="", *args, timeout=None):
-        return self.conn.call(NAME, PATH, IFACE, member, sig, args, timeout=timeout)
+        heartbeat = f"[Heartbeat]\nURL=http://127.0.0.1:{closed_port()}/hb\nInterval=1h\n"
+        super().__init__(heartbeat + config, name="kkt-dbus-api")
 
     def report(self, member):
         """OpenShift(), PrintXReport() or CloseShift(): the JSON answer, parsed."""
@@ -95,30 +73,8 @@ class Setup:
     def submit(self, key, body=BODY):
         return self.call("SubmitReceipt", "ss", key, body)
 
-    def get(self, prop):
-        return self.conn.get_property(NAME, PATH, IFACE, prop)
-
     def http_submit(self, key, body=BODY):
         return self.daemon.request("POST", "/v1/kkt/receipt", body, {"Idempotency-Key": key})
-
-    def close(self):
-        if self.conn:
-            self.conn.close()
-        if self.daemon:
-            self.daemon.cleanup()
-        if self.recorder:
-            self.recorder.close()
-        if self.bus:
-            self.bus.stop()
-        shutil.rmtree(self.tmp, ignore_errors=True)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, exc_type, exc, tb):
-        if exc_type is not None and self.daemon:
-            sys.stderr.write("---- daemon log ----\n" + self.daemon.log_text()[-6000:] + "\n")
-        self.close()
 
 
 def expect_error(name, f, *args):

@@ -37,6 +37,7 @@ import threading
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
 import dbusclient  # noqa: E402
+from kkttest import TestFailure, check  # noqa: E402
 
 # The files under test: the arguments POLICY ACTIVATION-FILE INTERFACE-XML (meson passes its files() objects),
 # else $KKT_DBUS_POLICY, $KKT_DBUS_SERVICE, $KKT_DBUS_INTERFACE, else the dbus/ directory of this tree.
@@ -80,10 +81,6 @@ BUS_CONFIG = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Config
   <include>{policy}</include>
 </busconfig>
 """
-
-
-class TestFailure(Exception):
-    pass
 
 
 def skip(why):
@@ -310,11 +307,6 @@ class Bus:
                 self.proc.wait()
         self.proc.stdout.close()
         self.log.close()
-
-
-def check(cond, message):
-    if not cond:
-        raise TestFailure(message)
 
 
 # ---- the tests ----------------------------------------------------------------------------------------

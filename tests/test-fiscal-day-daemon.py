@@ -22,9 +22,8 @@ import time
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
-from kkttest import Daemon, FakeOfd, TestFailure, check, closed_port, run_tests, wait_until  # noqa: E402
-
-DOWN = closed_port()
+from kkttest import (DOWN, Daemon, FakeOfd, call, check, ini, run_tests,  # noqa: E402
+                     wait_status, wait_until)
 
 
 def log(msg):
@@ -34,16 +33,13 @@ def log(msg):
 
 def config(ofd_url=None, **sections):
     """Upstreams down unless ofd_url, no bus, a fast register; sections override key by key."""
-    merged = {
+    return ini({
         "Heartbeat": {"URL": f"http://127.0.0.1:{DOWN}/hb", "Interval": "1h"},
         "OFD": {"URL": ofd_url or f"http://127.0.0.1:{DOWN}/", "Timeout": "2s"},
         "Sync": {"Interval": "300ms", "InitialBackoff": "100ms", "MaxBackoff": "1s"},
         "Device": {"PrintLatencyMin": "5ms", "PrintLatencyMax": "20ms"},
         "Bus": {"Address": "none"},
-    }
-    for section, keys in sections.items():
-        merged.setdefault(section, {}).update(keys)
-    return "".join(f"[{s}]\n" + "".join(f"{k}={v}\n" for k, v in keys.items()) for s, keys in merged.items())
+    }, sections)
 
 
 def money(k):
@@ -66,13 +62,6 @@ def receipt(items, payments, kind="sale", **extra):
 def post(d, body, key, expect=200):
     status, _, answer = d.post_receipt(body, key)
     check(status == expect, f"POST {key} answered {status}, expected {expect}: {answer}")
-    return answer
-
-
-def call(d, method, path, body=None, expect=200, timeout=60):
-    status, headers, answer = d.request(method, path, body if body is not None else (b"" if method == "POST" else None),
-                                        timeout=timeout)
-    check(status == expect, f"{method} {path} answered {status}, expected {expect}: {answer}")
     return answer
 
 
@@ -113,17 +102,6 @@ def journal(d, kind=None):
             c.close()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-
-
-def wait_status(d, receipt_id, status, timeout=20):
-    def probe():
-        _, _, r = d.request("GET", f"/v1/kkt/receipt/{receipt_id}")
-        return r if r and r.get("status") == status else None
-    try:
-        return wait_until(probe, timeout, f"receipt {receipt_id} {status}", interval=0.05)
-    except TestFailure:
-        _, _, r = d.request("GET", f"/v1/kkt/receipt/{receipt_id}")
-        raise TestFailure(f"receipt {receipt_id} is {r and r.get('status')}, not {status}: {r}") from None
 
 
 # ---- a day -------------------------------------------------------------------------------------------------

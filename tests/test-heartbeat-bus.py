@@ -10,21 +10,18 @@ Short intervals come from the configuration ([Heartbeat] Interval=300ms); the th
 """
 
 import datetime
-import http.client
 import json
 import os
 import re
-import select
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
-import dbusclient  # noqa: E402
-from kkttest import FAKE_UPSTREAM, Daemon, TestFailure, check, run_tests, wait_until  # noqa: E402
+from busdaemon import DaemonOnBus  # noqa: E402
+from kkttest import FakeErp, check, run_tests, wait_until  # noqa: E402
 
 NAME = "org.opticserp.KktAdapter1"
 PATH = "/org/opticserp/KktAdapter1"
@@ -36,108 +33,19 @@ RECEIPT = {"pos_id": "POS-1", "type": "sale",
            "payments": [{"type": "cash", "amount": 1500.00}]}
 
 
-class FakeErp:
-    """tests/fake-upstream.py on a free loopback port; it exits when its stdin (our pipe) closes."""
-
-    def __init__(self):
-        self.proc = subprocess.Popen([sys.executable, os.environ.get("KKT_FAKE_UPSTREAM", FAKE_UPSTREAM),
-                                      "--port", "0"],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        ready, _, _ = select.select([self.proc.stdout], [], [], 10)
-        line = self.proc.stdout.readline().strip() if ready else ""
-        if not line.startswith("PORT="):
-            self.stop()
-            raise TestFailure(f"fake upstream did not start: {line!r}")
-        self.port = int(line[5:])
-        self.url = f"http://127.0.0.1:{self.port}/api/v1/kkt/heartbeat"
-
-    def _control(self, method, path, body=None):
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-        try:
-            conn.request(method, path, body=json.dumps(body) if body is not None else None,
-                         headers={"Content-Type": "application/json"})
-            r = conn.getresponse()
-            data = json.loads(r.read())
-            check(r.status == 200, f"fake upstream: {method} {path} answered {r.status}: {data}")
-            return data
-        finally:
-            conn.close()
-
-    def mode(self, mode, **kw):
-        self._control("POST", "/_control/mode", {"target": "erp", "mode": mode, **kw})
-
-    def state(self):
-        return self._control("GET", "/_control/state")["erp"]
-
-    def reset(self):
-        self._control("POST", "/_control/reset", {})
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.stdin.close()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc.stdout.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.stop()
-
-
-class Setup:
+class Setup(DaemonOnBus):
     """A private bus, a fake ERP, a signal recorder on the bus (started before the daemon, so no signal is
     missed) and the daemon itself, all torn down in reverse order."""
 
     def __init__(self, config="", erp_mode="accept", interval="300ms", timeout="1s", start=True):
-        self.tmp = tempfile.mkdtemp(prefix="kkt-hb-bus-")
-        self.bus = self.erp = self.recorder = self.daemon = self.conn = None
+        self.erp = FakeErp().start()
         try:
-            self.bus = dbusclient.PrivateBus(self.tmp).start()
-            self.erp = FakeErp()
             self.erp.mode(erp_mode)
-            self.recorder = dbusclient.SignalRecorder(self.bus.address, SIGNALS)
-            self.daemon = Daemon(f"[Heartbeat]\nURL={self.erp.url}\nInterval={interval}\nTimeout={timeout}\n"
-                                 + config, args=[f"--bus={self.bus.address}"], name="kkt-hb-bus")
-            if start:
-                self.start()
         except BaseException:
-            self.close()
-            raise
-
-    def start(self):
-        self.daemon.start()
-        check(dbusclient.wait_for_name(self.bus.address, NAME, timeout=10),
-              f"the daemon did not take {NAME} on the bus; log:\n{self.daemon.log_text()}")
-        self.conn = dbusclient.Connection(self.bus.address)
-
-    def get(self, prop, timeout=None):
-        return self.conn.get_property(NAME, PATH, IFACE, prop, timeout=timeout)
-
-    def close(self):
-        if self.conn:
-            self.conn.close()
-        if self.daemon:
-            self.daemon.cleanup()
-        if self.recorder:
-            self.recorder.close()
-        if self.erp:
             self.erp.stop()
-        if self.bus:
-            self.bus.stop()
-        shutil.rmtree(self.tmp, ignore_errors=True)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, exc_type, exc, tb):
-        if exc_type is not None and self.daemon:
-            sys.stderr.write("---- daemon log ----\n" + self.daemon.log_text()[-6000:] + "\n")
-        self.close()
+            raise
+        super().__init__(f"[Heartbeat]\nURL={self.erp.url}\nInterval={interval}\nTimeout={timeout}\n" + config,
+                         name="kkt-hb-bus", record=SIGNALS, helpers=[self.erp], start=start)
 
 
 def busctl_get(address, prop):

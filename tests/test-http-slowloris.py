@@ -21,10 +21,10 @@ import threading
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
-from kkttest import Daemon, check, closed_port, read_response, run_tests, sample_receipt, wait_until  # noqa: E402
+from kkttest import (DOWN, Daemon, check, check_detail, read_response, run_tests,  # noqa: E402
+                     sample_receipt, wait_until)
 from slowclients import Swarm  # noqa: E402
 
-DOWN = closed_port()
 BASE = (f"[Bus]\nAddress=none\n"
         f"[Heartbeat]\nURL=http://127.0.0.1:{DOWN}/api/v1/kkt/heartbeat\nInterval=1h\n"
         f"[OFD]\nURL=http://127.0.0.1:{DOWN}/\n")
@@ -96,14 +96,6 @@ def closed_after(s, start, limit):
         except OSError:
             return time.monotonic() - start
     check(False, f"connection still open {limit} s after it started")
-
-
-def check_detail(status, payload, want_status, *words):
-    check(status == want_status, f"answered {status}, expected {want_status}: {payload}")
-    check(isinstance(payload, dict) and isinstance(payload.get("detail"), str) and payload["detail"],
-          f"answer {status} has no JSON detail: {payload!r}")
-    for w in words:
-        check(w.lower() in payload["detail"].lower(), f"detail {payload['detail']!r} does not name {w!r}")
 
 
 def raw_json(r):

@@ -13,10 +13,9 @@ import threading
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
-from kkttest import Daemon, check, closed_port, run_tests, sample_receipt, wait_until  # noqa: E402
+from kkttest import DOWN, Daemon, check, run_tests, sample_receipt, wait_until  # noqa: E402
 
 
-DOWN = closed_port()
 BASE = (f"[Bus]\nAddress=none\n"
         f"[Heartbeat]\nURL=http://127.0.0.1:{DOWN}/api/v1/kkt/heartbeat\nInterval=1h\n"
         f"[OFD]\nURL=http://127.0.0.1:{DOWN}/\n"

@@ -15,11 +15,10 @@ import time
 import uuid
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
-from kkttest import (Daemon, check, closed_port, parse_metrics, read_response, run_tests,  # noqa: E402
-                     sample_receipt, wait_until)
+from kkttest import (DOWN, Daemon, check, check_detail, parse_metrics, read_response,  # noqa: E402
+                     run_tests, sample_receipt, wait_until)
 
 
-DOWN = closed_port()
 # A long heartbeat interval keeps the heartbeat's verdict out of the health states checked here. The
 # register's ResponseTimeout=0: a receipt is answered once durable, as intake alone answers it ("buffered"),
 # while it is printed behind the answer.
@@ -76,14 +75,6 @@ def post_ok(d, body, key):
     status, headers, payload = d.post_receipt(body, key)
     check(status == 200, f"POST with key {key!r} answered {status}: {payload}")
     return payload["receipt_id"], headers
-
-
-def check_detail(status, payload, want_status, *words):
-    check(status == want_status, f"answered {status}, expected {want_status}: {payload}")
-    check(isinstance(payload, dict) and isinstance(payload.get("detail"), str) and payload["detail"],
-          f"answer {status} has no JSON detail: {payload!r}")
-    for w in words:
-        check(w.lower() in payload["detail"].lower(), f"detail {payload['detail']!r} does not name {w!r}")
 
 
 # -- POST /v1/kkt/receipt ----------------------------------------------------------------------------------

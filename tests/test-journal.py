@@ -26,14 +26,13 @@ import threading
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "lib"))
-from kkttest import (Daemon, FakeOfd, TestFailure, check, closed_port, run_tests,  # noqa: E402
+from kkttest import (DOWN, Daemon, FakeOfd, TestFailure, call, check, ini, run_tests,  # noqa: E402
                      sample_receipt, wait_until)
 
 import yaml  # noqa: E402  (python3-yaml)
 
 SOURCE = os.path.dirname(HERE)
 CONTRIB = os.path.join(SOURCE, "contrib", "journal")
-DOWN = closed_port()
 STATUSES = {"buffered", "printed", "print_failed", "print_rejected", "cancelled", "synced", "dead_letter"}
 RECEIPT_EVENTS = ("MESSAGE_ID_PRINT_REJECTED", "MESSAGE_ID_DEAD_LETTERED", "MESSAGE_ID_SHIFT_EXPIRING")
 
@@ -132,22 +131,13 @@ def journal_daemon(config, name):
 
 
 def config(ofd_url, **sections):
-    merged = {
+    return ini({
         "Heartbeat": {"URL": f"http://127.0.0.1:{DOWN}/hb", "Interval": "1h"},
         "OFD": {"URL": ofd_url, "Timeout": "2s"},
         "Sync": {"Interval": "200ms", "InitialBackoff": "100ms", "MaxBackoff": "200ms", "FailureThreshold": "1000"},
         "Device": {"PrintLatencyMin": "0", "PrintLatencyMax": "0"},
         "Bus": {"Address": "none"},
-    }
-    for section, keys in sections.items():
-        merged.setdefault(section, {}).update(keys)
-    return "".join(f"[{s}]\n" + "".join(f"{k}={v}\n" for k, v in keys.items()) for s, keys in merged.items())
-
-
-def call(d, method, path, body=None, expect=200):
-    status, _, answer = d.request(method, path, body if body is not None else (b"" if method == "POST" else None))
-    check(status == expect, f"{method} {path} answered {status}, expected {expect}: {answer}")
-    return answer
+    }, sections)
 
 
 def post(d, key):

@@ -10,20 +10,22 @@ a closed loopback port. kktctl ($KKTCTL) talks to it with --address=. Python's s
 Exit 77 (skipped) when dbus-daemon is missing.
 """
 
+import datetime
 import json
 import os
 import re
 import select
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import xml.etree.ElementTree as ET
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
-from kkttest import Daemon, FakeOfd, TestFailure, check, wait_until  # noqa: E402
+import dbusclient  # noqa: E402
+from busdaemon import DaemonOnBus  # noqa: E402
+from kkttest import FakeOfd, check, closed_port, run_all, wait_until  # noqa: E402
 
 KKTCTL = os.environ.get("KKTCTL", "kktctl")
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -44,20 +46,14 @@ RECEIPT = {
 
 # What `kktctl --json shift` prints: these properties and no others.
 SHIFT_PROPERTIES = {"ShiftOpen", "ShiftNumber", "ShiftOpenUSec", "ShiftExpiresUSec", "ShiftReceipts"}
-ISO = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"
+# kktctl runs in this zone (POSIX form: no tzdata needed); times are local unless --utc.
+TZ = "MSK-3"
+ISO = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+03:00"
+ISO_UTC = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"
 
 tmp = None
-bus = None        # the dbus-daemon process
-address = None    # its address
+address = None    # the private bus's address
 daemon = None     # the kkt-adapterd Daemon
-
-
-def closed_port():
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 # A session-like bus whose mandatory policy refuses what kkt-pos and kkt-admin may do, even to root.
@@ -81,35 +77,25 @@ DENYING_BUS_CONFIG = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bu
           send_member="CloseShift"/>
     <deny send_destination="org.opticserp.KktAdapter1" send_interface="org.opticserp.KktAdapter1"
           send_member="RetryPrint"/>
+    <deny send_destination="org.opticserp.KktAdapter1" send_interface="org.opticserp.KktAdapter1"
+          send_member="ResetCircuitBreaker"/>
   </policy>
 </busconfig>
 """
 
 
-def start_bus(path, config=None):
-    if config:
-        config_path = path + ".conf"
-        with open(config_path, "w") as f:
-            f.write(config.format(path=path))
-        how = [f"--config-file={config_path}"]
-    else:
-        how = ["--session", f"--address=unix:path={path}"]
-    proc = subprocess.Popen(["dbus-daemon", *how, "--nofork", "--print-address"],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    ready, _, _ = select.select([proc.stdout], [], [], 20)
-    check(ready, "dbus-daemon did not print its address within 20s")
-    line = proc.stdout.readline().strip()
-    check(line.startswith("unix:"), f"dbus-daemon printed {line!r}")
-    return proc, f"unix:path={path}"
-
-
-def kktctl(*args, stdin=None, addr=None, timeout=60):
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8"}
+def kktctl_env():
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", "TZ": TZ}
     for k in ("ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS"):
         if k in os.environ:
             env[k] = os.environ[k]
+    return env
+
+
+def kktctl(*args, stdin=None, addr=None, timeout=60):
     cmd = [KKTCTL] + ([f"--address={addr or address}"] if addr is not False else []) + list(args)
-    return subprocess.run(cmd, input=stdin, capture_output=True, text=True, timeout=timeout, env=env)
+    return subprocess.run(cmd, input=stdin, capture_output=True, text=True, timeout=timeout,
+                          env=kktctl_env())
 
 
 def expect(r, status, what):
@@ -201,9 +187,9 @@ def test_status_text_and_json_agree():
     check(re.search(rf"^\s*State: {o['State']}$", text, re.M), f"State differs:\n{text}\n{o}")
     check(re.search(rf"^\s*Adapter ID: {re.escape(o['AdapterId'])}$", text, re.M),
           f"AdapterId differs:\n{text}")
-    check(re.search(r"^\s*Last heartbeat: \d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z \(.+\)$", text, re.M),
+    check(re.search(rf"^\s*Last heartbeat: {ISO} \(.+\)$", text, re.M),
           f"the last heartbeat has no time and result:\n{text}")
-    check(re.search(rf"^\s*Consecutive: \d+ succeeded, [1-9]\d* failed$", text, re.M),
+    check(re.search(r"^\s*Consecutive: \d+ succeeded, [1-9]\d* failed$", text, re.M),
           f"the failed heartbeats are not counted:\n{text}")
 
 
@@ -280,24 +266,39 @@ def test_submit_unreadable_file_is_a_usage_error():
 
 # show ------------------------------------------------------------------------------------------------------
 
-def test_show_prints_the_receipt_pretty_and_compact():
+def test_show_is_text_for_people_and_json_with_json():
     r = kktctl("--json", "submit", "--key=kktctl-show-1", receipt_file())
     expect(r, EXIT_OK, "submit")
     rid = json.loads(r.stdout)["receipt_id"]
 
-    r = kktctl("show", rid)
-    expect(r, EXIT_OK, "show ID")
-    check(len(r.stdout.splitlines()) > 5, f"show is not pretty-printed: {r.stdout!r}")
-    pretty = json.loads(r.stdout)
-    check(pretty["receipt_id"] == rid, f"show {rid} gave {pretty.get('receipt_id')}")
-    check(pretty["receipt"]["pos_id"] == RECEIPT["pos_id"], f"the receipt body is missing: {pretty}")
-    for key in ("status", "print_status", "created_at", "attempts", "last_error", "fiscal_doc"):
-        check(key in pretty, f"show lacks {key}")
-
     r = kktctl("--json", "show", rid)
     expect(r, EXIT_OK, "--json show ID")
     check(len(r.stdout.strip().splitlines()) == 1, f"--json show is not one line: {r.stdout!r}")
-    check(json.loads(r.stdout)["receipt_id"] == rid, "--json show gave another receipt")
+    o = json.loads(r.stdout)
+    check(o["receipt_id"] == rid, f"--json show {rid} gave {o.get('receipt_id')}")
+    check(o["receipt"]["pos_id"] == RECEIPT["pos_id"], f"the receipt body is missing: {o}")
+    for key in ("status", "print_status", "created_at", "attempts", "last_error", "fiscal_doc"):
+        check(key in o, f"--json show lacks {key}")
+
+    r = kktctl("show", rid)
+    expect(r, EXIT_OK, "show ID")
+    check(not r.stdout.lstrip().startswith("{"), f"show is JSON, not text: {r.stdout!r}")
+    check_aligned(r, "show")
+    f = labelled(r.stdout)
+    check(f.get("Receipt ID") == rid, f"show: {r.stdout}")
+    check(f.get("Status", "").startswith(f"{o['status']} (buffer: {o['buffer_status']}, print: "
+                                         f"{o['print_status']})"), f"show status: {r.stdout}")
+    check(f.get("POS") == RECEIPT["pos_id"] and f.get("Type") == "sale", f"show: {r.stdout}")
+    check(re.fullmatch(ISO, f.get("Created", "")), f"show has no local creation time: {r.stdout}")
+    check(f.get("Attempts") == str(o["attempts"]), f"show attempts: {r.stdout}")
+    # Amounts as the daemon keeps them (its canonical text), not re-computed by kktctl.
+    check(re.fullmatch(r"Lens 1\.6 AR, 2(\.0+)? x 1234\.50? = 2469(\.0+)?, vat22", f.get("Item", "")),
+          f"show item: {r.stdout}")
+    check(re.fullmatch(r"card 2469(\.0+)?", f.get("Payment", "")), f"show payment: {r.stdout}")
+    if o["fiscal_doc"]:
+        check(json.loads(f.get("Fiscal document", "")) == o["fiscal_doc"], f"show fiscal doc: {r.stdout}")
+    else:
+        check(f.get("Fiscal document") == "none yet", f"show fiscal doc: {r.stdout}")
 
 
 def test_show_unknown_id_is_not_found():
@@ -317,10 +318,77 @@ def test_sync_starts_a_round_and_prints_nothing():
 def test_dlq_list_when_empty():
     r = kktctl("dlq", "list")
     expect(r, EXIT_OK, "dlq list")
-    check(r.stdout.strip() == "No dead letters.", f"dlq list: {r.stdout!r}")
-    r = kktctl("--json", "dlq", "list")
-    expect(r, EXIT_OK, "dlq list --json")
-    check(json.loads(r.stdout) == [], f"dlq list --json: {r.stdout!r}")
+    check(r.stdout.strip() == "No unresolved dead letters.", f"dlq list: {r.stdout!r}")
+    r = kktctl("dlq", "list", "--all")
+    expect(r, EXIT_OK, "dlq list --all")
+    check(r.stdout.strip() == "No dead letters.", f"dlq list --all: {r.stdout!r}")
+    for args in (("dlq", "list"), ("dlq", "list", "--all")):
+        r = kktctl("--json", *args)
+        expect(r, EXIT_OK, f"--json {' '.join(args)}")
+        check(json.loads(r.stdout) == [], f"--json {' '.join(args)}: {r.stdout!r}")
+
+
+def test_breaker_reset_closes_the_open_breaker_and_sends_at_once():
+    fake = FakeOfd().start()
+    try:
+        fake.mode("status", status=503)
+        # One failure opens the breaker, for an hour: only the reset can close it within the test.
+        config = daemon_config(ofd=fake.url) + \
+            "[Sync]\nInterval=200ms\nFailureThreshold=1\nOpenTimeout=1h\n"
+        with DaemonOnBus(config, name="kktctl-breaker", record=None, helpers=[fake]) as setup:
+            addr, d = setup.address, setup.daemon
+            r = kktctl("--json", "submit", "--key=kktctl-breaker-1", receipt_file(), addr=addr)
+            expect(r, EXIT_OK, "submit")
+            rid = json.loads(r.stdout)["receipt_id"]
+            wait_until(lambda: json.loads(kktctl("--json", addr=addr).stdout)["CircuitState"] == "open", 20,
+                       "the breaker open")
+            check(labelled(kktctl("status", addr=addr).stdout).get("Circuit breaker") == "open",
+                  "status does not show the open breaker")
+
+            fake.mode("accept")
+            r = kktctl("breaker", "reset", addr=addr)
+            expect(r, EXIT_OK, "breaker reset")
+            check(r.stdout == "" and r.stderr == "", f"breaker reset printed {r.stdout!r} {r.stderr!r}")
+            check(json.loads(kktctl("--json", addr=addr).stdout)["CircuitState"] == "closed",
+                  "the breaker is not closed right after the reset")
+            # Within seconds, not after the hour: the reset also started a sync.
+            wait_until(lambda: json.loads(kktctl("--json", "show", rid, addr=addr).stdout)["status"]
+                       == "synced", 10, "the receipt synced after the reset")
+            r = kktctl("breaker", "reset", addr=addr)
+            expect(r, EXIT_OK, "breaker reset of a closed breaker")
+            d.stop_clean()
+    finally:
+        fake.stop()
+
+
+def test_times_are_local_and_utc_with_utc():
+    o = json.loads(kktctl("--json").stdout)
+    check(o["LastHeartbeatUSec"] > 0, f"no heartbeat yet: {o}")
+    local = labelled(kktctl("status").stdout)["Last heartbeat"].split(" ")[0]
+    utc = labelled(kktctl("--utc", "status").stdout)["Last heartbeat"].split(" ")[0]
+    check(re.fullmatch(ISO, local), f"status's time is not local ({TZ}): {local!r}")
+    check(re.fullmatch(ISO_UTC, utc), f"status --utc's time is not UTC: {utc!r}")
+    # One instant, the heartbeat's, in both: a later beat may have come between the calls.
+    a = datetime.datetime.fromisoformat(local.replace("Z", "+00:00"))
+    b = datetime.datetime.fromisoformat(utc.replace("Z", "+00:00"))
+    check(a.utcoffset() == datetime.timedelta(hours=3) and abs((a - b).total_seconds()) < 30,
+          f"local {local} and UTC {utc} are not the same time")
+    usec = json.loads(kktctl("--json").stdout)["LastHeartbeatUSec"]
+    check(abs(b.timestamp() - usec / 1e6) < 30, f"{utc} is not LastHeartbeatUSec {usec}")
+
+    r = kktctl("--utc", "shift")
+    expect(r, EXIT_OK, "--utc shift")
+    opened = labelled(r.stdout).get("Opened")
+    check(opened is None or re.fullmatch(ISO_UTC, opened), f"--utc shift: {r.stdout}")
+
+
+def test_no_pager_is_accepted_and_changes_nothing():
+    r = kktctl("--no-pager", "--json", "shift")
+    expect(r, EXIT_OK, "--no-pager --json shift")
+    check(json.loads(r.stdout) == json.loads(kktctl("--json", "shift").stdout), "--no-pager changed the output")
+    r = kktctl("device", "--no-pager")
+    expect(r, EXIT_OK, "device --no-pager")
+    check(labelled(r.stdout).get("Driver") == "emulator", f"device --no-pager: {r.stdout}")
 
 
 def test_dlq_retry_and_resolve_of_an_unknown_id():
@@ -341,6 +409,11 @@ def test_usage_errors():
                          (("dlq", "retry"), "number of arguments"),
                          (("dlq", "resolve", "some-id", ""), "note"),
                          (("--key=k", "status"), "--key="),
+                         (("--all", "status"), "--all"),
+                         (("dlq", "retry", "some-id", "--all"), "--all"),
+                         (("breaker",), "more arguments"),
+                         (("breaker", "frob"), "Unknown breaker command"),
+                         (("breaker", "reset", "now"), "fewer arguments"),
                          (("--bus=nonsense",), "--bus="),
                          (("submit",), "more arguments")):
         r = kktctl(*args)
@@ -353,7 +426,8 @@ def test_help_and_version():
     expect(r, EXIT_OK, "--help")
     for word in ("status", "submit", "show", "sync", "dlq list", "dlq retry", "dlq resolve", "monitor",
                  "shift open", "shift close", "report x", "report z", "refund-check", "receipt rejected",
-                 "receipt retry", "receipt cancel", "device", "--json", "--bus=", "--address=", "--key="):
+                 "receipt retry", "receipt cancel", "device", "breaker reset", "--json", "--bus=", "--address=",
+                 "--key=", "--all", "--utc", "--no-pager"):
         check(word in r.stdout, f"--help does not mention {word}")
     r = kktctl("--version", addr=False)
     expect(r, EXIT_OK, "--version")
@@ -366,12 +440,8 @@ class Monitor:
     """kktctl monitor in the background; lines() reads what it printed so far."""
 
     def __init__(self, *args, addr=None):
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8"}
-        for k in ("ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS"):
-            if k in os.environ:
-                env[k] = os.environ[k]
         self.proc = subprocess.Popen([KKTCTL, f"--address={addr or address}", *args, "monitor"],
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=kktctl_env())
         self.out = b""
         self.err = b""
         # The "Following ..." line comes once the matches are installed: nothing after it is missed.
@@ -417,7 +487,7 @@ def test_monitor_prints_receipt_state_changes_and_exits_0_on_sigint():
         expect(r, EXIT_OK, "submit while monitoring")
         rid = json.loads(r.stdout)["receipt_id"]
         line = mon.wait_line(lambda l: "ReceiptStateChanged" in l and rid in l, "ReceiptStateChanged")
-        check(re.match(rf"^\d{{4}}-\d\d-\d\dT\S+Z ReceiptStateChanged id={rid} status=\w+$", line),
+        check(re.match(rf"^{ISO} ReceiptStateChanged id={rid} status=\w+$", line),
               f"unexpected line {line!r}")
         mon.wait_line(lambda l: " PropertiesChanged " in l and "Pending=" in l,
                       "Pending in PropertiesChanged")
@@ -447,6 +517,44 @@ def test_monitor_json_is_one_object_per_line_and_exits_0_on_sigterm():
     changed = [e for e in events if e["event"] == "PropertiesChanged"]
     check(any(isinstance(e["properties"].get("Pending"), int) for e in changed),
           f"no Pending number: {changed}")
+
+
+def test_monitor_shows_only_what_changed():
+    before = json.loads(kktctl("--json").stdout)
+    mon = Monitor("--json")
+    try:
+        r = kktctl("--json", "submit", "--key=kktctl-monitor-quiet-1", receipt_file())
+        expect(r, EXIT_OK, "submit while monitoring")
+        # A print announces all ten of the register's properties; the document number is one that changed.
+        mon.wait_line(lambda l: '"LastFiscalDocument"' in l, "LastFiscalDocument in PropertiesChanged")
+    finally:
+        status = mon.stop(signal.SIGTERM)
+    check(status == EXIT_OK, f"monitor exit {status}; stderr {mon.err!r}")
+    known = dict(before)
+    changed = [json.loads(l) for l in mon.lines()]
+    changed = [e["properties"] for e in changed if e["event"] == "PropertiesChanged"]
+    check(changed, "no PropertiesChanged at all")
+    for props in changed:
+        check(props, "an empty PropertiesChanged was printed")
+        for name, value in props.items():
+            # The first line may repeat a value that changed between the snapshot and the monitor's start.
+            check(value is None or value != known.get(name) or props is changed[0],
+                  f"{name}={value!r} shown though it did not change: {changed}")
+            known[name] = value
+    for name in ("FnValidUntilUSec", "AdapterId", "Capacity"):
+        check(all(name not in p for p in changed), f"{name} never changes but was shown: {changed}")
+
+    # The text form follows the same rule: nothing for an announcement with nothing new.
+    mon = Monitor()
+    try:
+        r = kktctl("--json", "submit", "--key=kktctl-monitor-quiet-2", receipt_file())
+        expect(r, EXIT_OK, "submit while monitoring")
+        mon.wait_line(lambda l: " LastFiscalDocument=" in l, "LastFiscalDocument in the text form")
+    finally:
+        mon.stop()
+    for line in mon.lines():
+        check(not re.fullmatch(rf"{ISO} PropertiesChanged", line), f"an empty line of changes: {line!r}")
+        check("FnValidUntilUSec=" not in line, f"an unchanged property shown: {line!r}")
 
 
 # the fiscal day -------------------------------------------------------------------------------------------
@@ -583,15 +691,12 @@ def test_submit_when_the_shift_reaches_24_hours_exits_10_until_it_is_closed():
 
 def test_refund_check_exits_0_once_the_ofd_acknowledged_the_original_and_9_before():
     fake = FakeOfd().start()
-    proc, addr = start_bus(os.path.join(tmp, "refund-bus"))
     try:
         fake.mode("fail")
         config = daemon_config(ofd=fake.url) + \
             "[Sync]\nInterval=200ms\nInitialBackoff=100ms\nMaxBackoff=200ms\nFailureThreshold=1000\n"
-        with Daemon(config, args=[f"--bus={addr}"], name="kktctl-refund") as d:
-            d.start()
-            wait_until(lambda: kktctl("status", addr=addr).returncode == EXIT_OK, 20,
-                       "the daemon on the bus")
+        with DaemonOnBus(config, name="kktctl-refund", record=None, helpers=[fake]) as setup:
+            addr, d = setup.address, setup.daemon
             r = kktctl("refund-check", "01900000-0000-7000-8000-00000000000f", addr=addr)
             expect(r, EXIT_NOT_FOUND, "refund-check of an unknown receipt")
             expect_message(r, "check the refund")
@@ -624,28 +729,44 @@ def test_refund_check_exits_0_once_the_ofd_acknowledged_the_original_and_9_befor
                   f"--json refund-check after: {o}")
             d.stop_clean()
     finally:
-        proc.terminate()
-        proc.wait(timeout=20)
         fake.stop()
 
 
 def test_a_resolved_dead_letter_is_final_refused_not_try_again():
     fake = FakeOfd().start()
-    proc, addr = start_bus(os.path.join(tmp, "dlq-bus"))
     try:
         fake.mode("status", status=422)  # a permanent refusal: dead-lettered at once
         config = daemon_config(ofd=fake.url) + "[Sync]\nInterval=200ms\n"
-        with Daemon(config, args=[f"--bus={addr}"], name="kktctl-dlq") as d:
-            d.start()
-            wait_until(lambda: kktctl("status", addr=addr).returncode == EXIT_OK, 20, "the daemon on the bus")
+        with DaemonOnBus(config, name="kktctl-dlq", record=None, helpers=[fake]) as setup:
+            addr, d = setup.address, setup.daemon
             r = kktctl("--json", "submit", "--key=kktctl-dlq-1", receipt_file(), addr=addr)
             expect(r, EXIT_OK, "submit")
             rid = json.loads(r.stdout)["receipt_id"]
             wait_until(lambda: [e["receipt_id"] for e in json.loads(kktctl("--json", "dlq", "list",
                                                                            addr=addr).stdout)] == [rid],
                        20, "the receipt dead-lettered")
+            r = kktctl("dlq", "list", addr=addr)
+            expect(r, EXIT_OK, "dlq list")
+            lines = r.stdout.splitlines()
+            check(len(lines) == 2 and re.match(rf"^{rid} +{ISO} +open ", lines[1]), f"dlq list:\n{r.stdout}")
+            r = kktctl("--utc", "dlq", "list", addr=addr)
+            check(re.match(rf"^{rid} +{ISO_UTC} +open ", r.stdout.splitlines()[1]),
+                  f"dlq list --utc:\n{r.stdout}")
             r = kktctl("dlq", "resolve", rid, "entered at the OFD portal by hand", addr=addr)
             expect(r, EXIT_OK, "dlq resolve")
+            # Resolved is final and out of the default list (as GET /v1/kkt/dlq), still in --all.
+            r = kktctl("dlq", "list", addr=addr)
+            check(r.stdout.strip() == "No unresolved dead letters.", f"dlq list after resolve: {r.stdout!r}")
+            check(json.loads(kktctl("--json", "dlq", "list", addr=addr).stdout) == [],
+                  "--json dlq list lists a resolved dead letter")
+            r = kktctl("dlq", "list", "--all", addr=addr)
+            expect(r, EXIT_OK, "dlq list --all")
+            lines = r.stdout.splitlines()
+            check(len(lines) == 2 and re.match(rf"^{rid} +{ISO} +resolved ", lines[1]),
+                  f"dlq list --all:\n{r.stdout}")
+            listed = json.loads(kktctl("--json", "dlq", "list", "--all", addr=addr).stdout)
+            check([e["receipt_id"] for e in listed] == [rid] and listed[0]["resolved"],
+                  f"--json dlq list --all: {listed}")
             r = kktctl("dlq", "resolve", rid, "again", addr=addr)
             expect(r, EXIT_REFUSED, "dlq resolve of a resolved dead letter")
             expect_message(r, "resolve the dead letter", "refused", "is resolved")
@@ -654,8 +775,6 @@ def test_a_resolved_dead_letter_is_final_refused_not_try_again():
             expect_message(r, "retry the dead letter", "refused", "final")
             d.stop_clean()
     finally:
-        proc.terminate()
-        proc.wait(timeout=20)
         fake.stop()
 
 
@@ -797,46 +916,40 @@ def test_a_bus_that_does_not_exist_means_not_running():
 
 
 def test_access_denied_by_the_bus_names_the_group():
-    proc, addr = start_bus(os.path.join(tmp, "denying-bus"), DENYING_BUS_CONFIG)
-    try:
-        with Daemon(daemon_config(), args=[f"--bus={addr}"], name="kktctl-denied") as d:
-            d.start()
-            wait_until(lambda: kktctl("status", addr=addr).returncode == EXIT_OK, 20, "the daemon on the bus")
-            r = kktctl("submit", "--key=kktctl-denied-1", receipt_file(), addr=addr)
-            expect(r, EXIT_ACCESS, "submit refused by the bus policy")
-            expect_message(r, "permission denied", "kkt-pos")
-            r = kktctl("sync", addr=addr)
-            expect(r, EXIT_ACCESS, "sync refused by the bus policy")
-            expect_message(r, "permission denied", "kkt-admin")
-            check("kkt-pos" not in r.stderr, f"sync names the wrong group: {r.stderr!r}")
-            r = kktctl("shift", "close", addr=addr)
-            expect(r, EXIT_ACCESS, "shift close refused by the bus policy")
-            expect_message(r, "close the shift", "permission denied", "kkt-pos")
-            r = kktctl("receipt", "retry", "some-id", addr=addr)
-            expect(r, EXIT_ACCESS, "receipt retry refused by the bus policy")
-            expect_message(r, "retry the print", "permission denied", "kkt-admin")
-            check("kkt-pos" not in r.stderr, f"receipt retry names the wrong group: {r.stderr!r}")
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
+    with DaemonOnBus(daemon_config(), name="kktctl-denied", record=None,
+                     bus_config=DENYING_BUS_CONFIG) as setup:
+        addr = setup.address
+        r = kktctl("submit", "--key=kktctl-denied-1", receipt_file(), addr=addr)
+        expect(r, EXIT_ACCESS, "submit refused by the bus policy")
+        expect_message(r, "permission denied", "kkt-pos")
+        r = kktctl("sync", addr=addr)
+        expect(r, EXIT_ACCESS, "sync refused by the bus policy")
+        expect_message(r, "permission denied", "kkt-admin")
+        check("kkt-pos" not in r.stderr, f"sync names the wrong group: {r.stderr!r}")
+        r = kktctl("shift", "close", addr=addr)
+        expect(r, EXIT_ACCESS, "shift close refused by the bus policy")
+        expect_message(r, "close the shift", "permission denied", "kkt-pos")
+        r = kktctl("receipt", "retry", "some-id", addr=addr)
+        expect(r, EXIT_ACCESS, "receipt retry refused by the bus policy")
+        expect_message(r, "retry the print", "permission denied", "kkt-admin")
+        check("kkt-pos" not in r.stderr, f"receipt retry names the wrong group: {r.stderr!r}")
+        r = kktctl("breaker", "reset", addr=addr)
+        expect(r, EXIT_ACCESS, "breaker reset refused by the bus policy")
+        expect_message(r, "reset the circuit breaker", "permission denied", "kkt-admin")
 
 
 def test_monitor_exits_5_when_the_bus_goes_away():
-    second_path = os.path.join(tmp, "bus2")
-    proc, addr2 = start_bus(second_path)
+    bus2 = dbusclient.PrivateBus(tmp, "bus2").start()
     try:
-        mon = Monitor(addr=addr2)
+        mon = Monitor(addr=bus2.address)
         check(b"not running yet" in mon.err, f"monitor did not say the daemon is not running: {mon.err!r}")
-        proc.terminate()
-        proc.wait(timeout=20)
+        bus2.stop()
         mon.proc.wait(timeout=20)
         mon.stop()
         check(mon.proc.returncode == EXIT_NOT_RUNNING, f"monitor exit {mon.proc.returncode}, {mon.err!r}")
         check(b"Lost the connection" in mon.err, f"no message: {mon.err!r}")
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        bus2.stop()
 
 
 TESTS = [
@@ -847,15 +960,19 @@ TESTS = [
     test_submit_stdin_with_a_key_replays_the_same_receipt,
     test_submit_invalid_receipt_is_refused,
     test_submit_unreadable_file_is_a_usage_error,
-    test_show_prints_the_receipt_pretty_and_compact,
+    test_show_is_text_for_people_and_json_with_json,
     test_show_unknown_id_is_not_found,
     test_sync_starts_a_round_and_prints_nothing,
     test_dlq_list_when_empty,
     test_dlq_retry_and_resolve_of_an_unknown_id,
+    test_breaker_reset_closes_the_open_breaker_and_sends_at_once,
+    test_times_are_local_and_utc_with_utc,
+    test_no_pager_is_accepted_and_changes_nothing,
     test_usage_errors,
     test_help_and_version,
     test_monitor_prints_receipt_state_changes_and_exits_0_on_sigint,
     test_monitor_json_is_one_object_per_line_and_exits_0_on_sigterm,
+    test_monitor_shows_only_what_changed,
     test_shift_shows_the_open_shift_and_report_x_its_figures,
     test_shift_close_prints_the_z_report_and_shift_open_opens_the_next,
     test_submit_when_the_shift_reaches_24_hours_exits_10_until_it_is_closed,
@@ -878,37 +995,22 @@ def daemon_config(ofd=None):
 
 
 def main():
-    global tmp, bus, address, daemon
+    global tmp, address, daemon
     if not shutil.which("dbus-daemon"):
         sys.stderr.write("dbus-daemon not found, skipping\n")
         sys.exit(77)
     tmp = tempfile.mkdtemp(prefix="kktctl-")
-    failed = None
+    status = 1
     try:
-        bus, address = start_bus(os.path.join(tmp, "bus"))
-        daemon = Daemon(daemon_config(), args=[f"--bus={address}"], name="kktctl")
-        try:
-            daemon.start()
-            # READY=1 may come before the name is owned; wait until the bus knows it.
-            wait_until(lambda: kktctl("status").returncode == EXIT_OK, 20, "the daemon on the bus")
-            for t in TESTS:
-                sys.stderr.write(f"== {t.__name__}\n")
-                sys.stderr.flush()
-                try:
-                    t()
-                except TestFailure as e:
-                    failed = f"FAIL {t.__name__}: {e}"
-                    break
-            if failed:
-                sys.stderr.write(failed + "\n---- daemon log ----\n" + daemon.log_text() + "\n")
-        finally:
-            daemon.cleanup()
+        # Started once the daemon owns its name (READY=1 may come before).
+        with DaemonOnBus(daemon_config(), name="kktctl", record=None) as setup:
+            address, daemon = setup.address, setup.daemon
+            status = run_all(TESTS, stop_at_failure=True, exit=False)
+            if status:
+                sys.stderr.write("---- daemon log ----\n" + daemon.log_text() + "\n")
     finally:
-        if bus and bus.poll() is None:
-            bus.terminate()
-            bus.wait(timeout=20)
         shutil.rmtree(tmp, ignore_errors=True)
-    sys.exit(1 if failed else 0)
+    sys.exit(status)
 
 
 if __name__ == "__main__":

@@ -25,17 +25,13 @@ import tempfile
 import xml.etree.ElementTree as ET
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
-from kkttest import TestFailure, check  # noqa: E402
+from kkttest import Skip, TestFailure, check, run_all  # noqa: E402
 
 SOURCE_ROOT = os.environ.get("KKT_SOURCE_ROOT") or os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DAEMON = os.environ.get("KKT_ADAPTERD")
 MAN = os.path.join(SOURCE_ROOT, "man")
 
 UINT64_MAX = 2**64 - 1
-
-
-class Skip(Exception):
-    pass
 
 
 def src(*parts):
@@ -600,23 +596,7 @@ TESTS = [
 
 
 def main():
-    failed, skipped = [], []
-    for t in TESTS:
-        sys.stderr.write(f"== {t.__name__}\n")
-        sys.stderr.flush()
-        try:
-            t()
-        except Skip as e:
-            sys.stderr.write(f"SKIP {t.__name__}: {e}\n")
-            skipped.append(t.__name__)
-        except TestFailure as e:
-            sys.stderr.write(f"FAIL {t.__name__}: {e}\n")
-            failed.append(t.__name__)
-    sys.stderr.write(f"{len(TESTS) - len(failed) - len(skipped)} passed, {len(failed)} failed, "
-                     f"{len(skipped)} skipped\n")
-    if failed:
-        sys.exit(1)
-    sys.exit(77 if len(skipped) == len(TESTS) else 0)
+    run_all(TESTS)
 
 
 main()

@@ -24,8 +24,8 @@ import datetime
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "lib"))
-from kkttest import (Daemon, FakeOfd, TestFailure, check, closed_port, parse_metrics, run_tests,  # noqa: E402
-                     sample_receipt, wait_until)
+from kkttest import (DOWN, Daemon, FakeOfd, TestFailure, call, check, ini,  # noqa: E402
+                     parse_metrics, run_tests, sample_receipt, wait_until)
 
 import yaml  # noqa: E402  (python3-yaml)
 
@@ -33,7 +33,6 @@ SOURCE = os.path.dirname(HERE)
 RULES = os.path.join(SOURCE, "contrib", "prometheus", "kkt-adapter.rules.yml")
 DASHBOARD = os.path.join(SOURCE, "contrib", "grafana", "kkt-adapter.json")
 PROMTOOL = shutil.which("promtool")
-DOWN = closed_port()
 INSTANCE = "desk-01:8000"
 JOB = "kkt-adapter"
 
@@ -74,22 +73,13 @@ def log(msg):
 def config(ofd_url=None, hb_url=None, **sections):
     """A fast register and sync; the OFD and the ERP down unless given; sections override key by key. The
     breaker only opens where a state asks for it."""
-    merged = {
+    return ini({
         "Heartbeat": {"URL": hb_url or f"http://127.0.0.1:{DOWN}/hb", "Interval": "200ms" if hb_url else "1h"},
         "OFD": {"URL": ofd_url or f"http://127.0.0.1:{DOWN}/", "Timeout": "2s"},
         "Sync": {"Interval": "300ms", "InitialBackoff": "100ms", "MaxBackoff": "1s", "FailureThreshold": "1000"},
         "Device": {"PrintLatencyMin": "0", "PrintLatencyMax": "0"},
         "Bus": {"Address": "none"},
-    }
-    for section, keys in sections.items():
-        merged.setdefault(section, {}).update(keys)
-    return "".join(f"[{s}]\n" + "".join(f"{k}={v}\n" for k, v in keys.items()) for s, keys in merged.items())
-
-
-def call(d, method, path, body=None, expect=200):
-    status, _, answer = d.request(method, path, body if body is not None else (b"" if method == "POST" else None))
-    check(status == expect, f"{method} {path} answered {status}, expected {expect}: {answer}")
-    return answer
+    }, sections)
 
 
 def post(d, key, expect=200):

@@ -15,7 +15,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import sqlite3
 import sys
 import tempfile
@@ -25,7 +24,7 @@ import time
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
 import dbusclient  # noqa: E402
-from kkttest import Daemon, TestFailure, check, run_tests, wait_until  # noqa: E402
+from kkttest import DOWN, Daemon, TestFailure, check, run_tests, wait_until  # noqa: E402
 
 NAME = "org.opticserp.KktAdapter1"
 PATH = "/org/opticserp/KktAdapter1"
@@ -33,16 +32,6 @@ IFACE = "org.opticserp.KktAdapter1"
 HAVE_DBUS = shutil.which("dbus-daemon") is not None
 
 QR = re.compile(r"^t=(\d{8}T\d{4})&s=(\d+\.\d{2})&fn=(\d{16})&i=(\d+)&fp=(\d{10})&n=([12])$")
-
-
-def closed_port():
-    """A loopback port nobody listens on: heartbeat and OFD fail fast (refused) and quietly."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-DOWN = closed_port()
 
 
 def config(bus=False, **device):

@@ -27,8 +27,9 @@ sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "lib"))
 import dbusclient  # noqa: E402
+from busdaemon import DaemonOnBus  # noqa: E402
 from dbusclient import DBusError  # noqa: E402
-from kkttest import (Daemon, FakeOfd, TestFailure, check, closed_port, run_tests,  # noqa: E402
+from kkttest import (DOWN, FakeOfd, TestFailure, check, closed_port, ini, run_tests,  # noqa: E402
                      sample_receipt, wait_until)
 
 NAME = "org.opticserp.KktAdapter1"
@@ -36,8 +37,6 @@ PATH = "/org/opticserp/KktAdapter1"
 IFACE = "org.opticserp.KktAdapter1"
 HAVE_DBUS = shutil.which("dbus-daemon") is not None
 BUS = None  # the private dbus-daemon shared by the tests, started in main()
-DOWN = closed_port()  # the heartbeat goes nowhere, quickly and quietly
-
 
 def log(msg):
     sys.stderr.write(f"   {msg}\n")
@@ -56,63 +55,23 @@ DEFAULTS = {
 
 
 def make_config(ofd_url, bus, sections):
-    merged = {k: dict(v) for k, v in DEFAULTS.items()}
-    merged["OFD"]["URL"] = ofd_url
-    merged["Bus"] = {"Address": BUS.address if bus and BUS else "none"}
-    for section, keys in sections.items():
-        merged.setdefault(section, {}).update(keys)
-    return "".join(f"[{s}]\n" + "".join(f"{k}={v}\n" for k, v in keys.items()) for s, keys in merged.items())
+    return ini(DEFAULTS, {"OFD": {"URL": ofd_url}, "Bus": {"Address": BUS.address if bus and BUS else "none"}},
+               sections)
 
 
-class Setup:
+class Setup(DaemonOnBus):
     """A fake OFD (running or not yet), a recorder of the daemon's D-Bus signals when asked for one, and the
     daemon with the DEFAULTS overridden by `sections`."""
 
     def __init__(self, name, sections=None, fake_running=True, bus=False):
-        self.fake = self.recorder = self.daemon = self.conn = None
-        self.bus = bus and BUS is not None
-        try:
-            self.fake = FakeOfd()
-            if fake_running:
-                self.fake.start()
-            else:
-                self.fake.port = closed_port()
-            if self.bus:
-                self.recorder = dbusclient.SignalRecorder(BUS.address, f"type='signal',path='{PATH}'")
-            self.daemon = Daemon(make_config(self.fake.url, self.bus, sections or {}), name=f"kkt-{name}")
-            self.start()
-        except BaseException:
-            self.close()
-            raise
-
-    def start(self):
-        self.daemon.start()
-        if self.bus:
-            check(dbusclient.wait_for_name(BUS.address, NAME, timeout=10),
-                  f"the daemon did not take {NAME}; log:\n{self.daemon.log_text()}")
-            if self.conn is None:
-                self.conn = dbusclient.Connection(BUS.address)
-
-    def call(self, member, sig="", *args):
-        return self.conn.call(NAME, PATH, IFACE, member, sig, args)
-
-    def close(self):
-        if self.conn:
-            self.conn.close()
-        if self.daemon:
-            self.daemon.cleanup()
-        if self.recorder:
-            self.recorder.close()
-        if self.fake:
-            self.fake.stop()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, exc_type, exc, tb):
-        if exc_type is not None and self.daemon:
-            sys.stderr.write("---- daemon log (tail) ----\n" + self.daemon.log_text()[-8000:] + "\n")
-        self.close()
+        on_bus = bus and BUS is not None
+        self.fake = FakeOfd()
+        if fake_running:
+            self.fake.start()
+        else:
+            self.fake.port = closed_port()
+        super().__init__(make_config(self.fake.url, on_bus, sections or {}), name=f"kkt-{name}",
+                         bus=BUS if on_bus else False, helpers=[self.fake])
 
 
 # ---- helpers -----------------------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
 import kkttest  # noqa: E402
-from kkttest import Daemon, TestFailure, check  # noqa: E402
+from kkttest import Daemon, Skip, TestFailure, check, run_all  # noqa: E402
 
 DAEMON = os.environ.get("KKT_ADAPTERD")
 SERVICE_UNIT = os.environ.get("KKT_SERVICE_UNIT")
@@ -35,10 +35,6 @@ BUILD_ROOT = os.environ.get("KKT_BUILD_ROOT")
 MESON = os.environ.get("KKT_MESON")
 
 MAX_EXPOSURE = 1.5
-
-
-class Skip(Exception):
-    pass
 
 
 # unit files ------------------------------------------------------------------------------------------------
@@ -523,23 +519,7 @@ def main():
         if not os.environ.get(var):
             sys.stderr.write(f"{var} is not set; run this through meson test\n")
             sys.exit(77)
-    failed, skipped = [], []
-    for t in TESTS:
-        sys.stderr.write(f"== {t.__name__}\n")
-        sys.stderr.flush()
-        try:
-            t()
-        except Skip as e:
-            sys.stderr.write(f"SKIP {t.__name__}: {e}\n")
-            skipped.append(t.__name__)
-        except TestFailure as e:
-            sys.stderr.write(f"FAIL {t.__name__}: {e}\n")
-            failed.append(t.__name__)
-    sys.stderr.write(f"{len(TESTS) - len(failed) - len(skipped)} passed, {len(failed)} failed, "
-                     f"{len(skipped)} skipped\n")
-    if failed:
-        sys.exit(1)
-    sys.exit(77 if len(skipped) == len(TESTS) else 0)
+    run_all(TESTS)
 
 
 main()

@@ -5,6 +5,7 @@
 # its state in .run/state, and talks to local stand-ins for the OFD and the ERP. Ctrl-C stops everything.
 # The register is the emulator; KKT_DRIVER=atol-web drives a stand-in for ATOL's web server
 # (tests/fake-atol.py) through the real atol-web driver instead.
+# The banner comes only once every process answers; one run per run directory (a lock in it).
 set -euo pipefail
 
 top=$(cd "$(dirname "$0")/.." && pwd)
@@ -20,11 +21,46 @@ case "$driver" in
         *) echo "KKT_DRIVER=$driver: use emulator or atol-web" >&2; exit 2 ;;
 esac
 
+fail() {
+        echo "tools/run.sh: $*" >&2
+        exit 1
+}
+
+# The last lines of a log, after a failure that it explains.
+show_log() {
+        if [ -s "$1" ]; then
+                echo "---- $1 ----" >&2
+                tail -n 20 "$1" >&2
+                echo "----" >&2
+        fi
+}
+
+# One run per run directory: a second one would take over the first's bus socket and configuration. The lock
+# is held by this script and inherited by what it starts, so it stays taken while any of them lives.
+mkdir -p "$run"
+exec 9>>"$run/lock"
+if ! flock -n 9; then
+        other=$(cat "$run/run.pid" 2>/dev/null || true)
+        if [ -n "$other" ] && kill -0 "$other" 2>/dev/null; then
+                fail "another run is live in $run (tools/run.sh, pid $other): stop it with Ctrl-C in its" \
+                     "terminal or 'kill $other', or give this one another KKT_RUN_DIR= (and KKT_PORT=," \
+                     "KKT_UPSTREAM_PORT=)."
+        fi
+        fail "processes of an earlier run still hold $run/lock (see 'fuser -v $run/lock'): stop them, or" \
+             "give this run another KKT_RUN_DIR=."
+fi
+echo $$ >"$run/run.pid"
+
 # KKT_SKIP_BUILD=1: use what $KKT_BUILD_DIR holds (the test suite runs this script on its own build).
+# -Dtests=true: the emulator's debug hooks (README, "Test builds") belong to a development run.
 if [ "${KKT_SKIP_BUILD:-0}" != 1 ]; then
         "$top/tools/install-deps.sh"
         if [ ! -f "$build/build.ninja" ]; then
-                meson setup "$build" >/dev/null
+                meson setup "$build" -Dtests=true >/dev/null
+        elif ! meson introspect "$build" --buildoptions |
+                /usr/bin/python3 -c 'import json, sys
+sys.exit(0 if any(o["name"] == "tests" and o["value"] for o in json.load(sys.stdin)) else 1)'; then
+                meson configure "$build" -Dtests=true >/dev/null
         fi
         meson compile -C "$build" >/dev/null
 fi
@@ -60,15 +96,27 @@ cleanup() {
                 kill "$pid" 2>/dev/null || true
         done
         wait 2>/dev/null || true
+        rm -f "$run/run.pid"
 }
 trap cleanup EXIT INT TERM
 
-dbus-daemon --session --address="$bus_address" --nofork --nopidfile &
-pids+=($!)
+alive() {
+        kill -0 "$1" 2>/dev/null
+}
+
+# Does anything answer HTTP at $1? Any status will do: the question is whether it listens.
+answers() {
+        [ "$(curl -s -o /dev/null -m 2 -w '%{http_code}' "$1" || true)" != 000 ]
+}
+
+dbus-daemon --session --address="$bus_address" --nofork --nopidfile 2>"$run/dbus.log" &
+bus_pid=$!
+pids+=($bus_pid)
 
 # The stand-in exits when its stdin closes, i.e. when this script goes away.
 coproc UPSTREAM { exec /usr/bin/python3 "$top/tests/fake-upstream.py" --port "$upstream_port" 2>"$run/upstream.log"; }
-pids+=("$UPSTREAM_PID")
+upstream_pid=$UPSTREAM_PID
+pids+=("$upstream_pid")
 
 if [ "$driver" = atol-web ]; then
         # ATOL's web server stands in as tests/fake-atol.py with its fiscal memory in the run directory; it too
@@ -79,15 +127,17 @@ if [ "$driver" = atol-web ]; then
                 <"$run/atol.in" >"$run/atol.out" 2>"$run/atol.log" &
         pids+=($!)
         exec 7>"$run/atol.in"
+        atol_pid=$!
         atol_port=
         for _ in $(seq 100); do
                 atol_port=$(sed -n 's/^PORT=//p' "$run/atol.out" 2>/dev/null | head -1)
                 [ -n "$atol_port" ] && break
+                alive "$atol_pid" || break
                 sleep 0.1
         done
-        if [ -z "$atol_port" ]; then
-                echo "The ATOL web server stand-in did not start; see $run/atol.log" >&2
-                exit 1
+        if [ -z "$atol_port" ] || ! answers "http://127.0.0.1:$atol_port/"; then
+                show_log "$run/atol.log"
+                fail "the ATOL web server stand-in (tests/fake-atol.py) did not start; its log is above."
         fi
         cat >>"$run/kkt-adapter.conf" <<CONF
 
@@ -98,10 +148,26 @@ URL=http://127.0.0.1:$atol_port
 CONF
 fi
 
-for _ in $(seq 50); do
-        [ -S "$run/bus" ] && curl -sf "http://127.0.0.1:$upstream_port/_control/state" >/dev/null && break
+# Each stand-in alive and answering before the daemon is pointed at it; a dead one is reported with its log.
+for _ in $(seq 100); do
+        [ -S "$run/bus" ] && break
+        alive "$bus_pid" || break
         sleep 0.1
 done
+if ! [ -S "$run/bus" ] || ! alive "$bus_pid"; then
+        show_log "$run/dbus.log"
+        fail "the private dbus-daemon did not start on $bus_address; its log is above."
+fi
+for _ in $(seq 100); do
+        curl -sf -m 2 "http://127.0.0.1:$upstream_port/_control/state" >/dev/null && break
+        alive "$upstream_pid" || break
+        sleep 0.1
+done
+if ! alive "$upstream_pid" || ! curl -sf -m 2 "http://127.0.0.1:$upstream_port/_control/state" >/dev/null; then
+        show_log "$run/upstream.log"
+        fail "the OFD and ERP stand-in (tests/fake-upstream.py) did not start on 127.0.0.1:$upstream_port;" \
+             "its log is above."
+fi
 
 systemd-socket-activate -l "127.0.0.1:$port" --fdname=http \
         -E STATE_DIRECTORY="$run/state" -E CREDENTIALS_DIRECTORY="$run/credentials" -E PATH="$PATH" \
@@ -109,10 +175,33 @@ systemd-socket-activate -l "127.0.0.1:$port" --fdname=http \
 daemon=$!
 pids+=($daemon)
 
-for _ in $(seq 100); do
-        curl -sf "http://127.0.0.1:$port/" >/dev/null && break
+# The daemon is up when it answers HTTP and owns its name on the bus.
+owns_name() {
+        busctl --address="$bus_address" call org.freedesktop.DBus /org/freedesktop/DBus org.freedesktop.DBus \
+                NameHasOwner s org.opticserp.KktAdapter1 2>/dev/null | grep -q true
+}
+for _ in $(seq 200); do
+        alive "$daemon" || break
+        answers "http://127.0.0.1:$port/v1/health" && owns_name && break
         sleep 0.1
 done
+if ! alive "$daemon"; then
+        status=0
+        wait "$daemon" || status=$?
+        fail "kkt-adapterd exited (status $status) before it was ready; its messages are above."
+fi
+answers "http://127.0.0.1:$port/v1/health" || fail "kkt-adapterd does not answer on 127.0.0.1:$port."
+owns_name || fail "kkt-adapterd does not own org.opticserp.KktAdapter1 on $bus_address."
+still_alive() {
+        alive "$1" && return 0
+        show_log "$3"
+        fail "$2 exited while kkt-adapterd started; its log is above."
+}
+still_alive "$bus_pid" "the private dbus-daemon" "$run/dbus.log"
+still_alive "$upstream_pid" "the OFD and ERP stand-in" "$run/upstream.log"
+if [ "$driver" = atol-web ]; then
+        still_alive "$atol_pid" "the ATOL web server stand-in" "$run/atol.log"
+fi
 
 kktctl="$build/src/kktctl/kktctl"
 cat <<BANNER

@@ -13,15 +13,16 @@
 #include "manager-bus.h"
 #include "message-ids.h"
 #include "monitor.h"
+#include "output.h"
 #include "report.h"
+#include "show.h"
 #include "status.h"
+#include "string-table.h"
 #include "time-util.h"
+#include "timestamp.h"
 
 /* Far above any receipt, below the system bus's message limit: a guard against `kktctl submit /dev/zero`. */
 #define SUBMIT_MAX_SIZE (16U * 1024U * 1024U)
-
-#define JSON_PLAIN (JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE)
-#define JSON_PRETTY (JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_SPACED | JSON_C_TO_STRING_NOSLASHESCAPE)
 
 /* A report waits for the register, a Z report also for the receipts queued before it: as long as HTTP waits
  * (120 s), and a little more, rather than sd-bus's 25 s. */
@@ -34,13 +35,25 @@ typedef enum BusKind {
         BUS_KIND_SYSTEM,
         BUS_KIND_USER,
         BUS_KIND_ADDRESS,
+        _BUS_KIND_MAX,
+        _BUS_KIND_INVALID = -EINVAL,
 } BusKind;
+
+/* The names --bus= takes; an address has none (anything with a ':' is one). */
+static const char *const bus_kind_table[_BUS_KIND_MAX] = {
+        [BUS_KIND_SYSTEM] = "system",
+        [BUS_KIND_USER] = "user",
+};
+
+DEFINE_STRING_TABLE_LOOKUP_FROM_STRING(bus_kind, BusKind, static)
 
 static BusKind arg_bus_kind = BUS_KIND_SYSTEM;
 static const char *arg_bus_address = NULL; /* --bus=ADDRESS */
 static const char *arg_address = NULL;     /* --address=, which wins over any --bus= */
 static bool arg_json = false;
 static const char *arg_key = NULL;
+static bool arg_all = false; /* dlq list --all: the resolved dead letters too */
+static bool arg_utc = false;
 
 typedef struct Verb {
         const char *name;
@@ -56,9 +69,10 @@ static void help(void) {
                "  status                  Show the state, counters, breaker and register (default)\n"
                "  submit [--key=KEY] FILE|-\n"
                "                          Submit the receipt in FILE (- for standard input)\n"
-               "  show ID                 Show one receipt\n"
+               "  show ID                 Show one receipt (--json: as the daemon has it)\n"
                "  sync                    Start sending pending receipts to the OFD now\n"
-               "  dlq list                List the dead-lettered receipts\n"
+               "  breaker reset           Close the OFD circuit breaker and send again now\n"
+               "  dlq list [--all]        List the unresolved dead letters (--all: resolved ones too)\n"
                "  dlq retry ID            Put a dead-lettered receipt back to pending\n"
                "  dlq resolve ID NOTE     Mark a dead letter as handled outside the adapter\n"
                "  shift                   Show the register's shift\n"
@@ -71,14 +85,17 @@ static void help(void) {
                "  receipt retry ID        Put a rejected receipt back into the print queue\n"
                "  receipt cancel ID NOTE  Cancel a rejected receipt for good\n"
                "  device                  Show the register: shift, fiscal drive, OFD exchange\n"
-               "  monitor                 Follow property changes and receipt signals until interrupted\n\n"
+               "  monitor                 Follow changes and receipt signals until interrupted\n\n"
                "Options:\n"
                "  -h --help               Show this help\n"
                "     --version            Show the version\n"
                "     --json               Print JSON instead of text\n"
+               "     --utc                Print times in UTC instead of local time\n"
+               "     --no-pager           Accepted for systemctl's sake; kktctl never pages\n"
                "     --bus=BUS            system (default), user, or a D-Bus address\n"
                "     --address=ADDRESS    Connect to the bus at this D-Bus address\n"
                "     --key=KEY            With submit: the idempotency key (default: a new random one)\n"
+               "     --all                With dlq list: the resolved dead letters too\n"
                "\nSee the kktctl(1) manual page for the output and the exit statuses.\n",
                program_invocation_short_name);
 }
@@ -91,6 +108,9 @@ static int parse_argv(int argc, char *argv[]) {
                 ARG_BUS,
                 ARG_ADDRESS,
                 ARG_KEY,
+                ARG_ALL,
+                ARG_UTC,
+                ARG_NO_PAGER,
         };
         static const struct option options[] = {
                 { "help", no_argument, NULL, 'h' },
@@ -99,6 +119,9 @@ static int parse_argv(int argc, char *argv[]) {
                 { "bus", required_argument, NULL, ARG_BUS },
                 { "address", required_argument, NULL, ARG_ADDRESS },
                 { "key", required_argument, NULL, ARG_KEY },
+                { "all", no_argument, NULL, ARG_ALL },
+                { "utc", no_argument, NULL, ARG_UTC },
+                { "no-pager", no_argument, NULL, ARG_NO_PAGER },
                 {},
         };
         int c;
@@ -117,10 +140,8 @@ static int parse_argv(int argc, char *argv[]) {
                         arg_json = true;
                         break;
                 case ARG_BUS:
-                        if (streq(optarg, "system"))
-                                arg_bus_kind = BUS_KIND_SYSTEM;
-                        else if (streq(optarg, "user"))
-                                arg_bus_kind = BUS_KIND_USER;
+                        if (bus_kind_from_string(optarg) >= 0)
+                                arg_bus_kind = bus_kind_from_string(optarg);
                         else if (strchr(optarg, ':')) {
                                 /* As the daemon's --bus= takes it, so one value serves both. */
                                 arg_bus_kind = BUS_KIND_ADDRESS;
@@ -144,6 +165,16 @@ static int parse_argv(int argc, char *argv[]) {
                                 return -EINVAL;
                         }
                         arg_key = optarg;
+                        break;
+                case ARG_ALL:
+                        arg_all = true;
+                        break;
+                case ARG_UTC:
+                        arg_utc = true;
+                        break;
+                case ARG_NO_PAGER:
+                        /* Nothing to turn off: output goes straight to stdout. Accepted so that habits and
+                         * scripts written for systemctl and journalctl work here too. */
                         break;
                 case ':':
                         cli_error(0, "Option '%s' needs an argument; see --help.", argv[optind - 1]);
@@ -190,9 +221,10 @@ static int bus_connect(sd_bus **ret) {
                         return r;
                 *ret = TAKE_PTR(bus);
                 return 0;
+        default:
+                assert(!"unknown bus kind");
+                return -EINVAL;
         }
-        assert(!"unknown bus kind");
-        return -EINVAL;
 }
 
 static const char *bus_name(void) {
@@ -206,16 +238,6 @@ static const char *bus_name(void) {
         }
 }
 
-static int print_json(json_object *o, bool pretty) {
-        int flags = pretty ? JSON_PRETTY : JSON_PLAIN;
-        const char *s = json_object_to_json_string_ext(o, flags);
-
-        if (!s)
-                return -ENOMEM;
-        puts(s);
-        return 0;
-}
-
 static ExitStatus verb_status(sd_bus *bus, char **args) {
         _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
         _cleanup_(json_object_putp) json_object *properties = NULL;
@@ -226,19 +248,19 @@ static ExitStatus verb_status(sd_bus *bus, char **args) {
                 return cli_report_bus_error("read the state of kkt-adapterd", NULL, &error, r);
 
         if (arg_json) {
-                r = print_json(properties, false);
+                r = output_json(properties, false);
                 if (r < 0) {
                         cli_error(r, "Failed to format the state: %m");
                         return EXIT_STATUS_FAILED;
                 }
         } else
-                status_print(properties, stdout);
+                status_print(properties, stdout, arg_utc);
         return EXIT_STATUS_OK;
 }
 
 /* `shift` and `device`: a part of the properties, in one GetAll() call. */
 static ExitStatus show_properties(sd_bus *bus, int (*select)(json_object *p, json_object **ret),
-                                  void (*print)(json_object *p, FILE *f)) {
+                                  void (*print)(json_object *p, FILE *f, bool utc)) {
         _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
         _cleanup_(json_object_putp) json_object *properties = NULL, *part = NULL;
         int r;
@@ -248,12 +270,12 @@ static ExitStatus show_properties(sd_bus *bus, int (*select)(json_object *p, jso
                 return cli_report_bus_error("read the state of kkt-adapterd", NULL, &error, r);
 
         if (!arg_json) {
-                print(properties, stdout);
+                print(properties, stdout, arg_utc);
                 return EXIT_STATUS_OK;
         }
         r = select(properties, &part);
         if (r >= 0)
-                r = print_json(part, false);
+                r = output_json(part, false);
         if (r < 0) {
                 cli_error(r, "Failed to format the state: %m");
                 return EXIT_STATUS_FAILED;
@@ -307,7 +329,7 @@ static ExitStatus verb_device(sd_bus *bus, char **args) {
         e = json_reply(reply, "GetDeviceStatus", "read the register's state", json_type_object, &o);
         if (e != EXIT_STATUS_OK || !o)
                 return e;
-        status_print_device_json(o, stdout);
+        status_print_device_json(o, stdout, arg_utc);
         return EXIT_STATUS_OK;
 }
 
@@ -447,7 +469,7 @@ static ExitStatus verb_submit(sd_bus *bus, char **args) {
                     json_object_object_add(o, "status", json_object_new_string(status)) < 0 ||
                     json_object_object_add(o, "idempotency_key", json_object_new_string(key)) < 0 ||
                     json_object_object_add(o, "fiscal_doc", json_object_get(fiscal)) < 0 ||
-                    print_json(o, false) < 0) {
+                    output_json(o, false) < 0) {
                         cli_error(ENOMEM, "Failed to format the answer: %m");
                         return EXIT_STATUS_FAILED;
                 }
@@ -483,10 +505,7 @@ static ExitStatus verb_show(sd_bus *bus, char **args) {
         e = json_reply(reply, "GetReceipt", "show the receipt", json_type_null, &o);
         if (e != EXIT_STATUS_OK || !o)
                 return e;
-        if (print_json(o, true) < 0) {
-                cli_error(ENOMEM, "Failed to format the receipt: %m");
-                return EXIT_STATUS_FAILED;
-        }
+        show_print_receipt(o, stdout, arg_utc);
         return EXIT_STATUS_OK;
 }
 
@@ -530,6 +549,13 @@ static ExitStatus verb_sync(sd_bus *bus, char **args) {
         return call_admin_method(bus, false, "start a sync", "SyncNow", NULL);
 }
 
+static ExitStatus verb_breaker(sd_bus *bus, char **args) {
+        if (streq(args[0], "reset"))
+                return call_admin_method(bus, false, "reset the circuit breaker", "ResetCircuitBreaker", NULL);
+        cli_error(0, "Unknown breaker command '%s': use breaker reset.", args[0]);
+        return EXIT_STATUS_USAGE;
+}
+
 static const char *json_field(json_object *o, const char *key) {
         json_object *v;
 
@@ -547,7 +573,7 @@ static ExitStatus dlq_list(sd_bus *bus) {
         int r;
 
         r = sd_bus_call_method(bus, KKT_BUS_NAME, KKT_BUS_PATH, KKT_BUS_INTERFACE, "ListDeadLetters", &error,
-                               &reply, "b", 1);
+                               &reply, "b", arg_all);
         if (r < 0)
                 return cli_report_bus_error("list the dead letters", NEEDS_ADMIN, &error, r);
         e = json_reply(reply, "ListDeadLetters", "list the dead letters", json_type_array, &a);
@@ -556,15 +582,17 @@ static ExitStatus dlq_list(sd_bus *bus) {
 
         n = json_object_array_length(a);
         if (n == 0) {
-                puts("No dead letters.");
+                puts(arg_all ? "No dead letters." : "No unresolved dead letters.");
                 return EXIT_STATUS_OK;
         }
-        printf("%-36s %-24s %-8s %s\n", "RECEIPT", "MOVED", "STATE", "REASON");
+        printf("%-36s %-29s %-8s %s\n", "RECEIPT", "MOVED", "STATE", "REASON");
         for (size_t i = 0; i < n; i++) {
                 json_object *d = json_object_array_get_idx(a, i), *v;
                 bool resolved = json_object_object_get_ex(d, "resolved", &v) && json_object_get_boolean(v);
+                char when[TIMESTAMP_MAX];
 
-                printf("%-36s %-24s %-8s %s\n", json_field(d, "receipt_id"), json_field(d, "moved_at"),
+                printf("%-36s %-29s %-8s %s\n", json_field(d, "receipt_id"),
+                       timestamp_reformat(when, sizeof when, json_field(d, "moved_at"), arg_utc),
                        resolved ? "resolved" : "open", json_field(d, "reason"));
         }
         return EXIT_STATUS_OK;
@@ -621,7 +649,7 @@ static ExitStatus call_report(sd_bus *bus, const char *method, const char *actio
         e = json_reply(reply, method, action, json_type_object, &o);
         if (e != EXIT_STATUS_OK || !o)
                 return e;
-        report_print(o, stdout);
+        report_print(o, stdout, arg_utc);
         return EXIT_STATUS_OK;
 }
 
@@ -680,7 +708,7 @@ static ExitStatus verb_refund_check(sd_bus *bus, char **args) {
                 if (!o || json_object_object_add(o, "allowed", json_object_new_boolean(allowed)) < 0 ||
                     json_object_object_add(o, "sync_status", json_object_new_string(sync_status)) < 0 ||
                     json_object_object_add(o, "reason", json_object_new_string(reason)) < 0 ||
-                    print_json(o, false) < 0) {
+                    output_json(o, false) < 0) {
                         cli_error(ENOMEM, "Failed to format the answer: %m");
                         return EXIT_STATUS_FAILED;
                 }
@@ -716,12 +744,14 @@ static ExitStatus receipt_rejected(sd_bus *bus) {
                 puts("No rejected receipts.");
                 return EXIT_STATUS_OK;
         }
-        printf("%-36s %-16s %-24s %s\n", "RECEIPT", "POS", "SET ASIDE", "REASON");
+        printf("%-36s %-16s %-29s %s\n", "RECEIPT", "POS", "SET ASIDE", "REASON");
         for (size_t i = 0; i < n; i++) {
                 json_object *d = json_object_array_get_idx(a, i);
+                char when[TIMESTAMP_MAX];
 
-                printf("%-36s %-16s %-24s %s\n", json_field(d, "receipt_id"), json_field(d, "pos_id"),
-                       json_field(d, "updated_at"), json_field(d, "last_error"));
+                printf("%-36s %-16s %-29s %s\n", json_field(d, "receipt_id"), json_field(d, "pos_id"),
+                       timestamp_reformat(when, sizeof when, json_field(d, "updated_at"), arg_utc),
+                       json_field(d, "last_error"));
         }
         return EXIT_STATUS_OK;
 }
@@ -760,7 +790,7 @@ static ExitStatus verb_monitor(sd_bus *bus, char **args) {
         _cleanup_(monitor_freep) Monitor *m = NULL;
         int r;
 
-        r = monitor_new(&m, bus, arg_json, stdout);
+        r = monitor_new(&m, bus, arg_json, arg_utc, stdout);
         if (r < 0)
                 return cli_report_bus_error("follow kkt-adapterd", NULL, NULL, r);
 
@@ -785,6 +815,7 @@ static const Verb verbs[] = {
         { "submit", 1, 1, verb_submit },
         { "show", 1, 1, verb_show },
         { "sync", 0, 0, verb_sync },
+        { "breaker", 1, 1, verb_breaker },
         { "dlq", 1, 3, verb_dlq },
         { "shift", 0, 1, verb_shift },
         { "report", 1, 1, verb_report },
@@ -832,6 +863,10 @@ static ExitStatus run(int argc, char *argv[]) {
         }
         if (arg_key && !streq(verb->name, "submit")) {
                 cli_error(0, "--key= goes with submit only.");
+                return EXIT_STATUS_USAGE;
+        }
+        if (arg_all && !(streq(verb->name, "dlq") && streq(args[0], "list"))) {
+                cli_error(0, "--all goes with dlq list only.");
                 return EXIT_STATUS_USAGE;
         }
 

@@ -9,16 +9,19 @@
 #include "json-util.h"
 #include "manager-bus.h"
 #include "monitor.h"
+#include "output.h"
 #include "time-util.h"
-
-#define JSON_PLAIN (JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE)
+#include "timestamp.h"
 
 struct Monitor {
         sd_event *event;
         sd_bus *bus;
         FILE *out;
         bool json;
+        bool utc;
         bool daemon_running;
+        /* The last value seen of each property: a PropertiesChanged shows only what differs from it. */
+        json_object *known;
 
         sd_bus_slot *properties_slot;
         sd_bus_slot *receipt_slot;
@@ -58,6 +61,7 @@ Monitor *monitor_free(Monitor *m) {
                 sd_bus_unref(m->bus);
         }
         sd_event_unref(m->event);
+        json_object_put(m->known);
         return mfree(m);
 }
 
@@ -99,9 +103,9 @@ static int monitor_emit(Monitor *m, const char *event, json_object *fields) {
                 }
                 fprintf(m->out, "%s\n", json_object_to_json_string_ext(o, JSON_PLAIN));
         } else {
-                char when[FORMAT_ISO8601_MAX];
+                char when[TIMESTAMP_MAX];
 
-                fprintf(m->out, "%s %s", format_iso8601_utc(when, sizeof when, t), event);
+                fprintf(m->out, "%s %s", timestamp_format(when, sizeof when, t, m->utc), event);
                 if (fields) {
                         json_object_object_foreach(fields, key, value) {
                                 if (!json_object_is_type(value, json_type_object)) {
@@ -134,6 +138,49 @@ static int monitor_emit_or_exit(Monitor *m, const char *event, json_object *fiel
         return r;
 }
 
+/* The daemon announces a group of properties together (the register's ten on every document): removes from
+ * `changed` those whose value is the one seen last, and remembers the others. Returns how many are left. */
+static int monitor_drop_unchanged(Monitor *m, json_object *changed) {
+        _cleanup_(json_object_putp) json_object *same = json_object_new_array();
+        json_object *old;
+
+        if (!same)
+                return -ENOMEM;
+        json_object_object_foreach(changed, name, value) {
+                if (!value) {
+                        /* Invalidated: its value is unknown from now on. */
+                        json_object_object_del(m->known, name);
+                        continue;
+                }
+                if (json_object_object_get_ex(m->known, name, &old) && json_object_equal(old, value)) {
+                        if (json_object_array_add(same, json_object_new_string(name)) < 0)
+                                return -ENOMEM;
+                        continue;
+                }
+                if (json_object_object_add(m->known, name, json_object_get(value)) < 0) {
+                        json_object_put(value);
+                        return -ENOMEM;
+                }
+        }
+        for (size_t i = 0; i < json_object_array_length(same); i++)
+                json_object_object_del(changed, json_object_get_string(json_object_array_get_idx(same, i)));
+        return json_object_object_length(changed);
+}
+
+/* What the daemon holds now, so that the first announcement after ours is compared with something. A
+ * daemon that cannot be asked leaves it empty: then its first announcements show in full. */
+static void monitor_learn_properties(Monitor *m) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        json_object *properties = NULL;
+
+        if (sd_bus_call_method(m->bus, KKT_BUS_NAME, KKT_BUS_PATH, "org.freedesktop.DBus.Properties", "GetAll",
+                               NULL, &reply, "s", KKT_BUS_INTERFACE) < 0 ||
+            bus_message_read_properties_json(reply, &properties) < 0)
+                return;
+        json_object_put(m->known);
+        m->known = properties;
+}
+
 static int monitor_on_properties_changed(sd_bus_message *message, void *userdata, sd_bus_error *error) {
         _cleanup_(json_object_putp) json_object *fields = NULL, *changed = NULL;
         Monitor *m = userdata;
@@ -160,6 +207,10 @@ static int monitor_on_properties_changed(sd_bus_message *message, void *userdata
                 return r;
         r = sd_bus_message_exit_container(message);
         if (r < 0)
+                return r;
+
+        r = monitor_drop_unchanged(m, changed);
+        if (r <= 0)
                 return r;
 
         fields = json_object_new_object();
@@ -204,6 +255,13 @@ static int monitor_on_name_owner_changed(sd_bus_message *message, void *userdata
 
         /* A hand-over from one instance to the next is a stop and a start. */
         if (!isempty(old_owner)) {
+                _cleanup_(json_object_putp) json_object *empty = json_object_new_object();
+
+                if (!empty)
+                        return -ENOMEM;
+                /* The next instance starts from its own state: everything it announces is news. */
+                json_object_put(m->known);
+                m->known = TAKE_PTR(empty);
                 m->daemon_running = false;
                 r = monitor_emit_or_exit(m, "DaemonStopped", NULL);
                 if (r < 0)
@@ -233,7 +291,7 @@ static int monitor_on_signal(sd_event_source *s, const struct signalfd_siginfo *
         return sd_event_exit(m->event, 0);
 }
 
-int monitor_new(Monitor **ret, sd_bus *bus, bool json, FILE *out) {
+int monitor_new(Monitor **ret, sd_bus *bus, bool json, bool utc, FILE *out) {
         _cleanup_(monitor_freep) Monitor *m = NULL;
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
         sigset_t mask;
@@ -248,7 +306,11 @@ int monitor_new(Monitor **ret, sd_bus *bus, bool json, FILE *out) {
                 return -ENOMEM;
         m->bus = sd_bus_ref(bus);
         m->json = json;
+        m->utc = utc;
         m->out = out;
+        m->known = json_object_new_object();
+        if (!m->known)
+                return -ENOMEM;
 
         r = sd_event_new(&m->event);
         if (r < 0)
@@ -307,6 +369,8 @@ int monitor_new(Monitor **ret, sd_bus *bus, bool json, FILE *out) {
         if (r < 0)
                 return r;
         m->daemon_running = has_owner;
+        if (has_owner)
+                monitor_learn_properties(m);
 
         *ret = TAKE_PTR(m);
         return 0;

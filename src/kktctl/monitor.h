@@ -13,8 +13,10 @@
 typedef struct Monitor Monitor;
 
 /* Takes a reference on bus and installs the matches before it returns, so no event after that is missed.
- * Blocks SIGINT and SIGTERM in the calling thread: they end monitor_run(). */
-int monitor_new(Monitor **ret, sd_bus *bus, bool json, FILE *out);
+ * Blocks SIGINT and SIGTERM in the calling thread: they end monitor_run(). A property announced with the
+ * value it had already is not shown, and an announcement with nothing new is not shown at all. Times are
+ * local, or UTC when utc. */
+int monitor_new(Monitor **ret, sd_bus *bus, bool json, bool utc, FILE *out);
 Monitor *monitor_free(Monitor *m);
 DEFINE_TRIVIAL_CLEANUP_FUNC(Monitor *, monitor_free);
 

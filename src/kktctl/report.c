@@ -3,48 +3,19 @@
  * from the JSON the daemon answers with. Amounts are printed as the daemon wrote them, never re-computed. */
 
 #include <inttypes.h>
-#include <stdarg.h>
 
 #include "macro.h"
+#include "output.h"
 #include "report.h"
+#include "timestamp.h"
 
 /* strlen("Purchase refunds"), the longest label. */
 #define LABEL_WIDTH 16
 
-static void field(FILE *f, const char *label, const char *format, ...) _printf_(3, 4);
-
-static void field(FILE *f, const char *label, const char *format, ...) {
-        va_list ap;
-
-        fprintf(f, "%*s: ", LABEL_WIDTH, label);
-        va_start(ap, format);
-        vfprintf(f, format, ap);
-        va_end(ap);
-        fputc('\n', f);
-}
-
-static json_object *get(json_object *o, const char *key) {
-        json_object *v = NULL;
-
-        if (!o || !json_object_object_get_ex(o, key, &v) || json_object_is_type(v, json_type_null))
-                return NULL;
-        return v;
-}
-
-static const char *get_string(json_object *o, const char *key) {
-        json_object *v = get(o, key);
-
-        return v ? json_object_get_string(v) : NULL;
-}
-
-static int64_t get_int(json_object *o, const char *key) {
-        json_object *v = get(o, key);
-
-        return v && json_object_is_type(v, json_type_int) ? json_object_get_int64(v) : 0;
-}
+#define field(f, label, ...) output_field(f, LABEL_WIDTH, label, __VA_ARGS__)
 
 static bool get_bool(json_object *o, const char *key) {
-        json_object *v = get(o, key);
+        json_object *v = output_get(o, key);
 
         return v && json_object_get_boolean(v);
 }
@@ -56,7 +27,7 @@ static bool amount_is_zero(const char *s) {
 
 /* "14: 12 sale, 1 refund, 1 purchase_refund" from {"sale": 12, "refund": 1, ...}. */
 static void receipt_counts(json_object *o, FILE *f) {
-        json_object *counts = get(o, "receiptCounts") ?: get(o, "receipt_counts");
+        json_object *counts = output_get(o, "receiptCounts") ?: output_get(o, "receipt_counts");
         int64_t total = 0;
         bool first = true;
 
@@ -76,11 +47,12 @@ static void receipt_counts(json_object *o, FILE *f) {
         fputc('\n', f);
 }
 
-void report_print(json_object *o, FILE *f) {
-        const char *kind = get_string(o, "report"), *s;
-        json_object *net = get(get(o, "totals"), "net");
-        int64_t shift = get_int(o, "shiftNumber") ?: get_int(o, "shift_number");
+void report_print(json_object *o, FILE *f, bool utc) {
+        const char *kind = output_get_string(o, "report"), *s;
+        json_object *net = output_get(output_get(o, "totals"), "net");
+        int64_t shift = output_get_int(o, "shiftNumber") ?: output_get_int(o, "shift_number");
         bool open = kind && streq(kind, "open"), z = kind && streq(kind, "z");
+        char when[TIMESTAMP_MAX];
 
         assert(o);
         assert(f);
@@ -96,41 +68,42 @@ void report_print(json_object *o, FILE *f) {
                         field(f, "Report", "Z, shift %" PRIi64 " was closed already; its figures:", shift);
                 else
                         field(f, "Report", "Z, shift %" PRIi64 " closed", shift);
-        } else if (get(o, "shift_open") && !get_bool(o, "shift_open"))
+        } else if (output_get(o, "shift_open") && !get_bool(o, "shift_open"))
                 field(f, "Report", "X, no shift open");
-        else if ((s = get_string(o, "shift_open_time")))
-                field(f, "Report", "X, shift %" PRIi64 " open since %s", shift, s);
+        else if ((s = output_get_string(o, "shift_open_time")))
+                field(f, "Report", "X, shift %" PRIi64 " open since %s", shift,
+                      timestamp_reformat(when, sizeof when, s, utc));
         else
                 field(f, "Report", "X, shift %" PRIi64, shift);
 
-        if ((s = get_string(o, "dateTime") ?: get_string(o, "date_time")))
-                field(f, "Time", "%s", s);
+        if ((s = output_get_string(o, "dateTime") ?: output_get_string(o, "date_time")))
+                field(f, "Time", "%s", timestamp_reformat(when, sizeof when, s, utc));
 
         if (!open) {
                 receipt_counts(o, f);
-                field(f, "Sales", "%s", strna(get_string(o, "totalSales")));
-                field(f, "Refunds", "%s", strna(get_string(o, "totalRefunds")));
-                if (!amount_is_zero(s = get_string(o, "total_purchases")))
+                field(f, "Sales", "%s", strna(output_get_string(o, "totalSales")));
+                field(f, "Refunds", "%s", strna(output_get_string(o, "totalRefunds")));
+                if (!amount_is_zero(s = output_get_string(o, "total_purchases")))
                         field(f, "Purchases", "%s", s);
-                if (!amount_is_zero(s = get_string(o, "total_purchase_refunds")))
+                if (!amount_is_zero(s = output_get_string(o, "total_purchase_refunds")))
                         field(f, "Purchase refunds", "%s", s);
                 /* Net by payment form: what came in minus what went out. */
-                field(f, "Cash", "%s", strna(get_string(o, "cashTotal")));
-                field(f, "Card", "%s", strna(get_string(o, "cardTotal")));
-                if (!amount_is_zero(s = get_string(net, "prepayment")))
+                field(f, "Cash", "%s", strna(output_get_string(o, "cashTotal")));
+                field(f, "Card", "%s", strna(output_get_string(o, "cardTotal")));
+                if (!amount_is_zero(s = output_get_string(net, "prepayment")))
                         field(f, "Prepayment", "%s", s);
-                if (!amount_is_zero(s = get_string(net, "credit")))
+                if (!amount_is_zero(s = output_get_string(net, "credit")))
                         field(f, "Credit", "%s", s);
-                if (!amount_is_zero(s = get_string(net, "other")))
+                if (!amount_is_zero(s = output_get_string(net, "other")))
                         field(f, "Other", "%s", s);
         }
 
-        if ((open || z) && get_int(o, "fiscalDocumentNumber") > 0)
+        if ((open || z) && output_get_int(o, "fiscalDocumentNumber") > 0)
                 field(f, "Fiscal document", "%" PRIi64 ", fiscal sign %s",
-                      get_int(o, "fiscalDocumentNumber"), strna(get_string(o, "fiscalSign")));
+                      output_get_int(o, "fiscalDocumentNumber"), strna(output_get_string(o, "fiscalSign")));
 
-        if (get(o, "offline"))
+        if (output_get(o, "offline"))
                 field(f, "OFD", "%s, %" PRIi64 " document%s not confirmed yet",
                       get_bool(o, "offline") ? "unreachable (offline)" : "reachable",
-                      get_int(o, "ofd_unsent"), get_int(o, "ofd_unsent") == 1 ? "" : "s");
+                      output_get_int(o, "ofd_unsent"), output_get_int(o, "ofd_unsent") == 1 ? "" : "s");
 }

@@ -6,8 +6,10 @@
  * people. */
 
 #include <json-c/json.h>
+#include <stdbool.h>
 #include <stdio.h>
 
 /* Aligned "Label: value" lines: which report, the shift, the time, the receipts by type, the totals (exact
- * decimal strings as the daemon sent them), the fiscal document of an opening or a Z report, the OFD. */
-void report_print(json_object *report, FILE *f);
+ * decimal strings as the daemon sent them), the fiscal document of an opening or a Z report, the OFD. Times
+ * are local, or UTC when utc. */
+void report_print(json_object *report, FILE *f, bool utc);

@@ -4,13 +4,14 @@
  * the JSON form is the fetched object itself, or the part of it that the view shows. */
 
 #include <inttypes.h>
-#include <stdarg.h>
 
 #include "bus-json.h"
 #include "json-util.h"
 #include "manager-bus.h"
+#include "output.h"
 #include "status.h"
 #include "time-util.h"
+#include "timestamp.h"
 
 /* strlen("Last fiscal document"), the longest label, so the colons line up. */
 #define LABEL_WIDTH 20
@@ -84,26 +85,16 @@ static bool prop_bool(json_object *p, const char *name, bool *ret) {
         return true;
 }
 
-static void field(FILE *f, const char *label, const char *format, ...) _printf_(3, 4);
+#define field(f, label, ...) output_field(f, LABEL_WIDTH, label, __VA_ARGS__)
 
-static void field(FILE *f, const char *label, const char *format, ...) {
-        va_list ap;
-
-        fprintf(f, "%*s: ", LABEL_WIDTH, label);
-        va_start(ap, format);
-        vfprintf(f, format, ap);
-        va_end(ap);
-        fputc('\n', f);
-}
-
-static const char *format_when(char *buf, size_t l, json_object *p, const char *name) {
+static const char *format_when(char *buf, size_t l, json_object *p, const char *name, bool utc) {
         uint64_t usec;
 
         if (!prop_u64(p, name, &usec))
                 return "n/a";
         if (usec == 0)
                 return "never";
-        return format_iso8601_utc(buf, l, usec);
+        return timestamp_format(buf, l, usec, utc);
 }
 
 /* A span for people, to the minute (or the second under a minute): "3h 12min", "2d 4h", "45s". */
@@ -147,8 +138,8 @@ static void shift_none(FILE *f, const char *label, uint64_t last) {
 }
 
 /* One line for the shift: "12, opened ..., 3 receipts" or "none open (last: 11)". */
-static void shift_summary(json_object *p, FILE *f, const char *label) {
-        char when[FORMAT_ISO8601_MAX];
+static void shift_summary(json_object *p, FILE *f, const char *label, bool utc) {
+        char when[TIMESTAMP_MAX];
         uint64_t number, opened, receipts;
 
         if (!prop_u64(p, "ShiftNumber", &number))
@@ -158,34 +149,34 @@ static void shift_summary(json_object *p, FILE *f, const char *label) {
         else if (prop_u64(p, "ShiftOpenUSec", &opened) && opened > 0) {
                 if (prop_u64(p, "ShiftReceipts", &receipts))
                         field(f, label, "%" PRIu64 ", opened %s, %" PRIu64 " receipt%s", number,
-                              format_iso8601_utc(when, sizeof when, opened), receipts,
+                              timestamp_format(when, sizeof when, opened, utc), receipts,
                               receipts == 1 ? "" : "s");
                 else
                         field(f, label, "%" PRIu64 ", opened %s", number,
-                              format_iso8601_utc(when, sizeof when, opened));
+                              timestamp_format(when, sizeof when, opened, utc));
         } else
                 field(f, label, "%" PRIu64, number);
 }
 
 /* When the open shift reaches 24 hours, and how far off that is; nothing when no shift is open. */
-static void shift_expiry(json_object *p, FILE *f, usec_t n) {
-        char when[FORMAT_ISO8601_MAX], age[FORMAT_AGE_MAX];
+static void shift_expiry(json_object *p, FILE *f, usec_t n, bool utc) {
+        char when[TIMESTAMP_MAX], age[FORMAT_AGE_MAX];
         uint64_t number = 0, expires;
 
         if (!prop_u64(p, "ShiftExpiresUSec", &expires) || expires == 0 ||
             (prop_u64(p, "ShiftNumber", &number) && !shift_is_open(p, number)))
                 return;
         if (n < expires)
-                field(f, "Shift expires", "%s (in %s)", format_iso8601_utc(when, sizeof when, expires),
+                field(f, "Shift expires", "%s (in %s)", timestamp_format(when, sizeof when, expires, utc),
                       format_age(age, sizeof age, expires - n));
         else
                 field(f, "Shift expires", "%s (%s ago: the register refuses sales, kktctl shift close)",
-                      format_iso8601_utc(when, sizeof when, expires),
+                      timestamp_format(when, sizeof when, expires, utc),
                       format_age(age, sizeof age, n - expires));
 }
 
-static void fiscal_drive(json_object *p, FILE *f, usec_t n) {
-        char when[FORMAT_ISO8601_MAX];
+static void fiscal_drive(json_object *p, FILE *f, usec_t n, bool utc) {
+        char when[TIMESTAMP_MAX];
         uint64_t until;
         int64_t days;
 
@@ -195,14 +186,14 @@ static void fiscal_drive(json_object *p, FILE *f, usec_t n) {
                 field(f, "Fiscal drive", "expiry not known");
         else if ((days = days_between(n, until)) >= 0)
                 field(f, "Fiscal drive", "valid until %s, %" PRIi64 " day%s left",
-                      format_iso8601_utc(when, sizeof when, until), days, days == 1 ? "" : "s");
+                      timestamp_format(when, sizeof when, until, utc), days, days == 1 ? "" : "s");
         else
                 field(f, "Fiscal drive", "expired %s: the register makes no documents until it is replaced",
-                      format_iso8601_utc(when, sizeof when, until));
+                      timestamp_format(when, sizeof when, until, utc));
 }
 
-static void ofd_exchange(json_object *p, FILE *f, usec_t n) {
-        char when[FORMAT_ISO8601_MAX];
+static void ofd_exchange(json_object *p, FILE *f, usec_t n, bool utc) {
+        char when[TIMESTAMP_MAX];
         uint64_t unsent, first;
         int64_t days;
 
@@ -219,7 +210,7 @@ static void ofd_exchange(json_object *p, FILE *f, usec_t n) {
                 field(f, "OFD exchange",
                       "%" PRIu64 " document%s not confirmed by the OFD, the oldest from %s "
                       "(%" PRIi64 " day%s ago%s)",
-                      unsent, unsent == 1 ? "" : "s", format_iso8601_utc(when, sizeof when, first), days,
+                      unsent, unsent == 1 ? "" : "s", timestamp_format(when, sizeof when, first, utc), days,
                       days == 1 ? "" : "s",
                       days >= 30   ? ": the register blocks until they are sent"
                       : days >= 25 ? ": the register blocks at 30 days"
@@ -238,8 +229,8 @@ static void last_fiscal_document(json_object *p, FILE *f) {
                 field(f, "Last fiscal document", "%" PRIu64, a);
 }
 
-void status_print(json_object *p, FILE *f) {
-        char when[FORMAT_ISO8601_MAX];
+void status_print(json_object *p, FILE *f, bool utc) {
+        char when[TIMESTAMP_MAX];
         usec_t n = now(CLOCK_REALTIME);
         uint64_t a, b, c, d, e;
         const char *s;
@@ -250,7 +241,7 @@ void status_print(json_object *p, FILE *f) {
         field(f, "State", "%s", strna(prop_string(p, "State")));
 
         s = prop_string(p, "LastHeartbeatResult");
-        field(f, "Last heartbeat", "%s%s%s%s", format_when(when, sizeof when, p, "LastHeartbeatUSec"),
+        field(f, "Last heartbeat", "%s%s%s%s", format_when(when, sizeof when, p, "LastHeartbeatUSec", utc),
               isempty(s) ? "" : " (", strempty(s), isempty(s) ? "" : ")");
 
         if (prop_u64(p, "ConsecutiveSuccesses", &a) && prop_u64(p, "ConsecutiveFailures", &b))
@@ -277,19 +268,19 @@ void status_print(json_object *p, FILE *f) {
                       a == 1 ? "" : "s");
 
         field(f, "Circuit breaker", "%s", strna(prop_string(p, "CircuitState")));
-        field(f, "Last sync", "%s", format_when(when, sizeof when, p, "LastSyncUSec"));
+        field(f, "Last sync", "%s", format_when(when, sizeof when, p, "LastSyncUSec", utc));
         field(f, "Register", "%s", strna(prop_string(p, "DeviceState")));
-        shift_summary(p, f, "Shift");
-        shift_expiry(p, f, n);
+        shift_summary(p, f, "Shift", utc);
+        shift_expiry(p, f, n, utc);
         last_fiscal_document(p, f);
-        fiscal_drive(p, f, n);
-        ofd_exchange(p, f, n);
+        fiscal_drive(p, f, n, utc);
+        ofd_exchange(p, f, n, utc);
         field(f, "Adapter ID", "%s", strna(prop_string(p, "AdapterId")));
         field(f, "Version", "%s", strna(prop_string(p, "Version")));
 }
 
-void status_print_shift(json_object *p, FILE *f) {
-        char when[FORMAT_ISO8601_MAX];
+void status_print_shift(json_object *p, FILE *f, bool utc) {
+        char when[TIMESTAMP_MAX];
         uint64_t number, opened, receipts;
 
         assert(p);
@@ -305,18 +296,10 @@ void status_print_shift(json_object *p, FILE *f) {
         }
         field(f, "Shift", "%" PRIu64 ", open", number);
         if (prop_u64(p, "ShiftOpenUSec", &opened) && opened > 0)
-                field(f, "Opened", "%s", format_iso8601_utc(when, sizeof when, opened));
-        shift_expiry(p, f, now(CLOCK_REALTIME));
+                field(f, "Opened", "%s", timestamp_format(when, sizeof when, opened, utc));
+        shift_expiry(p, f, now(CLOCK_REALTIME), utc);
         if (prop_u64(p, "ShiftReceipts", &receipts))
                 field(f, "Receipts", "%" PRIu64, receipts);
-}
-
-static const char *json_str(json_object *o, const char *key) {
-        json_object *v;
-
-        if (!json_object_object_get_ex(o, key, &v) || !v)
-                return NULL;
-        return json_object_get_string(v);
 }
 
 static bool json_i64(json_object *o, const char *key, int64_t *ret) {
@@ -328,25 +311,26 @@ static bool json_i64(json_object *o, const char *key, int64_t *ret) {
         return true;
 }
 
-void status_print_device_json(json_object *o, FILE *f) {
+void status_print_device_json(json_object *o, FILE *f, bool utc) {
         json_object *tax, *shift;
         int64_t v, capacity = 0, days;
-        const char *fault = json_str(o, "fault");
+        const char *fault = output_get_string(o, "fault");
+        char when[TIMESTAMP_MAX], opened[TIMESTAMP_MAX];
 
         assert(o);
         assert(f);
 
-        field(f, "Driver", "%s", strna(json_str(o, "driver")));
-        field(f, "State", "%s%s%s", strna(json_str(o, "state")), fault ? ", fault " : "", strempty(fault));
-        if (json_str(o, "last_fault"))
-                field(f, "Last fault", "%s", json_str(o, "last_fault"));
-        if (!json_str(o, "model")) {
+        field(f, "Driver", "%s", strna(output_get_string(o, "driver")));
+        field(f, "State", "%s%s%s", strna(output_get_string(o, "state")), fault ? ", fault " : "", strempty(fault));
+        if (output_get_string(o, "last_fault"))
+                field(f, "Last fault", "%s", output_get_string(o, "last_fault"));
+        if (!output_get_string(o, "model")) {
                 field(f, "Register", "has not answered yet");
                 return;
         }
-        field(f, "Model", "%s", json_str(o, "model"));
-        field(f, "Serial", "%s", strna(json_str(o, "serial")));
-        field(f, "Registration", "%s, INN %s", strna(json_str(o, "registration_number")), strna(json_str(o, "inn")));
+        field(f, "Model", "%s", output_get_string(o, "model"));
+        field(f, "Serial", "%s", strna(output_get_string(o, "serial")));
+        field(f, "Registration", "%s, INN %s", strna(output_get_string(o, "registration_number")), strna(output_get_string(o, "inn")));
         if (json_object_object_get_ex(o, "taxations", &tax) && json_object_is_type(tax, json_type_array)) {
                 char list[128] = "";
 
@@ -359,10 +343,10 @@ void status_print_device_json(json_object *o, FILE *f) {
                 field(f, "Taxation", "%s", isempty(list) ? "n/a" : list);
         }
         if (json_i64(o, "fn_days_left", &days))
-                field(f, "Fiscal drive", "FN %s, valid until %s, %" PRIi64 " day%s left", strna(json_str(o, "fn_number")),
-                      strna(json_str(o, "fn_valid_until")), days, days == 1 ? "" : "s");
+                field(f, "Fiscal drive", "FN %s, valid until %s, %" PRIi64 " day%s left", strna(output_get_string(o, "fn_number")),
+                      strna(timestamp_reformat(when, sizeof when, output_get_string(o, "fn_valid_until"), utc)), days, days == 1 ? "" : "s");
         else
-                field(f, "Fiscal drive", "FN %s, expiry not known", strna(json_str(o, "fn_number")));
+                field(f, "Fiscal drive", "FN %s, expiry not known", strna(output_get_string(o, "fn_number")));
         if (json_i64(o, "fn_documents", &v)) {
                 if (json_i64(o, "fn_capacity", &capacity) && capacity > 0)
                         field(f, "Documents", "%" PRIi64 " of %" PRIi64, v, capacity);
@@ -371,13 +355,14 @@ void status_print_device_json(json_object *o, FILE *f) {
         }
         if (json_i64(o, "ofd_unsent", &v) && v > 0 && json_i64(o, "ofd_unsent_days", &days))
                 field(f, "OFD exchange", "%" PRIi64 " document%s unsent, the oldest (FD %s) %" PRIi64 " day%s old",
-                      v, v == 1 ? "" : "s", strna(json_str(o, "ofd_first_unsent")), days, days == 1 ? "" : "s");
+                      v, v == 1 ? "" : "s", strna(output_get_string(o, "ofd_first_unsent")), days, days == 1 ? "" : "s");
         else
                 field(f, "OFD exchange", "every document confirmed by the OFD");
         if (json_object_object_get_ex(o, "shift_open", &shift) && json_object_get_boolean(shift))
-                field(f, "Shift", "%s open since %s, expires %s", strna(json_str(o, "shift_number")),
-                      strna(json_str(o, "shift_open_time")), strna(json_str(o, "shift_expires_time")));
+                field(f, "Shift", "%s open since %s, expires %s", strna(output_get_string(o, "shift_number")),
+                      strna(timestamp_reformat(opened, sizeof opened, output_get_string(o, "shift_open_time"), utc)),
+                      strna(timestamp_reformat(when, sizeof when, output_get_string(o, "shift_expires_time"), utc)));
         else
-                field(f, "Shift", "closed (last %s)", strna(json_str(o, "shift_number")));
-        field(f, "Last document", "%s", strna(json_str(o, "last_fiscal_document")));
+                field(f, "Shift", "closed (last %s)", strna(output_get_string(o, "shift_number")));
+        field(f, "Last document", "%s", strna(output_get_string(o, "last_fiscal_document")));
 }

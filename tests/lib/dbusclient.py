@@ -438,21 +438,28 @@ class SignalRecorder:
 
 class PrivateBus:
     """A dbus-daemon of the session type (its policy allows everything) on a socket in directory, started
-    and stopped by the test."""
+    and stopped by the test. config: the text of a configuration file of its own instead, in which {path}
+    stands for the socket's path (its <listen>)."""
 
-    def __init__(self, directory, name="bus"):
+    def __init__(self, directory, name="bus", config=None):
         self.socket_path = os.path.join(directory, name)
         self.address = f"unix:path={self.socket_path}"
         self.log_path = os.path.join(directory, name + ".log")
+        self.config_path = None
+        if config is not None:
+            self.config_path = os.path.join(directory, name + ".conf")
+            with open(self.config_path, "w") as f:
+                f.write(config.format(path=self.socket_path))
         self.proc = None
 
     def start(self, timeout=10):
         if os.path.exists(self.socket_path):
             os.unlink(self.socket_path)
         self.log = open(self.log_path, "a")
-        self.proc = subprocess.Popen(["dbus-daemon", "--session", f"--address={self.address}", "--nofork",
-                                      "--print-address=1"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=self.log, text=True)
+        how = ([f"--config-file={self.config_path}"] if self.config_path
+               else ["--session", f"--address={self.address}"])
+        self.proc = subprocess.Popen(["dbus-daemon", *how, "--nofork", "--print-address=1"],
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self.log, text=True)
         ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
         line = self.proc.stdout.readline().strip() if ready else ""
         if not line.startswith("unix:"):

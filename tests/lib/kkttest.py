@@ -10,6 +10,7 @@ Python's standard library only, so it runs on a bare Debian machine.
 import json
 import os
 import secrets
+import select
 import shlex
 import shutil
 import signal
@@ -23,11 +24,16 @@ import time
 import http.client
 
 DAEMON = os.environ.get("KKT_ADAPTERD", "kkt-adapterd")
-FAKE_UPSTREAM = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "fake-upstream.py")
+FAKE_UPSTREAM = os.environ.get("KKT_FAKE_UPSTREAM", os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "fake-upstream.py"))
 
 
 class TestFailure(Exception):
     pass
+
+
+class Skip(Exception):
+    """A test that cannot run here (a tool is missing): reported, not failed (run_all)."""
 
 
 def check(cond, message):
@@ -318,22 +324,28 @@ class Daemon:
         return self.request("POST", "/v1/kkt/receipt", body, headers, timeout=timeout, token=token)
 
 
-class FakeOfd:
-    """tests/fake-upstream.py on loopback; stop() and start() again keep the port (the OFD "comes back")."""
+class FakeUpstream:
+    """tests/fake-upstream.py on loopback, seen as one of its targets: "ofd" (the OFD, the default) or "erp"
+    (the heartbeat). It exits when its stdin (our pipe) closes, so a crashed test leaves nothing running;
+    stop() and start() again keep the port (the upstream "comes back")."""
 
-    def __init__(self, port=0):
+    def __init__(self, port=0, target="ofd"):
         self.port = port
+        self.target = target
         self.proc = None
 
     def start(self, timeout=10):
         self.proc = subprocess.Popen([sys.executable, FAKE_UPSTREAM, "--port", str(self.port)],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         if self.port == 0:
-            line = self.proc.stdout.readline().strip()
-            check(line.startswith("PORT="), f"fake OFD said {line!r}")
+            ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+            line = self.proc.stdout.readline().strip() if ready else ""
+            if not line.startswith("PORT="):
+                self.stop()
+                raise TestFailure(f"the fake {self.target} did not start: {line!r}")
             self.port = int(line[5:])
         else:
-            wait_until(self._answers, timeout, f"the fake OFD on port {self.port}", interval=0.02)
+            wait_until(self._answers, timeout, f"the fake {self.target} on port {self.port}", interval=0.02)
         return self
 
     def _answers(self):
@@ -341,21 +353,28 @@ class FakeOfd:
             self.state()
             return True
         except OSError:
-            check(self.proc.poll() is None, f"the fake OFD exited with {self.proc.returncode}")
+            check(self.proc.poll() is None, f"the fake {self.target} exited with {self.proc.returncode}")
             return False
 
     def stop(self):
         """Gone: connections to its port are refused from now on."""
         if self.proc is None:
             return
-        self.proc.stdin.close()  # it exits at EOF on stdin
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        if self.proc.poll() is None:
+            self.proc.stdin.close()  # it exits at EOF on stdin
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
         self.proc.stdout.close()
         self.proc = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
 
     def _call(self, method, path, body=None):
         c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
@@ -364,20 +383,36 @@ class FakeOfd:
                       headers={"Content-Type": "application/json"} if body is not None else {})
             r = c.getresponse()
             data = json.loads(r.read())
-            check(r.status == 200, f"fake OFD {path} answered {r.status}: {data}")
+            check(r.status == 200, f"fake {self.target}: {method} {path} answered {r.status}: {data}")
             return data
         finally:
             c.close()
 
     def mode(self, mode, **kw):
-        self._call("POST", "/_control/mode", {"target": "ofd", "mode": mode, **kw})
+        self._call("POST", "/_control/mode", {"target": self.target, "mode": mode, **kw})
 
     def state(self):
-        return self._call("GET", "/_control/state")["ofd"]
+        return self._call("GET", "/_control/state")[self.target]
+
+    def reset(self):
+        """Both targets forget everything and accept again."""
+        self._call("POST", "/_control/reset", {})
 
     @property
     def url(self):
-        return f"http://127.0.0.1:{self.port}"
+        """What the daemon's [OFD] URL= or [Heartbeat] URL= is set to."""
+        base = f"http://127.0.0.1:{self.port}"
+        return base + "/api/v1/kkt/heartbeat" if self.target == "erp" else base
+
+
+class FakeOfd(FakeUpstream):
+    def __init__(self, port=0):
+        super().__init__(port, "ofd")
+
+
+class FakeErp(FakeUpstream):
+    def __init__(self, port=0):
+        super().__init__(port, "erp")
 
 
 
@@ -388,6 +423,54 @@ def closed_port():
     port = s.getsockname()[1]
     s.close()
     return port
+
+
+# One closed port for the test process: where an upstream that is down points (the heartbeat, an OFD that is
+# never reached).
+DOWN = closed_port()
+
+
+def down_url(path="/"):
+    return f"http://127.0.0.1:{DOWN}{path}"
+
+
+def ini(*layers):
+    """The text of a configuration file from {section: {key: value}} layers: each later layer adds sections
+    and keys and overrides the earlier ones key by key (a test's **sections over its file's defaults)."""
+    merged = {}
+    for layer in layers:
+        for section, keys in layer.items():
+            merged.setdefault(section, {}).update(keys)
+    return "".join(f"[{s}]\n" + "".join(f"{k}={v}\n" for k, v in keys.items()) for s, keys in merged.items())
+
+
+def call(d, method, path, body=None, expect=200, timeout=60):
+    """d.request() that must answer `expect`; its JSON answer. A POST without a body sends an empty one."""
+    status, _, answer = d.request(method, path, body if body is not None else (b"" if method == "POST" else None),
+                                  timeout=timeout)
+    check(status == expect, f"{method} {path} answered {status}, expected {expect}: {answer}")
+    return answer
+
+
+def wait_status(d, receipt_id, status, timeout=20, interval=0.05):
+    """Waits until GET /v1/kkt/receipt/ID says `status`; its answer. On a timeout, says what it is instead."""
+    def probe():
+        _, _, r = d.request("GET", f"/v1/kkt/receipt/{receipt_id}")
+        return r if r and r.get("status") == status else None
+    try:
+        return wait_until(probe, timeout, f"receipt {receipt_id} {status}", interval=interval)
+    except TestFailure:
+        _, _, r = d.request("GET", f"/v1/kkt/receipt/{receipt_id}")
+        raise TestFailure(f"receipt {receipt_id} is {r and r.get('status')}, not {status}: {r}") from None
+
+
+def check_detail(status, payload, want_status, *words):
+    """An error answer: that status, a JSON {"detail": "..."} that names every one of words."""
+    check(status == want_status, f"answered {status}, expected {want_status}: {payload}")
+    check(isinstance(payload, dict) and isinstance(payload.get("detail"), str) and payload["detail"],
+          f"answer {status} has no JSON detail: {payload!r}")
+    for w in words:
+        check(w.lower() in payload["detail"].lower(), f"detail {payload['detail']!r} does not name {w!r}")
 
 
 def parse_metrics(text):
@@ -444,12 +527,30 @@ def read_response(sock, timeout=10):
 
 def run_tests(tests):
     """Runs named test functions; prints each name; exits 1 on the first failure."""
+    sys.exit(run_all(tests, stop_at_failure=True, exit=False))
+
+
+def run_all(tests, stop_at_failure=False, exit=True):
+    """Runs every test (up to the first failure with stop_at_failure); a Skip is reported. The status, 1 when
+    one failed, 77 (skipped) when all were skipped, else 0, is exited with, or returned when not exit."""
+    failed, skipped = [], []
     for t in tests:
         sys.stderr.write(f"== {t.__name__}\n")
         sys.stderr.flush()
         try:
             t()
+        except Skip as e:
+            sys.stderr.write(f"SKIP {t.__name__}: {e}\n")
+            skipped.append(t.__name__)
         except TestFailure as e:
             sys.stderr.write(f"FAIL {t.__name__}: {e}\n")
-            sys.exit(1)
-    sys.exit(0)
+            failed.append(t.__name__)
+            if stop_at_failure:
+                break
+    if not stop_at_failure:
+        sys.stderr.write(f"{len(tests) - len(failed) - len(skipped)} passed, {len(failed)} failed, "
+                         f"{len(skipped)} skipped\n")
+    status = 1 if failed else 77 if tests and len(skipped) == len(tests) else 0
+    if exit:
+        sys.exit(status)
+    return status
