@@ -669,6 +669,148 @@ static void test_wal_is_checkpointed_behind_the_writer_and_stays_bounded(void) {
         env_teardown(&e);
 }
 
+/* What the writer's connection says of its settings, read on that connection. */
+typedef struct WriterPragmas {
+        char journal_mode[16];
+        int64_t synchronous, foreign_keys, cache_size, temp_store, journal_size_limit;
+} WriterPragmas;
+
+static int64_t conn_pragma(StoreConn *c, const char *name, char *ret_text, size_t size) {
+        sqlite3_stmt *stmt = NULL;
+        char sql[64];
+        int64_t v;
+
+        /* Prepared here, not through the store's cache: what is read must not depend on what is tested. */
+        snprintf(sql, sizeof sql, "PRAGMA %s", name);
+        ASSERT_EQ(sqlite3_prepare_v2(store_conn_get_db(c), sql, -1, &stmt, NULL), SQLITE_OK);
+        ASSERT_EQ(sqlite3_step(stmt), SQLITE_ROW);
+        v = sqlite3_column_int64(stmt, 0);
+        if (ret_text)
+                snprintf(ret_text, size, "%s", (const char *) sqlite3_column_text(stmt, 0));
+        sqlite3_finalize(stmt);
+        return v;
+}
+
+static int job_read_pragmas(StoreConn *c, void *data) {
+        WriterPragmas *p = data;
+
+        conn_pragma(c, "journal_mode", p->journal_mode, sizeof p->journal_mode);
+        p->synchronous = conn_pragma(c, "synchronous", NULL, 0);
+        p->foreign_keys = conn_pragma(c, "foreign_keys", NULL, 0);
+        p->cache_size = conn_pragma(c, "cache_size", NULL, 0);
+        p->temp_store = conn_pragma(c, "temp_store", NULL, 0);
+        p->journal_size_limit = conn_pragma(c, "journal_size_limit", NULL, 0);
+        return 0;
+}
+
+static void writer_pragmas(Env *e, Store *s, WriterPragmas *ret) {
+        Done d = {};
+
+        *ret = (WriterPragmas) {};
+        ASSERT_OK(store_write(s, job_read_pragmas, ret, on_done, &d));
+        run_until_idle(e, s);
+        ASSERT_TRUE(d.done);
+        ASSERT_OK(d.result);
+}
+
+static void test_every_writer_pragma_is_applied_on_the_writer_connection(void) {
+        static const struct {
+                StoreSynchronous synchronous;
+                unsigned checkpoint_pages;
+                int64_t expected_synchronous, expected_limit;
+        } cases[] = {
+                { STORE_SYNCHRONOUS_FULL, 0, 2, INT64_C(4096) * 2 * (4096 + 24) },
+                { STORE_SYNCHRONOUS_FULL, 32, 2, INT64_C(32) * 2 * (4096 + 24) },
+                { STORE_SYNCHRONOUS_OFF, 16, 0, INT64_C(16) * 2 * (4096 + 24) },
+        };
+        WriterPragmas p;
+        Env e;
+
+        if (ENABLE_DEBUG_HOOKS)
+                ASSERT_OK(unsetenv("KKT_ADAPTER_DEBUG_SYNCHRONOUS"));
+        env_setup(&e);
+        for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+                StoreOptions opts = { .synchronous = cases[i].synchronous,
+                                      .checkpoint_pages = cases[i].checkpoint_pages };
+                Store *s = NULL;
+
+                ASSERT_OK(store_open(&s, e.event, e.path, &opts));
+                writer_pragmas(&e, s, &p);
+                ASSERT_STREQ(p.journal_mode, "wal");
+                ASSERT_EQ(p.synchronous, cases[i].expected_synchronous);
+                ASSERT_EQ(p.foreign_keys, 1);
+                ASSERT_EQ(p.cache_size, -16384);
+                ASSERT_EQ(p.temp_store, 2); /* MEMORY */
+                /* Built in the same buffer as the synchronous pragma before it: it once got that one's
+                 * cached statement and was never applied (-1, no limit). */
+                ASSERT_EQ(p.journal_size_limit, cases[i].expected_limit);
+                store_free(s);
+        }
+        env_teardown(&e);
+}
+
+static int job_write_burst(StoreConn *c, void *data) {
+        /* About 2 MiB in one transaction: some 500 pages, far past the limit of the test's WAL. */
+        ASSERT_EQ(sqlite3_exec(store_conn_get_db(c),
+                               "INSERT INTO config (key, value) VALUES ('burst', hex(randomblob(1048576))) "
+                               "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                               NULL, NULL, NULL),
+                  SQLITE_OK);
+        return 0;
+}
+
+static int job_write_small(StoreConn *c, void *data) {
+        char sql[160];
+
+        snprintf(sql, sizeof sql, "INSERT INTO config (key, value) VALUES ('small', '%u') "
+                                  "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                 *(unsigned *) data);
+        ASSERT_EQ(sqlite3_exec(store_conn_get_db(c), sql, NULL, NULL, NULL), SQLITE_OK);
+        return 0;
+}
+
+static void write_sync(Env *e, Store *s, StoreJobFunc fn, void *data) {
+        Done d = {};
+
+        ASSERT_OK(store_write(s, fn, data, on_done, &d));
+        run_until_idle(e, s);
+        ASSERT_TRUE(d.done);
+        ASSERT_OK(d.result);
+}
+
+static void test_wal_shrinks_to_the_journal_size_limit_after_a_burst(void) {
+        StoreOptions opts = { .capacity = 1000, .checkpoint_pages = 16 };
+        const off_t limit = (off_t) 16 * 2 * (4096 + 24);
+        char wal[PATH_MAX + 8];
+        unsigned i;
+        off_t after_burst;
+        Store *s = NULL;
+        Env e;
+
+        env_setup(&e);
+        snprintf(wal, sizeof wal, "%s-wal", e.path);
+        ASSERT_OK(store_open(&s, e.event, e.path, &opts));
+
+        write_sync(&e, s, job_write_burst, NULL);
+        after_burst = file_size(wal);
+        ASSERT_TRUE(after_burst > 4 * limit);
+
+        /* Once the burst is checkpointed, the next commit restarts the WAL from its start and SQLite cuts
+         * the file down to journal_size_limit. A checkpoint still running on the checkpointer's thread can
+         * delay that by a commit or two: bounded. */
+        for (i = 0; i < 50 && file_size(wal) > limit; i++) {
+                write_sync(&e, s, job_write_small, &i);
+                if (file_size(wal) > limit)
+                        usleep(20 * USEC_PER_MSEC);
+        }
+        ASSERT_TRUE(file_size(wal) <= limit);
+        ASSERT_TRUE(file_size(wal) > 0); /* truncated to the limit, not deleted: the space is reused */
+
+        store_free(s);
+        assert_db_healthy(e.path);
+        env_teardown(&e);
+}
+
 static void test_open_empty_file_creates_the_current_schema_in_wal_mode(void) {
         Env e;
         Store *s;
@@ -2669,6 +2811,8 @@ int main(void) {
         TEST_RUN(test_submitted_ids_are_v7_and_sort_by_creation_time_across_milliseconds);
         TEST_RUN(test_jobs_queued_in_one_loop_iteration_commit_in_one_transaction_with_unique_ids);
         TEST_RUN(test_wal_is_checkpointed_behind_the_writer_and_stays_bounded);
+        TEST_RUN(test_every_writer_pragma_is_applied_on_the_writer_connection);
+        TEST_RUN(test_wal_shrinks_to_the_journal_size_limit_after_a_burst);
         TEST_RUN(test_debug_synchronous_env_overrides_the_option);
         TEST_RUN(test_debug_max_pages_env_fills_the_disk_keeping_what_was_acknowledged);
         TEST_RUN(test_mark_printed_keeps_the_fiscal_document_number_of_the_document);

@@ -90,8 +90,9 @@ struct Job {
         bool have_receipt;
 };
 
+/* Keyed by the text alone: callers also build SQL in buffers of their own (the pragmas of
+ * store_open_writer() share one), so a pointer says nothing about what it points to now. */
 typedef struct CachedStmt {
-        const char *sql_ptr; /* callers pass string literals: compared first, before the text */
         char *sql;
         sqlite3_stmt *stmt;
 } CachedStmt;
@@ -375,7 +376,7 @@ int store_conn_prepare(StoreConn *c, const char *sql, sqlite3_stmt **ret) {
         assert(ret);
 
         for (size_t i = 0; i < c->n_stmts; i++)
-                if (c->stmts[i].sql_ptr == sql || streq(c->stmts[i].sql, sql)) {
+                if (streq(c->stmts[i].sql, sql)) {
                         (void) sqlite3_reset(c->stmts[i].stmt);
                         (void) sqlite3_clear_bindings(c->stmts[i].stmt);
                         *ret = c->stmts[i].stmt;
@@ -400,7 +401,7 @@ int store_conn_prepare(StoreConn *c, const char *sql, sqlite3_stmt **ret) {
         if (!stmt) /* only whitespace or a comment */
                 return -EINVAL;
 
-        c->stmts[c->n_stmts++] = (CachedStmt) { .sql_ptr = sql, .sql = TAKE_PTR(copy), .stmt = stmt };
+        c->stmts[c->n_stmts++] = (CachedStmt) { .sql = TAKE_PTR(copy), .stmt = stmt };
         *ret = stmt;
         return 0;
 }
