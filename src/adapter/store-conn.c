@@ -13,9 +13,7 @@
 #include "store-schema.h"
 
 int store_conn_error(StoreConn *c, int rc) {
-        /* The message is the only place SQLite says which constraint or file failed. */
-        log_debug("SQLite error %i: %s", rc, sqlite3_errmsg(c->db));
-        return sqlite_result_to_errno(rc) ?: -EIO;
+        return sqlite_step_error(c->db, rc);
 }
 
 sqlite3 *store_conn_get_db(StoreConn *c) {
@@ -152,14 +150,7 @@ int store_conn_bind(StoreConn *c, sqlite3_stmt *stmt, const char *types, ...) {
 }
 
 int store_column_strdup(sqlite3_stmt *stmt, int i, char **ret) {
-        const unsigned char *t = sqlite3_column_text(stmt, i);
-
-        if (!t) {
-                *ret = NULL;
-                return sqlite3_column_type(stmt, i) == SQLITE_NULL ? 0 : -ENOMEM;
-        }
-        *ret = strdup((const char *) t);
-        return *ret ? 0 : -ENOMEM;
+        return sqlite_column_strdup(stmt, i, ret);
 }
 
 int store_receipt_from_row(sqlite3_stmt *stmt, StoreReceipt *ret) {
@@ -201,9 +192,20 @@ int store_receipt_from_row(sqlite3_stmt *stmt, StoreReceipt *ret) {
         return 0;
 }
 
+static int read_receipt(sqlite3_stmt *stmt, void *userdata) {
+        return store_receipt_from_row(stmt, userdata);
+}
+
+int store_conn_step_receipt(sqlite3_stmt *stmt, StoreReceipt *ret) {
+        int r;
+
+        r = sqlite_step_one(stmt, read_receipt, ret);
+        return r < 0 ? r : r == 0 ? -ENOENT : 0;
+}
+
 int store_conn_get_receipt(StoreConn *c, const char *id, StoreReceipt *ret) {
         sqlite3_stmt *stmt;
-        int rc, r;
+        int r;
 
         assert(c);
         assert(id);
@@ -215,13 +217,7 @@ int store_conn_get_receipt(StoreConn *c, const char *id, StoreReceipt *ret) {
         r = store_conn_bind(c, stmt, "t", id);
         if (r < 0)
                 return r;
-        rc = sqlite3_step(stmt);
-        if (rc == SQLITE_ROW)
-                r = store_receipt_from_row(stmt, ret);
-        else
-                r = rc == SQLITE_DONE ? -ENOENT : store_conn_error(c, rc);
-        (void) sqlite3_reset(stmt);
-        return r;
+        return store_conn_step_receipt(stmt, ret);
 }
 
 int store_conn_log_event(StoreConn *c, const char *receipt_id, const char *event, const char *details) {
@@ -299,35 +295,37 @@ usec_t store_receipt_created_usec(const StoreReceipt *r) {
 
 /* The first receipt in HLC order of each status the OFD has yet to acknowledge: two lookups in
  * idx_receipts_status_hlc, cheap enough for every group commit. */
+static int read_created(sqlite3_stmt *stmt, void *userdata) {
+        StoreReceipt row = {
+                .created_at = (char *) sqlite3_column_text(stmt, 0),
+                .hlc = (uint64_t) sqlite3_column_int64(stmt, 1),
+        };
+
+        *(usec_t *) userdata = store_receipt_created_usec(&row);
+        return 0;
+}
+
 static int conn_read_oldest_unsynced(StoreConn *c, usec_t *ret) {
         static const StoreStatus statuses[] = { STORE_STATUS_PENDING, STORE_STATUS_FAILED };
         usec_t oldest = 0;
         sqlite3_stmt *stmt;
-        int rc, r;
+        int r;
 
         r = store_conn_prepare(c, "SELECT created_at, hlc FROM receipts WHERE status = ? ORDER BY hlc LIMIT 1",
                                &stmt);
         if (r < 0)
                 return r;
         for (size_t i = 0; i < ELEMENTSOF(statuses); i++) {
-                StoreReceipt row = {};
+                usec_t t = 0;
 
                 r = store_conn_bind(c, stmt, "t", store_status_to_string(statuses[i]));
                 if (r < 0)
                         return r;
-                rc = sqlite3_step(stmt);
-                if (rc == SQLITE_ROW) {
-                        usec_t t;
-
-                        row.created_at = (char *) sqlite3_column_text(stmt, 0);
-                        row.hlc = (uint64_t) sqlite3_column_int64(stmt, 1);
-                        t = store_receipt_created_usec(&row);
-                        if (t > 0 && (oldest == 0 || t < oldest))
-                                oldest = t;
-                }
-                (void) sqlite3_reset(stmt);
-                if (rc != SQLITE_ROW && rc != SQLITE_DONE)
-                        return store_conn_error(c, rc);
+                r = sqlite_step_one(stmt, read_created, &t);
+                if (r < 0)
+                        return r;
+                if (t > 0 && (oldest == 0 || t < oldest))
+                        oldest = t;
         }
         *ret = oldest;
         return 0;

@@ -8,6 +8,7 @@
 
 #include "json-util.h"
 #include "log.h"
+#include "sqlite-util.h"
 #include "store-internal.h"
 #include "store-schema.h"
 
@@ -118,9 +119,19 @@ static int mark_queue(Store *s, StoreJobFunc fn, const char *id, const char *doc
 }
 
 /* When an UPDATE matched nothing: why. */
-static int mark_explain(StoreConn *c, const char *id, int (*explain)(StoreStatus, StorePrintStatus)) {
+typedef int (*ExplainFunc)(StoreStatus status, StorePrintStatus print_status);
+
+static int read_explained(sqlite3_stmt *stmt, void *userdata) {
+        ExplainFunc explain = *(ExplainFunc *) userdata;
+
+        return explain(store_status_from_string((const char *) sqlite3_column_text(stmt, 0)),
+                       store_print_status_from_string((const char *) sqlite3_column_text(stmt, 1)));
+}
+
+/* The explanations are negative errnos, so the row's is what sqlite_step_one() passes on. */
+static int mark_explain(StoreConn *c, const char *id, ExplainFunc explain) {
         sqlite3_stmt *stmt;
-        int rc, r;
+        int r;
 
         r = store_conn_prepare(c, "SELECT status, print_status FROM receipts WHERE id = ?", &stmt);
         if (r < 0)
@@ -128,14 +139,8 @@ static int mark_explain(StoreConn *c, const char *id, int (*explain)(StoreStatus
         r = store_conn_bind(c, stmt, "t", id);
         if (r < 0)
                 return r;
-        rc = sqlite3_step(stmt);
-        if (rc == SQLITE_ROW)
-                r = explain(store_status_from_string((const char *) sqlite3_column_text(stmt, 0)),
-                            store_print_status_from_string((const char *) sqlite3_column_text(stmt, 1)));
-        else
-                r = rc == SQLITE_DONE ? -ENOENT : store_conn_error(c, rc);
-        (void) sqlite3_reset(stmt);
-        return r;
+        r = sqlite_step_one(stmt, read_explained, &explain);
+        return r == 0 ? -ENOENT : MIN(r, 0);
 }
 
 static int mark_printed_explain(StoreStatus status, StorePrintStatus print_status) {
@@ -183,7 +188,7 @@ int store_mark_printed(Store *s, const char *id, const char *fiscal_doc, usec_t 
 static int set_response_run(StoreConn *c, void *job_data) {
         MarkJob *m = job_data;
         sqlite3_stmt *stmt;
-        int rc, r;
+        int r;
 
         /* The first answer stays: a key keeps what it was answered with. */
         r = store_conn_prepare(c,
@@ -207,10 +212,8 @@ static int set_response_run(StoreConn *c, void *job_data) {
         r = store_conn_bind(c, stmt, "t", m->id);
         if (r < 0)
                 return r;
-        rc = sqlite3_step(stmt);
-        r = rc == SQLITE_ROW ? 0 : rc == SQLITE_DONE ? -ENOENT : store_conn_error(c, rc);
-        (void) sqlite3_reset(stmt);
-        return r;
+        r = sqlite_step_one(stmt, NULL, NULL);
+        return r == 0 ? -ENOENT : MIN(r, 0);
 }
 
 int store_set_response(Store *s, const char *id, unsigned status, const char *response, StoreDoneCallback cb,
@@ -375,7 +378,8 @@ int store_get_receipt(Store *s, const char *id, StoreGetCallback cb, void *userd
         assert(s);
         assert(id);
 
-        return store_queue_receipt_job(s, &s->reader, JOB_GET, job_take_receipt, id, NULL, NULL, cb, userdata);
+        return store_queue_receipt_job(s, &s->reader, JOB_GET, job_take_receipt, id, NULL, NULL, cb,
+                                       userdata);
 }
 
 static int retry_print_run(StoreConn *c, Job *j) {

@@ -7,6 +7,7 @@
 #include <sys/random.h>
 #include <systemd/sd-id128.h>
 
+#include "sqlite-util.h"
 #include "store-internal.h"
 
 char *store_receipt_id_new_at(uint64_t unix_ms, const uint8_t random_bytes[static 10],
@@ -56,9 +57,19 @@ static int writer_random_bytes(Store *s, const uint8_t **ret) {
 
 /* The first answer stored with the key of receipt `id`, into r->response_status and r->response (NULL when
  * none was stored). Replays only: a primary key lookup in idempotency_keys. */
+static int read_response(sqlite3_stmt *stmt, void *userdata) {
+        StoreReceipt *r = userdata;
+        int64_t status = sqlite3_column_int64(stmt, 0);
+        int k;
+
+        k = store_column_strdup(stmt, 1, &r->response);
+        r->response_status = r->response && status >= 100 && status <= 599 ? (unsigned) status : 0;
+        return k;
+}
+
 static int conn_get_response(StoreConn *c, const char *id, StoreReceipt *r) {
         sqlite3_stmt *stmt;
-        int rc, k;
+        int k;
 
         k = store_conn_prepare(
                 c, "SELECT response_status, response FROM idempotency_keys WHERE receipt_id = ?", &stmt);
@@ -67,16 +78,8 @@ static int conn_get_response(StoreConn *c, const char *id, StoreReceipt *r) {
         k = store_conn_bind(c, stmt, "t", id);
         if (k < 0)
                 return k;
-        rc = sqlite3_step(stmt);
-        if (rc == SQLITE_ROW) {
-                int64_t status = sqlite3_column_int64(stmt, 0);
-
-                k = store_column_strdup(stmt, 1, &r->response);
-                r->response_status = r->response && status >= 100 && status <= 599 ? (unsigned) status : 0;
-        } else if (rc != SQLITE_DONE)
-                k = store_conn_error(c, rc);
-        (void) sqlite3_reset(stmt);
-        return k;
+        k = sqlite_step_one(stmt, read_response, r);
+        return MIN(k, 0);
 }
 
 /* The key index in memory equals idempotency_keys within the writer's transaction (key-index.h). */
@@ -103,21 +106,17 @@ static int submit_find_key(StoreConn *c, Job *j, bool *ret_found) {
 
 static int submit_count_pending(StoreConn *c, uint64_t *ret) {
         sqlite3_stmt *stmt;
-        int rc, r;
+        int64_t n;
+        int r;
 
         r = store_conn_prepare(c, "SELECT n FROM receipt_counts WHERE status = 'pending'", &stmt);
         if (r < 0)
                 return r;
-        rc = sqlite3_step(stmt);
-        if (rc == SQLITE_ROW) {
-                int64_t n = sqlite3_column_int64(stmt, 0);
-                *ret = n > 0 ? (uint64_t) n : 0;
-        } else if (rc == SQLITE_DONE)
-                *ret = 0;
-        else
-                r = store_conn_error(c, rc);
-        (void) sqlite3_reset(stmt);
-        return r;
+        r = sqlite_step_one_int64(stmt, &n);
+        if (r < 0)
+                return r;
+        *ret = n > 0 ? (uint64_t) n : 0; /* no row: none pending */
+        return 0;
 }
 
 /* ---- finding the receipt a client names, and the checks of a return ---- */
@@ -145,7 +144,7 @@ static bool parse_fiscal_document_number(const char *ref, uint32_t *ret) {
  * the open transaction. */
 static int conn_refunded_kopecks(StoreConn *c, const char *id, int64_t *ret) {
         sqlite3_stmt *stmt;
-        int rc, r;
+        int r;
 
         r = store_conn_prepare(c,
                                "SELECT COALESCE(SUM(total_kopecks), 0) FROM receipts "
@@ -156,18 +155,13 @@ static int conn_refunded_kopecks(StoreConn *c, const char *id, int64_t *ret) {
         r = store_conn_bind(c, stmt, "t", id);
         if (r < 0)
                 return r;
-        rc = sqlite3_step(stmt);
-        if (rc == SQLITE_ROW)
-                *ret = sqlite3_column_int64(stmt, 0);
-        else
-                r = store_conn_error(c, rc);
-        (void) sqlite3_reset(stmt);
-        return r;
+        r = sqlite_step_one_int64(stmt, ret);
+        return MIN(r, 0);
 }
 
 static int conn_get_by_fiscal_document_number(StoreConn *c, uint32_t number, StoreReceipt *ret) {
         sqlite3_stmt *stmt;
-        int rc, r;
+        int r;
 
         /* Numbers start again with each fiscal storage: the newest receipt with it, the last entry of its
          * range in idx_receipts_fiscal_document_number. */
@@ -180,13 +174,7 @@ static int conn_get_by_fiscal_document_number(StoreConn *c, uint32_t number, Sto
         r = store_conn_bind(c, stmt, "i", (int64_t) number);
         if (r < 0)
                 return r;
-        rc = sqlite3_step(stmt);
-        if (rc == SQLITE_ROW)
-                r = store_receipt_from_row(stmt, ret);
-        else
-                r = rc == SQLITE_DONE ? -ENOENT : store_conn_error(c, rc);
-        (void) sqlite3_reset(stmt);
-        return r;
+        return store_conn_step_receipt(stmt, ret);
 }
 
 /* The receipt `ref` names: by id, else by Idempotency-Key (the writer's key index), else, all digits, by

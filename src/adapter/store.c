@@ -87,15 +87,18 @@ static int store_load_keys(Store *s) {
 
 static int store_load_hlc(Store *s) {
         StoreConn *c = &s->writer.conn;
+        _cleanup_free_ char *v = NULL;
         sqlite3_stmt *stmt;
-        int rc, r;
+        int64_t max;
+        int r;
 
         r = store_conn_prepare(c, "SELECT value FROM config WHERE key = 'hlc_last'", &stmt);
         if (r < 0)
                 return r;
-        rc = sqlite3_step(stmt);
-        if (rc == SQLITE_ROW) {
-                const char *v = (const char *) sqlite3_column_text(stmt, 0);
+        r = sqlite_step_one_text(stmt, &v);
+        if (r < 0)
+                return r;
+        if (r > 0) {
                 char *end = NULL;
                 unsigned long long u;
 
@@ -106,23 +109,17 @@ static int store_load_hlc(Store *s) {
                         s->hlc_persisted = s->hlc_written = u;
                 } else
                         log_debug("Ignoring unparsable hlc_last '%s' in %s.", strna(v), s->path);
-        } else if (rc != SQLITE_DONE)
-                r = store_conn_error(c, rc);
-        (void) sqlite3_reset(stmt);
-        if (r < 0)
-                return r;
+        }
 
         /* The stamps themselves too, should the config row lag behind or be gone. */
         r = store_conn_prepare(c, "SELECT MAX(hlc) FROM receipts", &stmt);
         if (r < 0)
                 return r;
-        rc = sqlite3_step(stmt);
-        if (rc == SQLITE_ROW)
-                hlc_observe(&s->hlc, (uint64_t) sqlite3_column_int64(stmt, 0));
-        else
-                r = store_conn_error(c, rc);
-        (void) sqlite3_reset(stmt);
-        return r;
+        r = sqlite_step_one_int64(stmt, &max);
+        if (r < 0)
+                return r;
+        hlc_observe(&s->hlc, (uint64_t) max);
+        return 0;
 }
 
 #if ENABLE_DEBUG_HOOKS
@@ -167,10 +164,11 @@ static int store_debug_max_pages(StoreConn *c) {
 
 static int store_open_writer(Store *s) {
         StoreConn *c = &s->writer.conn;
-        const char *mode, *vfs = NULL;
+        _cleanup_free_ char *mode = NULL;
+        const char *vfs = NULL;
         sqlite3_stmt *stmt;
         char pragmas[128];
-        int version, rc, r;
+        int version, r;
 
         /* With synchronous=FULL, the WAL's writes are gathered into one per commit (store-vfs.h). */
         if (s->options.synchronous == STORE_SYNCHRONOUS_FULL) {
@@ -199,12 +197,11 @@ static int store_open_writer(Store *s) {
         r = store_conn_prepare(c, "PRAGMA journal_mode = WAL", &stmt);
         if (r < 0)
                 return r;
-        rc = sqlite3_step(stmt);
-        mode = rc == SQLITE_ROW ? (const char *) sqlite3_column_text(stmt, 0) : NULL;
-        r = mode && streq(mode, "wal") ? 0 : rc == SQLITE_ROW ? -EOPNOTSUPP : store_conn_error(c, rc);
-        (void) sqlite3_reset(stmt);
+        r = sqlite_step_one_text(stmt, &mode);
         if (r < 0)
                 return r;
+        if (!streq_ptr(mode, "wal"))
+                return -EOPNOTSUPP;
 
         snprintf(pragmas, sizeof pragmas, "PRAGMA synchronous = %s",
                  s->options.synchronous == STORE_SYNCHRONOUS_OFF ? "OFF" : "FULL");

@@ -24,7 +24,7 @@
         "AND " DUE_CONDITION
 
 static int step_error(StoreConn *c, int rc) {
-        return sqlite_result_to_errno(rc) ?: -EIO;
+        return sqlite_step_error(store_conn_get_db(c), rc);
 }
 
 static unsigned column_unsigned(sqlite3_stmt *stmt, int i) {
@@ -164,7 +164,8 @@ static int batch_item_from_row(sqlite3_stmt *stmt, SyncStoreItem *item) {
  * julianday() is a fraction of days: microseconds come out within a few of the text's milliseconds. */
 static int select_next_due(StoreConn *c, const char *now_text, usec_t *ret) {
         sqlite3_stmt *stmt;
-        int rc, r;
+        int64_t v;
+        int r;
 
         r = store_conn_prepare(
                 c,
@@ -178,16 +179,11 @@ static int select_next_due(StoreConn *c, const char *now_text, usec_t *ret) {
         r = store_conn_bind(c, stmt, "t", now_text);
         if (r < 0)
                 return r;
-        rc = sqlite3_step(stmt);
-        if (rc == SQLITE_ROW) {
-                int64_t v = sqlite3_column_int64(stmt, 0);
-
-                *ret = sqlite3_column_type(stmt, 0) == SQLITE_NULL || v <= 0 ? USEC_INFINITY : (usec_t) v;
-                r = 0;
-        } else
-                r = step_error(c, rc);
-        (void) sqlite3_reset(stmt);
-        return r;
+        r = sqlite_step_one_int64(stmt, &v); /* NULL (no such receipt): 0 */
+        if (r < 0)
+                return r;
+        *ret = v <= 0 ? USEC_INFINITY : (usec_t) v;
+        return 0;
 }
 
 int sync_store_select_batch(StoreConn *c, void *job_data) {
@@ -274,9 +270,23 @@ static int log_event(StoreConn *c, const char *id, const char *event, const char
 }
 
 /* -ENOENT: no such receipt. */
+typedef struct StatusRow {
+        StoreStatus status;
+        unsigned attempts;
+} StatusRow;
+
+static int read_status_row(sqlite3_stmt *stmt, void *userdata) {
+        StatusRow *row = userdata;
+
+        row->status = store_status_from_string((const char *) sqlite3_column_text(stmt, 0));
+        row->attempts = column_unsigned(stmt, 1);
+        return 0;
+}
+
 static int read_status(StoreConn *c, const char *id, StoreStatus *ret_status, unsigned *ret_attempts) {
+        StatusRow row;
         sqlite3_stmt *stmt;
-        int rc, r;
+        int r;
 
         r = store_conn_prepare(c, "SELECT status, attempts FROM receipts WHERE id = ?", &stmt);
         if (r < 0)
@@ -284,16 +294,13 @@ static int read_status(StoreConn *c, const char *id, StoreStatus *ret_status, un
         r = store_conn_bind(c, stmt, "t", id);
         if (r < 0)
                 return r;
-        rc = sqlite3_step(stmt);
-        if (rc == SQLITE_ROW) {
-                *ret_status = store_status_from_string((const char *) sqlite3_column_text(stmt, 0));
-                if (ret_attempts)
-                        *ret_attempts = column_unsigned(stmt, 1);
-                r = 0;
-        } else
-                r = rc == SQLITE_DONE ? -ENOENT : step_error(c, rc);
-        (void) sqlite3_reset(stmt);
-        return r;
+        r = sqlite_step_one(stmt, read_status_row, &row);
+        if (r <= 0)
+                return r == 0 ? -ENOENT : r;
+        *ret_status = row.status;
+        if (ret_attempts)
+                *ret_attempts = row.attempts;
+        return 0;
 }
 
 static int record_synced(StoreConn *c, SyncStoreAttempt *a) {
@@ -587,7 +594,7 @@ static int dlq_resolve_rows(StoreConn *c, const char *id, const char *note, cons
 /* Whether the receipt has dead letters: any (open_only false) or unresolved ones. */
 static int dlq_rows_exist(StoreConn *c, const char *id, bool open_only) {
         sqlite3_stmt *stmt;
-        int rc, r;
+        int r;
 
         r = store_conn_prepare(c,
                                open_only ? "SELECT 1 FROM dlq WHERE receipt_id = ? AND resolved = 0 LIMIT 1"
@@ -598,10 +605,7 @@ static int dlq_rows_exist(StoreConn *c, const char *id, bool open_only) {
         r = store_conn_bind(c, stmt, "t", id);
         if (r < 0)
                 return r;
-        rc = sqlite3_step(stmt);
-        r = rc == SQLITE_ROW ? 1 : rc == SQLITE_DONE ? 0 : step_error(c, rc);
-        (void) sqlite3_reset(stmt);
-        return r;
+        return sqlite_step_one(stmt, NULL, NULL);
 }
 
 static int dlq_has_rows(StoreConn *c, const char *id) {
