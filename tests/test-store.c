@@ -2058,6 +2058,11 @@ static void test_status_names_round_trip(void) {
         for (StoreSubmitOutcome o = 0; o < _STORE_SUBMIT_OUTCOME_MAX; o++)
                 ASSERT_NOT_NULL(store_submit_outcome_to_string(o));
         ASSERT_STREQ(store_submit_outcome_to_string(STORE_SUBMIT_REFUND_EXCEEDS), "refund-exceeds");
+        for (StoreSynchronous i = 0; i < _STORE_SYNCHRONOUS_MAX; i++)
+                ASSERT_EQ(store_synchronous_from_string(store_synchronous_to_string(i)), i);
+        ASSERT_STREQ(store_synchronous_to_string(STORE_SYNCHRONOUS_OFF), "off");
+        ASSERT_EQ(store_synchronous_from_string("sometimes"), _STORE_SYNCHRONOUS_INVALID);
+        ASSERT_EQ(store_synchronous_from_string(NULL), _STORE_SYNCHRONOUS_INVALID);
 }
 
 /* ---- returns, their originals, and the print rejections an admin resolves ---- */

@@ -118,7 +118,7 @@ int store_checkpointer_start(Checkpointer *k, Store *s) {
         /* The same durability as the writer: with FULL, the database file is synced before the WAL that
          * the copy came from may be reused. */
         snprintf(sql, sizeof sql, "PRAGMA synchronous = %s",
-                 s->options.synchronous == STORE_SYNCHRONOUS_OFF ? "OFF" : "FULL");
+                 store_synchronous_to_string(s->options.synchronous));
         r = sqlite3_exec(db, sql, NULL, NULL, NULL);
         if (r != SQLITE_OK)
                 return sqlite_result_to_errno(r) ?: -EIO;

@@ -40,6 +40,12 @@ static const char *const store_submit_outcome_table[_STORE_SUBMIT_OUTCOME_MAX] =
         [STORE_SUBMIT_ORIGINAL_TOO_NEW] = "original-too-new",
 };
 
+static const char *const store_synchronous_table[_STORE_SYNCHRONOUS_MAX] = {
+        [STORE_SYNCHRONOUS_FULL] = "full",
+        [STORE_SYNCHRONOUS_OFF] = "off",
+};
+
+DEFINE_STRING_TABLE_LOOKUP(store_synchronous, StoreSynchronous);
 DEFINE_STRING_TABLE_LOOKUP(store_status, StoreStatus);
 DEFINE_STRING_TABLE_LOOKUP(store_print_status, StorePrintStatus);
 DEFINE_STRING_TABLE_LOOKUP_TO_STRING(store_submit_outcome, StoreSubmitOutcome, );
@@ -126,17 +132,16 @@ static int store_load_hlc(Store *s) {
 /* KKT_ADAPTER_DEBUG_SYNCHRONOUS=off|full overrides the options, for the benchmark's ceiling. */
 static int store_debug_synchronous(Store *s) {
         const char *e = getenv("KKT_ADAPTER_DEBUG_SYNCHRONOUS");
+        StoreSynchronous v;
 
         if (!e)
                 return 0;
-        if (streq(e, "off"))
-                s->options.synchronous = STORE_SYNCHRONOUS_OFF;
-        else if (streq(e, "full"))
-                s->options.synchronous = STORE_SYNCHRONOUS_FULL;
-        else {
+        v = store_synchronous_from_string(e);
+        if (v < 0) {
                 log_debug("KKT_ADAPTER_DEBUG_SYNCHRONOUS=%s: expected off or full.", e);
                 return -EINVAL;
         }
+        s->options.synchronous = v;
         log_warning("Debug hook: buffer database with synchronous=%s.", e);
         return 0;
 }
@@ -204,7 +209,7 @@ static int store_open_writer(Store *s) {
                 return -EOPNOTSUPP;
 
         snprintf(pragmas, sizeof pragmas, "PRAGMA synchronous = %s",
-                 s->options.synchronous == STORE_SYNCHRONOUS_OFF ? "OFF" : "FULL");
+                 store_synchronous_to_string(s->options.synchronous));
         r = store_conn_exec(c, pragmas);
         if (r < 0)
                 return r;

@@ -27,7 +27,12 @@ typedef enum StoreSynchronous {
         STORE_SYNCHRONOUS_FULL, /* the default: a commit is on disk when it returns */
         STORE_SYNCHRONOUS_OFF,  /* benchmarks only */
         _STORE_SYNCHRONOUS_MAX,
+        _STORE_SYNCHRONOUS_INVALID = -EINVAL,
 } StoreSynchronous;
+
+/* "full", "off": as PRAGMA synchronous takes them. */
+const char *store_synchronous_to_string(StoreSynchronous s);
+StoreSynchronous store_synchronous_from_string(const char *s);
 
 typedef struct StoreOptions {
         unsigned capacity;             /* max pending receipts; 0 = STORE_CAPACITY_DEFAULT */
