@@ -229,6 +229,11 @@ int store_enqueue(Store *s, Worker *w, Job *j);
 int store_queue_receipt_job(Store *s, Worker *w, JobType type, JobRunFunc run, const char *id,
                             const char *note, const char *who, StoreGetCallback cb, void *userdata);
 
+/* store-access.c */
+/* -EACCES when a permission problem on the buffer's directory or files explains `error` (what opening
+ * failed with), else `error`. */
+int store_access_error(const char *path, int error);
+
 /* store-checkpoint.c */
 int store_checkpointer_start(Checkpointer *k, Store *s);
 void store_checkpointer_stop(Checkpointer *k);

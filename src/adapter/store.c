@@ -257,6 +257,25 @@ static int store_open_writer(Store *s) {
         return store_load_hlc(s);
 }
 
+/* Everything that opens a file of the buffer. */
+static int store_open_connections(Store *s) {
+        int r;
+
+        r = store_open_writer(s);
+        if (r < 0)
+                return r;
+
+        /* Opened after the writer switched the file to WAL, which a read-only connection cannot do. */
+        r = store_conn_open(&s->reader.conn, s, SQLITE_OPEN_READONLY, NULL);
+        if (r < 0)
+                return r;
+        r = store_conn_exec(&s->reader.conn, "PRAGMA cache_size = -8192");
+        if (r < 0)
+                return r;
+
+        return store_checkpointer_start(&s->checkpointer, s);
+}
+
 static void store_configure_sqlite(void) {
         /* Without the memory statistics (which nothing reads) every SQLite allocation skips a global
          * mutex. Only possible before SQLite initializes; later it fails harmlessly with SQLITE_MISUSE. */
@@ -305,21 +324,10 @@ int store_open(Store **ret, sd_event *event, const char *path, const StoreOption
         if (r < 0)
                 return r;
 
-        r = store_open_writer(s);
+        r = store_open_connections(s);
         if (r < 0)
-                return r;
+                return store_access_error(path, r);
 
-        /* Opened after the writer switched the file to WAL, which a read-only connection cannot do. */
-        r = store_conn_open(&s->reader.conn, s, SQLITE_OPEN_READONLY, NULL);
-        if (r < 0)
-                return r;
-        r = store_conn_exec(&s->reader.conn, "PRAGMA cache_size = -8192");
-        if (r < 0)
-                return r;
-
-        r = store_checkpointer_start(&s->checkpointer, s);
-        if (r < 0)
-                return r;
         r = store_worker_start(&s->writer);
         if (r < 0)
                 return r;

@@ -191,13 +191,18 @@ char *store_receipt_id_new_at(uint64_t unix_ms, const uint8_t random_bytes[stati
 
 /* Opens (creating if needed), checks (PRAGMA quick_check) and migrates the database, loads the counters
  * and the HLC and starts the two worker threads. Blocks: call it before the loop runs. -EBADMSG: corrupt
- * or not a database; -EPROTO: written by a newer version; -EROFS: read-only; -ENOENT, -EACCES, -EISDIR...:
- * from opening the file; -ENOSPC: no room to migrate.
+ * or not a database; -EPROTO: written by a newer version; -EROFS: read-only file system; -EACCES: the state
+ * directory or a file of the buffer is closed to the user we run as (see store_log_open_error());
+ * -ENOENT, -EISDIR...: from opening the file; -ENOSPC: no room to migrate.
  * In builds with ENABLE_DEBUG_HOOKS, two environment variables are honoured, for tests and benchmarks only:
  * KKT_ADAPTER_DEBUG_SYNCHRONOUS=off|full overrides opts->synchronous, and KKT_ADAPTER_DEBUG_MAX_PAGES=N
  * sets PRAGMA max_page_count=N on the writer after the migrations, so that growing the file past N pages
  * fails as a full disk does (-ENOSPC). A malformed value fails with -EINVAL. */
 int store_open(Store **ret, sd_event *event, const char *path, const StoreOptions *opts);
+
+/* Logs why store_open() failed with `error` on `path`, and returns it. For -EACCES the message names the
+ * directory or file that is closed to us, its owner and mode, and the owner it needs (the user we run as). */
+int store_log_open_error(int error, const char *path);
 
 /* Finishes every queued job, delivering the callbacks, then joins the threads and closes the database
  * (blocks until then: wait for store_is_idle() first for a prompt exit). Callbacks that run from here get
