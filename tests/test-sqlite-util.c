@@ -69,11 +69,11 @@ static void test_step_one_takes_only_the_first_of_several_rows(void) {
 
         ASSERT_EQ(sqlite3_prepare_v2(db, "SELECT n FROM t WHERE n IS NOT NULL ORDER BY k DESC", -1, &stmt, NULL),
                   SQLITE_OK);
-        ASSERT_EQ(sqlite_step_one_int64(stmt, &n), 1);
+        ASSERT_EQ(sqlite_step_one(stmt, sqlite_row_int64, &n), 1);
         ASSERT_EQ(n, 3);
         ASSERT_FALSE(sqlite3_stmt_busy(stmt));
         /* Again from the start, not the second row: it was reset. */
-        ASSERT_EQ(sqlite_step_one_int64(stmt, &n), 1);
+        ASSERT_EQ(sqlite_step_one(stmt, sqlite_row_int64, &n), 1);
         ASSERT_EQ(n, 3);
 }
 
@@ -91,7 +91,7 @@ static void test_step_one_failing_step_is_a_negative_errno_and_resets(void) {
         ASSERT_EQ(sqlite3_changes(db), 1);
 }
 
-static void test_step_one_int64_and_text_for_values_nulls_and_no_row(void) {
+static void test_row_readers_for_values_and_nulls(void) {
         _cleanup_(sqlite3_close_v2p) sqlite3 *db = db_new();
         _cleanup_(sqlite3_finalizep) sqlite3_stmt *n_stmt = NULL, *s_stmt = NULL;
         _cleanup_free_ char *text = NULL;
@@ -102,22 +102,22 @@ static void test_step_one_int64_and_text_for_values_nulls_and_no_row(void) {
 
         ASSERT_EQ(sqlite3_bind_text(n_stmt, 1, "b", -1, SQLITE_STATIC), SQLITE_OK);
         n = 99;
-        ASSERT_EQ(sqlite_step_one_int64(n_stmt, &n), 1); /* a row, holding NULL */
+        ASSERT_EQ(sqlite_step_one(n_stmt, sqlite_row_int64, &n), 1); /* a row, holding NULL */
         ASSERT_EQ(n, 0);
         ASSERT_EQ(sqlite3_bind_text(n_stmt, 1, "nope", -1, SQLITE_STATIC), SQLITE_OK);
         n = 99;
-        ASSERT_EQ(sqlite_step_one_int64(n_stmt, &n), 0);
-        ASSERT_EQ(n, 0);
+        ASSERT_EQ(sqlite_step_one(n_stmt, sqlite_row_int64, &n), 0);
+        ASSERT_EQ(n, 99); /* no row: the reader did not run */
 
         ASSERT_EQ(sqlite3_bind_text(s_stmt, 1, "c", -1, SQLITE_STATIC), SQLITE_OK);
-        ASSERT_EQ(sqlite_step_one_text(s_stmt, &text), 1);
+        ASSERT_EQ(sqlite_step_one(s_stmt, sqlite_row_text, &text), 1);
         ASSERT_STREQ(text, "three");
         text = mfree(text);
         ASSERT_EQ(sqlite3_bind_text(s_stmt, 1, "b", -1, SQLITE_STATIC), SQLITE_OK);
-        ASSERT_EQ(sqlite_step_one_text(s_stmt, &text), 1);
+        ASSERT_EQ(sqlite_step_one(s_stmt, sqlite_row_text, &text), 1);
         ASSERT_NULL(text);
         ASSERT_EQ(sqlite3_bind_text(s_stmt, 1, "nope", -1, SQLITE_STATIC), SQLITE_OK);
-        ASSERT_EQ(sqlite_step_one_text(s_stmt, &text), 0);
+        ASSERT_EQ(sqlite_step_one(s_stmt, sqlite_row_text, &text), 0);
         ASSERT_NULL(text);
 }
 
@@ -163,7 +163,7 @@ int main(void) {
         TEST_RUN(test_step_one_reads_the_row_and_resets);
         TEST_RUN(test_step_one_takes_only_the_first_of_several_rows);
         TEST_RUN(test_step_one_failing_step_is_a_negative_errno_and_resets);
-        TEST_RUN(test_step_one_int64_and_text_for_values_nulls_and_no_row);
+        TEST_RUN(test_row_readers_for_values_and_nulls);
         TEST_RUN(test_query_one_prepares_steps_and_finalizes);
         TEST_RUN(test_column_strdup_copies_text_and_null);
         return 0;

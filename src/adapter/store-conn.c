@@ -123,11 +123,13 @@ void store_conn_close(StoreConn *c) {
         }
 }
 
-int store_conn_bind(StoreConn *c, sqlite3_stmt *stmt, const char *types, ...) {
-        va_list ap;
+int store_conn_bindv(StoreConn *c, sqlite3_stmt *stmt, const char *types, va_list ap) {
         int rc = SQLITE_OK, i = 1;
 
-        va_start(ap, types);
+        assert(c);
+        assert(stmt);
+        assert(types);
+
         for (const char *t = types; *t && rc == SQLITE_OK; t++, i++)
                 switch (*t) {
                 case 't':
@@ -144,9 +146,56 @@ int store_conn_bind(StoreConn *c, sqlite3_stmt *stmt, const char *types, ...) {
                         assert(!"bad bind type");
                         rc = SQLITE_MISUSE;
                 }
-        va_end(ap);
 
         return rc == SQLITE_OK ? 0 : store_conn_error(c, rc);
+}
+
+int store_conn_bind(StoreConn *c, sqlite3_stmt *stmt, const char *types, ...) {
+        va_list ap;
+        int r;
+
+        va_start(ap, types);
+        r = store_conn_bindv(c, stmt, types, ap);
+        va_end(ap);
+        return r;
+}
+
+static int conn_query_onev(StoreConn *c, const char *sql, SqliteRowFunc read, void *userdata,
+                           const char *types, va_list ap) {
+        sqlite3_stmt *stmt;
+        int r;
+
+        r = store_conn_prepare(c, sql, &stmt);
+        if (r < 0)
+                return r;
+        r = store_conn_bindv(c, stmt, types, ap);
+        if (r < 0)
+                return r;
+        return sqlite_step_one(stmt, read, userdata);
+}
+
+int store_conn_query_one(StoreConn *c, const char *sql, SqliteRowFunc read, void *userdata, const char *types,
+                         ...) {
+        va_list ap;
+        int r;
+
+        va_start(ap, types);
+        r = conn_query_onev(c, sql, read, userdata, types, ap);
+        va_end(ap);
+        return r;
+}
+
+int store_conn_query_int64(StoreConn *c, const char *sql, int64_t *ret, const char *types, ...) {
+        va_list ap;
+        int r;
+
+        assert(ret);
+
+        *ret = 0;
+        va_start(ap, types);
+        r = conn_query_onev(c, sql, sqlite_row_int64, ret, types, ap);
+        va_end(ap);
+        return r;
 }
 
 int store_column_strdup(sqlite3_stmt *stmt, int i, char **ret) {
@@ -192,32 +241,20 @@ int store_receipt_from_row(sqlite3_stmt *stmt, StoreReceipt *ret) {
         return 0;
 }
 
-static int read_receipt(sqlite3_stmt *stmt, void *userdata) {
+int store_receipt_row(sqlite3_stmt *stmt, void *userdata) {
         return store_receipt_from_row(stmt, userdata);
 }
 
-int store_conn_step_receipt(sqlite3_stmt *stmt, StoreReceipt *ret) {
-        int r;
-
-        r = sqlite_step_one(stmt, read_receipt, ret);
-        return r < 0 ? r : r == 0 ? -ENOENT : 0;
-}
-
 int store_conn_get_receipt(StoreConn *c, const char *id, StoreReceipt *ret) {
-        sqlite3_stmt *stmt;
         int r;
 
         assert(c);
         assert(id);
         assert(ret);
 
-        r = store_conn_prepare(c, "SELECT " STORE_RECEIPT_COLUMNS " FROM receipts WHERE id = ?", &stmt);
-        if (r < 0)
-                return r;
-        r = store_conn_bind(c, stmt, "t", id);
-        if (r < 0)
-                return r;
-        return store_conn_step_receipt(stmt, ret);
+        r = store_conn_query_one(c, "SELECT " STORE_RECEIPT_COLUMNS " FROM receipts WHERE id = ?",
+                                 store_receipt_row, ret, "t", id);
+        return r < 0 ? r : r == 0 ? -ENOENT : 0;
 }
 
 int store_conn_log_event(StoreConn *c, const char *receipt_id, const char *event, const char *details) {

@@ -207,8 +207,8 @@ int store_conn_exec(StoreConn *c, const char *sql);
 /* Resets every statement left stepped, so that none holds a snapshot. */
 void store_conn_reset_busy(StoreConn *c);
 int store_conn_read_counters(StoreConn *c, unsigned capacity, StoreCounters *ret);
-/* Steps a prepared, bound SELECT STORE_RECEIPT_COLUMNS once and resets it: the receipt, or -ENOENT. */
-int store_conn_step_receipt(sqlite3_stmt *stmt, StoreReceipt *ret);
+/* A SqliteRowFunc for rows of STORE_RECEIPT_COLUMNS: store_receipt_from_row() into a StoreReceipt. */
+int store_receipt_row(sqlite3_stmt *stmt, void *userdata);
 /* When the receipt was created (CLOCK_REALTIME); from its stamp when created_at cannot be read. */
 usec_t store_receipt_created_usec(const StoreReceipt *r);
 void store_receipts_free(StoreReceipt *r, size_t n);

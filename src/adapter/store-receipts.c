@@ -128,18 +128,12 @@ static int read_explained(sqlite3_stmt *stmt, void *userdata) {
                        store_print_status_from_string((const char *) sqlite3_column_text(stmt, 1)));
 }
 
-/* The explanations are negative errnos, so the row's is what sqlite_step_one() passes on. */
+/* The explanations are negative errnos, so the row's is what the query passes on. */
 static int mark_explain(StoreConn *c, const char *id, ExplainFunc explain) {
-        sqlite3_stmt *stmt;
         int r;
 
-        r = store_conn_prepare(c, "SELECT status, print_status FROM receipts WHERE id = ?", &stmt);
-        if (r < 0)
-                return r;
-        r = store_conn_bind(c, stmt, "t", id);
-        if (r < 0)
-                return r;
-        r = sqlite_step_one(stmt, read_explained, &explain);
+        r = store_conn_query_one(c, "SELECT status, print_status FROM receipts WHERE id = ?", read_explained,
+                                 &explain, "t", id);
         return r == 0 ? -ENOENT : MIN(r, 0);
 }
 
@@ -206,13 +200,7 @@ static int set_response_run(StoreConn *c, void *job_data) {
         if (sqlite3_changes(c->db) > 0)
                 return 1;
 
-        r = store_conn_prepare(c, "SELECT 1 FROM idempotency_keys WHERE receipt_id = ?", &stmt);
-        if (r < 0)
-                return r;
-        r = store_conn_bind(c, stmt, "t", m->id);
-        if (r < 0)
-                return r;
-        r = sqlite_step_one(stmt, NULL, NULL);
+        r = store_conn_query_one(c, "SELECT 1 FROM idempotency_keys WHERE receipt_id = ?", NULL, NULL, "t", m->id);
         return r == 0 ? -ENOENT : MIN(r, 0);
 }
 

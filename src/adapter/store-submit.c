@@ -68,17 +68,10 @@ static int read_response(sqlite3_stmt *stmt, void *userdata) {
 }
 
 static int conn_get_response(StoreConn *c, const char *id, StoreReceipt *r) {
-        sqlite3_stmt *stmt;
         int k;
 
-        k = store_conn_prepare(
-                c, "SELECT response_status, response FROM idempotency_keys WHERE receipt_id = ?", &stmt);
-        if (k < 0)
-                return k;
-        k = store_conn_bind(c, stmt, "t", id);
-        if (k < 0)
-                return k;
-        k = sqlite_step_one(stmt, read_response, r);
+        k = store_conn_query_one(c, "SELECT response_status, response FROM idempotency_keys WHERE receipt_id = ?",
+                                 read_response, r, "t", id);
         return MIN(k, 0);
 }
 
@@ -105,14 +98,10 @@ static int submit_find_key(StoreConn *c, Job *j, bool *ret_found) {
 }
 
 static int submit_count_pending(StoreConn *c, uint64_t *ret) {
-        sqlite3_stmt *stmt;
         int64_t n;
         int r;
 
-        r = store_conn_prepare(c, "SELECT n FROM receipt_counts WHERE status = 'pending'", &stmt);
-        if (r < 0)
-                return r;
-        r = sqlite_step_one_int64(stmt, &n);
+        r = store_conn_query_int64(c, "SELECT n FROM receipt_counts WHERE status = 'pending'", &n, "");
         if (r < 0)
                 return r;
         *ret = n > 0 ? (uint64_t) n : 0; /* no row: none pending */
@@ -143,38 +132,25 @@ static bool parse_fiscal_document_number(const char *ref, uint32_t *ret) {
 /* What the returns of receipt `id` that are not cancelled add up to, including those inserted earlier in
  * the open transaction. */
 static int conn_refunded_kopecks(StoreConn *c, const char *id, int64_t *ret) {
-        sqlite3_stmt *stmt;
         int r;
 
-        r = store_conn_prepare(c,
-                               "SELECT COALESCE(SUM(total_kopecks), 0) FROM receipts "
-                               "WHERE original_id = ? AND status <> 'cancelled'",
-                               &stmt);
-        if (r < 0)
-                return r;
-        r = store_conn_bind(c, stmt, "t", id);
-        if (r < 0)
-                return r;
-        r = sqlite_step_one_int64(stmt, ret);
+        r = store_conn_query_int64(c,
+                                   "SELECT COALESCE(SUM(total_kopecks), 0) FROM receipts "
+                                   "WHERE original_id = ? AND status <> 'cancelled'",
+                                   ret, "t", id);
         return MIN(r, 0);
 }
 
 static int conn_get_by_fiscal_document_number(StoreConn *c, uint32_t number, StoreReceipt *ret) {
-        sqlite3_stmt *stmt;
         int r;
 
         /* Numbers start again with each fiscal storage: the newest receipt with it, the last entry of its
          * range in idx_receipts_fiscal_document_number. */
-        r = store_conn_prepare(c,
-                               "SELECT " STORE_RECEIPT_COLUMNS " FROM receipts "
-                               "WHERE fiscal_document_number = ? ORDER BY hlc DESC LIMIT 1",
-                               &stmt);
-        if (r < 0)
-                return r;
-        r = store_conn_bind(c, stmt, "i", (int64_t) number);
-        if (r < 0)
-                return r;
-        return store_conn_step_receipt(stmt, ret);
+        r = store_conn_query_one(c,
+                                 "SELECT " STORE_RECEIPT_COLUMNS " FROM receipts "
+                                 "WHERE fiscal_document_number = ? ORDER BY hlc DESC LIMIT 1",
+                                 store_receipt_row, ret, "i", (int64_t) number);
+        return r < 0 ? r : r == 0 ? -ENOENT : 0;
 }
 
 /* The receipt `ref` names: by id, else by Idempotency-Key (the writer's key index), else, all digits, by

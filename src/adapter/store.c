@@ -94,14 +94,10 @@ static int store_load_keys(Store *s) {
 static int store_load_hlc(Store *s) {
         StoreConn *c = &s->writer.conn;
         _cleanup_free_ char *v = NULL;
-        sqlite3_stmt *stmt;
         int64_t max;
         int r;
 
-        r = store_conn_prepare(c, "SELECT value FROM config WHERE key = 'hlc_last'", &stmt);
-        if (r < 0)
-                return r;
-        r = sqlite_step_one_text(stmt, &v);
+        r = store_conn_query_one(c, "SELECT value FROM config WHERE key = 'hlc_last'", sqlite_row_text, &v, "");
         if (r < 0)
                 return r;
         if (r > 0) {
@@ -118,10 +114,7 @@ static int store_load_hlc(Store *s) {
         }
 
         /* The stamps themselves too, should the config row lag behind or be gone. */
-        r = store_conn_prepare(c, "SELECT MAX(hlc) FROM receipts", &stmt);
-        if (r < 0)
-                return r;
-        r = sqlite_step_one_int64(stmt, &max);
+        r = store_conn_query_int64(c, "SELECT MAX(hlc) FROM receipts", &max, "");
         if (r < 0)
                 return r;
         hlc_observe(&s->hlc, (uint64_t) max);
@@ -171,7 +164,6 @@ static int store_open_writer(Store *s) {
         StoreConn *c = &s->writer.conn;
         _cleanup_free_ char *mode = NULL;
         const char *vfs = NULL;
-        sqlite3_stmt *stmt;
         char pragmas[128];
         int version, r;
 
@@ -199,10 +191,7 @@ static int store_open_writer(Store *s) {
         if (r < 0)
                 return r;
 
-        r = store_conn_prepare(c, "PRAGMA journal_mode = WAL", &stmt);
-        if (r < 0)
-                return r;
-        r = sqlite_step_one_text(stmt, &mode);
+        r = sqlite_query_one_text(c->db, "PRAGMA journal_mode = WAL", &mode);
         if (r < 0)
                 return r;
         if (!streq_ptr(mode, "wal"))

@@ -6,6 +6,7 @@
  * sd-event loop never touches the disk: it queues jobs, and their callbacks run on the loop once the worker
  * is done (for writes: once the COMMIT holding the job returned). */
 
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <sqlite3.h>
@@ -13,6 +14,7 @@
 #include <systemd/sd-id128.h>
 
 #include "macro.h"
+#include "sqlite-util.h"
 #include "time-util.h"
 
 #define STORE_CAPACITY_DEFAULT 200U
@@ -284,6 +286,15 @@ int store_conn_step_done(StoreConn *c, sqlite3_stmt *stmt);
 /* Binds arguments in order: 't' const char * (NULL binds NULL), 'i' int64_t, 'u' uint64_t. Text is bound
  * SQLITE_STATIC: it must stay valid until the statement is reset. */
 int store_conn_bind(StoreConn *c, sqlite3_stmt *stmt, const char *types, ...);
+/* The same with a va_list. */
+int store_conn_bindv(StoreConn *c, sqlite3_stmt *stmt, const char *types, va_list ap);
+/* The one-row query: `sql` prepared (cached), bound as store_conn_bind() does, stepped once, its row read
+ * by `read` (may be NULL) and reset (sqlite_step_one()). 1: there was a row; 0: none; negative errno (or
+ * what `read` returned). */
+int store_conn_query_one(StoreConn *c, const char *sql, SqliteRowFunc read, void *userdata, const char *types,
+                         ...);
+/* The same reading the first column as an integer (0 when there is no row or it is NULL). */
+int store_conn_query_int64(StoreConn *c, const char *sql, int64_t *ret, const char *types, ...);
 /* A copy of a text column; NULL for SQL NULL. -ENOMEM. */
 int store_column_strdup(sqlite3_stmt *stmt, int i, char **ret);
 /* Adds a buffer_events row (writer only); details (JSON) may be NULL. */

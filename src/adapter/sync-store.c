@@ -163,26 +163,18 @@ static int batch_item_from_row(sqlite3_stmt *stmt, SyncStoreItem *item) {
 /* The earliest retry still to come, so the worker wakes up for it instead of waiting for its interval.
  * julianday() is a fraction of days: microseconds come out within a few of the text's milliseconds. */
 static int select_next_due(StoreConn *c, const char *now_text, usec_t *ret) {
-        sqlite3_stmt *stmt;
         int64_t v;
         int r;
 
-        r = store_conn_prepare(
-                c,
-                "SELECT CAST(ROUND((MIN(julianday(next_retry_at)) - 2440587.5) * 86400000000.0) "
-                "AS INTEGER) FROM receipts WHERE status IN ('pending', 'failed') "
-                "AND +print_status = 'printed' AND fiscal_doc IS NOT NULL "
-                "AND julianday(next_retry_at) > julianday(?1)",
-                &stmt);
+        r = store_conn_query_int64(c,
+                                   "SELECT CAST(ROUND((MIN(julianday(next_retry_at)) - 2440587.5) * "
+                                   "86400000000.0) AS INTEGER) FROM receipts WHERE status IN ('pending', "
+                                   "'failed') AND +print_status = 'printed' AND fiscal_doc IS NOT NULL "
+                                   "AND julianday(next_retry_at) > julianday(?1)",
+                                   &v, "t", now_text);
         if (r < 0)
                 return r;
-        r = store_conn_bind(c, stmt, "t", now_text);
-        if (r < 0)
-                return r;
-        r = sqlite_step_one_int64(stmt, &v); /* NULL (no such receipt): 0 */
-        if (r < 0)
-                return r;
-        *ret = v <= 0 ? USEC_INFINITY : (usec_t) v;
+        *ret = v <= 0 ? USEC_INFINITY : (usec_t) v; /* NULL (no such receipt): 0 */
         return 0;
 }
 
@@ -285,16 +277,10 @@ static int read_status_row(sqlite3_stmt *stmt, void *userdata) {
 
 static int read_status(StoreConn *c, const char *id, StoreStatus *ret_status, unsigned *ret_attempts) {
         StatusRow row;
-        sqlite3_stmt *stmt;
         int r;
 
-        r = store_conn_prepare(c, "SELECT status, attempts FROM receipts WHERE id = ?", &stmt);
-        if (r < 0)
-                return r;
-        r = store_conn_bind(c, stmt, "t", id);
-        if (r < 0)
-                return r;
-        r = sqlite_step_one(stmt, read_status_row, &row);
+        r = store_conn_query_one(c, "SELECT status, attempts FROM receipts WHERE id = ?", read_status_row, &row,
+                                 "t", id);
         if (r <= 0)
                 return r == 0 ? -ENOENT : r;
         *ret_status = row.status;
@@ -593,19 +579,10 @@ static int dlq_resolve_rows(StoreConn *c, const char *id, const char *note, cons
 
 /* Whether the receipt has dead letters: any (open_only false) or unresolved ones. */
 static int dlq_rows_exist(StoreConn *c, const char *id, bool open_only) {
-        sqlite3_stmt *stmt;
-        int r;
-
-        r = store_conn_prepare(c,
-                               open_only ? "SELECT 1 FROM dlq WHERE receipt_id = ? AND resolved = 0 LIMIT 1"
-                                         : "SELECT 1 FROM dlq WHERE receipt_id = ? LIMIT 1",
-                               &stmt);
-        if (r < 0)
-                return r;
-        r = store_conn_bind(c, stmt, "t", id);
-        if (r < 0)
-                return r;
-        return sqlite_step_one(stmt, NULL, NULL);
+        return store_conn_query_one(c,
+                                    open_only ? "SELECT 1 FROM dlq WHERE receipt_id = ? AND resolved = 0 LIMIT 1"
+                                              : "SELECT 1 FROM dlq WHERE receipt_id = ? LIMIT 1",
+                                    NULL, NULL, "t", id);
 }
 
 static int dlq_has_rows(StoreConn *c, const char *id) {

@@ -80,27 +80,13 @@ int sqlite_step_one(sqlite3_stmt *stmt, SqliteRowFunc read, void *userdata) {
         return rc == SQLITE_ROW;
 }
 
-static int read_int64(sqlite3_stmt *stmt, void *userdata) {
+int sqlite_row_int64(sqlite3_stmt *stmt, void *userdata) {
         *(int64_t *) userdata = sqlite3_column_int64(stmt, 0);
         return 0;
 }
 
-static int read_text(sqlite3_stmt *stmt, void *userdata) {
+int sqlite_row_text(sqlite3_stmt *stmt, void *userdata) {
         return sqlite_column_strdup(stmt, 0, userdata);
-}
-
-int sqlite_step_one_int64(sqlite3_stmt *stmt, int64_t *ret) {
-        assert(ret);
-
-        *ret = 0;
-        return sqlite_step_one(stmt, read_int64, ret);
-}
-
-int sqlite_step_one_text(sqlite3_stmt *stmt, char **ret) {
-        assert(ret);
-
-        *ret = NULL;
-        return sqlite_step_one(stmt, read_text, ret);
 }
 
 static int query_one(sqlite3 *db, const char *sql, SqliteRowFunc read, void *userdata) {
@@ -122,12 +108,12 @@ int sqlite_query_one_int64(sqlite3 *db, const char *sql, int64_t *ret) {
         assert(ret);
 
         *ret = 0;
-        return query_one(db, sql, read_int64, ret);
+        return query_one(db, sql, sqlite_row_int64, ret);
 }
 
 int sqlite_query_one_text(sqlite3 *db, const char *sql, char **ret) {
         assert(ret);
 
         *ret = NULL;
-        return query_one(db, sql, read_text, ret);
+        return query_one(db, sql, sqlite_row_text, ret);
 }

@@ -24,17 +24,18 @@ int sqlite_column_strdup(sqlite3_stmt *stmt, int i, char **ret);
 
 /* Reads the current row; a negative return is passed on. */
 typedef int (*SqliteRowFunc)(sqlite3_stmt *stmt, void *userdata);
+/* Row readers of the first column: into an int64_t (NULL: 0), or a copy of its text into a char * (NULL:
+ * NULL). */
+int sqlite_row_int64(sqlite3_stmt *stmt, void *userdata);
+int sqlite_row_text(sqlite3_stmt *stmt, void *userdata);
 
 /* The one-row query on a statement that is prepared and bound: one step, the row read by `read` (may be
  * NULL), then the statement reset, whatever happened, so that it holds no snapshot. Returns 1 when there
  * was a row (or what `read` returned, when negative), 0 when there was none, a negative errno when the step
  * failed. */
 int sqlite_step_one(sqlite3_stmt *stmt, SqliteRowFunc read, void *userdata);
-/* The same reading the first column: as an integer (0 when there is no row or it is NULL), or a copy of its
- * text (NULL when there is no row or it is NULL). */
-int sqlite_step_one_int64(sqlite3_stmt *stmt, int64_t *ret);
-int sqlite_step_one_text(sqlite3_stmt *stmt, char **ret);
-
-/* The same for `sql` (one statement, no parameters) prepared for this one call and finalized after. */
+/* The same for `sql` (one statement, no parameters) prepared for this one call and finalized after, reading
+ * the first column: as an integer (0 when there is no row or it is NULL), or a copy of its text (NULL when
+ * there is no row or it is NULL). */
 int sqlite_query_one_int64(sqlite3 *db, const char *sql, int64_t *ret);
 int sqlite_query_one_text(sqlite3 *db, const char *sql, char **ret);
