@@ -676,6 +676,45 @@ static void test_retention_prunes_cancelled_receipts_with_their_keys(void) {
 }
 
 
+static int job_query_one(StoreConn *c, void *data) {
+        _cleanup_free_ char *text = NULL;
+        int64_t n = -1;
+
+        /* Bound, stepped once, read and reset: the same cached statement serves again at once. */
+        for (unsigned i = 0; i < 2; i++) {
+                ASSERT_EQ(store_conn_query_int64(c, "SELECT COUNT(*) FROM receipts WHERE pos_id = ?", &n, "t",
+                                                 "pos-7"),
+                          1);
+                ASSERT_EQ(n, 1);
+        }
+        ASSERT_EQ(store_conn_query_int64(c, "SELECT hlc FROM receipts WHERE id = ?", &n, "t", "no-such-id"), 0);
+        ASSERT_EQ(n, 0);
+        ASSERT_EQ(store_conn_query_one(c, "SELECT pos_id FROM receipts WHERE total_kopecks = ?", sqlite_row_text,
+                                       &text, "i", (int64_t) 12345),
+                  1);
+        ASSERT_STREQ(text, "pos-7");
+        ASSERT_EQ(store_conn_query_one(c, "SELECT 1 FROM receipts WHERE id = ?", NULL, NULL, "t", "nope"), 0);
+        ASSERT_EQ(store_conn_query_one(c, "SELECT nonsense FROM nowhere", NULL, NULL, ""), -EIO);
+        return 0;
+}
+
+static void test_conn_query_one_binds_steps_once_and_resets(void) {
+        Submitted x;
+        Done d = {};
+        Env e;
+        Store *s;
+
+        env_setup(&e);
+        s = store_open_ok(&e, 0);
+        submit_ok(&e, s, "query-one", "h", &x);
+        ASSERT_OK(store_read(s, job_query_one, NULL, on_done, &d));
+        run_until_idle(&e, s);
+        ASSERT_TRUE(d.done);
+        ASSERT_OK(d.result);
+        store_free(s);
+        env_teardown(&e);
+}
+
 int main(void) {
         if (getenv("TEST_DEBUG"))
                 log_set_max_level(LOG_DEBUG);
@@ -695,5 +734,6 @@ int main(void) {
         TEST_RUN(test_cancel_without_note_or_who_says_so);
         TEST_RUN(test_list_print_rejected_oldest_first_up_to_the_limit);
         TEST_RUN(test_retention_prunes_cancelled_receipts_with_their_keys);
+        TEST_RUN(test_conn_query_one_binds_steps_once_and_resets);
         return 0;
 }

@@ -387,45 +387,6 @@ static void writer_pragmas(Env *e, Store *s, WriterPragmas *ret) {
         ASSERT_OK(d.result);
 }
 
-static int job_query_one(StoreConn *c, void *data) {
-        _cleanup_free_ char *text = NULL;
-        int64_t n = -1;
-
-        /* Bound, stepped once, read and reset: the same cached statement serves again at once. */
-        for (unsigned i = 0; i < 2; i++) {
-                ASSERT_EQ(store_conn_query_int64(c, "SELECT COUNT(*) FROM receipts WHERE pos_id = ?", &n, "t",
-                                                 "pos-7"),
-                          1);
-                ASSERT_EQ(n, 1);
-        }
-        ASSERT_EQ(store_conn_query_int64(c, "SELECT hlc FROM receipts WHERE id = ?", &n, "t", "no-such-id"), 0);
-        ASSERT_EQ(n, 0);
-        ASSERT_EQ(store_conn_query_one(c, "SELECT pos_id FROM receipts WHERE total_kopecks = ?", sqlite_row_text,
-                                       &text, "i", (int64_t) 12345),
-                  1);
-        ASSERT_STREQ(text, "pos-7");
-        ASSERT_EQ(store_conn_query_one(c, "SELECT 1 FROM receipts WHERE id = ?", NULL, NULL, "t", "nope"), 0);
-        ASSERT_EQ(store_conn_query_one(c, "SELECT nonsense FROM nowhere", NULL, NULL, ""), -EIO);
-        return 0;
-}
-
-static void test_conn_query_one_binds_steps_once_and_resets(void) {
-        Submitted x;
-        Done d = {};
-        Env e;
-        Store *s;
-
-        env_setup(&e);
-        s = store_open_ok(&e, 0);
-        submit_ok(&e, s, "query-one", "h", &x);
-        ASSERT_OK(store_read(s, job_query_one, NULL, on_done, &d));
-        run_until_idle(&e, s);
-        ASSERT_TRUE(d.done);
-        ASSERT_OK(d.result);
-        store_free(s);
-        env_teardown(&e);
-}
-
 static void test_every_writer_pragma_is_applied_on_the_writer_connection(void) {
         static const struct {
                 StoreSynchronous synchronous;
@@ -1016,7 +977,6 @@ int main(void) {
         TEST_RUN(test_jobs_queued_in_one_loop_iteration_commit_in_one_transaction_with_unique_ids);
         TEST_RUN(test_wal_is_checkpointed_behind_the_writer_and_stays_bounded);
         TEST_RUN(test_every_writer_pragma_is_applied_on_the_writer_connection);
-        TEST_RUN(test_conn_query_one_binds_steps_once_and_resets);
         TEST_RUN(test_wal_shrinks_to_the_journal_size_limit_after_a_burst);
         TEST_RUN(test_debug_synchronous_env_overrides_the_option);
         TEST_RUN(test_debug_max_pages_env_fills_the_disk_keeping_what_was_acknowledged);
