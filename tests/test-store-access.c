@@ -97,6 +97,19 @@ static void assert_permission_message(const Outcome *o, const char *bad_path, co
         assert_not_contains(o->message, "Read-only file system");
 }
 
+/* root's, 0755: nobody may look, not write. */
+static void state_dir_new(char *dir, char *path, size_t size) {
+        ASSERT_NOT_NULL(mkdtemp(dir));
+        ASSERT_OK(chmod(dir, 0755));
+        snprintf(path, size, "%s/buffer.db", dir);
+}
+
+/* Opening as nobody is refused for bad_path, which root owns. */
+static void expect_refused(const char *path, const char *bad_path, Outcome *o) {
+        open_as_nobody(path, o);
+        assert_permission_message(o, bad_path, "root:root");
+}
+
 static void create_buffer_as_root(const char *path) {
         sd_event *event = NULL;
         Store *s = NULL;
@@ -123,13 +136,10 @@ static void test_state_directory_of_root_is_eacces_naming_it_and_the_owner_neede
         char dir[] = "/tmp/test-store-access-XXXXXX", path[sizeof dir + 16];
         Outcome o;
 
-        ASSERT_NOT_NULL(mkdtemp(dir));
-        ASSERT_OK(chmod(dir, 0755)); /* nobody may look, not write */
-        snprintf(path, sizeof path, "%s/buffer.db", dir);
+        state_dir_new(dir, path, sizeof path);
 
         /* No file yet: SQLite cannot create it. */
-        open_as_nobody(path, &o);
-        assert_permission_message(&o, dir, "root:root");
+        expect_refused(path, dir, &o);
         assert_contains(o.message, "mode 0755");
         assert_contains(o.message, "create files in");
         ASSERT_TRUE(access(path, F_OK) < 0);
@@ -137,8 +147,7 @@ static void test_state_directory_of_root_is_eacces_naming_it_and_the_owner_neede
         /* The file is ours (nobody's), the directory is not: the WAL cannot be created next to it. */
         create_buffer_as_root(path);
         ASSERT_OK(chown(path, NOBODY, NOBODY));
-        open_as_nobody(path, &o);
-        assert_permission_message(&o, dir, "root:root");
+        expect_refused(path, dir, &o);
 
         remove_all(dir, path);
 }
@@ -147,21 +156,17 @@ static void test_buffer_file_of_root_is_eacces_naming_it_not_erofs(void) {
         char dir[] = "/tmp/test-store-access-XXXXXX", path[sizeof dir + 16];
         Outcome o;
 
-        ASSERT_NOT_NULL(mkdtemp(dir));
-        ASSERT_OK(chmod(dir, 0755));
-        snprintf(path, sizeof path, "%s/buffer.db", dir);
+        state_dir_new(dir, path, sizeof path);
         create_buffer_as_root(path);
 
         /* SQLite opens a file it may only read read-only, and the first write fails: once "EROFS". */
-        open_as_nobody(path, &o);
-        assert_permission_message(&o, path, "root:root");
+        expect_refused(path, path, &o);
         assert_contains(o.message, "mode 0644");
         assert_contains(o.message, "read and write");
 
         /* The directory is ours, the file still root's. */
         ASSERT_OK(chown(dir, NOBODY, NOBODY));
-        open_as_nobody(path, &o);
-        assert_permission_message(&o, path, "root:root");
+        expect_refused(path, path, &o);
 
         /* Both ours: it opens. */
         ASSERT_OK(chown(path, NOBODY, NOBODY));
@@ -176,8 +181,7 @@ static void test_other_open_errors_keep_their_errno_and_the_plain_message(void) 
         char dir[] = "/tmp/test-store-access-XXXXXX", path[sizeof dir + 32];
         Outcome o;
 
-        ASSERT_NOT_NULL(mkdtemp(dir));
-        ASSERT_OK(chmod(dir, 0755));
+        state_dir_new(dir, path, sizeof path);
 
         /* A state directory that does not exist is not a permission problem. */
         snprintf(path, sizeof path, "%s/missing/buffer.db", dir);

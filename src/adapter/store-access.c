@@ -76,23 +76,20 @@ int store_access_error(const char *path, int error) {
 /* Names copied out of getpwuid()'s and getgrgid()'s static buffers, which the next lookup overwrites. */
 #define NAME_MAX_LEN 64
 
-static const char *user_name(uid_t uid, char buf[static NAME_MAX_LEN]) {
-        struct passwd *pw = getpwuid(uid);
+static const char *id_name(bool group, unsigned id, char buf[static NAME_MAX_LEN]) {
+        const char *name;
 
-        if (pw)
-                snprintf(buf, NAME_MAX_LEN, "%s", pw->pw_name);
+        if (group) {
+                struct group *gr = getgrgid((gid_t) id);
+                name = gr ? gr->gr_name : NULL;
+        } else {
+                struct passwd *pw = getpwuid((uid_t) id);
+                name = pw ? pw->pw_name : NULL;
+        }
+        if (name)
+                snprintf(buf, NAME_MAX_LEN, "%s", name);
         else
-                snprintf(buf, NAME_MAX_LEN, "%u", (unsigned) uid);
-        return buf;
-}
-
-static const char *group_name(gid_t gid, char buf[static NAME_MAX_LEN]) {
-        struct group *gr = getgrgid(gid);
-
-        if (gr)
-                snprintf(buf, NAME_MAX_LEN, "%s", gr->gr_name);
-        else
-                snprintf(buf, NAME_MAX_LEN, "%u", (unsigned) gid);
+                snprintf(buf, NAME_MAX_LEN, "%u", id);
         return buf;
 }
 
@@ -108,7 +105,7 @@ int store_log_open_error(int error, const char *path) {
                 return log_error_errno(error, "Failed to open the receipt buffer %s: %m", path);
 
         /* Blocking name lookups are fine here: the store is opened before the loop runs. */
-        need = user_name(uid, us);
+        need = id_name(false, uid, us);
         if (!p.have_stat)
                 return log_error_errno(error,
                                        "Failed to open the receipt buffer %s: %s cannot be reached by user %s "
@@ -121,7 +118,7 @@ int store_log_open_error(int error, const char *path) {
                                "the buffer's files must be owned by %s, the user kkt-adapterd runs as "
                                "(StateDirectory= sees to that; by hand: chown -R %s <the state directory>).",
                                path, p.is_directory ? "the directory" : "the file", p.path,
-                               user_name(p.st.st_uid, owner), group_name(p.st.st_gid, group),
+                               id_name(false, p.st.st_uid, owner), id_name(true, p.st.st_gid, group),
                                (unsigned) (p.st.st_mode & 07777), need, (unsigned) uid,
                                p.is_directory ? "create files in" : "read and write", need, need);
 }

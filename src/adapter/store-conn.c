@@ -7,6 +7,7 @@
 #include <limits.h>
 #include <stdarg.h>
 
+#include "json-util.h"
 #include "log.h"
 #include "sqlite-util.h"
 #include "store-internal.h"
@@ -276,6 +277,30 @@ int store_conn_log_event(StoreConn *c, const char *receipt_id, const char *event
         if (r < 0)
                 return r;
         return store_conn_step_done(c, stmt);
+}
+
+int store_conn_log_event_fields(StoreConn *c, const char *receipt_id, const char *event, const char *k1,
+                                const char *v1, const char *k2, const char *v2, const char *kn, int64_t n) {
+        _cleanup_(json_object_putp) json_object *o = NULL;
+        const char *details;
+        int r = 0;
+
+        o = json_object_new_object();
+        if (!o)
+                return -ENOMEM;
+        if (k1)
+                r = json_add_string_or_null(o, k1, v1);
+        if (r >= 0 && k2)
+                r = json_add_string_or_null(o, k2, v2);
+        if (r >= 0 && kn)
+                r = json_add(o, kn, json_object_new_int64(n));
+        if (r < 0)
+                return r;
+
+        details = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
+        if (!details)
+                return -ENOMEM;
+        return store_conn_log_event(c, receipt_id, event, details);
 }
 
 /* created_at as CLOCK_REALTIME microseconds: ours ("2026-11-29T03:17:26.123Z") and the prototype's forms

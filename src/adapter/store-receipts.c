@@ -6,7 +6,6 @@
 #include <inttypes.h>
 #include <limits.h>
 
-#include "json-util.h"
 #include "log.h"
 #include "sqlite-util.h"
 #include "store-internal.h"
@@ -99,15 +98,16 @@ static void mark_on_done(Store *s, int result, void *userdata) {
                 m->cb(s, result, m->userdata);
 }
 
+/* Queues fn with a MarkJob of copies of id and document, and `at` and `status` (0 where fn needs none). */
 static int mark_queue(Store *s, StoreJobFunc fn, const char *id, const char *document, usec_t at,
-                      StoreDoneCallback cb, void *userdata) {
+                      unsigned status, StoreDoneCallback cb, void *userdata) {
         _cleanup_(mark_job_freep) MarkJob *m = NULL;
         int r;
 
         m = new0(MarkJob, 1);
         if (!m)
                 return -ENOMEM;
-        *m = (MarkJob) { .at = at, .cb = cb, .userdata = userdata };
+        *m = (MarkJob) { .at = at, .status = status, .cb = cb, .userdata = userdata };
         if (strdup_or_null(id, &m->id) < 0 || strdup_or_null(document, &m->document) < 0)
                 return -ENOMEM;
 
@@ -176,7 +176,7 @@ int store_mark_printed(Store *s, const char *id, const char *fiscal_doc, usec_t 
         assert(id);
         assert(fiscal_doc);
 
-        return mark_queue(s, mark_printed_run, id, fiscal_doc, printed_at, cb, userdata);
+        return mark_queue(s, mark_printed_run, id, fiscal_doc, printed_at, 0, cb, userdata);
 }
 
 static int set_response_run(StoreConn *c, void *job_data) {
@@ -206,24 +206,11 @@ static int set_response_run(StoreConn *c, void *job_data) {
 
 int store_set_response(Store *s, const char *id, unsigned status, const char *response, StoreDoneCallback cb,
                        void *userdata) {
-        _cleanup_(mark_job_freep) MarkJob *m = NULL;
-        int r;
-
         assert(s);
         assert(id);
         assert(response);
 
-        m = new0(MarkJob, 1);
-        if (!m)
-                return -ENOMEM;
-        *m = (MarkJob) { .status = status, .cb = cb, .userdata = userdata };
-        if (strdup_or_null(id, &m->id) < 0 || strdup_or_null(response, &m->document) < 0)
-                return -ENOMEM;
-        r = store_write(s, set_response_run, m, mark_on_done, m);
-        if (r < 0)
-                return r;
-        TAKE_PTR(m);
-        return 0;
+        return mark_queue(s, set_response_run, id, response, 0, status, cb, userdata);
 }
 
 static int mark_synced_explain(StoreStatus status, StorePrintStatus print_status) {
@@ -278,33 +265,10 @@ int store_mark_synced(Store *s, const char *id, const char *ofd_response, StoreD
         assert(s);
         assert(id);
 
-        return mark_queue(s, mark_synced_run, id, ofd_response, 0, cb, userdata);
+        return mark_queue(s, mark_synced_run, id, ofd_response, 0, 0, cb, userdata);
 }
 
 /* ---- the print rejections an admin resolves ---- */
-
-/* A buffer_events row with details {k1: v1, k2: v2}; a NULL key leaves its member out, a NULL value is
- * null. */
-static int conn_log_event_fields(StoreConn *c, const char *id, const char *event, const char *k1,
-                                 const char *v1, const char *k2, const char *v2) {
-        _cleanup_(json_object_putp) json_object *o = NULL;
-        const char *details;
-        int r = 0;
-
-        o = json_object_new_object();
-        if (!o)
-                return -ENOMEM;
-        if (k1)
-                r = json_add_string_or_null(o, k1, v1);
-        if (r >= 0 && k2)
-                r = json_add_string_or_null(o, k2, v2);
-        if (r < 0)
-                return r;
-        details = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
-        if (!details)
-                return -ENOMEM;
-        return store_conn_log_event(c, id, event, details);
-}
 
 static int set_print_rejected_explain(StoreStatus status, StorePrintStatus print_status) {
         if (status == STORE_STATUS_CANCELLED)
@@ -337,7 +301,8 @@ static int set_print_rejected_run(StoreConn *c, void *job_data) {
         if (sqlite3_changes(c->db) == 0)
                 return mark_explain(c, m->id, set_print_rejected_explain);
 
-        return conn_log_event_fields(c, m->id, "print_rejected", "reason", m->document, NULL, NULL);
+        return store_conn_log_event_fields(c, m->id, "print_rejected", "reason", m->document, NULL, NULL,
+                                           NULL, 0);
 }
 
 int store_set_print_rejected(Store *s, const char *id, const char *reason, StoreDoneCallback cb,
@@ -345,7 +310,7 @@ int store_set_print_rejected(Store *s, const char *id, const char *reason, Store
         assert(s);
         assert(id);
 
-        return mark_queue(s, set_print_rejected_run, id, reason, 0, cb, userdata);
+        return mark_queue(s, set_print_rejected_run, id, reason, 0, 0, cb, userdata);
 }
 
 /* For retry and cancel, which both start from print_rejected. */
@@ -390,7 +355,7 @@ static int retry_print_run(StoreConn *c, Job *j) {
         if (sqlite3_changes(c->db) == 0)
                 return mark_explain(c, j->id, from_rejected_explain);
 
-        r = conn_log_event_fields(c, j->id, "print_retried", "by", j->who, NULL, NULL);
+        r = store_conn_log_event_fields(c, j->id, "print_retried", "by", j->who, NULL, NULL, NULL, 0);
         if (r < 0)
                 return r;
         return job_take_receipt(c, j);
@@ -423,7 +388,7 @@ static int cancel_run(StoreConn *c, Job *j) {
         if (sqlite3_changes(c->db) == 0)
                 return mark_explain(c, j->id, from_rejected_explain);
 
-        r = conn_log_event_fields(c, j->id, "cancelled", "by", j->who, "note", j->note);
+        r = store_conn_log_event_fields(c, j->id, "cancelled", "by", j->who, "note", j->note, NULL, 0);
         if (r < 0)
                 return r;
         return job_take_receipt(c, j);

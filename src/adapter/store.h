@@ -299,6 +299,9 @@ int store_conn_query_int64(StoreConn *c, const char *sql, int64_t *ret, const ch
 int store_column_strdup(sqlite3_stmt *stmt, int i, char **ret);
 /* Adds a buffer_events row (writer only); details (JSON) may be NULL. */
 int store_conn_log_event(StoreConn *c, const char *receipt_id, const char *event, const char *details);
+/* The same with details {k1: v1, k2: v2, kn: n}: a NULL key leaves its member out, a NULL text is null. */
+int store_conn_log_event_fields(StoreConn *c, const char *receipt_id, const char *event, const char *k1,
+                                const char *v1, const char *k2, const char *v2, const char *kn, int64_t n);
 /* The receipt with this id; -ENOENT when there is none. Free with store_receipt_done(). */
 int store_conn_get_receipt(StoreConn *c, const char *id, StoreReceipt *ret);
 /* Marks a printed receipt that is pending or failed as synced, with the OFD's answer (writer only).

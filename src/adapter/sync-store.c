@@ -235,32 +235,6 @@ void sync_store_attempt_done(SyncStoreAttempt *a) {
         *a = (SyncStoreAttempt) {};
 }
 
-/* A buffer_events row whose details hold up to two text fields and one number; a NULL key leaves its field
- * out, a NULL text is JSON null. */
-static int log_event(StoreConn *c, const char *id, const char *event, const char *k1, const char *v1,
-                     const char *k2, const char *v2, const char *kn, int64_t n) {
-        _cleanup_(json_object_putp) json_object *o = NULL;
-        const char *details;
-        int r = 0;
-
-        o = json_object_new_object();
-        if (!o)
-                return -ENOMEM;
-        if (k1)
-                r = json_add_string_or_null(o, k1, v1);
-        if (r >= 0 && k2)
-                r = json_add_string_or_null(o, k2, v2);
-        if (r >= 0 && kn)
-                r = json_add(o, kn, json_object_new_int64(n));
-        if (r < 0)
-                return r;
-
-        details = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
-        if (!details)
-                return -ENOMEM;
-        return store_conn_log_event(c, id, event, details);
-}
-
 /* -ENOENT: no such receipt. */
 typedef struct StatusRow {
         StoreStatus status;
@@ -302,7 +276,8 @@ static int record_synced(StoreConn *c, SyncStoreAttempt *a) {
         }
 
         a->recorded = SYNC_STORE_RECORDED_SYNCED;
-        return log_event(c, a->id, "synced", NULL, NULL, NULL, NULL, "duplicate", a->duplicate);
+        return store_conn_log_event_fields(c, a->id, "synced", NULL, NULL, NULL, NULL, "duplicate",
+                                           a->duplicate);
 }
 
 static int record_dead(StoreConn *c, SyncStoreAttempt *a, const char *reason) {
@@ -343,8 +318,8 @@ static int record_dead(StoreConn *c, SyncStoreAttempt *a, const char *reason) {
                 return r;
 
         a->recorded = SYNC_STORE_RECORDED_DEAD_LETTERED;
-        return log_event(c, a->id, "dead_lettered", "reason", a->dead_reason, NULL, NULL, "attempts",
-                         a->attempts);
+        return store_conn_log_event_fields(c, a->id, "dead_lettered", "reason", a->dead_reason, NULL, NULL,
+                                           "attempts", a->attempts);
 }
 
 static int record_failure(StoreConn *c, SyncStoreAttempt *a) {
@@ -389,7 +364,8 @@ static int record_failure(StoreConn *c, SyncStoreAttempt *a) {
                 return r;
 
         a->recorded = SYNC_STORE_RECORDED_RETRY;
-        return log_event(c, a->id, "sync_failed", "error", a->error, NULL, NULL, "attempt", a->attempts);
+        return store_conn_log_event_fields(c, a->id, "sync_failed", "error", a->error, NULL, NULL, "attempt",
+                                           a->attempts);
 }
 
 int sync_store_record_attempt(StoreConn *c, void *job_data) {
@@ -632,7 +608,8 @@ int sync_store_dlq_retry(StoreConn *c, void *job_data) {
         r = dlq_resolve_rows(c, d->receipt_id, "retried", d->who);
         if (r < 0)
                 return r;
-        return log_event(c, d->receipt_id, "dlq_retried", "by", d->who, NULL, NULL, "resolved", r);
+        return store_conn_log_event_fields(c, d->receipt_id, "dlq_retried", "by", d->who, NULL, NULL,
+                                           "resolved", r);
 }
 
 int sync_store_dlq_resolve(StoreConn *c, void *job_data) {
@@ -661,7 +638,8 @@ int sync_store_dlq_resolve(StoreConn *c, void *job_data) {
                 return r > 0 ? -ESTALE : -ENOENT;
         }
 
-        return log_event(c, d->receipt_id, "dlq_resolved", "by", d->who, "note", d->note, "resolved", r);
+        return store_conn_log_event_fields(c, d->receipt_id, "dlq_resolved", "by", d->who, "note", d->note,
+                                           "resolved", r);
 }
 
 /* ---- retention ---- */
