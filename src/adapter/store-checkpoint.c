@@ -3,7 +3,6 @@
  * WAL hook that asks it for rounds or, when the WAL has grown too far, checkpoints on the writer itself. */
 
 #include <limits.h>
-#include <signal.h>
 
 #include "log.h"
 #include "sqlite-util.h"
@@ -92,7 +91,6 @@ inline_checkpoint:
 }
 
 int store_checkpointer_start(Checkpointer *k, Store *s) {
-        sigset_t all, saved;
         sqlite3 *db = NULL;
         char sql[64];
         int r;
@@ -123,16 +121,10 @@ int store_checkpointer_start(Checkpointer *k, Store *s) {
         if (r != SQLITE_OK)
                 return sqlite_result_to_errno(r) ?: -EIO;
 
-        sigfillset(&all);
-        r = pthread_sigmask(SIG_SETMASK, &all, &saved);
-        if (r != 0)
-                return -r;
-        r = pthread_create(&k->thread, NULL, checkpointer_main, k);
-        (void) pthread_sigmask(SIG_SETMASK, &saved, NULL);
-        if (r != 0)
-                return -r;
+        r = store_thread_start(&k->thread, checkpointer_main, k, "store-checkpt");
+        if (r < 0)
+                return r;
         k->thread_started = true;
-        (void) pthread_setname_np(k->thread, "store-checkpt");
         return 0;
 }
 

@@ -9,8 +9,10 @@
  *   store-checkpoint.c the checkpointer thread and the writer's WAL hook
  *   store-submit.c     submit (idempotency, a return's checks, capacity, the insert) and resolve
  *   store-receipts.c   the receipt queries and state changes after the submit
+ *   store-access.c     what a permission problem on the buffer's directory or files looks like
  * Dependencies point one way: store.c uses every other piece; submit and receipts queue jobs through the
- * worker; the worker and the checkpointer use the connection; the connection uses none of them. */
+ * worker; the checkpointer starts its thread through the worker; the worker and the checkpointer use the
+ * connection; the connection uses none of them. */
 
 #include <pthread.h>
 #include <stdbool.h>
@@ -219,6 +221,8 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(Job *, job_free);
 /* Frees what a job produced, so a failed job hands nothing to its callback. */
 void job_reset_output(Job *j);
 int store_worker_init(Worker *w, Store *s, bool is_writer);
+/* A thread with every signal blocked (they are the loop's) and a name. */
+int store_thread_start(pthread_t *ret, void *(*fn)(void *), void *arg, const char *name);
 int store_worker_start(Worker *w);
 void store_worker_stop(Worker *w);
 void store_worker_dispatch(Worker *w);

@@ -325,7 +325,7 @@ int store_worker_init(Worker *w, Store *s, bool is_writer) {
         return sd_event_source_set_prepare(w->handoff_source, worker_on_handoff_prepare);
 }
 
-int store_worker_start(Worker *w) {
+int store_thread_start(pthread_t *ret, void *(*fn)(void *), void *arg, const char *name) {
         sigset_t all, saved;
         int r;
 
@@ -334,12 +334,21 @@ int store_worker_start(Worker *w) {
         r = pthread_sigmask(SIG_SETMASK, &all, &saved);
         if (r != 0)
                 return -r;
-        r = pthread_create(&w->thread, NULL, worker_main, w);
+        r = pthread_create(ret, NULL, fn, arg);
         (void) pthread_sigmask(SIG_SETMASK, &saved, NULL);
         if (r != 0)
                 return -r;
+        (void) pthread_setname_np(*ret, name);
+        return 0;
+}
+
+int store_worker_start(Worker *w) {
+        int r;
+
+        r = store_thread_start(&w->thread, worker_main, w, w->is_writer ? "store-writer" : "store-reader");
+        if (r < 0)
+                return r;
         w->thread_started = true;
-        (void) pthread_setname_np(w->thread, w->is_writer ? "store-writer" : "store-reader");
         return 0;
 }
 
