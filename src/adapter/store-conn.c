@@ -186,6 +186,25 @@ int store_conn_query_one(StoreConn *c, const char *sql, SqliteRowFunc read, void
         return r;
 }
 
+int store_conn_run(StoreConn *c, const char *sql, const char *types, ...) {
+        sqlite3_stmt *stmt;
+        va_list ap;
+        int r;
+
+        r = store_conn_prepare(c, sql, &stmt);
+        if (r < 0)
+                return r;
+        va_start(ap, types);
+        r = store_conn_bindv(c, stmt, types, ap);
+        va_end(ap);
+        if (r < 0)
+                return r;
+        r = store_conn_step_done(c, stmt);
+        if (r < 0)
+                return r;
+        return sqlite3_changes(c->db);
+}
+
 int store_conn_query_int64(StoreConn *c, const char *sql, int64_t *ret, const char *types, ...) {
         va_list ap;
         int r;
@@ -260,23 +279,17 @@ int store_conn_get_receipt(StoreConn *c, const char *id, StoreReceipt *ret) {
 
 int store_conn_log_event(StoreConn *c, const char *receipt_id, const char *event, const char *details) {
         char ts[FORMAT_ISO8601_MAX];
-        sqlite3_stmt *stmt;
         int r;
 
         assert(c);
         assert(event);
 
-        r = store_conn_prepare(c,
-                               "INSERT INTO buffer_events (receipt_id, event, details, created_at) "
-                               "VALUES (?, ?, ?, ?)",
-                               &stmt);
-        if (r < 0)
-                return r;
-        r = store_conn_bind(c, stmt, "tttt", receipt_id, event, details,
-                            format_iso8601_utc(ts, sizeof ts, now(CLOCK_REALTIME)));
-        if (r < 0)
-                return r;
-        return store_conn_step_done(c, stmt);
+        r = store_conn_run(c,
+                           "INSERT INTO buffer_events (receipt_id, event, details, created_at) "
+                           "VALUES (?, ?, ?, ?)",
+                           "tttt", receipt_id, event, details,
+                           format_iso8601_utc(ts, sizeof ts, now(CLOCK_REALTIME)));
+        return MIN(r, 0);
 }
 
 int store_conn_log_event_fields(StoreConn *c, const char *receipt_id, const char *event, const char *k1,

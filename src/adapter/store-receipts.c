@@ -14,7 +14,6 @@
 int store_conn_persist_hlc(StoreConn *c) {
         Store *s;
         char value[32];
-        sqlite3_stmt *stmt;
         int r;
 
         assert(c);
@@ -22,17 +21,11 @@ int store_conn_persist_hlc(StoreConn *c) {
         if (s->hlc.last == s->hlc_written)
                 return 0;
 
-        r = store_conn_prepare(c,
-                               "INSERT INTO config (key, value) VALUES ('hlc_last', ?) "
-                               "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                               &stmt);
-        if (r < 0)
-                return r;
         snprintf(value, sizeof value, "%" PRIu64, s->hlc.last);
-        r = store_conn_bind(c, stmt, "t", value);
-        if (r < 0)
-                return r;
-        r = store_conn_step_done(c, stmt);
+        r = store_conn_run(c,
+                           "INSERT INTO config (key, value) VALUES ('hlc_last', ?) "
+                           "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                           "t", value);
         if (r < 0)
                 return r;
         s->hlc_written = s->hlc.last;
@@ -146,25 +139,18 @@ static int mark_printed_explain(StoreStatus status, StorePrintStatus print_statu
 static int mark_printed_run(StoreConn *c, void *job_data) {
         MarkJob *m = job_data;
         char at[FORMAT_ISO8601_MAX], updated[FORMAT_ISO8601_MAX];
-        sqlite3_stmt *stmt;
         int r;
 
-        r = store_conn_prepare(c,
-                               "UPDATE receipts SET print_status = 'printed', fiscal_doc = ?1, "
-                               "fiscal_document_number = " STORE_SQL_FISCAL_DOCUMENT_NUMBER("?1") ", "
-                               "printed_at = ?2, updated_at = ?3 WHERE id = ?4 "
-                               "AND print_status IN ('unprinted', 'print_failed') AND status <> 'cancelled'",
-                               &stmt);
+        r = store_conn_run(c,
+                           "UPDATE receipts SET print_status = 'printed', fiscal_doc = ?1, "
+                           "fiscal_document_number = " STORE_SQL_FISCAL_DOCUMENT_NUMBER("?1") ", "
+                           "printed_at = ?2, updated_at = ?3 WHERE id = ?4 "
+                           "AND print_status IN ('unprinted', 'print_failed') AND status <> 'cancelled'",
+                           "tttt", m->document, format_iso8601_utc(at, sizeof at, m->at),
+                           format_iso8601_utc(updated, sizeof updated, now(CLOCK_REALTIME)), m->id);
         if (r < 0)
                 return r;
-        r = store_conn_bind(c, stmt, "tttt", m->document, format_iso8601_utc(at, sizeof at, m->at),
-                            format_iso8601_utc(updated, sizeof updated, now(CLOCK_REALTIME)), m->id);
-        if (r < 0)
-                return r;
-        r = store_conn_step_done(c, stmt);
-        if (r < 0)
-                return r;
-        if (sqlite3_changes(c->db) == 0)
+        if (r == 0)
                 return mark_explain(c, m->id, mark_printed_explain);
 
         return store_conn_log_event(c, m->id, "printed", NULL);
@@ -181,23 +167,16 @@ int store_mark_printed(Store *s, const char *id, const char *fiscal_doc, usec_t 
 
 static int set_response_run(StoreConn *c, void *job_data) {
         MarkJob *m = job_data;
-        sqlite3_stmt *stmt;
         int r;
 
         /* The first answer stays: a key keeps what it was answered with. */
-        r = store_conn_prepare(c,
-                               "UPDATE idempotency_keys SET response_status = ?, response = ? "
-                               "WHERE receipt_id = ? AND response IS NULL",
-                               &stmt);
+        r = store_conn_run(c,
+                           "UPDATE idempotency_keys SET response_status = ?, response = ? "
+                           "WHERE receipt_id = ? AND response IS NULL",
+                           "itt", (int64_t) m->status, m->document, m->id);
         if (r < 0)
                 return r;
-        r = store_conn_bind(c, stmt, "itt", (int64_t) m->status, m->document, m->id);
-        if (r < 0)
-                return r;
-        r = store_conn_step_done(c, stmt);
-        if (r < 0)
-                return r;
-        if (sqlite3_changes(c->db) > 0)
+        if (r > 0)
                 return 1;
 
         r = store_conn_query_one(c, "SELECT 1 FROM idempotency_keys WHERE receipt_id = ?", NULL, NULL, "t", m->id);
@@ -223,28 +202,20 @@ static int mark_synced_explain(StoreStatus status, StorePrintStatus print_status
 
 int store_conn_set_synced(StoreConn *c, const char *id, const char *ofd_response) {
         char ts[FORMAT_ISO8601_MAX];
-        sqlite3_stmt *stmt;
         int r;
 
         assert(c);
         assert(id);
 
-        r = store_conn_prepare(c,
-                               "UPDATE receipts SET status = 'synced', synced_at = ?1, updated_at = ?1, "
-                               "ofd_response = ?2, last_error = NULL, next_retry_at = NULL "
-                               "WHERE id = ?3 AND status IN ('pending', 'failed') "
-                               "AND print_status = 'printed'",
-                               &stmt);
+        r = store_conn_run(c,
+                           "UPDATE receipts SET status = 'synced', synced_at = ?1, updated_at = ?1, "
+                           "ofd_response = ?2, last_error = NULL, next_retry_at = NULL "
+                           "WHERE id = ?3 AND status IN ('pending', 'failed') "
+                           "AND print_status = 'printed'",
+                           "ttt", format_iso8601_utc(ts, sizeof ts, now(CLOCK_REALTIME)), ofd_response, id);
         if (r < 0)
                 return r;
-        r = store_conn_bind(c, stmt, "ttt", format_iso8601_utc(ts, sizeof ts, now(CLOCK_REALTIME)),
-                            ofd_response, id);
-        if (r < 0)
-                return r;
-        r = store_conn_step_done(c, stmt);
-        if (r < 0)
-                return r;
-        return sqlite3_changes(c->db) > 0;
+        return r > 0;
 }
 
 static int mark_synced_run(StoreConn *c, void *job_data) {
@@ -281,24 +252,17 @@ static int set_print_rejected_explain(StoreStatus status, StorePrintStatus print
 static int set_print_rejected_run(StoreConn *c, void *job_data) {
         MarkJob *m = job_data;
         char ts[FORMAT_ISO8601_MAX];
-        sqlite3_stmt *stmt;
         int r;
 
-        r = store_conn_prepare(c,
-                               "UPDATE receipts SET print_status = 'print_rejected', last_error = ?1, "
-                               "updated_at = ?2 WHERE id = ?3 AND status = 'pending' "
-                               "AND print_status IN ('unprinted', 'print_failed')",
-                               &stmt);
+        r = store_conn_run(c,
+                           "UPDATE receipts SET print_status = 'print_rejected', last_error = ?1, "
+                           "updated_at = ?2 WHERE id = ?3 AND status = 'pending' "
+                           "AND print_status IN ('unprinted', 'print_failed')",
+                           "ttt", m->document, format_iso8601_utc(ts, sizeof ts, now(CLOCK_REALTIME)),
+                           m->id);
         if (r < 0)
                 return r;
-        r = store_conn_bind(c, stmt, "ttt", m->document,
-                            format_iso8601_utc(ts, sizeof ts, now(CLOCK_REALTIME)), m->id);
-        if (r < 0)
-                return r;
-        r = store_conn_step_done(c, stmt);
-        if (r < 0)
-                return r;
-        if (sqlite3_changes(c->db) == 0)
+        if (r == 0)
                 return mark_explain(c, m->id, set_print_rejected_explain);
 
         return store_conn_log_event_fields(c, m->id, "print_rejected", "reason", m->document, NULL, NULL,
@@ -337,22 +301,15 @@ int store_get_receipt(Store *s, const char *id, StoreGetCallback cb, void *userd
 
 static int retry_print_run(StoreConn *c, Job *j) {
         char ts[FORMAT_ISO8601_MAX];
-        sqlite3_stmt *stmt;
         int r;
 
-        r = store_conn_prepare(c,
-                               "UPDATE receipts SET print_status = 'unprinted', updated_at = ?1 "
-                               "WHERE id = ?2 AND status = 'pending' AND print_status = 'print_rejected'",
-                               &stmt);
+        r = store_conn_run(c,
+                           "UPDATE receipts SET print_status = 'unprinted', updated_at = ?1 "
+                           "WHERE id = ?2 AND status = 'pending' AND print_status = 'print_rejected'",
+                           "tt", format_iso8601_utc(ts, sizeof ts, now(CLOCK_REALTIME)), j->id);
         if (r < 0)
                 return r;
-        r = store_conn_bind(c, stmt, "tt", format_iso8601_utc(ts, sizeof ts, now(CLOCK_REALTIME)), j->id);
-        if (r < 0)
-                return r;
-        r = store_conn_step_done(c, stmt);
-        if (r < 0)
-                return r;
-        if (sqlite3_changes(c->db) == 0)
+        if (r == 0)
                 return mark_explain(c, j->id, from_rejected_explain);
 
         r = store_conn_log_event_fields(c, j->id, "print_retried", "by", j->who, NULL, NULL, NULL, 0);
@@ -364,28 +321,20 @@ static int retry_print_run(StoreConn *c, Job *j) {
 static int cancel_run(StoreConn *c, Job *j) {
         _cleanup_free_ char *error = NULL;
         char ts[FORMAT_ISO8601_MAX];
-        sqlite3_stmt *stmt;
         int r;
 
         if (asprintf(&error, "cancelled by %s%s%s", j->who ?: "unknown", isempty(j->note) ? "" : ": ",
                      strempty(j->note)) < 0)
                 return -ENOMEM;
 
-        r = store_conn_prepare(c,
-                               "UPDATE receipts SET status = 'cancelled', last_error = ?1, "
-                               "next_retry_at = NULL, updated_at = ?2 WHERE id = ?3 "
-                               "AND status = 'pending' AND print_status = 'print_rejected'",
-                               &stmt);
+        r = store_conn_run(c,
+                           "UPDATE receipts SET status = 'cancelled', last_error = ?1, "
+                           "next_retry_at = NULL, updated_at = ?2 WHERE id = ?3 "
+                           "AND status = 'pending' AND print_status = 'print_rejected'",
+                           "ttt", error, format_iso8601_utc(ts, sizeof ts, now(CLOCK_REALTIME)), j->id);
         if (r < 0)
                 return r;
-        r = store_conn_bind(c, stmt, "ttt", error, format_iso8601_utc(ts, sizeof ts, now(CLOCK_REALTIME)),
-                            j->id);
-        if (r < 0)
-                return r;
-        r = store_conn_step_done(c, stmt);
-        if (r < 0)
-                return r;
-        if (sqlite3_changes(c->db) == 0)
+        if (r == 0)
                 return mark_explain(c, j->id, from_rejected_explain);
 
         r = store_conn_log_event_fields(c, j->id, "cancelled", "by", j->who, "note", j->note, NULL, 0);

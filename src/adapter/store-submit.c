@@ -236,19 +236,13 @@ static int submit_insert(StoreConn *c, Job *j, char **original_id) {
         store_receipt_id_new_at(hlc_physical_ms(stamp), random_bytes, id);
 
         /* INSERT, never INSERT OR REPLACE: an acknowledged receipt is never overwritten. */
-        r = store_conn_prepare(c,
-                               "INSERT INTO receipts (id, pos_id, receipt_data, status, created_at, "
-                               "updated_at, retry_count, hlc_timestamp, hlc, total_kopecks, receipt_type, "
-                               "print_status, attempts, original_id) "
-                               "VALUES (?, ?, ?, 'pending', ?, ?, 0, ?, ?, ?, ?, 'unprinted', 0, ?)",
-                               &stmt);
-        if (r < 0)
-                return r;
-        r = store_conn_bind(c, stmt, "ttttttuitt", id, j->pos_id, j->receipt_data, created, created,
-                            hlc_text, stamp, j->total_kopecks, j->receipt_type, *original_id);
-        if (r < 0)
-                return r;
-        r = store_conn_step_done(c, stmt);
+        r = store_conn_run(c,
+                           "INSERT INTO receipts (id, pos_id, receipt_data, status, created_at, "
+                           "updated_at, retry_count, hlc_timestamp, hlc, total_kopecks, receipt_type, "
+                           "print_status, attempts, original_id) "
+                           "VALUES (?, ?, ?, 'pending', ?, ?, 0, ?, ?, ?, ?, 'unprinted', 0, ?)",
+                           "ttttttuitt", id, j->pos_id, j->receipt_data, created, created, hlc_text, stamp,
+                           j->total_kopecks, j->receipt_type, *original_id);
         if (r < 0)
                 return r;
 
@@ -270,16 +264,10 @@ static int submit_insert(StoreConn *c, Job *j, char **original_id) {
         if (r < 0)
                 return r;
 
-        r = store_conn_prepare(c,
-                               "INSERT INTO buffer_events (receipt_id, event, details, created_at) "
-                               "VALUES (?, 'received', json_object('idempotency_key', ?, 'hlc', ?), ?)",
-                               &stmt);
-        if (r < 0)
-                return r;
-        r = store_conn_bind(c, stmt, "tttt", id, j->idempotency_key, hlc_text, created);
-        if (r < 0)
-                return r;
-        r = store_conn_step_done(c, stmt);
+        r = store_conn_run(c,
+                           "INSERT INTO buffer_events (receipt_id, event, details, created_at) "
+                           "VALUES (?, 'received', json_object('idempotency_key', ?, 'hlc', ?), ?)",
+                           "tttt", id, j->idempotency_key, hlc_text, created);
         if (r < 0)
                 return r;
 

@@ -293,7 +293,10 @@ int store_conn_bindv(StoreConn *c, sqlite3_stmt *stmt, const char *types, va_lis
  * what `read` returned). */
 int store_conn_query_one(StoreConn *c, const char *sql, SqliteRowFunc read, void *userdata, const char *types,
                          ...);
-/* The same reading the first column as an integer (0 when there is no row or it is NULL). */
+/* A statement that returns no rows (INSERT, UPDATE, DELETE), prepared (cached), bound and stepped: the
+ * number of rows it changed, or a negative errno. */
+int store_conn_run(StoreConn *c, const char *sql, const char *types, ...);
+/* The one-row query reading the first column as an integer (0 when there is no row or it is NULL). */
 int store_conn_query_int64(StoreConn *c, const char *sql, int64_t *ret, const char *types, ...);
 /* A copy of a text column; NULL for SQL NULL. -ENOMEM. */
 int store_column_strdup(sqlite3_stmt *stmt, int i, char **ret);

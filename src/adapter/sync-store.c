@@ -282,7 +282,6 @@ static int record_synced(StoreConn *c, SyncStoreAttempt *a) {
 
 static int record_dead(StoreConn *c, SyncStoreAttempt *a, const char *reason) {
         char ts[FORMAT_ISO8601_MAX];
-        sqlite3_stmt *stmt;
         int r;
 
         a->dead_reason = strdup(reason);
@@ -290,30 +289,20 @@ static int record_dead(StoreConn *c, SyncStoreAttempt *a, const char *reason) {
                 return -ENOMEM;
         format_now(ts);
 
-        r = store_conn_prepare(c,
-                               "UPDATE receipts SET status = 'dlq', attempts = ?1, last_error = ?2, "
-                               "next_retry_at = NULL, updated_at = ?3 "
-                               "WHERE id = ?4 AND status IN ('pending', 'failed')",
-                               &stmt);
+        r = store_conn_run(c,
+                           "UPDATE receipts SET status = 'dlq', attempts = ?1, last_error = ?2, "
+                           "next_retry_at = NULL, updated_at = ?3 "
+                           "WHERE id = ?4 AND status IN ('pending', 'failed')",
+                           "ittt", (int64_t) a->attempts, a->dead_reason, ts, a->id);
         if (r < 0)
                 return r;
-        r = store_conn_bind(c, stmt, "ittt", (int64_t) a->attempts, a->dead_reason, ts, a->id);
-        if (r >= 0)
-                r = store_conn_step_done(c, stmt);
-        if (r < 0)
-                return r;
-        if (sqlite3_changes(store_conn_get_db(c)) == 0) {
+        if (r == 0) {
                 a->recorded = SYNC_STORE_RECORDED_SKIPPED;
                 return 0;
         }
 
-        r = store_conn_prepare(c, "INSERT INTO dlq (receipt_id, reason, moved_at) VALUES (?1, ?2, ?3)",
-                               &stmt);
-        if (r < 0)
-                return r;
-        r = store_conn_bind(c, stmt, "ttt", a->id, a->dead_reason, ts);
-        if (r >= 0)
-                r = store_conn_step_done(c, stmt);
+        r = store_conn_run(c, "INSERT INTO dlq (receipt_id, reason, moved_at) VALUES (?1, ?2, ?3)",
+                           "ttt", a->id, a->dead_reason, ts);
         if (r < 0)
                 return r;
 
@@ -327,7 +316,6 @@ static int record_failure(StoreConn *c, SyncStoreAttempt *a) {
         _cleanup_free_ char *reason = NULL;
         StoreStatus status;
         unsigned attempts;
-        sqlite3_stmt *stmt;
         int r;
 
         r = read_status(c, a->id, &status, &attempts);
@@ -350,16 +338,11 @@ static int record_failure(StoreConn *c, SyncStoreAttempt *a) {
                 return record_dead(c, a, reason);
         }
 
-        r = store_conn_prepare(c,
-                               "UPDATE receipts SET attempts = ?1, last_error = ?2, next_retry_at = ?3, "
-                               "updated_at = ?4 WHERE id = ?5",
-                               &stmt);
-        if (r < 0)
-                return r;
-        r = store_conn_bind(c, stmt, "itttt", (int64_t) a->attempts, a->error,
-                            format_iso8601_utc(next, sizeof next, a->next_retry_at), format_now(ts), a->id);
-        if (r >= 0)
-                r = store_conn_step_done(c, stmt);
+        r = store_conn_run(c,
+                           "UPDATE receipts SET attempts = ?1, last_error = ?2, next_retry_at = ?3, "
+                           "updated_at = ?4 WHERE id = ?5",
+                           "itttt", (int64_t) a->attempts, a->error,
+                           format_iso8601_utc(next, sizeof next, a->next_retry_at), format_now(ts), a->id);
         if (r < 0)
                 return r;
 
@@ -536,21 +519,11 @@ void sync_store_dlq_change_done(SyncStoreDlqChange *d) {
 /* Resolves the open dlq rows of a receipt; returns how many. */
 static int dlq_resolve_rows(StoreConn *c, const char *id, const char *note, const char *who) {
         char ts[FORMAT_ISO8601_MAX];
-        sqlite3_stmt *stmt;
-        int r;
 
-        r = store_conn_prepare(c,
-                               "UPDATE dlq SET resolved = 1, resolved_at = ?1, resolved_by = ?2, "
-                               "resolution_note = ?3 WHERE receipt_id = ?4 AND resolved = 0",
-                               &stmt);
-        if (r < 0)
-                return r;
-        r = store_conn_bind(c, stmt, "tttt", format_now(ts), who, note, id);
-        if (r >= 0)
-                r = store_conn_step_done(c, stmt);
-        if (r < 0)
-                return r;
-        return sqlite3_changes(store_conn_get_db(c));
+        return store_conn_run(c,
+                              "UPDATE dlq SET resolved = 1, resolved_at = ?1, resolved_by = ?2, "
+                              "resolution_note = ?3 WHERE receipt_id = ?4 AND resolved = 0",
+                              "tttt", format_now(ts), who, note, id);
 }
 
 /* Whether the receipt has dead letters: any (open_only false) or unresolved ones. */
@@ -573,7 +546,6 @@ int sync_store_dlq_retry(StoreConn *c, void *job_data) {
         SyncStoreDlqChange *d = job_data;
         char ts[FORMAT_ISO8601_MAX];
         StoreStatus status;
-        sqlite3_stmt *stmt;
         int r;
 
         assert(c);
@@ -593,15 +565,10 @@ int sync_store_dlq_retry(StoreConn *c, void *job_data) {
         if (r == 0 && dlq_has_rows(c, d->receipt_id) > 0)
                 return -ESTALE;
 
-        r = store_conn_prepare(c,
-                               "UPDATE receipts SET status = 'pending', attempts = 0, next_retry_at = NULL, "
-                               "updated_at = ?1 WHERE id = ?2",
-                               &stmt);
-        if (r < 0)
-                return r;
-        r = store_conn_bind(c, stmt, "tt", format_now(ts), d->receipt_id);
-        if (r >= 0)
-                r = store_conn_step_done(c, stmt);
+        r = store_conn_run(c,
+                           "UPDATE receipts SET status = 'pending', attempts = 0, next_retry_at = NULL, "
+                           "updated_at = ?1 WHERE id = ?2",
+                           "tt", format_now(ts), d->receipt_id);
         if (r < 0)
                 return r;
 
@@ -687,28 +654,15 @@ static void free_ids(char **ids, size_t n) {
         free(ids);
 }
 
-static int exec_with_id(StoreConn *c, const char *sql, const char *id) {
-        sqlite3_stmt *stmt;
-        int r;
-
-        r = store_conn_prepare(c, sql, &stmt);
-        if (r < 0)
-                return r;
-        r = store_conn_bind(c, stmt, "t", id);
-        if (r < 0)
-                return r;
-        return store_conn_step_done(c, stmt);
-}
-
 /* The keys first: they reference the receipt (a foreign key). */
 static int delete_receipt(StoreConn *c, const char *id, bool with_dlq_rows) {
         int r;
 
         r = store_conn_delete_keys_of(c, id);
         if (r >= 0 && with_dlq_rows)
-                r = exec_with_id(c, "DELETE FROM dlq WHERE receipt_id = ?", id);
+                r = store_conn_run(c, "DELETE FROM dlq WHERE receipt_id = ?", "t", id);
         if (r >= 0)
-                r = exec_with_id(c, "DELETE FROM receipts WHERE id = ?", id);
+                r = store_conn_run(c, "DELETE FROM receipts WHERE id = ?", "t", id);
         return r;
 }
 
@@ -777,31 +731,23 @@ int sync_store_prune_dead_letters(StoreConn *c, void *job_data) {
 int sync_store_prune_dlq_rows(StoreConn *c, void *job_data) {
         SyncStorePrune *p = job_data;
         char cutoff[FORMAT_ISO8601_MAX];
-        sqlite3_stmt *stmt;
-        int r, n;
+        int r;
 
         assert(c);
         assert(p);
         assert(p->limit > 0);
 
-        r = store_conn_prepare(c,
-                               "DELETE FROM dlq WHERE id IN (SELECT d.id FROM dlq d WHERE d.resolved <> 0 "
-                               "AND julianday(COALESCE(d.resolved_at, d.moved_at)) < julianday(?1) "
-                               "AND NOT EXISTS (SELECT 1 FROM receipts r WHERE r.id = d.receipt_id "
-                               "AND r.status = 'dlq') LIMIT ?2)",
-                               &stmt);
-        if (r < 0)
-                return r;
-        r = store_conn_bind(c, stmt, "ti", format_iso8601_utc(cutoff, sizeof cutoff, p->cutoff),
-                            (int64_t) p->limit);
-        if (r >= 0)
-                r = store_conn_step_done(c, stmt);
+        r = store_conn_run(c,
+                           "DELETE FROM dlq WHERE id IN (SELECT d.id FROM dlq d WHERE d.resolved <> 0 "
+                           "AND julianday(COALESCE(d.resolved_at, d.moved_at)) < julianday(?1) "
+                           "AND NOT EXISTS (SELECT 1 FROM receipts r WHERE r.id = d.receipt_id "
+                           "AND r.status = 'dlq') LIMIT ?2)",
+                           "ti", format_iso8601_utc(cutoff, sizeof cutoff, p->cutoff), (int64_t) p->limit);
         if (r < 0)
                 return r;
 
-        n = sqlite3_changes(store_conn_get_db(c));
-        p->n_deleted += (uint64_t) n;
-        return n;
+        p->n_deleted += (uint64_t) r;
+        return r;
 }
 
 int sync_store_prune_events(StoreConn *c, void *job_data) {
