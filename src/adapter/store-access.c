@@ -25,7 +25,8 @@ typedef struct AccessProblem {
 /* Whether the user we run as may use `path` as the store does (`mode`: R_OK, W_OK, X_OK), going by the
  * effective ids as the kernel will. 1: it may; 0: it does not exist and `must_exist` is false; -EACCES with
  * *problem filled in; other errors of faccessat() as they are (EROFS stays: that is not a permission). */
-static int check_one(const char *path, int mode, bool must_exist, bool is_directory, AccessProblem *problem) {
+static int check_one(const char *path, int mode, bool must_exist, bool is_directory,
+                     AccessProblem *problem) {
         if (faccessat(AT_FDCWD, path, mode, AT_EACCESS) >= 0)
                 return 1;
         if (errno == ENOENT && !must_exist)
@@ -108,15 +109,16 @@ int store_log_open_error(int error, const char *path) {
         need = id_name(false, uid, us);
         if (!p.have_stat)
                 return log_error_errno(error,
-                                       "Failed to open the receipt buffer %s: %s cannot be reached by user %s "
-                                       "(uid %u): %m (EACCES). The directories above the buffer must let it "
-                                       "through, and the state directory must be owned by %s.",
+                                       "Failed to open the receipt buffer %s: %s cannot be reached by user "
+                                       "%s (uid %u): %m (EACCES). The directories above the buffer must let "
+                                       "it through, and the state directory must be owned by %s.",
                                        path, p.path, need, (unsigned) uid, need);
         return log_error_errno(error,
-                               "Failed to open the receipt buffer %s: %s %s is owned by %s:%s with mode %04o, "
-                               "which does not let user %s (uid %u) %s it: %m (EACCES). The state directory and "
-                               "the buffer's files must be owned by %s, the user kkt-adapterd runs as "
-                               "(StateDirectory= sees to that; by hand: chown -R %s <the state directory>).",
+                               "Failed to open the receipt buffer %s: %s %s is owned by %s:%s with mode "
+                               "%04o, which does not let user %s (uid %u) %s it: %m (EACCES). The state "
+                               "directory and the buffer's files must be owned by %s, the user kkt-adapterd "
+                               "runs as (StateDirectory= sees to that; by hand: chown -R %s <the state "
+                               "directory>).",
                                path, p.is_directory ? "the directory" : "the file", p.path,
                                id_name(false, p.st.st_uid, owner), id_name(true, p.st.st_gid, group),
                                (unsigned) (p.st.st_mode & 07777), need, (unsigned) uid,

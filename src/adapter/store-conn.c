@@ -175,8 +175,8 @@ static int conn_query_onev(StoreConn *c, const char *sql, SqliteRowFunc read, vo
         return sqlite_step_one(stmt, read, userdata);
 }
 
-int store_conn_query_one(StoreConn *c, const char *sql, SqliteRowFunc read, void *userdata, const char *types,
-                         ...) {
+int store_conn_query_one(StoreConn *c, const char *sql, SqliteRowFunc read, void *userdata,
+                         const char *types, ...) {
         va_list ap;
         int r;
 

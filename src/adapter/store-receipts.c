@@ -179,7 +179,8 @@ static int set_response_run(StoreConn *c, void *job_data) {
         if (r > 0)
                 return 1;
 
-        r = store_conn_query_one(c, "SELECT 1 FROM idempotency_keys WHERE receipt_id = ?", NULL, NULL, "t", m->id);
+        r = store_conn_query_one(c, "SELECT 1 FROM idempotency_keys WHERE receipt_id = ?", NULL, NULL, "t",
+                                 m->id);
         return r == 0 ? -ENOENT : MIN(r, 0);
 }
 

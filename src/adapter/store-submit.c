@@ -70,7 +70,9 @@ static int read_response(sqlite3_stmt *stmt, void *userdata) {
 static int conn_get_response(StoreConn *c, const char *id, StoreReceipt *r) {
         int k;
 
-        k = store_conn_query_one(c, "SELECT response_status, response FROM idempotency_keys WHERE receipt_id = ?",
+        k = store_conn_query_one(c,
+                                 "SELECT response_status, response FROM idempotency_keys "
+                                 "WHERE receipt_id = ?",
                                  read_response, r, "t", id);
         return MIN(k, 0);
 }

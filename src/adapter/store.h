@@ -291,8 +291,8 @@ int store_conn_bindv(StoreConn *c, sqlite3_stmt *stmt, const char *types, va_lis
 /* The one-row query: `sql` prepared (cached), bound as store_conn_bind() does, stepped once, its row read
  * by `read` (may be NULL) and reset (sqlite_step_one()). 1: there was a row; 0: none; negative errno (or
  * what `read` returned). */
-int store_conn_query_one(StoreConn *c, const char *sql, SqliteRowFunc read, void *userdata, const char *types,
-                         ...);
+int store_conn_query_one(StoreConn *c, const char *sql, SqliteRowFunc read, void *userdata,
+                         const char *types, ...);
 /* A statement that returns no rows (INSERT, UPDATE, DELETE), prepared (cached), bound and stepped: the
  * number of rows it changed, or a negative errno. */
 int store_conn_run(StoreConn *c, const char *sql, const char *types, ...);
