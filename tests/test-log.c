@@ -2,6 +2,7 @@
 /* Log levels, the "<N>" console format, %m, the journal-stream detection and the rate limit. */
 
 #include <fcntl.h>
+#include <pthread.h>
 #include <sys/stat.h>
 
 #include "log.h"
@@ -61,6 +62,46 @@ static void test_level_names(void) {
         ASSERT_STREQ(log_level_to_string(LOG_NOTICE), "notice");
 }
 
+static void test_level_clamped_and_out_of_range_names(void) {
+        log_set_max_level(LOG_DEBUG + 5);
+        ASSERT_EQ(log_get_max_level(), LOG_DEBUG);
+        log_set_max_level(-3);
+        ASSERT_EQ(log_get_max_level(), LOG_EMERG);
+        log_set_max_level(LOG_INFO);
+        ASSERT_NULL(log_level_to_string(-1));
+        ASSERT_NULL(log_level_to_string(LOG_DEBUG + 1));
+        ASSERT_EQ(log_level_from_string(NULL), -EINVAL);
+        ASSERT_EQ(log_level_from_string("warn"), LOG_WARNING);
+        for (int l = LOG_EMERG; l <= LOG_DEBUG; l++)
+                ASSERT_EQ(log_level_from_string(log_level_to_string(l)), l);
+}
+
+static void *read_levels(void *userdata) {
+        const bool *stop = userdata;
+
+        /* Every value a reader sees is one the writer set. (Under ThreadSanitizer, this is the race the
+         * atomic removed: the loop sets the level on SIGHUP while the store's threads log.) */
+        for (unsigned i = 0; i < 200000 && !__atomic_load_n(stop, __ATOMIC_RELAXED); i++) {
+                int l = log_get_max_level();
+                ASSERT_TRUE(l == LOG_INFO || l == LOG_DEBUG);
+        }
+        return NULL;
+}
+
+static void test_level_set_on_one_thread_read_on_another(void) {
+        pthread_t t;
+        bool stop = false;
+
+        log_set_max_level(LOG_INFO);
+        ASSERT_EQ(pthread_create(&t, NULL, read_levels, &stop), 0);
+        for (unsigned i = 0; i < 100000; i++)
+                log_set_max_level(i % 2 ? LOG_DEBUG : LOG_INFO);
+        __atomic_store_n(&stop, true, __ATOMIC_RELAXED);
+        ASSERT_EQ(pthread_join(t, NULL), 0);
+        log_set_max_level(LOG_INFO);
+        ASSERT_EQ(log_get_max_level(), LOG_INFO);
+}
+
 static void test_journal_stream_detection(void) {
         char path[] = "/tmp/test-log-XXXXXX", env[64];
         int fd = mkstemp(path), saved = dup(STDERR_FILENO);
@@ -111,6 +152,8 @@ int main(void) {
         TEST_RUN(test_console_format_and_levels);
         TEST_RUN(test_errno_return_value);
         TEST_RUN(test_level_names);
+        TEST_RUN(test_level_clamped_and_out_of_range_names);
+        TEST_RUN(test_level_set_on_one_thread_read_on_another);
         TEST_RUN(test_journal_stream_detection);
         TEST_RUN(test_ratelimit);
         return 0;

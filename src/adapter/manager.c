@@ -1120,7 +1120,7 @@ int manager_start(Manager *m) {
                                        "Move it aside for inspection; nothing will be overwritten.",
                                        m->config->buffer_path);
         if (r < 0)
-                return log_error_errno(r, "Failed to open the receipt buffer %s: %m", m->config->buffer_path);
+                return store_log_open_error(r, m->config->buffer_path);
 
         r = manager_setup_adapter_id(m);
         if (r < 0)

@@ -3,6 +3,7 @@
  * PRAGMA user_version bookkeeping that applies the missing steps to a file. */
 
 #include <inttypes.h>
+#include <limits.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -334,62 +335,28 @@ static int exec(sqlite3 *db, const char *sql) {
 }
 
 int store_schema_get_version(sqlite3 *db, int *ret) {
-        _cleanup_(sqlite3_finalizep) sqlite3_stmt *stmt = NULL;
-        int rc;
+        int64_t v;
+        int r;
 
-        rc = sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &stmt, NULL);
-        if (rc != SQLITE_OK)
-                return sqlite_result_to_errno(rc);
-        rc = sqlite3_step(stmt);
-        if (rc != SQLITE_ROW)
-                return sqlite_result_to_errno(rc) ?: -EIO;
-        *ret = sqlite3_column_int(stmt, 0);
+        r = sqlite_query_one_int64(db, "PRAGMA user_version", &v);
+        if (r < 0)
+                return r;
+        if (r == 0 || v < INT_MIN || v > INT_MAX)
+                return -EIO;
+        *ret = (int) v;
         return 0;
 }
 
 int store_schema_check(sqlite3 *db) {
-        _cleanup_(sqlite3_finalizep) sqlite3_stmt *stmt = NULL;
-        const unsigned char *result;
-        int rc;
+        _cleanup_free_ char *result = NULL;
+        int r;
 
-        rc = sqlite3_prepare_v2(db, "PRAGMA quick_check(1)", -1, &stmt, NULL);
-        if (rc != SQLITE_OK)
-                return sqlite_result_to_errno(rc);
-        rc = sqlite3_step(stmt);
-        if (rc != SQLITE_ROW)
-                return sqlite_result_to_errno(rc) ?: -EIO;
-        result = sqlite3_column_text(stmt, 0);
-        if (!result || !streq((const char *) result, "ok")) {
-                log_debug("SQLite quick_check: %s", strna((const char *) result));
+        r = sqlite_query_one_text(db, "PRAGMA quick_check(1)", &result);
+        if (r < 0)
+                return r;
+        if (!streq_ptr(result, "ok")) {
+                log_debug("SQLite quick_check: %s", strna(result));
                 return -EBADMSG;
-        }
-        return 0;
-}
-
-/* The first column of the first row of `sql`: an integer, or a copy of the text (NULL for SQL NULL or no
- * row) when ret_text is given. */
-static int query_one(sqlite3 *db, const char *sql, int64_t *ret_int, char **ret_text) {
-        _cleanup_(sqlite3_finalizep) sqlite3_stmt *stmt = NULL;
-        int rc;
-
-        rc = sqlite3_prepare_v2(db, sql, -1, &stmt, NULL);
-        if (rc != SQLITE_OK) {
-                log_debug("SQLite: %s", sqlite3_errmsg(db));
-                return sqlite_result_to_errno(rc);
-        }
-        rc = sqlite3_step(stmt);
-        if (!IN_SET(rc, SQLITE_ROW, SQLITE_DONE)) {
-                log_debug("SQLite: %s", sqlite3_errmsg(db));
-                return sqlite_result_to_errno(rc) ?: -EIO;
-        }
-        if (ret_int)
-                *ret_int = rc == SQLITE_ROW ? sqlite3_column_int64(stmt, 0) : 0;
-        if (ret_text) {
-                const char *t = rc == SQLITE_ROW ? (const char *) sqlite3_column_text(stmt, 0) : NULL;
-
-                *ret_text = NULL;
-                if (t && !(*ret_text = strdup(t)))
-                        return -ENOMEM;
         }
         return 0;
 }
@@ -471,7 +438,7 @@ static int migrate_v4(sqlite3 *db) {
         size_t n_deps = 0;
         int r;
 
-        r = query_one(db, schema_v4_unknown_columns, NULL, &unknown);
+        r = sqlite_query_one_text(db, schema_v4_unknown_columns, &unknown);
         if (r < 0)
                 return r;
         if (unknown) {
@@ -529,7 +496,8 @@ static int migrate_locked(sqlite3 *db, int target, bool check_foreign_keys) {
         /* Steps 10 of the procedure (migrate_v4()): the rebuild must not break a reference. Compared with
          * before, so that a key another program left without its receipt does not block the upgrade. */
         if (check_foreign_keys) {
-                r = query_one(db, "SELECT COUNT(*) FROM pragma_foreign_key_check", &violations_before, NULL);
+                r = sqlite_query_one_int64(db, "SELECT COUNT(*) FROM pragma_foreign_key_check",
+                                           &violations_before);
                 if (r < 0)
                         return r;
         }
@@ -539,7 +507,8 @@ static int migrate_locked(sqlite3 *db, int target, bool check_foreign_keys) {
                         return r;
         }
         if (check_foreign_keys) {
-                r = query_one(db, "SELECT COUNT(*) FROM pragma_foreign_key_check", &violations_after, NULL);
+                r = sqlite_query_one_int64(db, "SELECT COUNT(*) FROM pragma_foreign_key_check",
+                                           &violations_after);
                 if (r < 0)
                         return r;
                 if (violations_after > violations_before) {
@@ -570,7 +539,7 @@ int store_schema_migrate_to(sqlite3 *db, int target) {
 
         /* Step 1 of the rebuild: with foreign keys enforced, dropping the old receipts table would delete
          * its rows under their keys. A no-op inside a transaction, so before it. */
-        r = query_one(db, "PRAGMA foreign_keys", &foreign_keys, NULL);
+        r = sqlite_query_one_int64(db, "PRAGMA foreign_keys", &foreign_keys);
         if (r < 0)
                 return r;
         if (foreign_keys) {

@@ -6,6 +6,7 @@
  * sd-event loop never touches the disk: it queues jobs, and their callbacks run on the loop once the worker
  * is done (for writes: once the COMMIT holding the job returned). */
 
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <sqlite3.h>
@@ -13,6 +14,7 @@
 #include <systemd/sd-id128.h>
 
 #include "macro.h"
+#include "sqlite-util.h"
 #include "time-util.h"
 
 #define STORE_CAPACITY_DEFAULT 200U
@@ -27,7 +29,12 @@ typedef enum StoreSynchronous {
         STORE_SYNCHRONOUS_FULL, /* the default: a commit is on disk when it returns */
         STORE_SYNCHRONOUS_OFF,  /* benchmarks only */
         _STORE_SYNCHRONOUS_MAX,
+        _STORE_SYNCHRONOUS_INVALID = -EINVAL,
 } StoreSynchronous;
+
+/* "full", "off": as PRAGMA synchronous takes them. */
+const char *store_synchronous_to_string(StoreSynchronous s);
+StoreSynchronous store_synchronous_from_string(const char *s);
 
 typedef struct StoreOptions {
         unsigned capacity;             /* max pending receipts; 0 = STORE_CAPACITY_DEFAULT */
@@ -186,13 +193,18 @@ char *store_receipt_id_new_at(uint64_t unix_ms, const uint8_t random_bytes[stati
 
 /* Opens (creating if needed), checks (PRAGMA quick_check) and migrates the database, loads the counters
  * and the HLC and starts the two worker threads. Blocks: call it before the loop runs. -EBADMSG: corrupt
- * or not a database; -EPROTO: written by a newer version; -EROFS: read-only; -ENOENT, -EACCES, -EISDIR...:
- * from opening the file; -ENOSPC: no room to migrate.
+ * or not a database; -EPROTO: written by a newer version; -EROFS: read-only file system; -EACCES: the state
+ * directory or a file of the buffer is closed to the user we run as (see store_log_open_error());
+ * -ENOENT, -EISDIR...: from opening the file; -ENOSPC: no room to migrate.
  * In builds with ENABLE_DEBUG_HOOKS, two environment variables are honoured, for tests and benchmarks only:
  * KKT_ADAPTER_DEBUG_SYNCHRONOUS=off|full overrides opts->synchronous, and KKT_ADAPTER_DEBUG_MAX_PAGES=N
  * sets PRAGMA max_page_count=N on the writer after the migrations, so that growing the file past N pages
  * fails as a full disk does (-ENOSPC). A malformed value fails with -EINVAL. */
 int store_open(Store **ret, sd_event *event, const char *path, const StoreOptions *opts);
+
+/* Logs why store_open() failed with `error` on `path`, and returns it. For -EACCES the message names the
+ * directory or file that is closed to us, its owner and mode, and the owner it needs (the user we run as). */
+int store_log_open_error(int error, const char *path);
 
 /* Finishes every queued job, delivering the callbacks, then joins the threads and closes the database
  * (blocks until then: wait for store_is_idle() first for a prompt exit). Callbacks that run from here get
@@ -274,10 +286,25 @@ int store_conn_step_done(StoreConn *c, sqlite3_stmt *stmt);
 /* Binds arguments in order: 't' const char * (NULL binds NULL), 'i' int64_t, 'u' uint64_t. Text is bound
  * SQLITE_STATIC: it must stay valid until the statement is reset. */
 int store_conn_bind(StoreConn *c, sqlite3_stmt *stmt, const char *types, ...);
+/* The same with a va_list. */
+int store_conn_bindv(StoreConn *c, sqlite3_stmt *stmt, const char *types, va_list ap);
+/* The one-row query: `sql` prepared (cached), bound as store_conn_bind() does, stepped once, its row read
+ * by `read` (may be NULL) and reset (sqlite_step_one()). 1: there was a row; 0: none; negative errno (or
+ * what `read` returned). */
+int store_conn_query_one(StoreConn *c, const char *sql, SqliteRowFunc read, void *userdata,
+                         const char *types, ...);
+/* A statement that returns no rows (INSERT, UPDATE, DELETE), prepared (cached), bound and stepped: the
+ * number of rows it changed, or a negative errno. */
+int store_conn_run(StoreConn *c, const char *sql, const char *types, ...);
+/* The one-row query reading the first column as an integer (0 when there is no row or it is NULL). */
+int store_conn_query_int64(StoreConn *c, const char *sql, int64_t *ret, const char *types, ...);
 /* A copy of a text column; NULL for SQL NULL. -ENOMEM. */
 int store_column_strdup(sqlite3_stmt *stmt, int i, char **ret);
 /* Adds a buffer_events row (writer only); details (JSON) may be NULL. */
 int store_conn_log_event(StoreConn *c, const char *receipt_id, const char *event, const char *details);
+/* The same with details {k1: v1, k2: v2, kn: n}: a NULL key leaves its member out, a NULL text is null. */
+int store_conn_log_event_fields(StoreConn *c, const char *receipt_id, const char *event, const char *k1,
+                                const char *v1, const char *k2, const char *v2, const char *kn, int64_t n);
 /* The receipt with this id; -ENOENT when there is none. Free with store_receipt_done(). */
 int store_conn_get_receipt(StoreConn *c, const char *id, StoreReceipt *ret);
 /* Marks a printed receipt that is pending or failed as synced, with the OFD's answer (writer only).

@@ -24,7 +24,7 @@
         "AND " DUE_CONDITION
 
 static int step_error(StoreConn *c, int rc) {
-        return sqlite_result_to_errno(rc) ?: -EIO;
+        return sqlite_step_error(store_conn_get_db(c), rc);
 }
 
 static unsigned column_unsigned(sqlite3_stmt *stmt, int i) {
@@ -163,31 +163,19 @@ static int batch_item_from_row(sqlite3_stmt *stmt, SyncStoreItem *item) {
 /* The earliest retry still to come, so the worker wakes up for it instead of waiting for its interval.
  * julianday() is a fraction of days: microseconds come out within a few of the text's milliseconds. */
 static int select_next_due(StoreConn *c, const char *now_text, usec_t *ret) {
-        sqlite3_stmt *stmt;
-        int rc, r;
+        int64_t v;
+        int r;
 
-        r = store_conn_prepare(
-                c,
-                "SELECT CAST(ROUND((MIN(julianday(next_retry_at)) - 2440587.5) * 86400000000.0) "
-                "AS INTEGER) FROM receipts WHERE status IN ('pending', 'failed') "
-                "AND +print_status = 'printed' AND fiscal_doc IS NOT NULL "
-                "AND julianday(next_retry_at) > julianday(?1)",
-                &stmt);
+        r = store_conn_query_int64(c,
+                                   "SELECT CAST(ROUND((MIN(julianday(next_retry_at)) - 2440587.5) * "
+                                   "86400000000.0) AS INTEGER) FROM receipts WHERE status IN ('pending', "
+                                   "'failed') AND +print_status = 'printed' AND fiscal_doc IS NOT NULL "
+                                   "AND julianday(next_retry_at) > julianday(?1)",
+                                   &v, "t", now_text);
         if (r < 0)
                 return r;
-        r = store_conn_bind(c, stmt, "t", now_text);
-        if (r < 0)
-                return r;
-        rc = sqlite3_step(stmt);
-        if (rc == SQLITE_ROW) {
-                int64_t v = sqlite3_column_int64(stmt, 0);
-
-                *ret = sqlite3_column_type(stmt, 0) == SQLITE_NULL || v <= 0 ? USEC_INFINITY : (usec_t) v;
-                r = 0;
-        } else
-                r = step_error(c, rc);
-        (void) sqlite3_reset(stmt);
-        return r;
+        *ret = v <= 0 ? USEC_INFINITY : (usec_t) v; /* NULL (no such receipt): 0 */
+        return 0;
 }
 
 int sync_store_select_batch(StoreConn *c, void *job_data) {
@@ -247,53 +235,32 @@ void sync_store_attempt_done(SyncStoreAttempt *a) {
         *a = (SyncStoreAttempt) {};
 }
 
-/* A buffer_events row whose details hold up to two text fields and one number; a NULL key leaves its field
- * out, a NULL text is JSON null. */
-static int log_event(StoreConn *c, const char *id, const char *event, const char *k1, const char *v1,
-                     const char *k2, const char *v2, const char *kn, int64_t n) {
-        _cleanup_(json_object_putp) json_object *o = NULL;
-        const char *details;
-        int r = 0;
+/* -ENOENT: no such receipt. */
+typedef struct StatusRow {
+        StoreStatus status;
+        unsigned attempts;
+} StatusRow;
 
-        o = json_object_new_object();
-        if (!o)
-                return -ENOMEM;
-        if (k1)
-                r = json_add_string_or_null(o, k1, v1);
-        if (r >= 0 && k2)
-                r = json_add_string_or_null(o, k2, v2);
-        if (r >= 0 && kn)
-                r = json_add(o, kn, json_object_new_int64(n));
-        if (r < 0)
-                return r;
+static int read_status_row(sqlite3_stmt *stmt, void *userdata) {
+        StatusRow *row = userdata;
 
-        details = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
-        if (!details)
-                return -ENOMEM;
-        return store_conn_log_event(c, id, event, details);
+        row->status = store_status_from_string((const char *) sqlite3_column_text(stmt, 0));
+        row->attempts = column_unsigned(stmt, 1);
+        return 0;
 }
 
-/* -ENOENT: no such receipt. */
 static int read_status(StoreConn *c, const char *id, StoreStatus *ret_status, unsigned *ret_attempts) {
-        sqlite3_stmt *stmt;
-        int rc, r;
+        StatusRow row;
+        int r;
 
-        r = store_conn_prepare(c, "SELECT status, attempts FROM receipts WHERE id = ?", &stmt);
-        if (r < 0)
-                return r;
-        r = store_conn_bind(c, stmt, "t", id);
-        if (r < 0)
-                return r;
-        rc = sqlite3_step(stmt);
-        if (rc == SQLITE_ROW) {
-                *ret_status = store_status_from_string((const char *) sqlite3_column_text(stmt, 0));
-                if (ret_attempts)
-                        *ret_attempts = column_unsigned(stmt, 1);
-                r = 0;
-        } else
-                r = rc == SQLITE_DONE ? -ENOENT : step_error(c, rc);
-        (void) sqlite3_reset(stmt);
-        return r;
+        r = store_conn_query_one(c, "SELECT status, attempts FROM receipts WHERE id = ?", read_status_row, &row,
+                                 "t", id);
+        if (r <= 0)
+                return r == 0 ? -ENOENT : r;
+        *ret_status = row.status;
+        if (ret_attempts)
+                *ret_attempts = row.attempts;
+        return 0;
 }
 
 static int record_synced(StoreConn *c, SyncStoreAttempt *a) {
@@ -309,12 +276,12 @@ static int record_synced(StoreConn *c, SyncStoreAttempt *a) {
         }
 
         a->recorded = SYNC_STORE_RECORDED_SYNCED;
-        return log_event(c, a->id, "synced", NULL, NULL, NULL, NULL, "duplicate", a->duplicate);
+        return store_conn_log_event_fields(c, a->id, "synced", NULL, NULL, NULL, NULL, "duplicate",
+                                           a->duplicate);
 }
 
 static int record_dead(StoreConn *c, SyncStoreAttempt *a, const char *reason) {
         char ts[FORMAT_ISO8601_MAX];
-        sqlite3_stmt *stmt;
         int r;
 
         a->dead_reason = strdup(reason);
@@ -322,36 +289,26 @@ static int record_dead(StoreConn *c, SyncStoreAttempt *a, const char *reason) {
                 return -ENOMEM;
         format_now(ts);
 
-        r = store_conn_prepare(c,
-                               "UPDATE receipts SET status = 'dlq', attempts = ?1, last_error = ?2, "
-                               "next_retry_at = NULL, updated_at = ?3 "
-                               "WHERE id = ?4 AND status IN ('pending', 'failed')",
-                               &stmt);
+        r = store_conn_run(c,
+                           "UPDATE receipts SET status = 'dlq', attempts = ?1, last_error = ?2, "
+                           "next_retry_at = NULL, updated_at = ?3 "
+                           "WHERE id = ?4 AND status IN ('pending', 'failed')",
+                           "ittt", (int64_t) a->attempts, a->dead_reason, ts, a->id);
         if (r < 0)
                 return r;
-        r = store_conn_bind(c, stmt, "ittt", (int64_t) a->attempts, a->dead_reason, ts, a->id);
-        if (r >= 0)
-                r = store_conn_step_done(c, stmt);
-        if (r < 0)
-                return r;
-        if (sqlite3_changes(store_conn_get_db(c)) == 0) {
+        if (r == 0) {
                 a->recorded = SYNC_STORE_RECORDED_SKIPPED;
                 return 0;
         }
 
-        r = store_conn_prepare(c, "INSERT INTO dlq (receipt_id, reason, moved_at) VALUES (?1, ?2, ?3)",
-                               &stmt);
-        if (r < 0)
-                return r;
-        r = store_conn_bind(c, stmt, "ttt", a->id, a->dead_reason, ts);
-        if (r >= 0)
-                r = store_conn_step_done(c, stmt);
+        r = store_conn_run(c, "INSERT INTO dlq (receipt_id, reason, moved_at) VALUES (?1, ?2, ?3)",
+                           "ttt", a->id, a->dead_reason, ts);
         if (r < 0)
                 return r;
 
         a->recorded = SYNC_STORE_RECORDED_DEAD_LETTERED;
-        return log_event(c, a->id, "dead_lettered", "reason", a->dead_reason, NULL, NULL, "attempts",
-                         a->attempts);
+        return store_conn_log_event_fields(c, a->id, "dead_lettered", "reason", a->dead_reason, NULL, NULL,
+                                           "attempts", a->attempts);
 }
 
 static int record_failure(StoreConn *c, SyncStoreAttempt *a) {
@@ -359,7 +316,6 @@ static int record_failure(StoreConn *c, SyncStoreAttempt *a) {
         _cleanup_free_ char *reason = NULL;
         StoreStatus status;
         unsigned attempts;
-        sqlite3_stmt *stmt;
         int r;
 
         r = read_status(c, a->id, &status, &attempts);
@@ -382,21 +338,17 @@ static int record_failure(StoreConn *c, SyncStoreAttempt *a) {
                 return record_dead(c, a, reason);
         }
 
-        r = store_conn_prepare(c,
-                               "UPDATE receipts SET attempts = ?1, last_error = ?2, next_retry_at = ?3, "
-                               "updated_at = ?4 WHERE id = ?5",
-                               &stmt);
-        if (r < 0)
-                return r;
-        r = store_conn_bind(c, stmt, "itttt", (int64_t) a->attempts, a->error,
-                            format_iso8601_utc(next, sizeof next, a->next_retry_at), format_now(ts), a->id);
-        if (r >= 0)
-                r = store_conn_step_done(c, stmt);
+        r = store_conn_run(c,
+                           "UPDATE receipts SET attempts = ?1, last_error = ?2, next_retry_at = ?3, "
+                           "updated_at = ?4 WHERE id = ?5",
+                           "itttt", (int64_t) a->attempts, a->error,
+                           format_iso8601_utc(next, sizeof next, a->next_retry_at), format_now(ts), a->id);
         if (r < 0)
                 return r;
 
         a->recorded = SYNC_STORE_RECORDED_RETRY;
-        return log_event(c, a->id, "sync_failed", "error", a->error, NULL, NULL, "attempt", a->attempts);
+        return store_conn_log_event_fields(c, a->id, "sync_failed", "error", a->error, NULL, NULL, "attempt",
+                                           a->attempts);
 }
 
 int sync_store_record_attempt(StoreConn *c, void *job_data) {
@@ -567,41 +519,19 @@ void sync_store_dlq_change_done(SyncStoreDlqChange *d) {
 /* Resolves the open dlq rows of a receipt; returns how many. */
 static int dlq_resolve_rows(StoreConn *c, const char *id, const char *note, const char *who) {
         char ts[FORMAT_ISO8601_MAX];
-        sqlite3_stmt *stmt;
-        int r;
 
-        r = store_conn_prepare(c,
-                               "UPDATE dlq SET resolved = 1, resolved_at = ?1, resolved_by = ?2, "
-                               "resolution_note = ?3 WHERE receipt_id = ?4 AND resolved = 0",
-                               &stmt);
-        if (r < 0)
-                return r;
-        r = store_conn_bind(c, stmt, "tttt", format_now(ts), who, note, id);
-        if (r >= 0)
-                r = store_conn_step_done(c, stmt);
-        if (r < 0)
-                return r;
-        return sqlite3_changes(store_conn_get_db(c));
+        return store_conn_run(c,
+                              "UPDATE dlq SET resolved = 1, resolved_at = ?1, resolved_by = ?2, "
+                              "resolution_note = ?3 WHERE receipt_id = ?4 AND resolved = 0",
+                              "tttt", format_now(ts), who, note, id);
 }
 
 /* Whether the receipt has dead letters: any (open_only false) or unresolved ones. */
 static int dlq_rows_exist(StoreConn *c, const char *id, bool open_only) {
-        sqlite3_stmt *stmt;
-        int rc, r;
-
-        r = store_conn_prepare(c,
-                               open_only ? "SELECT 1 FROM dlq WHERE receipt_id = ? AND resolved = 0 LIMIT 1"
-                                         : "SELECT 1 FROM dlq WHERE receipt_id = ? LIMIT 1",
-                               &stmt);
-        if (r < 0)
-                return r;
-        r = store_conn_bind(c, stmt, "t", id);
-        if (r < 0)
-                return r;
-        rc = sqlite3_step(stmt);
-        r = rc == SQLITE_ROW ? 1 : rc == SQLITE_DONE ? 0 : step_error(c, rc);
-        (void) sqlite3_reset(stmt);
-        return r;
+        return store_conn_query_one(c,
+                                    open_only ? "SELECT 1 FROM dlq WHERE receipt_id = ? AND resolved = 0 LIMIT 1"
+                                              : "SELECT 1 FROM dlq WHERE receipt_id = ? LIMIT 1",
+                                    NULL, NULL, "t", id);
 }
 
 static int dlq_has_rows(StoreConn *c, const char *id) {
@@ -616,7 +546,6 @@ int sync_store_dlq_retry(StoreConn *c, void *job_data) {
         SyncStoreDlqChange *d = job_data;
         char ts[FORMAT_ISO8601_MAX];
         StoreStatus status;
-        sqlite3_stmt *stmt;
         int r;
 
         assert(c);
@@ -636,22 +565,18 @@ int sync_store_dlq_retry(StoreConn *c, void *job_data) {
         if (r == 0 && dlq_has_rows(c, d->receipt_id) > 0)
                 return -ESTALE;
 
-        r = store_conn_prepare(c,
-                               "UPDATE receipts SET status = 'pending', attempts = 0, next_retry_at = NULL, "
-                               "updated_at = ?1 WHERE id = ?2",
-                               &stmt);
-        if (r < 0)
-                return r;
-        r = store_conn_bind(c, stmt, "tt", format_now(ts), d->receipt_id);
-        if (r >= 0)
-                r = store_conn_step_done(c, stmt);
+        r = store_conn_run(c,
+                           "UPDATE receipts SET status = 'pending', attempts = 0, next_retry_at = NULL, "
+                           "updated_at = ?1 WHERE id = ?2",
+                           "tt", format_now(ts), d->receipt_id);
         if (r < 0)
                 return r;
 
         r = dlq_resolve_rows(c, d->receipt_id, "retried", d->who);
         if (r < 0)
                 return r;
-        return log_event(c, d->receipt_id, "dlq_retried", "by", d->who, NULL, NULL, "resolved", r);
+        return store_conn_log_event_fields(c, d->receipt_id, "dlq_retried", "by", d->who, NULL, NULL,
+                                           "resolved", r);
 }
 
 int sync_store_dlq_resolve(StoreConn *c, void *job_data) {
@@ -680,7 +605,8 @@ int sync_store_dlq_resolve(StoreConn *c, void *job_data) {
                 return r > 0 ? -ESTALE : -ENOENT;
         }
 
-        return log_event(c, d->receipt_id, "dlq_resolved", "by", d->who, "note", d->note, "resolved", r);
+        return store_conn_log_event_fields(c, d->receipt_id, "dlq_resolved", "by", d->who, "note", d->note,
+                                           "resolved", r);
 }
 
 /* ---- retention ---- */
@@ -728,28 +654,15 @@ static void free_ids(char **ids, size_t n) {
         free(ids);
 }
 
-static int exec_with_id(StoreConn *c, const char *sql, const char *id) {
-        sqlite3_stmt *stmt;
-        int r;
-
-        r = store_conn_prepare(c, sql, &stmt);
-        if (r < 0)
-                return r;
-        r = store_conn_bind(c, stmt, "t", id);
-        if (r < 0)
-                return r;
-        return store_conn_step_done(c, stmt);
-}
-
 /* The keys first: they reference the receipt (a foreign key). */
 static int delete_receipt(StoreConn *c, const char *id, bool with_dlq_rows) {
         int r;
 
         r = store_conn_delete_keys_of(c, id);
         if (r >= 0 && with_dlq_rows)
-                r = exec_with_id(c, "DELETE FROM dlq WHERE receipt_id = ?", id);
+                r = store_conn_run(c, "DELETE FROM dlq WHERE receipt_id = ?", "t", id);
         if (r >= 0)
-                r = exec_with_id(c, "DELETE FROM receipts WHERE id = ?", id);
+                r = store_conn_run(c, "DELETE FROM receipts WHERE id = ?", "t", id);
         return r;
 }
 
@@ -818,31 +731,23 @@ int sync_store_prune_dead_letters(StoreConn *c, void *job_data) {
 int sync_store_prune_dlq_rows(StoreConn *c, void *job_data) {
         SyncStorePrune *p = job_data;
         char cutoff[FORMAT_ISO8601_MAX];
-        sqlite3_stmt *stmt;
-        int r, n;
+        int r;
 
         assert(c);
         assert(p);
         assert(p->limit > 0);
 
-        r = store_conn_prepare(c,
-                               "DELETE FROM dlq WHERE id IN (SELECT d.id FROM dlq d WHERE d.resolved <> 0 "
-                               "AND julianday(COALESCE(d.resolved_at, d.moved_at)) < julianday(?1) "
-                               "AND NOT EXISTS (SELECT 1 FROM receipts r WHERE r.id = d.receipt_id "
-                               "AND r.status = 'dlq') LIMIT ?2)",
-                               &stmt);
-        if (r < 0)
-                return r;
-        r = store_conn_bind(c, stmt, "ti", format_iso8601_utc(cutoff, sizeof cutoff, p->cutoff),
-                            (int64_t) p->limit);
-        if (r >= 0)
-                r = store_conn_step_done(c, stmt);
+        r = store_conn_run(c,
+                           "DELETE FROM dlq WHERE id IN (SELECT d.id FROM dlq d WHERE d.resolved <> 0 "
+                           "AND julianday(COALESCE(d.resolved_at, d.moved_at)) < julianday(?1) "
+                           "AND NOT EXISTS (SELECT 1 FROM receipts r WHERE r.id = d.receipt_id "
+                           "AND r.status = 'dlq') LIMIT ?2)",
+                           "ti", format_iso8601_utc(cutoff, sizeof cutoff, p->cutoff), (int64_t) p->limit);
         if (r < 0)
                 return r;
 
-        n = sqlite3_changes(store_conn_get_db(c));
-        p->n_deleted += (uint64_t) n;
-        return n;
+        p->n_deleted += (uint64_t) r;
+        return r;
 }
 
 int sync_store_prune_events(StoreConn *c, void *job_data) {

@@ -3,6 +3,7 @@
 
 #include <limits.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
@@ -10,34 +11,35 @@
 #include <time.h>
 
 #include "log.h"
+#include "string-table.h"
 #include "time-util.h"
 
-static int log_max_level = LOG_INFO;
+/* Written by the loop (SIGHUP reloads the configuration) and read by every thread that logs, the store's
+ * writer, reader and checkpointer among them: atomic, or that is a data race. Relaxed is enough: the level
+ * guards nothing but whether a line is written, so no other memory needs to be ordered with it, and a
+ * thread that sees the new level a little later only writes or skips a line or two more. */
+static atomic_int log_max_level = LOG_INFO;
 static LogTarget log_target = LOG_TARGET_CONSOLE;
 static const char *log_identifier = NULL;
 
-static const char *const level_names[] = {
+static const char *const log_level_table[] = {
         [LOG_EMERG] = "emerg",   [LOG_ALERT] = "alert",   [LOG_CRIT] = "crit",  [LOG_ERR] = "err",
         [LOG_WARNING] = "warning", [LOG_NOTICE] = "notice", [LOG_INFO] = "info", [LOG_DEBUG] = "debug",
 };
 
+DEFINE_STRING_TABLE_LOOKUP_TO_STRING(log_level, int, );
+
 int log_level_from_string(const char *s) {
-        if (!s)
-                return -EINVAL;
-        for (size_t i = 0; i < ELEMENTSOF(level_names); i++)
-                if (streq(s, level_names[i]))
-                        return (int) i;
-        if (streq(s, "error"))
+        int level = string_table_lookup_from_string(log_level_table, ELEMENTSOF(log_level_table), s);
+
+        if (level >= 0)
+                return level;
+        /* The spellings people type as well. */
+        if (streq_ptr(s, "error"))
                 return LOG_ERR;
-        if (streq(s, "warn"))
+        if (streq_ptr(s, "warn"))
                 return LOG_WARNING;
         return -EINVAL;
-}
-
-const char *log_level_to_string(int level) {
-        if (level < 0 || (size_t) level >= ELEMENTSOF(level_names))
-                return NULL;
-        return level_names[level];
 }
 
 bool log_stderr_is_journal(void) {
@@ -59,11 +61,11 @@ void log_setup(LogTarget target) {
 }
 
 void log_set_max_level(int level) {
-        log_max_level = CLAMP(level, LOG_EMERG, LOG_DEBUG);
+        atomic_store_explicit(&log_max_level, CLAMP(level, LOG_EMERG, LOG_DEBUG), memory_order_relaxed);
 }
 
 int log_get_max_level(void) {
-        return log_max_level;
+        return atomic_load_explicit(&log_max_level, memory_order_relaxed);
 }
 
 LogTarget log_get_target(void) {
