@@ -41,6 +41,7 @@ int breaker_set_options(Breaker *b, const BreakerOptions *o) {
 static void breaker_enter(Breaker *b, BreakerState state, usec_t now) {
         b->state = state;
         b->epoch++;
+        b->changed_at = now;
         b->consecutive_failures = 0;
         b->trial_successes = 0;
         b->trials_in_flight = 0;
