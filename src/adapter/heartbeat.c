@@ -506,6 +506,11 @@ usec_t heartbeat_get_last_beat(Heartbeat *h) {
         return h->last_beat;
 }
 
+usec_t heartbeat_get_last_start(Heartbeat *h) {
+        assert(h);
+        return h->last_start;
+}
+
 const char *heartbeat_get_last_result(Heartbeat *h) {
         assert(h);
         return h->last_result;
