@@ -1,9 +1,15 @@
 /* SPDX-License-Identifier: MIT */
 /* The sync worker's store jobs: each stays on its Sync's list until the store's callback hands it to the
- * piece that queued it; sync_free() detaches what is still outstanding. Also the two notifications every
- * piece uses: counters changed, worker idle. */
+ * piece that queued it; sync_free() detaches what is still outstanding. Also what every piece uses: the
+ * counters-changed and idle notifications and the duration buckets. */
 
 #include "sync-internal.h"
+
+const usec_t sync_duration_bounds[SYNC_DURATION_BUCKETS] = {
+        10 * USEC_PER_MSEC,  50 * USEC_PER_MSEC, 100 * USEC_PER_MSEC, 250 * USEC_PER_MSEC,
+        500 * USEC_PER_MSEC, 1 * USEC_PER_SEC,   2500 * USEC_PER_MSEC, 5 * USEC_PER_SEC,
+        10 * USEC_PER_SEC,   30 * USEC_PER_SEC,  60 * USEC_PER_SEC,
+};
 
 SyncJob *sync_job_new(SyncJobType type, SyncJobDoneFunc done) {
         SyncJob *j = new0(SyncJob, 1);
@@ -97,6 +103,11 @@ int sync_on_notify(sd_event_source *source, void *userdata) {
         if (s->cbs.counters_changed)
                 s->cbs.counters_changed(s, s->userdata);
         return 0;
+}
+
+bool sync_is_idle(Sync *s) {
+        assert(s);
+        return !s->jobs && s->pass.n_in_flight == 0;
 }
 
 void sync_check_idle(Sync *s) {

@@ -3,7 +3,20 @@
  * allowed, while the breaker and the OFD's Retry-After let them), the recording of every answer, the end of
  * the pass with its stats, and the manual syncs waiting for it. */
 
+#include "string-table.h"
 #include "sync-internal.h"
+
+static const char *const sync_pass_result_table[_SYNC_PASS_RESULT_MAX] = {
+        [SYNC_PASS_OK] = "ok",
+        [SYNC_PASS_NOTHING] = "nothing_to_send",
+        [SYNC_PASS_FAILURES] = "failures",
+        [SYNC_PASS_CIRCUIT_OPEN] = "circuit_open",
+        [SYNC_PASS_HELD] = "held",
+        [SYNC_PASS_ERROR] = "error",
+        [SYNC_PASS_STOPPED] = "stopped",
+};
+
+DEFINE_STRING_TABLE_LOOKUP_TO_STRING(sync_pass_result, SyncPassResult, )
 
 static void sync_pump(Sync *s);
 static void sync_on_recorded(Sync *s, SyncJob *j, int result);

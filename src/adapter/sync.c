@@ -7,24 +7,6 @@
 #include "string-table.h"
 #include "sync-internal.h"
 
-const usec_t sync_duration_bounds[SYNC_DURATION_BUCKETS] = {
-        10 * USEC_PER_MSEC,  50 * USEC_PER_MSEC, 100 * USEC_PER_MSEC, 250 * USEC_PER_MSEC,
-        500 * USEC_PER_MSEC, 1 * USEC_PER_SEC,   2500 * USEC_PER_MSEC, 5 * USEC_PER_SEC,
-        10 * USEC_PER_SEC,   30 * USEC_PER_SEC,  60 * USEC_PER_SEC,
-};
-
-static const char *const sync_pass_result_table[_SYNC_PASS_RESULT_MAX] = {
-        [SYNC_PASS_OK] = "ok",
-        [SYNC_PASS_NOTHING] = "nothing_to_send",
-        [SYNC_PASS_FAILURES] = "failures",
-        [SYNC_PASS_CIRCUIT_OPEN] = "circuit_open",
-        [SYNC_PASS_HELD] = "held",
-        [SYNC_PASS_ERROR] = "error",
-        [SYNC_PASS_STOPPED] = "stopped",
-};
-
-DEFINE_STRING_TABLE_LOOKUP_TO_STRING(sync_pass_result, SyncPassResult, )
-
 static const char *const sync_trigger_result_table[_SYNC_TRIGGER_RESULT_MAX] = {
         [SYNC_TRIGGER_STARTED] = "started",
         [SYNC_TRIGGER_ALREADY_RUNNING] = "already_running",
@@ -227,11 +209,6 @@ void sync_stop(Sync *s) {
         }
         /* The pass running finishes and tells its waiters; no other starts. */
         sync_notify_waiters(s, -ESHUTDOWN, s->metrics.passes + !!s->pass.running, 0, NULL);
-}
-
-bool sync_is_idle(Sync *s) {
-        assert(s);
-        return !s->jobs && s->pass.n_in_flight == 0;
 }
 
 bool sync_is_running(Sync *s) {
