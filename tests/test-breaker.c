@@ -376,6 +376,32 @@ static void test_open_timeout_saturates(void) {
         ASSERT_EQ(b.state, BREAKER_OPEN);
 }
 
+static void test_changed_at_is_the_time_each_transition_was_decided_with(void) {
+        Breaker b = make_default();
+        usec_t t1 = T0 + 60 * USEC_PER_SEC, t2 = t1 + USEC_PER_SEC;
+
+        ASSERT_EQ_U(b.changed_at, 0);
+        fail_n(&b, T0, 5);
+        ASSERT_EQ(b.state, BREAKER_OPEN);
+        ASSERT_EQ_U(b.changed_at, T0);
+        /* Not the time of a later call that changes nothing. */
+        ASSERT_FALSE(breaker_update(&b, T0 + USEC_PER_SEC));
+        ASSERT_EQ_U(b.changed_at, T0);
+        ASSERT_TRUE(breaker_update(&b, t1));
+        ASSERT_EQ(b.state, BREAKER_HALF_OPEN);
+        ASSERT_EQ_U(b.changed_at, t1);
+        ASSERT_EQ_U(b.changed_at - b.opened_at, b.options.open_timeout);
+        ASSERT_FALSE(send(&b, t2, true));
+        ASSERT_EQ_U(b.changed_at, t1);
+        ASSERT_TRUE(send(&b, t2 + 1, true));
+        ASSERT_EQ(b.state, BREAKER_CLOSED);
+        ASSERT_EQ_U(b.changed_at, t2 + 1);
+        /* A reset takes no time argument: 0 says so. */
+        fail_n(&b, t2 + 2, 5);
+        ASSERT_TRUE(breaker_reset(&b));
+        ASSERT_EQ_U(b.changed_at, 0);
+}
+
 static void test_state_strings(void) {
         ASSERT_STREQ(breaker_state_to_string(BREAKER_CLOSED), "closed");
         ASSERT_STREQ(breaker_state_to_string(BREAKER_OPEN), "open");
@@ -414,6 +440,7 @@ int main(void) {
         TEST_RUN(test_set_options_keeps_state_and_applies_to_what_comes_next);
         TEST_RUN(test_options_valid);
         TEST_RUN(test_open_timeout_saturates);
+        TEST_RUN(test_changed_at_is_the_time_each_transition_was_decided_with);
         TEST_RUN(test_state_strings);
         return 0;
 }

@@ -2055,6 +2055,33 @@ static void test_enum_string_tables(void) {
         ASSERT_EQ(taxation_from_string("envd"), -EINVAL);
 }
 
+/* The tables are indexed by the FFD values themselves: the values between and around the named ones have
+ * no name, and nothing out of range reaches past a table. */
+static void test_enum_tables_leave_unnamed_values_and_ranges_unnamed(void) {
+        ASSERT_NULL(payment_type_to_string(0));
+        ASSERT_NULL(payment_type_to_string(1100));
+        ASSERT_NULL(payment_type_to_string(_PAYMENT_TYPE_MAX));
+        ASSERT_NULL(payment_type_to_string(_PAYMENT_TYPE_INVALID));
+        ASSERT_STREQ(payment_type_to_string(PAYMENT_TYPE_OTHER), "other");
+        ASSERT_EQ(payment_type_from_string(NULL), -EINVAL);
+        ASSERT_NULL(payment_method_to_string(0));
+        ASSERT_NULL(payment_method_to_string(8));
+        ASSERT_NULL(payment_object_to_string(0));
+        ASSERT_STREQ(payment_object_to_string(33), "commodity_marked");
+        ASSERT_NULL(payment_object_to_string(34));
+        ASSERT_NULL(measure_to_string(13));
+        ASSERT_NULL(measure_to_string(256));
+        ASSERT_NULL(taxation_to_string(0));
+        ASSERT_NULL(taxation_to_string(3));
+        ASSERT_NULL(taxation_to_string(8));
+        ASSERT_NULL(taxation_to_string(64));
+        ASSERT_NULL(correction_type_to_string(2));
+        ASSERT_NULL(correction_type_to_string(-1));
+        /* The read-only aliases are never written back. */
+        ASSERT_STREQ(receipt_type_to_string(receipt_type_from_string("correction")), "sale_correction");
+        ASSERT_STREQ(payment_type_to_string(payment_type_from_string("electronic")), "card");
+}
+
 int main(void) {
         /* Moscow time, without needing tzdata: where the local day of the 2026 rule begins. */
         ASSERT_OK(setenv("TZ", "MSK-3", 1));
@@ -2148,5 +2175,6 @@ int main(void) {
         TEST_RUN(test_canonical_as_given_fingerprint_survives_a_changed_default_cashier);
         TEST_RUN(test_canonical_parses_back_for_every_new_field);
         TEST_RUN(test_enum_string_tables);
+        TEST_RUN(test_enum_tables_leave_unnamed_values_and_ranges_unnamed);
         return 0;
 }

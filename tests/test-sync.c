@@ -116,10 +116,10 @@ static void on_breaker_changed(Sync *s, BreakerState state, void *userdata) {
 
         ASSERT_EQ(state, sync_get_breaker_state(s));
         ASSERT_TRUE(e->n_breaker_changes < ELEMENTSOF(e->breaker_changes));
-        /* When it opened is the breaker's own time (its open timeout counts from there), taken before the
-         * send's result was handled: now() here can be later by however long that took on a loaded machine. */
-        e->breaker_change_times[e->n_breaker_changes] = state == BREAKER_OPEN ? sync_get_breaker(s)->opened_at
-                                                                               : now(CLOCK_MONOTONIC);
+        /* When it changed is the breaker's own time, the "now" its transition was decided with (its open
+         * timeout counts from there), taken before the send's result or the pass start was handled: now()
+         * here can be later by however long that took on a loaded machine. */
+        e->breaker_change_times[e->n_breaker_changes] = sync_get_breaker(s)->changed_at;
         e->breaker_changes[e->n_breaker_changes++] = state;
 }
 
@@ -419,12 +419,24 @@ static int64_t count_status(Env *e, const char *status) {
 }
 
 /* Milliseconds from now to the receipt's next_retry_at. */
-static int64_t retry_in_ms(Env *e, const char *id) {
-        return db_int(
-                e,
-                "SELECT CAST(ROUND((julianday(next_retry_at) - julianday('now')) * 86400000) AS INTEGER) "
-                "FROM receipts WHERE id = ?",
-                id);
+/* A receipt's next_retry_at as CLOCK_REALTIME microseconds. */
+static int64_t retry_at(Env *e, const char *id) {
+        return db_int(e,
+                      "SELECT CAST(ROUND((julianday(next_retry_at) - 2440587.5) * 86400000000.0) "
+                      "AS INTEGER) FROM receipts WHERE id = ?",
+                      id);
+}
+
+/* The retry was set lo_ms..hi_ms after the failed attempt, which the worker handled between before and
+ * after (CLOCK_REALTIME, read by the test around the pass). Bounds from both ends instead of a distance
+ * from the test's own later clock, which a loaded machine stretches; 1 ms for the stored milliseconds. */
+static void assert_retry_in(Env *e, const char *id, usec_t before, usec_t after, int64_t lo_ms,
+                            int64_t hi_ms) {
+        int64_t at = retry_at(e, id);
+
+        ASSERT_TRUE(after >= before);
+        ASSERT_TRUE(at - (int64_t) before >= (lo_ms - 1) * (int64_t) MSEC);
+        ASSERT_TRUE(at - (int64_t) after <= (hi_ms + 1) * (int64_t) MSEC);
 }
 
 static void assert_db_healthy(Env *e) {
@@ -677,8 +689,7 @@ static void test_failures_are_retried_with_backoff_then_synced(void) {
         _cleanup_free_ Receipts *r = new0(Receipts, 1);
         _cleanup_free_ char *error = NULL;
         SyncOptions o = test_options();
-        usec_t start;
-        int64_t due;
+        usec_t start, before;
         Env e;
 
         env_setup(&e);
@@ -688,6 +699,7 @@ static void test_failures_are_retried_with_backoff_then_synced(void) {
         fake_mode("{\"target\": \"ofd\", \"mode\": \"fail_next\", \"count\": 3}");
 
         start = now(CLOCK_MONOTONIC);
+        before = now(CLOCK_REALTIME);
         trigger_expect(&e, SYNC_TRIGGER_STARTED);
         run_passes(&e, 1, 5 * USEC_PER_SEC);
 
@@ -699,8 +711,7 @@ static void test_failures_are_retried_with_backoff_then_synced(void) {
         ASSERT_EQ(attempts_of(&e, r->ids[0]), 1);
         error = db_text(&e, "SELECT last_error FROM receipts WHERE id = ?", r->ids[0]);
         ASSERT_STREQ(error, "HTTP 500: injected failure");
-        due = retry_in_ms(&e, r->ids[0]);
-        ASSERT_TRUE(due > 0 && due <= 100);
+        assert_retry_in(&e, r->ids[0], before, now(CLOCK_REALTIME), 1, 100);
         ASSERT_EQ_U(sync_get_metrics(e.sync)->failures[SYNC_FAILURE_HTTP_5XX], 1);
 
         /* Not due yet: a pass on demand leaves it alone. */
@@ -846,8 +857,7 @@ static void test_rate_limit_retry_after_is_honoured(void) {
         _cleanup_(json_object_putp) json_object *status = NULL;
         SyncOptions o = test_options();
         json_object *v, *v2;
-        usec_t limited;
-        int64_t due;
+        usec_t limited, before;
         Env e;
 
         env_setup(&e);
@@ -855,16 +865,17 @@ static void test_rate_limit_retry_after_is_honoured(void) {
         env_start(&e, &o);
         make_receipts(&e, r, 2, true);
         fake_mode("{\"target\": \"ofd\", \"mode\": \"ratelimit\", \"retry_after\": 1}");
+        /* Before the 429 came: the hold counts from its handling, which is later. */
+        limited = now(CLOCK_MONOTONIC);
+        before = now(CLOCK_REALTIME);
         trigger_expect(&e, SYNC_TRIGGER_STARTED);
         run_passes(&e, 1, 5 * USEC_PER_SEC);
-        limited = now(CLOCK_MONOTONIC);
 
         /* The first got 429 and waits a second, not a backoff; the second was not sent at all. */
         ASSERT_EQ(e.last_pass.sent, 1);
         ASSERT_EQ(e.last_pass.retried, 1);
         ASSERT_EQ(fake_int("ofd", "requests"), 1);
-        due = retry_in_ms(&e, r->ids[0]);
-        ASSERT_TRUE(due > 700 && due <= 1000);
+        assert_retry_in(&e, r->ids[0], before, now(CLOCK_REALTIME), 1000, 1000);
         ASSERT_EQ(attempts_of(&e, r->ids[0]), 1);
         ASSERT_EQ(attempts_of(&e, r->ids[1]), 0);
         ASSERT_EQ_U(sync_get_metrics(e.sync)->failures[SYNC_FAILURE_RATE_LIMITED], 1);
@@ -893,7 +904,8 @@ static void test_retry_after_as_http_date_is_honoured(void) {
         char date[64], mode[160];
         time_t t = time(NULL) + 4;
         struct tm tm;
-        int64_t due;
+        usec_t before;
+        int64_t at;
         Env e;
 
         env_setup(&e);
@@ -905,13 +917,18 @@ static void test_retry_after_as_http_date_is_honoured(void) {
                  "{\"target\": \"ofd\", \"mode\": \"status\", \"status\": 503, \"retry_after\": \"%s\"}",
                  date);
         fake_mode(mode);
+        before = now(CLOCK_REALTIME);
         trigger_expect(&e, SYNC_TRIGGER_STARTED);
         run_passes(&e, 1, 5 * USEC_PER_SEC);
 
         ASSERT_EQ(e.last_pass.retried, 1);
-        due = retry_in_ms(&e, r->ids[0]);
-        /* Whole seconds: 3 to 4 s from now, far beyond the 50 ms backoff. */
-        ASSERT_TRUE(due >= 2500 && due <= 4100);
+        /* The OFD's date itself, not the 50 ms backoff: libcurl counts whole seconds from when the header
+         * came, the worker adds them to when it handled the answer (at most the pass later). Not measured
+         * from the test's own clock now, which a loaded machine makes late. */
+        at = retry_at(&e, r->ids[0]);
+        ASSERT_TRUE(at >= ((int64_t) t - 1) * (int64_t) USEC_PER_SEC);
+        ASSERT_TRUE(at <= ((int64_t) t + 1) * (int64_t) USEC_PER_SEC +
+                                  (int64_t) (now(CLOCK_REALTIME) - before));
         ASSERT_EQ_U(sync_get_metrics(e.sync)->failures[SYNC_FAILURE_UNAVAILABLE], 1);
         env_teardown(&e);
 }

@@ -3,6 +3,7 @@
  * the time, so the tests can walk every transition without sleeping. */
 
 #include "breaker.h"
+#include "string-table.h"
 
 static const char *const breaker_state_table[_BREAKER_STATE_MAX] = {
         [BREAKER_CLOSED] = "closed",
@@ -10,17 +11,7 @@ static const char *const breaker_state_table[_BREAKER_STATE_MAX] = {
         [BREAKER_HALF_OPEN] = "half_open",
 };
 
-const char *breaker_state_to_string(BreakerState s) {
-        return s >= 0 && s < _BREAKER_STATE_MAX ? breaker_state_table[s] : NULL;
-}
-
-BreakerState breaker_state_from_string(const char *s) {
-        if (s)
-                for (BreakerState i = 0; i < _BREAKER_STATE_MAX; i++)
-                        if (streq(breaker_state_table[i], s))
-                                return i;
-        return _BREAKER_STATE_INVALID;
-}
+DEFINE_STRING_TABLE_LOOKUP(breaker_state, BreakerState)
 
 bool breaker_options_valid(const BreakerOptions *o) {
         return o && o->failure_threshold > 0 && o->open_timeout > 0 && o->close_after > 0 &&
@@ -50,6 +41,7 @@ int breaker_set_options(Breaker *b, const BreakerOptions *o) {
 static void breaker_enter(Breaker *b, BreakerState state, usec_t now) {
         b->state = state;
         b->epoch++;
+        b->changed_at = now;
         b->consecutive_failures = 0;
         b->trial_successes = 0;
         b->trials_in_flight = 0;

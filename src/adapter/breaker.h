@@ -52,6 +52,7 @@ typedef struct Breaker {
         BreakerState state;
         uint64_t epoch;                 /* bumped by every change of state */
         usec_t opened_at;               /* when it last opened; meaningful while open */
+        usec_t changed_at;              /* the now of its last change of state; 0 after a reset or none */
         unsigned consecutive_failures;  /* closed: towards failure_threshold */
         unsigned trial_successes;       /* half-open: towards close_after */
         unsigned trials_in_flight;      /* half-open: permits out */

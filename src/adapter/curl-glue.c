@@ -13,6 +13,7 @@
 
 #include "curl-glue.h"
 #include "curl-util.h"
+#include "list.h"
 #include "log.h"
 
 typedef struct CurlSocket CurlSocket;
@@ -21,7 +22,7 @@ struct CurlSocket {
         CurlGlue *glue;
         curl_socket_t fd;
         sd_event_source *source;
-        CurlSocket *prev, *next;
+        LIST_FIELDS(CurlSocket, sockets);
 };
 
 struct CurlGlue {
@@ -37,7 +38,7 @@ struct CurlGlue {
 
 struct CurlRequest {
         CurlGlue *glue; /* NULL once detached by curl_glue_free() */
-        CurlRequest *prev, *next;
+        LIST_FIELDS(CurlRequest, requests);
 
         CURL *easy;
         struct curl_slist *headers;
@@ -65,14 +66,8 @@ static CurlSocket *curl_socket_free(CurlSocket *s) {
         if (!s)
                 return NULL;
 
-        if (s->glue) {
-                if (s->prev)
-                        s->prev->next = s->next;
-                else
-                        s->glue->sockets = s->next;
-                if (s->next)
-                        s->next->prev = s->prev;
-        }
+        if (s->glue)
+                LIST_REMOVE(sockets, s->glue->sockets, s);
         sd_event_source_disable_unref(s->source);
         return mfree(s);
 }
@@ -153,10 +148,7 @@ static int curl_glue_on_socket(CURL *easy, curl_socket_t fd, int what, void *use
         }
 
         s->glue = g;
-        s->next = g->sockets;
-        if (g->sockets)
-                g->sockets->prev = s;
-        g->sockets = s;
+        LIST_PREPEND(sockets, g->sockets, s);
         return 0;
 }
 
@@ -204,13 +196,7 @@ static void curl_request_unlink(CurlRequest *r) {
 
         if (!g)
                 return;
-        if (r->prev)
-                r->prev->next = r->next;
-        else
-                g->requests = r->next;
-        if (r->next)
-                r->next->prev = r->prev;
-        r->prev = r->next = NULL;
+        LIST_REMOVE(requests, g->requests, r);
         r->glue = NULL;
 }
 
@@ -587,10 +573,7 @@ int curl_glue_request_new(CurlGlue *g, CurlRequest **ret, const char *method, co
         r->in_multi = true;
 
         r->glue = g;
-        r->next = g->requests;
-        if (g->requests)
-                g->requests->prev = r;
-        g->requests = r;
+        LIST_PREPEND(requests, g->requests, r);
 
         if (ret)
                 *ret = TAKE_PTR(r);

@@ -10,9 +10,11 @@
 #include "device-emulator.h"
 #include "fiscal-day.h"
 #include "json-util.h"
+#include "list.h"
 #include "log.h"
 #include "message-ids.h"
 #include "money.h"
+#include "string-table.h"
 
 /* How often the fiscal day looks at the queue and the ages of things; the register's status is read every
  * [Device] StatusInterval=. */
@@ -21,7 +23,7 @@
 typedef struct ReportRequest ReportRequest;
 struct ReportRequest {
         FiscalDay *fiscal_day;
-        ReportRequest *prev, *next;
+        LIST_FIELDS(ReportRequest, requests);
         FiscalDayReportCallback cb;
         void *userdata;
 };
@@ -54,18 +56,25 @@ struct FiscalDay {
 
 /* ---- AutoCloseShift= ---- */
 
+/* The modes with a fixed name; AUTO_CLOSE_DAILY is written as its time. */
+static const char *const auto_close_mode_table[_AUTO_CLOSE_MAX] = {
+        [AUTO_CLOSE_OFF] = "off",
+        [AUTO_CLOSE_LIMIT] = "24h",
+};
+
+DEFINE_PRIVATE_STRING_TABLE_LOOKUP(auto_close_mode, AutoCloseMode)
+
 int auto_close_from_string(const char *s, AutoClose *ret) {
+        AutoCloseMode mode;
         unsigned h, m;
         int n = 0;
 
         if (!s)
                 return -EINVAL;
-        if (streq(s, "off") || streq(s, "no") || isempty(s)) {
-                *ret = (AutoClose) { .mode = AUTO_CLOSE_OFF };
-                return 0;
-        }
-        if (streq(s, "24h")) {
-                *ret = (AutoClose) { .mode = AUTO_CLOSE_LIMIT };
+        /* "no" and "" read as "off". */
+        mode = streq(s, "no") || isempty(s) ? AUTO_CLOSE_OFF : auto_close_mode_from_string(s);
+        if (mode >= 0) {
+                *ret = (AutoClose) { .mode = mode };
                 return 0;
         }
         /* Exactly HH:MM: sscanf() alone would also take blanks and signs (" 1:05", "+1:05"). */
@@ -78,28 +87,17 @@ int auto_close_from_string(const char *s, AutoClose *ret) {
 }
 
 const char *auto_close_to_string(const AutoClose *a, char buf[static 8]) {
-        switch (a->mode) {
-        case AUTO_CLOSE_LIMIT:
-                return strcpy(buf, "24h");
-        case AUTO_CLOSE_DAILY:
+        if (a->mode == AUTO_CLOSE_DAILY) {
                 snprintf(buf, 8, "%02u:%02u", (a->minute_of_day / 60) % 24, a->minute_of_day % 60);
                 return buf;
-        default:
-                return strcpy(buf, "off");
         }
+        return strcpy(buf, auto_close_mode_to_string(a->mode) ?: "off");
 }
 
 /* ---- requests ---- */
 
 static void request_free(ReportRequest *q) {
-        FiscalDay *f = q->fiscal_day;
-
-        if (q->prev)
-                q->prev->next = q->next;
-        else
-                f->requests = q->next;
-        if (q->next)
-                q->next->prev = q->prev;
+        LIST_REMOVE(requests, q->fiscal_day->requests, q);
         free(q);
 }
 
@@ -108,10 +106,8 @@ static int request_new(FiscalDay *f, FiscalDayReportCallback cb, void *userdata,
 
         if (!q)
                 return -ENOMEM;
-        *q = (ReportRequest) { .fiscal_day = f, .cb = cb, .userdata = userdata, .next = f->requests };
-        if (f->requests)
-                f->requests->prev = q;
-        f->requests = q;
+        *q = (ReportRequest) { .fiscal_day = f, .cb = cb, .userdata = userdata };
+        LIST_PREPEND(requests, f->requests, q);
         *ret = q;
         return 0;
 }
@@ -127,7 +123,7 @@ static void request_finish(ReportRequest *q, const DeviceResult *result) {
 }
 
 void fiscal_day_forget(FiscalDay *f, void *userdata) {
-        for (ReportRequest *q = f->requests; q; q = q->next)
+        LIST_FOREACH(requests, q, f->requests)
                 if (q->userdata == userdata)
                         q->cb = NULL;
         printer_forget_report(f->printer, userdata);

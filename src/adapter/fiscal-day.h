@@ -20,6 +20,7 @@ typedef enum AutoCloseMode {
         AUTO_CLOSE_LIMIT,       /* "24h": just before the shift reaches 24 hours */
         AUTO_CLOSE_DAILY,       /* "HH:MM": every day at that local time */
         _AUTO_CLOSE_MAX,
+        _AUTO_CLOSE_INVALID = -EINVAL,
 } AutoCloseMode;
 
 typedef struct AutoClose {

@@ -6,6 +6,7 @@
 #include <limits.h>
 
 #include "heartbeat-state.h"
+#include "string-table.h"
 
 static const char *const heartbeat_state_table[_HEARTBEAT_STATE_MAX] = {
         [HEARTBEAT_UNKNOWN] = "unknown",
@@ -54,17 +55,4 @@ bool heartbeat_machine_record(HeartbeatMachine *m, bool success) {
         return m->state != old;
 }
 
-const char *heartbeat_state_to_string(HeartbeatState s) {
-        if (s < 0 || s >= _HEARTBEAT_STATE_MAX)
-                return NULL;
-        return heartbeat_state_table[s];
-}
-
-HeartbeatState heartbeat_state_from_string(const char *s) {
-        if (!s)
-                return _HEARTBEAT_STATE_INVALID;
-        for (HeartbeatState i = 0; i < _HEARTBEAT_STATE_MAX; i++)
-                if (streq(s, heartbeat_state_table[i]))
-                        return i;
-        return _HEARTBEAT_STATE_INVALID;
-}
+DEFINE_STRING_TABLE_LOOKUP(heartbeat_state, HeartbeatState)

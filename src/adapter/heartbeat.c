@@ -8,6 +8,7 @@
 #include "heartbeat.h"
 #include "json-util.h"
 #include "log.h"
+#include "memory-util.h"
 #include "message-ids.h"
 
 /* Rate limit for failure and recovery messages; a change of the failure kind is what gets logged at all,
@@ -87,7 +88,8 @@ static char *url_make_display(const char *url) {
 }
 
 static int heartbeat_apply_options(Heartbeat *h, const HeartbeatOptions *o) {
-        _cleanup_free_ char *url = NULL, *display = NULL, *adapter_id = NULL, *token = NULL;
+        _cleanup_free_ char *url = NULL, *display = NULL, *adapter_id = NULL;
+        _cleanup_(erase_and_freep) char *token = NULL;
         int r;
 
         r = options_validate(o);
@@ -108,10 +110,7 @@ static int heartbeat_apply_options(Heartbeat *h, const HeartbeatOptions *o) {
         free(h->url);
         free(h->url_display);
         free(h->adapter_id);
-        if (h->token) {
-                explicit_bzero(h->token, strlen(h->token));
-                free(h->token);
-        }
+        erase_and_free(h->token);
         h->url = TAKE_PTR(url);
         h->url_display = TAKE_PTR(display);
         h->adapter_id = TAKE_PTR(adapter_id);
@@ -175,10 +174,7 @@ Heartbeat *heartbeat_free(Heartbeat *h) {
         free(h->url);
         free(h->url_display);
         free(h->adapter_id);
-        if (h->token) {
-                explicit_bzero(h->token, strlen(h->token));
-                free(h->token);
-        }
+        erase_and_free(h->token);
         free(h->last_result);
         free(h->logged_failure);
         return mfree(h);
@@ -508,6 +504,11 @@ unsigned heartbeat_get_consecutive_failures(Heartbeat *h) {
 usec_t heartbeat_get_last_beat(Heartbeat *h) {
         assert(h);
         return h->last_beat;
+}
+
+usec_t heartbeat_get_last_start(Heartbeat *h) {
+        assert(h);
+        return h->last_start;
 }
 
 const char *heartbeat_get_last_result(Heartbeat *h) {

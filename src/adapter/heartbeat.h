@@ -70,6 +70,9 @@ unsigned heartbeat_get_consecutive_successes(Heartbeat *h);
 unsigned heartbeat_get_consecutive_failures(Heartbeat *h);
 /* CLOCK_REALTIME when the last beat finished; 0 before the first one. */
 usec_t heartbeat_get_last_beat(Heartbeat *h);
+/* CLOCK_MONOTONIC (the loop's time of the tick) when the last beat started; 0 before the first one since
+ * heartbeat_start(). The grid of ticks counts from here. */
+usec_t heartbeat_get_last_start(Heartbeat *h);
 /* "ok", "http 500", "timeout", "connection refused", "connection reset", "name lookup failed", ...;
  * NULL before the first beat. */
 const char *heartbeat_get_last_result(Heartbeat *h);

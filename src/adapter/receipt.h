@@ -48,6 +48,7 @@ typedef enum PaymentType {
         PAYMENT_TYPE_PREPAYMENT = 1215, /* offset of an advance paid earlier */
         PAYMENT_TYPE_CREDIT = 1216,     /* postpayment: the customer pays later */
         PAYMENT_TYPE_OTHER = 1217,      /* other consideration */
+        _PAYMENT_TYPE_MAX,              /* the name tables are indexed by the FFD values: one past the last */
         _PAYMENT_TYPE_INVALID = -EINVAL,
 } PaymentType;
 
@@ -59,6 +60,7 @@ typedef enum PaymentMethod { /* FFD tag 1214 */
         PAYMENT_METHOD_PARTIAL_PAYMENT = 5,
         PAYMENT_METHOD_CREDIT = 6,
         PAYMENT_METHOD_CREDIT_PAYMENT = 7,
+        _PAYMENT_METHOD_MAX,
         _PAYMENT_METHOD_INVALID = -EINVAL,
 } PaymentMethod;
 
@@ -71,6 +73,7 @@ typedef enum PaymentObject { /* FFD tag 1212; the full list is the table in rece
         PAYMENT_OBJECT_AGENT_COMMISSION = 11,
         PAYMENT_OBJECT_COMPOSITE = 12,
         PAYMENT_OBJECT_ANOTHER = 13,
+        _PAYMENT_OBJECT_MAX = 34,       /* the table goes up to 33, commodity_marked */
         _PAYMENT_OBJECT_INVALID = -EINVAL,
 } PaymentObject;
 
@@ -81,6 +84,7 @@ typedef enum Measure { /* FFD tag 2108; the full list is the table in receipt.c 
         MEASURE_METER = 22,
         MEASURE_LITER = 41,
         MEASURE_OTHER = 255,
+        _MEASURE_MAX,
         _MEASURE_INVALID = -EINVAL,
 } Measure;
 
@@ -90,6 +94,7 @@ typedef enum Taxation { /* FFD tag 1055, a bit each */
         TAXATION_USN_INCOME_OUTCOME = 4,
         TAXATION_ESN = 16,
         TAXATION_PATENT = 32,
+        _TAXATION_MAX,
         _TAXATION_INVALID = -EINVAL,
 } Taxation;
 
@@ -100,6 +105,7 @@ typedef enum Taxation { /* FFD tag 1055, a bit each */
 typedef enum CorrectionType { /* FFD tag 1173 */
         CORRECTION_TYPE_SELF = 0,       /* on the business's own initiative */
         CORRECTION_TYPE_BY_ORDER = 1,   /* by order of the tax authority */
+        _CORRECTION_TYPE_MAX,
         _CORRECTION_TYPE_INVALID = -EINVAL,
 } CorrectionType;
 

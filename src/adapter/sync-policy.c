@@ -6,6 +6,7 @@
 #include <sys/random.h>
 
 #include "json-util.h"
+#include "string-table.h"
 #include "sync-policy.h"
 
 static const char *const sync_outcome_table[_SYNC_OUTCOME_MAX] = {
@@ -31,21 +32,8 @@ static const char *const sync_failure_table[_SYNC_FAILURE_MAX] = {
         [SYNC_FAILURE_OTHER] = "other",
 };
 
-const char *sync_outcome_to_string(SyncOutcome o) {
-        return o >= 0 && o < _SYNC_OUTCOME_MAX ? sync_outcome_table[o] : NULL;
-}
-
-const char *sync_failure_to_string(SyncFailure f) {
-        return f >= 0 && f < _SYNC_FAILURE_MAX ? sync_failure_table[f] : NULL;
-}
-
-SyncFailure sync_failure_from_string(const char *s) {
-        if (s)
-                for (SyncFailure f = 0; f < _SYNC_FAILURE_MAX; f++)
-                        if (streq(sync_failure_table[f], s))
-                                return f;
-        return _SYNC_FAILURE_INVALID;
-}
+DEFINE_STRING_TABLE_LOOKUP_TO_STRING(sync_outcome, SyncOutcome, )
+DEFINE_STRING_TABLE_LOOKUP(sync_failure, SyncFailure)
 
 uint64_t sync_policy_random(void *userdata) {
         /* Jitter needs no secrets, only values that differ between the daemons of a chain; the fallback is
