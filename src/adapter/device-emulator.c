@@ -882,18 +882,11 @@ static int parse_money_field(json_object *o, const char *key, bool required, int
         return 0;
 }
 
+/* The payment form's name, or "electronic" as canonical receipts may also call the card. */
 static int payment_form_from_name(const char *s) {
-        if (streq(s, "cash"))
-                return DEVICE_PAYMENT_CASH;
-        if (streq(s, "card") || streq(s, "electronic"))
+        if (streq(s, "electronic"))
                 return DEVICE_PAYMENT_ELECTRONIC;
-        if (streq(s, "prepayment"))
-                return DEVICE_PAYMENT_PREPAYMENT;
-        if (streq(s, "credit"))
-                return DEVICE_PAYMENT_CREDIT;
-        if (streq(s, "other"))
-                return DEVICE_PAYMENT_OTHER;
-        return -EINVAL;
+        return device_payment_form_from_string(s);
 }
 
 /* -EINVAL: not a receipt this register can read; -EDOM: it reads it and refuses it (detail in *ret_why). */
