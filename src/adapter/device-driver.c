@@ -78,7 +78,8 @@ DEFINE_STRING_TABLE_LOOKUP(device_report_type, DeviceReportType);
 DEFINE_STRING_TABLE_LOOKUP(device_operation, DeviceOperation);
 
 const char *device_fault_to_text(DeviceFault f) {
-        return string_table_lookup_to_string(device_fault_text_table, ELEMENTSOF(device_fault_text_table), f);
+        return string_table_lookup_to_string(device_fault_text_table, ELEMENTSOF(device_fault_text_table),
+                                             f);
 }
 
 int device_fault_to_errno(DeviceFault f) {
@@ -261,7 +262,8 @@ int device_totals_to_json(const DeviceTotals *t, json_object **ret) {
                 for (DevicePaymentForm f = 0; f < _DEVICE_PAYMENT_MAX; f++)
                         if ((r = json_add_money(p, device_payment_form_to_string(f), tt->payments[f])) < 0)
                                 return r;
-                if ((r = json_add_int(e, "count", tt->count)) < 0 || (r = json_add_money(e, "total", tt->total)) < 0 ||
+                if ((r = json_add_int(e, "count", tt->count)) < 0 ||
+                    (r = json_add_money(e, "total", tt->total)) < 0 ||
                     (r = json_add(e, "payments", TAKE_PTR(p))) < 0 ||
                     (r = json_add(types, receipt_type_to_string(type), TAKE_PTR(e))) < 0)
                         return r;
@@ -304,9 +306,9 @@ int device_options_copy(const DeviceOptions *o, DeviceOptions **ret) {
         if (!c)
                 return -ENOMEM;
         *c = *o;
-        /* Each string is owned by the copy from here on, NULL until copied, so a failure frees only copies. */
-        c->driver = c->serial = c->fn_number = c->registration_number = c->inn = c->cashier = c->cashier_inn =
-                c->emulator_path = c->url = c->token = NULL;
+        /* The copy owns each string from here on, NULL until copied: a failure frees only copies. */
+        c->driver = c->serial = c->fn_number = c->registration_number = c->inn = c->cashier =
+                c->cashier_inn = c->emulator_path = c->url = c->token = NULL;
         if ((r = strdup_option(o->driver, 0, &c->driver)) < 0 ||
             (r = strdup_option(o->serial, DEVICE_SERIAL_MAX, &c->serial)) < 0 ||
             (r = strdup_option(o->fn_number, DEVICE_FN_NUMBER_MAX, &c->fn_number)) < 0 ||

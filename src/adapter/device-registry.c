@@ -2,9 +2,9 @@
 /* The registry of the built-in drivers: the one table that names them. The front end looks the configured
  * driver up here; the drivers depend only on the driver interface (device-driver.h). */
 
+#include "device-registry.h"
 #include "device-atol.h"
 #include "device-emulator.h"
-#include "device-registry.h"
 
 /* In the order device_driver_names() gives them, the default first. */
 static const DeviceDriver *const drivers[] = {
