@@ -2,8 +2,9 @@
 #pragma once
 
 /* What the pieces of the emulated register share: its state, its fiscal memory's rows, and the functions
- * one piece calls in another (device-emulator.c: the driver, faults and receipts; device-emulator-memory.c:
- * the fiscal memory; device-emulator-shift.c: shift documents). Private to them. */
+ * one piece calls in another. Private to them. Dependencies run one way: device-emulator.c (the driver,
+ * receipts, FIND, test hooks) -> device-emulator-shift.c (shift documents) -> device-emulator-state.c
+ * (waits, faults, status, transactions) -> device-emulator-memory.c (the fiscal memory, sign and QR). */
 
 #include <pthread.h>
 #include <sqlite3.h>
@@ -83,8 +84,17 @@ typedef struct EmulatorDocument {
         bool ofd_confirmed;
 } EmulatorDocument;
 
-/* device-emulator.c: the clock, waits, injected faults, the transaction around a document */
-usec_t emulator_now(Emulator *e);
+/* The register's clock, in whole seconds (tag 1012 is a UnixTime). */
+static inline usec_t emulator_now(Emulator *e) {
+        usec_t t = e->clock ? e->clock(e->clock_userdata) : now(CLOCK_REALTIME);
+
+        return t / USEC_PER_SEC * USEC_PER_SEC;
+}
+
+/* device-emulator-state.c: waits, faults, status, the transaction around a document */
+bool emulator_fault_injectable(DeviceFault f);
+bool emulator_shift_expired(const FiscalMemory *m, usec_t t);
+int emulator_read_status(Emulator *e, DeviceStatus *ret);
 void emulator_wait(Emulator *e, usec_t usec);
 usec_t emulator_latency(Emulator *e);
 DeviceFault emulator_take_fault(Emulator *e, EmulatorOp op);
