@@ -125,7 +125,8 @@ static void test_options_copy_keeps_missing_strings_missing(void) {
 static void test_options_copy_refuses_identifiers_longer_than_the_ffd_allows(void) {
         DeviceOptions *c = NULL;
 
-        ASSERT_ERROR(device_options_copy(&(DeviceOptions) { .serial = "123456789012345678901" }, &c), EINVAL);
+        ASSERT_ERROR(device_options_copy(&(DeviceOptions) { .serial = "123456789012345678901" }, &c),
+                     EINVAL);
         ASSERT_ERROR(device_options_copy(&(DeviceOptions) { .inn = "1234567890123" }, &c), EINVAL);
         ASSERT_ERROR(device_options_copy(&(DeviceOptions) { .fn_number = "12345678901234567" }, &c), EINVAL);
         /* A failure after some strings were copied frees them (ASan's leak check). */
