@@ -515,8 +515,8 @@ static void test_fiscal_sign_is_deterministic_10_digits(void) {
         ASSERT_OK(device_emulator_fiscal_sign(FN_NUMBER, 17, T0, 150000, "sale", b));
         ASSERT_STREQ(a, b);
         ASSERT_TRUE(is_digits(a, DEVICE_FISCAL_SIGN_LEN));
-        /* Pinned: computed independently (Python hmac) from the algorithm in device-emulator.c, so the
-         * signs of documents already made never change under a refactoring. */
+        /* Pinned: computed independently (Python hmac) from the algorithm in device-emulator-memory.c, so
+         * the signs of documents already made never change under a refactoring. */
         ASSERT_STREQ(a, "5192745669");
 
         /* Every input is signed: changing any one changes the sign. */

@@ -12,7 +12,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "device.h"
+#include "device-driver.h"
 
 extern const DeviceDriver device_atol_driver;
 

@@ -9,7 +9,7 @@
 #include <stdint.h>
 
 #include "device-thread.h"
-#include "device.h"
+#include "device-driver.h"
 
 extern const DeviceDriver device_emulator_driver;
 /* The same driver, blocking, as its worker thread runs it (for tests that drive it directly). */

@@ -7,7 +7,7 @@
 
 #include <systemd/sd-event.h>
 
-#include "device.h"
+#include "device-driver.h"
 #include "macro.h"
 
 /* A blocking driver. open, run and close run on the worker thread, one at a time; interrupt and

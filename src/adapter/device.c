@@ -1,22 +1,20 @@
 /* SPDX-License-Identifier: MIT */
 /* The device front end: the queue of operations on the loop, one at a time at the driver, the loop-side
- * timeout for each, and the register's state as the loop knows it from the results; plus the names and
- * JSON of what registers report. */
+ * timeout for each, and the register's state as the loop knows it from the results. The driver comes from
+ * the registry by name; what drivers are and what they report is device-driver.c. */
 
 #include <inttypes.h>
 
-#include "device-atol.h"
-#include "device-emulator.h"
+#include "device-json.h"
 #include "device.h"
-#include "json-util.h"
+#include "list.h"
 #include "log.h"
 #include "message-ids.h"
-#include "money.h"
 
 typedef struct Op Op;
 
 struct Op {
-        Op *next;
+        LIST_FIELDS(Op, queue);
         DeviceRequest req;      /* its strings are the copies below */
         char *receipt_id, *receipt_json, *cashier, *cashier_inn;
         usec_t queued_at;       /* CLOCK_MONOTONIC */
@@ -30,9 +28,7 @@ struct Device {
         sd_event *event;
         const DeviceDriver *driver;
         void *driver_state;
-        DeviceOptions options;  /* its strings point into the copies below */
-        char *serial, *fn_number, *registration_number, *inn, *cashier, *cashier_inn, *emulator_path, *url,
-                *token;
+        DeviceOptions *options; /* a copy, owning its strings, for the driver's life */
 
         sd_event_source *timer_source;
         sd_event_source *notify_source;
@@ -55,351 +51,6 @@ struct Device {
         DeviceChangeCallback change_cb;
         void *change_userdata;
 };
-
-/* ---- names ---- */
-
-static const char *const fault_table[_DEVICE_FAULT_MAX] = {
-        [DEVICE_FAULT_NONE] = "none",
-        [DEVICE_FAULT_PAPER_OUT] = "paper-out",
-        [DEVICE_FAULT_TIMEOUT_BEFORE] = "timeout-before",
-        [DEVICE_FAULT_TIMEOUT_UNKNOWN] = "timeout-unknown",
-        [DEVICE_FAULT_FN_FULL] = "fn-full",
-        [DEVICE_FAULT_SHIFT_EXPIRED] = "shift-expired",
-        [DEVICE_FAULT_NOT_CONNECTED] = "not-connected",
-        [DEVICE_FAULT_REJECTED] = "rejected",
-        [DEVICE_FAULT_ERROR] = "error",
-        [DEVICE_FAULT_COVER_OPEN] = "cover-open",
-        [DEVICE_FAULT_OFD_BLOCKED] = "ofd-blocked",
-};
-
-static const char *const fault_text_table[_DEVICE_FAULT_MAX] = {
-        [DEVICE_FAULT_NONE] = "no fault",
-        [DEVICE_FAULT_PAPER_OUT] = "paper out",
-        [DEVICE_FAULT_TIMEOUT_BEFORE] = "timed out before the document was made",
-        [DEVICE_FAULT_TIMEOUT_UNKNOWN] = "timed out after the document was sent, outcome unknown",
-        [DEVICE_FAULT_FN_FULL] = "fiscal drive (FN) full or expired",
-        [DEVICE_FAULT_SHIFT_EXPIRED] = "shift open for more than 24 hours, a Z report is needed",
-        [DEVICE_FAULT_NOT_CONNECTED] = "not connected",
-        [DEVICE_FAULT_REJECTED] = "document rejected by the register",
-        [DEVICE_FAULT_ERROR] = "register error",
-        [DEVICE_FAULT_COVER_OPEN] = "cover open",
-        [DEVICE_FAULT_OFD_BLOCKED] = "documents unsent to the OFD for 30 days, the fiscal drive is blocked",
-};
-
-static const char *const state_table[_DEVICE_STATE_MAX] = {
-        [DEVICE_STATE_READY] = "ready",
-        [DEVICE_STATE_PRINTING] = "printing",
-        [DEVICE_STATE_FAULT] = "fault",
-        [DEVICE_STATE_UNKNOWN] = "unknown",
-};
-
-static const char *const payment_form_table[_DEVICE_PAYMENT_MAX] = {
-        [DEVICE_PAYMENT_CASH] = "cash",
-        [DEVICE_PAYMENT_ELECTRONIC] = "card",
-        [DEVICE_PAYMENT_PREPAYMENT] = "prepayment",
-        [DEVICE_PAYMENT_CREDIT] = "credit",
-        [DEVICE_PAYMENT_OTHER] = "other",
-};
-
-static const char *const report_type_table[_DEVICE_REPORT_MAX] = {
-        [DEVICE_REPORT_X] = "x",
-        [DEVICE_REPORT_Z] = "z",
-        [DEVICE_REPORT_OPEN] = "open",
-};
-
-static const char *const operation_table[_DEVICE_OP_MAX] = {
-        [DEVICE_OP_OPEN] = "open",
-        [DEVICE_OP_STATUS] = "status",
-        [DEVICE_OP_PRINT] = "print",
-        [DEVICE_OP_FIND] = "find",
-        [DEVICE_OP_OPEN_SHIFT] = "open-shift",
-        [DEVICE_OP_REPORT_X] = "report-x",
-        [DEVICE_OP_CLOSE_SHIFT] = "close-shift",
-        [DEVICE_OP_DEBUG] = "debug",
-};
-
-#define TABLE_LOOKUP(table, max, v) ((v) >= 0 && (v) < (max) ? (table)[v] : NULL)
-
-const char *device_fault_to_string(DeviceFault f) {
-        return TABLE_LOOKUP(fault_table, _DEVICE_FAULT_MAX, f);
-}
-
-DeviceFault device_fault_from_string(const char *s) {
-        if (s)
-                for (int i = 0; i < _DEVICE_FAULT_MAX; i++)
-                        if (streq(fault_table[i], s))
-                                return (DeviceFault) i;
-        return _DEVICE_FAULT_INVALID;
-}
-
-const char *device_fault_to_text(DeviceFault f) {
-        return TABLE_LOOKUP(fault_text_table, _DEVICE_FAULT_MAX, f);
-}
-
-int device_fault_to_errno(DeviceFault f) {
-        switch (f) {
-        case DEVICE_FAULT_PAPER_OUT:
-                return -ENOMEDIUM;
-        case DEVICE_FAULT_TIMEOUT_BEFORE:
-        case DEVICE_FAULT_TIMEOUT_UNKNOWN:
-                return -ETIMEDOUT;
-        case DEVICE_FAULT_FN_FULL:
-                return -ENOSPC;
-        case DEVICE_FAULT_SHIFT_EXPIRED:
-                return -ESTALE;
-        case DEVICE_FAULT_NOT_CONNECTED:
-                return -ENOTCONN;
-        case DEVICE_FAULT_COVER_OPEN:
-                return -EAGAIN;
-        case DEVICE_FAULT_OFD_BLOCKED:
-                return -EKEYEXPIRED;
-        default:
-                return -EIO;
-        }
-}
-
-bool device_fault_is_permanent(DeviceFault f) {
-        return f == DEVICE_FAULT_REJECTED;
-}
-
-const char *device_state_to_string(DeviceState s) {
-        return TABLE_LOOKUP(state_table, _DEVICE_STATE_MAX, s);
-}
-
-DeviceState device_state_from_string(const char *s) {
-        if (s)
-                for (int i = 0; i < _DEVICE_STATE_MAX; i++)
-                        if (streq(state_table[i], s))
-                                return (DeviceState) i;
-        return _DEVICE_STATE_INVALID;
-}
-
-const char *device_payment_form_to_string(DevicePaymentForm f) {
-        return TABLE_LOOKUP(payment_form_table, _DEVICE_PAYMENT_MAX, f);
-}
-
-const char *device_report_type_to_string(DeviceReportType t) {
-        return TABLE_LOOKUP(report_type_table, _DEVICE_REPORT_MAX, t);
-}
-
-const char *device_operation_to_string(DeviceOperation o) {
-        return TABLE_LOOKUP(operation_table, _DEVICE_OP_MAX, o);
-}
-
-const DeviceDriver *device_driver_find(const char *name) {
-        static const DeviceDriver *const drivers[] = {
-                &device_emulator_driver,
-                &device_atol_driver,
-        };
-
-        if (!name)
-                return NULL;
-        for (size_t i = 0; i < ELEMENTSOF(drivers); i++)
-                if (streq(drivers[i]->name, name))
-                        return drivers[i];
-        return NULL;
-}
-
-const char *const *device_driver_names(void) {
-        static const char *const names[] = { "emulator", "atol-web", NULL };
-        return names;
-}
-
-/* ---- totals ---- */
-
-uint32_t device_totals_receipts(const DeviceTotals *t) {
-        uint32_t n = 0;
-
-        for (size_t i = 0; i < _RECEIPT_TYPE_MAX; i++)
-                n += t->by_type[i].count;
-        return n;
-}
-
-int64_t device_totals_net(const DeviceTotals *t, DevicePaymentForm f) {
-        int64_t n = 0;
-
-        /* Income (sale, return of a purchase) brings money in; its returns and expenses take it out. */
-        for (ReceiptType type = 0; type < _RECEIPT_TYPE_MAX; type++) {
-                ReceiptType s = receipt_type_settlement(type);
-                int64_t v = t->by_type[type].payments[f];
-
-                n += IN_SET(s, RECEIPT_TYPE_SALE, RECEIPT_TYPE_PURCHASE_REFUND) ? v : -v;
-        }
-        return n;
-}
-
-int device_totals_add(DeviceTotals *t, ReceiptType type, int64_t total,
-                      const int64_t payments[static _DEVICE_PAYMENT_MAX]) {
-        DeviceTypeTotals n;
-
-        assert(type >= 0 && type < _RECEIPT_TYPE_MAX);
-
-        n = t->by_type[type];
-        if (n.count == UINT32_MAX || __builtin_add_overflow(n.total, total, &n.total))
-                return -EOVERFLOW;
-        for (size_t f = 0; f < _DEVICE_PAYMENT_MAX; f++)
-                if (__builtin_add_overflow(n.payments[f], payments[f], &n.payments[f]))
-                        return -EOVERFLOW;
-        n.count++;
-        t->by_type[type] = n;
-        return 0;
-}
-
-/* ---- JSON ---- */
-
-static int json_add_string(json_object *o, const char *key, const char *s) {
-        return json_add(o, key, json_object_new_string(s));
-}
-
-static int json_add_int(json_object *o, const char *key, int64_t i) {
-        return json_add(o, key, json_object_new_int64(i));
-}
-
-static int json_add_money(json_object *o, const char *key, int64_t v) {
-        return json_add_string(o, key, MONEY_FORMAT(v, MONEY_SCALE_KOPECKS));
-}
-
-/* A JSON number token that is the exact decimal text ("1500.00"); the double beside it is only what json-c
- * hands a reader that asks for one, never what is written. */
-static json_object *json_number_from_decimal(const char *text) {
-        return json_object_new_double_s(strtod(text, NULL), text);
-}
-
-static int json_add_time(json_object *o, const char *key, usec_t t) {
-        char ts[FORMAT_ISO8601_MAX];
-
-        if (t == 0)
-                return json_object_object_add(o, key, NULL) < 0 ? -ENOMEM : 0; /* JSON null */
-        return json_add_string(o, key, format_iso8601_utc(ts, sizeof ts, t));
-}
-
-/* The prototype's names for our keys: its clients read these. */
-static const struct {
-        const char *ours, *prototype;
-} prototype_aliases[] = {
-        { "fiscal_document_number", "fiscal_doc_number" },
-        { "datetime", "fiscal_datetime" },
-        { "qr", "qr_code_data" },
-        { "serial", "kkt_number" },
-        { "registration_number", "rn_kkt" },
-        { "document_number_in_shift", "receipt_number" },
-};
-
-int device_document_add_prototype_keys(json_object *doc) {
-        json_object *v;
-        int r;
-
-        assert(doc);
-
-        if (!json_object_is_type(doc, json_type_object))
-                return -EINVAL;
-        for (size_t i = 0; i < ELEMENTSOF(prototype_aliases); i++) {
-                if (!json_object_object_get_ex(doc, prototype_aliases[i].ours, &v) ||
-                    json_object_object_get_ex(doc, prototype_aliases[i].prototype, NULL))
-                        continue;
-                /* The same value under both names; JSON null stays null. */
-                if (json_object_object_add(doc, prototype_aliases[i].prototype, json_object_get(v)) < 0) {
-                        json_object_put(v);
-                        return -ENOMEM;
-                }
-        }
-        /* The prototype's mock register named its OFD; ours knows none, and says so with an empty name
-         * rather than a made-up one. */
-        if (!json_object_object_get_ex(doc, "ofd_name", NULL) &&
-            (r = json_add(doc, "ofd_name", json_object_new_string(""))) < 0)
-                return r;
-        /* "total" was a JSON number there: documents written before carry our decimal string, which becomes
-         * the same text as a number token. */
-        if (json_object_object_get_ex(doc, "total", &v) && json_object_is_type(v, json_type_string)) {
-                int64_t kopecks;
-
-                if (money_parse_decimal(json_object_get_string(v), MONEY_SCALE_KOPECKS, &kopecks) < 0)
-                        return -EBADMSG;
-                r = json_add(doc, "total",
-                             json_number_from_decimal(MONEY_FORMAT(kopecks, MONEY_SCALE_KOPECKS)));
-                if (r < 0)
-                        return r;
-        }
-        return 0;
-}
-
-int device_document_to_json(const DeviceDocument *doc, json_object **ret) {
-        _cleanup_(json_object_putp) json_object *o = NULL;
-        const char *type;
-        int r;
-
-        assert(doc);
-        assert(ret);
-
-        type = receipt_type_to_string(doc->receipt_type);
-        if (!type)
-                return -EINVAL;
-
-        o = json_object_new_object();
-        if (!o)
-                return -ENOMEM;
-        if ((r = json_add_string(o, "receipt_id", doc->receipt_id)) < 0 ||
-            (r = json_add_int(o, "fiscal_document_number", doc->fiscal_document_number)) < 0 ||
-            (r = json_add_string(o, "fiscal_sign", doc->fiscal_sign)) < 0 ||
-            (r = json_add_string(o, "fn_number", doc->fn_number)) < 0 ||
-            (r = json_add_int(o, "shift_number", doc->shift_number)) < 0 ||
-            (r = json_add_int(o, "document_number_in_shift", doc->document_number_in_shift)) < 0 ||
-            (r = json_add_string(o, "registration_number", doc->registration_number)) < 0 ||
-            (r = json_add_string(o, "inn", doc->inn)) < 0 ||
-            (r = json_add_string(o, "serial", doc->serial)) < 0 ||
-            (r = json_add_time(o, "datetime", doc->datetime)) < 0 ||
-            (r = json_add(o, "total",
-                          json_number_from_decimal(MONEY_FORMAT(doc->total, MONEY_SCALE_KOPECKS)))) < 0)
-                return r;
-        if (doc->change > 0 && (r = json_add_money(o, "change", doc->change)) < 0)
-                return r;
-        if ((r = json_add_string(o, "receipt_type", type)) < 0 ||
-            (r = json_add_string(o, "qr", doc->qr)) < 0)
-                return r;
-        r = device_document_add_prototype_keys(o);
-        if (r < 0)
-                return r;
-
-        *ret = TAKE_PTR(o);
-        return 0;
-}
-
-int device_totals_to_json(const DeviceTotals *t, json_object **ret) {
-        _cleanup_(json_object_putp) json_object *o = NULL, *types = NULL, *net = NULL;
-        int r;
-
-        o = json_object_new_object();
-        types = json_object_new_object();
-        net = json_object_new_object();
-        if (!o || !types || !net)
-                return -ENOMEM;
-
-        for (ReceiptType type = 0; type < _RECEIPT_TYPE_MAX; type++) {
-                const DeviceTypeTotals *tt = t->by_type + type;
-                _cleanup_(json_object_putp) json_object *e = NULL, *p = NULL;
-
-                e = json_object_new_object();
-                p = json_object_new_object();
-                if (!e || !p)
-                        return -ENOMEM;
-                for (DevicePaymentForm f = 0; f < _DEVICE_PAYMENT_MAX; f++)
-                        if ((r = json_add_money(p, device_payment_form_to_string(f), tt->payments[f])) < 0)
-                                return r;
-                if ((r = json_add_int(e, "count", tt->count)) < 0 || (r = json_add_money(e, "total", tt->total)) < 0 ||
-                    (r = json_add(e, "payments", TAKE_PTR(p))) < 0 ||
-                    (r = json_add(types, receipt_type_to_string(type), TAKE_PTR(e))) < 0)
-                        return r;
-        }
-        for (DevicePaymentForm f = 0; f < _DEVICE_PAYMENT_MAX; f++)
-                if ((r = json_add_money(net, device_payment_form_to_string(f), device_totals_net(t, f))) < 0)
-                        return r;
-
-        if ((r = json_add_int(o, "receipts", device_totals_receipts(t))) < 0 ||
-            (r = json_add(o, "by_type", TAKE_PTR(types))) < 0 || (r = json_add(o, "net", TAKE_PTR(net))) < 0)
-                return r;
-        *ret = TAKE_PTR(o);
-        return 0;
-}
 
 /* ---- operations ---- */
 
@@ -579,7 +230,7 @@ static void device_arm(Device *d, usec_t when) {
  * after it was queued. */
 static void device_arm_queue(Device *d) {
         if (d->current_abandoned && d->queue_head)
-                device_arm(d, usec_add(d->queue_head->queued_at, d->options.timeout));
+                device_arm(d, usec_add(d->queue_head->queued_at, d->options->timeout));
         else
                 device_disarm(d);
 }
@@ -587,20 +238,11 @@ static void device_arm_queue(Device *d) {
 static void device_on_done(const DeviceResult *result, void *userdata);
 
 static Op *device_pop(Device *d) {
-        Op *op = d->queue_head;
-
-        if (!op)
-                return NULL;
-        d->queue_head = op->next;
-        if (!d->queue_head)
-                d->queue_tail = NULL;
-        op->next = NULL;
-        return op;
+        return LIST_POP(queue, d->queue_head, d->queue_tail);
 }
 
 static void device_push_front(Device *d, Op *op) {
-        op->next = d->queue_head;
-        d->queue_head = op;
+        LIST_PREPEND(queue, d->queue_head, op);
         if (!d->queue_tail)
                 d->queue_tail = op;
 }
@@ -639,7 +281,7 @@ static void device_kick(Device *d) {
                 op = device_pop(d);
                 d->current = op;
                 d->current_abandoned = false;
-                device_arm(d, usec_add(now(CLOCK_MONOTONIC), d->options.timeout));
+                device_arm(d, usec_add(now(CLOCK_MONOTONIC), d->options->timeout));
                 r = d->driver->start(d->driver_state, &op->req, device_on_done, d);
                 if (r < 0) {
                         /* Nothing was sent. Drivers refuse only what they cannot even try (out of memory), so
@@ -702,7 +344,7 @@ static void device_expire_queue(Device *d) {
         usec_t n = now(CLOCK_MONOTONIC);
 
         while (d->current_abandoned && d->queue_head &&
-               usec_add(d->queue_head->queued_at, d->options.timeout) <= n) {
+               usec_add(d->queue_head->queued_at, d->options->timeout) <= n) {
                 _cleanup_(op_freep) Op *op = device_pop(d);
 
                 op_report_error(d, op, -ETIMEDOUT, DEVICE_FAULT_TIMEOUT_BEFORE);
@@ -737,23 +379,18 @@ static int device_on_timer(sd_event_source *s, uint64_t usec, void *userdata) {
 
 /* ---- the Device ---- */
 
-static int strdup_option(const char *s, size_t max, char **ret) {
+static int strdup_or_null(const char *s, char **ret) {
         if (!s) {
                 *ret = NULL;
                 return 0;
         }
-        if (max > 0 && strlen(s) > max)
-                return -EINVAL;
         *ret = strdup(s);
         return *ret ? 0 : -ENOMEM;
 }
 
-static int strdup_or_null(const char *s, char **ret) {
-        return strdup_option(s, 0, ret);
-}
-
 int device_new(Device **ret, const DeviceContext *ctx, const DeviceOptions *o) {
         _cleanup_(device_freep) Device *d = NULL;
+        DeviceOptions named;
         int r;
 
         assert(ret);
@@ -771,28 +408,12 @@ int device_new(Device **ret, const DeviceContext *ctx, const DeviceOptions *o) {
         if (!d->driver)
                 return -ENOPKG;
 
-        d->options = *o;
-        d->options.driver = d->driver->name;
-        d->options.timeout = o->timeout ?: DEVICE_TIMEOUT_DEFAULT;
-        if ((r = strdup_option(o->serial, DEVICE_SERIAL_MAX, &d->serial)) < 0 ||
-            (r = strdup_option(o->fn_number, DEVICE_FN_NUMBER_MAX, &d->fn_number)) < 0 ||
-            (r = strdup_option(o->registration_number, DEVICE_REGISTRATION_NUMBER_MAX,
-                               &d->registration_number)) < 0 ||
-            (r = strdup_option(o->inn, DEVICE_INN_MAX, &d->inn)) < 0 ||
-            (r = strdup_option(o->cashier, DEVICE_CASHIER_MAX, &d->cashier)) < 0 ||
-            (r = strdup_option(o->cashier_inn, DEVICE_INN_MAX, &d->cashier_inn)) < 0 ||
-            (r = strdup_or_null(o->emulator_path, &d->emulator_path)) < 0 ||
-            (r = strdup_or_null(o->url, &d->url)) < 0 || (r = strdup_or_null(o->token, &d->token)) < 0)
+        named = *o;
+        named.driver = d->driver->name;
+        named.timeout = o->timeout ?: DEVICE_TIMEOUT_DEFAULT;
+        r = device_options_copy(&named, &d->options);
+        if (r < 0)
                 return r;
-        d->options.serial = d->serial;
-        d->options.fn_number = d->fn_number;
-        d->options.registration_number = d->registration_number;
-        d->options.inn = d->inn;
-        d->options.cashier = d->cashier;
-        d->options.cashier_inn = d->cashier_inn;
-        d->options.emulator_path = d->emulator_path;
-        d->options.url = d->url;
-        d->options.token = d->token;
 
         r = sd_event_add_time(d->event, &d->timer_source, CLOCK_MONOTONIC, USEC_INFINITY, USEC_PER_MSEC,
                               device_on_timer, d);
@@ -811,7 +432,7 @@ int device_new(Device **ret, const DeviceContext *ctx, const DeviceOptions *o) {
         if (r < 0)
                 return r;
 
-        r = d->driver->create(&d->driver_state, ctx, &d->options);
+        r = d->driver->create(&d->driver_state, ctx, d->options);
         if (r < 0)
                 return r;
 
@@ -846,17 +467,7 @@ Device *device_free(Device *d) {
         d->notify_source = sd_event_source_disable_unref(d->notify_source);
         d->event = sd_event_unref(d->event);
 
-        free(d->serial);
-        free(d->fn_number);
-        free(d->registration_number);
-        free(d->inn);
-        free(d->cashier);
-        free(d->cashier_inn);
-        free(d->emulator_path);
-        free(d->url);
-        if (d->token)
-                explicit_bzero(d->token, strlen(d->token));
-        free(d->token);
+        d->options = device_options_free(d->options);
         free(d->last_fault_text);
         return mfree(d);
 }
@@ -900,11 +511,8 @@ int device_submit(Device *d, const DeviceRequest *req, DeviceCallback cb, void *
         op->req.cashier = op->cashier;
         op->req.cashier_inn = op->cashier_inn;
 
-        if (d->queue_tail)
-                d->queue_tail->next = op;
-        else
-                d->queue_head = op;
-        d->queue_tail = TAKE_PTR(op);
+        LIST_APPEND(queue, d->queue_head, d->queue_tail, op);
+        TAKE_PTR(op);
 
         /* Started from a defer-like path: the driver finishes later than this call in any case, so the
          * callback never runs from inside it. */
