@@ -68,7 +68,7 @@ typedef struct Slip {
 
 /* ---- the environment ---- */
 
-static void on_event(Printer *p, const char *receipt_id, const char *status, const char *reason,
+static void on_event(Printer *p, const char *receipt_id, ReceiptState state, const char *reason,
                      void *userdata) {
         Env *e = userdata;
         Event *ev;
@@ -76,7 +76,8 @@ static void on_event(Printer *p, const char *receipt_id, const char *status, con
         ASSERT_TRUE(e->n_events < MAX_EVENTS);
         ev = e->events + e->n_events++;
         snprintf(ev->id, sizeof ev->id, "%s", receipt_id);
-        snprintf(ev->status, sizeof ev->status, "%s", status);
+        ASSERT_NOT_NULL(receipt_state_to_string(state));
+        snprintf(ev->status, sizeof ev->status, "%s", receipt_state_to_string(state));
         snprintf(ev->reason, sizeof ev->reason, "%s", strempty(reason));
 }
 
@@ -218,18 +219,18 @@ static void receipt_new(Env *e, Slip *x, int64_t total) {
         RUN_UNTIL(e, x->id[0]);
 }
 
-static void on_waiter(Printer *p, const char *receipt_id, const char *status, const char *fiscal_json,
+static void on_waiter(Printer *p, const char *receipt_id, ReceiptState state, const char *fiscal_json,
                       const char *reason, void *userdata) {
         Slip *x = userdata;
 
         ASSERT_STREQ(receipt_id, x->id);
         x->n_heard++;
-        snprintf(x->status, sizeof x->status, "%s", status);
+        snprintf(x->status, sizeof x->status, "%s", receipt_state_to_string(state));
         snprintf(x->reason, sizeof x->reason, "%s", strempty(reason));
         snprintf(x->fiscal_json, sizeof x->fiscal_json, "%s", strempty(fiscal_json));
         /* "printed" comes with the stored document, the others without one but with a reason */
-        ASSERT_EQ(streq(status, "printed"), fiscal_json != NULL);
-        ASSERT_EQ(streq(status, "printed"), reason == NULL);
+        ASSERT_EQ(state == RECEIPT_STATE_PRINTED, fiscal_json != NULL);
+        ASSERT_EQ(state == RECEIPT_STATE_PRINTED, reason == NULL);
 }
 
 static void enqueue(Env *e, Slip *x) {

@@ -1,13 +1,15 @@
 /* SPDX-License-Identifier: MIT */
-/* Owns the mapping of HTTP paths to the Manager's modules and the JSON each answers with. */
+/* Owns the mapping of HTTP paths to the modules and the JSON each answers with. */
 
 #include <sys/statvfs.h>
 
+#include "health.h"
 #include "http-api.h"
 #include "intake.h"
 #include "json-util.h"
 #include "log.h"
-#include "manager.h"
+#include "metrics.h"
+#include "modules.h"
 #include "refund.h"
 
 /* JavaScript reads a JSON number into a double: an integer beyond 2^53 would lose digits there, so it is
@@ -145,7 +147,7 @@ static void api_on_intake(const IntakeReply *reply, void *userdata) {
 }
 
 static int api_post_receipt(HttpRequest *req, void *userdata) {
-        Manager *m = userdata;
+        Modules *m = userdata;
         const char *body;
         size_t size;
 
@@ -176,13 +178,13 @@ static void api_on_receipt(Store *s, int error, const StoreReceipt *receipt, voi
 }
 
 static int api_get_receipt(HttpRequest *req, void *userdata) {
-        Manager *m = userdata;
+        Modules *m = userdata;
 
         return store_get_receipt(m->store, http_request_arg(req, 0), api_on_receipt, req);
 }
 
 static int api_buffer_status(HttpRequest *req, void *userdata) {
-        Manager *m = userdata;
+        Modules *m = userdata;
         const StoreCounters *c = store_get_counters(m->store);
         json_object *o = json_object_new_object();
 
@@ -191,9 +193,9 @@ static int api_buffer_status(HttpRequest *req, void *userdata) {
         /* The prototype's keys, then the ones the ERP side reads. */
         json_object_object_add(o, "total_capacity", json_object_new_uint64(c->capacity));
         json_object_object_add(o, "current_queued", json_object_new_uint64(c->pending));
-        json_object_object_add(o, "percent_full", manager_percent_full_to_json(m));
+        json_object_object_add(o, "percent_full", modules_percent_full_to_json(m));
         json_object_object_add(o, "network_status",
-                               json_object_new_string(manager_buffer_network_status(m)));
+                               json_object_new_string(modules_buffer_network_status(m)));
         json_object_object_add(o, "total_receipts", json_object_new_uint64(c->total));
         json_object_object_add(o, "pending", json_object_new_uint64(c->pending));
         json_object_object_add(o, "synced", json_object_new_uint64(c->synced));
@@ -201,15 +203,15 @@ static int api_buffer_status(HttpRequest *req, void *userdata) {
         json_object_object_add(o, "dlq_size", json_object_new_uint64(c->dlq));
         json_object_object_add(o, "print_rejected", json_object_new_uint64(c->print_rejected));
         json_object_object_add(o, "cancelled", json_object_new_uint64(c->cancelled));
-        json_object_object_add(o, "buffer_percent", manager_percent_full_to_json(m));
+        json_object_object_add(o, "buffer_percent", modules_percent_full_to_json(m));
         json_object_object_add(o, "buffer_count", json_object_new_uint64(c->pending));
         /* The ERP module's offline indicator compares with "OPEN", as the prototype spelt it. */
-        json_object_object_add(o, "cb_state", json_string_or_null(manager_circuit_state_upper(m)));
+        json_object_object_add(o, "cb_state", json_string_or_null(modules_circuit_state_upper(m)));
         return api_reply(req, 200, o);
 }
 
 static int api_heartbeat_status(HttpRequest *req, void *userdata) {
-        Manager *m = userdata;
+        Modules *m = userdata;
         json_object *o = NULL;
         int r;
 
@@ -220,7 +222,7 @@ static int api_heartbeat_status(HttpRequest *req, void *userdata) {
 }
 
 static int api_device_status(HttpRequest *req, void *userdata) {
-        Manager *m = userdata;
+        Modules *m = userdata;
         json_object *o = NULL;
         int r;
 
@@ -235,7 +237,7 @@ static int api_device_status(HttpRequest *req, void *userdata) {
  * {"fault": "none"}. */
 static int api_debug_device_fault(HttpRequest *req, void *userdata) {
         _cleanup_(json_object_putp) json_object *o = NULL;
-        Manager *m = userdata;
+        Modules *m = userdata;
         json_object *f, *c;
         DeviceFault fault;
         int r;
@@ -262,7 +264,7 @@ static int api_debug_device_fault(HttpRequest *req, void *userdata) {
 #define API_REPORT_WAIT (120 * USEC_PER_SEC)
 
 typedef struct ReportWait {
-        Manager *manager;
+        Modules *modules;
         HttpRequest *req;
         DeviceOperation op;
         sd_event_source *timer;
@@ -319,7 +321,7 @@ static const char *report_fault_text(const DeviceResult *result, char *buf, size
 static void api_on_report(FiscalDay *f, const DeviceResult *result, void *userdata) {
         ReportWait *w = userdata;
         HttpRequest *req = w->req;
-        Manager *m = w->manager;
+        Modules *m = w->modules;
         json_object *o = NULL;
         char why[256];
         int r;
@@ -339,7 +341,7 @@ static void api_on_report(FiscalDay *f, const DeviceResult *result, void *userda
                 return;
         }
 
-        r = fiscal_day_report_to_json(&result->report, manager_ofd_offline(m), &o);
+        r = fiscal_day_report_to_json(&result->report, modules_ofd_offline(m), &o);
         if (r >= 0 && w->op != DEVICE_OP_REPORT_X)
                 r = json_add(o, w->op == DEVICE_OP_OPEN_SHIFT ? "already_open" : "already_closed",
                              json_object_new_boolean(result->error == -EALREADY));
@@ -355,19 +357,19 @@ static int api_on_report_timeout(sd_event_source *s, uint64_t usec, void *userda
         ReportWait *w = userdata;
 
         /* The request goes; the Z report stays queued and is made once the receipts before it print. */
-        fiscal_day_forget(w->manager->fiscal_day, w);
+        fiscal_day_forget(w->modules->fiscal_day, w);
         (void) http_request_add_header(w->req, "Retry-After", "60");
         (void) http_request_reply_error(w->req, 504,
                                         "The %s is still waiting for the fiscal register (%u documents ahead, "
                                         "register %s); it will be made when they are printed",
                                         w->op == DEVICE_OP_CLOSE_SHIFT ? "Z report" : "report",
-                                        printer_get_stats(w->manager->printer)->queued,
-                                        device_state_to_string(device_get_state(w->manager->device)));
+                                        printer_get_stats(w->modules->printer)->queued,
+                                        device_state_to_string(device_get_state(w->modules->device)));
         report_wait_free(w);
         return 0;
 }
 
-static int api_report(HttpRequest *req, Manager *m, DeviceOperation op) {
+static int api_report(HttpRequest *req, Modules *m, DeviceOperation op) {
         _cleanup_(json_object_putp) json_object *body = NULL;
         const char *cashier, *inn;
         ReportWait *w;
@@ -385,7 +387,7 @@ static int api_report(HttpRequest *req, Manager *m, DeviceOperation op) {
         w = new0(ReportWait, 1);
         if (!w)
                 return -ENOMEM;
-        *w = (ReportWait) { .manager = m, .req = req, .op = op };
+        *w = (ReportWait) { .modules = m, .req = req, .op = op };
         switch (op) {
         case DEVICE_OP_REPORT_X:
                 r = fiscal_day_report_x(m->fiscal_day, cashier, inn, api_on_report, w);
@@ -426,11 +428,11 @@ static int api_shift_open(HttpRequest *req, void *userdata) {
 }
 
 static int api_shift_status(HttpRequest *req, void *userdata) {
-        Manager *m = userdata;
+        Modules *m = userdata;
         json_object *o = NULL;
         int r;
 
-        r = manager_shift_to_json(m, &o);
+        r = modules_shift_to_json(m, &o);
         if (r < 0)
                 return r;
         return api_reply(req, 200, o);
@@ -455,7 +457,7 @@ static void api_on_debug_device(Device *d, const DeviceResult *result, void *use
 }
 
 static int api_debug_device_settings(HttpRequest *req, void *userdata) {
-        Manager *m = userdata;
+        Modules *m = userdata;
         const char *body = http_request_body(req, NULL);
         int r;
 
@@ -497,7 +499,7 @@ static void api_on_refund_check(const RefundCheck *check, void *userdata) {
 /* POST /v1/pos/refund {"original_fiscal_doc_id": "..."}: the ERP's question before a return. */
 static int api_refund_check(HttpRequest *req, void *userdata) {
         _cleanup_(json_object_putp) json_object *o = NULL;
-        Manager *m = userdata;
+        Modules *m = userdata;
         size_t size;
         const char *body = http_request_body(req, &size), *ref;
         json_object *v;
@@ -554,7 +556,7 @@ static void api_on_print_admin(Printer *p, int error, const StoreReceipt *receip
 
 /* POST /v1/kkt/receipt/{id}/retry: a rejected receipt back into the print queue. */
 static int api_receipt_retry(HttpRequest *req, void *userdata) {
-        Manager *m = userdata;
+        Modules *m = userdata;
 
         return printer_retry_rejected(m->printer, http_request_arg(req, 0), "http", api_on_print_admin, req);
 }
@@ -562,7 +564,7 @@ static int api_receipt_retry(HttpRequest *req, void *userdata) {
 /* POST /v1/kkt/receipt/{id}/cancel {"note": "...", "cancelled_by": "..."}: never printed, never sent. */
 static int api_receipt_cancel(HttpRequest *req, void *userdata) {
         _cleanup_(json_object_putp) json_object *o = NULL;
-        Manager *m = userdata;
+        Modules *m = userdata;
         size_t size;
         const char *body = http_request_body(req, &size), *note = NULL, *who = "http";
         json_object *v;
@@ -612,7 +614,7 @@ oom:
 
 /* GET /v1/kkt/receipts/rejected: what waits for an admin. */
 static int api_rejected_list(HttpRequest *req, void *userdata) {
-        Manager *m = userdata;
+        Modules *m = userdata;
 
         return store_list_print_rejected(m->store, 0, api_on_rejected_list, req);
 }
@@ -621,7 +623,7 @@ static int api_rejected_list(HttpRequest *req, void *userdata) {
 #define API_SYNC_WAIT_MAX 60U
 
 typedef struct SyncWait {
-        Manager *manager;
+        Modules *modules;
         HttpRequest *req;
         SyncTriggerResult trigger;
         SyncWaiter *waiter;
@@ -671,7 +673,7 @@ static const char *sync_pass_message(const SyncPassStats *st, uint64_t pending) 
 
 /* The answer of POST /v1/kkt/buffer/sync: ours (status, pending, circuit_breaker) and the prototype's
  * (synced, failed, skipped, duration_seconds, message); the counts are the pass's when it is known. */
-static int api_sync_answer(HttpRequest *req, Manager *m, const char *status, const SyncPassStats *st,
+static int api_sync_answer(HttpRequest *req, Modules *m, const char *status, const SyncPassStats *st,
                            const char *message) {
         json_object *o = json_object_new_object();
         unsigned failed = 0, skipped = 0;
@@ -706,8 +708,8 @@ static void api_on_sync_done(Sync *s, int error, const SyncPassStats *stats, voi
                 (void) http_request_reply_error(w->req, 503, "The sync worker is stopping");
         else
                 (void) api_sync_answer(
-                        w->req, w->manager, "completed", stats,
-                        sync_pass_message(stats, store_get_counters(w->manager->store)->pending));
+                        w->req, w->modules, "completed", stats,
+                        sync_pass_message(stats, store_get_counters(w->modules->store)->pending));
         sync_wait_free(w);
 }
 
@@ -719,7 +721,7 @@ static int api_on_sync_wait_timeout(sd_event_source *s, uint64_t usec, void *use
                  "The sync pass is still running after %u s; GET /v1/kkt/worker/status "
                  "shows its result",
                  w->seconds);
-        (void) api_sync_answer(w->req, w->manager, "running", NULL, message);
+        (void) api_sync_answer(w->req, w->modules, "running", NULL, message);
         sync_wait_free(w);
         return 0;
 }
@@ -742,7 +744,7 @@ static int parse_wait(const char *t, unsigned *ret) {
 }
 
 static int api_sync_now(HttpRequest *req, void *userdata) {
-        Manager *m = userdata;
+        Modules *m = userdata;
         const char *wait = http_request_query(req, "wait");
         unsigned seconds = 0;
         SyncTriggerResult t;
@@ -771,7 +773,7 @@ static int api_sync_now(HttpRequest *req, void *userdata) {
         w = new0(SyncWait, 1);
         if (!w)
                 return -ENOMEM;
-        *w = (SyncWait) { .manager = m, .req = req, .seconds = seconds };
+        *w = (SyncWait) { .modules = m, .req = req, .seconds = seconds };
         r = sync_trigger_wait(m->sync, &w->trigger, api_on_sync_done, w, &w->waiter);
         if (r < 0) {
                 free(w);
@@ -796,7 +798,7 @@ static int api_sync_now(HttpRequest *req, void *userdata) {
 }
 
 static int api_worker_status(HttpRequest *req, void *userdata) {
-        Manager *m = userdata;
+        Modules *m = userdata;
         json_object *o = NULL;
         int r;
 
@@ -834,7 +836,7 @@ static void api_on_dlq_list(Sync *s, int error, const SyncDeadLetter *entries, s
 }
 
 static int api_dlq_list(HttpRequest *req, void *userdata) {
-        Manager *m = userdata;
+        Modules *m = userdata;
         const char *all = http_request_query(req, "all");
 
         return sync_dlq_list(m->sync, 0, !(all && (streq(all, "1") || streq(all, "true"))), api_on_dlq_list, req);
@@ -901,7 +903,7 @@ static int api_dlq_body(HttpRequest *req, json_object **ret_body, const char **r
 
 static int api_dlq_retry(HttpRequest *req, void *userdata) {
         _cleanup_(json_object_putp) json_object *body = NULL;
-        Manager *m = userdata;
+        Modules *m = userdata;
         const char *note, *who;
 
         if (api_dlq_body(req, &body, &note, &who) < 0)
@@ -911,7 +913,7 @@ static int api_dlq_retry(HttpRequest *req, void *userdata) {
 
 static int api_dlq_resolve(HttpRequest *req, void *userdata) {
         _cleanup_(json_object_putp) json_object *body = NULL;
-        Manager *m = userdata;
+        Modules *m = userdata;
         const char *note, *who;
 
         if (api_dlq_body(req, &body, &note, &who) < 0)
@@ -922,7 +924,7 @@ static int api_dlq_resolve(HttpRequest *req, void *userdata) {
 }
 
 static int api_breaker_reset(HttpRequest *req, void *userdata) {
-        Manager *m = userdata;
+        Modules *m = userdata;
         json_object *o;
         int r;
 
@@ -939,10 +941,10 @@ static int api_breaker_reset(HttpRequest *req, void *userdata) {
 
 /* /v1/health and /metrics answer with the dead letters not resolved, which only the store knows: counted on
  * the reader, then answered on the loop. */
-typedef void (*DeadLettersReply)(HttpRequest *req, Manager *m, uint64_t dead_letters_open);
+typedef void (*DeadLettersReply)(HttpRequest *req, Modules *m, uint64_t dead_letters_open);
 
 typedef struct DeadLettersCount {
-        Manager *manager;
+        Modules *modules;
         HttpRequest *req;
         DeadLettersReply reply;
         int64_t n;
@@ -970,18 +972,18 @@ static void api_on_dead_letters_counted(Store *s, int result, void *userdata) {
         DeadLettersCount *dc = userdata;
 
         /* Without the count, the answer says what it can (UINT64_MAX: not known). */
-        dc->reply(dc->req, dc->manager, result >= 0 && dc->n >= 0 ? (uint64_t) dc->n : UINT64_MAX);
+        dc->reply(dc->req, dc->modules, result >= 0 && dc->n >= 0 ? (uint64_t) dc->n : UINT64_MAX);
         free(dc);
 }
 
-static int api_with_dead_letters(HttpRequest *req, Manager *m, DeadLettersReply reply) {
+static int api_with_dead_letters(HttpRequest *req, Modules *m, DeadLettersReply reply) {
         DeadLettersCount *dc;
         int r;
 
         dc = new(DeadLettersCount, 1);
         if (!dc)
                 return -ENOMEM;
-        *dc = (DeadLettersCount) { .manager = m, .req = req, .reply = reply, .n = -1 };
+        *dc = (DeadLettersCount) { .modules = m, .req = req, .reply = reply, .n = -1 };
         r = store_read(m->store, api_count_dead_letters, dc, api_on_dead_letters_counted, dc);
         if (r < 0) {
                 free(dc);
@@ -990,27 +992,27 @@ static int api_with_dead_letters(HttpRequest *req, Manager *m, DeadLettersReply 
         return 0;
 }
 
-static void api_health_reply(HttpRequest *req, Manager *m, uint64_t dead_letters_open) {
+static void api_health_reply(HttpRequest *req, Modules *m, uint64_t dead_letters_open) {
         json_object *o = NULL;
-        ManagerHealth h;
+        Health h;
         int r;
 
-        r = manager_health(m, dead_letters_open, &h, &o);
+        r = health_build(m, dead_letters_open, &h, &o);
         if (r < 0)
                 (void) http_request_reply_error(req, 500, "Failed to check the health: %s", strerror(-r));
         else
-                (void) api_reply(req, h == MANAGER_UNHEALTHY ? 503 : 200, o);
+                (void) api_reply(req, h == HEALTH_UNHEALTHY ? 503 : 200, o);
 }
 
 static int api_health(HttpRequest *req, void *userdata) {
         return api_with_dead_letters(req, userdata, api_health_reply);
 }
 
-static void api_metrics_reply(HttpRequest *req, Manager *m, uint64_t dead_letters_open) {
+static void api_metrics_reply(HttpRequest *req, Modules *m, uint64_t dead_letters_open) {
         _cleanup_free_ char *text = NULL;
         int r;
 
-        r = manager_metrics(m, dead_letters_open, &text);
+        r = metrics_build(m, dead_letters_open, &text);
         if (r < 0)
                 (void) http_request_reply_error(req, 500, "Failed to render the metrics: %s", strerror(-r));
         else

@@ -1,13 +1,13 @@
 /* SPDX-License-Identifier: MIT */
 /* Owns the exposition of GET /metrics: one place that says every metric's name, type, unit and meaning and
- * writes numbers exactly from integers (usec_t, counts), without floating point; and manager_metrics(),
- * which takes the snapshot of the Manager's modules that the renderer works from. */
+ * writes numbers exactly from integers (usec_t, counts), without floating point; and metrics_build(),
+ * which takes the snapshot of the modules that the renderer works from. */
 
 #include <inttypes.h>
 #include <stdio.h>
 
 #include "json-util.h"
-#include "manager.h"
+#include "health.h"
 #include "metrics.h"
 
 /* num/den with up to `decimals` digits, trailing zeros dropped: "12.5", "100", "-0.25". */
@@ -321,8 +321,7 @@ int metrics_render(const MetricsSnapshot *s, char **ret) {
         return 0;
 }
 
-/* Declared in manager.h: the snapshot of the Manager's modules, rendered. */
-int manager_metrics(Manager *m, uint64_t dead_letters_open, char **ret) {
+int metrics_build(const Modules *m, uint64_t dead_letters_open, char **ret) {
         _cleanup_(json_object_putp) json_object *health = NULL;
         MetricsSnapshot s = {
                 .now = now(CLOCK_REALTIME),
@@ -338,12 +337,12 @@ int manager_metrics(Manager *m, uint64_t dead_letters_open, char **ret) {
                 .heartbeats = m->heartbeat ? heartbeat_get_beats(m->heartbeat) : 0,
                 .device = m->device ? device_get_status(m->device) : NULL,
         };
-        ManagerHealth h;
+        Health h;
 
         /* The same verdict as GET /v1/health; a failure to build it only leaves kkt_health_state out. */
-        if (manager_health(m, dead_letters_open, &h, &health) >= 0)
-                s.health = h == MANAGER_UNHEALTHY  ? METRICS_HEALTH_UNHEALTHY
-                           : h == MANAGER_DEGRADED ? METRICS_HEALTH_DEGRADED
+        if (health_build(m, dead_letters_open, &h, &health) >= 0)
+                s.health = h == HEALTH_UNHEALTHY  ? METRICS_HEALTH_UNHEALTHY
+                           : h == HEALTH_DEGRADED ? METRICS_HEALTH_DEGRADED
                                                    : METRICS_HEALTH_HEALTHY;
         if (m->printer) {
                 s.have_printer = true;

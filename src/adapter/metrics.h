@@ -3,8 +3,8 @@
 
 /* The Prometheus text exposition of GET /metrics: names, types, units and help of every metric, rendered
  * from a snapshot of what the modules count. The chain's alert rules and dashboard (contrib/) read these
- * names; man kkt-adapterd(8) lists them. metrics_render() reaches no module; manager_metrics() (manager.h,
- * defined in metrics.c) fills the snapshot from the Manager's. */
+ * names; man kkt-adapterd(8) lists them. metrics_render() reaches no module; metrics_build() fills the snapshot from
+ * the modules. */
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -14,6 +14,7 @@
 #include "heartbeat-state.h"
 #include "http.h"
 #include "intake.h"
+#include "modules.h"
 #include "printer.h"
 #include "store.h"
 #include "sync.h"
@@ -68,3 +69,7 @@ char *metrics_format_days(char *buf, size_t l, usec_t until, usec_t now);
 /* Microseconds as seconds, exactly ("0.0025", "30", "1.5"). */
 char *metrics_format_seconds(char *buf, size_t l, usec_t usec);
 #define METRICS_NUMBER_MAX 48
+
+/* Prometheus text exposition of the modules' counters into *ret (free()); dead_letters_open as for
+ * health_build() (UINT64_MAX leaves kkt_dlq_unresolved out). */
+int metrics_build(const Modules *m, uint64_t dead_letters_open, char **ret);
