@@ -71,11 +71,6 @@ static int api_root(HttpRequest *req, void *userdata) {
 /* GET /docs: where the prototype served its OpenAPI pages; here the paths this daemon answers, who may call
  * each (ACCESS in kkt-adapterd(8)) and where they are described. */
 static int api_docs(HttpRequest *req, void *userdata) {
-        static const char *const access[] = {
-                [HTTP_ACCESS_ADMIN] = "admin",
-                [HTTP_ACCESS_POS] = "pos",
-                [HTTP_ACCESS_PUBLIC] = "public",
-        };
         json_object *o = json_object_new_object(), *paths = json_object_new_array();
 
         if (!o || !paths) {
@@ -109,7 +104,7 @@ static int api_docs(HttpRequest *req, void *userdata) {
                         e = json_object_new_object();
                         if (!e || json_add(e, "method", json_object_new_string(methods[i].name)) < 0 ||
                             json_add(e, "path", json_object_new_string(path)) < 0 ||
-                            json_add(e, "access", json_object_new_string(access[route->access])) < 0 ||
+                            json_add(e, "access", json_object_new_string(http_access_to_string(route->access))) < 0 ||
                             json_object_array_add(paths, e) < 0) {
                                 json_object_put(e);
                                 json_object_put(paths);

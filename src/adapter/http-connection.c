@@ -6,26 +6,20 @@
 #include <search.h>
 
 #include "http-internal.h"
+#include "string-table.h"
 
-static const char *http_phase_to_string(HttpPhase p) {
-        switch (p) {
-        case HTTP_PHASE_HEADERS:
-                return "sending its headers";
-        case HTTP_PHASE_BODY:
-                return "sending its body";
-        case HTTP_PHASE_IDLE:
-                return "idle";
-        case HTTP_PHASE_ANSWER:
-                return "taking its answer";
-        case HTTP_PHASE_REFUSED:
-                return "refused";
-        case HTTP_PHASE_WORKING:
-                return "being answered";
-        case HTTP_PHASE_CLOSING:
-                return "closing";
-        }
-        return "unknown";
-}
+/* What a connection in each phase is doing, for the log. */
+static const char *const http_phase_table[_HTTP_PHASE_MAX] = {
+        [HTTP_PHASE_HEADERS] = "sending its headers",
+        [HTTP_PHASE_BODY] = "sending its body",
+        [HTTP_PHASE_IDLE] = "idle",
+        [HTTP_PHASE_ANSWER] = "taking its answer",
+        [HTTP_PHASE_REFUSED] = "refused",
+        [HTTP_PHASE_WORKING] = "being answered",
+        [HTTP_PHASE_CLOSING] = "closing",
+};
+
+DEFINE_STRING_TABLE_LOOKUP_TO_STRING(http_phase, HttpPhase, static)
 
 static usec_t http_phase_timeout(const HttpServer *s, HttpPhase p) {
         switch (p) {
@@ -62,15 +56,7 @@ static void http_connection_unlink_phase(HttpConnection *c) {
 
         if (c->phase >= _HTTP_PHASE_TIMED)
                 return;
-        if (c->phase_prev)
-                c->phase_prev->phase_next = c->phase_next;
-        else
-                s->phase_head[c->phase] = c->phase_next;
-        if (c->phase_next)
-                c->phase_next->phase_prev = c->phase_prev;
-        else
-                s->phase_tail[c->phase] = c->phase_prev;
-        c->phase_prev = c->phase_next = NULL;
+        LIST_REMOVE_QUEUED(phase, s->phase_head[c->phase], s->phase_tail[c->phase], c);
 }
 
 /* Moves the connection into `phase` and starts that phase's clock. */
@@ -84,12 +70,7 @@ void http_connection_enter(HttpConnection *c, HttpPhase phase) {
         c->since = now(CLOCK_MONOTONIC);
         if (phase >= _HTTP_PHASE_TIMED)
                 return;
-        c->phase_prev = s->phase_tail[phase];
-        if (s->phase_tail[phase])
-                s->phase_tail[phase]->phase_next = c;
-        else
-                s->phase_head[phase] = c;
-        s->phase_tail[phase] = c;
+        LIST_APPEND(phase, s->phase_head[phase], s->phase_tail[phase], c);
 }
 
 static void http_connection_unadmit(HttpConnection *c) {
@@ -193,12 +174,8 @@ static HttpConnection *http_connection_new(HttpListener *l, struct MHD_Connectio
 
         i = MHD_get_connection_info(connection, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
         c->peer = http_server_get_peer(l->server, i ? i->client_addr : NULL);
-        if (c->peer) {
-                c->peer_next = c->peer->connections;
-                if (c->peer_next)
-                        c->peer_next->peer_prev = c;
-                c->peer->connections = c;
-        }
+        if (c->peer)
+                LIST_PREPEND(peer, c->peer->connections, c);
         return c;
 }
 
@@ -210,12 +187,7 @@ static void http_connection_free(HttpConnection *c) {
         s = c->server;
         http_connection_forget(c);
         if (c->peer) {
-                if (c->peer_prev)
-                        c->peer_prev->peer_next = c->peer_next;
-                else
-                        c->peer->connections = c->peer_next;
-                if (c->peer_next)
-                        c->peer_next->peer_prev = c->peer_prev;
+                LIST_REMOVE(peer, c->peer->connections, c);
                 if (!c->peer->connections) {
                         (void) tdelete(c->peer, &s->peers, http_peer_compare);
                         free(c->peer);
@@ -236,7 +208,7 @@ static HttpConnection *http_server_pick_victim(HttpServer *s, HttpPeer *peer) {
         usec_t best_deadline = USEC_INFINITY;
 
         if (peer) {
-                for (HttpConnection *c = peer->connections; c; c = c->peer_next)
+                LIST_FOREACH(peer, c, peer->connections)
                         if (http_connection_evictable(c) &&
                             (!best || http_connection_deadline(c) < best_deadline)) {
                                 best = c;
@@ -246,7 +218,7 @@ static HttpConnection *http_server_pick_victim(HttpServer *s, HttpPeer *peer) {
         }
         /* Each list is in deadline order: only its first admitted connection can be the nearest. */
         for (HttpPhase p = HTTP_PHASE_HEADERS; p <= HTTP_PHASE_IDLE; p++)
-                for (HttpConnection *c = s->phase_head[p]; c; c = c->phase_next)
+                LIST_FOREACH(phase, c, s->phase_head[p])
                         if (http_connection_evictable(c)) {
                                 if (!best || http_connection_deadline(c) < best_deadline) {
                                         best = c;

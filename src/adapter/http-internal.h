@@ -44,6 +44,8 @@ typedef enum HttpPhase {
         _HTTP_PHASE_TIMED,
         HTTP_PHASE_WORKING = _HTTP_PHASE_TIMED, /* its request is with a handler */
         HTTP_PHASE_CLOSING,                     /* shut down by us, MHD has not noticed yet */
+        _HTTP_PHASE_MAX,
+        _HTTP_PHASE_INVALID = -EINVAL,
 } HttpPhase;
 
 typedef struct HttpConnection HttpConnection;
@@ -65,11 +67,11 @@ struct HttpConnection {
         struct MHD_Connection *connection;
         int fd;
         HttpPeer *peer; /* NULL: not an IP connection */
-        HttpConnection *peer_prev, *peer_next;
+        LIST_FIELDS(HttpConnection, peer); /* in HttpPeer.connections */
 
         HttpPhase phase;
         usec_t since; /* when the phase's clock started */
-        HttpConnection *phase_prev, *phase_next;
+        LIST_FIELDS(HttpConnection, phase); /* in HttpServer.phase_head[phase] */
         bool admitted; /* counted against the limits */
         bool refused_per_address;
 };
@@ -136,7 +138,7 @@ struct HttpRequest {
 
         bool dispatched;
         bool suspended;
-        HttpRequest *suspended_prev, *suspended_next;
+        LIST_FIELDS(HttpRequest, suspended); /* in HttpServer.suspended */
         bool answered;
         bool queued;
         unsigned status;

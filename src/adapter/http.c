@@ -11,6 +11,8 @@
 
 #include "http-internal.h"
 #include "json-util.h"
+#include "memory-util.h"
+#include "string-table.h"
 #include "token.h"
 
 /* Takes a request off the server's list of parked ones. */
@@ -20,13 +22,7 @@ static void http_request_unpark(HttpRequest *req) {
         if (!req->suspended)
                 return;
         req->suspended = false;
-        if (req->suspended_prev)
-                req->suspended_prev->suspended_next = req->suspended_next;
-        else
-                s->suspended = req->suspended_next;
-        if (req->suspended_next)
-                req->suspended_next->suspended_prev = req->suspended_prev;
-        req->suspended_prev = req->suspended_next = NULL;
+        LIST_REMOVE(suspended, s->suspended, req);
 }
 
 static HttpRequest *http_request_free(HttpRequest *req) {
@@ -298,17 +294,13 @@ static enum MHD_Result http_request_queue(HttpRequest *req) {
         return MHD_queue_response(req->connection, req->status, req->response);
 }
 
-const char *http_access_to_string(HttpAccess a) {
-        switch (a) {
-        case HTTP_ACCESS_ADMIN:
-                return "admin";
-        case HTTP_ACCESS_POS:
-                return "pos";
-        case HTTP_ACCESS_PUBLIC:
-                return "public";
-        }
-        return NULL;
-}
+static const char *const http_access_table[_HTTP_ACCESS_MAX] = {
+        [HTTP_ACCESS_ADMIN] = "admin",
+        [HTTP_ACCESS_POS] = "pos",
+        [HTTP_ACCESS_PUBLIC] = "public",
+};
+
+DEFINE_STRING_TABLE_LOOKUP(http_access, HttpAccess)
 
 /* The route the request will be dispatched to, NULL when none matches path and method (404 and 405 are
  * answered after the body, as before). */
@@ -356,7 +348,7 @@ static const char *http_request_bearer(HttpRequest *req, size_t *ret_len) {
  * constant time and never logged. Returns true when the request may go on. */
 static bool http_request_check_access(HttpRequest *req, HttpAccess access) {
         HttpServer *s = req->server;
-        _cleanup_(token_freep) char *token = NULL;
+        _cleanup_(erase_and_freep) char *token = NULL;
         bool is_admin = false, is_pos = false;
         const char *bearer, *challenge, *why;
         char peer[INET6_ADDRSTRLEN + 1];
@@ -557,10 +549,7 @@ enum MHD_Result http_on_access(void *cls, struct MHD_Connection *connection, con
 
         /* The handler keeps the request: park the connection until the answer is ready. */
         req->suspended = true;
-        req->suspended_next = s->suspended;
-        if (s->suspended)
-                s->suspended->suspended_prev = req;
-        s->suspended = req;
+        LIST_PREPEND(suspended, s->suspended, req);
         MHD_suspend_connection(connection);
         return MHD_YES;
 }
@@ -737,10 +726,10 @@ HttpServer *http_server_free(HttpServer *s) {
         s->deadline_source = sd_event_source_disable_unref(s->deadline_source);
         free(s->listeners);
         free(s->description);
-        token_free(s->pos_token);
-        token_free(s->admin_token);
-        token_free(s->tls_certificate);
-        token_free(s->tls_key);
+        erase_and_free(s->pos_token);
+        erase_and_free(s->admin_token);
+        erase_and_free(s->tls_certificate);
+        erase_and_free(s->tls_key);
         sd_event_unref(s->event);
         return mfree(s);
 }
