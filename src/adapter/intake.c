@@ -6,6 +6,7 @@
 
 #include "intake.h"
 #include "json-util.h"
+#include "list.h"
 #include "log.h"
 #include "message-ids.h"
 #include "money.h"
@@ -49,7 +50,7 @@ typedef struct IntakeJob {
 
         const char *refusal;           /* static: why the register refuses new receipts now, or NULL */
         int64_t change;                /* kopecks: the cash given back, said in the answer */
-        struct IntakeJob *prev, *next; /* in Intake.printing */
+        LIST_FIELDS(struct IntakeJob, printing); /* in Intake.printing while receipt_id is set */
         char *receipt_id;
         sd_event_source *timeout_source;
         usec_t started;                /* CLOCK_MONOTONIC, when intake_submit() was called */
@@ -336,13 +337,7 @@ static void intake_job_detach(IntakeJob *job) {
         Intake *in = job->intake;
 
         if (job->receipt_id) {
-                if (job->prev)
-                        job->prev->next = job->next;
-                else
-                        in->printing = job->next;
-                if (job->next)
-                        job->next->prev = job->prev;
-                job->prev = job->next = NULL;
+                LIST_REMOVE(printing, in->printing, job);
                 job->receipt_id = mfree(job->receipt_id);
         }
         job->timeout_source = sd_event_source_disable_unref(job->timeout_source);
@@ -488,10 +483,7 @@ static int intake_wait_for_print(Intake *in, IntakeJob *job, const StoreReceipt 
         job->receipt_id = strdup(receipt->id);
         if (!job->receipt_id)
                 return -ENOMEM;
-        job->next = in->printing;
-        if (in->printing)
-                in->printing->prev = job;
-        in->printing = job;
+        LIST_PREPEND(printing, in->printing, job);
 
         r = printer_enqueue(in->printer, receipt->id, receipt->receipt_data,
                             in->response_timeout > 0 ? intake_on_printed : NULL, job);
