@@ -15,6 +15,7 @@
 #include "manager-bus.h"
 #include "manager.h"
 #include "token.h"
+#include "memory-util.h"
 #include "message-ids.h"
 #include "time-util.h"
 
@@ -300,7 +301,7 @@ int manager_fiscal_day_options(Manager *m, const Config *c, FiscalDayOptions *re
 }
 
 static int manager_setup_device(Manager *m) {
-        _cleanup_(token_freep) char *auth = NULL;
+        _cleanup_(erase_and_freep) char *auth = NULL;
         _cleanup_free_ char *copy = NULL, *emulator_path = NULL;
         FiscalDayOptions fo;
         unsigned taxations = 0;
@@ -416,7 +417,7 @@ static void manager_on_pass_finished(Sync *s, const SyncPassStats *stats, void *
 }
 
 static int manager_setup_sync(Manager *m) {
-        _cleanup_(token_freep) char *token = NULL;
+        _cleanup_(erase_and_freep) char *token = NULL;
         SyncOptions o;
         int r;
 
@@ -594,7 +595,7 @@ int manager_reload(Manager *m) {
                         (void) fiscal_day_set_options(m->modules.fiscal_day, &fo);
         }
         if (m->modules.sync) {
-                _cleanup_(token_freep) char *token = NULL;
+                _cleanup_(erase_and_freep) char *token = NULL;
                 SyncOptions so;
 
                 r = manager_sync_options(m, &so, &token);
@@ -604,7 +605,7 @@ int manager_reload(Manager *m) {
                         log_warning_errno(r, "Failed to apply the new sync settings, keeping the old: %m");
         }
         if (m->modules.heartbeat) {
-                _cleanup_(token_freep) char *token = NULL;
+                _cleanup_(erase_and_freep) char *token = NULL;
                 HeartbeatOptions o;
 
                 r = manager_heartbeat_options(m, &o, &token);
@@ -765,7 +766,7 @@ static int manager_add_signal(Manager *m, sd_event_source **s, int sig, sd_event
 }
 
 int manager_start(Manager *m) {
-        _cleanup_(token_freep) char *pos_token = NULL, *admin_token = NULL, *certificate = NULL, *key = NULL;
+        _cleanup_(erase_and_freep) char *pos_token = NULL, *admin_token = NULL, *certificate = NULL, *key = NULL;
         int r;
 
         /* The signals are blocked by main() before any thread exists, so they arrive only here. */
@@ -853,7 +854,7 @@ int manager_start(Manager *m) {
                  admin_token ? "need the admin token" : "closed (no admin token configured)");
 
         {
-                _cleanup_(token_freep) char *token = NULL;
+                _cleanup_(erase_and_freep) char *token = NULL;
                 HeartbeatOptions o;
 
                 r = manager_heartbeat_options(m, &o, &token);
