@@ -161,7 +161,7 @@ static void render_server(FILE *f, const MetricsSnapshot *s) {
                 "kkt_http_responses_total{class=\"5xx\"} %" PRIu64 "\n",
                 s->http.responses_2xx, s->http.responses_4xx, s->http.responses_5xx);
         gauge_u64(f, "kkt_http_connections", "Open HTTP connections.", s->http.connections);
-        if (s->health >= 0 && s->health < _METRICS_HEALTH_MAX)
+        if (s->health >= 0 && s->health < _HEALTH_MAX)
                 gauge_u64(
                         f, "kkt_health_state",
                         "The verdict of GET /v1/health: 0 healthy, 1 degraded, 2 unhealthy (answered 503).",
@@ -331,7 +331,7 @@ int metrics_build(const Modules *m, uint64_t dead_letters_open, char **ret) {
                 .store = *store_get_stats(m->store),
                 .intake = *intake_get_stats(m->intake),
                 .http = *http_server_get_stats(m->http),
-                .health = _METRICS_HEALTH_UNKNOWN,
+                .health = _HEALTH_INVALID,
                 .heartbeat = m->heartbeat ? heartbeat_get_state(m->heartbeat) : HEARTBEAT_UNKNOWN,
                 .heartbeat_failures = m->heartbeat ? heartbeat_get_consecutive_failures(m->heartbeat) : 0,
                 .heartbeats = m->heartbeat ? heartbeat_get_beats(m->heartbeat) : 0,
@@ -341,9 +341,7 @@ int metrics_build(const Modules *m, uint64_t dead_letters_open, char **ret) {
 
         /* The same verdict as GET /v1/health; a failure to build it only leaves kkt_health_state out. */
         if (health_build(m, dead_letters_open, &h, &health) >= 0)
-                s.health = h == HEALTH_UNHEALTHY  ? METRICS_HEALTH_UNHEALTHY
-                           : h == HEALTH_DEGRADED ? METRICS_HEALTH_DEGRADED
-                                                   : METRICS_HEALTH_HEALTHY;
+                s.health = h;
         if (m->printer) {
                 s.have_printer = true;
                 s.printer = *printer_get_stats(m->printer);

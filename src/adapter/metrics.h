@@ -11,6 +11,7 @@
 
 #include "breaker.h"
 #include "device.h"
+#include "health.h"
 #include "heartbeat-state.h"
 #include "http.h"
 #include "intake.h"
@@ -24,14 +25,6 @@
  * the fiscal day read it). */
 #define METRICS_OFD_LIMIT (30 * USEC_PER_DAY)
 
-typedef enum MetricsHealth {
-        METRICS_HEALTH_HEALTHY,
-        METRICS_HEALTH_DEGRADED,
-        METRICS_HEALTH_UNHEALTHY,
-        _METRICS_HEALTH_MAX,
-        _METRICS_HEALTH_UNKNOWN = -1, /* not rendered */
-} MetricsHealth;
-
 typedef struct MetricsSnapshot {
         usec_t now; /* CLOCK_REALTIME */
         const char *version;
@@ -41,7 +34,7 @@ typedef struct MetricsSnapshot {
         StoreStats store;
         IntakeStats intake;
         HttpServerStats http;
-        MetricsHealth health; /* GET /v1/health's verdict */
+        Health health; /* GET /v1/health's verdict; _HEALTH_INVALID: not rendered */
 
         HeartbeatState heartbeat;
         unsigned heartbeat_failures; /* consecutive */
