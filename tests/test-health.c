@@ -14,6 +14,7 @@
 #include "json-util.h"
 #include "modules.h"
 #include "store.h"
+#include "test-loop.h"
 #include "test-util.h"
 #include "tests.h"
 #include "time-util.h"
@@ -41,8 +42,7 @@ static void env_setup(Env *e, unsigned capacity) {
 }
 
 static void env_teardown(Env *e) {
-        while (!store_is_idle(e->modules.store))
-                ASSERT_OK(sd_event_run(e->modules.event, 100 * USEC_PER_MSEC));
+        TEST_RUN_UNTIL(e->modules.event, store_is_idle(e->modules.store));
         e->modules.store = store_free(e->modules.store);
         e->modules.intake = intake_free(e->modules.intake);
         e->modules.config = config_free(e->modules.config);
@@ -72,8 +72,7 @@ static void env_add_pending(Env *e) {
                                                             .total_kopecks = 100,
                                                             .receipt_data = "{}" },
                                        on_stored, &done));
-        while (!done)
-                ASSERT_OK(sd_event_run(e->modules.event, 100 * USEC_PER_MSEC));
+        TEST_RUN_UNTIL(e->modules.event, done);
 }
 
 /* The verdict, and components[name].status in the body. */

@@ -15,6 +15,7 @@
 #include "printer.h"
 #include "receipt-state.h"
 #include "store.h"
+#include "test-loop.h"
 #include "test-util.h"
 #include "tests.h"
 #include "time-util.h"
@@ -42,18 +43,7 @@ typedef struct Answer {
         char detail[512];
 } Answer;
 
-#define RUN_UNTIL(e, cond)                                                                              \
-        do {                                                                                            \
-                usec_t _deadline_ = now(CLOCK_MONOTONIC) + 30 * USEC_PER_SEC;                           \
-                while (!(cond)) {                                                                       \
-                        if (now(CLOCK_MONOTONIC) >= _deadline_) {                                       \
-                                fprintf(stderr, "%s:%d: gave up waiting for %s\n", __FILE__, __LINE__,  \
-                                        #cond);                                                         \
-                                exit(EXIT_FAILURE);                                                     \
-                        }                                                                               \
-                        ASSERT_OK(sd_event_run((e)->event, 100 * USEC_PER_MSEC));                       \
-                }                                                                                       \
-        } while (0)
+#define RUN_UNTIL(e, cond) TEST_RUN_UNTIL((e)->event, cond)
 
 static bool env_quiet(Env *e) {
         return (!e->printer || printer_is_idle(e->printer)) && (!e->device || device_is_idle(e->device)) &&
@@ -144,6 +134,25 @@ static void submit_and_wait(Env *e, const char *key, const char *body, Answer *a
         ASSERT_EQ(a->n_heard, 1U);
 }
 
+/* A sale of 1 ruble under key1, answered OK, then one of 2 rubles under key2: its answer in *ret. */
+static void submit_two(Env *e, const char *key1, const char *key2, Answer *ret) {
+        char body[512];
+        Answer first;
+
+        sale(body, sizeof body, 1);
+        submit_and_wait(e, key1, body, &first);
+        ASSERT_EQ(first.error, INTAKE_OK);
+        sale(body, sizeof body, 2);
+        submit_and_wait(e, key2, body, ret);
+}
+
+/* The submission was refused with `error`, which HTTP answers with `http_status`. */
+static void assert_refused(const Answer *a, IntakeError error, unsigned http_status) {
+        ASSERT_EQ(a->n_heard, 1U);
+        ASSERT_EQ(a->error, error);
+        ASSERT_EQ(intake_error_to_http_status(a->error), http_status);
+}
+
 /* ---- without a register ---- */
 
 static void test_new_receipt_is_answered_buffered_once_durable(void) {
@@ -187,16 +196,11 @@ static void test_replay_with_the_same_body_returns_the_first_answer(void) {
 
 static void test_same_key_with_another_body_is_a_key_mismatch(void) {
         Env e;
-        Answer first, other;
-        char body[512], body2[512];
+        Answer other;
 
         env_setup(&e, 0);
-        sale(body, sizeof body, 100);
-        sale(body2, sizeof body2, 200);
-        submit_and_wait(&e, "key-1", body, &first);
-        submit_and_wait(&e, "key-1", body2, &other);
-        ASSERT_EQ(other.error, INTAKE_KEY_MISMATCH);
-        ASSERT_EQ(intake_error_to_http_status(other.error), 422U);
+        submit_two(&e, "key-1", "key-1", &other);
+        assert_refused(&other, INTAKE_KEY_MISMATCH, 422);
         ASSERT_STREQ(intake_error_to_bus_error(other.error), "KeyMismatch");
         ASSERT_EQ(store_get_counters(e.store)->pending, 1U);
         env_teardown(&e);
@@ -214,24 +218,17 @@ static void test_same_key_while_the_first_is_in_flight_is_a_conflict(void) {
         submit(&e, "key-1", body, &second);
         RUN_UNTIL(&e, first.n_heard > 0 && second.n_heard > 0);
         ASSERT_EQ(first.error, INTAKE_OK);
-        ASSERT_EQ(second.error, INTAKE_CONFLICT);
-        ASSERT_EQ(intake_error_to_http_status(second.error), 409U);
+        assert_refused(&second, INTAKE_CONFLICT, 409);
         env_teardown(&e);
 }
 
 static void test_full_buffer_refuses_with_buffer_full(void) {
         Env e;
-        Answer a, b;
-        char body[512], body2[512];
+        Answer b;
 
         env_setup(&e, 1);
-        sale(body, sizeof body, 100);
-        sale(body2, sizeof body2, 200);
-        submit_and_wait(&e, "key-1", body, &a);
-        ASSERT_EQ(a.error, INTAKE_OK);
-        submit_and_wait(&e, "key-2", body2, &b);
-        ASSERT_EQ(b.error, INTAKE_BUFFER_FULL);
-        ASSERT_EQ(intake_error_to_http_status(b.error), 503U);
+        submit_two(&e, "key-1", "key-2", &b);
+        assert_refused(&b, INTAKE_BUFFER_FULL, 503);
         ASSERT_EQ(store_get_counters(e.store)->pending, 1U);
         ASSERT_EQ(intake_get_stats(e.intake)->rejected_full, 1U);
         env_teardown(&e);
@@ -245,10 +242,9 @@ static void test_missing_key_and_bad_body_are_bad_requests(void) {
         env_setup(&e, 0);
         sale(body, sizeof body, 100);
         submit_and_wait(&e, NULL, body, &a);
-        ASSERT_EQ(a.error, INTAKE_BAD_REQUEST);
-        ASSERT_EQ(intake_error_to_http_status(a.error), 400U);
+        assert_refused(&a, INTAKE_BAD_REQUEST, 400);
         submit_and_wait(&e, "key-1", "{not json", &a);
-        ASSERT_EQ(a.error, INTAKE_BAD_REQUEST);
+        assert_refused(&a, INTAKE_BAD_REQUEST, 400);
         ASSERT_EQ(store_get_counters(e.store)->pending, 0U);
         env_teardown(&e);
 }
@@ -262,8 +258,7 @@ static void test_shutdown_answers_unavailable(void) {
         sale(body, sizeof body, 100);
         intake_shutdown(e.intake);
         submit_and_wait(&e, "key-1", body, &a);
-        ASSERT_EQ(a.error, INTAKE_UNAVAILABLE);
-        ASSERT_EQ(intake_error_to_http_status(a.error), 503U);
+        assert_refused(&a, INTAKE_UNAVAILABLE, 503);
         ASSERT_EQ(store_get_counters(e.store)->pending, 0U);
         env_teardown(&e);
 }

@@ -15,6 +15,7 @@
 #include "money.h"
 #include "printer.h"
 #include "store.h"
+#include "test-loop.h"
 #include "test-util.h"
 #include "tests.h"
 #include "time-util.h"
@@ -96,18 +97,7 @@ static void on_shift(Printer *p, DeviceOperation op, const DeviceResult *result,
         };
 }
 
-#define RUN_UNTIL(e, cond)                                                                              \
-        do {                                                                                            \
-                usec_t _deadline_ = now(CLOCK_MONOTONIC) + 30 * USEC_PER_SEC;                           \
-                while (!(cond)) {                                                                       \
-                        if (now(CLOCK_MONOTONIC) >= _deadline_) {                                       \
-                                fprintf(stderr, "%s:%d: gave up waiting for %s\n", __FILE__, __LINE__,  \
-                                        #cond);                                                         \
-                                exit(EXIT_FAILURE);                                                     \
-                        }                                                                               \
-                        ASSERT_OK(sd_event_run((e)->event, 100 * USEC_PER_MSEC));                       \
-                }                                                                                       \
-        } while (0)
+#define RUN_UNTIL(e, cond) TEST_RUN_UNTIL((e)->event, cond)
 
 static void run_for(Env *e, usec_t usec) {
         usec_t deadline = now(CLOCK_MONOTONIC) + usec, n;
