@@ -166,12 +166,12 @@ static void on_submitted(Store *s, int error, StoreSubmitOutcome outcome, const 
         snprintf(x->id, sizeof x->id, "%s", r->id);
 }
 
-static void on_waiter(Printer *p, const char *receipt_id, const char *status, const char *fiscal_json,
+static void on_waiter(Printer *p, const char *receipt_id, ReceiptState state, const char *fiscal_json,
                       const char *reason, void *userdata) {
         Slip *x = userdata;
 
         x->n_heard++;
-        snprintf(x->status, sizeof x->status, "%s", status);
+        snprintf(x->status, sizeof x->status, "%s", receipt_state_to_string(state));
 }
 
 /* A receipt of `type` for `total`, paid as `payments` (a JSON array) with `change` given back, stored (not

@@ -14,7 +14,7 @@ static MetricsSnapshot snapshot(void) {
                 .now = NOW,
                 .version = "1.2.3",
                 .counters = { .capacity = 200 },
-                .health = METRICS_HEALTH_HEALTHY,
+                .health = HEALTH_HEALTHY,
                 .have_printer = true,
                 .print_stuck_after = 60 * USEC_PER_SEC,
                 .have_sync = true,
@@ -303,7 +303,7 @@ static void test_label_values_are_escaped_and_unknown_parts_left_out(void) {
         s.version = "1.0\"x\\y\nz";
         s.have_printer = false;
         s.have_sync = false;
-        s.health = _METRICS_HEALTH_UNKNOWN;
+        s.health = _HEALTH_INVALID;
         text = render(&s);
         assert_well_formed(text);
         ASSERT_VALUE(text, "kkt_adapter_build_info{version=\"1.0\\\"x\\\\y\\nz\"}", "1");

@@ -15,6 +15,7 @@
 #include "money.h"
 #include "printer.h"
 #include "store.h"
+#include "test-loop.h"
 #include "test-util.h"
 #include "tests.h"
 #include "time-util.h"
@@ -68,7 +69,7 @@ typedef struct Slip {
 
 /* ---- the environment ---- */
 
-static void on_event(Printer *p, const char *receipt_id, const char *status, const char *reason,
+static void on_event(Printer *p, const char *receipt_id, ReceiptState state, const char *reason,
                      void *userdata) {
         Env *e = userdata;
         Event *ev;
@@ -76,7 +77,8 @@ static void on_event(Printer *p, const char *receipt_id, const char *status, con
         ASSERT_TRUE(e->n_events < MAX_EVENTS);
         ev = e->events + e->n_events++;
         snprintf(ev->id, sizeof ev->id, "%s", receipt_id);
-        snprintf(ev->status, sizeof ev->status, "%s", status);
+        ASSERT_NOT_NULL(receipt_state_to_string(state));
+        snprintf(ev->status, sizeof ev->status, "%s", receipt_state_to_string(state));
         snprintf(ev->reason, sizeof ev->reason, "%s", strempty(reason));
 }
 
@@ -95,18 +97,7 @@ static void on_shift(Printer *p, DeviceOperation op, const DeviceResult *result,
         };
 }
 
-#define RUN_UNTIL(e, cond)                                                                              \
-        do {                                                                                            \
-                usec_t _deadline_ = now(CLOCK_MONOTONIC) + 30 * USEC_PER_SEC;                           \
-                while (!(cond)) {                                                                       \
-                        if (now(CLOCK_MONOTONIC) >= _deadline_) {                                       \
-                                fprintf(stderr, "%s:%d: gave up waiting for %s\n", __FILE__, __LINE__,  \
-                                        #cond);                                                         \
-                                exit(EXIT_FAILURE);                                                     \
-                        }                                                                               \
-                        ASSERT_OK(sd_event_run((e)->event, 100 * USEC_PER_MSEC));                       \
-                }                                                                                       \
-        } while (0)
+#define RUN_UNTIL(e, cond) TEST_RUN_UNTIL((e)->event, cond)
 
 static void run_for(Env *e, usec_t usec) {
         usec_t deadline = now(CLOCK_MONOTONIC) + usec, n;
@@ -218,18 +209,18 @@ static void receipt_new(Env *e, Slip *x, int64_t total) {
         RUN_UNTIL(e, x->id[0]);
 }
 
-static void on_waiter(Printer *p, const char *receipt_id, const char *status, const char *fiscal_json,
+static void on_waiter(Printer *p, const char *receipt_id, ReceiptState state, const char *fiscal_json,
                       const char *reason, void *userdata) {
         Slip *x = userdata;
 
         ASSERT_STREQ(receipt_id, x->id);
         x->n_heard++;
-        snprintf(x->status, sizeof x->status, "%s", status);
+        snprintf(x->status, sizeof x->status, "%s", receipt_state_to_string(state));
         snprintf(x->reason, sizeof x->reason, "%s", strempty(reason));
         snprintf(x->fiscal_json, sizeof x->fiscal_json, "%s", strempty(fiscal_json));
         /* "printed" comes with the stored document, the others without one but with a reason */
-        ASSERT_EQ(streq(status, "printed"), fiscal_json != NULL);
-        ASSERT_EQ(streq(status, "printed"), reason == NULL);
+        ASSERT_EQ(state == RECEIPT_STATE_PRINTED, fiscal_json != NULL);
+        ASSERT_EQ(state == RECEIPT_STATE_PRINTED, reason == NULL);
 }
 
 static void enqueue(Env *e, Slip *x) {

@@ -14,6 +14,7 @@
 #include <time.h>
 
 #include "tests.h"
+#include "memory-util.h"
 #include "token.h"
 
 static char *tmpdir;
@@ -45,7 +46,7 @@ static char *write_token(const char *name, const char *content, mode_t mode) {
 static void test_file_token_with_trailing_newline_stripped(void) {
         _cleanup_free_ char *p = write_token("a", "abc.DEF-123\n", 0600),
                             *q = write_token("b", "xyz \r\n\n", 0640);
-        _cleanup_(token_freep) char *t = NULL, *u = NULL;
+        _cleanup_(erase_and_freep) char *t = NULL, *u = NULL;
 
         ASSERT_OK(read_token(p, NULL, &t));
         ASSERT_STREQ(t, "abc.DEF-123");
@@ -75,7 +76,7 @@ static void test_configured_but_missing_file_is_an_error(void) {
 static void test_credential_wins_over_file(void) {
         _cleanup_free_ char *creds = path_in(tmpdir, "creds"), *file = write_token("f", "from-file\n", 0600),
                             *cred = NULL;
-        _cleanup_(token_freep) char *t = NULL, *u = NULL, *v = NULL;
+        _cleanup_(erase_and_freep) char *t = NULL, *u = NULL, *v = NULL;
 
         ASSERT_OK(mkdir(creds, 0700));
         cred = write_file(creds, "heartbeat-token", "from-credential", strlen("from-credential"), 0400);
@@ -94,10 +95,10 @@ static void test_credential_wins_over_file(void) {
         (void) unlink(cred);
         free(cred);
         cred = write_file(creds, "heartbeat-token", "\n", 1, 0400);
-        token_free(v);
+        erase_and_free(v);
         ASSERT_OK(read_token(file, "heartbeat-token", &v));
         ASSERT_STREQ(v, "from-file");
-        token_free(u);
+        erase_and_free(u);
         u = (char *) "sentinel";
         ASSERT_OK(read_token(NULL, "heartbeat-token", &u));
         ASSERT_NULL(u);
@@ -127,7 +128,7 @@ static void test_bad_contents_are_refused(void) {
                             *ctrl = write_token("ctrl", "abc\x01" "def", 0600),
                             *zero = write_file(tmpdir, "nul", nul, sizeof nul, 0600), *big = NULL;
         _cleanup_free_ char *huge = malloc(TOKEN_SIZE_MAX + 2);
-        _cleanup_(token_freep) char *ok = NULL;
+        _cleanup_(erase_and_freep) char *ok = NULL;
         char *t = NULL;
 
         ASSERT_ERROR(read_token(empty, NULL, &t), ENODATA);
@@ -164,7 +165,7 @@ static void test_pem_keeps_its_lines_and_a_certificate_may_be_public(void) {
         _cleanup_free_ char *key = write_token("key.pem", pem, 0644);
         _cleanup_free_ char *ctrl = write_token("ctrl.pem", "-----BEGIN\x01-----\n", 0600), *big = NULL;
         _cleanup_free_ char *huge = malloc(SECRET_PEM_SIZE_MAX + 1);
-        _cleanup_(token_freep) char *c = NULL, *ok = NULL;
+        _cleanup_(erase_and_freep) char *c = NULL, *ok = NULL;
         char *t = NULL;
 
         /* Lines inside are part of it; the trailing newlines are stripped as for a token. */
@@ -251,11 +252,6 @@ static void test_token_equal_takes_the_same_time_wherever_the_difference_is(void
         ASSERT_TRUE(t_first * 4 >= t_equal);
 }
 
-static void test_token_free_accepts_null(void) {
-        ASSERT_NULL(token_free(NULL));
-        ASSERT_NULL(token_free(strdup("secret")));
-}
-
 static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
         return remove(path);
 }
@@ -276,7 +272,6 @@ int main(void) {
         TEST_RUN(test_pem_keeps_its_lines_and_a_certificate_may_be_public);
         TEST_RUN(test_token_equal_is_exact);
         TEST_RUN(test_token_equal_takes_the_same_time_wherever_the_difference_is);
-        TEST_RUN(test_token_free_accepts_null);
 
         ASSERT_OK(nftw(tmpdir, remove_entry, 16, FTW_DEPTH | FTW_PHYS));
         return 0;

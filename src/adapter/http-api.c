@@ -1,13 +1,17 @@
 /* SPDX-License-Identifier: MIT */
-/* Owns the mapping of HTTP paths to the Manager's modules and the JSON each answers with. */
+/* Owns the mapping of HTTP paths to the modules (the route table) and the JSON each answers with; the OFD
+ * leg's handlers (sync, DLQ, breaker) are http-api-sync.c's. */
 
 #include <sys/statvfs.h>
 
+#include "health.h"
+#include "http-api-internal.h"
 #include "http-api.h"
 #include "intake.h"
 #include "json-util.h"
 #include "log.h"
-#include "manager.h"
+#include "metrics.h"
+#include "modules.h"
 #include "refund.h"
 
 /* JavaScript reads a JSON number into a double: an integer beyond 2^53 would lose digits there, so it is
@@ -45,7 +49,7 @@ static void api_safe_integers(json_object *o) {
                 }
 }
 
-static int api_reply(HttpRequest *req, unsigned status, json_object *o) {
+int api_reply(HttpRequest *req, unsigned status, json_object *o) {
         if (o)
                 api_safe_integers(o);
         return http_request_reply_json(req, status, o);
@@ -69,11 +73,6 @@ static int api_root(HttpRequest *req, void *userdata) {
 /* GET /docs: where the prototype served its OpenAPI pages; here the paths this daemon answers, who may call
  * each (ACCESS in kkt-adapterd(8)) and where they are described. */
 static int api_docs(HttpRequest *req, void *userdata) {
-        static const char *const access[] = {
-                [HTTP_ACCESS_ADMIN] = "admin",
-                [HTTP_ACCESS_POS] = "pos",
-                [HTTP_ACCESS_PUBLIC] = "public",
-        };
         json_object *o = json_object_new_object(), *paths = json_object_new_array();
 
         if (!o || !paths) {
@@ -107,7 +106,7 @@ static int api_docs(HttpRequest *req, void *userdata) {
                         e = json_object_new_object();
                         if (!e || json_add(e, "method", json_object_new_string(methods[i].name)) < 0 ||
                             json_add(e, "path", json_object_new_string(path)) < 0 ||
-                            json_add(e, "access", json_object_new_string(access[route->access])) < 0 ||
+                            json_add(e, "access", json_object_new_string(http_access_to_string(route->access))) < 0 ||
                             json_object_array_add(paths, e) < 0) {
                                 json_object_put(e);
                                 json_object_put(paths);
@@ -145,7 +144,7 @@ static void api_on_intake(const IntakeReply *reply, void *userdata) {
 }
 
 static int api_post_receipt(HttpRequest *req, void *userdata) {
-        Manager *m = userdata;
+        Modules *m = userdata;
         const char *body;
         size_t size;
 
@@ -176,13 +175,13 @@ static void api_on_receipt(Store *s, int error, const StoreReceipt *receipt, voi
 }
 
 static int api_get_receipt(HttpRequest *req, void *userdata) {
-        Manager *m = userdata;
+        Modules *m = userdata;
 
         return store_get_receipt(m->store, http_request_arg(req, 0), api_on_receipt, req);
 }
 
 static int api_buffer_status(HttpRequest *req, void *userdata) {
-        Manager *m = userdata;
+        Modules *m = userdata;
         const StoreCounters *c = store_get_counters(m->store);
         json_object *o = json_object_new_object();
 
@@ -191,9 +190,9 @@ static int api_buffer_status(HttpRequest *req, void *userdata) {
         /* The prototype's keys, then the ones the ERP side reads. */
         json_object_object_add(o, "total_capacity", json_object_new_uint64(c->capacity));
         json_object_object_add(o, "current_queued", json_object_new_uint64(c->pending));
-        json_object_object_add(o, "percent_full", manager_percent_full_to_json(m));
+        json_object_object_add(o, "percent_full", modules_percent_full_to_json(m));
         json_object_object_add(o, "network_status",
-                               json_object_new_string(manager_buffer_network_status(m)));
+                               json_object_new_string(modules_buffer_network_status(m)));
         json_object_object_add(o, "total_receipts", json_object_new_uint64(c->total));
         json_object_object_add(o, "pending", json_object_new_uint64(c->pending));
         json_object_object_add(o, "synced", json_object_new_uint64(c->synced));
@@ -201,15 +200,15 @@ static int api_buffer_status(HttpRequest *req, void *userdata) {
         json_object_object_add(o, "dlq_size", json_object_new_uint64(c->dlq));
         json_object_object_add(o, "print_rejected", json_object_new_uint64(c->print_rejected));
         json_object_object_add(o, "cancelled", json_object_new_uint64(c->cancelled));
-        json_object_object_add(o, "buffer_percent", manager_percent_full_to_json(m));
+        json_object_object_add(o, "buffer_percent", modules_percent_full_to_json(m));
         json_object_object_add(o, "buffer_count", json_object_new_uint64(c->pending));
         /* The ERP module's offline indicator compares with "OPEN", as the prototype spelt it. */
-        json_object_object_add(o, "cb_state", json_string_or_null(manager_circuit_state_upper(m)));
+        json_object_object_add(o, "cb_state", json_string_or_null(modules_circuit_state_upper(m)));
         return api_reply(req, 200, o);
 }
 
 static int api_heartbeat_status(HttpRequest *req, void *userdata) {
-        Manager *m = userdata;
+        Modules *m = userdata;
         json_object *o = NULL;
         int r;
 
@@ -220,7 +219,7 @@ static int api_heartbeat_status(HttpRequest *req, void *userdata) {
 }
 
 static int api_device_status(HttpRequest *req, void *userdata) {
-        Manager *m = userdata;
+        Modules *m = userdata;
         json_object *o = NULL;
         int r;
 
@@ -235,7 +234,7 @@ static int api_device_status(HttpRequest *req, void *userdata) {
  * {"fault": "none"}. */
 static int api_debug_device_fault(HttpRequest *req, void *userdata) {
         _cleanup_(json_object_putp) json_object *o = NULL;
-        Manager *m = userdata;
+        Modules *m = userdata;
         json_object *f, *c;
         DeviceFault fault;
         int r;
@@ -262,7 +261,7 @@ static int api_debug_device_fault(HttpRequest *req, void *userdata) {
 #define API_REPORT_WAIT (120 * USEC_PER_SEC)
 
 typedef struct ReportWait {
-        Manager *manager;
+        Modules *modules;
         HttpRequest *req;
         DeviceOperation op;
         sd_event_source *timer;
@@ -319,7 +318,7 @@ static const char *report_fault_text(const DeviceResult *result, char *buf, size
 static void api_on_report(FiscalDay *f, const DeviceResult *result, void *userdata) {
         ReportWait *w = userdata;
         HttpRequest *req = w->req;
-        Manager *m = w->manager;
+        Modules *m = w->modules;
         json_object *o = NULL;
         char why[256];
         int r;
@@ -339,7 +338,7 @@ static void api_on_report(FiscalDay *f, const DeviceResult *result, void *userda
                 return;
         }
 
-        r = fiscal_day_report_to_json(&result->report, manager_ofd_offline(m), &o);
+        r = fiscal_day_report_to_json(&result->report, modules_ofd_offline(m), &o);
         if (r >= 0 && w->op != DEVICE_OP_REPORT_X)
                 r = json_add(o, w->op == DEVICE_OP_OPEN_SHIFT ? "already_open" : "already_closed",
                              json_object_new_boolean(result->error == -EALREADY));
@@ -355,19 +354,19 @@ static int api_on_report_timeout(sd_event_source *s, uint64_t usec, void *userda
         ReportWait *w = userdata;
 
         /* The request goes; the Z report stays queued and is made once the receipts before it print. */
-        fiscal_day_forget(w->manager->fiscal_day, w);
+        fiscal_day_forget(w->modules->fiscal_day, w);
         (void) http_request_add_header(w->req, "Retry-After", "60");
         (void) http_request_reply_error(w->req, 504,
                                         "The %s is still waiting for the fiscal register (%u documents ahead, "
                                         "register %s); it will be made when they are printed",
                                         w->op == DEVICE_OP_CLOSE_SHIFT ? "Z report" : "report",
-                                        printer_get_stats(w->manager->printer)->queued,
-                                        device_state_to_string(device_get_state(w->manager->device)));
+                                        printer_get_stats(w->modules->printer)->queued,
+                                        device_state_to_string(device_get_state(w->modules->device)));
         report_wait_free(w);
         return 0;
 }
 
-static int api_report(HttpRequest *req, Manager *m, DeviceOperation op) {
+static int api_report(HttpRequest *req, Modules *m, DeviceOperation op) {
         _cleanup_(json_object_putp) json_object *body = NULL;
         const char *cashier, *inn;
         ReportWait *w;
@@ -385,7 +384,7 @@ static int api_report(HttpRequest *req, Manager *m, DeviceOperation op) {
         w = new0(ReportWait, 1);
         if (!w)
                 return -ENOMEM;
-        *w = (ReportWait) { .manager = m, .req = req, .op = op };
+        *w = (ReportWait) { .modules = m, .req = req, .op = op };
         switch (op) {
         case DEVICE_OP_REPORT_X:
                 r = fiscal_day_report_x(m->fiscal_day, cashier, inn, api_on_report, w);
@@ -426,11 +425,11 @@ static int api_shift_open(HttpRequest *req, void *userdata) {
 }
 
 static int api_shift_status(HttpRequest *req, void *userdata) {
-        Manager *m = userdata;
+        Modules *m = userdata;
         json_object *o = NULL;
         int r;
 
-        r = manager_shift_to_json(m, &o);
+        r = modules_shift_to_json(m, &o);
         if (r < 0)
                 return r;
         return api_reply(req, 200, o);
@@ -455,7 +454,7 @@ static void api_on_debug_device(Device *d, const DeviceResult *result, void *use
 }
 
 static int api_debug_device_settings(HttpRequest *req, void *userdata) {
-        Manager *m = userdata;
+        Modules *m = userdata;
         const char *body = http_request_body(req, NULL);
         int r;
 
@@ -497,7 +496,7 @@ static void api_on_refund_check(const RefundCheck *check, void *userdata) {
 /* POST /v1/pos/refund {"original_fiscal_doc_id": "..."}: the ERP's question before a return. */
 static int api_refund_check(HttpRequest *req, void *userdata) {
         _cleanup_(json_object_putp) json_object *o = NULL;
-        Manager *m = userdata;
+        Modules *m = userdata;
         size_t size;
         const char *body = http_request_body(req, &size), *ref;
         json_object *v;
@@ -554,7 +553,7 @@ static void api_on_print_admin(Printer *p, int error, const StoreReceipt *receip
 
 /* POST /v1/kkt/receipt/{id}/retry: a rejected receipt back into the print queue. */
 static int api_receipt_retry(HttpRequest *req, void *userdata) {
-        Manager *m = userdata;
+        Modules *m = userdata;
 
         return printer_retry_rejected(m->printer, http_request_arg(req, 0), "http", api_on_print_admin, req);
 }
@@ -562,7 +561,7 @@ static int api_receipt_retry(HttpRequest *req, void *userdata) {
 /* POST /v1/kkt/receipt/{id}/cancel {"note": "...", "cancelled_by": "..."}: never printed, never sent. */
 static int api_receipt_cancel(HttpRequest *req, void *userdata) {
         _cleanup_(json_object_putp) json_object *o = NULL;
-        Manager *m = userdata;
+        Modules *m = userdata;
         size_t size;
         const char *body = http_request_body(req, &size), *note = NULL, *who = "http";
         json_object *v;
@@ -612,337 +611,17 @@ oom:
 
 /* GET /v1/kkt/receipts/rejected: what waits for an admin. */
 static int api_rejected_list(HttpRequest *req, void *userdata) {
-        Manager *m = userdata;
+        Modules *m = userdata;
 
         return store_list_print_rejected(m->store, 0, api_on_rejected_list, req);
 }
 
-/* The longest ?wait= of POST /v1/kkt/buffer/sync. */
-#define API_SYNC_WAIT_MAX 60U
-
-typedef struct SyncWait {
-        Manager *manager;
-        HttpRequest *req;
-        SyncTriggerResult trigger;
-        SyncWaiter *waiter;
-        sd_event_source *timer;
-        unsigned seconds;
-} SyncWait;
-
-static void sync_wait_free(SyncWait *w) {
-        sync_waiter_free(w->waiter);
-        sd_event_source_disable_unref(w->timer);
-        free(w);
-}
-
-/* Seconds with two decimals from microseconds, as the prototype rounded them, written exactly. */
-static json_object *json_seconds_2(usec_t usec) {
-        uint64_t hundredths = (usec + 5000) / 10000;
-        char text[32];
-
-        snprintf(text, sizeof text, "%" PRIu64 ".%02" PRIu64, hundredths / 100, hundredths % 100);
-        return json_object_new_double_s(strtod(text, NULL), text);
-}
-
-static const char *sync_pass_message(const SyncPassStats *st, uint64_t pending) {
-        switch (st->result) {
-        case SYNC_PASS_OK:
-                return "Manual sync completed successfully";
-        case SYNC_PASS_NOTHING:
-                /* Printed receipts are sent when their retry is due; the others wait for the register. */
-                return pending == 0 ? "No pending receipts"
-                                    : "No receipts due to be sent now: the pending ones wait for their next "
-                                      "retry "
-                                      "or for printing";
-        case SYNC_PASS_FAILURES:
-                return "Manual sync completed; some receipts failed and will be retried (see GET "
-                       "/v1/kkt/dlq for "
-                       "dead letters)";
-        case SYNC_PASS_CIRCUIT_OPEN:
-                return "The OFD circuit breaker is open: nothing was sent";
-        case SYNC_PASS_HELD:
-                return "The OFD asked to wait (Retry-After): nothing was sent";
-        case SYNC_PASS_ERROR:
-                return "The receipt buffer could not be read";
-        default:
-                return "The sync worker stopped";
-        }
-}
-
-/* The answer of POST /v1/kkt/buffer/sync: ours (status, pending, circuit_breaker) and the prototype's
- * (synced, failed, skipped, duration_seconds, message); the counts are the pass's when it is known. */
-static int api_sync_answer(HttpRequest *req, Manager *m, const char *status, const SyncPassStats *st,
-                           const char *message) {
-        json_object *o = json_object_new_object();
-        unsigned failed = 0, skipped = 0;
-
-        if (!o)
-                return -ENOMEM;
-        if (st) {
-                failed = st->retried + st->dead_lettered;
-                skipped = st->selected > st->synced + failed ? st->selected - st->synced - failed : 0;
-        }
-        json_object_object_add(o, "status", json_object_new_string(status));
-        json_object_object_add(o, "synced", json_object_new_uint64(st ? st->synced : 0));
-        json_object_object_add(o, "failed", json_object_new_uint64(failed));
-        json_object_object_add(o, "skipped", json_object_new_uint64(skipped));
-        json_object_object_add(o, "duration_seconds", json_seconds_2(st ? st->duration : 0));
-        json_object_object_add(o, "message", json_object_new_string(message));
-        if (st)
-                json_object_object_add(o, "result",
-                                       json_object_new_string(sync_pass_result_to_string(st->result)));
-        json_object_object_add(o, "pending", json_object_new_uint64(store_get_counters(m->store)->pending));
-        json_object_object_add(o, "circuit_breaker",
-                               json_object_new_string(breaker_state_to_string(sync_get_breaker_state(m->sync))));
-        /* 202 as before, and as the prototype declared, whether or not the pass is over. */
-        return api_reply(req, 202, o);
-}
-
-static void api_on_sync_done(Sync *s, int error, const SyncPassStats *stats, void *userdata) {
-        SyncWait *w = userdata;
-
-        w->waiter = NULL; /* freed by the sync after this call */
-        if (error < 0)
-                (void) http_request_reply_error(w->req, 503, "The sync worker is stopping");
-        else
-                (void) api_sync_answer(
-                        w->req, w->manager, "completed", stats,
-                        sync_pass_message(stats, store_get_counters(w->manager->store)->pending));
-        sync_wait_free(w);
-}
-
-static int api_on_sync_wait_timeout(sd_event_source *s, uint64_t usec, void *userdata) {
-        SyncWait *w = userdata;
-        char message[160];
-
-        snprintf(message, sizeof message,
-                 "The sync pass is still running after %u s; GET /v1/kkt/worker/status "
-                 "shows its result",
-                 w->seconds);
-        (void) api_sync_answer(w->req, w->manager, "running", NULL, message);
-        sync_wait_free(w);
-        return 0;
-}
-
-/* ?wait=SECONDS: whole seconds, 0..API_SYNC_WAIT_MAX. */
-static int parse_wait(const char *t, unsigned *ret) {
-        unsigned v = 0;
-
-        if (isempty(t))
-                return -EINVAL;
-        for (const char *p = t; *p; p++) {
-                if (*p < '0' || *p > '9')
-                        return -EINVAL;
-                v = v * 10 + (unsigned) (*p - '0');
-                if (v > API_SYNC_WAIT_MAX)
-                        return -ERANGE;
-        }
-        *ret = v;
-        return 0;
-}
-
-static int api_sync_now(HttpRequest *req, void *userdata) {
-        Manager *m = userdata;
-        const char *wait = http_request_query(req, "wait");
-        unsigned seconds = 0;
-        SyncTriggerResult t;
-        SyncWait *w;
-        int r;
-
-        if (wait && parse_wait(wait, &seconds) < 0)
-                return http_request_reply_error(req, 400, "wait: expected whole seconds, 0 to %u",
-                                                API_SYNC_WAIT_MAX);
-
-        if (seconds == 0) {
-                r = sync_trigger(m->sync, &t);
-                if (r == -ESHUTDOWN)
-                        return http_request_reply_error(req, 503, "The sync worker is stopping");
-                if (r < 0)
-                        return r;
-                /* 202: the pass runs on the loop after this answer, never inside the request. */
-                return api_sync_answer(
-                        req, m, sync_trigger_result_to_string(t), NULL,
-                        t == SYNC_TRIGGER_CIRCUIT_OPEN
-                                ? "The OFD circuit breaker is open: nothing was started"
-                                : "Sync started in the background; ?wait=SECONDS waits for its result");
-        }
-
-        /* The request waits (suspended) for the end of the pass; nothing waits on the loop. */
-        w = new0(SyncWait, 1);
-        if (!w)
-                return -ENOMEM;
-        *w = (SyncWait) { .manager = m, .req = req, .seconds = seconds };
-        r = sync_trigger_wait(m->sync, &w->trigger, api_on_sync_done, w, &w->waiter);
-        if (r < 0) {
-                free(w);
-                if (r == -ESHUTDOWN)
-                        return http_request_reply_error(req, 503, "The sync worker is stopping");
-                return r;
-        }
-        if (!w->waiter) {
-                t = w->trigger;
-                free(w);
-                return api_sync_answer(req, m, sync_trigger_result_to_string(t), NULL,
-                                       "The OFD circuit breaker is open: nothing was started");
-        }
-        r = sd_event_add_time_relative(m->event, &w->timer, CLOCK_MONOTONIC, seconds * USEC_PER_SEC,
-                                       USEC_PER_MSEC, api_on_sync_wait_timeout, w);
-        if (r < 0) {
-                sync_wait_free(w);
-                return r;
-        }
-        (void) sd_event_source_set_description(w->timer, "http-sync-wait");
-        return 0;
-}
-
-static int api_worker_status(HttpRequest *req, void *userdata) {
-        Manager *m = userdata;
-        json_object *o = NULL;
-        int r;
-
-        r = sync_to_json(m->sync, &o);
-        if (r >= 0)
-                /* The prototype's: its worker task "running" or "stopped". */
-                r = json_add(o, "task_status",
-                             json_object_new_string(sync_is_running(m->sync) ? "running" : "stopped"));
-        if (r < 0) {
-                json_object_put(o);
-                return r;
-        }
-        return api_reply(req, 200, o);
-}
-
-static void api_on_dlq_list(Sync *s, int error, const SyncDeadLetter *entries, size_t n_entries, void *userdata) {
-        HttpRequest *req = userdata;
-        json_object *a = NULL, *o;
-        int r;
-
-        if (error < 0) {
-                (void) http_request_reply_error(req, 503, "Receipt buffer unavailable: %s", strerror(-error));
-                return;
-        }
-        r = sync_dead_letters_to_json(entries, n_entries, &a);
-        o = r >= 0 ? json_object_new_object() : NULL;
-        if (!o) {
-                json_object_put(a);
-                (void) http_request_reply_error(req, 500, "Failed to render the dead letters");
-                return;
-        }
-        json_object_object_add(o, "count", json_object_new_uint64(n_entries));
-        json_object_object_add(o, "dead_letters", a);
-        (void) api_reply(req, 200, o);
-}
-
-static int api_dlq_list(HttpRequest *req, void *userdata) {
-        Manager *m = userdata;
-        const char *all = http_request_query(req, "all");
-
-        return sync_dlq_list(m->sync, 0, !(all && (streq(all, "1") || streq(all, "true"))), api_on_dlq_list, req);
-}
-
-static void api_on_dlq_change(Sync *s, int error, void *userdata) {
-        HttpRequest *req = userdata;
-        const char *id = http_request_arg(req, 0);
-        json_object *o;
-
-        if (error == -ENOENT) {
-                (void) http_request_reply_error(req, 404, "Receipt %s not found", id);
-                return;
-        }
-        if (error == -EALREADY) {
-                (void) http_request_reply_error(req, 409, "Receipt %s is not in the dead-letter queue", id);
-                return;
-        }
-        if (error == -ESTALE) {
-                (void) http_request_reply_error(req, 409,
-                                                "The dead letter of receipt %s is resolved: it was handled "
-                                                "outside the adapter, and that is final",
-                                                id);
-                return;
-        }
-        if (error < 0) {
-                (void) http_request_reply_error(req, 503, "Receipt buffer unavailable: %s", strerror(-error));
-                return;
-        }
-        o = json_object_new_object();
-        if (!o) {
-                (void) http_request_reply_error(req, 500, "Out of memory");
-                return;
-        }
-        json_object_object_add(o, "receipt_id", json_object_new_string(id));
-        json_object_object_add(o, "status", json_object_new_string(
-                strstr(http_request_path(req), "/retry") ? "pending" : "resolved"));
-        (void) api_reply(req, 200, o);
-}
-
-/* {"note": "...", "resolved_by": "..."}, both optional for retry; the note is required to resolve. */
-static int api_dlq_body(HttpRequest *req, json_object **ret_body, const char **ret_note, const char **ret_who) {
-        size_t size;
-        const char *body = http_request_body(req, &size);
-        json_object *o = NULL, *v;
-
-        *ret_note = NULL;
-        *ret_who = "http";
-        if (size > 0) {
-                o = json_tokener_parse(body);
-                if (!o || !json_object_is_type(o, json_type_object)) {
-                        json_object_put(o);
-                        return -EBADMSG;
-                }
-                if (json_object_object_get_ex(o, "note", &v) && json_object_is_type(v, json_type_string))
-                        *ret_note = json_object_get_string(v);
-                if (json_object_object_get_ex(o, "resolved_by", &v) && json_object_is_type(v, json_type_string) &&
-                    json_object_get_string_len(v) > 0)
-                        *ret_who = json_object_get_string(v);
-        }
-        *ret_body = o;
-        return 0;
-}
-
-static int api_dlq_retry(HttpRequest *req, void *userdata) {
-        _cleanup_(json_object_putp) json_object *body = NULL;
-        Manager *m = userdata;
-        const char *note, *who;
-
-        if (api_dlq_body(req, &body, &note, &who) < 0)
-                return http_request_reply_error(req, 400, "Body must be a JSON object");
-        return sync_dlq_retry(m->sync, http_request_arg(req, 0), who, api_on_dlq_change, req);
-}
-
-static int api_dlq_resolve(HttpRequest *req, void *userdata) {
-        _cleanup_(json_object_putp) json_object *body = NULL;
-        Manager *m = userdata;
-        const char *note, *who;
-
-        if (api_dlq_body(req, &body, &note, &who) < 0)
-                return http_request_reply_error(req, 400, "Body must be a JSON object");
-        if (isempty(note))
-                return http_request_reply_error(req, 422, "note: required, say how the receipt was resolved");
-        return sync_dlq_resolve(m->sync, http_request_arg(req, 0), note, who, api_on_dlq_change, req);
-}
-
-static int api_breaker_reset(HttpRequest *req, void *userdata) {
-        Manager *m = userdata;
-        json_object *o;
-        int r;
-
-        r = sync_reset_breaker(m->sync);
-        if (r < 0)
-                return r;
-        o = json_object_new_object();
-        if (!o)
-                return -ENOMEM;
-        json_object_object_add(o, "status", json_object_new_string(breaker_state_to_string(sync_get_breaker_state(m->sync))));
-        json_object_object_add(o, "changed", json_object_new_boolean(r > 0));
-        return api_reply(req, 200, o);
-}
-
 /* /v1/health and /metrics answer with the dead letters not resolved, which only the store knows: counted on
  * the reader, then answered on the loop. */
-typedef void (*DeadLettersReply)(HttpRequest *req, Manager *m, uint64_t dead_letters_open);
+typedef void (*DeadLettersReply)(HttpRequest *req, Modules *m, uint64_t dead_letters_open);
 
 typedef struct DeadLettersCount {
-        Manager *manager;
+        Modules *modules;
         HttpRequest *req;
         DeadLettersReply reply;
         int64_t n;
@@ -970,18 +649,18 @@ static void api_on_dead_letters_counted(Store *s, int result, void *userdata) {
         DeadLettersCount *dc = userdata;
 
         /* Without the count, the answer says what it can (UINT64_MAX: not known). */
-        dc->reply(dc->req, dc->manager, result >= 0 && dc->n >= 0 ? (uint64_t) dc->n : UINT64_MAX);
+        dc->reply(dc->req, dc->modules, result >= 0 && dc->n >= 0 ? (uint64_t) dc->n : UINT64_MAX);
         free(dc);
 }
 
-static int api_with_dead_letters(HttpRequest *req, Manager *m, DeadLettersReply reply) {
+static int api_with_dead_letters(HttpRequest *req, Modules *m, DeadLettersReply reply) {
         DeadLettersCount *dc;
         int r;
 
         dc = new(DeadLettersCount, 1);
         if (!dc)
                 return -ENOMEM;
-        *dc = (DeadLettersCount) { .manager = m, .req = req, .reply = reply, .n = -1 };
+        *dc = (DeadLettersCount) { .modules = m, .req = req, .reply = reply, .n = -1 };
         r = store_read(m->store, api_count_dead_letters, dc, api_on_dead_letters_counted, dc);
         if (r < 0) {
                 free(dc);
@@ -990,27 +669,27 @@ static int api_with_dead_letters(HttpRequest *req, Manager *m, DeadLettersReply 
         return 0;
 }
 
-static void api_health_reply(HttpRequest *req, Manager *m, uint64_t dead_letters_open) {
+static void api_health_reply(HttpRequest *req, Modules *m, uint64_t dead_letters_open) {
         json_object *o = NULL;
-        ManagerHealth h;
+        Health h;
         int r;
 
-        r = manager_health(m, dead_letters_open, &h, &o);
+        r = health_build(m, dead_letters_open, &h, &o);
         if (r < 0)
                 (void) http_request_reply_error(req, 500, "Failed to check the health: %s", strerror(-r));
         else
-                (void) api_reply(req, h == MANAGER_UNHEALTHY ? 503 : 200, o);
+                (void) api_reply(req, h == HEALTH_UNHEALTHY ? 503 : 200, o);
 }
 
 static int api_health(HttpRequest *req, void *userdata) {
         return api_with_dead_letters(req, userdata, api_health_reply);
 }
 
-static void api_metrics_reply(HttpRequest *req, Manager *m, uint64_t dead_letters_open) {
+static void api_metrics_reply(HttpRequest *req, Modules *m, uint64_t dead_letters_open) {
         _cleanup_free_ char *text = NULL;
         int r;
 
-        r = manager_metrics(m, dead_letters_open, &text);
+        r = metrics_build(m, dead_letters_open, &text);
         if (r < 0)
                 (void) http_request_reply_error(req, 500, "Failed to render the metrics: %s", strerror(-r));
         else

@@ -7,6 +7,7 @@
  * deadline for each phase of a connection), a route table, and requests that a handler may answer later (the
  * connection is suspended meanwhile). It knows nothing of receipts. */
 
+#include <errno.h>
 #include <json-c/json.h>
 #include <stdbool.h>
 #include <sys/socket.h>
@@ -35,6 +36,8 @@ typedef enum HttpAccess {
         HTTP_ACCESS_ADMIN = 0, /* the admin token; 403 while none is configured */
         HTTP_ACCESS_POS,       /* the POS or the admin token while a POS token is configured; else open */
         HTTP_ACCESS_PUBLIC,    /* whoever reaches the listener */
+        _HTTP_ACCESS_MAX,
+        _HTTP_ACCESS_INVALID = -EINVAL,
 } HttpAccess;
 
 typedef struct HttpRoute {
@@ -111,6 +114,7 @@ const char *http_server_describe(HttpServer *s);
 bool http_sockaddr_is_loopback(const struct sockaddr *sa, socklen_t len);
 
 const char *http_access_to_string(HttpAccess a);
+HttpAccess http_access_from_string(const char *s);
 
 HttpMethod http_request_method(HttpRequest *req);
 const char *http_request_path(HttpRequest *req);

@@ -6,9 +6,11 @@
 
 #include "intake.h"
 #include "json-util.h"
+#include "list.h"
 #include "log.h"
 #include "message-ids.h"
 #include "money.h"
+#include "receipt-state.h"
 
 #define IDEMPOTENCY_KEY_MAX 255U
 
@@ -48,7 +50,7 @@ typedef struct IntakeJob {
 
         const char *refusal;           /* static: why the register refuses new receipts now, or NULL */
         int64_t change;                /* kopecks: the cash given back, said in the answer */
-        struct IntakeJob *prev, *next; /* in Intake.printing */
+        LIST_FIELDS(struct IntakeJob, printing); /* in Intake.printing while receipt_id is set */
         char *receipt_id;
         sd_event_source *timeout_source;
         usec_t started;                /* CLOCK_MONOTONIC, when intake_submit() was called */
@@ -57,7 +59,7 @@ typedef struct IntakeJob {
          * same), or, when it went into the key's INSERT, from the submit on. */
         bool answer_in_insert;
         char *answer_id;
-        char *answer_status;
+        ReceiptState answer_state;
         char *answer_message;
         char *answer_fiscal_doc;
         bool answer_replayed;
@@ -184,22 +186,6 @@ const char *intake_error_to_bus_error(IntakeError e) {
         return e < _INTAKE_ERROR_MAX ? table[e] : "Failed";
 }
 
-const char *intake_receipt_status(const StoreReceipt *r) {
-        if (r->status == STORE_STATUS_SYNCED)
-                return "synced";
-        if (r->status == STORE_STATUS_DLQ)
-                return "dead_letter";
-        if (r->status == STORE_STATUS_CANCELLED)
-                return "cancelled";
-        if (r->print_status == STORE_PRINT_PRINTED)
-                return "printed";
-        if (r->print_status == STORE_PRINT_FAILED)
-                return "print_failed";
-        if (r->print_status == STORE_PRINT_REJECTED)
-                return "print_rejected";
-        return "buffered";
-}
-
 /* A stored fiscal document for an answer, with the prototype's keys (a document stored before they were
  * written lacks them); NULL text: JSON null. */
 static int fiscal_doc_to_json(const char *text, json_object **ret) {
@@ -219,33 +205,39 @@ static int fiscal_doc_to_json(const char *text, json_object **ret) {
         return 0;
 }
 
-/* The message of an answer with this status ("printed", "buffered", "print_failed", "print_rejected"; any
- * other: a replay of a key whose first answer is not on record); detail says why printing failed. */
-static int intake_answer_message(const char *status, const char *detail, char **ret) {
+/* The message of an answer in this state (printed, buffered, print_failed, print_rejected; any other, such
+ * as _RECEIPT_STATE_INVALID: a replay of a key whose first answer is not on record); detail says why
+ * printing failed. */
+static int intake_answer_message(ReceiptState state, const char *detail, char **ret) {
         char *m = NULL;
         int k = 0;
 
-        assert(status);
         assert(ret);
 
-        if (streq(status, "printed"))
+        switch (state) {
+        case RECEIPT_STATE_PRINTED:
                 m = strdup("Receipt printed successfully"); /* the prototype's words, which its clients
                                                                compare */
-        else if (streq(status, "print_failed"))
+                break;
+        case RECEIPT_STATE_PRINT_FAILED:
                 k = asprintf(&m,
                              "Printing failed (%s); the receipt is stored and will be printed when the "
                              "register is ready",
                              strna(detail));
-        else if (streq(status, "print_rejected"))
+                break;
+        case RECEIPT_STATE_PRINT_REJECTED:
                 k = asprintf(
                         &m,
                         "The fiscal register rejected this receipt (%s); it is stored, set aside and not "
                         "printed until an administrator retries or cancels it",
                         strna(detail));
-        else if (streq(status, "buffered"))
+                break;
+        case RECEIPT_STATE_BUFFERED:
                 m = strdup("Receipt stored durably; it will be printed and sent to the OFD");
-        else
+                break;
+        default:
                 m = strdup("Receipt already accepted under this Idempotency-Key");
+        }
         if (k < 0 || !m)
                 return -ENOMEM;
         *ret = m;
@@ -266,7 +258,7 @@ int intake_reply_to_json(const IntakeReply *reply, json_object **ret) {
         o = json_object_new_object();
         if (!o)
                 return -ENOMEM;
-        if (json_object_object_add(o, "status", json_object_new_string(intake_receipt_status(r))) < 0 ||
+        if (json_object_object_add(o, "status", json_object_new_string(receipt_state_to_string(receipt_state_of(r)))) < 0 ||
             json_object_object_add(o, "receipt_id", json_object_new_string(r->id)) < 0 ||
             json_object_object_add(o, "fiscal_doc", TAKE_PTR(fiscal)) < 0 ||
             json_object_object_add(o, "message", json_object_new_string(reply->message)) < 0)
@@ -297,7 +289,7 @@ int intake_receipt_to_json(const StoreReceipt *r, json_object **ret) {
         if (r->receipt_data && !(doc = json_tokener_parse(r->receipt_data)))
                 return -EBADMSG;
         JSON_ADD(o, "receipt_id", json_object_new_string(r->id));
-        JSON_ADD(o, "status", json_object_new_string(intake_receipt_status(r)));
+        JSON_ADD(o, "status", json_object_new_string(receipt_state_to_string(receipt_state_of(r))));
         JSON_ADD(o, "buffer_status", json_object_new_string(store_status_to_string(r->status)));
         JSON_ADD(o, "print_status", json_object_new_string(store_print_status_to_string(r->print_status)));
         JSON_ADD(o, "pos_id", json_string_or_null(r->pos_id));
@@ -345,13 +337,7 @@ static void intake_job_detach(IntakeJob *job) {
         Intake *in = job->intake;
 
         if (job->receipt_id) {
-                if (job->prev)
-                        job->prev->next = job->next;
-                else
-                        in->printing = job->next;
-                if (job->next)
-                        job->next->prev = job->prev;
-                job->prev = job->next = NULL;
+                LIST_REMOVE(printing, in->printing, job);
                 job->receipt_id = mfree(job->receipt_id);
         }
         job->timeout_source = sd_event_source_disable_unref(job->timeout_source);
@@ -371,7 +357,6 @@ static void intake_job_free(IntakeJob *job) {
         assert(in->n_in_flight > 0);
         in->n_in_flight--;
         free(job->answer_id);
-        free(job->answer_status);
         free(job->answer_message);
         free(job->answer_fiscal_doc);
         free(job->key);
@@ -380,41 +365,16 @@ static void intake_job_free(IntakeJob *job) {
 
 /* ---- the first answer, stored with the key ---- */
 
-/* The store and the print status that intake_receipt_status() turns into `status`; -EINVAL for others. */
-static int receipt_status_from_string(const char *status, StoreStatus *ret, StorePrintStatus *ret_print) {
-        static const struct {
-                const char *name;
-                StoreStatus status;
-                StorePrintStatus print_status;
-        } table[] = {
-                { "buffered", STORE_STATUS_PENDING, STORE_PRINT_UNPRINTED },
-                { "printed", STORE_STATUS_PENDING, STORE_PRINT_PRINTED },
-                { "print_failed", STORE_STATUS_PENDING, STORE_PRINT_FAILED },
-                { "print_rejected", STORE_STATUS_PENDING, STORE_PRINT_REJECTED },
-                { "synced", STORE_STATUS_SYNCED, STORE_PRINT_PRINTED },
-                { "dead_letter", STORE_STATUS_DLQ, STORE_PRINT_PRINTED },
-                { "cancelled", STORE_STATUS_CANCELLED, STORE_PRINT_REJECTED },
-        };
-
-        for (size_t i = 0; i < ELEMENTSOF(table); i++)
-                if (streq_ptr(status, table[i].name)) {
-                        *ret = table[i].status;
-                        *ret_print = table[i].print_status;
-                        return 0;
-                }
-        return -EINVAL;
-}
-
 /* The answer as idempotency_keys.response keeps it: {"status", "message", "fiscal_doc": true or null,
  * "change" (when any)}. Its receipt id is the key's receipt, and "fiscal_doc": true stands for the receipt's
  * fiscal document, which is never overwritten once printed. */
-static int stored_answer_format(const char *status, const char *message, bool fiscal_doc, int64_t change,
+static int stored_answer_format(ReceiptState state, const char *message, bool fiscal_doc, int64_t change,
                                 char **ret) {
         _cleanup_(json_object_putp) json_object *o = NULL;
         char *t;
 
         o = json_object_new_object();
-        if (!o || json_add(o, "status", json_object_new_string(status)) < 0 ||
+        if (!o || json_add(o, "status", json_object_new_string(receipt_state_to_string(state))) < 0 ||
             json_add(o, "message", json_object_new_string(message)) < 0 ||
             json_object_object_add(o, "fiscal_doc", fiscal_doc ? json_object_new_boolean(true) : NULL) < 0 ||
             (change > 0 &&
@@ -435,8 +395,8 @@ static void intake_job_give_answer(IntakeJob *job) {
                 .fiscal_doc = job->answer_fiscal_doc,
         };
 
-        if (receipt_status_from_string(job->answer_status, &r.status, &r.print_status) < 0)
-                assert(!"an answer with a status of its own");
+        if (receipt_state_to_store(job->answer_state, &r.status, &r.print_status) < 0)
+                assert(!"an answer in no state");
         intake_job_reply(job, &(IntakeReply) { .error = INTAKE_OK,
                                                .replayed = job->answer_replayed,
                                                .receipt = &r,
@@ -458,14 +418,14 @@ static void intake_on_answer_stored(Store *s, int result, void *userdata) {
 
 /* The answer for receipt `id` is decided: keeps it in the job, stores it with the key, and gives it once
  * that is committed (a replay after a crash then says the same). The strings are copied. */
-static void intake_job_answer(IntakeJob *job, const char *id, const char *status, const char *fiscal_doc,
+static void intake_job_answer(IntakeJob *job, const char *id, ReceiptState state, const char *fiscal_doc,
                               const char *message, bool replayed) {
         _cleanup_free_ char *stored = NULL;
         int r;
 
         intake_job_detach(job);
-        if (!(job->answer_id = strdup(id)) || !(job->answer_status = strdup(status)) ||
-            !(job->answer_message = strdup(message)) ||
+        job->answer_state = state;
+        if (!(job->answer_id = strdup(id)) || !(job->answer_message = strdup(message)) ||
             (fiscal_doc && !(job->answer_fiscal_doc = strdup(fiscal_doc)))) {
                 intake_job_fail(job, INTAKE_UNAVAILABLE, "Out of memory");
                 intake_job_free(job);
@@ -473,31 +433,30 @@ static void intake_job_answer(IntakeJob *job, const char *id, const char *status
         }
         job->answer_replayed = replayed;
 
-        r = stored_answer_format(status, message, fiscal_doc, job->change, &stored);
+        r = stored_answer_format(state, message, fiscal_doc, job->change, &stored);
         if (r >= 0)
                 r = store_set_response(job->intake->store, id, 200, stored, intake_on_answer_stored, job);
         if (r < 0)
                 intake_on_answer_stored(job->intake->store, r, job);
 }
 
-/* The answer for a receipt that is durable, with the first outcome of its print, or none yet (NULL). */
-static void intake_answer_printed(IntakeJob *job, const char *receipt_id, const char *status,
+/* The answer for a receipt that is durable, with the first outcome of its print, or none yet (buffered). */
+static void intake_answer_printed(IntakeJob *job, const char *receipt_id, ReceiptState state,
                                   const char *fiscal_json, const char *reason) {
         _cleanup_free_ char *id = NULL, *message = NULL;
 
-        status = status ?: "buffered";
         id = strdup(receipt_id); /* the job's copy goes when it stops waiting for the register */
-        if (!id || intake_answer_message(status, reason, &message) < 0) {
+        if (!id || intake_answer_message(state, reason, &message) < 0) {
                 intake_job_fail(job, INTAKE_UNAVAILABLE, "Out of memory");
                 intake_job_free(job);
                 return;
         }
-        intake_job_answer(job, id, status, streq(status, "printed") ? fiscal_json : NULL, message, false);
+        intake_job_answer(job, id, state, state == RECEIPT_STATE_PRINTED ? fiscal_json : NULL, message, false);
 }
 
-static void intake_on_printed(Printer *p, const char *receipt_id, const char *status,
+static void intake_on_printed(Printer *p, const char *receipt_id, ReceiptState state,
                               const char *fiscal_json, const char *reason, void *userdata) {
-        intake_answer_printed(userdata, receipt_id, status, fiscal_json, reason);
+        intake_answer_printed(userdata, receipt_id, state, fiscal_json, reason);
 }
 
 static int intake_on_print_timeout(sd_event_source *s, uint64_t usec, void *userdata) {
@@ -505,7 +464,7 @@ static int intake_on_print_timeout(sd_event_source *s, uint64_t usec, void *user
 
         /* The receipt is durable; the register is slow. Answer now, printing goes on. */
         printer_forget_waiter(job->intake->printer, job->receipt_id);
-        intake_answer_printed(job, job->receipt_id, NULL, NULL, NULL);
+        intake_answer_printed(job, job->receipt_id, RECEIPT_STATE_BUFFERED, NULL, NULL);
         return 0;
 }
 
@@ -524,10 +483,7 @@ static int intake_wait_for_print(Intake *in, IntakeJob *job, const StoreReceipt 
         job->receipt_id = strdup(receipt->id);
         if (!job->receipt_id)
                 return -ENOMEM;
-        job->next = in->printing;
-        if (in->printing)
-                in->printing->prev = job;
-        in->printing = job;
+        LIST_PREPEND(printing, in->printing, job);
 
         r = printer_enqueue(in->printer, receipt->id, receipt->receipt_data,
                             in->response_timeout > 0 ? intake_on_printed : NULL, job);
@@ -588,7 +544,8 @@ static void intake_replay(IntakeJob *job, const StoreReceipt *receipt) {
         if (receipt->response) {
                 o = json_tokener_parse(receipt->response);
                 if (o && json_object_object_get_ex(o, "status", &status) &&
-                    receipt_status_from_string(json_object_get_string(status), &st, &pst) >= 0 &&
+                    receipt_state_to_store(receipt_state_from_string(json_object_get_string(status)), &st,
+                                           &pst) >= 0 &&
                     json_object_object_get_ex(o, "message", &msg) &&
                     json_object_is_type(msg, json_type_string)) {
                         StoreReceipt r = {
@@ -615,12 +572,12 @@ static void intake_replay(IntakeJob *job, const StoreReceipt *receipt) {
                                 receipt->id);
         }
 
-        if (intake_answer_message("replayed", NULL, &message) < 0) {
+        if (intake_answer_message(_RECEIPT_STATE_INVALID, NULL, &message) < 0) {
                 intake_job_fail(job, INTAKE_UNAVAILABLE, "Out of memory");
                 intake_job_free(job);
                 return;
         }
-        intake_job_answer(job, receipt->id, intake_receipt_status(receipt), receipt->fiscal_doc, message,
+        intake_job_answer(job, receipt->id, receipt_state_of(receipt), receipt->fiscal_doc, message,
                           true);
 }
 
@@ -663,7 +620,7 @@ static void intake_on_stored(Store *s, int error, StoreSubmitOutcome outcome, co
                                 intake_job_fail(job, INTAKE_UNAVAILABLE, "Out of memory");
                                 break;
                         }
-                        intake_answer_printed(job, receipt->id, NULL, NULL, NULL);
+                        intake_answer_printed(job, receipt->id, RECEIPT_STATE_BUFFERED, NULL, NULL);
                         return;
                 case STORE_SUBMIT_REPLAY:
                         in->stats.replayed++;
@@ -842,12 +799,11 @@ static int intake_submit_one(Intake *in, usec_t started, const char *idempotency
          * goes into the key's INSERT, without a write of its own. */
         if (!in->printer || in->response_timeout == 0) {
                 job->answer_in_insert = true;
-                job->answer_status = strdup("buffered");
-                r = job->answer_status ? intake_answer_message("buffered", NULL, &job->answer_message)
-                                       : -ENOMEM;
+                job->answer_state = RECEIPT_STATE_BUFFERED;
+                r = intake_answer_message(RECEIPT_STATE_BUFFERED, NULL, &job->answer_message);
                 if (r >= 0)
-                        r = stored_answer_format("buffered", job->answer_message, false, job->change,
-                                                 &answer);
+                        r = stored_answer_format(RECEIPT_STATE_BUFFERED, job->answer_message, false,
+                                                 job->change, &answer);
                 if (r < 0) {
                         intake_job_free(job);
                         return r;

@@ -97,7 +97,3 @@ int intake_reply_to_json(const IntakeReply *reply, json_object **ret);
 /* A stored receipt as GET /v1/kkt/receipt/{id} and GetReceipt() show it: its state now; "hlc" as a decimal
  * string (stamps exceed 2^53). */
 int intake_receipt_to_json(const StoreReceipt *r, json_object **ret);
-
-/* Client-visible status of a stored receipt: "buffered", "printed", "print_failed", "print_rejected",
- * "cancelled", "synced", "dead_letter". */
-const char *intake_receipt_status(const StoreReceipt *r);

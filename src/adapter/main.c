@@ -121,7 +121,7 @@ static int run(int argc, char *argv[]) {
         }
 
         if (arg_dump_config)
-                return config_dump(m->config, stdout);
+                return config_dump(m->modules.config, stdout);
 
         r = manager_start(m);
         if (r < 0) {

@@ -4,6 +4,8 @@
 /* MESSAGE_ID= values of the journal entries an operator acts on; each has an entry in the catalog
  * (man/kkt-adapter.catalog). Never change a published id: tools and alerts match on them. */
 
+#include "receipt-state.h"
+
 #define MESSAGE_ID_STARTED      "55f78f4a987a4ce49299121c18098547"
 #define MESSAGE_ID_STOPPING     "1fbc056ae4a949bb8f8063779674ccb4"
 #define MESSAGE_ID_RELOADED     "0e9d3b6454694ee6bff6bd2d8cb438a5"
@@ -22,8 +24,9 @@
 #define MESSAGE_ID_FN_WARNING   "9a0550b506494694a4976d087899d3de"
 #define MESSAGE_ID_PRINT_STUCK  "2041a6e86ca6459f91b4b3ab5f853e63"
 
-/* The fields of every journal entry about one receipt, for LOG_FIELDS(): its id, and its status as clients
- * see it after the event (intake_receipt_status(): "buffered", "printed", "print_failed", "print_rejected",
+/* The fields of every journal entry about one receipt, for LOG_FIELDS(): its id, and its state as clients
+ * see it after the event (receipt-state.h: "buffered", "printed", "print_failed", "print_rejected",
  * "cancelled", "synced", "dead_letter"). journalctl and Loki queries select on them (README, "Monitoring a
- * fleet"). */
+ * fleet"). LOG_RECEIPT_STATE_FIELDS() takes the ReceiptState; LOG_RECEIPT_FIELDS() its name. */
 #define LOG_RECEIPT_FIELDS(id, status) { "RECEIPT_ID", (id) }, { "RECEIPT_STATUS", (status) }
+#define LOG_RECEIPT_STATE_FIELDS(id, state) LOG_RECEIPT_FIELDS(id, receipt_state_to_string(state))

@@ -1,13 +1,13 @@
 /* SPDX-License-Identifier: MIT */
 /* Owns the exposition of GET /metrics: one place that says every metric's name, type, unit and meaning and
- * writes numbers exactly from integers (usec_t, counts), without floating point; and manager_metrics(),
- * which takes the snapshot of the Manager's modules that the renderer works from. */
+ * writes numbers exactly from integers (usec_t, counts), without floating point; and metrics_build(),
+ * which takes the snapshot of the modules that the renderer works from. */
 
 #include <inttypes.h>
 #include <stdio.h>
 
 #include "json-util.h"
-#include "manager.h"
+#include "health.h"
 #include "metrics.h"
 
 /* num/den with up to `decimals` digits, trailing zeros dropped: "12.5", "100", "-0.25". */
@@ -161,7 +161,7 @@ static void render_server(FILE *f, const MetricsSnapshot *s) {
                 "kkt_http_responses_total{class=\"5xx\"} %" PRIu64 "\n",
                 s->http.responses_2xx, s->http.responses_4xx, s->http.responses_5xx);
         gauge_u64(f, "kkt_http_connections", "Open HTTP connections.", s->http.connections);
-        if (s->health >= 0 && s->health < _METRICS_HEALTH_MAX)
+        if (s->health >= 0 && s->health < _HEALTH_MAX)
                 gauge_u64(
                         f, "kkt_health_state",
                         "The verdict of GET /v1/health: 0 healthy, 1 degraded, 2 unhealthy (answered 503).",
@@ -321,8 +321,7 @@ int metrics_render(const MetricsSnapshot *s, char **ret) {
         return 0;
 }
 
-/* Declared in manager.h: the snapshot of the Manager's modules, rendered. */
-int manager_metrics(Manager *m, uint64_t dead_letters_open, char **ret) {
+int metrics_build(const Modules *m, uint64_t dead_letters_open, char **ret) {
         _cleanup_(json_object_putp) json_object *health = NULL;
         MetricsSnapshot s = {
                 .now = now(CLOCK_REALTIME),
@@ -332,19 +331,17 @@ int manager_metrics(Manager *m, uint64_t dead_letters_open, char **ret) {
                 .store = *store_get_stats(m->store),
                 .intake = *intake_get_stats(m->intake),
                 .http = *http_server_get_stats(m->http),
-                .health = _METRICS_HEALTH_UNKNOWN,
+                .health = _HEALTH_INVALID,
                 .heartbeat = m->heartbeat ? heartbeat_get_state(m->heartbeat) : HEARTBEAT_UNKNOWN,
                 .heartbeat_failures = m->heartbeat ? heartbeat_get_consecutive_failures(m->heartbeat) : 0,
                 .heartbeats = m->heartbeat ? heartbeat_get_beats(m->heartbeat) : 0,
                 .device = m->device ? device_get_status(m->device) : NULL,
         };
-        ManagerHealth h;
+        Health h;
 
         /* The same verdict as GET /v1/health; a failure to build it only leaves kkt_health_state out. */
-        if (manager_health(m, dead_letters_open, &h, &health) >= 0)
-                s.health = h == MANAGER_UNHEALTHY  ? METRICS_HEALTH_UNHEALTHY
-                           : h == MANAGER_DEGRADED ? METRICS_HEALTH_DEGRADED
-                                                   : METRICS_HEALTH_HEALTHY;
+        if (health_build(m, dead_letters_open, &h, &health) >= 0)
+                s.health = h;
         if (m->printer) {
                 s.have_printer = true;
                 s.printer = *printer_get_stats(m->printer);

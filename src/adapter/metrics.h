@@ -3,17 +3,19 @@
 
 /* The Prometheus text exposition of GET /metrics: names, types, units and help of every metric, rendered
  * from a snapshot of what the modules count. The chain's alert rules and dashboard (contrib/) read these
- * names; man kkt-adapterd(8) lists them. metrics_render() reaches no module; manager_metrics() (manager.h,
- * defined in metrics.c) fills the snapshot from the Manager's. */
+ * names; man kkt-adapterd(8) lists them. metrics_render() reaches no module; metrics_build() fills the snapshot from
+ * the modules. */
 
 #include <stdbool.h>
 #include <stdint.h>
 
 #include "breaker.h"
 #include "device.h"
+#include "health.h"
 #include "heartbeat-state.h"
 #include "http.h"
 #include "intake.h"
+#include "modules.h"
 #include "printer.h"
 #include "store.h"
 #include "sync.h"
@@ -22,14 +24,6 @@
 /* The register blocks when a document has waited this long for the OFD (54-FZ art. 4.1, as drivers and
  * the fiscal day read it). */
 #define METRICS_OFD_LIMIT (30 * USEC_PER_DAY)
-
-typedef enum MetricsHealth {
-        METRICS_HEALTH_HEALTHY,
-        METRICS_HEALTH_DEGRADED,
-        METRICS_HEALTH_UNHEALTHY,
-        _METRICS_HEALTH_MAX,
-        _METRICS_HEALTH_UNKNOWN = -1, /* not rendered */
-} MetricsHealth;
 
 typedef struct MetricsSnapshot {
         usec_t now; /* CLOCK_REALTIME */
@@ -40,7 +34,7 @@ typedef struct MetricsSnapshot {
         StoreStats store;
         IntakeStats intake;
         HttpServerStats http;
-        MetricsHealth health; /* GET /v1/health's verdict */
+        Health health; /* GET /v1/health's verdict; _HEALTH_INVALID: not rendered */
 
         HeartbeatState heartbeat;
         unsigned heartbeat_failures; /* consecutive */
@@ -68,3 +62,7 @@ char *metrics_format_days(char *buf, size_t l, usec_t until, usec_t now);
 /* Microseconds as seconds, exactly ("0.0025", "30", "1.5"). */
 char *metrics_format_seconds(char *buf, size_t l, usec_t usec);
 #define METRICS_NUMBER_MAX 48
+
+/* Prometheus text exposition of the modules' counters into *ret (free()); dead_letters_open as for
+ * health_build() (UINT64_MAX leaves kkt_dlq_unresolved out). */
+int metrics_build(const Modules *m, uint64_t dead_letters_open, char **ret);

@@ -9,6 +9,7 @@
 #include <search.h>
 
 #include "json-util.h"
+#include "list.h"
 #include "log.h"
 #include "message-ids.h"
 #include "printer.h"
@@ -24,7 +25,7 @@ typedef enum PrintJobKind {
 
 typedef struct PrintJob PrintJob;
 struct PrintJob {
-        PrintJob *next;
+        LIST_FIELDS(PrintJob, queue);
         PrintJobKind kind;
 
         /* JOB_RECEIPT */
@@ -108,43 +109,29 @@ static void printer_push(Printer *p, PrintJob *j) {
         if (!printer_has_work(p))
                 p->progress_at = now(CLOCK_MONOTONIC);
         printer_index(p, j);
-        if (p->tail)
-                p->tail->next = j;
-        else
-                p->head = j;
-        p->tail = j;
+        LIST_APPEND(queue, p->head, p->tail, j);
         p->stats.queued++;
 }
 
+/* Puts j first in the queue (the current job back, a Z report ahead of receipts). */
 static void printer_push_front(Printer *p, PrintJob *j) {
         if (!printer_has_work(p))
                 p->progress_at = now(CLOCK_MONOTONIC);
         printer_index(p, j);
-        j->next = p->head;
-        p->head = j;
-        if (!p->tail)
-                p->tail = j;
+        if (p->tail)
+                LIST_PREPEND(queue, p->head, j);
+        else
+                LIST_APPEND(queue, p->head, p->tail, j);
         p->stats.queued++;
 }
 
-/* Takes j out of the queue, wherever it is. */
+/* Takes j out of the queue, wherever it is; a job not queued (the current one) is left alone. */
 static void printer_unlink(Printer *p, PrintJob *j) {
-        PrintJob *prev = NULL;
-
-        for (PrintJob *i = p->head; i; prev = i, i = i->next) {
-                if (i != j)
-                        continue;
-                if (prev)
-                        prev->next = j->next;
-                else
-                        p->head = j->next;
-                if (p->tail == j)
-                        p->tail = prev;
-                j->next = NULL;
-                p->stats.queued--;
-                printer_unindex(p, j);
+        if (!LIST_IS_LINKED(queue, p->head, j))
                 return;
-        }
+        LIST_REMOVE_QUEUED(queue, p->head, p->tail, j);
+        p->stats.queued--;
+        printer_unindex(p, j);
 }
 
 static PrintJob *printer_find(Printer *p, const char *receipt_id) {
@@ -159,13 +146,13 @@ static PrintJob *printer_find(Printer *p, const char *receipt_id) {
 static PrintJob *printer_find_close(Printer *p) {
         if (p->current && p->current->kind == JOB_CLOSE_SHIFT)
                 return p->current;
-        for (PrintJob *j = p->head; j; j = j->next)
+        LIST_FOREACH(queue, j, p->head)
                 if (j->kind == JOB_CLOSE_SHIFT)
                         return j;
         return NULL;
 }
 
-static void printer_notify_waiter(Printer *p, PrintJob *j, const char *status, const char *fiscal_json,
+static void printer_notify_waiter(Printer *p, PrintJob *j, ReceiptState state, const char *fiscal_json,
                                   const char *reason) {
         PrinterWaiterCallback cb = j->waiter;
 
@@ -173,12 +160,12 @@ static void printer_notify_waiter(Printer *p, PrintJob *j, const char *status, c
                 return;
         /* A waiter hears once: it answers its client with the first outcome. */
         j->waiter = NULL;
-        cb(p, j->receipt_id, status, fiscal_json, reason, j->waiter_userdata);
+        cb(p, j->receipt_id, state, fiscal_json, reason, j->waiter_userdata);
 }
 
-static void printer_emit(Printer *p, const char *receipt_id, const char *status, const char *reason) {
+static void printer_emit(Printer *p, const char *receipt_id, ReceiptState state, const char *reason) {
         if (p->event_cb)
-                p->event_cb(p, receipt_id, status, reason, p->event_userdata);
+                p->event_cb(p, receipt_id, state, reason, p->event_userdata);
 }
 
 static int printer_on_retry(sd_event_source *s, uint64_t usec, void *userdata) {
@@ -221,11 +208,12 @@ static void printer_schedule_retry(Printer *p) {
 static void printer_retry_later(Printer *p) {
         PrintJob *j = TAKE_PTR(p->current);
 
+        /* Not printer_push_front(): going back to the head is no progress. */
         printer_index(p, j);
-        j->next = p->head;
-        p->head = j;
-        if (!p->tail)
-                p->tail = j;
+        if (p->tail)
+                LIST_PREPEND(queue, p->head, j);
+        else
+                LIST_APPEND(queue, p->head, p->tail, j);
         p->stats.queued++;
         printer_schedule_retry(p);
 }
@@ -314,7 +302,7 @@ static void printer_reject_current(Printer *p, const char *reason) {
 
         p->stats.rejected++;
         log_struct(LOG_ERR, MESSAGE_ID_PRINT_REJECTED,
-                   LOG_FIELDS(LOG_RECEIPT_FIELDS(j->receipt_id, "print_rejected")),
+                   LOG_FIELDS(LOG_RECEIPT_STATE_FIELDS(j->receipt_id, RECEIPT_STATE_PRINT_REJECTED)),
                    "The fiscal register rejected receipt %s (%s); it is set aside as print_rejected and the "
                    "next receipt prints. Fix it and retry, or cancel it: kktctl receipt retry|cancel %s.",
                    j->receipt_id, reason, j->receipt_id);
@@ -326,8 +314,8 @@ static void printer_reject_current(Printer *p, const char *reason) {
                 free(id);
         }
 
-        printer_notify_waiter(p, j, "print_rejected", NULL, reason);
-        printer_emit(p, j->receipt_id, "print_rejected", reason);
+        printer_notify_waiter(p, j, RECEIPT_STATE_PRINT_REJECTED, NULL, reason);
+        printer_emit(p, j->receipt_id, RECEIPT_STATE_PRINT_REJECTED, reason);
         printer_finish_current(p);
 }
 
@@ -349,8 +337,8 @@ static void printer_on_marked(Store *s, int result, void *userdata) {
         }
 
         p->stats.printed++;
-        printer_notify_waiter(p, j, "printed", j->fiscal_json, NULL);
-        printer_emit(p, j->receipt_id, "printed", NULL);
+        printer_notify_waiter(p, j, RECEIPT_STATE_PRINTED, j->fiscal_json, NULL);
+        printer_emit(p, j->receipt_id, RECEIPT_STATE_PRINTED, NULL);
         printer_finish_current(p);
 }
 
@@ -399,12 +387,12 @@ static void printer_fail_current(Printer *p, int error, const char *reason) {
         p->stats.failed_attempts++;
         if (ratelimit_below(&p->log_ratelimit, NULL))
                 log_struct_errno(LOG_WARNING, error, NULL,
-                                 LOG_FIELDS(LOG_RECEIPT_FIELDS(j->receipt_id, "print_failed")),
+                                 LOG_FIELDS(LOG_RECEIPT_STATE_FIELDS(j->receipt_id, RECEIPT_STATE_PRINT_FAILED)),
                                  "Printing receipt %s failed: %s; it stays buffered and is retried.",
                                  j->receipt_id, reason);
         printer_flag_failed(p, j, reason);
-        printer_notify_waiter(p, j, "print_failed", NULL, reason);
-        printer_emit(p, j->receipt_id, "print_failed", reason);
+        printer_notify_waiter(p, j, RECEIPT_STATE_PRINT_FAILED, NULL, reason);
+        printer_emit(p, j->receipt_id, RECEIPT_STATE_PRINT_FAILED, reason);
         printer_retry_later(p);
 }
 
@@ -641,11 +629,11 @@ static bool printer_hold_for_shift(Printer *p) {
         if (!j->guard_reported) {
                 j->guard_reported = true;
                 log_struct(LOG_WARNING, MESSAGE_ID_SHIFT_EXPIRING,
-                           LOG_FIELDS(LOG_RECEIPT_FIELDS(j->receipt_id, "print_failed")),
+                           LOG_FIELDS(LOG_RECEIPT_STATE_FIELDS(j->receipt_id, RECEIPT_STATE_PRINT_FAILED)),
                            "Receipt %s waits: %s.", j->receipt_id, reason);
                 printer_flag_failed(p, j, reason);
-                printer_notify_waiter(p, j, "print_failed", NULL, reason);
-                printer_emit(p, j->receipt_id, "print_failed", reason);
+                printer_notify_waiter(p, j, RECEIPT_STATE_PRINT_FAILED, NULL, reason);
+                printer_emit(p, j->receipt_id, RECEIPT_STATE_PRINT_FAILED, reason);
         }
         printer_schedule_retry(p);
         p->holding = true;
@@ -665,11 +653,7 @@ static void printer_next(Printer *p) {
             printer_shift_guard(p) && printer_hold_for_shift(p))
                 return;
 
-        j = p->head;
-        p->head = j->next;
-        if (!p->head)
-                p->tail = NULL;
-        j->next = NULL;
+        j = LIST_POP(queue, p->head, p->tail);
         p->stats.queued--;
         printer_unindex(p, j);
         p->current = j;
@@ -780,9 +764,9 @@ static void printer_on_admin(Store *s, int error, const StoreReceipt *receipt, v
                         if (j && j != p->current)
                                 j->unknown_outcome = true;
                 }
-                printer_emit(p, receipt->id, "buffered", NULL);
+                printer_emit(p, receipt->id, RECEIPT_STATE_BUFFERED, NULL);
         } else if (error >= 0)
-                printer_emit(p, receipt->id, "cancelled", receipt->last_error);
+                printer_emit(p, receipt->id, RECEIPT_STATE_CANCELLED, receipt->last_error);
 
         if (ctx->cb)
                 ctx->cb(p, error, error >= 0 ? receipt : NULL, ctx->userdata);
@@ -862,7 +846,7 @@ typedef struct LoadContext {
 static void load_context_done(Store *s, int result, void *userdata) {
         LoadContext *ctx = userdata;
         Printer *p = ctx->printer;
-        PrintJob *loaded = NULL, *last = NULL;
+        PrintJob *loaded = NULL, *loaded_tail = NULL;
         unsigned n = 0;
 
         if (result < 0)
@@ -880,11 +864,7 @@ static void load_context_done(Store *s, int result, void *userdata) {
                     print_job_new(&j, ctx->job.ids[i], ctx->job.docs[i]) >= 0) {
                         j->unknown_outcome = true;
                         printer_index(p, j);
-                        if (last)
-                                last->next = j;
-                        else
-                                loaded = j;
-                        last = j;
+                        LIST_APPEND(queue, loaded, loaded_tail, j);
                         n++;
                 }
                 free(ctx->job.ids[i]);
@@ -897,10 +877,10 @@ static void load_context_done(Store *s, int result, void *userdata) {
         if (loaded) {
                 if (!printer_has_work(p))
                         p->progress_at = now(CLOCK_MONOTONIC);
-                last->next = p->head;
-                if (!p->head)
-                        p->tail = last;
+                /* Ahead of what is queued: join that behind the loaded ones. */
+                LIST_JOIN(queue, loaded, loaded_tail, p->head, p->tail);
                 p->head = loaded;
+                p->tail = loaded_tail;
                 p->stats.queued += n;
         }
         p->loading = false;
@@ -946,10 +926,7 @@ Printer *printer_free(Printer *p) {
                 return NULL;
         sd_event_source_disable_unref(p->retry_source);
         print_job_free(p->current);
-        while (p->head) {
-                PrintJob *j = p->head;
-
-                p->head = j->next;
+        for (PrintJob *j; (j = LIST_POP(queue, p->head, p->tail));) {
                 printer_unindex(p, j);
                 /* A Z report that was never sent: its requester hears that it will not be made. */
                 if (j->kind == JOB_CLOSE_SHIFT && j->report_cb)

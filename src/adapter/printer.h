@@ -12,19 +12,21 @@
 
 #include "device.h"
 #include "macro.h"
+#include "receipt-state.h"
 #include "store.h"
 
 typedef struct Printer Printer;
 
-/* The first outcome of a receipt's print: status "printed" (fiscal_json is the stored fiscal document),
- * "print_failed" (a fault of the register; it stays queued and is retried) or "print_rejected" (the register
- * refused it for good; an admin retries or cancels it). reason says why it failed. */
-typedef void (*PrinterWaiterCallback)(Printer *p, const char *receipt_id, const char *status,
+/* The first outcome of a receipt's print: RECEIPT_STATE_PRINTED (fiscal_json is the stored fiscal document),
+ * RECEIPT_STATE_PRINT_FAILED (a fault of the register; it stays queued and is retried) or
+ * RECEIPT_STATE_PRINT_REJECTED (the register refused it for good; an admin retries or cancels it). reason
+ * says why it failed. */
+typedef void (*PrinterWaiterCallback)(Printer *p, const char *receipt_id, ReceiptState state,
                                       const char *fiscal_json, const char *reason, void *userdata);
 
-/* For the Manager, about every receipt, waiter or not: "printed", "print_failed", "print_rejected",
- * "buffered" (back in the queue after an admin's retry), "cancelled". */
-typedef void (*PrinterEventCallback)(Printer *p, const char *receipt_id, const char *status, const char *reason,
+/* For the Manager, about every receipt, waiter or not: printed, print_failed, print_rejected, buffered (back
+ * in the queue after an admin's retry), cancelled. */
+typedef void (*PrinterEventCallback)(Printer *p, const char *receipt_id, ReceiptState state, const char *reason,
                                      void *userdata);
 
 /* A shift document the printer had made (an opening before a receipt, a Z report), or a Z that failed. */

@@ -11,10 +11,6 @@
 #include "memory-util.h"
 #include "token.h"
 
-char *token_free(char *token) {
-        return erase_and_free(token);
-}
-
 /* A credential name is one file name inside the directory, as systemd's LoadCredential= makes it. */
 static bool credential_name_is_valid(const char *name) {
         return !isempty(name) && !strchr(name, '/') && !streq(name, ".") && !streq(name, "..");
@@ -44,7 +40,7 @@ static bool secret_char_allowed(char c, SecretFlags flags) {
 }
 
 static int secret_read_fd(int fd, SecretFlags flags, char **ret) {
-        _cleanup_(token_freep) char *buf = NULL;
+        _cleanup_(erase_and_freep) char *buf = NULL;
         size_t max = (flags & SECRET_PEM) ? SECRET_PEM_SIZE_MAX : TOKEN_SIZE_MAX;
         struct stat st;
         size_t n = 0;

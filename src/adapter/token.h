@@ -3,7 +3,8 @@
 
 /* Secrets: bearer tokens for the upstreams (ERP heartbeat, OFD) and for our own HTTP API, and the HTTP
  * listener's TLS certificate and key. Read from a systemd credential or a file, never from the command line
- * or the environment, and never logged; tokens are compared in constant time. */
+ * or the environment, and never logged; tokens are compared in constant time. A secret is freed with
+ * erase_and_free() (memory-util.h). */
 
 #include <stdbool.h>
 
@@ -40,7 +41,3 @@ static inline int read_token(const char *path, const char *credential_name, char
 /* Whether the presented token is the expected one. The time taken depends on the lengths only, never on
  * how much of the presented token is right, so a client cannot guess a token byte by byte. */
 bool token_equal(const char *presented, const char *expected);
-
-/* Overwrites and frees a secret; accepts NULL; returns NULL. */
-char *token_free(char *token);
-DEFINE_TRIVIAL_CLEANUP_FUNC(char *, token_free);
