@@ -19,7 +19,7 @@
 # PIN=0 runs everything unpinned).
 #
 # Needs wrk (LuaJIT scripting), curl, a C compiler and python3. The daemon must be built with the debug
-# hooks (meson -Dtests=true, the default) for the ceiling; without them the ceiling runs are skipped.
+# hooks (meson -Dtests=true; the default is false) for the ceiling; without them the ceiling runs are skipped.
 # Not a test: meson test never runs it. Everything is bounded: each point takes WARMUP + DURATION seconds.
 
 set -eu -o pipefail

@@ -129,7 +129,8 @@ static void device_set_condition(Device *d, DeviceState condition, DeviceFault f
                 /* Logged on the change only, so a retried print does not repeat it. Without a receipt the
                  * NULL key ends the field list early. The receipt's status is the printer's verdict on
                  * such a fault: set aside for a permanent one, retried otherwise. */
-                receipt_status = device_fault_is_permanent(fault) ? "print_rejected" : "print_failed";
+                receipt_status = receipt_state_to_string(
+                        device_fault_is_permanent(fault) ? RECEIPT_STATE_PRINT_REJECTED : RECEIPT_STATE_PRINT_FAILED);
                 log_struct(LOG_WARNING, MESSAGE_ID_DEVICE_FAULT,
                            LOG_FIELDS({ "DEVICE_FAULT", device_fault_to_string(fault) },
                                       { receipt_id ? "RECEIPT_ID" : NULL, receipt_id },

@@ -15,7 +15,7 @@ static void sync_on_dlq_done(Sync *s, SyncJob *j, int result) {
         case SYNC_JOB_DLQ_RETRY:
                 if (result >= 0) {
                         log_struct(LOG_INFO, NULL,
-                                   LOG_FIELDS(LOG_RECEIPT_FIELDS(j->u.change.receipt_id, "printed")),
+                                   LOG_FIELDS(LOG_RECEIPT_STATE_FIELDS(j->u.change.receipt_id, RECEIPT_STATE_PRINTED)),
                                    "Receipt %s retried from the dead-letter queue%s%s.",
                                    j->u.change.receipt_id, j->u.change.who ? " by " : "",
                                    strempty(j->u.change.who));
@@ -33,7 +33,7 @@ static void sync_on_dlq_done(Sync *s, SyncJob *j, int result) {
         case SYNC_JOB_DLQ_RESOLVE:
                 if (result >= 0) {
                         log_struct(LOG_INFO, NULL,
-                                   LOG_FIELDS(LOG_RECEIPT_FIELDS(j->u.change.receipt_id, "dead_letter")),
+                                   LOG_FIELDS(LOG_RECEIPT_STATE_FIELDS(j->u.change.receipt_id, RECEIPT_STATE_DEAD_LETTER)),
                                    "Dead letter of receipt %s resolved%s%s.", j->u.change.receipt_id,
                                    j->u.change.who ? " by " : "", strempty(j->u.change.who));
                         sync_mark_counters_changed(s);

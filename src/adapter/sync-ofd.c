@@ -12,7 +12,7 @@ static void sync_log_failure(Sync *s, const char *id, const SyncVerdict *v, unsi
         if (!ratelimit_below(&s->log_ratelimit, &suppressed))
                 return;
         /* Still printed and pending: retried, or dead-lettered (said by its own entry). */
-        log_struct(LOG_WARNING, NULL, LOG_FIELDS(LOG_RECEIPT_FIELDS(id, "printed")),
+        log_struct(LOG_WARNING, NULL, LOG_FIELDS(LOG_RECEIPT_STATE_FIELDS(id, RECEIPT_STATE_PRINTED)),
                    "Sending receipt %s to the OFD failed (attempt %u): %s%s%s%s%s", id, attempt, v->reason,
                    isempty(detail) ? "" : " (", strempty(detail), isempty(detail) ? "" : ")",
                    suppressed > 0 ? " (Earlier messages were suppressed.)" : "");

@@ -385,7 +385,7 @@ static void sync_on_recorded(Sync *s, SyncJob *j, int result) {
                 s->metrics.failed_attempts++;
                 if (ratelimit_below(&s->dead_ratelimit, &suppressed))
                         log_struct(LOG_WARNING, MESSAGE_ID_DEAD_LETTERED,
-                                   LOG_FIELDS(LOG_RECEIPT_FIELDS(a->id, "dead_letter"),
+                                   LOG_FIELDS(LOG_RECEIPT_STATE_FIELDS(a->id, RECEIPT_STATE_DEAD_LETTER),
                                               { "DLQ_REASON", a->dead_reason }),
                                    "Receipt %s moved to the dead-letter queue after %u attempt%s: %s%s",
                                    a->id, a->attempts, a->attempts == 1 ? "" : "s", strna(a->dead_reason),

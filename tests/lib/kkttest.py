@@ -131,7 +131,7 @@ class Daemon:
             "CREDENTIALS_DIRECTORY": self.credentials_dir,
             "LANG": "C.UTF-8",
         }
-        for k in ("ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS", "MALLOC_PERTURB_"):
+        for k in ("ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS", "TSAN_OPTIONS", "MALLOC_PERTURB_"):
             if k in os.environ:
                 env[k] = os.environ[k]
         if self.watchdog_usec:
